@@ -1,0 +1,51 @@
+// Lint rules for Faultline. The workflow rule is what keeps workflow code deterministic:
+// workflows run in a sandbox and are replayed, so they must not touch Node builtins, the
+// network, logging libraries or the client/worker, and may import activities only as types.
+import tseslint from 'typescript-eslint';
+import importX from 'eslint-plugin-import-x';
+
+const nodeBuiltins = [
+  'assert', 'buffer', 'child_process', 'cluster', 'crypto', 'dgram', 'dns', 'events', 'fs', 'fs/promises',
+  'http', 'http2', 'https', 'net', 'os', 'path', 'perf_hooks', 'process', 'readline', 'stream', 'timers',
+  'tls', 'url', 'util', 'v8', 'vm', 'worker_threads', 'zlib',
+];
+
+export const workflowImportRestriction = {
+  paths: [
+    ...nodeBuiltins.map((name) => ({ name, message: 'Workflow code runs in a deterministic sandbox: no Node builtins.' })),
+    { name: 'pino', message: 'Workflows log with `log` from @temporalio/workflow.' },
+    { name: '@temporalio/client', message: 'Workflows must not use the client.' },
+    { name: '@temporalio/worker', message: 'Workflows must not import the worker.' },
+    { name: '@temporalio/activity', message: 'Workflows must not import activity code.' },
+    { name: 'sharp', message: 'Workflows must not do I/O.' },
+    { name: 'undici', message: 'Workflows must not do I/O.' },
+  ],
+  patterns: [
+    { group: ['node:*'], message: 'Workflow code runs in a deterministic sandbox: no Node builtins.' },
+    {
+      group: ['**/activities', '**/activities/*', '**/worker', '**/client', '**/logger', '**/config', '**/cli/*', '**/devserver/*'],
+      allowTypeImports: true,
+      message: 'Workflows may import activities only as types (import type ...), and never the worker, client, logger or config.',
+    },
+  ],
+};
+
+export default tseslint.config(
+  { ignores: ['node_modules/**', 'dist/**', '.temporal/**', '.faultline/**', 'test-artifacts/**', 'test/fixtures/lint/**', 'bin/**', '*.mjs'] },
+  ...tseslint.configs.recommended,
+  {
+    files: ['**/*.ts'],
+    languageOptions: { parserOptions: { project: './tsconfig.json', tsconfigRootDir: import.meta.dirname } },
+    plugins: { 'import-x': importX },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/consistent-type-imports': ['error', { prefer: 'type-imports', fixStyle: 'inline-type-imports' }],
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      'import-x/no-cycle': 'error',
+    },
+  },
+  {
+    files: ['src/workflows/**/*.ts', 'src/engine/**/*.ts', 'src/shared/**/*.ts', 'src/pipelines/**/*.ts'],
+    rules: { '@typescript-eslint/no-restricted-imports': ['error', workflowImportRestriction] },
+  },
+);

@@ -1,0 +1,131 @@
+/**
+ * The engine's activities: run a batch of items through a pipeline (heartbeating per-item
+ * progress), and move what must not travel in payloads through job storage.
+ */
+import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
+import type { Logger } from 'pino';
+import {
+  type BatchProgress,
+  ErrorTypes,
+  type ItemOutcome,
+  type JobItem,
+  type OutputRecord,
+  type PipelineRegistry,
+  type RunBatchInput,
+  type RunBatchResult,
+  makeReport,
+  toErrorReport,
+  validateJobSpec,
+} from '../shared';
+import type { Storage } from '../storage';
+import { ItemError, type PipelineImplementation } from './types';
+
+export interface EngineDeps {
+  implementations: Readonly<Record<string, PipelineImplementation>>;
+  registry: PipelineRegistry;
+  storage: Storage;
+  logger: Logger;
+}
+
+export function createEngineActivities(deps: EngineDeps) {
+  const specCache = new Map<string, unknown>();
+  const loadSpec = async (ref: string) => {
+    let spec = specCache.get(ref);
+    if (spec === undefined) {
+      spec = await deps.storage.readSpec(ref);
+      if (specCache.size > 8) specCache.clear();
+      specCache.set(ref, spec);
+    }
+    return spec as { items: JobItem[] };
+  };
+
+  return {
+    async runBatch(input: RunBatchInput): Promise<RunBatchResult> {
+      const ctx = Context.current();
+      const log = deps.logger.child({ jobId: input.job.jobId, activityId: ctx.info.activityId });
+      const implementation = deps.implementations[input.job.pipeline];
+      if (!implementation) {
+        throw ApplicationFailure.create({
+          type: ErrorTypes.InternalError,
+          message: `this worker has no implementation of pipeline "${input.job.pipeline}"`,
+          nonRetryable: true,
+        });
+      }
+      const progress: BatchProgress = { done: [] };
+      const resumed = ctx.info.heartbeatDetails as BatchProgress | undefined;
+      if (resumed?.done) progress.done.push(...resumed.done);
+      const finished = new Set(progress.done.map((outcome) => outcome.item));
+      // Heartbeat on a timer too: a long item must not look like a dead worker.
+      const beat = () => ctx.heartbeat(progress);
+      const timer = setInterval(beat, Math.max(200, Math.floor(input.heartbeatTimeoutMs / 4)));
+      const notStarted: string[] = [];
+      try {
+        beat();
+        for (const entry of input.entries) {
+          if (finished.has(entry.item.id)) continue;
+          if (ctx.cancellationSignal.aborted) {
+            notStarted.push(entry.item.id);
+            continue;
+          }
+          const itemLog = log.child({ item: entry.item.id, run: entry.run });
+          let outcome: ItemOutcome;
+          try {
+            const work = await implementation.processItem({ job: input.job, entry, signal: ctx.cancellationSignal, log: itemLog });
+            outcome = { item: entry.item.id, records: work.records, bytesIn: work.bytesIn, bytesOut: work.bytesOut };
+          } catch (error) {
+            if (ctx.cancellationSignal.aborted) {
+              notStarted.push(entry.item.id);
+              continue;
+            }
+            outcome = failureOutcome(entry.item.id, error);
+            itemLog.warn({ errorType: outcome.error.type, errorClass: outcome.error.class }, 'item failed: %s', outcome.error.message);
+          }
+          progress.done.push(outcome);
+          beat();
+          if ('error' in outcome && outcome.error.class === 'fatal') {
+            for (const rest of input.entries) if (!progress.done.some((o) => o.item === rest.item.id)) notStarted.push(rest.item.id);
+            break;
+          }
+        }
+      } finally {
+        clearInterval(timer);
+      }
+      if (ctx.cancellationSignal.aborted && ctx.cancellationDetails?.workerShutdown) {
+        // Graceful shutdown: hand the unfinished items back; the workflow charges nothing.
+        const report = makeReport({ type: ErrorTypes.WorkerShutdown, message: 'worker shutting down; batch handed back', details: { notStarted: notStarted.length }, at: new Date().toISOString() });
+        throw ApplicationFailure.create({ type: ErrorTypes.WorkerShutdown, message: report.message, details: [report, progress] });
+      }
+      return { outcomes: progress.done, notStarted };
+    },
+
+    async writeRecords(input: { jobId: string; part: string; records: OutputRecord[] }): Promise<string> {
+      return deps.storage.writeRecordsPart(input.jobId, input.part, input.records);
+    },
+
+    async assembleManifest(input: { jobId: string; round: number; parts: string[] }): Promise<string> {
+      return deps.storage.assembleManifest(input.jobId, input.round, input.parts);
+    },
+
+    /** Re-validates a spec passed by reference; returns its shape, never its items. */
+    async inspectStoredSpec(ref: string): Promise<{ ok: true; itemCount: number } | { ok: false; issues: { path: string; code: string; message: string }[] }> {
+      const spec = await loadSpec(ref);
+      const validation = validateJobSpec(spec, deps.registry);
+      return validation.ok ? { ok: true, itemCount: validation.spec.items.length } : { ok: false, issues: validation.issues };
+    },
+
+    async loadItems(input: { ref: string; from: number; to: number }): Promise<JobItem[]> {
+      const spec = await loadSpec(input.ref);
+      return spec.items.slice(input.from, input.to);
+    },
+  };
+}
+
+function failureOutcome(item: string, error: unknown): Extract<ItemOutcome, { error: unknown }> {
+  if (error instanceof ItemError) {
+    return { item, error: { ...error.report, item }, ...(error.retryAfterMs !== undefined ? { retryAfterMs: error.retryAfterMs } : {}) };
+  }
+  if (error instanceof CancelledFailure) {
+    return { item, error: makeReport({ type: ErrorTypes.JobCancelled, message: 'cancelled', details: {}, item, at: new Date().toISOString() }) };
+  }
+  return { item, error: toErrorReport(error, { at: new Date().toISOString(), item }) };
+}

@@ -1,0 +1,95 @@
+/** Signed webhook delivery with backoff; the outcome is recorded, never the secret. */
+import { Context } from '@temporalio/activity';
+import type { Logger } from 'pino';
+import { ErrorTypes, type JobResult, type Notification, makeReport, redactUrl } from '../shared';
+import { SIGNATURE_HEADER, decryptSecret, signWebhook } from '../secrets';
+
+export interface NotifyDeps {
+  secretKey?: Buffer;
+  env: NodeJS.ProcessEnv;
+  logger: Logger;
+  /** Delays between attempts; the first retry comes within 2 s. */
+  retryDelaysMs?: number[];
+  requestTimeoutMs?: number;
+}
+
+const RETRYABLE_STATUS = (status: number) => status >= 500 || status === 408 || status === 429;
+
+export function createNotifyActivities(deps: NotifyDeps) {
+  const delays = deps.retryDelaysMs ?? [1_000, 2_000, 4_000, 8_000];
+  const resolveSecret = (webhook: { secretEncrypted?: string; secretRef?: string }): string => {
+    if (webhook.secretRef) {
+      const name = webhook.secretRef.replace(/^env:/, '');
+      const value = deps.env[name];
+      if (!value) throw new Error(`worker has no secret ${webhook.secretRef}`);
+      return value;
+    }
+    if (webhook.secretEncrypted) {
+      if (!deps.secretKey) throw new Error('worker has no FAULTLINE_SECRET_KEY to decrypt the webhook secret');
+      return decryptSecret(webhook.secretEncrypted, deps.secretKey);
+    }
+    throw new Error('webhook has no secret');
+  };
+
+  return {
+    async deliverWebhook(input: { webhook: { url: string; secretEncrypted?: string; secretRef?: string }; result: JobResult }): Promise<Notification> {
+      const safeUrl = redactUrl(input.webhook.url);
+      const log = deps.logger.child({ jobId: input.result.jobId, webhook: safeUrl });
+      const { notifications: _notifications, ...body } = input.result;
+      const rawBody = JSON.stringify(body);
+      let attempts = 0;
+      let lastStatus: number | undefined;
+      let lastError: string | undefined;
+      let secret: string;
+      try {
+        secret = resolveSecret(input.webhook);
+      } catch (error) {
+        const report = makeReport({ type: 'WebhookSecretUnavailable', class: 'invalid', message: (error as Error).message, details: {}, step: 'notify', at: new Date().toISOString() });
+        return { kind: 'webhook', url: safeUrl, delivered: false, attempts: 0, error: report, round: input.result.round, at: report.at };
+      }
+      for (;;) {
+        attempts += 1;
+        try {
+          Context.current().heartbeat({ attempts });
+        } catch {
+          /* not running as an activity (unit tests) */
+        }
+        try {
+          const response = await fetch(input.webhook.url, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', [SIGNATURE_HEADER]: signWebhook(rawBody, secret, Math.floor(Date.now() / 1000)), 'user-agent': 'faultline-webhook/1' },
+            body: rawBody,
+            signal: AbortSignal.timeout(deps.requestTimeoutMs ?? 10_000),
+            redirect: 'error',
+          });
+          lastStatus = response.status;
+          await response.arrayBuffer().catch(() => undefined);
+          if (response.ok) {
+            log.info({ attempts, status: lastStatus }, 'webhook delivered');
+            return { kind: 'webhook', url: safeUrl, delivered: true, attempts, lastStatus, round: input.result.round, at: new Date().toISOString() };
+          }
+          lastError = `receiver answered ${lastStatus}`;
+          if (!RETRYABLE_STATUS(lastStatus)) break;
+        } catch (error) {
+          lastStatus = undefined;
+          lastError = `network error: ${(error as Error).name}`;
+        }
+        const delay = delays[attempts - 1];
+        if (delay === undefined) break;
+        log.warn({ attempts, status: lastStatus }, 'webhook attempt failed; retrying in %d ms', delay);
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+      const report = makeReport({
+        type: lastStatus !== undefined && !RETRYABLE_STATUS(lastStatus) ? 'WebhookRejected' : ErrorTypes.EndpointUnavailable,
+        class: lastStatus !== undefined && !RETRYABLE_STATUS(lastStatus) ? 'unprocessable' : 'transient',
+        message: `webhook not delivered after ${attempts} attempt(s): ${lastError ?? 'unknown'}`,
+        details: { url: safeUrl, ...(lastStatus !== undefined ? { httpStatus: lastStatus } : {}) },
+        step: 'notify',
+        attempts,
+        at: new Date().toISOString(),
+      });
+      log.error({ attempts, status: lastStatus }, 'webhook delivery failed');
+      return { kind: 'webhook', url: safeUrl, delivered: false, attempts, ...(lastStatus !== undefined ? { lastStatus } : {}), error: report, round: input.result.round, at: report.at };
+    },
+  };
+}

@@ -1,0 +1,35 @@
+/** What a pipeline implementation provides to the engine's batch activity. */
+import type { Logger } from 'pino';
+import type { BatchEntry, ErrorClass, ErrorReport, JobContext, OutputRecord } from '../shared';
+import { makeReport } from '../shared';
+
+export interface ItemContext {
+  job: JobContext;
+  entry: BatchEntry;
+  /** Aborted when the activity is cancelled (job cancel, worker shutdown). */
+  signal: AbortSignal;
+  log: Logger;
+}
+
+export interface ItemWork {
+  records: OutputRecord[];
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export interface PipelineImplementation {
+  name: string;
+  processItem(ctx: ItemContext): Promise<ItemWork>;
+}
+
+/** Thrown by pipeline code to report a classified failure of one item. */
+export class ItemError extends Error {
+  readonly report: ErrorReport;
+  readonly retryAfterMs?: number;
+  constructor(init: { type: string; message: string; class?: ErrorClass; details?: Record<string, unknown>; step?: string; output?: string; retryAfterMs?: number; cause?: unknown }) {
+    super(init.message, init.cause !== undefined ? { cause: init.cause } : undefined);
+    this.name = 'ItemError';
+    this.report = makeReport({ type: init.type, message: init.message, class: init.class, details: init.details, step: init.step, output: init.output, at: new Date().toISOString() });
+    if (init.retryAfterMs !== undefined) this.retryAfterMs = init.retryAfterMs;
+  }
+}

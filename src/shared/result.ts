@@ -1,0 +1,114 @@
+/** JobResult (CONTRACT.md "JobResult") and the per-output records it is built from. */
+import type { ErrorReport } from './errors';
+
+export const OutputStatuses = ['Available', 'Missing', 'Failed', 'Unsolved', 'Skipped', 'Cancelled'] as const;
+export type OutputStatus = (typeof OutputStatuses)[number];
+
+export const JobStatuses = ['Succeeded', 'PartiallySucceeded', 'Failed', 'Cancelled', 'Empty'] as const;
+export type JobStatus = (typeof JobStatuses)[number];
+
+export const RESULT_SCHEMA_VERSION = 1;
+/** Jobs with more outputs than this write them to an NDJSON manifest instead of inlining them. */
+export const INLINE_OUTPUT_LIMIT = 1_000;
+/** failuresByReason keeps at most this many ids per type. */
+export const FAILURE_IDS_PER_TYPE = 1_000;
+/** errors[] keeps at most this many distinct reports. */
+export const ERRORS_LIMIT = 100;
+
+export interface OutputRecord {
+  item: string;
+  output: string;
+  status: OutputStatus;
+  location?: string;
+  bytes?: number;
+  sha256?: string;
+  reason?: string;
+  error?: ErrorReport;
+  /** Extra facts about the output (e.g. the best size reached by an Unsolved fit). */
+  details?: Record<string, unknown>;
+}
+
+export type StatusCounts = Record<OutputStatus, number>;
+export interface Counts extends StatusCounts {
+  items: number;
+  outputs: number;
+}
+
+export interface Notification {
+  kind: 'webhook';
+  url: string;
+  delivered: boolean;
+  attempts: number;
+  lastStatus?: number;
+  error?: ErrorReport;
+  round: number;
+  at: string;
+}
+
+export interface JobMetrics {
+  startedAt: string;
+  finishedAt: string;
+  elapsedMs: number;
+  bytesIn: number;
+  bytesOut: number;
+  attempts: number;
+  itemsPerSec: number;
+}
+
+export interface JobResult {
+  schemaVersion: number;
+  jobId: string;
+  pipeline: string;
+  success: boolean;
+  status: JobStatus;
+  /** 1 for the first run; +1 for every retry round. */
+  round: number;
+  counts: Counts;
+  outputs?: OutputRecord[];
+  manifest?: string;
+  errors: ErrorReport[];
+  errorsTruncated?: boolean;
+  failureCounts: Record<string, number>;
+  failuresByReason: Record<string, string[]>;
+  truncated?: boolean;
+  /** Item ids that a `retry` would run again. */
+  retryable: { items: number; types: string[] };
+  cancelReason?: string;
+  archive?: { location?: string; files: number; missing: number; skipped?: string; error?: ErrorReport };
+  notifications?: Notification[];
+  /** Set when this job is a follow-up of another job's failed items. */
+  retryOf?: string;
+  metrics: JobMetrics;
+}
+
+export function emptyStatusCounts(): StatusCounts {
+  return { Available: 0, Missing: 0, Failed: 0, Unsolved: 0, Skipped: 0, Cancelled: 0 };
+}
+
+/** CONTRACT status rules, from the counts and whether a fatal error or a cancel ended the job. */
+export function deriveJobStatus(counts: StatusCounts & { outputs: number }, ended: 'fatal' | 'cancelled' | undefined): JobStatus {
+  if (ended === 'cancelled') return 'Cancelled';
+  if (ended === 'fatal') return 'Failed';
+  if (counts.outputs > 0 && counts.Skipped === counts.outputs) return 'Empty';
+  if (counts.outputs === 0) return 'Empty';
+  if (counts.Failed === 0 && counts.Cancelled === 0) return 'Succeeded';
+  if (counts.Failed === counts.outputs) return 'Failed';
+  return 'PartiallySucceeded';
+}
+
+export function isSuccess(status: JobStatus): boolean {
+  return status === 'Succeeded' || status === 'PartiallySucceeded' || status === 'Empty';
+}
+
+/** Exit codes of `start --wait` and `result` (CONTRACT.md). */
+export function exitCodeForStatus(status: JobStatus): number {
+  switch (status) {
+    case 'Succeeded':
+    case 'Empty':
+      return 0;
+    case 'PartiallySucceeded':
+      return 3;
+    default:
+      return 1;
+  }
+}

@@ -1,0 +1,27 @@
+import type { ErrorReport } from './errors';
+import type { OutputRecord } from './result';
+import type { JobItem } from './spec';
+
+export type ItemPhase = 'queued' | 'running' | 'backoff' | 'done';
+
+/** Serializable state of one item (plain JSON so it can be carried over continue-as-new). */
+export interface ItemState {
+  item: JobItem;
+  outputs: string[];
+  phase: ItemPhase;
+  runs: number;
+  transientFailures: number;
+  crashes: number;
+  isolate: boolean;
+  nextAttemptAt?: number;
+  lastError?: ErrorReport;
+  records?: OutputRecord[];
+  bytesIn?: number;
+  bytesOut?: number;
+}
+
+export interface RunnerSnapshotData {
+  items: ItemState[];
+  batchSeq: number;
+  attempts: number;
+}

@@ -1,0 +1,263 @@
+/**
+ * The job spec (CONTRACT.md "Job spec"): zod schema plus extended validation. The spec travels
+ * as the user wrote it (plain JSON, durations as strings); `resolveJobOptions` turns it into
+ * numbers for the engine.
+ */
+import { z } from 'zod';
+import { DurationSchema } from './duration';
+import type { PipelineDefinition, PipelineRegistry, RetryPolicy } from './pipeline';
+
+export const LIMITS = {
+  maxItems: 1_000_000,
+  maxItemJsonBytes: 64 * 1024,
+  maxIdLength: 128,
+  maxBatchSize: 1_000,
+  maxConcurrency: 200,
+  maxCrashBudget: 100,
+  maxRetryWindowMs: 30 * 24 * 3600 * 1000,
+} as const;
+
+export const ITEM_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+export const SUPPORTED_SOURCE_SCHEMES = ['file:', 'http:', 'https:'] as const;
+
+const durationString = z.string().superRefine((raw, ctx) => {
+  const parsed = DurationSchema.safeParse(raw);
+  if (!parsed.success) ctx.addIssue({ code: z.ZodIssueCode.custom, message: parsed.error.issues[0]?.message ?? 'bad duration' });
+});
+
+export const ItemSchema = z
+  .object({
+    id: z.string().min(1).max(LIMITS.maxIdLength).regex(ITEM_ID_PATTERN, 'item ids use letters, digits, ".", "_" and "-", starting with a letter or digit'),
+    source: z.string().min(1).max(8192).optional(),
+    outputs: z.array(z.string().min(1)).min(1).optional(),
+    params: z.record(z.unknown()).optional(),
+  })
+  .strict();
+export type JobItem = z.infer<typeof ItemSchema>;
+
+export const WebhookSchema = z
+  .object({
+    url: z.string().url(),
+    /** Plain secret: only accepted by clients, which encrypt it before anything is started. */
+    secret: z.string().min(1).optional(),
+    /** `v1:<iv>:<tag>:<ciphertext>` made with the shared key (FAULTLINE_SECRET_KEY). */
+    secretEncrypted: z.string().min(1).optional(),
+    /** Name of a secret the worker holds, e.g. `env:WEBHOOK_SECRET`. */
+    secretRef: z.string().regex(/^env:[A-Za-z_][A-Za-z0-9_]*$/, 'secretRef looks like env:NAME').optional(),
+  })
+  .strict();
+
+export const RetryOptionsSchema = z
+  .object({
+    maxAttempts: z.union([z.number().int().min(0).max(1_000_000), z.literal('unlimited')]).optional(),
+    initialInterval: durationString.optional(),
+    backoffCoefficient: z.number().min(1).max(100).optional(),
+    maximumInterval: durationString.optional(),
+  })
+  .strict();
+
+export const OptionsSchema = z
+  .object({
+    toleratedFailurePercent: z.number().min(0).max(100).optional(),
+    toleratedFailureCount: z.number().int().min(0).optional(),
+    retryWindow: durationString.optional(),
+    batchSize: z.number().int().min(1).max(LIMITS.maxBatchSize).optional(),
+    retry: RetryOptionsSchema.optional(),
+    crashBudget: z.number().int().min(1).max(LIMITS.maxCrashBudget).optional(),
+    heartbeatTimeout: durationString.optional(),
+    concurrency: z.number().int().min(1).max(LIMITS.maxConcurrency).optional(),
+    shardSize: z.number().int().min(10).max(5_000).optional(),
+    archive: z.boolean().optional(),
+    webhook: WebhookSchema.optional(),
+  })
+  .strict();
+
+export const JobSpecSchema = z
+  .object({
+    pipeline: z.string().min(1),
+    items: z.array(ItemSchema).max(LIMITS.maxItems),
+    outputs: z.array(z.string().min(1)).min(1).optional(),
+    params: z.record(z.unknown()).optional(),
+    destination: z.string().min(1).optional(),
+    options: OptionsSchema.optional(),
+    /** Free-form labels shown in the Web UI summary. */
+    labels: z.record(z.string()).optional(),
+  })
+  .strict();
+export type JobSpec = z.infer<typeof JobSpecSchema>;
+
+export interface SpecIssue {
+  /** JSON path such as `items[3].source`. */
+  path: string;
+  code: string;
+  message: string;
+}
+
+export function formatPath(path: readonly (string | number)[]): string {
+  let out = '';
+  for (const part of path) out += typeof part === 'number' ? `[${part}]` : out ? `.${part}` : part;
+  return out || '(root)';
+}
+
+export type SpecValidation = { ok: true; spec: JobSpec; pipeline: PipelineDefinition } | { ok: false; issues: SpecIssue[] };
+
+const MAX_REPORTED_ISSUES = 100;
+
+/** Schema + extended validation. Returns every issue found (capped), each with its JSON path. */
+export function validateJobSpec(input: unknown, registry: PipelineRegistry): SpecValidation {
+  const parsed = JobSpecSchema.safeParse(input);
+  if (!parsed.success) {
+    return {
+      ok: false,
+      issues: parsed.error.issues.slice(0, MAX_REPORTED_ISSUES).map((issue) => ({ path: formatPath(issue.path), code: issue.code, message: issue.message })),
+    };
+  }
+  const spec = parsed.data;
+  const issues: SpecIssue[] = [];
+  const add = (path: string, code: string, message: string) => {
+    if (issues.length < MAX_REPORTED_ISSUES) issues.push({ path, code, message });
+  };
+  const pipeline = registry[spec.pipeline];
+  if (!pipeline) {
+    add('pipeline', 'unknown_pipeline', `unknown pipeline "${spec.pipeline}"; known: ${Object.keys(registry).join(', ')}`);
+    return { ok: false, issues };
+  }
+  const known = new Set(pipeline.outputs);
+  const checkOutputs = (outputs: readonly string[] | undefined, path: string) => {
+    const seen = new Set<string>();
+    outputs?.forEach((name, index) => {
+      if (!known.has(name)) add(`${path}[${index}]`, 'unknown_output', `pipeline "${pipeline.name}" has no output "${name}"; known: ${pipeline.outputs.join(', ')}`);
+      if (seen.has(name)) add(`${path}[${index}]`, 'duplicate_output', `output "${name}" is listed twice`);
+      seen.add(name);
+    });
+  };
+  checkOutputs(spec.outputs, 'outputs');
+
+  if (pipeline.params && spec.params !== undefined) {
+    const result = pipeline.params.safeParse(spec.params);
+    if (!result.success) for (const issue of result.error.issues) add(formatPath(['params', ...issue.path]), issue.code, issue.message);
+  }
+  if (pipeline.destination === 'required' && !spec.destination) add('destination', 'missing_destination', `pipeline "${pipeline.name}" needs a destination`);
+  if (pipeline.destination === 'none' && spec.destination) add('destination', 'unexpected_destination', `pipeline "${pipeline.name}" takes no destination`);
+  if (spec.destination) checkUri(spec.destination, 'destination', add, ['file:']);
+
+  const ids = new Map<string, number>();
+  spec.items.forEach((item, index) => {
+    const path = `items[${index}]`;
+    const previous = ids.get(item.id);
+    if (previous !== undefined) add(`${path}.id`, 'duplicate_id', `item id "${item.id}" is already used by items[${previous}]`);
+    else ids.set(item.id, index);
+    if (pipeline.source === 'required' && !item.source) add(`${path}.source`, 'missing_source', `pipeline "${pipeline.name}" needs a source for every item`);
+    if (pipeline.source === 'none' && item.source) add(`${path}.source`, 'unexpected_source', `pipeline "${pipeline.name}" takes no sources`);
+    if (item.source) checkUri(item.source, `${path}.source`, add, SUPPORTED_SOURCE_SCHEMES);
+    checkOutputs(item.outputs, `${path}.outputs`);
+    if (pipeline.itemParams) {
+      const result = pipeline.itemParams.safeParse(item.params ?? {});
+      if (!result.success) for (const issue of result.error.issues) add(formatPath(['items', index, 'params', ...issue.path]), issue.code, issue.message);
+    }
+    if (JSON.stringify(item).length > LIMITS.maxItemJsonBytes) add(path, 'item_too_large', `item is larger than ${LIMITS.maxItemJsonBytes} bytes of JSON`);
+  });
+
+  const options = spec.options ?? {};
+  if (options.toleratedFailureCount !== undefined && options.toleratedFailureCount > spec.items.length && spec.items.length > 0) {
+    add('options.toleratedFailureCount', 'out_of_range', `toleratedFailureCount ${options.toleratedFailureCount} is more than the ${spec.items.length} items of the job`);
+  }
+  if (options.retryWindow && DurationSchema.parse(options.retryWindow) > LIMITS.maxRetryWindowMs) {
+    add('options.retryWindow', 'out_of_range', 'retryWindow may be at most 30d');
+  }
+  const hb = options.heartbeatTimeout ? DurationSchema.parse(options.heartbeatTimeout) : undefined;
+  if (hb !== undefined && (hb < 1_000 || hb > 600_000)) add('options.heartbeatTimeout', 'out_of_range', 'heartbeatTimeout must be between 1s and 10m');
+  const webhook = options.webhook;
+  if (webhook) {
+    const forms = [webhook.secret, webhook.secretEncrypted, webhook.secretRef].filter((form) => form !== undefined).length;
+    if (forms !== 1) add('options.webhook', 'webhook_secret', 'give exactly one of secret, secretEncrypted or secretRef');
+    if (!/^https?:$/.test(safeProtocol(webhook.url))) add('options.webhook.url', 'unsupported_scheme', 'webhook url must be http(s)');
+  }
+  if (pipeline.validate) for (const issue of pipeline.validate(spec)) add(issue.path, issue.code, issue.message);
+  return issues.length > 0 ? { ok: false, issues } : { ok: true, spec, pipeline };
+}
+
+function safeProtocol(raw: string): string {
+  try {
+    return new URL(raw).protocol;
+  } catch {
+    return '';
+  }
+}
+
+function checkUri(raw: string, path: string, add: (path: string, code: string, message: string) => void, schemes: readonly string[]) {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    add(path, 'invalid_uri', `"${raw.slice(0, 200)}" is not an absolute URI (use file:///path or https://...)`);
+    return;
+  }
+  if (!schemes.includes(url.protocol)) add(path, 'unsupported_scheme', `scheme "${url.protocol.replace(/:$/, '')}" is not supported here; use ${schemes.map((s) => s.replace(/:$/, '')).join(', ')}`);
+  else if (url.protocol === 'file:' && url.host !== '' && url.host !== 'localhost') add(path, 'invalid_uri', 'file URIs must be local (file:///path)');
+}
+
+export interface ResolvedOptions {
+  batchSize: number;
+  concurrency: number;
+  crashBudget: number;
+  heartbeatTimeoutMs: number;
+  retryWindowMs: number;
+  shardSize: number;
+  toleratedFailureCount?: number;
+  toleratedFailurePercent?: number;
+  /** Overrides every step's policy when set. */
+  retryOverride?: Partial<RetryPolicy>;
+  archive: boolean;
+}
+
+export const DEFAULTS = {
+  crashBudget: 3,
+  heartbeatTimeoutMs: 20_000,
+  retryWindowMs: 0,
+  concurrency: 32,
+  shardSize: 500,
+  maxAutoBatchSize: 100,
+} as const;
+
+/** Default batch size grows with the job: one activity per item for small jobs, up to 100 items per activity. */
+export function defaultBatchSize(itemCount: number): number {
+  return Math.max(1, Math.min(DEFAULTS.maxAutoBatchSize, Math.ceil(itemCount / 64)));
+}
+
+export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: number): ResolvedOptions {
+  const options = spec.options ?? {};
+  const retry = options.retry;
+  const retryOverride: Partial<RetryPolicy> | undefined = retry
+    ? {
+        ...(retry.maxAttempts !== undefined ? { maxAttempts: retry.maxAttempts === 'unlimited' ? 0 : retry.maxAttempts } : {}),
+        ...(retry.initialInterval !== undefined ? { initialIntervalMs: DurationSchema.parse(retry.initialInterval) } : {}),
+        ...(retry.backoffCoefficient !== undefined ? { backoffCoefficient: retry.backoffCoefficient } : {}),
+        ...(retry.maximumInterval !== undefined ? { maximumIntervalMs: DurationSchema.parse(retry.maximumInterval) } : {}),
+      }
+    : undefined;
+  return {
+    batchSize: options.batchSize ?? defaultBatchSize(itemCount),
+    concurrency: options.concurrency ?? DEFAULTS.concurrency,
+    crashBudget: options.crashBudget ?? DEFAULTS.crashBudget,
+    heartbeatTimeoutMs: options.heartbeatTimeout ? DurationSchema.parse(options.heartbeatTimeout) : DEFAULTS.heartbeatTimeoutMs,
+    retryWindowMs: options.retryWindow ? DurationSchema.parse(options.retryWindow) : DEFAULTS.retryWindowMs,
+    shardSize: options.shardSize ?? DEFAULTS.shardSize,
+    ...(options.toleratedFailureCount !== undefined ? { toleratedFailureCount: options.toleratedFailureCount } : {}),
+    ...(options.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: options.toleratedFailurePercent } : {}),
+    ...(retryOverride ? { retryOverride } : {}),
+    archive: options.archive ?? false,
+  };
+}
+
+/** Largest number of failed items the job tolerates, or undefined for no threshold. */
+export function allowedFailures(options: ResolvedOptions, totalItems: number): number | undefined {
+  const limits: number[] = [];
+  if (options.toleratedFailureCount !== undefined) limits.push(options.toleratedFailureCount);
+  if (options.toleratedFailurePercent !== undefined) limits.push(Math.floor((options.toleratedFailurePercent / 100) * totalItems + 1e-9));
+  return limits.length > 0 ? Math.min(...limits) : undefined;
+}
+
+export function outputsForItem(spec: Pick<JobSpec, 'outputs'>, item: Pick<JobItem, 'outputs'>, pipeline: PipelineDefinition): readonly string[] {
+  return item.outputs ?? spec.outputs ?? pipeline.defaultOutputs;
+}

@@ -1,0 +1,79 @@
+/**
+ * The Faultline worker: the only place that builds real activity dependencies.
+ * Graceful shutdown on SIGTERM/SIGINT hands in-flight batches back without spending budgets.
+ */
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import type { Config } from './config';
+import { connectionOptions } from './connection';
+import { createEngineActivities } from './activities/engine';
+import { createImagesPipeline } from './activities/images';
+import { createNotifyActivities } from './activities/notify';
+import { createSyntheticPipeline } from './activities/synthetic';
+import type { PipelineImplementation } from './activities/types';
+import type { Logger } from './logger';
+import { installTemporalLogging } from './logger';
+import { builtInPipelines } from './pipelines';
+import { loadSecretKey } from './secrets';
+import { createStorage } from './storage';
+
+export interface FaultlineWorkerOptions {
+  config: Config;
+  logger: Logger;
+  connection?: NativeConnection;
+  /** Prebuilt workflow bundle (tests build it once); otherwise bundled from src/workflows. */
+  workflowBundle?: WorkerOptions['workflowBundle'];
+  /** Extra pipelines (user code) next to the built-in ones. */
+  extraPipelines?: PipelineImplementation[];
+  /** How a synthetic `crash` item ends the process (default: SIGKILL ourselves, like a real crash). */
+  crashProcess?: () => void;
+  env?: NodeJS.ProcessEnv;
+}
+
+export async function createFaultlineWorker(options: FaultlineWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection; ownsConnection: boolean }> {
+  const { config, logger } = options;
+  installTemporalLogging(logger);
+  const connection = options.connection ?? (await NativeConnection.connect(connectionOptions(config)));
+  const storage = createStorage(config.storage);
+  const implementations: Record<string, PipelineImplementation> = {};
+  for (const implementation of [
+    createSyntheticPipeline({ crashProcess: options.crashProcess ?? (() => process.kill(process.pid, 'SIGKILL')) }),
+    createImagesPipeline({ storage, allowedRoots: config.allowedRoots, allowedHosts: config.allowedHosts, logger }),
+    ...(options.extraPipelines ?? []),
+  ]) {
+    implementations[implementation.name] = implementation;
+  }
+  const activities = {
+    ...createEngineActivities({ implementations, registry: builtInPipelines, storage, logger }),
+    ...createNotifyActivities({ secretKey: loadSecretKey(config.secretKey, config.storage, false), env: options.env ?? process.env, logger }),
+  };
+  const worker = await Worker.create({
+    connection,
+    namespace: config.namespace,
+    taskQueue: config.taskQueue,
+    activities,
+    ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
+    maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
+    shutdownGraceTime: config.shutdownGraceMs,
+  });
+  return { worker, connection, ownsConnection: !options.connection };
+}
+
+/** Runs a worker until SIGTERM/SIGINT, then shuts down gracefully. */
+export async function runWorker(options: FaultlineWorkerOptions): Promise<void> {
+  const { worker, connection, ownsConnection } = await createFaultlineWorker(options);
+  const stop = (signal: NodeJS.Signals) => {
+    options.logger.info({ signal }, 'shutting down worker gracefully; in-flight batches are handed back');
+    worker.shutdown();
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  options.logger.info({ taskQueue: options.config.taskQueue, address: options.config.address, namespace: options.config.namespace }, 'worker started');
+  try {
+    await worker.run();
+  } finally {
+    process.off('SIGTERM', stop);
+    process.off('SIGINT', stop);
+    if (ownsConnection) await connection.close();
+    options.logger.info('worker stopped');
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * A shard of a large job: runs its slice of items with the shared engine and returns a compact
+ * summary; its output records go to job storage so no payload grows with the job.
+ */
+import { CancellationScope, condition, continueAsNew, proxyActivities, workflowInfo, allHandlersFinished } from '@temporalio/workflow';
+import type { createEngineActivities } from '../activities/engine';
+import { ItemRunner } from '../engine/runner';
+import { emptyTally, tallyRecords } from '../engine/summary';
+import { builtInPipelines } from '../pipelines';
+import { ApplicationFailure } from '@temporalio/workflow';
+import { type ShardInput, type ShardSummary, ErrorTypes, outputsForItem, resolveJobOptions } from '../shared';
+
+const engine = proxyActivities<ReturnType<typeof createEngineActivities>>({
+  startToCloseTimeout: '5m',
+  retry: { maximumAttempts: 5, initialInterval: '1s' },
+});
+
+export async function shardWorkflow(input: ShardInput): Promise<ShardSummary> {
+  const pipeline = builtInPipelines[input.head.pipeline];
+  if (!pipeline) throw ApplicationFailure.create({ type: ErrorTypes.InvalidSpec, message: `unknown pipeline ${input.head.pipeline}`, nonRetryable: true });
+  const items = input.items ?? (input.itemsRef ? await engine.loadItems(input.itemsRef) : []);
+  const options = resolveJobOptions(input.head, items.length);
+  const runner = new ItemRunner(
+    {
+      job: { jobId: input.jobId, pipeline: input.head.pipeline, params: input.head.params, destination: input.head.destination },
+      pipeline,
+      options,
+      scopeId: workflowInfo().workflowId,
+      ...(input.allowedFailures !== undefined ? { allowedFailures: input.allowedFailures } : {}),
+    },
+    input.resume ?? ItemRunner.initialState(items.map((item) => ({ item, outputs: outputsForItem(input.head, item, pipeline) }))),
+  );
+  CancellationScope.current().cancelRequested.catch(() => runner.requestStop({ kind: 'cancelled', reason: 'the parent job was cancelled or ended' }));
+
+  return CancellationScope.nonCancellable(async () => {
+    const outcome = await runner.run();
+    if (outcome === 'rotate') {
+      await condition(allHandlersFinished);
+      return continueAsNew<typeof shardWorkflow>({ ...input, items: undefined, itemsRef: undefined, resume: runner.snapshot() });
+    }
+    const records = runner.finalRecords();
+    const tally = tallyRecords(emptyTally(), records);
+    const recordsLocation = await engine.writeRecords({ jobId: input.jobId, part: `round-${input.round}-shard-${input.shardIndex}`, records });
+    let bytesIn = 0;
+    let bytesOut = 0;
+    for (const state of runner.states) {
+      bytesIn += state.bytesIn ?? 0;
+      bytesOut += state.bytesOut ?? 0;
+    }
+    return {
+      shardIndex: input.shardIndex,
+      items: runner.states.length,
+      counts: tally.counts,
+      failureCounts: tally.failureCounts,
+      failuresByReason: tally.failuresByReason,
+      truncated: tally.truncated,
+      errors: tally.errors,
+      errorsTruncated: tally.errorsTruncated,
+      bytesIn,
+      bytesOut,
+      attempts: runner.attempts,
+      failedItems: tally.failedItems,
+      ...(runner.stop?.kind === 'fatal' ? { fatal: runner.stop.report } : {}),
+      cancelled: runner.stop?.kind === 'cancelled',
+      recordsLocation,
+    };
+  });
+}
