@@ -47,5 +47,9 @@ let installed = false;
 export function installTemporalLogging(logger: Logger): void {
   if (installed) return;
   installed = true;
-  Runtime.install({ logger: new PinoTemporalLogger(logger.child({ component: 'temporal' })), telemetryOptions: { logging: { forward: {}, filter: 'WARN' } } });
+  try {
+    Runtime.install({ logger: new PinoTemporalLogger(logger.child({ component: 'temporal' })), telemetryOptions: { logging: { forward: {}, filter: 'WARN' } } });
+  } catch {
+    // The runtime already exists (a connection was made first, e.g. when embedding); keep its logger.
+  }
 }

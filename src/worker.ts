@@ -36,7 +36,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   const storage = createStorage(config.storage);
   const implementations: Record<string, PipelineImplementation> = {};
   for (const implementation of [
-    createSyntheticPipeline({ crashProcess: options.crashProcess ?? (() => process.kill(process.pid, 'SIGKILL')) }),
+    createSyntheticPipeline({ crashProcess: options.crashProcess ?? (() => process.kill(process.pid, 'SIGKILL')), allowedRoots: config.allowedRoots }),
     createImagesPipeline({ storage, allowedRoots: config.allowedRoots, allowedHosts: config.allowedHosts, logger }),
     ...(options.extraPipelines ?? []),
   ]) {

@@ -99,11 +99,11 @@ export function createEngineActivities(deps: EngineDeps) {
     },
 
     async writeRecords(input: { jobId: string; part: string; records: OutputRecord[] }): Promise<string> {
-      return deps.storage.writeRecordsPart(input.jobId, input.part, input.records);
+      return storageCall(() => deps.storage.writeRecordsPart(input.jobId, input.part, input.records));
     },
 
     async assembleManifest(input: { jobId: string; round: number; parts: string[] }): Promise<string> {
-      return deps.storage.assembleManifest(input.jobId, input.round, input.parts);
+      return storageCall(() => deps.storage.assembleManifest(input.jobId, input.round, input.parts));
     },
 
     /** Re-validates a spec passed by reference; returns its shape, never its items. */
@@ -118,6 +118,22 @@ export function createEngineActivities(deps: EngineDeps) {
       return spec.items.slice(input.from, input.to);
     },
   };
+}
+
+const PERMANENT_FS_ERRORS = new Set(['EACCES', 'EPERM', 'ENOTDIR', 'EROFS', 'EISDIR', 'EEXIST']);
+
+/** Storage errors that retrying cannot fix become a non-retryable StorageUnwritable failure. */
+async function storageCall<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code && PERMANENT_FS_ERRORS.has(code)) {
+      const report = makeReport({ type: ErrorTypes.StorageUnwritable, message: `job storage is not writable (${code})`, details: { code, syscall: (error as NodeJS.ErrnoException).syscall }, at: new Date().toISOString() });
+      throw ApplicationFailure.create({ type: ErrorTypes.StorageUnwritable, message: report.message, nonRetryable: true, details: [report], cause: error as Error });
+    }
+    throw error;
+  }
 }
 
 function failureOutcome(item: string, error: unknown): Extract<ItemOutcome, { error: unknown }> {

@@ -2,6 +2,7 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { syntheticPipeline, type SyntheticItemParams } from '../pipelines/synthetic';
 import { ErrorTypes } from '../shared';
+import { resolveAllowedPath, writeOutputFile } from './files';
 import { ItemError, type ItemContext, type ItemWork, type PipelineImplementation } from './types';
 
 const STEP = 'work';
@@ -9,6 +10,7 @@ const STEP = 'work';
 export interface SyntheticDeps {
   /** How a `crash` item ends the process; the real worker kills itself with SIGKILL. */
   crashProcess: () => void;
+  allowedRoots: readonly string[];
 }
 
 /** Burns real CPU in short slices so heartbeats and cancellation still get through. */
@@ -34,7 +36,7 @@ function waitForAbort(signal: AbortSignal): Promise<never> {
 export function createSyntheticPipeline(deps: SyntheticDeps): PipelineImplementation {
   return {
     name: syntheticPipeline.name,
-    async processItem({ entry, signal }: ItemContext): Promise<ItemWork> {
+    async processItem({ job, entry, signal }: ItemContext): Promise<ItemWork> {
       const params = (entry.item.params ?? {}) as SyntheticItemParams;
       const outcome = params.outcome ?? 'ok';
       if (outcome === 'crash' || (outcome === 'crashOnce' && entry.run === 1)) deps.crashProcess();
@@ -64,8 +66,13 @@ export function createSyntheticPipeline(deps: SyntheticDeps): PipelineImplementa
           throw new ItemError({ type: ErrorTypes.FatalItemError, class: 'fatal', message: 'the item declared a fatal error', step: STEP, details: { outcome } });
         case 'hang':
           return waitForAbort(signal);
-        default:
-          return record('Available');
+        default: {
+          if (!job.destination) return record('Available');
+          // An idempotent effect: the same file for every re-run of the item.
+          const dir = await resolveAllowedPath(job.destination, deps.allowedRoots, 'destination', 'deliver');
+          const file = await writeOutputFile(dir, entry.item.id, 'result.json', JSON.stringify({ item: entry.item.id, params }));
+          return { records: [{ item: entry.item.id, output: 'result', status: 'Available', ...file }], bytesIn: 0, bytesOut: file.bytes };
+        }
       }
     },
   };

@@ -28,6 +28,7 @@ export const syntheticPipeline = definePipeline({
     },
   ],
   source: 'none',
-  destination: 'none',
+  /** Optional: each Available item writes `<destination>/<item>/result.json` (an idempotent effect). */
+  destination: 'optional',
   itemParams: SyntheticItemParams,
 });

@@ -276,8 +276,9 @@ export async function jobWorkflow(input: JobInput): Promise<JobResult> {
         }
         attempts = runner.attempts;
         if (records.length > INLINE_OUTPUT_LIMIT) {
-          const part = await engine.writeRecords({ jobId, part: `round-${round}`, records });
-          manifest = await engine.assembleManifest({ jobId, round, parts: [part] });
+          const written = await writeManifest(jobId, round, async () => [await engine.writeRecords({ jobId, part: `round-${round}`, records: records ?? [] })]);
+          if (typeof written === 'string') manifest = written;
+          else fatal ??= written;
         }
       } else {
         const shards = await runShards({ jobId, head, prepared, options, allowed, round, onProgress: (done, total, t) => ((shardProgress = { done, total }), (shardTally = t)), setScope: (scope) => (shardScope = scope), isStopped: () => stopRequest });
@@ -286,7 +287,9 @@ export async function jobWorkflow(input: JobInput): Promise<JobResult> {
         bytesIn = shards.bytesIn;
         bytesOut = shards.bytesOut;
         attempts = shards.attempts;
-        manifest = await engine.assembleManifest({ jobId, round, parts: shards.parts });
+        const assembled = await writeManifest(jobId, round, async () => shards.parts.filter(Boolean));
+        if (typeof assembled === 'string') manifest = assembled;
+        else fatal ??= assembled;
       }
 
       if (fatal) addError(tally, fatal);
@@ -352,6 +355,15 @@ export async function jobWorkflow(input: JobInput): Promise<JobResult> {
       { key: SearchKeys.failedCount, value: current.counts.Failed },
     ]);
     setCurrentDetails(describe(current));
+  }
+}
+
+/** The manifest location, or the report of why it could not be written (the result still goes out). */
+async function writeManifest(jobId: string, round: number, parts: () => Promise<string[]>): Promise<string | ErrorReport> {
+  try {
+    return await engine.assembleManifest({ jobId, round, parts: await parts() });
+  } catch (error) {
+    return { ...toErrorReport(error, { at: new Date().toISOString(), step: 'manifest' }), class: 'fatal' };
   }
 }
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env node
+// Runs the TypeScript sources through tsx in a clone; the compiled dist/ in the Docker image.
+const fs = require('node:fs');
+const path = require('node:path');
+
+const src = path.join(__dirname, '..', 'src', 'cli', 'main.ts');
+const dist = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
+let cli;
+if (fs.existsSync(src) && hasTsx()) {
+  require('tsx/cjs');
+  cli = require(src);
+} else {
+  cli = require(dist);
+}
+cli.main(process.argv).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error) => {
+    console.error(`error: ${error && error.message ? error.message : String(error)}`);
+    process.exitCode = 1;
+  },
+);
+
+function hasTsx() {
+  try {
+    require.resolve('tsx/cjs');
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,68 @@
+/** Path safety and atomic output files, shared by pipelines that read or write local files. */
+import { createHash } from 'node:crypto';
+import { realpath } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { ErrorTypes } from '../shared';
+import { writeFileAtomic } from '../storage';
+import { ItemError } from './types';
+
+function inside(child: string, root: string): boolean {
+  const relative = path.relative(root, child);
+  return relative === '' || (!relative.startsWith('..') && !path.isAbsolute(relative));
+}
+
+/** Resolves the deepest existing ancestor through symlinks, then re-appends the rest. */
+async function realpathLoose(target: string): Promise<string> {
+  let current = target;
+  const rest: string[] = [];
+  for (;;) {
+    try {
+      return path.join(await realpath(current), ...rest.reverse());
+    } catch {
+      const parent = path.dirname(current);
+      if (parent === current) return target;
+      rest.push(path.basename(current));
+      current = parent;
+    }
+  }
+}
+
+/**
+ * The local path of a `file://` URI, refused (class `invalid`) unless it lies inside one of the
+ * allowed roots after resolving `..` and symlinks.
+ */
+export async function resolveAllowedPath(uri: string, roots: readonly string[], kind: 'source' | 'destination', step: string): Promise<string> {
+  let file: string;
+  try {
+    file = path.resolve(fileURLToPath(uri));
+  } catch {
+    throw new ItemError({ type: ErrorTypes.UnsupportedSource, message: `not a local file URI`, details: { scheme: uri.split(':')[0] }, step });
+  }
+  const real = await realpathLoose(file);
+  const realRoots = await Promise.all(roots.map((root) => realpathLoose(path.resolve(root))));
+  if (!realRoots.some((root) => inside(real, root))) {
+    throw new ItemError({
+      type: kind === 'source' ? ErrorTypes.SourceOutsideAllowedRoots : ErrorTypes.DestinationOutsideAllowedRoots,
+      class: kind === 'source' ? 'invalid' : 'fatal',
+      message: `${kind} ${file} is outside the allowed roots (FAULTLINE_ALLOWED_ROOTS)`,
+      details: { path: file, resolved: real, allowedRoots: roots },
+      step,
+    });
+  }
+  return real;
+}
+
+export interface WrittenFile {
+  location: string;
+  bytes: number;
+  sha256: string;
+}
+
+/** Writes `<dir>/<item>/<name>` via temp + rename: a re-run replaces, never duplicates. */
+export async function writeOutputFile(dir: string, item: string, name: string, data: Buffer | string): Promise<WrittenFile> {
+  const target = path.join(dir, item, name);
+  await writeFileAtomic(target, data);
+  const buffer = typeof data === 'string' ? Buffer.from(data) : data;
+  return { location: pathToFileURL(target).toString(), bytes: buffer.length, sha256: createHash('sha256').update(buffer).digest('hex') };
+}

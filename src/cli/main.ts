@@ -1,0 +1,240 @@
+/**
+ * `faultline` CLI (CONTRACT.md). Errors are one clear line on stderr with the contract's exit
+ * code; `--json` prints exactly one JSON document on stdout.
+ */
+import { readFile } from 'node:fs/promises';
+import { Command, CommanderError, Option } from 'commander';
+import { FaultlineClient, FaultlineClientError } from '../client';
+import { ConfigError, loadConfig } from '../config';
+import { createLogger } from '../logger';
+import { exitCodeForStatus } from '../shared';
+import { printProgress, printResult, watchJob } from './output';
+import { runDev } from './dev';
+import { runWorker } from '../worker';
+
+class UsageError extends Error {}
+
+async function withClient<T>(fn: (client: FaultlineClient) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  const client = await FaultlineClient.connect({ config });
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+  }
+}
+
+async function readSpec(file: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
+  } catch (error) {
+    throw new UsageError(`cannot read spec ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    throw new FaultlineClientError('invalid', `spec ${file} is not valid JSON: ${(error as Error).message}`, [{ path: '(root)', code: 'invalid_json', message: (error as Error).message }]);
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+export function buildProgram(): Command {
+  const program = new Command('faultline')
+    .description('Durable batch jobs on Temporal that fail well: per-output statuses, typed errors, retries.')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  program
+    .command('dev')
+    .description('start the embedded Temporal dev server (Web UI on) and a worker; Ctrl-C stops both')
+    .option('--port <n>', 'gRPC port of the dev server', '7233')
+    .option('--ui-port <n>', 'Web UI port', '8233')
+    .option('--db <file>', 'SQLite file to keep jobs across restarts (default: in memory)')
+    .action(async (opts: { port: string; uiPort: string; db?: string }) => {
+      process.exitCode = await runDev({ port: Number(opts.port), uiPort: Number(opts.uiPort), ...(opts.db ? { db: opts.db } : {}) });
+    });
+
+  program
+    .command('worker')
+    .description('run a worker against TEMPORAL_ADDRESS (graceful shutdown on SIGTERM/SIGINT)')
+    .action(async () => {
+      const config = loadConfig();
+      const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'faultline-worker' });
+
+      await runWorker({ config, logger });
+    });
+
+  program
+    .command('start')
+    .description('validate a job spec and start the job; prints the job id')
+    .argument('<spec>', 'path to a job spec JSON file ("-" for stdin)')
+    .option('--wait', 'wait for the result (exit code from its status)')
+    .option('--json', 'print JSON only')
+    .option('--id <jobId>', 'job id; also an idempotency key')
+    .action(async (file: string, opts: { wait?: boolean; json?: boolean; id?: string }) => {
+      const spec = await readSpec(file);
+      await withClient(async (client) => {
+        const started = await client.start(spec, opts.id ? { jobId: opts.id } : {});
+        if (!opts.wait) {
+          if (opts.json) console.log(JSON.stringify({ jobId: started.jobId, existing: started.existing }));
+          else console.log(started.jobId);
+          return;
+        }
+        if (!opts.json) console.error(`${started.existing ? 'existing' : 'started'} job ${started.jobId}; waiting for its result…`);
+        const result = await client.result(started.jobId);
+        printResult(result, opts.json === true);
+        process.exitCode = exitCodeForStatus(result.status);
+      });
+    });
+
+  program
+    .command('result')
+    .description('wait for and print the result of a job')
+    .argument('<jobId>')
+    .option('--json', 'print JSON only')
+    .action(async (jobId: string, opts: { json?: boolean }) => {
+      await withClient(async (client) => {
+        const result = await client.result(jobId);
+        printResult(result, opts.json === true);
+        process.exitCode = exitCodeForStatus(result.status);
+      });
+    });
+
+  program
+    .command('status')
+    .description('progress of a job: phase, counts so far, items waiting in backoff')
+    .argument('<jobId>')
+    .option('--json', 'print JSON only')
+    .action(async (jobId: string, opts: { json?: boolean }) => {
+      await withClient(async (client) => printProgress(await client.progress(jobId), opts.json === true));
+    });
+
+  program
+    .command('watch')
+    .description('live progress bar until the job settles')
+    .argument('<jobId>')
+    .action(async (jobId: string) => {
+      await withClient(async (client) => {
+        const result = await watchJob(client, jobId);
+        printResult(result, false);
+        process.exitCode = exitCodeForStatus(result.status);
+      });
+    });
+
+  program
+    .command('retry')
+    .description('re-run failed items (all, by --item, by --type); in the retry window they merge into the same job')
+    .argument('<jobId>')
+    .option('--item <id>', 'only this item (repeatable)', collect)
+    .option('--type <errorType>', 'only items that failed with this error type (repeatable)', collect)
+    .option('--source <id=uri>', 'corrected source for an item given with --item (repeatable)', collect)
+    .option('--json', 'print JSON only')
+    .action(async (jobId: string, opts: { item?: string[]; type?: string[]; source?: string[]; json?: boolean }) => {
+      const sources: Record<string, string> = {};
+      for (const pair of opts.source ?? []) {
+        const at = pair.indexOf('=');
+        if (at <= 0) throw new UsageError(`--source wants id=uri, got "${pair}"`);
+        sources[pair.slice(0, at)] = pair.slice(at + 1);
+      }
+      await withClient(async (client) => {
+        const response = await client.retry(jobId, {
+          ...(opts.item ? { items: opts.item } : {}),
+          ...(opts.type ? { types: opts.type } : {}),
+          ...(Object.keys(sources).length > 0 ? { sources } : {}),
+        });
+        if (opts.json) console.log(JSON.stringify(response));
+        else if (response.followUp) console.log(`job ${jobId} is closed; started follow-up job ${response.jobId} with ${response.queued.length} item(s): ${response.queued.join(', ')}`);
+        else console.log(`queued ${response.queued.length} item(s) for round ${response.round} of ${jobId}: ${response.queued.join(', ')}`);
+      });
+    });
+
+  program
+    .command('cancel')
+    .description('graceful cancel: no new work, in-flight work cancelled, finished outputs kept')
+    .argument('<jobId>')
+    .option('--reason <text>', 'why (kept in the result)')
+    .action(async (jobId: string, opts: { reason?: string }) => {
+      await withClient(async (client) => {
+        await client.cancel(jobId, opts.reason);
+        console.log(`cancel requested for ${jobId}`);
+      });
+    });
+
+  program
+    .command('list')
+    .description('jobs from Temporal visibility')
+    .addOption(new Option('--status <status>', 'FaultlineStatus').choices(['Running', 'Succeeded', 'PartiallySucceeded', 'Failed', 'Cancelled', 'Empty']))
+    .option('--has-errors', 'only jobs with errors')
+    .option('--pipeline <name>', 'only this pipeline')
+    .option('--limit <n>', 'at most this many', '100')
+    .option('--json', 'print JSON only')
+    .action(async (opts: { status?: string; hasErrors?: boolean; pipeline?: string; limit: string; json?: boolean }) => {
+      await withClient(async (client) => {
+        const jobs = await client.list({
+          ...(opts.status ? { status: opts.status } : {}),
+          ...(opts.hasErrors ? { hasErrors: true } : {}),
+          ...(opts.pipeline ? { pipeline: opts.pipeline } : {}),
+          limit: Number(opts.limit),
+        });
+        if (opts.json) {
+          console.log(JSON.stringify(jobs));
+          return;
+        }
+        if (jobs.length === 0) console.log('no jobs');
+        for (const job of jobs) {
+          console.log(`${job.jobId.padEnd(32)} ${String(job.pipeline).padEnd(10)} ${String(job.status).padEnd(19)} failed=${job.failedCount ?? 0} ${job.startedAt}`);
+        }
+      });
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (error) {
+    return reportError(error);
+  }
+}
+
+function reportError(error: unknown): number {
+  if (error instanceof CommanderError) {
+    return error.exitCode === 0 ? 0 : 2;
+  }
+  if (error instanceof FaultlineClientError) {
+    console.error(`error: ${error.message}`);
+    for (const issue of error.issues) console.error(`  - ${issue.path}: ${issue.message} [${issue.code}]`);
+    return error.exitCode;
+  }
+  if (error instanceof UsageError || error instanceof ConfigError) {
+    console.error(`error: ${error.message}`);
+    return 2;
+  }
+  console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
+  if (process.env.FAULTLINE_DEBUG) console.error(error);
+  return 1;
+}
+
+if (require.main === module) {
+  main(process.argv).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      console.error(`error: ${String(error)}`);
+      process.exitCode = 1;
+    },
+  );
+}

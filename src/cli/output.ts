@@ -1,0 +1,90 @@
+/** Human-readable rendering of results and progress for the CLI and the demo. */
+import { SingleBar, Presets } from 'cli-progress';
+import type { FaultlineClient } from '../client';
+import type { JobProgress, JobResult, OutputRecord } from '../shared';
+
+function truncate(text: string, width: number): string {
+  return text.length > width ? `${text.slice(0, width - 1)}…` : text;
+}
+
+export function renderOutputsTable(outputs: readonly OutputRecord[]): string {
+  const rows = outputs.map((record) => [
+    record.item,
+    record.output,
+    record.status,
+    record.error ? `${record.error.type} (${record.error.class}${record.error.attempts ? `, ${record.error.attempts} attempt(s)` : ''}): ${record.error.message}` : (record.reason ?? record.location ?? ''),
+  ]);
+  const header = ['ITEM', 'OUTPUT', 'STATUS', 'DETAIL'];
+  const widths = header.map((title, column) => Math.min(column === 3 ? 90 : 28, Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length))));
+  const line = (cells: string[]) => cells.map((cell, column) => truncate(cell, widths[column] ?? 20).padEnd(widths[column] ?? 20)).join('  ').trimEnd();
+  return [line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)].join('\n');
+}
+
+export function renderResult(result: JobResult): string {
+  const c = result.counts;
+  const lines = [
+    `job ${result.jobId} (${result.pipeline}, round ${result.round}): ${result.status}, success=${result.success}`,
+    `  ${c.items} item(s), ${c.outputs} output(s): Available ${c.Available} · Missing ${c.Missing} · Failed ${c.Failed} · Unsolved ${c.Unsolved} · Skipped ${c.Skipped} · Cancelled ${c.Cancelled}`,
+    `  ${result.metrics.elapsedMs} ms, ${result.metrics.attempts} item run(s), ${result.metrics.itemsPerSec} items/s`,
+  ];
+  if (result.cancelReason) lines.push(`  cancelled: ${result.cancelReason}`);
+  if (result.outputs) lines.push('', renderOutputsTable(result.outputs));
+  if (result.manifest) lines.push(`  outputs: ${result.manifest}`);
+  const failures = Object.entries(result.failuresByReason);
+  if (failures.length > 0) {
+    lines.push('', 'failures by reason:');
+    for (const [type, ids] of failures) lines.push(`  ${type}: ${result.failureCounts[type] ?? ids.length} — ${truncate(ids.join(', '), 100)}`);
+  }
+  const fatal = result.errors.filter((error) => error.class === 'fatal');
+  for (const error of fatal) lines.push(`fatal: ${error.type}: ${error.message}`);
+  for (const note of result.notifications ?? []) lines.push(`webhook ${note.url}: ${note.delivered ? 'delivered' : 'NOT delivered'} after ${note.attempts} attempt(s)${note.lastStatus ? ` (last status ${note.lastStatus})` : ''}`);
+  return lines.join('\n');
+}
+
+export function printResult(result: JobResult, json: boolean): void {
+  console.log(json ? JSON.stringify(result) : renderResult(result));
+}
+
+export function printProgress(progress: JobProgress, json: boolean): void {
+  if (json) {
+    console.log(JSON.stringify(progress));
+    return;
+  }
+  const c = progress.counts;
+  console.log(`job ${progress.jobId} (${progress.pipeline}) round ${progress.round}: ${progress.phase}${progress.settled ? ' (settled)' : ''}`);
+  console.log(`  outputs ${c.outputs}: Available ${c.Available} · Missing ${c.Missing} · Failed ${c.Failed} · Unsolved ${c.Unsolved} · Skipped ${c.Skipped} · Cancelled ${c.Cancelled}; batches in flight ${progress.inFlight}`);
+  if (progress.shards.total > 0) console.log(`  shards ${progress.shards.done}/${progress.shards.total}`);
+  for (const entry of progress.backoff) console.log(`  waiting: ${entry.item} after ${entry.attempts} failure(s) (${entry.errorType}); next attempt ${entry.nextAttemptAt}`);
+}
+
+function doneOutputs(progress: JobProgress): number {
+  const c = progress.counts;
+  return c.Available + c.Missing + c.Failed + c.Unsolved + c.Skipped + c.Cancelled;
+}
+
+/** Live progress bar until the job settles; returns the result. */
+export async function watchJob(client: FaultlineClient, jobId: string, intervalMs = 500): Promise<JobResult> {
+  const bar = new SingleBar({ format: ' {bar} {percentage}% | {value}/{total} outputs | {phase} | failed {failed} | backoff {backoff}', stream: process.stderr, hideCursor: true }, Presets.shades_classic);
+  let started = false;
+  try {
+    for (;;) {
+      let progress: JobProgress;
+      try {
+        progress = await client.progress(jobId);
+      } catch {
+        break; // closed job without a worker to answer queries: fall through to the result
+      }
+      if (!started) {
+        bar.start(Math.max(1, progress.counts.outputs), 0, { phase: progress.phase, failed: 0, backoff: 0 });
+        started = true;
+      }
+      bar.setTotal(Math.max(1, progress.counts.outputs));
+      bar.update(doneOutputs(progress), { phase: progress.phase, failed: progress.counts.Failed, backoff: progress.backoff.length });
+      if (progress.settled) break;
+      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    }
+  } finally {
+    if (started) bar.stop();
+  }
+  return client.result(jobId);
+}
