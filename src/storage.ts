@@ -16,6 +16,7 @@ export interface Storage {
   readSpec(ref: string): Promise<unknown>;
   writeRecordsPart(jobId: string, part: string, lines: readonly unknown[]): Promise<string>;
   assembleManifest(jobId: string, round: number, parts: readonly string[]): Promise<string>;
+  joinParts(jobId: string, part: string, parts: readonly string[]): Promise<string>;
   jobDir(jobId: string): string;
 }
 
@@ -58,20 +59,27 @@ export function createStorage(root: string): Storage {
       return pathToFileURL(target).toString();
     },
     async assembleManifest(jobId, round, parts) {
-      const target = path.join(jobDir(jobId), `manifest-round-${round}.ndjson`);
-      await mkdir(path.dirname(target), { recursive: true });
-      const temp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
-      const out = createWriteStream(temp);
-      try {
-        for (const part of parts) await pipeline(createReadStream(fileURLToPath(part)), out, { end: false });
-        await new Promise<void>((resolve, reject) => out.end((error?: Error | null) => (error ? reject(error) : resolve())));
-        await rename(temp, target);
-      } catch (error) {
-        out.destroy();
-        await rm(temp, { force: true });
-        throw error;
-      }
-      return pathToFileURL(target).toString();
+      return concatenate(path.join(jobDir(jobId), `manifest-round-${round}.ndjson`), parts);
+    },
+    async joinParts(jobId, part, parts) {
+      return concatenate(path.join(jobDir(jobId), 'parts', `${safeSegment(part)}.ndjson`), parts);
     },
   };
+}
+
+/** Concatenates NDJSON parts into `target` (temp + rename); returns its URI. */
+async function concatenate(target: string, parts: readonly string[]): Promise<string> {
+  await mkdir(path.dirname(target), { recursive: true });
+  const temp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
+  const out = createWriteStream(temp);
+  try {
+    for (const part of parts) await pipeline(createReadStream(fileURLToPath(part)), out, { end: false });
+    await new Promise<void>((resolve, reject) => out.end((error?: Error | null) => (error ? reject(error) : resolve())));
+    await rename(temp, target);
+  } catch (error) {
+    out.destroy();
+    await rm(temp, { force: true });
+    throw error;
+  }
+  return pathToFileURL(target).toString();
 }

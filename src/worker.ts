@@ -2,6 +2,7 @@
  * The Faultline worker: the only place that builds real activity dependencies.
  * Graceful shutdown on SIGTERM/SIGINT hands in-flight batches back without spending budgets.
  */
+import { writeFileSync } from 'node:fs';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Config } from './config';
 import { connectionOptions } from './connection';
@@ -14,6 +15,7 @@ import type { Logger } from './logger';
 import { installTemporalLogging } from './logger';
 import { builtInPipelines } from './pipelines';
 import { loadSecretKey } from './secrets';
+import { ENV } from './shared/constants';
 import { createStorage } from './storage';
 
 export interface FaultlineWorkerOptions {
@@ -68,9 +70,16 @@ export async function runWorker(options: FaultlineWorkerOptions): Promise<void> 
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
   options.logger.info({ taskQueue: options.config.taskQueue, address: options.config.address, namespace: options.config.namespace }, 'worker started');
+  // Liveness for container health checks: touched while the worker is running.
+  const healthFile = (options.env ?? process.env)[ENV.healthFile];
+  const touch = () => {
+    if (healthFile && worker.getState() === 'RUNNING') writeFileSync(healthFile, String(Date.now()));
+  };
+  const health = healthFile ? setInterval(touch, 5_000) : undefined;
   try {
     await worker.run();
   } finally {
+    if (health) clearInterval(health);
     process.off('SIGTERM', stop);
     process.off('SIGINT', stop);
     if (ownsConnection) await connection.close();

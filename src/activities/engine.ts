@@ -102,6 +102,10 @@ export function createEngineActivities(deps: EngineDeps) {
       return storageCall(() => deps.storage.writeRecordsPart(input.jobId, input.part, input.records));
     },
 
+    async joinParts(input: { jobId: string; part: string; parts: string[] }): Promise<string> {
+      return storageCall(() => deps.storage.joinParts(input.jobId, input.part, input.parts));
+    },
+
     async assembleManifest(input: { jobId: string; round: number; parts: string[] }): Promise<string> {
       return storageCall(() => deps.storage.assembleManifest(input.jobId, input.round, input.parts));
     },

@@ -154,6 +154,10 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   child.stderr?.on('data', (chunk: Buffer) => {
     stderr = (stderr + chunk.toString()).slice(-4_000);
   });
+  // Never leave a server behind when the owning process ends, however it ends.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  child.once('exit', () => process.off('exit', killOnExit));
   const address = `127.0.0.1:${port}`;
   const deadline = Date.now() + (options.readyTimeoutSec ?? 60) * 1000;
   let exited = false;

@@ -28,6 +28,7 @@ export const ENV = {
   logFormat: 'FAULTLINE_LOG_FORMAT',
   maxConcurrentActivities: 'FAULTLINE_MAX_CONCURRENT_ACTIVITIES',
   shutdownGrace: 'FAULTLINE_SHUTDOWN_GRACE',
+  healthFile: 'FAULTLINE_HEALTH_FILE',
 } as const;
 
 export const WORKFLOW_TYPES = { job: 'jobWorkflow', shard: 'shardWorkflow', archive: 'archiveWorkflow' } as const;

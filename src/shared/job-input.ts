@@ -34,5 +34,7 @@ export interface ShardInput {
   /** Failures this shard may have before the whole job is certain to exceed its threshold. */
   allowedFailures?: number;
   round: number;
+  /** Resolved for the whole job: a shard must not re-derive it from its own slice. */
+  batchSize: number;
   resume?: RunnerSnapshotData;
 }

@@ -217,12 +217,18 @@ export const DEFAULTS = {
   retryWindowMs: 0,
   concurrency: 32,
   shardSize: 500,
+  maxShardSize: 2_000,
   maxAutoBatchSize: 100,
 } as const;
 
 /** Default batch size grows with the job: one activity per item for small jobs, up to 100 items per activity. */
 export function defaultBatchSize(itemCount: number): number {
   return Math.max(1, Math.min(DEFAULTS.maxAutoBatchSize, Math.ceil(itemCount / 64)));
+}
+
+/** About twenty batches per shard: small shard histories, few shards. */
+export function defaultShardSize(batchSize: number): number {
+  return Math.min(DEFAULTS.maxShardSize, Math.max(DEFAULTS.shardSize, batchSize * 20));
 }
 
 export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: number): ResolvedOptions {
@@ -242,7 +248,7 @@ export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: num
     crashBudget: options.crashBudget ?? DEFAULTS.crashBudget,
     heartbeatTimeoutMs: options.heartbeatTimeout ? DurationSchema.parse(options.heartbeatTimeout) : DEFAULTS.heartbeatTimeoutMs,
     retryWindowMs: options.retryWindow ? DurationSchema.parse(options.retryWindow) : DEFAULTS.retryWindowMs,
-    shardSize: options.shardSize ?? DEFAULTS.shardSize,
+    shardSize: options.shardSize ?? defaultShardSize(options.batchSize ?? defaultBatchSize(itemCount)),
     ...(options.toleratedFailureCount !== undefined ? { toleratedFailureCount: options.toleratedFailureCount } : {}),
     ...(options.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: options.toleratedFailurePercent } : {}),
     ...(retryOverride ? { retryOverride } : {}),

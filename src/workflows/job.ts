@@ -429,6 +429,7 @@ async function runShards(args: {
       shardIndex,
       head,
       round,
+      batchSize: options.batchSize,
       ...(prepared.items ? { items: prepared.items.slice(from, to) } : { itemsRef: { ref: prepared.ref ?? '', from, to } }),
       ...(allowed !== undefined ? { allowedFailures: Math.max(0, allowed - run.tally.failedItems) } : {}),
     };

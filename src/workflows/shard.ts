@@ -8,18 +8,30 @@ import { ItemRunner } from '../engine/runner';
 import { emptyTally, tallyRecords } from '../engine/summary';
 import { builtInPipelines } from '../pipelines';
 import { ApplicationFailure } from '@temporalio/workflow';
-import { type ShardInput, type ShardSummary, ErrorTypes, outputsForItem, resolveJobOptions } from '../shared';
+import { type OutputRecord, type ShardInput, type ShardSummary, ErrorTypes, outputsForItem, resolveJobOptions } from '../shared';
+
+const RECORDS_PER_PAYLOAD = 2_000;
 
 const engine = proxyActivities<ReturnType<typeof createEngineActivities>>({
   startToCloseTimeout: '5m',
   retry: { maximumAttempts: 5, initialInterval: '1s' },
 });
 
+/** Records in payloads of bounded size; the parts are joined into one file. */
+async function writeRecordsInChunks(jobId: string, part: string, records: OutputRecord[]): Promise<string> {
+  if (records.length <= RECORDS_PER_PAYLOAD) return engine.writeRecords({ jobId, part, records });
+  const parts: string[] = [];
+  for (let from = 0; from < records.length; from += RECORDS_PER_PAYLOAD) {
+    parts.push(await engine.writeRecords({ jobId, part: `${part}-${parts.length}`, records: records.slice(from, from + RECORDS_PER_PAYLOAD) }));
+  }
+  return engine.joinParts({ jobId, part, parts });
+}
+
 export async function shardWorkflow(input: ShardInput): Promise<ShardSummary> {
   const pipeline = builtInPipelines[input.head.pipeline];
   if (!pipeline) throw ApplicationFailure.create({ type: ErrorTypes.InvalidSpec, message: `unknown pipeline ${input.head.pipeline}`, nonRetryable: true });
   const items = input.items ?? (input.itemsRef ? await engine.loadItems(input.itemsRef) : []);
-  const options = resolveJobOptions(input.head, items.length);
+  const options = { ...resolveJobOptions(input.head, items.length), batchSize: input.batchSize };
   const runner = new ItemRunner(
     {
       job: { jobId: input.jobId, pipeline: input.head.pipeline, params: input.head.params, destination: input.head.destination },
@@ -40,7 +52,7 @@ export async function shardWorkflow(input: ShardInput): Promise<ShardSummary> {
     }
     const records = runner.finalRecords();
     const tally = tallyRecords(emptyTally(), records);
-    const recordsLocation = await engine.writeRecords({ jobId: input.jobId, part: `round-${input.round}-shard-${input.shardIndex}`, records });
+    const recordsLocation = await writeRecordsInChunks(input.jobId, `round-${input.round}-shard-${input.shardIndex}`, records);
     let bytesIn = 0;
     let bytesOut = 0;
     for (const state of runner.states) {

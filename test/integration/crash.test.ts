@@ -1,0 +1,140 @@
+import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { ErrorTypes, type JobResult } from '../../src/shared';
+import { type TestEnv, createTestEnv, eventually, historyLength, syntheticSpec } from '../helpers/env';
+
+// Real worker processes: crashes kill them for real, and a supervisor restarts them.
+let env: TestEnv;
+
+before(async () => {
+  env = await createTestEnv({ taskQueue: 'faultline-crash' });
+});
+after(async () => {
+  await env?.teardown();
+});
+
+function byItem(result: JobResult): Map<string, string> {
+  const seen = new Map<string, string>();
+  for (const record of result.outputs ?? []) {
+    assert.ok(!seen.has(record.item), `item ${record.item} appears twice`);
+    seen.set(record.item, record.status);
+  }
+  return seen;
+}
+
+async function activityEvents(jobId: string) {
+  const history = await env.client.client.workflow.getHandle(jobId).fetchHistory();
+  const events = history.events ?? [];
+  return {
+    timeouts: events.filter((event) => event.activityTaskTimedOutEventAttributes).length,
+    failureTypes: events.map((event) => event.activityTaskFailedEventAttributes?.failure?.applicationFailureInfo?.type).filter(Boolean),
+  };
+}
+
+describe('crashes and graceful shutdown (real worker processes)', () => {
+  it('a poison item exhausts its crash budget; items merely in flight end Available', async () => {
+    const workers = env.spawnWorker();
+    try {
+      const items = [
+        { id: 'p1', params: { cpuMs: 30 } },
+        { id: 'poison', params: { outcome: 'crash' as const } },
+        { id: 'p2', params: { cpuMs: 30 } },
+        { id: 'once', params: { outcome: 'crashOnce' as const } },
+        { id: 'p3' },
+        { id: 'p4' },
+      ];
+      const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 3, heartbeatTimeout: '2s', crashBudget: 2 }));
+      const result = await env.client.result(jobId);
+      const statuses = byItem(result);
+      assert.equal(statuses.size, 6);
+      assert.equal(statuses.get('poison'), 'Failed');
+      for (const id of ['p1', 'p2', 'p3', 'p4', 'once']) assert.equal(statuses.get(id), 'Available', `${id} must not be blamed`);
+      const crashed = result.outputs?.find((record) => record.item === 'poison')?.error;
+      assert.equal(crashed?.type, ErrorTypes.Crashed);
+      assert.equal(crashed?.class, 'crash');
+      assert.equal(crashed?.details.crashes, 2);
+      assert.deepEqual(result.failuresByReason, { Crashed: ['poison'] });
+      assert.ok(workers.starts >= 3, 'the worker process really died and was restarted');
+    } finally {
+      await workers.stop();
+    }
+  });
+
+  it('killing the worker mid-batch loses nothing and duplicates nothing', async () => {
+    const workers = env.spawnWorker();
+    try {
+      const out = path.join(env.dir, 'kill-out');
+      const items = Array.from({ length: 40 }, (_, index) => ({ id: `k${index}`, params: { cpuMs: 150 } }));
+      const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 10, heartbeatTimeout: '2s' }, { destination: pathToFileURL(out).toString() }));
+      await eventually(async () => (await env.client.progress(jobId)).inFlight > 0, 30_000, 'batches under way');
+      await new Promise((resolve) => setTimeout(resolve, 700)); // a few items into each 1.5 s batch
+      const firstPid = workers.current.pid;
+      workers.current.kill('SIGKILL');
+      const result = await env.client.result(jobId);
+      assert.notEqual(workers.current.pid, firstPid);
+      const statuses = byItem(result);
+      assert.equal(statuses.size, 40);
+      assert.ok([...statuses.values()].every((status) => status === 'Available'));
+      assert.equal(result.counts.Available, 40);
+      assert.equal(result.status, 'Succeeded');
+      assert.equal((await readdir(out)).length, 40, 'one output directory per item, no duplicates');
+      assert.ok((await activityEvents(jobId)).timeouts >= 1, 'the kill was detected by heartbeat timeout');
+    } finally {
+      await workers.stop();
+    }
+  });
+
+  it('SIGTERM mid-batch hands work back without spending any budget', async () => {
+    const workers = env.spawnWorker();
+    try {
+      const items = Array.from({ length: 12 }, (_, index) => ({ id: `t${index}`, params: { cpuMs: 150 } }));
+      // No budget to spare: a single charged crash or retry would fail an item.
+      const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 12, heartbeatTimeout: '3s', crashBudget: 1, retry: { maxAttempts: 1 } }));
+      await eventually(async () => (await env.client.progress(jobId)).inFlight > 0, 30_000, 'batch under way');
+      await new Promise((resolve) => setTimeout(resolve, 600)); // a few items into the 1.8 s batch
+      workers.current.kill('SIGTERM');
+      const result = await env.client.result(jobId);
+      assert.equal(result.status, 'Succeeded');
+      assert.equal(result.counts.Available, 12);
+      const events = await activityEvents(jobId);
+      assert.ok(events.failureTypes.includes(ErrorTypes.WorkerShutdown), `handed back: ${JSON.stringify(events)}`);
+      assert.equal(events.timeouts, 0, 'a graceful shutdown is not a crash');
+    } finally {
+      await workers.stop();
+    }
+  });
+
+  it('a 20 000-item job completes with exact counts and every history under 10 000 events', async () => {
+    const workers = env.spawnWorker();
+    try {
+      const items = Array.from({ length: 20_000 }, (_, index) => ({
+        id: `n${index}`,
+        params: index % 1000 === 1 ? { outcome: 'missing' as const } : index % 1000 === 2 ? { outcome: 'unprocessable' as const } : {},
+      }));
+      const { jobId } = await env.client.start(syntheticSpec(items));
+      const result = await env.client.result(jobId);
+      assert.equal(result.counts.items, 20_000);
+      assert.equal(result.counts.outputs, 20_000);
+      assert.equal(result.counts.Available, 19_960);
+      assert.equal(result.counts.Missing, 20);
+      assert.equal(result.counts.Failed, 20);
+      assert.equal(result.failuresByReason.ItemUnprocessable?.length, 20);
+      assert.ok(result.manifest);
+      const ids = [jobId];
+      for await (const execution of env.client.client.workflow.list({ query: `WorkflowId STARTS_WITH '${jobId}/'` })) ids.push(execution.workflowId);
+      assert.ok(ids.length > 1, 'the job ran in shards');
+      let total = 0;
+      for (const id of ids) {
+        const length = await historyLength(env.client, id);
+        assert.ok(length < 10_000, `${id} has ${length} events`);
+        total += length;
+      }
+      assert.ok(total / 20_000 < 0.1, `events per item ${total / 20_000}`);
+    } finally {
+      await workers.stop();
+    }
+  });
+});

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { parse } from 'yaml';
+import { DEFAULT_ADDRESS, ENV, SEARCH_ATTRIBUTES, TASK_QUEUE } from '../../src/shared/constants';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+
+interface Service {
+  image?: string;
+  build?: unknown;
+  environment?: string[] | Record<string, string>;
+  ports?: string[];
+  command?: string[] | string;
+  depends_on?: Record<string, unknown> | string[];
+}
+const compose = parse(readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8')) as { services: Record<string, Service> };
+
+function envOf(service: Service): Record<string, string> {
+  if (Array.isArray(service.environment)) {
+    return Object.fromEntries(service.environment.map((entry) => [entry.split('=')[0] ?? '', entry.slice(entry.indexOf('=') + 1)]));
+  }
+  return service.environment ?? {};
+}
+
+describe('docker-compose.yml is consistent with the code', () => {
+  it('has PostgreSQL, Temporal, the Web UI, the setup job and the worker', () => {
+    for (const name of ['postgresql', 'temporal', 'temporal-ui', 'temporal-setup', 'faultline-worker']) assert.ok(compose.services[name], `service ${name}`);
+    assert.match(compose.services.temporal?.image ?? '', /^temporalio\/auto-setup:/);
+    assert.match(compose.services['temporal-ui']?.image ?? '', /^temporalio\/ui:/);
+    assert.match(compose.services.postgresql?.image ?? '', /^postgres:/);
+  });
+
+  it('wires Temporal to PostgreSQL the documented way and exposes the default port', () => {
+    const env = envOf(compose.services.temporal ?? {});
+    assert.equal(env.DB, 'postgres12');
+    assert.equal(env.POSTGRES_SEEDS, 'postgresql');
+    const port = DEFAULT_ADDRESS.split(':')[1];
+    assert.ok(compose.services.temporal?.ports?.includes(`${port}:${port}`));
+    assert.equal(envOf(compose.services['temporal-ui'] ?? {}).TEMPORAL_ADDRESS, `temporal:${port}`);
+  });
+
+  it('the worker uses the code’s env names and task queue', () => {
+    const worker = compose.services['faultline-worker'] ?? {};
+    assert.ok(worker.build, 'the worker is built from the Dockerfile');
+    const env = envOf(worker);
+    const known = new Set<string>(Object.values(ENV));
+    for (const name of Object.keys(env)) assert.ok(known.has(name), `unknown env ${name}`);
+    assert.equal(env[ENV.taskQueue], TASK_QUEUE);
+    assert.equal(env[ENV.address], 'temporal:7233');
+    for (const root of (env[ENV.allowedRoots] ?? '').split(':')) assert.ok(env[ENV.storage]?.startsWith(root) || root === '', 'storage inside allowed roots');
+  });
+
+  it('registers every search attribute with its type', () => {
+    const command = [compose.services['temporal-setup']?.command ?? ''].flat().join(' ');
+    for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) {
+      assert.match(command, new RegExp(`--name ${name} --type ${type}\\b`), `${name} ${type}`);
+    }
+  });
+
+  it('the Dockerfile is multi-stage, production-only and non-root', () => {
+    const dockerfile = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
+    assert.equal(dockerfile.match(/^FROM /gm)?.length, 2);
+    assert.match(dockerfile, /npm ci --omit=dev/);
+    assert.match(dockerfile, /^USER node$/m);
+    assert.match(dockerfile, /STOPSIGNAL SIGTERM/);
+  });
+});

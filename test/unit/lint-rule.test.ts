@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { ESLint } from 'eslint';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+
+// Lints snippets as if they were workflow files, with the project's real ESLint config.
+async function lintAsWorkflow(code: string, file = 'src/workflows/probe.ts') {
+  const eslint = new ESLint({
+    cwd: ROOT,
+    overrideConfig: [
+      {
+        files: ['**/*.ts'],
+        languageOptions: { parserOptions: { project: false, projectService: false } },
+        rules: { '@typescript-eslint/no-floating-promises': 'off' },
+      },
+    ],
+  });
+  const [result] = await eslint.lintText(code, { filePath: path.join(ROOT, file) });
+  return (result?.messages ?? []).filter((message) => message.ruleId === '@typescript-eslint/no-restricted-imports');
+}
+
+describe('workflow import restriction (ESLint)', () => {
+  it('rejects Node builtins, pino, the client, the worker and value imports of activities', async () => {
+    const bad = [
+      "import fs from 'node:fs';",
+      "import { readFile } from 'fs';",
+      "import pino from 'pino';",
+      "import { Client } from '@temporalio/client';",
+      "import { Worker } from '@temporalio/worker';",
+      "import { createEngineActivities } from '../activities/engine';",
+    ];
+    for (const line of bad) {
+      const messages = await lintAsWorkflow(`${line}\nexport const x = 1;\n`);
+      assert.ok(messages.length >= 1, `should reject: ${line}`);
+    }
+  });
+
+  it('allows type-only imports of activities and the workflow SDK', async () => {
+    const messages = await lintAsWorkflow(
+      "import type { createEngineActivities } from '../activities/engine';\nimport { proxyActivities } from '@temporalio/workflow';\nexport type A = typeof createEngineActivities;\nexport const p = proxyActivities;\n",
+    );
+    assert.deepEqual(messages, []);
+  });
+
+  it('applies to the engine helpers workflows import, not to activities', async () => {
+    assert.equal((await lintAsWorkflow("import fs from 'node:fs';\nexport const x = fs;\n", 'src/engine/probe.ts')).length, 1);
+    assert.equal((await lintAsWorkflow("import fs from 'node:fs';\nexport const x = fs;\n", 'src/activities/probe.ts')).length, 0);
+  });
+});

@@ -1,0 +1,47 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { emptyTally, tallyRecords } from '../../src/engine/summary';
+import { type OutputRecord, deriveJobStatus, emptyStatusCounts, exitCodeForStatus, isSuccess, makeReport } from '../../src/shared';
+
+const counts = (partial: Partial<ReturnType<typeof emptyStatusCounts>>) => {
+  const c = { ...emptyStatusCounts(), ...partial };
+  return { ...c, outputs: Object.values(c).reduce((a, b) => a + b, 0) };
+};
+
+describe('job status rules (CONTRACT)', () => {
+  it('derives every status', () => {
+    assert.equal(deriveJobStatus(counts({ Available: 2, Missing: 1, Unsolved: 1 }), undefined), 'Succeeded');
+    assert.equal(deriveJobStatus(counts({ Available: 2, Failed: 1 }), undefined), 'PartiallySucceeded');
+    assert.equal(deriveJobStatus(counts({ Failed: 3 }), undefined), 'Failed');
+    assert.equal(deriveJobStatus(counts({ Available: 3 }), 'fatal'), 'Failed');
+    assert.equal(deriveJobStatus(counts({ Available: 3, Cancelled: 1 }), 'cancelled'), 'Cancelled');
+    assert.equal(deriveJobStatus(counts({ Skipped: 3 }), undefined), 'Empty');
+    assert.equal(deriveJobStatus(counts({ Skipped: 1, Available: 1 }), undefined), 'Succeeded');
+  });
+
+  it('success and exit codes follow the status', () => {
+    assert.deepEqual(['Succeeded', 'PartiallySucceeded', 'Empty', 'Failed', 'Cancelled'].map((s) => isSuccess(s as never)), [true, true, true, false, false]);
+    assert.deepEqual(['Succeeded', 'Empty', 'PartiallySucceeded', 'Failed', 'Cancelled'].map((s) => exitCodeForStatus(s as never)), [0, 0, 3, 1, 1]);
+  });
+
+  it('tallies failures once per item and type, capped', () => {
+    const error = makeReport({ type: 'CorruptImage', message: 'x', at: 'now' });
+    const records: OutputRecord[] = [
+      { item: 'a', output: 'thumbnail', status: 'Failed', error },
+      { item: 'a', output: 'preview', status: 'Failed', error },
+      { item: 'b', output: 'thumbnail', status: 'Available' },
+    ];
+    const tally = tallyRecords(emptyTally(), records);
+    assert.deepEqual(tally.failuresByReason, { CorruptImage: ['a'] });
+    assert.deepEqual(tally.failureCounts, { CorruptImage: 1 });
+    assert.equal(tally.failedItems, 1);
+    assert.equal(tally.counts.Failed, 2);
+    const many: OutputRecord[] = Array.from({ length: 1_005 }, (_, i) => ({ item: `i${i}`, output: 'o', status: 'Failed', error }));
+    const big = tallyRecords(emptyTally(), many);
+    assert.equal(big.failuresByReason.CorruptImage?.length, 1_000);
+    assert.equal(big.failureCounts.CorruptImage, 1_005);
+    assert.equal(big.truncated, true);
+    assert.equal(big.errors.length, 100);
+    assert.equal(big.errorsTruncated, true);
+  });
+});

@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { builtInPipelines } from '../../src/pipelines';
+import { allowedFailures, resolveJobOptions, validateJobSpec } from '../../src/shared';
+
+function issuesOf(spec: unknown) {
+  const validation = validateJobSpec(spec, builtInPipelines);
+  assert.equal(validation.ok, false, 'spec should be invalid');
+  return validation.ok ? [] : validation.issues;
+}
+
+function expectIssue(spec: unknown, path: string, code?: string) {
+  const issues = issuesOf(spec);
+  assert.ok(
+    issues.some((issue) => issue.path === path && (code === undefined || issue.code === code)),
+    `expected ${code ?? 'an issue'} at ${path}, got ${JSON.stringify(issues)}`,
+  );
+}
+
+const ok = { pipeline: 'synthetic', items: [{ id: 'a' }] };
+
+describe('job spec validation', () => {
+  it('accepts the CONTRACT examples', () => {
+    assert.equal(validateJobSpec(ok, builtInPipelines).ok, true);
+    const images = {
+      pipeline: 'images',
+      items: [
+        { id: 'cat-1', source: 'file:///data/in/cat.jpg', outputs: ['thumbnail', 'exif'] },
+        { id: 'dog-7', source: 'https://example.org/dog.png' },
+      ],
+      outputs: ['thumbnail', 'preview', 'metadata', 'exif'],
+      params: { fit: { maxBytes: 20000 }, filter: { minWidth: 64, minHeight: 64 } },
+      destination: 'file:///data/out',
+      options: {
+        toleratedFailurePercent: 10,
+        retryWindow: '1h',
+        batchSize: 25,
+        retry: { maxAttempts: 5, initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m' },
+        webhook: { url: 'https://hooks.example.org/faultline', secret: 's3cret' },
+      },
+    };
+    const validation = validateJobSpec(images, builtInPipelines);
+    assert.equal(validation.ok, true, JSON.stringify(validation));
+  });
+
+  it('rejects each kind of bad input with its JSON path', () => {
+    expectIssue({ items: [] }, 'pipeline', 'invalid_type'); // 1 missing field
+    expectIssue({ pipeline: 'nope', items: [] }, 'pipeline', 'unknown_pipeline'); // 2
+    expectIssue({ pipeline: 'synthetic', items: [{ id: 'a' }, { id: 'a' }] }, 'items[1].id', 'duplicate_id'); // 3
+    expectIssue({ pipeline: 'synthetic', items: [{ id: 'a', outputs: ['nope'] }] }, 'items[0].outputs[0]', 'unknown_output'); // 4
+    expectIssue({ pipeline: 'synthetic', items: [{ id: 'a' }], options: { batchSize: 0 } }, 'options.batchSize', 'too_small'); // 5
+    expectIssue({ pipeline: 'synthetic', items: [{ id: 'a' }], options: { toleratedFailurePercent: 120 } }, 'options.toleratedFailurePercent', 'too_big'); // 6
+    expectIssue({ pipeline: 'synthetic', items: [{ id: 'a' }], options: { retryWindow: 'soon' } }, 'options.retryWindow'); // 7
+    expectIssue({ pipeline: 'images', items: [{ id: 'a', source: 'ftp://x/y.png' }], destination: 'file:///tmp/o' }, 'items[0].source', 'unsupported_scheme'); // 8
+    expectIssue({ pipeline: 'images', items: [{ id: 'a' }], destination: 'file:///tmp/o' }, 'items[0].source', 'missing_source'); // 9
+    expectIssue({ pipeline: 'synthetic', items: [{ id: 'a', params: { outcome: 'explode' } }] }, 'items[0].params.outcome'); // 10
+    expectIssue({ pipeline: 'synthetic', items: [{ id: '../etc' }] }, 'items[0].id', 'invalid_string'); // 11
+    expectIssue({ pipeline: 'synthetic', items: [{ id: 'a', colour: 'red' }] }, 'items[0]', 'unrecognized_keys'); // 12
+    expectIssue({ pipeline: 'synthetic', items: [{ id: 'a' }], options: { toleratedFailureCount: 5 } }, 'options.toleratedFailureCount', 'out_of_range'); // 13
+    expectIssue({ pipeline: 'images', items: [{ id: 'a', source: 'file:///x.png' }], outputs: ['fit'], destination: 'file:///o' }, 'params.fit', 'missing_param'); // 14
+    expectIssue({ pipeline: 'synthetic', items: [{ id: 'a' }], options: { webhook: { url: 'https://h.example/x' } } }, 'options.webhook', 'webhook_secret'); // 15
+    expectIssue({ pipeline: 'synthetic', items: [{ id: 'a' }], options: { retry: { maxAttempts: -1 } } }, 'options.retry.maxAttempts'); // 16
+    expectIssue({ pipeline: 'synthetic', items: 'all of them' }, 'items', 'invalid_type'); // 17
+    expectIssue({ pipeline: 'images', items: [{ id: 'a', source: 'not a uri' }], destination: 'file:///o' }, 'items[0].source', 'invalid_uri'); // 18
+  });
+
+  it('reports every issue, not just the first', () => {
+    const issues = issuesOf({ pipeline: 'synthetic', items: [{ id: 'a' }, { id: 'a' }, { id: 'b', outputs: ['x'] }] });
+    assert.equal(issues.length, 2);
+  });
+});
+
+describe('options', () => {
+  it('resolves durations and defaults', () => {
+    const options = resolveJobOptions({ options: { retryWindow: '1h', heartbeatTimeout: '5s', retry: { maxAttempts: 'unlimited', initialInterval: '250ms' } } }, 10);
+    assert.equal(options.retryWindowMs, 3_600_000);
+    assert.equal(options.heartbeatTimeoutMs, 5_000);
+    assert.deepEqual(options.retryOverride, { maxAttempts: 0, initialIntervalMs: 250 });
+    assert.equal(options.batchSize, 1, 'small jobs run one item per activity');
+    assert.equal(resolveJobOptions({}, 100_000).batchSize, 100);
+    assert.equal(options.crashBudget, 3);
+  });
+
+  it('tolerated failures: share of all items, strictly greater fails', () => {
+    const allowed = (percent?: number, count?: number, total = 10) =>
+      allowedFailures(resolveJobOptions({ options: { ...(percent !== undefined ? { toleratedFailurePercent: percent } : {}), ...(count !== undefined ? { toleratedFailureCount: count } : {}) } }, total), total);
+    assert.equal(allowed(), undefined);
+    assert.equal(allowed(10), 1);
+    assert.equal(allowed(25), 2, '2.5 tolerated: 3 failures exceed it, 2 do not');
+    assert.equal(allowed(0), 0);
+    assert.equal(allowed(50, 2), 2, 'the stricter of both limits');
+  });
+});
