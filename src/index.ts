@@ -1,0 +1,7 @@
+/** Public API of the faultline package. */
+export { FaultlineClient, FaultlineClientError, type FaultlineClientOptions, type JobListEntry, type ListFilter } from './client';
+export { loadConfig, type Config } from './config';
+export { verifyWebhookSignature, SIGNATURE_HEADER } from './secrets';
+export { createFaultlineWorker, runWorker } from './worker';
+export { ItemError, type PipelineImplementation, type ItemContext, type ItemWork } from './activities/types';
+export * from './shared';
