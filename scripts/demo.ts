@@ -5,6 +5,7 @@
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { FaultlineClient } from '../src/client';
 import { renderResult } from '../src/cli/output';
 import { loadConfig } from '../src/config';
@@ -16,9 +17,31 @@ import { createFaultlineWorker } from '../src/worker';
 
 const ROOT = path.resolve(__dirname, '..');
 
+/** The sample images job: every kind of outcome from the committed sample files. */
+function imagesDemoSpec() {
+  const file = (name: string) => pathToFileURL(path.join(ROOT, 'samples', 'images', name)).toString();
+  return {
+    pipeline: 'images',
+    items: [
+      { id: 'photo-with-exif', source: file('with-exif.jpg') },
+      { id: 'photo-no-exif', source: file('no-exif.jpg') },
+      { id: 'logo-alpha', source: file('alpha.png'), outputs: ['thumbnail', 'metadata'] },
+      { id: 'upload-truncated', source: file('truncated.jpg') },
+      { id: 'not-an-image', source: file('not-an-image.jpg') },
+      { id: 'icon-too-small', source: file('tiny.png') },
+      { id: 'noise-tight-budget', source: file('noise.png'), outputs: ['fit'] },
+    ],
+    outputs: ['thumbnail', 'preview', 'metadata', 'exif'],
+    params: { fit: { maxBytes: 1200 }, filter: { minWidth: 64, minHeight: 64 } },
+    destination: pathToFileURL(path.join(ROOT, 'demo-output', 'files')).toString(),
+    options: { archive: true },
+    labels: { purpose: 'demo' },
+  };
+}
+
 async function main(): Promise<number> {
   const keep = process.argv.includes('--keep');
-  const specFile = process.argv.find((arg) => arg.endsWith('.json')) ?? path.join(ROOT, 'samples', 'demo.json');
+  const specFile = process.argv.find((arg) => arg.endsWith('.json'));
   const baseConfig = loadConfig(process.env, ROOT);
   const logger = createLogger({ level: process.env.FAULTLINE_LOG_LEVEL ?? 'error', format: baseConfig.logFormat, name: 'faultline-demo' });
 
@@ -37,9 +60,9 @@ async function main(): Promise<number> {
   const running = worker.run();
   const client = await FaultlineClient.connect({ config });
   try {
-    const spec = JSON.parse(await readFile(specFile, 'utf8')) as unknown;
+    const spec = specFile ? (JSON.parse(await readFile(specFile, 'utf8')) as unknown) : imagesDemoSpec();
     const { jobId } = await client.start(spec);
-    console.log(`Started job ${jobId} from ${path.relative(ROOT, specFile)}; waiting for its result…\n`);
+    console.log(`Started job ${jobId} (${specFile ? path.relative(ROOT, specFile) : 'images pipeline over samples/images'}); waiting for its result…\n`);
     const result = await client.result(jobId);
     console.log(renderResult(result));
     const outDir = path.join(ROOT, 'demo-output');

@@ -6,6 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Config } from './config';
 import { connectionOptions } from './connection';
+import { createArchiveActivities } from './activities/archive';
 import { createEngineActivities } from './activities/engine';
 import { createImagesPipeline } from './activities/images';
 import { createNotifyActivities } from './activities/notify';
@@ -46,6 +47,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   }
   const activities = {
     ...createEngineActivities({ implementations, registry: builtInPipelines, storage, logger }),
+    ...createArchiveActivities({ allowedRoots: config.allowedRoots, logger }),
     ...createNotifyActivities({ secretKey: loadSecretKey(config.secretKey, config.storage, false), env: options.env ?? process.env, logger }),
   };
   const worker = await Worker.create({

@@ -1,5 +1,14 @@
 /** Signed webhook delivery with backoff; the outcome is recorded, never the secret. */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Context } from '@temporalio/activity';
+
+function cancellation(): AbortSignal | undefined {
+  try {
+    return Context.current().cancellationSignal;
+  } catch {
+    return undefined; // not running as an activity
+  }
+}
 import type { Logger } from 'pino';
 import { ErrorTypes, type JobResult, type Notification, makeReport, redactUrl } from '../shared';
 import { SIGNATURE_HEADER, decryptSecret, signWebhook } from '../secrets';
@@ -77,7 +86,8 @@ export function createNotifyActivities(deps: NotifyDeps) {
         const delay = delays[attempts - 1];
         if (delay === undefined) break;
         log.warn({ attempts, status: lastStatus }, 'webhook attempt failed; retrying in %d ms', delay);
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        await sleep(delay, undefined, { signal: cancellation() }).catch(() => undefined);
+        if (cancellation()?.aborted) break;
       }
       const report = makeReport({
         type: lastStatus !== undefined && !RETRYABLE_STATUS(lastStatus) ? 'WebhookRejected' : ErrorTypes.EndpointUnavailable,

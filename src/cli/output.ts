@@ -37,6 +37,10 @@ export function renderResult(result: JobResult): string {
   }
   const fatal = result.errors.filter((error) => error.class === 'fatal');
   for (const error of fatal) lines.push(`fatal: ${error.type}: ${error.message}`);
+  if (result.archive) {
+    const a = result.archive;
+    lines.push(a.location ? `archive: ${a.location} (${a.files} file(s), ${a.missing} missing)` : `archive: ${a.skipped ?? a.error?.message ?? 'not written'}`);
+  }
   for (const note of result.notifications ?? []) lines.push(`webhook ${note.url}: ${note.delivered ? 'delivered' : 'NOT delivered'} after ${note.attempts} attempt(s)${note.lastStatus ? ` (last status ${note.lastStatus})` : ''}`);
   return lines.join('\n');
 }

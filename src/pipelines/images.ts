@@ -20,6 +20,8 @@ export const ImagesParams = z
     putUrls: z.record(z.record(z.string().url())).optional(),
     maxPixels: z.number().int().min(1).max(1_000_000_000).optional(),
     maxSourceBytes: z.number().int().min(1).max(2_000_000_000).optional(),
+    /** HTTP fetch timeouts (defaults 10 s connect, 30 s read). */
+    timeouts: z.object({ connectMs: z.number().int().min(10).max(300_000).optional(), readMs: z.number().int().min(10).max(3_600_000).optional() }).strict().optional(),
   })
   .strict();
 export type ImagesParams = z.infer<typeof ImagesParams>;

@@ -74,7 +74,7 @@ export interface JobResult {
   /** Item ids that a `retry` would run again. */
   retryable: { items: number; types: string[] };
   cancelReason?: string;
-  archive?: { location?: string; files: number; missing: number; skipped?: string; error?: ErrorReport };
+  archive?: { location?: string; files: number; missing: number; missingFiles?: string[]; skipped?: string; error?: ErrorReport };
   notifications?: Notification[];
   /** Set when this job is a follow-up of another job's failed items. */
   retryOf?: string;

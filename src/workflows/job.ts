@@ -43,6 +43,7 @@ import {
   SearchKeys,
   WORKFLOW_TYPES,
   allowedFailures,
+  archiveWorkflowId,
   awaitResultUpdate,
   cancelSignal,
   cancelUpdate,
@@ -58,6 +59,7 @@ import {
   toErrorReport,
   validateJobSpec,
 } from '../shared';
+import type { archiveWorkflow } from './archive';
 import type { shardWorkflow } from './shard';
 
 const engine = proxyActivities<ReturnType<typeof createEngineActivities>>({
@@ -66,6 +68,7 @@ const engine = proxyActivities<ReturnType<typeof createEngineActivities>>({
 });
 const notify = proxyActivities<ReturnType<typeof createNotifyActivities>>({
   startToCloseTimeout: '2m',
+  heartbeatTimeout: '30s',
   retry: { maximumAttempts: 1 },
 });
 
@@ -324,6 +327,8 @@ export async function jobWorkflow(input: JobInput): Promise<JobResult> {
           itemsPerSec: finishedAt > startedAt ? Math.round((itemsDone / ((finishedAt - startedAt) / 1000)) * 100) / 100 : itemsDone,
         },
       };
+      if (options.archive && head.destination && !ended) result = { ...result, archive: await runArchive(jobId, round, head.destination, result) };
+      if (result.archive?.error) result = { ...result, errors: [...result.errors, result.archive.error] };
       publish(result);
       settled = true;
       log.info('job settled', { jobId, status, round });
@@ -377,6 +382,20 @@ function describe(result: JobResult): string {
   }
   if (result.cancelReason) lines.push(`Cancelled: ${result.cancelReason}`);
   return lines.join('\n');
+}
+
+async function runArchive(jobId: string, round: number, destination: string, result: JobResult): Promise<NonNullable<JobResult['archive']>> {
+  try {
+    const summary = await executeChild<typeof archiveWorkflow>(WORKFLOW_TYPES.archive, {
+      workflowId: archiveWorkflowId(jobId, round),
+      args: [{ jobId, round, destination, ...(result.outputs ? { outputs: result.outputs } : {}), ...(result.manifest ? { manifest: result.manifest } : {}) }],
+      staticSummary: `archive of job ${jobId} (round ${round})`,
+    });
+    return { ...(summary.location ? { location: summary.location } : {}), files: summary.files, missing: summary.missing, ...(summary.skipped ? { skipped: summary.skipped } : {}), ...(summary.missingFiles.length > 0 ? { missingFiles: summary.missingFiles } : {}) };
+  } catch (error) {
+    // The archive is an extra: its failure is reported (ChildJobFailed with the cause), the outputs stand.
+    return { files: 0, missing: 0, error: toErrorReport(error, { at: new Date().toISOString(), step: 'archive' }) };
+  }
 }
 
 async function sendWebhook(result: JobResult, head: SpecHead): Promise<Notification | undefined> {

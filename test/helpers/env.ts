@@ -45,6 +45,8 @@ export interface RunningWorker {
 export interface WorkerProcess {
   readonly current: ChildProcess;
   readonly starts: number;
+  /** Everything the worker processes wrote to stderr (their logs). */
+  readonly logs: string;
   stop(): Promise<void>;
 }
 
@@ -99,11 +101,13 @@ export async function createTestEnv(options: { taskQueue?: string; envExtra?: No
   const spawnWorker = (extraEnv: NodeJS.ProcessEnv = {}): WorkerProcess => {
     let stopped = false;
     let starts = 0;
+    let logs = '';
     let current: ChildProcess;
     const launch = () => {
       starts += 1;
       current = spawn(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'worker'], { env: { ...env, ...extraEnv }, stdio: ['ignore', 'ignore', 'pipe'], cwd: dir });
       current.stderr?.on('data', (chunk: Buffer) => {
+        logs += chunk.toString();
         if (process.env.FAULTLINE_TEST_VERBOSE) process.stderr.write(chunk);
       });
       current.once('exit', () => {
@@ -117,6 +121,9 @@ export async function createTestEnv(options: { taskQueue?: string; envExtra?: No
       },
       get starts() {
         return starts;
+      },
+      get logs() {
+        return logs;
       },
       async stop() {
         stopped = true;
