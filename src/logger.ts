@@ -42,11 +42,8 @@ export class PinoTemporalLogger implements TemporalLogger {
   }
 }
 
-let installed = false;
-/** Bridges Temporal runtime logs into pino; once per process (the runtime is a singleton). */
+/** Bridges Temporal runtime logs into pino (the runtime is a singleton, created here if absent). */
 export function installTemporalLogging(logger: Logger): void {
-  if (installed) return;
-  installed = true;
   try {
     Runtime.install({ logger: new PinoTemporalLogger(logger.child({ component: 'temporal' })), telemetryOptions: { logging: { forward: {}, filter: 'WARN' } } });
   } catch {

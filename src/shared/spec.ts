@@ -107,10 +107,8 @@ const MAX_REPORTED_ISSUES = 100;
 export function validateJobSpec(input: unknown, registry: PipelineRegistry): SpecValidation {
   const parsed = JobSpecSchema.safeParse(input);
   if (!parsed.success) {
-    return {
-      ok: false,
-      issues: parsed.error.issues.slice(0, MAX_REPORTED_ISSUES).map((issue) => ({ path: formatPath(issue.path), code: issue.code, message: issue.message })),
-    };
+    const issues = parsed.error.issues.map((issue) => ({ path: formatPath(issue.path), code: issue.code, message: issue.message }));
+    return { ok: false, issues: [...issues, ...duplicateIdIssues(input)].slice(0, MAX_REPORTED_ISSUES) };
   }
   const spec = parsed.data;
   const issues: SpecIssue[] = [];
@@ -175,6 +173,22 @@ export function validateJobSpec(input: unknown, registry: PipelineRegistry): Spe
   }
   if (pipeline.validate) for (const issue of pipeline.validate(spec)) add(issue.path, issue.code, issue.message);
   return issues.length > 0 ? { ok: false, issues } : { ok: true, spec, pipeline };
+}
+
+/** Duplicate ids are worth reporting even when the schema already failed elsewhere. */
+function duplicateIdIssues(input: unknown): SpecIssue[] {
+  const items = (input as { items?: unknown } | null)?.items;
+  if (!Array.isArray(items)) return [];
+  const seen = new Map<string, number>();
+  const issues: SpecIssue[] = [];
+  items.forEach((item, index) => {
+    const id = (item as { id?: unknown } | null)?.id;
+    if (typeof id !== 'string') return;
+    const previous = seen.get(id);
+    if (previous !== undefined) issues.push({ path: `items[${index}].id`, code: 'duplicate_id', message: `item id "${id}" is already used by items[${previous}]` });
+    else seen.set(id, index);
+  });
+  return issues;
 }
 
 function safeProtocol(raw: string): string {

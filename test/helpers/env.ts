@@ -67,7 +67,6 @@ export async function createTestEnv(options: { taskQueue?: string; envExtra?: No
   };
   const config = loadConfig(env, dir);
   const logger = createLogger({ level: config.logLevel, format: 'json', name: 'test-worker' });
-  installTemporalLogging(logger);
   const connection = await Connection.connect({ address: server.address });
   const client = await FaultlineClient.connect({ config, connection });
   const workers: RunningWorker[] = [];
@@ -75,6 +74,8 @@ export async function createTestEnv(options: { taskQueue?: string; envExtra?: No
   let nativeConnection: NativeConnection | undefined;
 
   const startWorker = async (overrides: Partial<Config> = {}): Promise<RunningWorker> => {
+    // The runtime exists only while in-process workers do: it shuts down with the last one.
+    installTemporalLogging(logger);
     nativeConnection ??= await NativeConnection.connect({ address: server.address });
     const { worker } = await createFaultlineWorker({
       config: { ...config, ...overrides },

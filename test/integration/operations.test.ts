@@ -1,0 +1,223 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { FaultlineClientError } from '../../src/client';
+import { type JobResult, followUpJobId } from '../../src/shared';
+import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
+
+const run = promisify(execFile);
+const SAMPLES = path.join(ROOT, 'samples', 'images');
+
+let env: TestEnv;
+let worker: RunningWorker;
+let server: http.Server;
+let base = '';
+let endpointUp = false;
+
+before(async () => {
+  // A flaky endpoint: 503 until the test says it has recovered.
+  server = http.createServer((req, res) => {
+    if (!endpointUp && req.url?.startsWith('/flaky')) return void res.writeHead(503).end();
+    if (req.url?.startsWith('/missing')) return void res.writeHead(404).end();
+    import('node:fs/promises')
+      .then(({ readFile }) => readFile(path.join(SAMPLES, 'no-exif.jpg')))
+      .then((data) => res.end(data), () => res.writeHead(500).end());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  env = await createTestEnv({ taskQueue: 'faultline-ops', envExtra: { FAULTLINE_ALLOWED_HOSTS: '127.0.0.1' } });
+  worker = await env.startWorker({ allowedHosts: ['127.0.0.1'], allowedRoots: [env.dir, SAMPLES] });
+});
+
+after(async () => {
+  await worker?.stop();
+  await env?.teardown();
+  const closed = new Promise((resolve) => server?.close(resolve));
+  server?.closeAllConnections();
+  await closed;
+});
+
+function cli(args: string[]) {
+  return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), ...args], { env: { ...env.env, FAULTLINE_LOG_LEVEL: 'error' }, cwd: env.dir }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+  );
+}
+
+function imagesSpec(items: { id: string; source: string }[], retryWindow = '10m') {
+  return {
+    pipeline: 'images',
+    items: items.map((item) => ({ ...item, outputs: ['metadata'] })),
+    destination: pathToFileURL(path.join(env.dir, 'out')).toString(),
+    options: { retryWindow, retry: { maxAttempts: 1 } },
+  };
+}
+
+describe('operations: retry window, retry, cancel, progress, list', () => {
+  it('a flaky endpoint fails items; after it recovers, retry brings the same job to Succeeded', async () => {
+    endpointUp = false;
+    const { jobId } = await env.client.start(
+      imagesSpec([
+        { id: 'good', source: pathToFileURL(path.join(SAMPLES, 'with-exif.jpg')).toString() },
+        { id: 'f1', source: `${base}/flaky/1` },
+        { id: 'f2', source: `${base}/flaky/2` },
+      ]),
+    );
+    const first = await env.client.result(jobId);
+    assert.equal(first.status, 'PartiallySucceeded');
+    assert.deepEqual(first.failuresByReason, { EndpointUnavailable: ['f1', 'f2'] });
+    assert.equal((await env.client.progress(jobId)).phase, 'retry-window', 'published but still open');
+    const listed = await env.client.list({ hasErrors: true });
+    assert.ok(listed.some((job) => job.jobId === jobId && job.status === 'PartiallySucceeded' && job.failedCount === 2));
+
+    endpointUp = true;
+    const response = await env.client.retry(jobId, {});
+    assert.deepEqual([response.followUp, response.round, response.queued.sort()], [false, 2, ['f1', 'f2']]);
+    const second = await env.client.result(jobId); // waits for the new round
+    assert.equal(second.round, 2);
+    assert.equal(second.status, 'Succeeded');
+    assert.deepEqual(second.failuresByReason, {});
+    assert.equal(second.counts.Available, 3);
+    assert.equal(second.outputs?.length, 3, 'outputs merged into the same job');
+    const final = (await env.client.handle(jobId).result()) as JobResult;
+    assert.equal(final.status, 'Succeeded', 'nothing left to retry: the job closes with its final result');
+    assert.equal(final.round, 2);
+  });
+
+  it('retry by type touches only that type; corrected sources; validator rejections', async () => {
+    endpointUp = false;
+    const { jobId } = await env.client.start(
+      imagesSpec([
+        { id: 'nf', source: `${base}/missing` },
+        { id: 'down', source: `${base}/flaky/3` },
+      ]),
+    );
+    const first = await env.client.result(jobId);
+    assert.deepEqual(first.failureCounts, { SourceNotFound: 1, EndpointUnavailable: 1 });
+    await assert.rejects(env.client.retry(jobId, { types: ['CorruptImage'] }), (error: unknown) => error instanceof FaultlineClientError && error.code === 'rejected' && /no failed/.test(error.message));
+    await assert.rejects(env.client.retry(jobId, { sources: { nf: 'file:///x' } }), (error: unknown) => error instanceof FaultlineClientError && error.code === 'rejected');
+
+    const byType = await env.client.retry(jobId, { types: ['EndpointUnavailable'] });
+    assert.deepEqual(byType.queued, ['down']);
+    const second = await env.client.result(jobId);
+    assert.equal(second.round, 2);
+    assert.deepEqual(second.failuresByReason, { SourceNotFound: ['nf'], EndpointUnavailable: ['down'] }, 'nf untouched; down still down');
+
+    const corrected = await env.client.retry(jobId, { items: ['nf'], sources: { nf: pathToFileURL(path.join(SAMPLES, 'no-exif.jpg')).toString() } });
+    assert.deepEqual(corrected.queued, ['nf']);
+    const third = await env.client.result(jobId);
+    assert.equal(third.round, 3);
+    assert.deepEqual(third.failuresByReason, { EndpointUnavailable: ['down'] });
+    assert.equal(third.outputs?.find((record) => record.item === 'nf')?.status, 'Available');
+    await env.client.cancel(jobId);
+  });
+
+  it('retry after the window closed starts a follow-up job with just the failed items', async () => {
+    endpointUp = false;
+    const { jobId } = await env.client.start(imagesSpec([{ id: 'ok', source: pathToFileURL(path.join(SAMPLES, 'no-exif.jpg')).toString() }, { id: 'late', source: `${base}/flaky/4` }], '0s'));
+    const first = (await env.client.handle(jobId).result()) as JobResult;
+    assert.equal(first.status, 'PartiallySucceeded');
+    endpointUp = true;
+    const retried = await env.client.retry(jobId, {});
+    assert.equal(retried.followUp, true);
+    assert.equal(retried.jobId, followUpJobId(jobId, 1));
+    assert.deepEqual(retried.queued, ['late']);
+    const followUp = await env.client.result(retried.jobId);
+    assert.equal(followUp.status, 'Succeeded');
+    assert.equal(followUp.retryOf, jobId);
+    assert.equal(followUp.counts.items, 1);
+  });
+
+  it('while running: progress shows items in backoff, and retry runs a waiting item now', async () => {
+    const { jobId } = await env.client.start(syntheticSpec([{ id: 'waiting', params: { transientFailures: 1 } }, { id: 'fine' }], { retry: { initialInterval: '1h', maximumInterval: '2h' } }));
+    await eventually(async () => (await env.client.progress(jobId)).backoff.length === 1, 20_000, 'item in backoff');
+    const progress = await env.client.progress(jobId);
+    assert.equal(progress.phase, 'running');
+    assert.equal(progress.settled, false);
+    assert.equal(progress.backoff[0]?.item, 'waiting');
+    assert.ok(Date.parse(progress.backoff[0]?.nextAttemptAt ?? '') > Date.now() + 30 * 60_000);
+    assert.equal(progress.counts.Available, 1);
+    const response = await env.client.retry(jobId, { items: ['waiting'] });
+    assert.deepEqual(response.queued, ['waiting']);
+    const result = await env.client.result(jobId);
+    assert.equal(result.status, 'Succeeded', 'the 1h backoff was cut short');
+  });
+
+  it('cancel by CLI and by native Temporal cancellation, with hanging items in flight', async () => {
+    const spec = syntheticSpec([{ id: 'h1', params: { outcome: 'hang' } }, { id: 'done' }, { id: 'h2', params: { outcome: 'hang' } }], { heartbeatTimeout: '1s' });
+    for (const how of ['cli', 'native'] as const) {
+      const { jobId } = await env.client.start(spec);
+      await eventually(async () => (await env.client.progress(jobId)).counts.Available === 1, 20_000, 'done item finished');
+      if (how === 'cli') {
+        const cancelled = await cli(['cancel', jobId, '--reason', 'operator said so']);
+        assert.equal(cancelled.code, 0, cancelled.stderr);
+      } else {
+        await env.client.handle(jobId).cancel();
+      }
+      const result = (await env.client.handle(jobId).result()) as JobResult;
+      assert.equal(result.status, 'Cancelled');
+      assert.equal(result.success, false);
+      assert.equal(result.counts.Available, 1, 'finished outputs are kept');
+      assert.equal(result.counts.Cancelled, 2);
+      assert.match(result.cancelReason ?? '', how === 'cli' ? /operator said so/ : /cancellation requested/);
+      assert.ok(result.outputs?.filter((record) => record.status === 'Cancelled').every((record) => record.reason?.startsWith('job cancelled')));
+    }
+  });
+
+  it('list filters by status, has-errors, failed count and pipeline', async () => {
+    const { jobId: okId } = await env.client.start(syntheticSpec([{ id: 'a' }]));
+    await env.client.result(okId);
+    const { jobId: badId } = await env.client.start(syntheticSpec([{ id: 'a', params: { outcome: 'unprocessable' } }]));
+    await env.client.result(badId);
+    await eventually(async () => (await env.client.list({ status: 'Failed', pipeline: 'synthetic' })).some((job) => job.jobId === badId), 15_000, 'visibility');
+    const failed = await env.client.list({ status: 'Failed', pipeline: 'synthetic' });
+    assert.ok(failed.every((job) => job.status === 'Failed' && job.pipeline === 'synthetic'));
+    assert.ok(!failed.some((job) => job.jobId === okId));
+    const withErrors = await env.client.list({ hasErrors: true });
+    assert.ok(withErrors.some((job) => job.jobId === badId && job.failedCount === 1 && job.hasErrors === true));
+    assert.ok(!withErrors.some((job) => job.jobId === okId));
+    assert.ok((await env.client.list({ pipeline: 'images' })).every((job) => job.pipeline === 'images'));
+    const json = await cli(['list', '--status', 'Succeeded', '--json']);
+    assert.equal(json.code, 0, json.stderr);
+    const parsed = JSON.parse(json.stdout) as { jobId: string; pipeline: string; status: string; hasErrors: boolean; failedCount: number; startedAt: string }[];
+    assert.ok(parsed.some((job) => job.jobId === okId));
+    assert.deepEqual(Object.keys(parsed[0] ?? {}).sort(), ['failedCount', 'hasErrors', 'jobId', 'pipeline', 'startedAt', 'status']);
+  });
+
+  it('CLI: exit codes, --json, errors as one line', async () => {
+    const specFile = path.join(env.dir, 'partial.json');
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(specFile, JSON.stringify(syntheticSpec([{ id: 'a' }, { id: 'b', params: { outcome: 'unprocessable' } }])));
+    const partial = await cli(['start', specFile, '--wait', '--json', '--id', 'cli-partial']);
+    assert.equal(partial.code, 3);
+    const result = JSON.parse(partial.stdout) as JobResult;
+    assert.equal(result.status, 'PartiallySucceeded');
+    assert.equal((await cli(['result', 'cli-partial', '--json'])).code, 3);
+    const status = JSON.parse((await cli(['status', 'cli-partial', '--json'])).stdout) as Record<string, unknown>;
+    for (const key of ['jobId', 'phase', 'settled', 'round', 'counts']) assert.ok(key in status, key);
+
+    const badFile = path.join(env.dir, 'bad.json');
+    await writeFile(badFile, JSON.stringify({ pipeline: 'synthetic', items: [{ id: 'x' }, { id: 'x' }], options: { batchSize: 0 } }));
+    const invalid = await cli(['start', badFile, '--id', 'never']);
+    assert.equal(invalid.code, 2);
+    assert.match(invalid.stderr, /items\[1\]\.id/);
+    assert.match(invalid.stderr, /options\.batchSize/);
+    assert.doesNotMatch(invalid.stderr, /\n\s+at /, 'no stack trace');
+    assert.equal((await cli(['result', 'never'])).code, 5);
+    const conflict = await cli(['start', badFile.replace('bad', 'partial'), '--id', 'cli-partial']);
+    assert.equal(conflict.code, 0, 'same spec, same id: the existing job');
+    await writeFile(path.join(env.dir, 'other.json'), JSON.stringify(syntheticSpec([{ id: 'z' }])));
+    const other = await cli(['start', path.join(env.dir, 'other.json'), '--id', 'cli-partial']);
+    assert.equal(other.code, 2);
+    assert.match(other.stderr, /conflict/);
+    const unreachable = await run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'status', 'x'], { env: { ...env.env, TEMPORAL_ADDRESS: '127.0.0.1:1' } }).catch((error: { code: number; stderr: string }) => error);
+    assert.equal((unreachable as { code: number }).code, 4);
+    assert.equal((unreachable as { stderr: string }).stderr.trim().split('\n').length, 1, 'one clear line');
+    assert.equal((await cli(['frobnicate'])).code, 2);
+  });
+});
