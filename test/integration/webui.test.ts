@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { chromium, type Browser } from 'playwright-core';
+import { FaultlineClient } from '../../src/client';
+import { loadConfig } from '../../src/config';
+import { type DevServer, startDevServer } from '../../src/devserver/temporal-cli';
+import { createFaultlineWorker } from '../../src/worker';
+import { createLogger } from '../../src/logger';
+import { ROOT, eventually, syntheticSpec, workflowBundle } from '../helpers/env';
+
+// Debian's chromium only; a browser is never downloaded.
+const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((candidate) => existsSync(candidate));
+const ARTIFACTS = path.join(ROOT, 'test-artifacts');
+
+let server: DevServer;
+let client: FaultlineClient;
+let stopWorker: () => Promise<void>;
+let browser: Browser | undefined;
+
+before(async () => {
+  server = await startDevServer({ ui: true });
+  const config = { ...loadConfig({ ...process.env, TEMPORAL_ADDRESS: server.address, FAULTLINE_TASK_QUEUE: 'faultline-webui', FAULTLINE_LOG_LEVEL: 'error' }, ROOT) };
+  const { worker, connection } = await createFaultlineWorker({ config, logger: createLogger({ level: 'error', format: 'json' }), workflowBundle: await workflowBundle() });
+  const running = worker.run();
+  stopWorker = async () => {
+    worker.shutdown();
+    await running;
+    await connection.close();
+  };
+  client = await FaultlineClient.connect({ config });
+});
+
+after(async () => {
+  await browser?.close();
+  await client?.close();
+  await stopWorker?.();
+  await server?.stop();
+});
+
+describe('Temporal Web UI (headless Debian chromium)', () => {
+  it('finds the failed job by FaultlineHasErrors = true and shows its summary', async (t) => {
+    if (!CHROMIUM) {
+      t.skip('chromium is not installed (apt-get install chromium); .ci/run installs it');
+      return;
+    }
+    const { jobId: okId } = await client.start(syntheticSpec([{ id: 'fine' }]));
+    await client.result(okId);
+    const { jobId } = await client.start(syntheticSpec([{ id: 'good' }, { id: 'broken-upload', params: { outcome: 'unprocessable' } }]), { jobId: `webui-failed-${Date.now()}` });
+    const result = await client.result(jobId);
+    assert.equal(result.status, 'PartiallySucceeded');
+    await eventually(async () => (await client.list({ hasErrors: true })).some((job) => job.jobId === jobId), 15_000, 'visibility');
+
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    const query = encodeURIComponent('FaultlineHasErrors = true');
+    await page.goto(`${server.uiUrl}/namespaces/default/workflows?query=${query}`, { waitUntil: 'networkidle' });
+    await page.getByText(jobId).first().waitFor({ timeout: 30_000 });
+    assert.equal(await page.getByText(okId).count(), 0, 'the successful job is filtered out');
+    await mkdir(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'webui-has-errors.png'), fullPage: true });
+
+    await page.getByRole('link', { name: jobId }).first().click();
+    await page.waitForURL(/\/workflows\/webui-failed-/, { timeout: 30_000 });
+    await page.waitForLoadState('networkidle');
+    try {
+      await page.getByText('User Metadata').first().click({ timeout: 60_000 });
+      // Summary and details are rendered as markdown inside iframes: read every frame.
+      const allText = async () => (await Promise.all(page.frames().map((frame) => frame.evaluate(() => document.body?.innerText ?? '').catch(() => '')))).join('\n');
+      await eventually(async () => /PartiallySucceeded \(round 1\)/.test(await allText()), 30_000, 'current details in the UI');
+      const text = await allText();
+      assert.match(text, /Faultline job: 2 item\(s\), pipeline synthetic/, 'the static summary says what the job is');
+      assert.match(text, /ItemUnprocessable: 1 item\(s\), e\.g\. broken-upload/, 'the details say what failed');
+    } finally {
+      await page.screenshot({ path: path.join(ARTIFACTS, 'webui-job-details.png'), fullPage: true });
+    }
+  });
+});
