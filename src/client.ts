@@ -85,13 +85,16 @@ export function specHash(spec: unknown): string {
   return createHash('sha256').update(JSON.stringify(spec)).digest('hex');
 }
 
+const GRPC_UNAVAILABLE = 14;
+const GRPC_DEADLINE_EXCEEDED = 4;
+
+/** True only when the chain shows the server could not be reached (not for rejected requests). */
 function isUnavailable(error: unknown): boolean {
   let current: unknown = error;
-  for (let depth = 0; depth < 5 && current; depth++) {
-    if (current instanceof ServiceError || (current instanceof Error && /UNAVAILABLE|ECONNREFUSED|Failed to connect|deadline/i.test(current.message))) {
-      const code = (current as { code?: number }).code;
-      if (code === undefined || code === 14 || code === 4) return true;
-    }
+  for (let depth = 0; depth < 6 && current; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (code === GRPC_UNAVAILABLE || code === GRPC_DEADLINE_EXCEEDED) return true;
+    if (current instanceof Error && /ECONNREFUSED|Failed to connect|failed to connect|No connection established/i.test(current.message)) return true;
     current = (current as { cause?: unknown }).cause;
   }
   return false;

@@ -170,9 +170,9 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
       const image = sharp(fetched.data, { limitInputPixels: maxPixels, failOn: 'error', sequentialRead: true });
       let meta: sharp.Metadata;
       try {
+        // Header only; pixel decoding errors (truncated data) surface while outputs are made,
+        // and any failed output fails the whole item before anything is delivered.
         meta = await image.metadata();
-        // Decode once fully so truncated or corrupt data is caught before any output is claimed.
-        await image.clone().raw().toBuffer({ resolveWithObject: false });
       } catch (error) {
         throw classifySharpError(error, maxPixels);
       }
