@@ -8,7 +8,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL, fileURLToPath } from 'node:url';
-import { pipeline } from 'node:stream/promises';
+import { once } from 'node:events';
 
 export interface Storage {
   root: string;
@@ -73,7 +73,11 @@ async function concatenate(target: string, parts: readonly string[]): Promise<st
   const temp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
   const out = createWriteStream(temp);
   try {
-    for (const part of parts) await pipeline(createReadStream(fileURLToPath(part)), out, { end: false });
+    for (const part of parts) {
+      for await (const chunk of createReadStream(fileURLToPath(part))) {
+        if (!out.write(chunk)) await once(out, 'drain');
+      }
+    }
     await new Promise<void>((resolve, reject) => out.end((error?: Error | null) => (error ? reject(error) : resolve())));
     await rename(temp, target);
   } catch (error) {

@@ -30,6 +30,8 @@ export interface FaultlineWorkerOptions {
   /** How a synthetic `crash` item ends the process (default: SIGKILL ourselves, like a real crash). */
   crashProcess?: () => void;
   env?: NodeJS.ProcessEnv;
+  /** More activities on the same worker (embedding, benchmarks). */
+  extraActivities?: Record<string, (...args: never[]) => Promise<unknown>>;
 }
 
 export async function createFaultlineWorker(options: FaultlineWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection; ownsConnection: boolean }> {
@@ -49,6 +51,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     ...createEngineActivities({ implementations, registry: builtInPipelines, storage, logger }),
     ...createArchiveActivities({ allowedRoots: config.allowedRoots, logger }),
     ...createNotifyActivities({ secretKey: loadSecretKey(config.secretKey, config.storage, false), env: options.env ?? process.env, logger }),
+    ...options.extraActivities,
   };
   const worker = await Worker.create({
     connection,

@@ -44,6 +44,13 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** Waits for the result, prints it, and sets the CONTRACT exit code from its status. */
+async function printResultOf(client: FaultlineClient, jobId: string, json: boolean): Promise<void> {
+  const result = await client.result(jobId);
+  printResult(result, json);
+  process.exitCode = exitCodeForStatus(result.status);
+}
+
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
@@ -91,9 +98,7 @@ export function buildProgram(): Command {
           return;
         }
         if (!opts.json) console.error(`${started.existing ? 'existing' : 'started'} job ${started.jobId}; waiting for its result…`);
-        const result = await client.result(started.jobId);
-        printResult(result, opts.json === true);
-        process.exitCode = exitCodeForStatus(result.status);
+        await printResultOf(client, started.jobId, opts.json === true);
       });
     });
 
@@ -103,11 +108,7 @@ export function buildProgram(): Command {
     .argument('<jobId>')
     .option('--json', 'print JSON only')
     .action(async (jobId: string, opts: { json?: boolean }) => {
-      await withClient(async (client) => {
-        const result = await client.result(jobId);
-        printResult(result, opts.json === true);
-        process.exitCode = exitCodeForStatus(result.status);
-      });
+      await withClient((client) => printResultOf(client, jobId, opts.json === true));
     });
 
   program
