@@ -19,6 +19,9 @@ import { createNaiveActivities, thumbnailWork } from './naive-activities';
 
 const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
+/** `--only=cpu1ms,latency` runs just those workloads. */
+const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice(7).split(',');
+const wanted = (name: string) => !only || only.includes(name);
 const scale = quick ? 0.1 : 1;
 const ROOT = path.resolve(__dirname, '..');
 const SOURCE = path.join(ROOT, 'samples', 'images', 'with-exif.jpg');
@@ -123,7 +126,7 @@ async function main(): Promise<void> {
 
   const workloads: Record<string, Record<string, ModeResult>> = {};
 
-  // cpu1ms
+  if (wanted('cpu1ms')) {
   const cpuItems = Math.round(5_000 * scale);
   say(`cpu1ms: ${cpuItems} items`);
   workloads.cpu1ms = {
@@ -135,7 +138,8 @@ async function main(): Promise<void> {
     faultline: await measure(cpuItems, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: cpuItems }, (_, i) => ({ id: `c${i}`, params: { cpuMs: 1 } })) })),
   };
 
-  // thumbnails
+  }
+  if (wanted('thumbnails')) {
   const thumbItems = Math.round(2_000 * scale);
   say(`thumbnails: ${thumbItems} items`);
   workloads.thumbnails = {
@@ -154,16 +158,18 @@ async function main(): Promise<void> {
     ),
   };
 
-  // scale100k
+  }
+  if (wanted('scale100k')) {
   const bigItems = Math.round(100_000 * scale);
   say(`scale100k: ${bigItems} items`);
   workloads.scale100k = {
     faultline: await measure(bigItems, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: bigItems }, (_, i) => ({ id: `b${i}` })) })),
     naive: await measure(bigItems, () => runNaive('cpu1ms', bigItems, (quick ? 3 : 6) * 60_000)),
   };
+  }
 
   // latency
-  const latencyJobs = Math.round(50 * (quick ? 0.2 : 1)) || 5;
+  const latencyJobs = wanted('latency') ? Math.round(50 * (quick ? 0.2 : 1)) : 0;
   say(`latency: ${latencyJobs} one-item jobs`);
   const samples: number[] = [];
   for (let i = 0; i < latencyJobs; i++) {
@@ -188,10 +194,10 @@ async function main(): Promise<void> {
     workloads: { ...workloads, latency },
     latency: { p50Ms: latency.p50Ms, p95Ms: latency.p95Ms },
     ratios: {
-      cpu1ms_faultline_vs_naive: ratio(workloads.cpu1ms.faultline?.itemsPerSec, workloads.cpu1ms.naive?.itemsPerSec),
-      cpu1ms_faultline_vs_raw: ratio(workloads.cpu1ms.faultline?.itemsPerSec, workloads.cpu1ms.raw?.itemsPerSec),
-      thumbnails_faultline_vs_raw: ratio(workloads.thumbnails.faultline?.itemsPerSec, workloads.thumbnails.raw?.itemsPerSec),
-      thumbnails_faultline_vs_naive: ratio(workloads.thumbnails.faultline?.itemsPerSec, workloads.thumbnails.naive?.itemsPerSec),
+      cpu1ms_faultline_vs_naive: ratio(workloads.cpu1ms?.faultline?.itemsPerSec, workloads.cpu1ms?.naive?.itemsPerSec),
+      cpu1ms_faultline_vs_raw: ratio(workloads.cpu1ms?.faultline?.itemsPerSec, workloads.cpu1ms?.raw?.itemsPerSec),
+      thumbnails_faultline_vs_raw: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.raw?.itemsPerSec),
+      thumbnails_faultline_vs_naive: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.naive?.itemsPerSec),
     },
   };
   worker.shutdown();
@@ -212,7 +218,7 @@ async function main(): Promise<void> {
       console.log(`${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.items).padStart(6)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}`);
     }
   }
-  console.log(`latency      1-item jobs: p50 ${latency.p50Ms} ms, p95 ${latency.p95Ms} ms (n=${latency.jobs})`);
+  if (latency.jobs > 0) console.log(`latency      1-item jobs: p50 ${latency.p50Ms} ms, p95 ${latency.p95Ms} ms (n=${latency.jobs})`);
   console.log(`ratios: ${JSON.stringify(report.ratios)}`);
 }
 

@@ -12,7 +12,7 @@ import {
   WorkflowUpdateRPCTimeoutOrCancelledError,
   type WorkflowHandle,
 } from '@temporalio/client';
-import { ServiceError } from '@temporalio/client';
+import { ApplicationFailure, ServiceError } from '@temporalio/client';
 import type { Config } from './config';
 import { connectionOptions } from './connection';
 import { builtInPipelines } from './pipelines';
@@ -20,6 +20,7 @@ import { encryptSecret, loadSecretKey } from './secrets';
 import {
   type ClientErrorCode,
   EXIT_CODES,
+  ErrorTypes,
   type JobInput,
   type JobProgress,
   type JobResult,
@@ -195,6 +196,7 @@ export class FaultlineClient {
           return await handle.executeUpdate(awaitResultUpdate, { args: [{ ...(options.round !== undefined ? { round: options.round } : {}) }] });
         } catch (error) {
           if (error instanceof WorkflowUpdateRPCTimeoutOrCancelledError) continue; // long jobs: keep waiting
+          if (error instanceof WorkflowUpdateFailedError && error.cause instanceof ApplicationFailure && error.cause.type === ErrorTypes.JobRotating) continue;
           const now = await handle.describe();
           if (now.status.name !== 'RUNNING') return await handle.result();
           throw error;

@@ -55,9 +55,15 @@ export function createEngineActivities(deps: EngineDeps) {
       const resumed = ctx.info.heartbeatDetails as BatchProgress | undefined;
       if (resumed?.done) progress.done.push(...resumed.done);
       const finished = new Set(progress.done.map((outcome) => outcome.item));
-      // Heartbeat on a timer too: a long item must not look like a dead worker.
-      const beat = () => ctx.heartbeat(progress);
-      const timer = setInterval(beat, Math.max(200, Math.floor(input.heartbeatTimeoutMs / 4)));
+      // Heartbeats carry all finished outcomes, so send them by time, not per item (the cost
+      // would grow with the square of the batch); the timer keeps long items alive.
+      const beatEveryMs = Math.max(200, Math.min(1_000, Math.floor(input.heartbeatTimeoutMs / 4)));
+      let lastBeat = 0;
+      const beat = () => {
+        lastBeat = Date.now();
+        ctx.heartbeat(progress);
+      };
+      const timer = setInterval(beat, beatEveryMs);
       const notStarted: string[] = [];
       try {
         beat();
@@ -67,10 +73,11 @@ export function createEngineActivities(deps: EngineDeps) {
             notStarted.push(entry.item.id);
             continue;
           }
-          const itemLog = log.child({ item: entry.item.id, run: entry.run });
+          let itemLog: Logger | undefined;
+          const itemLogger = () => (itemLog ??= log.child({ item: entry.item.id, run: entry.run }));
           let outcome: ItemOutcome;
           try {
-            const work = await implementation.processItem({ job: input.job, entry, signal: ctx.cancellationSignal, log: itemLog });
+            const work = await implementation.processItem({ job: input.job, entry, signal: ctx.cancellationSignal, get log() { return itemLogger(); } });
             outcome = { item: entry.item.id, records: work.records, bytesIn: work.bytesIn, bytesOut: work.bytesOut };
           } catch (error) {
             if (ctx.cancellationSignal.aborted) {
@@ -78,10 +85,10 @@ export function createEngineActivities(deps: EngineDeps) {
               continue;
             }
             outcome = failureOutcome(entry.item.id, error);
-            itemLog.warn({ errorType: outcome.error.type, errorClass: outcome.error.class }, 'item failed: %s', outcome.error.message);
+            itemLogger().warn({ errorType: outcome.error.type, errorClass: outcome.error.class }, 'item failed: %s', outcome.error.message);
           }
           progress.done.push(outcome);
-          beat();
+          if (Date.now() - lastBeat >= beatEveryMs) beat();
           if ('error' in outcome && outcome.error.class === 'fatal') {
             for (const rest of input.entries) if (!progress.done.some((o) => o.item === rest.item.id)) notStarted.push(rest.item.id);
             break;

@@ -55,8 +55,6 @@ export interface RunnerConfig {
 
 export type RunnerSnapshot = RunnerSnapshotData;
 
-const HISTORY_ROTATE_EVENTS = 8_000;
-
 export class ItemRunner {
   readonly states: ItemState[];
   private readonly byId = new Map<string, ItemState>();
@@ -213,7 +211,7 @@ export class ItemRunner {
 
   private historyIsLong(): boolean {
     const info = workflowInfo();
-    return info.continueAsNewSuggested || info.historyLength > HISTORY_ROTATE_EVENTS;
+    return info.continueAsNewSuggested || info.historyLength > this.config.options.rotateAfterEvents;
   }
 
   private releaseDueBackoff(now: number): void {

@@ -48,6 +48,8 @@ export const ErrorTypes = {
   WorkflowLimitExceeded: 'WorkflowLimitExceeded',
   // cancellation
   JobCancelled: 'JobCancelled',
+  // not an error of the job: an awaitResult call must be repeated on the next run
+  JobRotating: 'JobRotating',
   // anything not classified by the code that threw it
   InternalError: 'InternalError',
 } as const;
@@ -84,6 +86,7 @@ export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
   ChildJobFailed: 'fatal',
   WorkflowLimitExceeded: 'fatal',
   JobCancelled: 'fatal',
+  JobRotating: 'transient',
   InternalError: 'unprocessable',
 };
 

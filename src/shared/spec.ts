@@ -67,6 +67,8 @@ export const OptionsSchema = z
     heartbeatTimeout: durationString.optional(),
     concurrency: z.number().int().min(1).max(LIMITS.maxConcurrency).optional(),
     shardSize: z.number().int().min(10).max(5_000).optional(),
+    /** Advanced: history length at which job and shard workflows continue-as-new. */
+    rotateAfterEvents: z.number().int().min(100).max(40_000).optional(),
     archive: z.boolean().optional(),
     webhook: WebhookSchema.optional(),
   })
@@ -218,6 +220,7 @@ export interface ResolvedOptions {
   heartbeatTimeoutMs: number;
   retryWindowMs: number;
   shardSize: number;
+  rotateAfterEvents: number;
   toleratedFailureCount?: number;
   toleratedFailurePercent?: number;
   /** Overrides every step's policy when set. */
@@ -232,6 +235,7 @@ export const DEFAULTS = {
   concurrency: 32,
   shardSize: 500,
   maxShardSize: 2_000,
+  rotateAfterEvents: 8_000,
   maxAutoBatchSize: 100,
 } as const;
 
@@ -263,6 +267,7 @@ export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: num
     heartbeatTimeoutMs: options.heartbeatTimeout ? DurationSchema.parse(options.heartbeatTimeout) : DEFAULTS.heartbeatTimeoutMs,
     retryWindowMs: options.retryWindow ? DurationSchema.parse(options.retryWindow) : DEFAULTS.retryWindowMs,
     shardSize: options.shardSize ?? defaultShardSize(options.batchSize ?? defaultBatchSize(itemCount)),
+    rotateAfterEvents: options.rotateAfterEvents ?? DEFAULTS.rotateAfterEvents,
     ...(options.toleratedFailureCount !== undefined ? { toleratedFailureCount: options.toleratedFailureCount } : {}),
     ...(options.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: options.toleratedFailurePercent } : {}),
     ...(retryOverride ? { retryOverride } : {}),

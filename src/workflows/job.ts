@@ -126,6 +126,7 @@ export async function jobWorkflow(input: JobInput): Promise<JobResult> {
   let result: JobResult | undefined;
   let stopRequest: StopReason | undefined;
   let closeRequested = false;
+  let rotating = false;
   let pendingRetry: { request: RetryRequest; queued: string[] } | undefined;
   let runner: ItemRunner | undefined;
   let shardTally: Tally | undefined;
@@ -161,7 +162,11 @@ export async function jobWorkflow(input: JobInput): Promise<JobResult> {
     awaitResultUpdate,
     async ({ round: wanted }) => {
       const target = wanted ?? round;
-      await condition(() => settled && result !== undefined && result.round >= target);
+      await condition(() => (settled && result !== undefined && result.round >= target) || rotating);
+      if (rotating) {
+        // The history is being rotated: the caller asks the next run (the client does so itself).
+        throw ApplicationFailure.create({ type: ErrorTypes.JobRotating, message: 'the job continued as new; ask again', nonRetryable: true });
+      }
       return result as JobResult;
     },
   );
@@ -191,6 +196,7 @@ export async function jobWorkflow(input: JobInput): Promise<JobResult> {
         if (closeRequested || phase === 'closed') throw new Error('the job is closed; start a follow-up job instead');
         if (phase !== 'retry-window' && phase !== 'running') throw new Error(`the job is ${phase}; retry is possible while running or in the retry window`);
         if (pendingRetry) throw new Error('a retry is already being queued');
+        if (rotating) throw new Error('the job is continuing as new; try again in a moment');
         if (!runner) throw new Error('this job ran in shards; retry its failed items with a follow-up job');
         if (selectRetry(request).length === 0) throw new Error('no failed or waiting item matches the selection');
         for (const [id, source] of Object.entries(request.sources ?? ({} as Record<string, string>))) {
@@ -267,6 +273,7 @@ export async function jobWorkflow(input: JobInput): Promise<JobResult> {
         }
         const outcome = await runner.run();
         if (outcome === 'rotate') {
+          rotating = true;
           await condition(allHandlersFinished);
           return continueAsNew<typeof jobWorkflow>({ ...input, resume: { round, startedAt, snapshot: runner.snapshot() } });
         }

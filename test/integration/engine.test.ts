@@ -223,3 +223,29 @@ describe('job engine (real dev server)', () => {
     assert.equal(new Set(lines.map((line) => (JSON.parse(line) as { item: string }).item)).size, 1_200, 'every item exactly once');
   });
 });
+
+describe('long histories continue-as-new (job and shards)', () => {
+  it('an inline job rotates its history and still reports every item exactly once', async () => {
+    const items = Array.from({ length: 40 }, (_, index) => ({ id: `r${index}`, params: index === 5 ? { transientFailures: 1 } : {} }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 1, concurrency: 4, rotateAfterEvents: 100, retry: { initialInterval: '10ms' } }));
+    const result = await env.client.result(jobId);
+    assert.equal(result.status, 'Succeeded');
+    assert.equal(new Set(result.outputs?.map((record) => record.item)).size, 40);
+    assert.equal(result.counts.Available, 40);
+    assert.equal(result.metrics.attempts, 41, 'attempt counts survive the rotation');
+    let runs = 0;
+    for await (const _ of env.client.client.workflow.list({ query: `WorkflowId = '${jobId}'` })) runs++;
+    assert.ok(runs > 1, `the job continued as new (${runs} runs)`);
+  });
+
+  it('shards rotate too, and the job still has exact counts', async () => {
+    const items = Array.from({ length: 200 }, (_, index) => ({ id: `q${index}` }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 1, concurrency: 8, shardSize: 100, rotateAfterEvents: 150 }));
+    const result = await env.client.result(jobId);
+    assert.equal(result.counts.Available, 200);
+    assert.equal(result.counts.outputs, 200);
+    let shardRuns = 0;
+    for await (const _ of env.client.client.workflow.list({ query: `WorkflowId STARTS_WITH '${jobId}/shard-'` })) shardRuns++;
+    assert.ok(shardRuns > 2, `shards continued as new (${shardRuns} runs for 2 shards)`);
+  });
+});
