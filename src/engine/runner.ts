@@ -33,6 +33,7 @@ import {
   type ResolvedOptions,
   type RetryPolicy,
   type RunBatchResult,
+  backoffDelayMs,
   batchActivityId,
   emptyStatusCounts,
   makeReport,
@@ -359,7 +360,7 @@ export class ItemRunner {
         if (exhausted) {
           this.finishFailed(state, { ...report, details: { ...report.details, retryPolicy: policy } });
         } else {
-          const delay = outcome.retryAfterMs ?? backoff(policy, state.transientFailures);
+          const delay = outcome.retryAfterMs ?? backoffDelayMs(policy, state.transientFailures);
           state.phase = 'backoff';
           state.nextAttemptAt = Date.now() + delay;
         }
@@ -405,11 +406,6 @@ export function thresholdReport(failed: number, allowed: number): ErrorReport {
     details: { failedItems: failed, toleratedFailures: allowed },
     at: new Date().toISOString(),
   });
-}
-
-function backoff(policy: RetryPolicy, failures: number): number {
-  const raw = policy.initialIntervalMs * Math.pow(policy.backoffCoefficient, Math.max(0, failures - 1));
-  return Math.min(raw, policy.maximumIntervalMs);
 }
 
 function hasFailed(state: ItemState): boolean {
