@@ -10,11 +10,3 @@ export const DurationSchema = z.string().transform((raw, ctx) => {
   }
   return value;
 });
-
-export function parseDurationMs(raw: string): number {
-  return DurationSchema.parse(raw);
-}
-
-export function formatDuration(msValue: number): string {
-  return ms(msValue);
-}

@@ -128,7 +128,3 @@ export function reportToFailure(report: ErrorReport, opts: { nextRetryDelayMs?: 
     ...(opts.nextRetryDelayMs !== undefined ? { nextRetryDelay: opts.nextRetryDelayMs } : {}),
   });
 }
-
-export function isCancellationReport(report: ErrorReport): boolean {
-  return report.type === ErrorTypes.JobCancelled;
-}
