@@ -448,8 +448,7 @@ async function runShards(args: {
     scope.cancel();
   };
   const startShard = async (shardIndex: number): Promise<void> => {
-    const from = shardIndex * options.shardSize;
-    const to = Math.min(prepared.itemCount, from + options.shardSize);
+    const { from, to } = shardRange(prepared, shardIndex, options.shardSize);
     const shardInput: ShardInput = {
       jobId,
       shardIndex,
@@ -503,9 +502,14 @@ async function runShards(args: {
   return run;
 }
 
-async function loadShardItems(prepared: Prepared, index: number, shardSize: number): Promise<JobSpec['items']> {
+/** Item indices [from, to) of one shard. */
+function shardRange(prepared: Prepared, index: number, shardSize: number): { from: number; to: number } {
   const from = index * shardSize;
-  const to = Math.min(prepared.itemCount, from + shardSize);
+  return { from, to: Math.min(prepared.itemCount, from + shardSize) };
+}
+
+async function loadShardItems(prepared: Prepared, index: number, shardSize: number): Promise<JobSpec['items']> {
+  const { from, to } = shardRange(prepared, index, shardSize);
   return prepared.items ? prepared.items.slice(from, to) : engine.loadItems({ ref: prepared.ref ?? '', from, to });
 }
 
