@@ -25,6 +25,9 @@ import {
   type JobProgress,
   type JobResult,
   type JobSpec,
+  type CancelResponse,
+  type OutputRecord,
+  itemsToRetry,
   type PipelineRegistry,
   type RetryRequest,
   type RetryResponse,
@@ -36,6 +39,8 @@ import {
   cancelUpdate,
   followUpJobId,
   newJobId,
+  normalizeJobInput,
+  normalizeSpec,
   progressQuery,
   retryUpdate,
   validateJobSpec,
@@ -101,6 +106,15 @@ function isUnavailable(error: unknown): boolean {
   return false;
 }
 
+/** The declared error type of a rejected update (validator or handler), if that is what failed. */
+function rejectionType(error: unknown): string | undefined {
+  if (error instanceof WorkflowUpdateFailedError && error.cause instanceof ApplicationFailure) return error.cause.type ?? undefined;
+  return undefined;
+}
+function rejectionMessage(error: unknown): string {
+  return error instanceof WorkflowUpdateFailedError && error.cause instanceof Error ? error.cause.message : String(error);
+}
+
 export class FaultlineClient {
   private constructor(
     readonly client: Client,
@@ -142,16 +156,16 @@ export class FaultlineClient {
   async start(rawSpec: unknown, options: { jobId?: string; retryOf?: string } = {}): Promise<{ jobId: string; existing: boolean }> {
     const validated = this.validate(rawSpec);
     const hash = specHash(rawSpec);
-    const spec = this.sealSecrets(validated);
+    const spec = normalizeSpec(this.sealSecrets(validated));
     const jobId = options.jobId ?? newJobId(randomBytes(6).toString('hex'));
     const json = JSON.stringify(spec);
     let input: JobInput;
     if (json.length > INLINE_SPEC_LIMIT_BYTES) {
       const ref = await createStorage(this.options.config.storage).putSpec(json);
       const { items, ...head } = spec;
-      input = { specRef: { ref, head, itemCount: items.length } };
+      input = { job: { kind: 'stored', ref, head, itemCount: items.length } };
     } else {
-      input = { spec };
+      input = { job: { kind: 'inline', spec } };
     }
     if (options.retryOf) input.retryOf = options.retryOf;
     const itemCount = spec.items.length;
@@ -224,13 +238,18 @@ export class FaultlineClient {
     try {
       const description = await handle.describe();
       if (description.status.name === 'RUNNING') {
-        try {
-          const response = await handle.executeUpdate(retryUpdate, { args: [request] });
-          return { ...response, jobId, followUp: false };
-        } catch (error) {
-          if (!(error instanceof WorkflowUpdateFailedError)) throw error;
-          const reason = error.cause instanceof Error ? error.cause.message : error.message;
-          if (!/closed|shards/.test(reason)) throw new FaultlineClientError('rejected', `retry rejected: ${reason}`, [], { cause: error });
+        for (;;) {
+          try {
+            const response = await handle.executeUpdate(retryUpdate, { args: [request] });
+            return { ...response, jobId, followUp: false };
+          } catch (error) {
+            if (error instanceof WorkflowUpdateRPCTimeoutOrCancelledError) continue; // the round is still running: keep waiting
+            const type = rejectionType(error);
+            if (type === ErrorTypes.JobRotating) continue; // the request was not carried over: send it again
+            if (type === ErrorTypes.JobClosed || (await handle.describe()).status.name !== 'RUNNING') break;
+            if (type !== undefined) throw new FaultlineClientError('rejected', `retry rejected (${type}): ${rejectionMessage(error)}`, [], { cause: error });
+            throw error;
+          }
         }
       }
       return await this.followUp(jobId, request);
@@ -239,19 +258,13 @@ export class FaultlineClient {
     }
   }
 
+  /** Every failed item of a closed job (read from its manifest when it has one), in a new job. */
   private async followUp(jobId: string, request: RetryRequest): Promise<RetryResponse & { jobId: string; followUp: boolean }> {
     const previous = await this.result(jobId);
     const original = await this.originalSpec(jobId);
-    const failedIds = new Set(
-      Object.entries(previous.failuresByReason)
-        .filter(([type]) => !request.types?.length || request.types.includes(type))
-        .flatMap(([, ids]) => ids),
-    );
-    const wanted = request.items?.length ? new Set(request.items) : undefined;
-    const items = original.items
-      .filter((item) => failedIds.has(item.id) && (!wanted || wanted.has(item.id)))
-      .map((item) => (request.sources?.[item.id] ? { ...item, source: request.sources[item.id] } : item));
-    if (items.length === 0) throw new FaultlineClientError('rejected', `retry rejected: no failed item of ${jobId} matches the selection`);
+    const selected = new Set(itemsToRetry(await this.records(previous), request));
+    const items = original.items.filter((item) => selected.has(item.id)).map((item) => (request.sources?.[item.id] ? { ...item, source: request.sources[item.id] } : item));
+    if (items.length === 0) throw new FaultlineClientError('rejected', `retry rejected (${ErrorTypes.NothingToRetry}): no failed item of ${jobId} matches the selection`);
     let attempt = 1;
     for (; attempt < 100; attempt++) {
       try {
@@ -262,7 +275,16 @@ export class FaultlineClient {
     }
     const followUpId = followUpJobId(jobId, attempt);
     await this.start({ ...original, items }, { jobId: followUpId, retryOf: jobId });
-    return { queued: items.map((item) => item.id), round: 1, jobId: followUpId, followUp: true };
+    return { queued: items.slice(0, 1_000).map((item) => item.id), queuedCount: items.length, round: 1, jobId: followUpId, followUp: true };
+  }
+
+  /** All output records of a result: inline, or streamed from its manifest in job storage. */
+  async records(result: JobResult): Promise<OutputRecord[]> {
+    if (result.outputs) return result.outputs;
+    if (!result.manifest) return [];
+    const records: OutputRecord[] = [];
+    for await (const record of createStorage(this.options.config.storage).readLines<OutputRecord>(result.manifest)) records.push(record);
+    return records;
   }
 
   private async originalSpec(jobId: string): Promise<JobSpec> {
@@ -270,18 +292,24 @@ export class FaultlineClient {
     const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
     const payload = started?.input?.payloads?.[0];
     if (!payload?.data) throw new FaultlineClientError('not_found', `cannot read the spec of ${jobId}`);
-    const input = (await this.client.options.loadedDataConverter.payloadConverter.fromPayload(payload)) as JobInput;
-    if (input.spec) return input.spec;
-    if (input.specRef) return (await createStorage(this.options.config.storage).readSpec(input.specRef.ref)) as JobSpec;
-    throw new FaultlineClientError('not_found', `job ${jobId} has no spec`);
+    const input = normalizeJobInput(await this.client.options.loadedDataConverter.payloadConverter.fromPayload(payload));
+    if (!input) throw new FaultlineClientError('not_found', `job ${jobId} has no spec`);
+    if (input.job.kind === 'inline') return input.job.spec;
+    return (await createStorage(this.options.config.storage).readSpec(input.job.ref)) as JobSpec;
   }
 
-  async cancel(jobId: string, reason = 'cancelled by operator'): Promise<void> {
+  async cancel(jobId: string, reason = 'cancelled by operator'): Promise<CancelResponse> {
     const handle = this.handle(jobId);
     try {
       const description = await handle.describe();
       if (description.status.name !== 'RUNNING') throw new FaultlineClientError('rejected', `job ${jobId} is already ${description.status.name.toLowerCase()}`);
-      await handle.executeUpdate(cancelUpdate, { args: [{ reason }] });
+      try {
+        return await handle.executeUpdate(cancelUpdate, { args: [{ reason }] });
+      } catch (error) {
+        const type = rejectionType(error);
+        if (type !== undefined) throw new FaultlineClientError('rejected', `cancel rejected (${type}): ${rejectionMessage(error)}`, [], { cause: error });
+        throw error;
+      }
     } catch (error) {
       throw this.wrap(error, jobId);
     }

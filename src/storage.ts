@@ -5,7 +5,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { pathToFileURL, fileURLToPath } from 'node:url';
 import { once } from 'node:events';
@@ -18,6 +19,13 @@ export interface Storage {
   assembleManifest(jobId: string, round: number, parts: readonly string[]): Promise<string>;
   joinParts(jobId: string, part: string, parts: readonly string[]): Promise<string>;
   jobDir(jobId: string): string;
+  /** Where a slice's records of one round live (the newest round ≤ N is the slice's current state). */
+  sliceRecordsUri(jobId: string, sliceIndex: number, round: number): string;
+  writeLines(uri: string, lines: readonly unknown[]): Promise<string>;
+  concatenateInto(uri: string, parts: readonly string[]): Promise<string>;
+  readLines<T>(uri: string): AsyncIterable<T>;
+  /** For each slice index, the newest round ≤ `round` that has records. */
+  latestSliceRounds(jobId: string, round: number): Promise<Map<number, number>>;
 }
 
 export async function writeFileAtomic(target: string, data: string | Buffer): Promise<void> {
@@ -64,7 +72,44 @@ export function createStorage(root: string): Storage {
     async joinParts(jobId, part, parts) {
       return concatenate(path.join(jobDir(jobId), 'parts', `${safeSegment(part)}.ndjson`), parts);
     },
+    sliceRecordsUri(jobId, sliceIndex, round) {
+      return pathToFileURL(path.join(jobDir(jobId), 'slices', `slice-${sliceIndex}.r${round}.ndjson`)).toString();
+    },
+    async writeLines(uri, lines) {
+      await writeFileAtomic(inside(uri), lines.map((line) => JSON.stringify(line)).join('\n') + (lines.length > 0 ? '\n' : ''));
+      return uri;
+    },
+    async concatenateInto(uri, parts) {
+      return concatenate(inside(uri), parts);
+    },
+    async *readLines<T>(uri: string): AsyncIterable<T> {
+      const lines = createInterface({ input: createReadStream(inside(uri)), crlfDelay: Infinity });
+      for await (const line of lines) if (line.trim()) yield JSON.parse(line) as T;
+    },
+    async latestSliceRounds(jobId, round) {
+      const latest = new Map<number, number>();
+      let names: string[];
+      try {
+        names = await readdir(path.join(jobDir(jobId), 'slices'));
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return latest;
+        throw error;
+      }
+      for (const name of names) {
+        const match = /^slice-(\d+)\.r(\d+)\.ndjson$/.exec(name);
+        if (!match) continue;
+        const index = Number(match[1]);
+        const partRound = Number(match[2]);
+        if (partRound <= round && partRound > (latest.get(index) ?? 0)) latest.set(index, partRound);
+      }
+      return latest;
+    },
   };
+  function inside(uri: string): string {
+    const file = path.resolve(fileURLToPath(uri));
+    if (!file.startsWith(absolute + path.sep)) throw new Error(`${uri} is outside job storage ${absolute}`);
+    return file;
+  }
 }
 
 /** Concatenates NDJSON parts into `target` (temp + rename); returns its URI. */

@@ -7,6 +7,15 @@ import type { Logger } from 'pino';
 import {
   type BatchProgress,
   ErrorTypes,
+  type FillSlicesInput,
+  type RetryRequest,
+  type Tally,
+  TallyBuilder,
+  emptyTally,
+  mergeRecords,
+  outputsForItem,
+  selectedForRetry,
+  tallyRecords,
   type ItemOutcome,
   type JobItem,
   type OutputRecord,
@@ -77,7 +86,9 @@ export function createEngineActivities(deps: EngineDeps) {
           const itemLogger = () => (itemLog ??= log.child({ item: entry.item.id, run: entry.run }));
           let outcome: ItemOutcome;
           try {
-            const work = await implementation.processItem({ job: input.job, entry, signal: ctx.cancellationSignal, get log() { return itemLogger(); } });
+            const work = await withDeadline(input.itemTimeoutMs, ctx.cancellationSignal, (signal) =>
+              implementation.processItem({ job: input.job, entry, signal, get log() { return itemLogger(); } }),
+            );
             outcome = { item: entry.item.id, records: work.records, bytesIn: work.bytesIn, bytesOut: work.bytesOut };
           } catch (error) {
             if (ctx.cancellationSignal.aborted) {
@@ -107,6 +118,111 @@ export function createEngineActivities(deps: EngineDeps) {
 
     async writeRecords(input: { jobId: string; part: string; records: OutputRecord[] }): Promise<string> {
       return storageCall(() => deps.storage.writeRecordsPart(input.jobId, input.part, input.records));
+    },
+
+    /** Writes a slice's records from the parts the workflow wrote in chunks; returns their tally. */
+    async writeSliceRecords(input: { jobId: string; sliceIndex: number; round: number; parts: string[] }): Promise<{ location: string; counts: Tally['counts']; failedItems: number }> {
+      const uri = deps.storage.sliceRecordsUri(input.jobId, input.sliceIndex, input.round);
+      await storageCall(() => deps.storage.concatenateInto(uri, input.parts));
+      const builder = new TallyBuilder();
+      for await (const record of deps.storage.readLines<OutputRecord>(uri)) builder.add(record);
+      return { location: uri, counts: builder.tally.counts, failedItems: builder.tally.failedItems };
+    },
+
+    /** Which slices hold items a retry selection runs again, each with its current records. */
+    async planSliceRetry(input: { jobId: string; round: number; sliceCount: number; selection: RetryRequest; listLimit: number }): Promise<{ slices: { index: number; base: string; count: number }[]; count: number; ids: string[] }> {
+      const latest = await deps.storage.latestSliceRounds(input.jobId, input.round);
+      const plan = { slices: [] as { index: number; base: string; count: number }[], count: 0, ids: [] as string[] };
+      for (let index = 0; index < input.sliceCount; index++) {
+        const round = latest.get(index);
+        if (round === undefined) continue;
+        const base = deps.storage.sliceRecordsUri(input.jobId, index, round);
+        const seen = new Set<string>();
+        for await (const record of deps.storage.readLines<OutputRecord>(base)) {
+          if (seen.has(record.item) || !selectedForRetry(record, input.selection)) continue;
+          seen.add(record.item);
+          if (plan.ids.length < input.listLimit) plan.ids.push(record.item);
+        }
+        if (seen.size > 0) plan.slices.push({ index, base, count: seen.size });
+        plan.count += seen.size;
+      }
+      return plan;
+    },
+
+    /** Ids of a slice's items that a retry selection runs again, read from the slice's records. */
+    async selectRetryItems(input: { base: string; selection: RetryRequest }): Promise<string[]> {
+      const selected: string[] = [];
+      const seen = new Set<string>();
+      for await (const record of deps.storage.readLines<OutputRecord>(input.base)) {
+        if (seen.has(record.item) || !selectedForRetry(record, input.selection)) continue;
+        seen.add(record.item);
+        selected.push(record.item);
+      }
+      return selected;
+    },
+
+    /** The slice's new records: its base with every re-run item's records replaced; returns the new tally. */
+    async mergeSliceRecords(input: { jobId: string; sliceIndex: number; round: number; base: string; overlay: string }): Promise<{ location: string; counts: Tally['counts']; failedItems: number }> {
+      const overlay: OutputRecord[] = [];
+      for await (const record of deps.storage.readLines<OutputRecord>(input.overlay)) overlay.push(record);
+      const base: OutputRecord[] = [];
+      for await (const record of deps.storage.readLines<OutputRecord>(input.base)) base.push(record);
+      const merged = mergeRecords(base, overlay);
+      const uri = deps.storage.sliceRecordsUri(input.jobId, input.sliceIndex, input.round);
+      await storageCall(() => deps.storage.writeLines(uri, merged));
+      const tally = tallyRecords(emptyTally(), merged);
+      return { location: uri, counts: tally.counts, failedItems: tally.failedItems };
+    },
+
+    /**
+     * Records of slices that never ran (Cancelled) or whose workflow failed (Failed), made from the
+     * stored spec so they never travel through workflow history.
+     */
+    async fillSlices(input: FillSlicesInput): Promise<{ counts: Tally['counts']; failedItems: number }> {
+      const ctx = Context.current();
+      const pipeline = deps.registry[input.head.pipeline];
+      if (!pipeline) throw ApplicationFailure.create({ type: ErrorTypes.InvalidSpec, message: `unknown pipeline "${input.head.pipeline}"`, nonRetryable: true });
+      const items = input.spec.kind === 'inline' ? input.spec.items : (await loadSpec(input.spec.ref)).items;
+      const tally = emptyTally();
+      for (let slice = input.slices.from; slice < input.slices.to; slice++) {
+        const sliceItems = items.slice(slice * input.sliceSize, (slice + 1) * input.sliceSize);
+        const records: OutputRecord[] = sliceItems.flatMap((item) =>
+          outputsForItem(input.head, item, pipeline).map((output): OutputRecord => ({ item: item.id, output, status: input.status, reason: input.reason, ...(input.error ? { error: { ...input.error, item: item.id } } : {}) })),
+        );
+        await storageCall(() => deps.storage.writeLines(deps.storage.sliceRecordsUri(input.jobId, slice, input.round), records));
+        tallyRecords(tally, records);
+        ctx.heartbeat(slice);
+      }
+      return { counts: tally.counts, failedItems: tally.failedItems };
+    },
+
+    /**
+     * Joins the newest records of every slice into the round's manifest and tallies them; small jobs
+     * also get their records back to inline in the result.
+     */
+    async assembleSlices(input: { jobId: string; round: number; sliceCount: number; inlineLimit: number }): Promise<{ manifest: string; tally: Tally; records?: OutputRecord[] }> {
+      const ctx = Context.current();
+      const latest = await deps.storage.latestSliceRounds(input.jobId, input.round);
+      const parts: string[] = [];
+      const missing: number[] = [];
+      for (let slice = 0; slice < input.sliceCount; slice++) {
+        const round = latest.get(slice);
+        if (round === undefined) missing.push(slice);
+        else parts.push(deps.storage.sliceRecordsUri(input.jobId, slice, round));
+      }
+      if (missing.length > 0) {
+        throw ApplicationFailure.create({ type: ErrorTypes.InternalError, message: `records of ${missing.length} slice(s) are missing from job storage`, nonRetryable: true, details: [{ missing: missing.slice(0, 20) }] });
+      }
+      const manifest = await storageCall(() => deps.storage.assembleManifest(input.jobId, input.round, parts));
+      const builder = new TallyBuilder();
+      const records: OutputRecord[] = [];
+      for await (const record of deps.storage.readLines<OutputRecord>(manifest)) {
+        builder.add(record);
+        if (records.length <= input.inlineLimit) records.push(record);
+        if (builder.tally.counts.outputs % 50_000 === 0) ctx.heartbeat(builder.tally.counts.outputs);
+      }
+      const tally = builder.tally;
+      return { manifest, tally, ...(tally.counts.outputs <= input.inlineLimit ? { records } : {}) };
     },
 
     async joinParts(input: { jobId: string; part: string; parts: string[] }): Promise<string> {
@@ -155,4 +271,29 @@ function failureOutcome(item: string, error: unknown): Extract<ItemOutcome, { er
     return { item, error: makeReport({ type: ErrorTypes.JobCancelled, message: 'cancelled', details: {}, item, at: new Date().toISOString() }) };
   }
   return { item, error: toErrorReport(error, { at: new Date().toISOString(), item }) };
+}
+
+/**
+ * Runs one item with its own deadline: past it the item's signal aborts and the item is a
+ * transient `ItemTimedOut` attempt, so one hung item never holds its batch.
+ */
+async function withDeadline<T>(timeoutMs: number | undefined, parent: AbortSignal, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  if (!timeoutMs) return work(parent);
+  const controller = new AbortController();
+  const onAbort = () => controller.abort(parent.reason);
+  parent.addEventListener('abort', onAbort, { once: true });
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const error = new ItemError({ type: ErrorTypes.ItemTimedOut, message: `the item ran past its ${timeoutMs} ms deadline`, details: { timeoutMs } });
+      controller.abort(error);
+      reject(error);
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([work(controller.signal), deadline]);
+  } finally {
+    clearTimeout(timer);
+    parent.removeEventListener('abort', onAbort);
+  }
 }

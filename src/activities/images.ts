@@ -236,7 +236,7 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
           records.push({ item: itemId, output: out.output, status: out.status ?? 'Missing', ...(out.reason ? { reason: out.reason } : {}), ...(out.details ? { details: out.details } : {}) });
           continue;
         }
-        const putUrl = params.putUrls?.[itemId]?.[out.output];
+        const putUrl = entry.item.putUrls?.[out.output] ?? params.putUrls?.[itemId]?.[out.output];
         let location: string | undefined;
         if (putUrl) {
           location = await deliverToUrl(putUrl, { ...out, data: out.data }, signal);

@@ -2,9 +2,11 @@
  * The per-item engine that job and shard workflows share (workflow code: deterministic, no I/O).
  *
  * It owns both budgets: transient attempts follow the step's retry policy with workflow timers
- * (so backoff is visible and can be cut short by `retry`), and crashes are counted separately:
- * the unfinished items of a crashed batch are re-run one at a time ("isolation") and only a crash
- * in isolation is charged to the item. A graceful worker shutdown hands work back for free.
+ * (so backoff is visible), and crashes are counted separately. Only a lost worker (heartbeat
+ * timeout) is a crash: the unfinished items of that batch are re-run in isolation, each in its own
+ * activity, concurrently; an item that crashes again while other isolated items were in flight
+ * runs strictly alone next, so only the poison item is ever charged. A graceful worker shutdown
+ * hands work back for free. Any other batch failure is reported with its own type and class.
  */
 import {
   ActivityFailure,
@@ -16,6 +18,7 @@ import {
   proxyActivities,
   workflowInfo,
 } from '@temporalio/workflow';
+import { TimeoutType } from '@temporalio/common';
 import type { createEngineActivities } from '../activities/engine';
 import {
   type BackoffEntry,
@@ -33,6 +36,7 @@ import {
   type ResolvedOptions,
   type RetryPolicy,
   type RunBatchResult,
+  type StopReason,
   backoffDelayMs,
   batchActivityId,
   emptyStatusCounts,
@@ -42,7 +46,15 @@ import {
 
 type EngineActivities = ReturnType<typeof createEngineActivities>;
 
-export type StopReason = { kind: 'fatal'; report: ErrorReport } | { kind: 'cancelled'; reason: string };
+export type { StopReason };
+
+/** The owner's hooks: requests are drained by the owner before each dispatch (single writer). */
+export interface RunnerHooks {
+  /** True when the owner has queued requests to handle. */
+  pending(): boolean;
+  /** Handles them (may call `requestStop`). */
+  drain(): void;
+}
 
 export interface RunnerConfig {
   job: JobContext;
@@ -52,6 +64,10 @@ export interface RunnerConfig {
   scopeId: string;
   /** Largest number of failed items allowed in this runner, or undefined. */
   allowedFailures?: number;
+  /** Failures already counted against `allowedFailures` (carried over continue-as-new). */
+  initialFailures?: number;
+  /** Told about every new failed item (a slice reports it to its job). */
+  onFailure?: (failedItems: number) => void;
 }
 
 export type RunnerSnapshot = RunnerSnapshotData;
@@ -61,7 +77,8 @@ export class ItemRunner {
   private readonly byId = new Map<string, ItemState>();
   private readonly activityScope: CancellationScope;
   private inFlight = 0;
-  private isolationInFlight = false;
+  private isolatedInFlight = 0;
+  private soloInFlight = false;
   private changed = false;
   private batchSeq: number;
   stop?: StopReason;
@@ -76,10 +93,10 @@ export class ItemRunner {
     this.states = snapshot.items;
     this.batchSeq = snapshot.batchSeq;
     this.attempts = snapshot.attempts;
+    this.failedItems = config.initialFailures ?? 0;
     for (const state of this.states) {
       this.byId.set(state.item.id, state);
       if (state.phase === 'running') state.phase = 'queued';
-      if (state.phase === 'done' && hasFailed(state)) this.failedItems += 1;
     }
     // Created inside the caller's non-cancellable scope: only `requestStop` cancels it.
     this.activityScope = new CancellationScope({ cancellable: true });
@@ -120,32 +137,16 @@ export class ItemRunner {
     this.activityScope.cancel();
   }
 
-  /** Puts items back in the queue with fresh budgets (a retry round), or wakes one in backoff. */
-  requeue(itemId: string, source?: string): boolean {
-    const state = this.byId.get(itemId);
-    if (!state) return false;
-    if (state.phase === 'running' || state.phase === 'queued') return false;
-    if (state.phase === 'done' && hasFailed(state)) this.failedItems -= 1;
-    if (source !== undefined) state.item = { ...state.item, source };
-    if (state.phase === 'done') {
-      state.transientFailures = 0;
-      state.crashes = 0;
-      state.isolate = false;
-      delete state.records;
-      delete state.lastError;
-    }
-    state.phase = 'queued';
-    delete state.nextAttemptAt;
-    this.changed = true;
-    return true;
-  }
-
   /** Runs until every item is done, the runner is stopped, or history must be rotated. */
-  async run(): Promise<'done' | 'stopped' | 'rotate'> {
+  async run(hooks?: RunnerHooks): Promise<'done' | 'stopped' | 'rotate'> {
     for (;;) {
+      hooks?.drain();
       if (this.stop) break;
       if (this.historyIsLong()) {
         await condition(() => this.inFlight === 0);
+        // A stop that arrived while in-flight batches finished wins over rotation.
+        hooks?.drain();
+        if (this.stop) return 'stopped';
         return 'rotate';
       }
       const now = Date.now();
@@ -155,11 +156,27 @@ export class ItemRunner {
       if (!waiting && this.inFlight === 0) return 'done';
       const due = this.nextBackoffDue();
       this.changed = false;
-      if (due !== undefined) await condition(() => this.changed, Math.max(1, due - now));
-      else await condition(() => this.changed);
+      const wake = () => this.changed || (hooks?.pending() ?? false);
+      if (due !== undefined) await condition(wake, Math.max(1, due - now));
+      else await condition(wake);
     }
     await condition(() => this.inFlight === 0);
     return 'stopped';
+  }
+
+  /** Removes finished items and returns their records (written to storage before continue-as-new). */
+  takeFinished(): { records: OutputRecord[]; bytesIn: number; bytesOut: number } {
+    const taken = { records: [] as OutputRecord[], bytesIn: 0, bytesOut: 0 };
+    const kept = this.states.filter((state) => {
+      if (state.phase !== 'done') return true;
+      taken.records.push(...(state.records ?? []));
+      taken.bytesIn += state.bytesIn ?? 0;
+      taken.bytesOut += state.bytesOut ?? 0;
+      this.byId.delete(state.item.id);
+      return false;
+    });
+    this.states.splice(0, this.states.length, ...kept);
+    return taken;
   }
 
   backoffEntries(limit = 100): BackoffEntry[] {
@@ -234,10 +251,16 @@ export class ItemRunner {
 
   private dispatch(): void {
     const { batchSize, concurrency } = this.config.options;
-    // Isolation: one suspect item at a time, so a crash can be blamed on exactly one item.
-    if (!this.isolationInFlight) {
-      const suspect = this.states.find((state) => state.phase === 'queued' && state.isolate);
-      if (suspect) this.launch([suspect], true);
+    // Isolation: suspects run one per activity, concurrently, unless one must run strictly alone.
+    for (const state of this.states) {
+      if (this.inFlight >= concurrency || this.soloInFlight) break;
+      if (state.phase !== 'queued' || !state.isolate) continue;
+      if (state.solo) {
+        if (this.isolatedInFlight > 0) continue;
+        this.launch([state], 'solo');
+        break;
+      }
+      this.launch([state], 'isolated');
     }
     let batch: ItemState[] = [];
     for (const state of this.states) {
@@ -245,15 +268,16 @@ export class ItemRunner {
       if (state.phase !== 'queued' || state.isolate) continue;
       batch.push(state);
       if (batch.length >= batchSize) {
-        this.launch(batch, false);
+        this.launch(batch, 'batch');
         batch = [];
       }
     }
-    if (batch.length > 0 && this.inFlight < concurrency) this.launch(batch, false);
+    if (batch.length > 0 && this.inFlight < concurrency) this.launch(batch, 'batch');
   }
 
-  private launch(batch: ItemState[], isolated: boolean): void {
+  private launch(batch: ItemState[], kind: 'batch' | 'isolated' | 'solo'): void {
     const seq = ++this.batchSeq;
+    const isolated = kind !== 'batch';
     const entries: BatchEntry[] = batch.map((state) => {
       state.phase = 'running';
       state.runs += 1;
@@ -261,11 +285,14 @@ export class ItemRunner {
     });
     this.attempts += batch.length;
     this.inFlight += 1;
-    if (isolated) this.isolationInFlight = true;
+    if (isolated) this.isolatedInFlight += 1;
+    if (kind === 'solo') this.soloInFlight = true;
     const { heartbeatTimeoutMs } = this.config.options;
-    const itemBudgetMs = Math.max(...this.config.pipeline.steps.map((step) => step.itemTimeoutMs), 1_000) * this.config.pipeline.steps.length;
+    const steps = this.config.pipeline.steps;
+    const itemTimeoutMs = Math.max(1_000, steps.reduce((sum, step) => sum + step.itemTimeoutMs, 0));
     const activities = proxyActivities<EngineActivities>({
-      startToCloseTimeout: Math.min(itemBudgetMs * batch.length + 60_000, 24 * 3600_000),
+      // A backstop only: each item has its own deadline inside the activity.
+      startToCloseTimeout: Math.min(itemTimeoutMs * batch.length + 60_000, 24 * 3600_000),
       heartbeatTimeout: heartbeatTimeoutMs,
       // The workflow owns every retry decision; Temporal runs each batch once.
       retry: { maximumAttempts: 1 },
@@ -273,16 +300,18 @@ export class ItemRunner {
       activityId: batchActivityId(this.config.scopeId, seq),
       summary: `${batch.length} item(s)${isolated ? ' in isolation' : ''}: ${batch[0]?.item.id ?? ''}${batch.length > 1 ? ' …' : ''}`,
     });
-    const input = { job: this.config.job, entries, heartbeatTimeoutMs, isolated };
+    const input = { job: this.config.job, entries, heartbeatTimeoutMs, isolated, itemTimeoutMs };
+    const othersIsolated = this.isolatedInFlight > 1;
     this.activityScope
       .run(() => activities.runBatch(input))
       .then(
         (result) => this.onBatchResult(batch, result),
-        (error: unknown) => this.onBatchFailure(batch, isolated, error),
+        (error: unknown) => this.onBatchFailure(batch, kind, error, othersIsolated || this.isolatedInFlight > 1),
       )
       .finally(() => {
         this.inFlight -= 1;
-        if (isolated) this.isolationInFlight = false;
+        if (isolated) this.isolatedInFlight -= 1;
+        if (kind === 'solo') this.soloInFlight = false;
         this.changed = true;
       })
       .catch((error: unknown) => log.error('batch bookkeeping failed', { error: String(error) }));
@@ -293,7 +322,7 @@ export class ItemRunner {
     this.requeueUnfinished(batch);
   }
 
-  private onBatchFailure(batch: ItemState[], isolated: boolean, error: unknown): void {
+  private onBatchFailure(batch: ItemState[], kind: 'batch' | 'isolated' | 'solo', error: unknown, othersIsolated: boolean): void {
     const cause = error instanceof ActivityFailure ? error.cause : error;
     const progress = progressFrom(cause);
     for (const outcome of progress?.done ?? []) this.apply(outcome);
@@ -307,11 +336,30 @@ export class ItemRunner {
       for (const state of unfinished) state.phase = 'queued';
       return;
     }
-    const report = toErrorReport(error, { at: new Date().toISOString() });
+    const at = new Date().toISOString();
+    const report = toErrorReport(error, { at });
+    const lostWorker = cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.HEARTBEAT;
+    const overran = cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.START_TO_CLOSE;
+    if (!lostWorker && !overran) {
+      // Not a crash: the failure is reported with its own type and class on every unfinished item.
+      for (const state of unfinished) this.apply({ item: state.item.id, error: { ...report, item: state.item.id } });
+      return;
+    }
     for (const state of unfinished) {
-      if (!isolated) {
-        // Merely in flight when something crashed: re-run alone, free of charge.
+      if (kind === 'batch') {
+        // Merely in flight when the worker was lost (or the batch overran): re-run alone, free of charge.
         state.isolate = true;
+        state.phase = 'queued';
+        continue;
+      }
+      if (overran) {
+        const timedOut = makeReport({ type: ErrorTypes.ItemTimedOut, message: 'the item ran past its deadline', details: { cause: report }, item: state.item.id, at });
+        this.apply({ item: state.item.id, error: timedOut });
+        continue;
+      }
+      if (kind === 'isolated' && othersIsolated) {
+        // Other suspects were running too: the crash cannot be blamed yet. Run it strictly alone.
+        state.solo = true;
         state.phase = 'queued';
         continue;
       }
@@ -325,7 +373,7 @@ export class ItemRunner {
           details: { crashes: state.crashes, crashBudget: this.config.options.crashBudget, cause: report },
           item: state.item.id,
           attempts: state.runs,
-          at: new Date().toISOString(),
+          at,
         });
         this.finishFailed(state, crashed);
       } else {
@@ -385,6 +433,7 @@ export class ItemRunner {
 
   private noteFailure(): void {
     this.failedItems += 1;
+    this.config.onFailure?.(this.failedItems);
     const allowed = this.config.allowedFailures;
     if (allowed !== undefined && this.failedItems > allowed && !this.stop) {
       this.requestStop({ kind: 'fatal', report: thresholdReport(this.failedItems, allowed) });

@@ -16,7 +16,7 @@ export const ImagesParams = z
       })
       .strict()
       .optional(),
-    /** Per-output pre-signed PUT URLs: { "<item>": { "<output>": "https://..." } }. */
+    /** Older form of items[].putUrls: { "<item>": { "<output>": "https://..." } }; moved onto the items at start. */
     putUrls: z.record(z.record(z.string().url())).optional(),
     maxPixels: z.number().int().min(1).max(1_000_000_000).optional(),
     maxSourceBytes: z.number().int().min(1).max(2_000_000_000).optional(),
@@ -46,8 +46,8 @@ export const imagesPipeline = definePipeline({
     if (wantsFit && params.success && !params.data.fit) {
       issues.push({ path: 'params.fit', code: 'missing_param', message: 'output "fit" needs params.fit.maxBytes' });
     }
-    if (!spec.destination && !(params.success && params.data.putUrls)) {
-      issues.push({ path: 'destination', code: 'missing_destination', message: 'give a destination directory (file:///...) or params.putUrls' });
+    if (!spec.destination && !(params.success && params.data.putUrls) && !spec.items.some((item) => item.putUrls)) {
+      issues.push({ path: 'destination', code: 'missing_destination', message: 'give a destination directory (file:///...) or items[].putUrls' });
     }
     return issues;
   },

@@ -31,7 +31,20 @@ export const ENV = {
   healthFile: 'FAULTLINE_HEALTH_FILE',
 } as const;
 
-export const WORKFLOW_TYPES = { job: 'jobWorkflow', shard: 'shardWorkflow', archive: 'archiveWorkflow' } as const;
+export const WORKFLOW_TYPES = { job: 'jobWorkflow', slice: 'sliceWorkflow', shard: 'shardWorkflow', archive: 'archiveWorkflow' } as const;
+
+/** `patched()` ids of workflow changes that running jobs may replay (never reuse or rename). */
+export const PATCHES = {
+  /** The v2 engine (JobRun, slices); jobs recorded before it replay the frozen v1 code. */
+  engineV2: 'faultline-engine-v2',
+} as const;
+
+/** Slice child workflows running at once per job. */
+export const MAX_PARALLEL_SLICES = 8;
+
+export function sliceWorkflowId(jobId: string, sliceIndex: number, round: number): string {
+  return `${jobId}/slice-${sliceIndex}-r${round}`;
+}
 
 export function shardWorkflowId(jobId: string, shardIndex: number): string {
   return `${jobId}/shard-${shardIndex}`;

@@ -1,10 +1,15 @@
 /** Payloads exchanged between workflows and activities (plain JSON only). */
 import type { ErrorReport } from './errors';
-import type { OutputRecord, StatusCounts } from './result';
+import type { RetryRequest } from './messages';
+import type { OutputRecord, OutputStatus, StatusCounts } from './result';
+import type { RunnerSnapshotData } from './snapshot';
 import type { JobItem, JobSpec } from './spec';
 
 /** The spec without its items: what every batch needs to know about the job. */
 export type JobContext = Pick<JobSpec, 'pipeline' | 'params' | 'destination'> & { jobId: string };
+
+/** The spec minus its items, for specs passed by reference. */
+export type SpecHead = Omit<JobSpec, 'items'>;
 
 export interface BatchEntry {
   item: JobItem;
@@ -18,6 +23,8 @@ export interface RunBatchInput {
   entries: BatchEntry[];
   heartbeatTimeoutMs: number;
   isolated: boolean;
+  /** Deadline of one item; past it the item is a transient `ItemTimedOut` attempt and the batch goes on. */
+  itemTimeoutMs?: number;
 }
 
 export type ItemOutcome =
@@ -34,21 +41,79 @@ export interface RunBatchResult {
   notStarted: string[];
 }
 
-export interface ShardSummary {
-  shardIndex: number;
+/** Where a slice's items come from: carried inline (small specs) or read from the stored spec. */
+export type ItemsSource = { kind: 'inline'; items: JobItem[] } | { kind: 'stored'; ref: string; from: number; to: number };
+
+/** Where a slice's output records are: inline (small inline jobs) or in job storage. */
+export type RecordsLocation = { kind: 'inline'; records: OutputRecord[] } | { kind: 'stored'; location: string };
+
+/** Why a runner or slice stopped before its items were done. */
+export type StopReason = { kind: 'fatal'; report: ErrorReport } | { kind: 'cancelled'; reason: string };
+
+/** First run of a slice, or a retry round over the failed items of its previous records. */
+export type SliceMode = { kind: 'first' } | { kind: 'retry'; selection: RetryRequest; base: RecordsLocation };
+
+export interface SliceCarry {
+  snapshot: RunnerSnapshotData;
+  /** Records of items finished before continue-as-new, already in storage. */
+  segments: string[];
+  newFailures: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export interface SliceInput {
+  jobId: string;
+  sliceIndex: number;
+  round: number;
+  head: SpecHead;
+  items: ItemsSource;
+  batchSize: number;
+  concurrency: number;
+  /** New failures this slice may have before the job certainly exceeds its threshold. */
+  allowedFailures?: number;
+  /** Signal every new failure to the parent (only when the job has a threshold). */
+  reportFailures: boolean;
+  mode: SliceMode;
+  /** Where this slice keeps its records: inline (small jobs run inside the job workflow) or stored. */
+  keep: RecordsLocation['kind'];
+  resume?: SliceCarry;
+}
+
+export interface SliceSummary {
+  sliceIndex: number;
+  /** Items of the slice (all of them, not only those run this round). */
   items: number;
   counts: StatusCounts & { outputs: number };
-  failureCounts: Record<string, number>;
-  failuresByReason: Record<string, string[]>;
-  truncated: boolean;
-  errors: ErrorReport[];
-  errorsTruncated: boolean;
+  /** Failed items in the slice's records after this round. */
+  failedItems: number;
+  /** Items that failed during this round's run. */
+  newFailures: number;
+  /** Items run this round. */
+  ran: number;
   bytesIn: number;
   bytesOut: number;
   attempts: number;
-  failedItems: number;
-  fatal?: ErrorReport;
-  cancelled: boolean;
-  /** NDJSON part with this shard's output records. */
-  recordsLocation: string;
+  stop?: StopReason;
+  records: RecordsLocation;
+}
+
+/** Records for a range of slices that never ran (job ended early) or whose workflow failed. */
+export interface FillSlicesInput {
+  jobId: string;
+  round: number;
+  head: SpecHead;
+  spec: ItemsSource;
+  sliceSize: number;
+  slices: { from: number; to: number };
+  status: Extract<OutputStatus, 'Cancelled' | 'Failed'>;
+  reason: string;
+  error?: ErrorReport;
+}
+
+/** Slice failure counts signalled to the parent while a slice runs (exact job-wide threshold). */
+export interface SliceFailuresReport {
+  sliceIndex: number;
+  round: number;
+  newFailures: number;
 }

@@ -50,6 +50,10 @@ export const ErrorTypes = {
   JobCancelled: 'JobCancelled',
   // not an error of the job: an awaitResult call must be repeated on the next run
   JobRotating: 'JobRotating',
+  // rejections of operator requests (update validators, handlers, signals)
+  JobClosed: 'JobClosed',
+  NothingToRetry: 'NothingToRetry',
+  InvalidRequest: 'InvalidRequest',
   // anything not classified by the code that threw it
   InternalError: 'InternalError',
 } as const;
@@ -76,7 +80,7 @@ export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
   NetworkError: 'transient',
   TransientItemError: 'transient',
   Crashed: 'crash',
-  ItemTimedOut: 'crash',
+  ItemTimedOut: 'transient',
   WorkerShutdown: 'transient',
   FatalItemError: 'fatal',
   DestinationRejected: 'fatal',
@@ -87,6 +91,9 @@ export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
   WorkflowLimitExceeded: 'fatal',
   JobCancelled: 'fatal',
   JobRotating: 'transient',
+  JobClosed: 'invalid',
+  NothingToRetry: 'invalid',
+  InvalidRequest: 'invalid',
   InternalError: 'unprocessable',
 };
 

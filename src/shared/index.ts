@@ -11,4 +11,5 @@ export * from './spec';
 export * from './search-attributes';
 export * from './job-input';
 export * from './snapshot';
+export * from './tally';
 export * from './client-errors';

@@ -1,40 +1,57 @@
-import type { JobSpec } from './spec';
+import type { ErrorReport } from './errors';
+import type { JobRequest, RejectedRequest, RetryRequest } from './messages';
+import type { JobResult, StatusCounts } from './result';
 import type { RunnerSnapshotData } from './snapshot';
+import type { SpecHead } from './engine-types';
+import type { JobSpec } from './spec';
 
-/** The spec minus its items, for specs passed by reference. */
-export type SpecHead = Omit<JobSpec, 'items'>;
-
-export interface StoredSpecRef {
-  ref: string;
-  head: SpecHead;
-  itemCount: number;
-}
+/** The job's spec: inline (small) or stored in job storage and passed by reference (large). */
+export type SpecSource = { kind: 'inline'; spec: JobSpec } | { kind: 'stored'; ref: string; head: SpecHead; itemCount: number };
 
 export interface JobInput {
-  /** Inline spec (small jobs) … */
-  spec?: JobSpec;
-  /** … or a reference to a spec in job storage (large jobs). */
-  specRef?: StoredSpecRef;
+  job: SpecSource;
   /** This job re-runs failed items of another job. */
   retryOf?: string;
-  /** Carried over continue-as-new. */
-  resume?: {
-    round: number;
-    startedAt: number;
-    snapshot: RunnerSnapshotData;
-  };
+  /** State carried over continue-as-new. */
+  carry?: JobCarry;
 }
 
-export interface ShardInput {
-  jobId: string;
-  shardIndex: number;
-  head: SpecHead;
-  items?: JobSpec['items'];
-  itemsRef?: { ref: string; from: number; to: number };
-  /** Failures this shard may have before the whole job is certain to exceed its threshold. */
-  allowedFailures?: number;
+/** Aggregate of the slices of the current round that have finished. */
+export interface SlicesTally {
+  counts: StatusCounts & { outputs: number };
+  newFailures: number;
+  bytesIn: number;
+  bytesOut: number;
+  attempts: number;
+}
+
+/** Where the running round stood when the job continued as new. */
+export type RoundCarry =
+  | { kind: 'inline'; selection?: RetryRequest; snapshot: RunnerSnapshotData }
+  | { kind: 'sliced'; selection?: RetryRequest; slices: number[]; next: number; done: SlicesTally; baseFailed: number; bases: Record<number, string> };
+
+export interface JobCarry {
   round: number;
-  /** Resolved for the whole job: a shard must not re-derive it from its own slice. */
-  batchSize: number;
-  resume?: RunnerSnapshotData;
+  startedAt: number;
+  /** Requests not yet handled (signals; updates are answered before continuing). */
+  pending: JobRequest[];
+  rejected: RejectedRequest[];
+  stop?: { kind: 'fatal'; report: ErrorReport } | { kind: 'cancelled'; reason: string };
+  /** Set while a round runs; absent in the retry window. */
+  running?: RoundCarry;
+  /** The last settled result (retry window). */
+  result?: JobResult;
+  windowEndsAt?: number;
+  nextRequestId: number;
+}
+
+/** Accepts the v1 input shape (`{spec}` / `{specRef}`) too, e.g. from older clients or scripts. */
+export function normalizeJobInput(raw: unknown): JobInput | undefined {
+  if (!raw || typeof raw !== 'object') return undefined;
+  const input = raw as { job?: SpecSource; spec?: JobSpec; specRef?: { ref: string; head: SpecHead; itemCount: number }; retryOf?: string; carry?: JobCarry };
+  const extra = { ...(input.retryOf ? { retryOf: input.retryOf } : {}), ...(input.carry ? { carry: input.carry } : {}) };
+  if (input.job && (input.job.kind === 'inline' || input.job.kind === 'stored')) return { job: input.job, ...extra };
+  if (input.spec) return { job: { kind: 'inline', spec: input.spec }, ...extra };
+  if (input.specRef) return { job: { kind: 'stored', ...input.specRef }, ...extra };
+  return undefined;
 }

@@ -1,5 +1,6 @@
 /** JobResult (CONTRACT.md "JobResult") and the per-output records it is built from. */
 import type { ErrorReport } from './errors';
+import type { RejectedRequest } from './messages';
 
 export const OutputStatuses = ['Available', 'Missing', 'Failed', 'Unsolved', 'Skipped', 'Cancelled'] as const;
 export type OutputStatus = (typeof OutputStatuses)[number];
@@ -68,6 +69,10 @@ export interface JobResult {
   manifest?: string;
   errors: ErrorReport[];
   errorsTruncated?: boolean;
+  /** The report that ended the job early (fatal error, threshold); also first in `errors`. */
+  stoppedBy?: ErrorReport;
+  /** Requests (mostly signals, which cannot answer) the job could not honour. */
+  rejectedRequests?: RejectedRequest[];
   failureCounts: Record<string, number>;
   failuresByReason: Record<string, string[]>;
   truncated?: boolean;

@@ -13,6 +13,8 @@ export interface ItemState {
   transientFailures: number;
   crashes: number;
   isolate: boolean;
+  /** Crashed while other isolated items were in flight: must run strictly alone to be blamed. */
+  solo?: boolean;
   nextAttemptAt?: number;
   lastError?: ErrorReport;
   records?: OutputRecord[];

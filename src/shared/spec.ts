@@ -31,6 +31,8 @@ export const ItemSchema = z
     source: z.string().min(1).max(8192).optional(),
     outputs: z.array(z.string().min(1)).min(1).optional(),
     params: z.record(z.unknown()).optional(),
+    /** Pre-signed upload URL per output of this item (per-item data travels only with its item). */
+    putUrls: z.record(z.string().url()).optional(),
   })
   .strict();
 export type JobItem = z.infer<typeof ItemSchema>;
@@ -281,6 +283,18 @@ export function allowedFailures(options: ResolvedOptions, totalItems: number): n
   if (options.toleratedFailureCount !== undefined) limits.push(options.toleratedFailureCount);
   if (options.toleratedFailurePercent !== undefined) limits.push(Math.floor((options.toleratedFailurePercent / 100) * totalItems + 1e-9));
   return limits.length > 0 ? Math.min(...limits) : undefined;
+}
+
+/** Moves the older job-level `params.putUrls` (`{item: {output: url}}`) onto the items. */
+export function normalizeSpec(spec: JobSpec): JobSpec {
+  const params = spec.params as { putUrls?: Record<string, Record<string, string>> } | undefined;
+  if (!params?.putUrls) return spec;
+  const { putUrls, ...rest } = params;
+  return {
+    ...spec,
+    params: rest,
+    items: spec.items.map((item) => (putUrls[item.id] ? { ...item, putUrls: { ...putUrls[item.id], ...item.putUrls } } : item)),
+  };
 }
 
 export function outputsForItem(spec: Pick<JobSpec, 'outputs'>, item: Pick<JobItem, 'outputs'>, pipeline: PipelineDefinition): readonly string[] {

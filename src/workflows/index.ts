@@ -1,4 +1,6 @@
 // The worker's workflowsPath: every workflow type Faultline registers.
 export { archiveWorkflow } from './archive';
 export { jobWorkflow } from './job';
-export { shardWorkflow } from './shard';
+export { sliceWorkflow } from './slice';
+// v1 shards: still registered so shards of jobs started before engine v2 can finish and replay.
+export { shardWorkflow } from './legacy/shard-v1';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { emptyTally, tallyRecords } from '../../src/engine/summary';
+import { emptyTally, tallyRecords } from '../../src/shared';
 import { type OutputRecord, deriveJobStatus, emptyStatusCounts, exitCodeForStatus, isSuccess, makeReport } from '../../src/shared';
 
 const counts = (partial: Partial<ReturnType<typeof emptyStatusCounts>>) => {

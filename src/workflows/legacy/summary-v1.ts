@@ -4,10 +4,11 @@ import {
   type ErrorReport,
   FAILURE_IDS_PER_TYPE,
   type OutputRecord,
-  type ShardSummary,
+
   type StatusCounts,
   emptyStatusCounts,
-} from '../shared';
+} from '../../shared';
+import type { ShardSummary } from './types-v1';
 
 export interface Tally {
   counts: StatusCounts & { outputs: number };

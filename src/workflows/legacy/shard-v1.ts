@@ -3,12 +3,13 @@
  * summary; its output records go to job storage so no payload grows with the job.
  */
 import { CancellationScope, condition, continueAsNew, proxyActivities, workflowInfo, allHandlersFinished } from '@temporalio/workflow';
-import type { createEngineActivities } from '../activities/engine';
-import { ItemRunner } from '../engine/runner';
-import { emptyTally, tallyRecords } from '../engine/summary';
-import { builtInPipelines } from '../pipelines';
+import type { createEngineActivities } from '../../activities/engine';
+import { ItemRunner } from './runner-v1';
+import { emptyTally, tallyRecords } from './summary-v1';
+import { builtInPipelines } from '../../pipelines';
 import { ApplicationFailure } from '@temporalio/workflow';
-import { type OutputRecord, type ShardInput, type ShardSummary, ErrorTypes, outputsForItem, resolveJobOptions } from '../shared';
+import { type OutputRecord, ErrorTypes, outputsForItem, resolveJobOptions } from '../../shared';
+import type { ShardInput, ShardSummary } from './types-v1';
 
 const RECORDS_PER_PAYLOAD = 2_000;
 

@@ -1,0 +1,821 @@
+/**
+ * The job's state and main loop. Handlers only validate and queue requests (retry, cancel) and
+ * wait for their own outcome; the main loop is the single writer of job state and handles the
+ * queue at defined points: before each dispatch, while slices run, when a round settles, before
+ * continue-as-new and before closing. Every interleaving of messages therefore has one outcome,
+ * and a request is always carried out, carried over, or rejected with a declared type.
+ */
+import {
+  ApplicationFailure,
+  CancellationScope,
+  ChildWorkflowFailure,
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  executeChild,
+  log,
+  proxyActivities,
+  setCurrentDetails,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { createNotifyActivities } from '../activities/notify';
+import { builtInPipelines } from '../pipelines';
+import {
+  ERRORS_LIMIT,
+  type CancelResponse,
+  type ErrorReport,
+  ErrorTypes,
+  INLINE_OUTPUT_LIMIT,
+  type ItemsSource,
+  type JobCarry,
+  type JobInput,
+  type JobPhase,
+  type JobProgress,
+  type JobRequest,
+  type JobResult,
+  MAX_PARALLEL_SLICES,
+  type Notification,
+  type OutputRecord,
+  type PipelineDefinition,
+  RESULT_SCHEMA_VERSION,
+  type RejectedRequest,
+  type RequestOrigin,
+  type ResolvedOptions,
+  type RetryRequest,
+  type RetryResponse,
+  type RoundCarry,
+  SearchKeys,
+  type SliceFailuresReport,
+  type SliceInput,
+  type SliceMode,
+  type SliceSummary,
+  type SlicesTally,
+  type SpecHead,
+  type StopReason,
+  type Tally,
+  WORKFLOW_TYPES,
+  allowedFailures,
+  archiveWorkflowId,
+  deriveJobStatus,
+  emptyStatusCounts,
+  emptyTally,
+  isSuccess,
+  itemsToRetry,
+  makeReport,
+  normalizeSpec,
+  outputsForItem,
+  resolveJobOptions,
+  sliceWorkflowId,
+  tallyRecords,
+  toErrorReport,
+  validateJobSpec,
+} from '../shared';
+import type { ItemRunner } from './runner';
+import { thresholdReport } from './runner';
+import { runSlice, storageActivities as engine } from './slice';
+import type { archiveWorkflow } from '../workflows/archive';
+import type { sliceWorkflow } from '../workflows/slice';
+
+const notify = proxyActivities<ReturnType<typeof createNotifyActivities>>({
+  startToCloseTimeout: '2m',
+  heartbeatTimeout: '30s',
+  retry: { maximumAttempts: 1 },
+});
+
+/** Ids listed in a retry response (the count is always exact). */
+const QUEUED_IDS_LISTED = 1_000;
+
+interface Prepared {
+  head: SpecHead;
+  pipeline: PipelineDefinition;
+  options: ResolvedOptions;
+  itemCount: number;
+  source: ItemsSource;
+  /** Small inline jobs run their only slice inside this workflow. */
+  inline: boolean;
+  sliceSize: number;
+  sliceCount: number;
+  allowed: number | undefined;
+}
+
+type Outcome = { ok: RetryResponse | CancelResponse } | { error: { type: string; message: string } };
+
+/** What a retry round runs: the inline slice's items, or some slices of a large job. */
+type RetryPlan = { kind: 'inline'; ids: string[] } | { kind: 'sliced'; slices: { index: number; base: string; count: number }[]; count: number; ids: string[] };
+
+interface RoundRun {
+  selection?: RetryRequest;
+  /** Failed items of the job that this round does not touch. */
+  baseFailed: number;
+  inline?: { carry?: RoundCarry & { kind: 'inline' } };
+  sliced?: { slices: number[] | undefined; next: number; done: SlicesTally; bases: Record<number, string> };
+}
+
+export function invalidSpec(issues: { path: string; code: string; message: string }[]): ApplicationFailure {
+  const report = makeReport({
+    type: ErrorTypes.InvalidSpec,
+    message: `invalid job spec: ${issues.length} issue(s); first: ${issues[0]?.path}: ${issues[0]?.message}`,
+    details: { issues },
+    at: new Date().toISOString(),
+  });
+  return ApplicationFailure.create({ type: ErrorTypes.InvalidSpec, message: report.message, nonRetryable: true, details: [report] });
+}
+
+function rejection(type: string, message: string): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true });
+}
+
+function emptySlicesTally(): SlicesTally {
+  return { counts: { ...emptyStatusCounts(), outputs: 0 }, newFailures: 0, bytesIn: 0, bytesOut: 0, attempts: 0 };
+}
+
+export class JobRun {
+  readonly jobId = workflowInfo().workflowId;
+  phase: JobPhase = 'validating';
+  round: number;
+  private readonly startedAt: number;
+  private pending: JobRequest[];
+  private readonly rejected: RejectedRequest[];
+  private nextRequestId: number;
+  private readonly outcomes = new Map<number, Outcome>();
+  private stop?: StopReason;
+  private cancelReason?: string;
+  private result?: JobResult;
+  private settled = false;
+  private rotating = false;
+  private windowEndsAt?: number;
+  private prepared?: Prepared;
+  private runner?: ItemRunner;
+  private current?: RoundRun;
+  private sliceScope?: CancellationScope;
+  private readonly liveFailures = new Map<number, number>();
+  private finishedFailures = 0;
+  private slicesInFlight = 0;
+
+  constructor(private readonly input: JobInput) {
+    const carry = input.carry;
+    this.round = carry?.round ?? 1;
+    this.startedAt = carry?.startedAt ?? Date.now();
+    this.pending = carry?.pending ?? [];
+    this.rejected = carry?.rejected ?? [];
+    this.nextRequestId = carry?.nextRequestId ?? 1;
+    if (carry?.stop) this.stop = carry.stop;
+    if (carry?.result) {
+      this.result = carry.result;
+      this.settled = !carry.running;
+    }
+    if (carry?.windowEndsAt !== undefined) this.windowEndsAt = carry.windowEndsAt;
+  }
+
+  // ---- handler side: read state, validate, queue, wait for the outcome ----
+
+  progress(): JobProgress {
+    const prepared = this.prepared;
+    const sliced = this.current?.sliced;
+    let counts = { ...emptyStatusCounts(), outputs: 0 };
+    if (this.settled && this.result) counts = { ...this.result.counts };
+    else if (this.runner && this.round === 1) counts = this.runner.countsSoFar();
+    else if (sliced && this.round === 1) counts = { ...sliced.done.counts };
+    else if (this.result) counts = { ...this.result.counts };
+    const { items: _items, ...statusCounts } = { items: 0, ...counts };
+    const totalSlices = sliced ? (sliced.slices?.length ?? prepared?.sliceCount ?? 0) : 0;
+    return {
+      jobId: this.jobId,
+      pipeline: prepared?.head.pipeline ?? (this.input.job.kind === 'inline' ? this.input.job.spec.pipeline : this.input.job.head.pipeline),
+      phase: this.phase,
+      settled: this.settled,
+      round: this.round,
+      counts: { items: prepared?.itemCount ?? 0, ...statusCounts },
+      inFlight: this.runner?.busy ?? this.slicesInFlight,
+      backoff: this.runner?.backoffEntries() ?? [],
+      shards: { done: sliced ? Math.max(0, sliced.next - this.slicesInFlight) : 0, total: totalSlices },
+      ...(this.windowEndsAt !== undefined && this.phase === 'retry-window' ? { retryWindowEndsAt: new Date(this.windowEndsAt).toISOString() } : {}),
+      pendingRequests: this.pending.length,
+      rejectedRequests: this.rejected.slice(-100),
+    };
+  }
+
+  /** Update validator: rejects what can be judged now, with declared types. */
+  validateRetry(request: RetryRequest): void {
+    const closing = this.closingReason();
+    if (closing) throw rejection(closing.type, closing.reason);
+    const problem = this.retryProblem(request);
+    if (problem) throw rejection(problem.type, problem.reason);
+  }
+
+  validateCancel(): void {
+    const closing = this.closingReason();
+    if (closing) throw rejection(closing.type, closing.reason);
+  }
+
+  async retry(selection: RetryRequest, origin: RequestOrigin): Promise<RetryResponse | undefined> {
+    if (origin === 'signal') {
+      const closing = this.closingReason() ?? this.retryProblem(selection);
+      if (closing) {
+        this.reject({ kind: 'retry', origin, selection, ...closing });
+        return undefined;
+      }
+    }
+    const id = this.enqueue({ kind: 'retry', origin, selection });
+    return origin === 'update' ? ((await this.outcome(id)) as RetryResponse) : undefined;
+  }
+
+  async cancel(reason: string, origin: RequestOrigin): Promise<CancelResponse | undefined> {
+    if (origin === 'signal') {
+      const closing = this.closingReason();
+      if (closing) {
+        this.reject({ kind: 'cancel', origin, ...closing });
+        return undefined;
+      }
+    }
+    const id = this.enqueue({ kind: 'cancel', origin, reason });
+    return origin === 'update' ? ((await this.outcome(id)) as CancelResponse) : undefined;
+  }
+
+  async awaitResult(wanted?: number): Promise<JobResult> {
+    const target = wanted ?? this.round;
+    await condition(() => (this.settled && this.result !== undefined && this.result.round >= target) || this.phase === 'closed' || this.rotating);
+    if (this.result && (this.phase === 'closed' || (this.settled && this.result.round >= target))) return this.result;
+    throw rejection(ErrorTypes.JobRotating, 'the job continued as new; ask again');
+  }
+
+  onSliceFailures(report: SliceFailuresReport): void {
+    if (report.round !== this.round || !this.current?.sliced) return;
+    this.liveFailures.set(report.sliceIndex, Math.max(this.liveFailures.get(report.sliceIndex) ?? 0, report.newFailures));
+  }
+
+  private closingReason(): { type: string; reason: string } | undefined {
+    if (this.phase === 'closed') return { type: ErrorTypes.JobClosed, reason: 'the job is closed; start a follow-up job instead' };
+    if (this.phase === 'validating') return undefined;
+    if (this.pending.some((request) => request.kind === 'cancel')) return { type: ErrorTypes.JobCancelled, reason: 'the job is being cancelled' };
+    return undefined;
+  }
+
+  private retryProblem(request: RetryRequest): { type: string; reason: string } | undefined {
+    for (const [id, source] of Object.entries(request.sources ?? {})) {
+      if (!(request.items ?? []).includes(id)) return { type: ErrorTypes.InvalidRequest, reason: `a corrected source is given for "${id}", which is not selected with --item` };
+      if (!/^(file|https?):\/\//.test(source)) return { type: ErrorTypes.InvalidRequest, reason: `corrected source for "${id}" must be a file:// or http(s):// URI` };
+    }
+    // Judged on the settled result; a retry sent while a round runs waits for it to settle.
+    if (this.settled && this.result) {
+      if (this.result.retryable.items === 0) return { type: ErrorTypes.NothingToRetry, reason: 'no failed item to retry' };
+      const types = request.types ?? [];
+      if (types.length > 0 && !types.some((type) => (this.result?.failureCounts[type] ?? 0) > 0)) {
+        return { type: ErrorTypes.NothingToRetry, reason: `no failed item has type ${types.join(', ')}` };
+      }
+    }
+    return undefined;
+  }
+
+  private enqueue(request: { kind: 'retry'; origin: RequestOrigin; selection: RetryRequest } | { kind: 'cancel'; origin: RequestOrigin; reason: string }): number {
+    const id = this.nextRequestId++;
+    this.pending.push({ ...request, id, at: new Date().toISOString() } as JobRequest);
+    return id;
+  }
+
+  private async outcome(id: number): Promise<RetryResponse | CancelResponse> {
+    await condition(() => this.outcomes.has(id));
+    const outcome = this.outcomes.get(id);
+    this.outcomes.delete(id);
+    if (!outcome) throw rejection(ErrorTypes.InternalError, 'request lost');
+    if ('error' in outcome) throw rejection(outcome.error.type, outcome.error.message);
+    return outcome.ok;
+  }
+
+  private reject(entry: Omit<RejectedRequest, 'at'>, requestId?: number): void {
+    const at = new Date().toISOString();
+    if (requestId !== undefined && entry.origin === 'update') this.outcomes.set(requestId, { error: { type: entry.type, message: entry.reason } });
+    else this.rejected.push({ ...entry, at });
+  }
+
+  private answer(request: JobRequest, ok: RetryResponse | CancelResponse): void {
+    if (request.origin === 'update') this.outcomes.set(request.id, { ok });
+  }
+
+  // ---- main loop (the single writer) ----
+
+  async run(): Promise<JobResult> {
+    const prepared = await this.prepare();
+    upsertSearchAttributes([
+      { key: SearchKeys.pipeline, value: prepared.head.pipeline },
+      { key: SearchKeys.status, value: 'Running' },
+      { key: SearchKeys.hasErrors, value: this.result ? this.result.counts.Failed > 0 : false },
+      { key: SearchKeys.failedCount, value: this.result?.counts.Failed ?? 0 },
+    ]);
+    CancellationScope.current().cancelRequested.catch(() => this.enqueue({ kind: 'cancel', origin: 'signal', reason: 'cancellation requested through Temporal' }));
+    return CancellationScope.nonCancellable(async () => {
+      let round: RoundRun | undefined = this.resumeRound();
+      if (!round && !this.result) round = { baseFailed: 0 };
+      for (;;) {
+        if (round) {
+          const ran = await this.runRound(prepared, round);
+          if (ran === 'rotate') return this.continueAsNew(round);
+          await this.settle(prepared, round, ran);
+        }
+        const next = await this.afterSettle(prepared);
+        if (next === 'close') break;
+        if (next === 'rotate') return this.continueAsNew(undefined);
+        round = next;
+      }
+      return this.close();
+    });
+  }
+
+  private async prepare(): Promise<Prepared> {
+    try {
+      const source = this.input.job;
+      let head: SpecHead;
+      let pipeline: PipelineDefinition;
+      let items: ItemsSource;
+      let itemCount: number;
+      if (source.kind === 'inline') {
+        const validation = validateJobSpec(source.spec, builtInPipelines);
+        if (!validation.ok) throw invalidSpec(validation.issues);
+        const { items: all, ...rest } = normalizeSpec(validation.spec);
+        head = rest;
+        pipeline = validation.pipeline;
+        items = { kind: 'inline', items: all };
+        itemCount = all.length;
+      } else {
+        const headCheck = validateJobSpec({ ...source.head, items: [] }, builtInPipelines);
+        if (!headCheck.ok) throw invalidSpec(headCheck.issues);
+        // Re-validated once; a continued run trusts its first run's check.
+        if (!this.input.carry) {
+          const full = await engine.inspectStoredSpec(source.ref);
+          if (!full.ok) throw invalidSpec(full.issues);
+        }
+        head = source.head;
+        pipeline = headCheck.pipeline;
+        itemCount = source.itemCount;
+        items = { kind: 'stored', ref: source.ref, from: 0, to: itemCount };
+      }
+      const options = resolveJobOptions(head, itemCount);
+      const outputs = items.kind === 'inline' ? items.items.reduce((sum, item) => sum + outputsForItem(head, item, pipeline).length, 0) : Infinity;
+      const inline = items.kind === 'inline' && itemCount <= options.shardSize && outputs <= INLINE_OUTPUT_LIMIT;
+      const sliceSize = inline ? Math.max(1, itemCount) : options.shardSize;
+      this.prepared = { head, pipeline, options, itemCount, source: items, inline, sliceSize, sliceCount: inline ? 1 : Math.ceil(itemCount / sliceSize), allowed: allowedFailures(options, itemCount) };
+      this.phase = 'running';
+      return this.prepared;
+    } catch (error) {
+      this.phase = 'closed';
+      upsertSearchAttributes([
+        { key: SearchKeys.status, value: 'Failed' },
+        { key: SearchKeys.hasErrors, value: true },
+      ]);
+      throw error;
+    }
+  }
+
+  private resumeRound(): RoundRun | undefined {
+    const running = this.input.carry?.running;
+    if (!running) return undefined;
+    const base = { ...(running.selection ? { selection: running.selection } : {}) };
+    if (running.kind === 'inline') return { ...base, baseFailed: 0, inline: { carry: running } };
+    return { ...base, baseFailed: running.baseFailed, sliced: { slices: running.slices.length > 0 ? running.slices : undefined, next: running.next, done: running.done, bases: running.bases } };
+  }
+
+  /** Handles queued cancels now; retries wait for the round to settle. */
+  private drainWhileRunning(): void {
+    const cancels = this.pending.filter((request) => request.kind === 'cancel');
+    if (cancels.length === 0) return;
+    this.pending = this.pending.filter((request) => request.kind !== 'cancel');
+    for (const request of cancels) {
+      if (request.kind !== 'cancel') continue;
+      this.stopWith({ kind: 'cancelled', reason: request.reason });
+      this.answer(request, { accepted: true, effect: 'stopped' });
+    }
+  }
+
+  private stopWith(reason: StopReason): void {
+    if (this.stop) return;
+    this.stop = reason;
+    this.runner?.requestStop(reason);
+    this.sliceScope?.cancel();
+  }
+
+  private failedSoFar(round: RoundRun): number {
+    let live = 0;
+    for (const count of this.liveFailures.values()) live += count;
+    return round.baseFailed + this.finishedFailures + live;
+  }
+
+  private checkThreshold(prepared: Prepared, round: RoundRun): void {
+    const failed = this.failedSoFar(round);
+    if (prepared.allowed !== undefined && failed > prepared.allowed) this.stopWith({ kind: 'fatal', report: thresholdReport(failed, prepared.allowed) });
+  }
+
+  private async runRound(prepared: Prepared, round: RoundRun): Promise<'rotate' | { summaries: SliceSummary[]; fill?: { counts: Tally['counts'] } }> {
+    this.phase = 'running';
+    this.settled = false;
+    this.current = round;
+    this.finishedFailures = 0;
+    this.liveFailures.clear();
+    setCurrentDetails(`Running round ${this.round}: ${prepared.itemCount} item(s) of pipeline ${prepared.head.pipeline}.`);
+    this.drainWhileRunning();
+    if (prepared.inline) {
+      const outcome = await this.runInline(prepared, round);
+      if (outcome === 'rotate') return 'rotate';
+      return { summaries: [outcome] };
+    }
+    return this.runSlices(prepared, round);
+  }
+
+  private async runInline(prepared: Prepared, round: RoundRun): Promise<'rotate' | SliceSummary> {
+    const previous = this.result?.outputs;
+    const mode: SliceMode = round.selection && previous ? { kind: 'retry', selection: round.selection, base: { kind: 'inline', records: previous } } : { kind: 'first' };
+    const carry = round.inline?.carry;
+    const input: SliceInput = {
+      jobId: this.jobId,
+      sliceIndex: 0,
+      round: this.round,
+      head: prepared.head,
+      items: prepared.source,
+      batchSize: prepared.options.batchSize,
+      concurrency: prepared.options.concurrency,
+      ...(prepared.allowed !== undefined ? { allowedFailures: prepared.allowed - round.baseFailed } : {}),
+      reportFailures: false,
+      mode,
+      keep: 'inline',
+      ...(carry ? { resume: { snapshot: carry.snapshot, segments: [], newFailures: 0, bytesIn: 0, bytesOut: 0 } } : {}),
+    };
+    const outcome = await runSlice(input, prepared.pipeline, this.jobId, {
+      runner: { pending: () => this.pending.some((request) => request.kind === 'cancel'), drain: () => this.drainWhileRunning() },
+      onRunner: (runner) => {
+        this.runner = runner;
+        if (this.stop) runner.requestStop(this.stop);
+      },
+    });
+    if (outcome.kind === 'rotate') {
+      round.inline = { carry: { kind: 'inline', ...(round.selection ? { selection: round.selection } : {}), snapshot: outcome.carry.snapshot } };
+      return 'rotate';
+    }
+    if (outcome.summary.stop?.kind === 'fatal') this.stopWith(outcome.summary.stop);
+    return outcome.summary;
+  }
+
+  private async runSlices(prepared: Prepared, round: RoundRun): Promise<'rotate' | { summaries: SliceSummary[]; fill?: { counts: Tally['counts'] } }> {
+    const state = (round.sliced ??= { slices: undefined, next: 0, done: emptySlicesTally(), bases: {} });
+    const total = state.slices?.length ?? prepared.sliceCount;
+    const indexAt = (position: number) => state.slices?.[position] ?? position;
+    const summaries: SliceSummary[] = [];
+    this.sliceScope = new CancellationScope({ cancellable: true });
+    const scope = this.sliceScope;
+    if (this.stop) scope.cancel();
+    let rotate = false;
+    let lanesDone = false;
+    const runOne = async (index: number): Promise<void> => {
+      const from = index * prepared.sliceSize;
+      const to = Math.min(prepared.itemCount, from + prepared.sliceSize);
+      const items: ItemsSource = prepared.source.kind === 'inline' ? { kind: 'inline', items: prepared.source.items.slice(from, to) } : { kind: 'stored', ref: prepared.source.ref, from, to };
+      const base = state.bases[index];
+      const input: SliceInput = {
+        jobId: this.jobId,
+        sliceIndex: index,
+        round: this.round,
+        head: prepared.head,
+        items,
+        batchSize: prepared.options.batchSize,
+        concurrency: prepared.options.concurrency,
+        ...(prepared.allowed !== undefined ? { allowedFailures: Math.max(0, prepared.allowed - this.failedSoFar(round)) } : {}),
+        reportFailures: prepared.allowed !== undefined,
+        mode: round.selection && base ? { kind: 'retry', selection: round.selection, base: { kind: 'stored', location: base } } : { kind: 'first' },
+        keep: 'stored',
+      };
+      this.slicesInFlight += 1;
+      try {
+        const summary = await scope.run(() =>
+          executeChild<typeof sliceWorkflow>(WORKFLOW_TYPES.slice, {
+            workflowId: sliceWorkflowId(this.jobId, index, this.round),
+            args: [input],
+            staticSummary: `slice ${index} of job ${this.jobId}, round ${this.round}: items ${from}–${to - 1}`,
+            cancellationType: 'WAIT_CANCELLATION_COMPLETED',
+          }),
+        );
+        summaries.push(summary);
+        state.done.counts = addCounts(state.done.counts, summary.counts);
+        state.done.newFailures += summary.newFailures;
+        state.done.bytesIn += summary.bytesIn;
+        state.done.bytesOut += summary.bytesOut;
+        state.done.attempts += summary.attempts;
+        this.finishedFailures += summary.newFailures;
+        this.liveFailures.delete(index);
+        if (summary.stop?.kind === 'fatal') {
+          const local = summary.stop.report.type === ErrorTypes.ToleratedFailureThresholdExceeded;
+          this.stopWith(local && prepared.allowed !== undefined ? { kind: 'fatal', report: thresholdReport(this.failedSoFar(round), prepared.allowed) } : summary.stop);
+        }
+      } catch (error) {
+        if (this.stop && isCancellation(error)) return;
+        // The slice workflow itself failed: its items are Failed with the cause chain, and the job stops.
+        const report: ErrorReport = { ...toErrorReport(error, { at: new Date().toISOString() }), type: ErrorTypes.ChildJobFailed, class: 'fatal' };
+        if (!round.selection) {
+          const filled = await engine.fillSlices({ jobId: this.jobId, round: this.round, head: prepared.head, spec: prepared.source, sliceSize: prepared.sliceSize, slices: { from: index, to: index + 1 }, status: 'Failed', reason: 'the slice workflow failed', error: report });
+          state.done.counts = addCounts(state.done.counts, filled.counts);
+          this.finishedFailures += filled.failedItems;
+        }
+        this.stopWith({ kind: 'fatal', report });
+      } finally {
+        this.slicesInFlight -= 1;
+      }
+    };
+    const lanes = Array.from({ length: Math.min(MAX_PARALLEL_SLICES, total) }, async () => {
+      while (state.next < total && !this.stop && !rotate) {
+        if (historyIsLong(prepared.options)) {
+          rotate = true;
+          break;
+        }
+        const index = indexAt(state.next++);
+        await runOne(index);
+        this.drainWhileRunning();
+      }
+    });
+    // Watches requests and failures signalled by running slices while the lanes run.
+    const watcher = (async () => {
+      while (!lanesDone) {
+        await condition(() => lanesDone || this.pending.some((request) => request.kind === 'cancel') || (prepared.allowed !== undefined && !this.stop && this.failedSoFar(round) > prepared.allowed));
+        this.drainWhileRunning();
+        this.checkThreshold(prepared, round);
+      }
+    })();
+    await Promise.all(lanes);
+    lanesDone = true;
+    await watcher;
+    this.drainWhileRunning();
+    if (rotate && !this.stop) return 'rotate';
+    let fill: { counts: Tally['counts'] } | undefined;
+    if (this.stop && state.next < total && !round.selection) {
+      // Never started: Cancelled records are made from the stored spec by an activity, not through history.
+      const reason = this.stop.kind === 'cancelled' ? `job cancelled: ${this.stop.reason}` : `job ended early by ${this.stop.report.type}`;
+      const filled = await engine.fillSlices({ jobId: this.jobId, round: this.round, head: prepared.head, spec: prepared.source, sliceSize: prepared.sliceSize, slices: { from: state.next, to: total }, status: 'Cancelled', reason });
+      fill = { counts: filled.counts };
+      state.done.counts = addCounts(state.done.counts, filled.counts);
+      state.next = total;
+    }
+    return { summaries, ...(fill ? { fill } : {}) };
+  }
+
+  /** Builds and publishes the round's result: counts, failures, manifest, archive, webhook. */
+  private async settle(prepared: Prepared, round: RoundRun, ran: { summaries: SliceSummary[] }): Promise<void> {
+    this.phase = 'settling';
+    let tally: Tally;
+    let records: OutputRecord[] | undefined;
+    let manifest: string | undefined;
+    let storageFailure: ErrorReport | undefined;
+    const metrics = { bytesIn: 0, bytesOut: 0, attempts: 0 };
+    for (const summary of ran.summaries) {
+      metrics.bytesIn += summary.bytesIn;
+      metrics.bytesOut += summary.bytesOut;
+      metrics.attempts += summary.attempts;
+    }
+    const inlineSummary = ran.summaries[0];
+    if (prepared.inline && inlineSummary?.records.kind === 'inline') {
+      records = inlineSummary.records.records;
+      tally = tallyRecords(emptyTally(), records);
+    } else {
+      try {
+        const assembled = await engine.assembleSlices({ jobId: this.jobId, round: this.round, sliceCount: prepared.sliceCount, inlineLimit: INLINE_OUTPUT_LIMIT });
+        tally = assembled.tally;
+        manifest = assembled.manifest;
+        records = assembled.records;
+      } catch (error) {
+        storageFailure = { ...toErrorReport(error, { at: new Date().toISOString(), step: 'manifest' }), class: 'fatal' };
+        tally = emptyTally();
+        tally.counts = round.sliced && !round.selection ? { ...round.sliced.done.counts } : { ...(this.result?.counts ?? tally.counts) };
+        this.stopWith({ kind: 'fatal', report: storageFailure });
+      }
+    }
+    if (this.result && round.selection) {
+      metrics.bytesIn += this.result.metrics.bytesIn;
+      metrics.bytesOut += this.result.metrics.bytesOut;
+      metrics.attempts += this.result.metrics.attempts;
+    }
+    const stoppedBy = this.stop?.kind === 'fatal' ? this.stop.report : undefined;
+    const ended = this.stop?.kind === 'cancelled' ? 'cancelled' : stoppedBy ? 'fatal' : undefined;
+    const status = deriveJobStatus(tally.counts, ended);
+    const errors = stoppedBy ? [stoppedBy, ...tally.errors.filter((report) => report !== stoppedBy)].slice(0, ERRORS_LIMIT) : tally.errors;
+    const finishedAt = Date.now();
+    const itemsDone = tally.counts.outputs > 0 ? prepared.itemCount : 0;
+    let result: JobResult = {
+      schemaVersion: RESULT_SCHEMA_VERSION,
+      jobId: this.jobId,
+      pipeline: prepared.head.pipeline,
+      success: isSuccess(status),
+      status,
+      round: this.round,
+      counts: { items: prepared.itemCount, ...tally.counts },
+      ...(records && tally.counts.outputs <= INLINE_OUTPUT_LIMIT ? { outputs: records } : {}),
+      ...(manifest ? { manifest } : {}),
+      errors,
+      ...(tally.errorsTruncated || errors.length < tally.errors.length + (stoppedBy ? 1 : 0) ? { errorsTruncated: true } : {}),
+      ...(stoppedBy ? { stoppedBy } : {}),
+      failureCounts: tally.failureCounts,
+      failuresByReason: tally.failuresByReason,
+      ...(tally.truncated ? { truncated: true } : {}),
+      retryable: { items: tally.failedItems, types: Object.keys(tally.failureCounts) },
+      ...(this.stop?.kind === 'cancelled' ? { cancelReason: this.stop.reason } : {}),
+      ...(this.input.retryOf ? { retryOf: this.input.retryOf } : {}),
+      ...(this.result?.notifications ? { notifications: this.result.notifications } : {}),
+      metrics: {
+        startedAt: new Date(this.startedAt).toISOString(),
+        finishedAt: new Date(finishedAt).toISOString(),
+        elapsedMs: finishedAt - this.startedAt,
+        ...metrics,
+        itemsPerSec: finishedAt > this.startedAt ? Math.round((itemsDone / ((finishedAt - this.startedAt) / 1000)) * 100) / 100 : itemsDone,
+      },
+    };
+    if (prepared.options.archive && prepared.head.destination && !ended) {
+      const archive = await this.runArchive(prepared.head.destination, result);
+      result = { ...result, archive, ...(archive.error ? { errors: [...result.errors, archive.error] } : {}) };
+    }
+    this.result = result;
+    this.runner = undefined;
+    this.publish(result);
+    this.settled = true;
+    log.info('job settled', { jobId: this.jobId, status, round: this.round });
+    const notification = await this.sendWebhook(result, prepared.head);
+    if (notification) this.result = { ...this.result, notifications: [...(this.result.notifications ?? []), notification] };
+  }
+
+  /** The archive child runs in its own scope: a cancel that arrives meanwhile stops it. */
+  private async runArchive(destination: string, result: JobResult): Promise<NonNullable<JobResult['archive']>> {
+    const scope = new CancellationScope({ cancellable: true });
+    let done = false;
+    const work = scope.run(() =>
+      executeChild<typeof archiveWorkflow>(WORKFLOW_TYPES.archive, {
+        workflowId: archiveWorkflowId(this.jobId, this.round),
+        args: [{ jobId: this.jobId, round: this.round, destination, ...(result.outputs ? { outputs: result.outputs } : {}), ...(result.manifest ? { manifest: result.manifest } : {}) }],
+        staticSummary: `archive of job ${this.jobId} (round ${this.round})`,
+        cancellationType: 'WAIT_CANCELLATION_COMPLETED',
+      }),
+    );
+    const watcher = (async () => {
+      await condition(() => done || this.pending.some((request) => request.kind === 'cancel'));
+      if (!done) scope.cancel();
+    })();
+    try {
+      const summary = await work;
+      return { ...(summary.location ? { location: summary.location } : {}), files: summary.files, missing: summary.missing, ...(summary.skipped ? { skipped: summary.skipped } : {}), ...(summary.missingFiles.length > 0 ? { missingFiles: summary.missingFiles } : {}) };
+    } catch (error) {
+      // The archive is an extra: its failure or cancellation is reported, the outputs stand.
+      return { files: 0, missing: 0, ...(isCancellation(error) ? { skipped: 'cancelled' } : {}), error: toErrorReport(error, { at: new Date().toISOString(), step: 'archive' }) };
+    } finally {
+      done = true;
+      await watcher;
+    }
+  }
+
+  private async sendWebhook(result: JobResult, head: SpecHead): Promise<Notification | undefined> {
+    const webhook = head.options?.webhook;
+    if (!webhook) return undefined;
+    try {
+      return await notify.deliverWebhook({ webhook: { url: webhook.url, secretEncrypted: webhook.secretEncrypted, secretRef: webhook.secretRef }, result });
+    } catch (error) {
+      const report = toErrorReport(error, { at: new Date().toISOString(), step: 'notify' });
+      return { kind: 'webhook', url: webhook.url, delivered: false, attempts: 0, error: report, round: result.round, at: report.at };
+    }
+  }
+
+  /** After a round settled: handle queued requests, keep the retry window, or close. */
+  private async afterSettle(prepared: Prepared): Promise<RoundRun | 'close' | 'rotate'> {
+    for (;;) {
+      const result = this.result;
+      if (!result) return 'close';
+      const cancels = this.pending.filter((request) => request.kind === 'cancel');
+      if (cancels.length > 0) {
+        // Every item has settled: a cancel closes the job; queued retries are not run.
+        this.pending = this.pending.filter((request) => request.kind !== 'cancel');
+        for (const request of cancels) {
+          if (request.kind !== 'cancel') continue;
+          this.cancelReason ??= request.reason;
+          this.answer(request, { accepted: true, effect: 'closed' });
+        }
+        for (const request of this.pending) this.rejectRequest(request, ErrorTypes.JobCancelled, 'the job was cancelled before this retry could run');
+        this.pending = [];
+        return 'close';
+      }
+      const request = this.pending.shift();
+      if (request?.kind === 'retry') {
+        if (this.stop) {
+          this.rejectRequest(request, ErrorTypes.JobClosed, `the job ended (${this.stop.kind === 'fatal' ? this.stop.report.type : 'cancelled'}); start a follow-up job instead`);
+          continue;
+        }
+        const plan = await this.planRetry(prepared, request.selection, result);
+        const count = plan.kind === 'inline' ? plan.ids.length : plan.count;
+        if (count === 0) {
+          this.rejectRequest(request, ErrorTypes.NothingToRetry, 'no failed item matches the selection');
+          continue;
+        }
+        this.round += 1;
+        this.windowEndsAt = undefined;
+        this.answer(request, { queued: plan.ids.slice(0, QUEUED_IDS_LISTED), queuedCount: count, round: this.round });
+        const baseFailed = result.retryable.items - count;
+        if (plan.kind === 'inline') return { selection: request.selection, baseFailed };
+        const bases: Record<number, string> = {};
+        for (const slice of plan.slices) bases[slice.index] = slice.base;
+        return { selection: request.selection, baseFailed, sliced: { slices: plan.slices.map((slice) => slice.index), next: 0, done: emptySlicesTally(), bases } };
+      }
+      const open = result.retryable.items > 0 && !this.stop && prepared.options.retryWindowMs > 0;
+      if (!open) return 'close';
+      this.windowEndsAt ??= Date.now() + prepared.options.retryWindowMs;
+      if (historyIsLong(prepared.options)) return 'rotate';
+      this.phase = 'retry-window';
+      setCurrentDetails(`${describe(result)}\nOpen for retry until ${new Date(this.windowEndsAt).toISOString()}.`);
+      const arrived = await condition(() => this.pending.length > 0, Math.max(1, this.windowEndsAt - Date.now()));
+      // A request that lands in the same activation as the window's end is still handled.
+      if (!arrived && this.pending.length === 0) return 'close';
+    }
+  }
+
+  private async planRetry(prepared: Prepared, selection: RetryRequest, result: JobResult): Promise<RetryPlan> {
+    if (prepared.inline) return { kind: 'inline', ids: itemsToRetry(result.outputs ?? [], selection) };
+    return { kind: 'sliced', ...(await engine.planSliceRetry({ jobId: this.jobId, round: this.round, sliceCount: prepared.sliceCount, selection, listLimit: QUEUED_IDS_LISTED })) };
+  }
+
+  private rejectRequest(request: JobRequest, type: string, reason: string): void {
+    this.reject({ kind: request.kind, origin: request.origin, type, reason, ...(request.kind === 'retry' ? { selection: request.selection } : {}) }, request.id);
+  }
+
+  private async close(): Promise<JobResult> {
+    this.phase = 'closed';
+    // Handlers still waiting get their answer; anything queued from now on is rejected.
+    for (;;) {
+      for (const request of this.pending) this.rejectRequest(request, ErrorTypes.JobClosed, 'the job closed before this request could run');
+      this.pending = [];
+      await condition(allHandlersFinished);
+      if (this.pending.length === 0) break;
+    }
+    const result: JobResult = {
+      ...(this.result as JobResult),
+      ...(this.cancelReason && !this.result?.cancelReason ? { cancelReason: this.cancelReason } : {}),
+      ...(this.rejected.length > 0 ? { rejectedRequests: this.rejected.slice(-100) } : {}),
+    };
+    this.result = result;
+    this.publish(result);
+    return result;
+  }
+
+  private async continueAsNew(round: RoundRun | undefined): Promise<never> {
+    this.rotating = true;
+    // Updates cannot cross continue-as-new: their callers are told to ask again (the client does so itself).
+    for (const request of this.pending) if (request.origin === 'update') this.rejectRequest(request, ErrorTypes.JobRotating, 'the job continued as new; ask again');
+    this.pending = this.pending.filter((request) => request.origin === 'signal');
+    await condition(allHandlersFinished);
+    const carry: JobCarry = {
+      round: this.round,
+      startedAt: this.startedAt,
+      pending: this.pending,
+      rejected: this.rejected.slice(-100),
+      ...(this.stop ? { stop: this.stop } : {}),
+      ...(round ? { running: roundCarry(round) } : {}),
+      ...(this.result ? { result: this.result } : {}),
+      ...(this.windowEndsAt !== undefined ? { windowEndsAt: this.windowEndsAt } : {}),
+      nextRequestId: this.nextRequestId,
+    };
+    return continueAsNew<(input: JobInput) => Promise<JobResult>>({ job: this.input.job, ...(this.input.retryOf ? { retryOf: this.input.retryOf } : {}), carry });
+  }
+
+  private publish(current: JobResult): void {
+    upsertSearchAttributes([
+      { key: SearchKeys.status, value: current.status },
+      { key: SearchKeys.hasErrors, value: current.counts.Failed > 0 || current.errors.length > 0 },
+      { key: SearchKeys.failedCount, value: current.counts.Failed },
+    ]);
+    setCurrentDetails(describe(current));
+  }
+}
+
+function roundCarry(round: RoundRun): RoundCarry {
+  const selection = round.selection ? { selection: round.selection } : {};
+  if (round.inline?.carry) return { ...round.inline.carry, ...selection };
+  const sliced = round.sliced ?? { slices: undefined, next: 0, done: emptySlicesTally(), bases: {} };
+  return { kind: 'sliced', ...selection, slices: sliced.slices ?? [], next: sliced.next, done: sliced.done, baseFailed: round.baseFailed, bases: sliced.bases };
+}
+
+function historyIsLong(options: ResolvedOptions): boolean {
+  const info = workflowInfo();
+  return info.continueAsNewSuggested || info.historyLength > options.rotateAfterEvents;
+}
+
+function isCancellation(error: unknown): boolean {
+  return error instanceof ChildWorkflowFailure ? error.cause?.name === 'CancelledFailure' : (error as { name?: string } | null)?.name === 'CancelledFailure';
+}
+
+function addCounts(into: Tally['counts'], more: Tally['counts']): Tally['counts'] {
+  const sum = { ...into };
+  for (const key of Object.keys(more) as (keyof Tally['counts'])[]) sum[key] += more[key];
+  return sum;
+}
+
+export function describe(result: JobResult): string {
+  const c = result.counts;
+  const lines = [
+    `${result.status} (round ${result.round}): ${c.items} item(s), ${c.outputs} output(s) — ${c.Available} Available, ${c.Missing} Missing, ${c.Failed} Failed, ${c.Unsolved} Unsolved, ${c.Skipped} Skipped, ${c.Cancelled} Cancelled.`,
+  ];
+  if (result.stoppedBy) lines.push(`Stopped by ${result.stoppedBy.type}: ${result.stoppedBy.message}`);
+  for (const [type, ids] of Object.entries(result.failuresByReason)) {
+    lines.push(`- ${type}: ${result.failureCounts[type] ?? ids.length} item(s), e.g. ${ids.slice(0, 5).join(', ')}`);
+  }
+  if (result.cancelReason) lines.push(`Cancelled: ${result.cancelReason}`);
+  return lines.join('\n');
+}
+

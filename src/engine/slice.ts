@@ -1,0 +1,147 @@
+/**
+ * One slice of a job (a contiguous item range) through the item runner. The same code runs a
+ * small job's only slice inside the job workflow (records kept inline) and each slice of a large
+ * job in a slice child workflow (records in job storage); both return the same summary.
+ * A retry round runs only the selected failed items and merges their records into the slice's.
+ */
+import { proxyActivities } from '@temporalio/workflow';
+import type { createEngineActivities } from '../activities/engine';
+import {
+  type JobItem,
+  type OutputRecord,
+  type PipelineDefinition,
+  type RecordsLocation,
+  type SliceCarry,
+  type SliceInput,
+  type SliceSummary,
+  itemsToRetry,
+  mergeRecords,
+  nonRetryableErrorTypes,
+  outputsForItem,
+  resolveJobOptions,
+  tallyRecords,
+  emptyTally,
+} from '../shared';
+import { ItemRunner, type RunnerHooks } from './runner';
+
+/** Records per activity payload: far below 2 MB even for records with long locations. */
+export const RECORDS_PER_PAYLOAD = 2_000;
+
+export const storageActivities = proxyActivities<ReturnType<typeof createEngineActivities>>({
+  startToCloseTimeout: '10m',
+  heartbeatTimeout: '2m',
+  retry: { maximumAttempts: 5, initialInterval: '1s', nonRetryableErrorTypes },
+});
+
+export interface SliceHooks {
+  runner?: RunnerHooks;
+  /** Told about each new failed item of this run. */
+  onFailure?: (newFailures: number) => void;
+  /** The runner of the current run (progress queries). */
+  onRunner?: (runner: ItemRunner) => void;
+}
+
+export type SliceOutcome = { kind: 'done'; summary: SliceSummary } | { kind: 'rotate'; carry: SliceCarry };
+
+/** Writes records in bounded payloads; returns the part locations. */
+async function writeParts(jobId: string, name: string, records: readonly OutputRecord[]): Promise<string[]> {
+  const parts: string[] = [];
+  for (let from = 0; from < records.length; from += RECORDS_PER_PAYLOAD) {
+    parts.push(await storageActivities.writeRecords({ jobId, part: `${name}-${parts.length}`, records: records.slice(from, from + RECORDS_PER_PAYLOAD) }));
+  }
+  return parts;
+}
+
+async function loadItems(input: SliceInput): Promise<JobItem[]> {
+  return input.items.kind === 'inline' ? input.items.items : storageActivities.loadItems({ ref: input.items.ref, from: input.items.from, to: input.items.to });
+}
+
+/** The items this run works on: all of them, or those a retry selects (with corrected sources). */
+async function itemsToRun(input: SliceInput): Promise<JobItem[]> {
+  const items = await loadItems(input);
+  if (input.mode.kind === 'first') return items;
+  const { selection, base } = input.mode;
+  const ids = new Set(base.kind === 'inline' ? itemsToRetry(base.records, selection) : await storageActivities.selectRetryItems({ base: base.location, selection }));
+  return items.filter((item) => ids.has(item.id)).map((item) => (selection.sources?.[item.id] ? { ...item, source: selection.sources[item.id] } : item));
+}
+
+export async function runSlice(input: SliceInput, pipeline: PipelineDefinition, scopeId: string, hooks: SliceHooks = {}): Promise<SliceOutcome> {
+  const carry = input.resume;
+  const snapshot = carry?.snapshot ?? ItemRunner.initialState((await itemsToRun(input)).map((item) => ({ item, outputs: outputsForItem(input.head, item, pipeline) })));
+  const ran = carry ? undefined : snapshot.items.length;
+  const options = { ...resolveJobOptions(input.head, snapshot.items.length), batchSize: input.batchSize, concurrency: input.concurrency };
+  const runner = new ItemRunner(
+    {
+      job: { jobId: input.jobId, pipeline: input.head.pipeline, params: input.head.params, destination: input.head.destination },
+      pipeline,
+      options,
+      scopeId,
+      ...(input.allowedFailures !== undefined ? { allowedFailures: input.allowedFailures } : {}),
+      initialFailures: carry?.newFailures ?? 0,
+      ...(hooks.onFailure ? { onFailure: hooks.onFailure } : {}),
+    },
+    snapshot,
+  );
+  hooks.onRunner?.(runner);
+  const outcome = await runner.run(hooks.runner);
+  const segments = [...(carry?.segments ?? [])];
+  let bytesIn = carry?.bytesIn ?? 0;
+  let bytesOut = carry?.bytesOut ?? 0;
+  if (outcome === 'rotate') {
+    if (input.keep === 'stored') {
+      // Finished records go to storage so the carried state stays small.
+      const taken = runner.takeFinished();
+      segments.push(...(await writeParts(input.jobId, `slice-${input.sliceIndex}-r${input.round}-seg${segments.length}`, taken.records)));
+      bytesIn += taken.bytesIn;
+      bytesOut += taken.bytesOut;
+    }
+    return { kind: 'rotate', carry: { snapshot: runner.snapshot(), segments, newFailures: runner.failedItems, bytesIn, bytesOut } };
+  }
+  for (const state of runner.states) {
+    bytesIn += state.bytesIn ?? 0;
+    bytesOut += state.bytesOut ?? 0;
+  }
+  // In a retry round only finished items replace their records; the rest keep their earlier ones.
+  const own = input.mode.kind === 'first' ? runner.finalRecords() : runner.states.flatMap((state) => (state.phase === 'done' ? (state.records ?? []) : []));
+  let records: RecordsLocation;
+  let counts: SliceSummary['counts'];
+  let failedItems: number;
+  const base = input.mode.kind === 'retry' ? input.mode.base : undefined;
+  if (input.keep === 'inline') {
+    const all = base?.kind === 'inline' ? mergeRecords(base.records, own) : own;
+    const tally = tallyRecords(emptyTally(), all);
+    records = { kind: 'inline', records: all };
+    counts = tally.counts;
+    failedItems = tally.failedItems;
+  } else {
+    const parts = [...segments, ...(await writeParts(input.jobId, `slice-${input.sliceIndex}-r${input.round}-final`, own))];
+    if (base?.kind === 'stored') {
+      const overlay = await storageActivities.joinParts({ jobId: input.jobId, part: `slice-${input.sliceIndex}-r${input.round}-overlay`, parts });
+      const merged = await storageActivities.mergeSliceRecords({ jobId: input.jobId, sliceIndex: input.sliceIndex, round: input.round, base: base.location, overlay });
+      records = { kind: 'stored', location: merged.location };
+      counts = merged.counts;
+      failedItems = merged.failedItems;
+    } else {
+      const written = await storageActivities.writeSliceRecords({ jobId: input.jobId, sliceIndex: input.sliceIndex, round: input.round, parts });
+      records = { kind: 'stored', location: written.location };
+      counts = written.counts;
+      failedItems = written.failedItems;
+    }
+  }
+  return {
+    kind: 'done',
+    summary: {
+      sliceIndex: input.sliceIndex,
+      items: input.items.kind === 'inline' ? input.items.items.length : input.items.to - input.items.from,
+      counts,
+      failedItems,
+      newFailures: runner.failedItems,
+      ran: ran ?? runner.states.length,
+      bytesIn,
+      bytesOut,
+      attempts: runner.attempts,
+      ...(runner.stop ? { stop: runner.stop } : {}),
+      records,
+    },
+  };
+}

@@ -1,0 +1,72 @@
+/**
+ * A slice of a large job as a child workflow: the shared slice code with its records in job
+ * storage. While the job has a failure threshold it signals each new failure to its job, so the
+ * job can stop as soon as failures job-wide exceed it.
+ */
+import {
+  ApplicationFailure,
+  CancellationScope,
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  getExternalWorkflowHandle,
+  log,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { runSlice } from '../engine/slice';
+import type { ItemRunner } from '../engine/runner';
+import { builtInPipelines } from '../pipelines';
+import { ErrorTypes, type SliceInput, type SliceSummary, type StopReason, sliceFailuresSignal } from '../shared';
+
+export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
+  const pipeline = builtInPipelines[input.head.pipeline];
+  if (!pipeline) throw ApplicationFailure.create({ type: ErrorTypes.InvalidSpec, message: `unknown pipeline "${input.head.pipeline}"`, nonRetryable: true });
+  const info = workflowInfo();
+  let stop: StopReason | undefined;
+  let runner: ItemRunner | undefined;
+  CancellationScope.current().cancelRequested.catch(() => {
+    stop = { kind: 'cancelled', reason: 'the job stopped this slice' };
+  });
+
+  // Failure reports to the job: at most one signal in flight, always the latest count.
+  let reported = input.resume?.newFailures ?? 0;
+  let latest = reported;
+  let sending: Promise<void> | undefined;
+  const parent = info.parent ? getExternalWorkflowHandle(info.parent.workflowId, info.parent.runId) : undefined;
+  const report = () => {
+    if (!parent || sending || latest === reported) return;
+    const count = latest;
+    sending = parent
+      .signal(sliceFailuresSignal, { sliceIndex: input.sliceIndex, round: input.round, newFailures: count })
+      .then(
+        () => void (reported = count),
+        (error: unknown) => log.warn('could not report failures to the job', { error: String(error) }),
+      )
+      .finally(() => {
+        sending = undefined;
+        report();
+      });
+  };
+
+  return CancellationScope.nonCancellable(async () => {
+    const outcome = await runSlice(input, pipeline, info.workflowId, {
+      runner: { pending: () => stop !== undefined && runner?.stop === undefined, drain: () => stop && runner?.requestStop(stop) },
+      onRunner: (current) => (runner = current),
+      ...(input.reportFailures && parent
+        ? {
+            onFailure: (count: number) => {
+              latest = count;
+              report();
+            },
+          }
+        : {}),
+    });
+    await condition(() => sending === undefined);
+    if (outcome.kind === 'rotate') {
+      await condition(allHandlersFinished);
+      return continueAsNew<typeof sliceWorkflow>({ ...input, resume: outcome.carry });
+    }
+    await condition(allHandlersFinished);
+    return outcome.summary;
+  });
+}
