@@ -154,8 +154,12 @@ export function buildProgram(): Command {
           ...(Object.keys(sources).length > 0 ? { sources } : {}),
         });
         if (opts.json) console.log(JSON.stringify(response));
-        else if (response.followUp) console.log(`job ${jobId} is closed; started follow-up job ${response.jobId} with ${response.queued.length} item(s): ${response.queued.join(', ')}`);
-        else console.log(`queued ${response.queued.length} item(s) for round ${response.round} of ${jobId}: ${response.queued.join(', ')}`);
+        else {
+          const more = response.queuedCount > response.queued.length ? ` … (+${response.queuedCount - response.queued.length} more)` : '';
+          const ids = response.queued.slice(0, 20).join(', ') + (response.queued.length > 20 && !more ? ' …' : more);
+          if (response.followUp) console.log(`job ${jobId} is closed; started follow-up job ${response.jobId} with ${response.queuedCount} item(s): ${ids}`);
+          else console.log(`queued ${response.queuedCount} item(s) for round ${response.round} of ${jobId}: ${ids}`);
+        }
       });
     });
 
@@ -166,8 +170,8 @@ export function buildProgram(): Command {
     .option('--reason <text>', 'why (kept in the result)')
     .action(async (jobId: string, opts: { reason?: string }) => {
       await withClient(async (client) => {
-        await client.cancel(jobId, opts.reason);
-        console.log(`cancel requested for ${jobId}`);
+        const response = await client.cancel(jobId, opts.reason);
+        console.log(response.effect === 'closed' ? `${jobId}: every item had settled; the job is closed` : `cancel requested for ${jobId}`);
       });
     });
 

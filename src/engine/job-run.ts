@@ -152,6 +152,8 @@ export class JobRun {
   private readonly liveFailures = new Map<number, number>();
   private finishedFailures = 0;
   private slicesInFlight = 0;
+  /** Reports about the job's own machinery (storage) that belong in `errors` beside the items'. */
+  private extraErrors: ErrorReport[] = [];
 
   constructor(private readonly input: JobInput) {
     const carry = input.carry;
@@ -508,12 +510,12 @@ export class JobRun {
         if (this.stop && isCancellation(error)) return;
         // The slice workflow itself failed: its items are Failed with the cause chain, and the job stops.
         const report: ErrorReport = { ...toErrorReport(error, { at: new Date().toISOString() }), type: ErrorTypes.ChildJobFailed, class: 'fatal' };
+        this.stopWith({ kind: 'fatal', report });
         if (!round.selection) {
-          const filled = await engine.fillSlices({ jobId: this.jobId, round: this.round, head: prepared.head, spec: prepared.source, sliceSize: prepared.sliceSize, slices: { from: index, to: index + 1 }, status: 'Failed', reason: 'the slice workflow failed', error: report });
+          const filled = await this.fill(prepared, { from: index, to: index + 1 }, 'Failed', 'the slice workflow failed', report);
           state.done.counts = addCounts(state.done.counts, filled.counts);
           this.finishedFailures += filled.failedItems;
         }
-        this.stopWith({ kind: 'fatal', report });
       } finally {
         this.slicesInFlight -= 1;
       }
@@ -546,12 +548,30 @@ export class JobRun {
     if (this.stop && state.next < total && !round.selection) {
       // Never started: Cancelled records are made from the stored spec by an activity, not through history.
       const reason = this.stop.kind === 'cancelled' ? `job cancelled: ${this.stop.reason}` : `job ended early by ${this.stop.report.type}`;
-      const filled = await engine.fillSlices({ jobId: this.jobId, round: this.round, head: prepared.head, spec: prepared.source, sliceSize: prepared.sliceSize, slices: { from: state.next, to: total }, status: 'Cancelled', reason });
+      const filled = await this.fill(prepared, { from: state.next, to: total }, 'Cancelled', reason);
       fill = { counts: filled.counts };
       state.done.counts = addCounts(state.done.counts, filled.counts);
       state.next = total;
     }
     return { summaries, ...(fill ? { fill } : {}) };
+  }
+
+  /**
+   * Records for slices that never ran or whose workflow failed, written by an activity. If storage
+   * fails too, the counts are still kept (from the spec's shape) and the storage failure is reported.
+   */
+  private async fill(prepared: Prepared, slices: { from: number; to: number }, status: 'Cancelled' | 'Failed', reason: string, error?: ErrorReport): Promise<{ counts: Tally['counts']; failedItems: number }> {
+    try {
+      return await engine.fillSlices({ jobId: this.jobId, round: this.round, head: prepared.head, spec: prepared.source, sliceSize: prepared.sliceSize, slices, status, reason, ...(error ? { error } : {}) });
+    } catch (failure) {
+      this.extraErrors.push({ ...toErrorReport(failure, { at: new Date().toISOString(), step: 'records' }), class: 'fatal' });
+      const from = slices.from * prepared.sliceSize;
+      const to = Math.min(prepared.itemCount, slices.to * prepared.sliceSize);
+      const perItem = (item?: Parameters<typeof outputsForItem>[1]) => outputsForItem(prepared.head, item ?? {}, prepared.pipeline).length;
+      const outputs = prepared.source.kind === 'inline' ? prepared.source.items.slice(from, to).reduce((sum, item) => sum + perItem(item), 0) : (to - from) * perItem();
+      const counts = { ...emptyStatusCounts(), outputs, [status]: outputs };
+      return { counts, failedItems: status === 'Failed' ? to - from : 0 };
+    }
   }
 
   /** Builds and publishes the round's result: counts, failures, manifest, archive, webhook. */
@@ -579,6 +599,7 @@ export class JobRun {
         records = assembled.records;
       } catch (error) {
         storageFailure = { ...toErrorReport(error, { at: new Date().toISOString(), step: 'manifest' }), class: 'fatal' };
+        this.extraErrors.push(storageFailure);
         tally = emptyTally();
         tally.counts = round.sliced && !round.selection ? { ...round.sliced.done.counts } : { ...(this.result?.counts ?? tally.counts) };
         this.stopWith({ kind: 'fatal', report: storageFailure });
@@ -592,7 +613,10 @@ export class JobRun {
     const stoppedBy = this.stop?.kind === 'fatal' ? this.stop.report : undefined;
     const ended = this.stop?.kind === 'cancelled' ? 'cancelled' : stoppedBy ? 'fatal' : undefined;
     const status = deriveJobStatus(tally.counts, ended);
-    const errors = stoppedBy ? [stoppedBy, ...tally.errors.filter((report) => report !== stoppedBy)].slice(0, ERRORS_LIMIT) : tally.errors;
+    const own = [...(stoppedBy ? [stoppedBy] : []), ...this.extraErrors.filter((report) => report !== stoppedBy)];
+    const itemErrors = tally.errors.filter((report) => !own.some((mine) => sameReport(mine, report)));
+    const errors = [...own, ...itemErrors].slice(0, ERRORS_LIMIT);
+    this.extraErrors = [];
     const finishedAt = Date.now();
     const itemsDone = tally.counts.outputs > 0 ? prepared.itemCount : 0;
     let result: JobResult = {
@@ -606,7 +630,7 @@ export class JobRun {
       ...(records && tally.counts.outputs <= INLINE_OUTPUT_LIMIT ? { outputs: records } : {}),
       ...(manifest ? { manifest } : {}),
       errors,
-      ...(tally.errorsTruncated || errors.length < tally.errors.length + (stoppedBy ? 1 : 0) ? { errorsTruncated: true } : {}),
+      ...(tally.errorsTruncated || errors.length < itemErrors.length + own.length ? { errorsTruncated: true } : {}),
       ...(stoppedBy ? { stoppedBy } : {}),
       failureCounts: tally.failureCounts,
       failuresByReason: tally.failuresByReason,
@@ -798,6 +822,10 @@ function historyIsLong(options: ResolvedOptions): boolean {
 
 function isCancellation(error: unknown): boolean {
   return error instanceof ChildWorkflowFailure ? error.cause?.name === 'CancelledFailure' : (error as { name?: string } | null)?.name === 'CancelledFailure';
+}
+
+function sameReport(a: ErrorReport, b: ErrorReport): boolean {
+  return a.type === b.type && a.item === b.item && a.at === b.at && a.message === b.message;
 }
 
 function addCounts(into: Tally['counts'], more: Tally['counts']): Tally['counts'] {

@@ -199,7 +199,7 @@ describe('job engine (real dev server)', () => {
     const child = result.errors.find((error) => error.type === ErrorTypes.ChildJobFailed);
     assert.ok(child, JSON.stringify(result.errors));
     assert.equal(child.class, 'fatal');
-    assert.match(String(child.details.childJobId), /^child-failure\/shard-\d+$/);
+    assert.match(String(child.details.childJobId), /^child-failure\/slice-\d+-r1$/);
     const cause = child.details.cause as { type: string; class: string; details: Record<string, unknown> };
     assert.equal(cause.type, ErrorTypes.StorageUnwritable);
     assert.equal(cause.details.activityType, 'writeRecords');
@@ -245,7 +245,7 @@ describe('long histories continue-as-new (job and shards)', () => {
     assert.equal(result.counts.Available, 200);
     assert.equal(result.counts.outputs, 200);
     let shardRuns = 0;
-    for await (const _ of env.client.client.workflow.list({ query: `WorkflowId STARTS_WITH '${jobId}/shard-'` })) shardRuns++;
-    assert.ok(shardRuns > 2, `shards continued as new (${shardRuns} runs for 2 shards)`);
+    for await (const _ of env.client.client.workflow.list({ query: `WorkflowId STARTS_WITH '${jobId}/slice-'` })) shardRuns++;
+    assert.ok(shardRuns > 2, `slices continued as new (${shardRuns} runs for 2 slices)`);
   });
 });
