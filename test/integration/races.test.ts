@@ -1,0 +1,253 @@
+/**
+ * Message races, decided deterministically: the time-skipping server, mocked activities that
+ * block until the test releases them, and messages sent while no worker runs so they land in one
+ * workflow activation. Each case closes with a result and answers every request (no hang).
+ */
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { WorkflowUpdateFailedError, WorkflowUpdateStage } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { Worker } from '@temporalio/worker';
+import { temporal } from '@temporalio/proto';
+import { FaultlineClient } from '../../src/client';
+import { loadConfig } from '../../src/config';
+import { ensureTestServer } from '../../src/devserver/temporal-cli';
+import { createLogger } from '../../src/logger';
+import {
+  ErrorTypes,
+  type JobResult,
+  type RunBatchInput,
+  type RunBatchResult,
+  SEARCH_ATTRIBUTES,
+  SearchKeys,
+  awaitResultUpdate,
+  cancelSignal,
+  retryUpdate,
+} from '../../src/shared';
+import { createFaultlineWorker } from '../../src/worker';
+import { syntheticSpec, workflowBundle } from '../helpers/env';
+
+const TASK_QUEUE = 'faultline-races';
+let testEnv: TestWorkflowEnvironment;
+let client: FaultlineClient;
+let worker: { worker: Worker; running: Promise<void> } | undefined;
+
+/** Activities that block until the test releases them. */
+class Gate {
+  private slots = new Map<string, { entered: Promise<void>; enter: () => void; released: Promise<void>; release: () => void }>();
+  private slot(key: string) {
+    let slot = this.slots.get(key);
+    if (!slot) {
+      const next = {} as { entered: Promise<void>; enter: () => void; released: Promise<void>; release: () => void };
+      next.entered = new Promise<void>((resolve) => (next.enter = resolve));
+      next.released = new Promise<void>((resolve) => (next.release = resolve));
+      this.slots.set(key, next);
+      slot = next;
+    }
+    return slot;
+  }
+  async pass(key: string): Promise<void> {
+    const slot = this.slot(key);
+    slot.enter();
+    await slot.released;
+  }
+  entered(key: string): Promise<void> {
+    return this.slot(key).entered;
+  }
+  release(key: string): void {
+    this.slot(key).release();
+  }
+  reset(): void {
+    this.slots = new Map();
+  }
+}
+const gate = new Gate();
+/** Items whose id starts with `gate-` wait at the gate (keyed by item id) before succeeding. */
+const held = new Set<string>();
+
+async function runBatch(input: RunBatchInput): Promise<RunBatchResult> {
+  const outcomes: RunBatchResult['outcomes'] = [];
+  for (const entry of input.entries) {
+    const params = (entry.item.params ?? {}) as { outcome?: string; failUntilRun?: number };
+    if (held.has(entry.item.id)) await gate.pass(entry.item.id);
+    if (params.outcome === 'unprocessable' && entry.run <= (params.failUntilRun ?? Infinity)) {
+      outcomes.push({ item: entry.item.id, error: { schemaVersion: 1, type: ErrorTypes.ItemUnprocessable, class: 'unprocessable', message: 'declared', details: {}, item: entry.item.id, at: new Date().toISOString() } });
+      continue;
+    }
+    outcomes.push({ item: entry.item.id, records: entry.outputs.map((output) => ({ item: entry.item.id, output, status: 'Available' as const })), bytesIn: 0, bytesOut: 0 });
+  }
+  return { outcomes, notStarted: [] };
+}
+
+async function packArchive(): Promise<{ files: number; missing: number; missingFiles: string[] }> {
+  await gate.pass('archive');
+  return { files: 1, missing: 0, missingFiles: [] };
+}
+
+async function deliverWebhook(input: { webhook: { url: string }; result: JobResult }) {
+  await gate.pass(`webhook-${input.result.round}`);
+  return { kind: 'webhook' as const, url: input.webhook.url, delivered: true, attempts: 1, lastStatus: 204, round: input.result.round, at: new Date().toISOString() };
+}
+
+async function startWorker(): Promise<void> {
+  const config = loadConfig({ ...process.env, FAULTLINE_TASK_QUEUE: TASK_QUEUE, FAULTLINE_LOG_LEVEL: 'error', FAULTLINE_SECRET_KEY: 'b'.repeat(64) });
+  const created = await createFaultlineWorker({
+    config,
+    logger: createLogger({ level: 'error', format: 'json' }),
+    connection: testEnv.nativeConnection,
+    workflowBundle: await workflowBundle(),
+    extraActivities: { runBatch, packArchive, deliverWebhook } as never,
+  });
+  worker = { worker: created.worker, running: created.worker.run() };
+}
+
+async function stopWorker(): Promise<void> {
+  if (!worker) return;
+  worker.worker.shutdown();
+  await worker.running;
+  worker = undefined;
+}
+
+before(async () => {
+  testEnv = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: ensureTestServer() } } });
+  const types = { Keyword: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, Bool: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_BOOL, Int: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_INT };
+  await testEnv.connection.operatorService.addSearchAttributes({
+    namespace: 'default',
+    searchAttributes: Object.fromEntries(Object.entries(SEARCH_ATTRIBUTES).map(([name, type]) => [name, types[type]])),
+  });
+  const config = loadConfig({ ...process.env, FAULTLINE_TASK_QUEUE: TASK_QUEUE, FAULTLINE_SECRET_KEY: 'b'.repeat(64) });
+  client = await FaultlineClient.connect({ config, connection: testEnv.connection });
+});
+
+beforeEach(async () => {
+  gate.reset();
+  held.clear();
+  if (!worker) await startWorker();
+});
+
+after(async () => {
+  await stopWorker();
+  await testEnv?.teardown();
+});
+
+const failing = (id: string) => ({ id, params: { outcome: 'unprocessable' } });
+
+/** The job's final result, skipping time while waiting. */
+async function finalResult(jobId: string): Promise<JobResult> {
+  return (await testEnv.client.workflow.getHandle(jobId).result()) as JobResult;
+}
+
+function rejectionType(error: unknown): string | undefined {
+  return error instanceof WorkflowUpdateFailedError && error.cause instanceof ApplicationFailure ? (error.cause.type ?? undefined) : undefined;
+}
+
+describe('message races (time-skipping server, one activation)', () => {
+  it('retry and cancel in the same activation of the retry window: cancel wins, retry is rejected with a type, the job closes', async () => {
+    const { jobId } = await client.start(syntheticSpec([{ id: 'ok' }, failing('bad')], { retryWindow: '1h' }), { jobId: 'race-retry-cancel' });
+    await client.result(jobId);
+    await stopWorker();
+    const handle = client.handle(jobId);
+    const retry = handle.startUpdate(retryUpdate, { args: [{}], waitForStage: WorkflowUpdateStage.ACCEPTED });
+    await handle.signal(cancelSignal, { reason: 'race' });
+    await startWorker();
+    const settled = await Promise.allSettled([retry.then((update) => update.result())]);
+    const result = await finalResult(jobId);
+    assert.equal(result.status, 'PartiallySucceeded', 'the Failed item stays Failed, not Cancelled');
+    assert.equal(result.outputs?.find((record) => record.item === 'bad')?.error?.type, ErrorTypes.ItemUnprocessable);
+    assert.equal(result.cancelReason, 'race');
+    const outcome = settled[0];
+    if (outcome?.status === 'fulfilled') assert.fail(`the retry was answered ${JSON.stringify(outcome.value)} but never ran`);
+    // Either the validator saw the queued cancel, or the main loop rejected the retry: both declared types.
+    assert.ok([ErrorTypes.JobCancelled, ErrorTypes.JobClosed].includes(rejectionType(outcome?.reason) as never), String(outcome?.reason));
+  });
+
+  it('a retry that lands with the window timer is still run', async () => {
+    const { jobId } = await client.start(syntheticSpec([{ id: 'ok' }, { id: 'flaky', params: { outcome: 'unprocessable', failUntilRun: 1 } }], { retryWindow: '1h' }), { jobId: 'race-retry-timer' });
+    await client.result(jobId);
+    await stopWorker();
+    await testEnv.sleep('2h');
+    const handle = client.handle(jobId);
+    const retry = handle.startUpdate(retryUpdate, { args: [{}], waitForStage: WorkflowUpdateStage.ACCEPTED });
+    await startWorker();
+    const response = await (await retry).result();
+    assert.deepEqual([response.round, response.queued], [2, ['flaky']]);
+    const result = await finalResult(jobId);
+    assert.equal(result.round, 2);
+    assert.equal(result.status, 'Succeeded');
+  });
+
+  it('awaitResult for a round that never comes resolves with the final result when the window closes', async () => {
+    const { jobId } = await client.start(syntheticSpec([{ id: 'ok' }, failing('bad')], { retryWindow: '1h' }), { jobId: 'race-await-next' });
+    await client.result(jobId);
+    const handle = client.handle(jobId);
+    const waiting = handle.startUpdate(awaitResultUpdate, { args: [{ round: 2 }], waitForStage: WorkflowUpdateStage.ACCEPTED });
+    const result = await finalResult(jobId);
+    const answered = await (await waiting).result();
+    assert.equal(answered.round, 1);
+    assert.equal(answered.status, result.status);
+  });
+
+  it('a retry accepted while the result is being published (webhook) runs as the next round', async () => {
+    held.clear();
+    const { jobId } = await client.start(
+      syntheticSpec([{ id: 'ok' }, { id: 'flaky', params: { outcome: 'unprocessable', failUntilRun: 1 } }], { webhook: { url: 'http://127.0.0.1:9/hook', secretRef: 'env:NONE' } }),
+      { jobId: 'race-retry-settling' },
+    );
+    await gate.entered('webhook-1');
+    const retry = client.handle(jobId).startUpdate(retryUpdate, { args: [{}], waitForStage: WorkflowUpdateStage.ACCEPTED });
+    await retry;
+    gate.release('webhook-1');
+    gate.release('webhook-2');
+    const response = await (await retry).result();
+    assert.equal(response.round, 2);
+    const result = await finalResult(jobId);
+    assert.equal(result.round, 2, 'the queued retry ran');
+    assert.equal(result.status, 'Succeeded');
+  });
+
+  it('a cancel while the archive child runs cancels the archive and keeps the items truthful', async () => {
+    const { jobId } = await client.start(syntheticSpec([{ id: 'a' }, { id: 'b' }], { archive: true }, { destination: 'file:///tmp/faultline-races-out' }), { jobId: 'race-cancel-archive' });
+    await gate.entered('archive');
+    const response = await client.cancel(jobId, 'stop the archive');
+    gate.release('archive');
+    const result = await finalResult(jobId);
+    assert.equal(response.effect, 'closed');
+    assert.equal(result.counts.Cancelled, 0);
+    assert.equal(result.status, 'Succeeded', 'every item finished: the outputs stand');
+    assert.equal(result.archive?.skipped, 'cancelled');
+    assert.equal(result.cancelReason, 'stop the archive');
+  });
+
+  it('a cancel that arrives while the runner waits to continue as new is not lost', async () => {
+    const items = [{ id: 'gate-slow' }, ...Array.from({ length: 60 }, (_, index) => ({ id: `i${index}` }))];
+    held.add('gate-slow');
+    const { jobId } = await client.start(syntheticSpec(items, { batchSize: 1, concurrency: 2, rotateAfterEvents: 100 }), { jobId: 'race-cancel-rotate' });
+    await gate.entered('gate-slow');
+    // Wait until the history is past the rotation mark: the runner now waits for in-flight work.
+    for (;;) {
+      const history = await client.handle(jobId).fetchHistory();
+      if ((history.events?.length ?? 0) > 100) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await client.handle(jobId).signal(cancelSignal, { reason: 'while rotating' });
+    gate.release('gate-slow');
+    const result = await finalResult(jobId);
+    assert.equal(result.status, 'Cancelled');
+    assert.equal(result.cancelReason, 'while rotating');
+    assert.ok(result.counts.Cancelled > 0, 'unfinished items are Cancelled');
+    assert.equal(result.counts.outputs, 61);
+  });
+
+  it('signals that cannot be honoured are recorded in the result, never dropped', async () => {
+    const { jobId } = await client.start(syntheticSpec([{ id: 'ok' }], {}), { jobId: 'race-signal-rejected' });
+    await stopWorker();
+    await client.handle(jobId).signal('retry', { types: ['Nope'] });
+    await startWorker();
+    const result = await finalResult(jobId);
+    assert.equal(result.status, 'Succeeded');
+    assert.equal(result.rejectedRequests?.[0]?.type, ErrorTypes.NothingToRetry);
+    const description = await client.handle(jobId).describe();
+    assert.equal(description.searchAttributes[SearchKeys.status.name]?.[0], 'Succeeded');
+  });
+});
