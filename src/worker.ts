@@ -32,6 +32,8 @@ export interface FaultlineWorkerOptions {
   env?: NodeJS.ProcessEnv;
   /** More activities on the same worker (embedding, benchmarks). */
   extraActivities?: Record<string, (...args: never[]) => Promise<unknown>>;
+  /** Tuning for tests (e.g. no sticky cache, so a restarted worker takes the next task at once). */
+  workerOptions?: Pick<WorkerOptions, 'maxCachedWorkflows'>;
 }
 
 export async function createFaultlineWorker(options: FaultlineWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection; ownsConnection: boolean }> {
@@ -61,6 +63,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
     maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
     shutdownGraceTime: config.shutdownGraceMs,
+    ...options.workerOptions,
   });
   return { worker, connection, ownsConnection: !options.connection };
 }

@@ -138,6 +138,8 @@ export class JobRun {
   private pending: JobRequest[];
   private readonly rejected: RejectedRequest[];
   private nextRequestId: number;
+  /** Requests with ids below this were seen by the running round (wakes the runner only for new ones). */
+  private drainedThrough = 0;
   private readonly outcomes = new Map<number, Outcome>();
   private stop?: StopReason;
   private cancelReason?: string;
@@ -377,8 +379,14 @@ export class JobRun {
     return { ...base, baseFailed: running.baseFailed, sliced: { slices: running.slices.length > 0 ? running.slices : undefined, next: running.next, done: running.done, bases: running.bases } };
   }
 
-  /** Handles queued cancels now; retries wait for the round to settle. */
+  /**
+   * Handles queued cancels now. A retry whose selected items are all still in this (inline) round
+   * wakes the ones waiting in backoff and is answered at once; any other retry waits for the round
+   * to settle, because only then is it known which items failed.
+   */
   private drainWhileRunning(): void {
+    this.drainedThrough = this.nextRequestId;
+    this.wakeBackoffRetries();
     const cancels = this.pending.filter((request) => request.kind === 'cancel');
     if (cancels.length === 0) return;
     this.pending = this.pending.filter((request) => request.kind !== 'cancel');
@@ -387,6 +395,19 @@ export class JobRun {
       this.stopWith({ kind: 'cancelled', reason: request.reason });
       this.answer(request, { accepted: true, effect: 'stopped' });
     }
+  }
+
+  private wakeBackoffRetries(): void {
+    const runner = this.runner;
+    if (!runner || this.stop || this.pending.some((request) => request.kind === 'cancel')) return;
+    this.pending = this.pending.filter((request) => {
+      if (request.kind !== 'retry' || request.selection.sources || !request.selection.items?.length) return true;
+      const states = request.selection.items.map((id) => runner.get(id));
+      if (!states.every((state) => state !== undefined && state.phase !== 'done')) return true;
+      const woken = runner.retryNow(request.selection.items);
+      this.answer(request, { queued: woken.slice(0, QUEUED_IDS_LISTED), queuedCount: woken.length, round: this.round });
+      return false;
+    });
   }
 
   private stopWith(reason: StopReason): void {
@@ -442,7 +463,7 @@ export class JobRun {
       ...(carry ? { resume: { snapshot: carry.snapshot, segments: [], newFailures: 0, bytesIn: 0, bytesOut: 0 } } : {}),
     };
     const outcome = await runSlice(input, prepared.pipeline, this.jobId, {
-      runner: { pending: () => this.pending.some((request) => request.kind === 'cancel'), drain: () => this.drainWhileRunning() },
+      runner: { pending: () => this.nextRequestId > this.drainedThrough, drain: () => this.drainWhileRunning() },
       onRunner: (runner) => {
         this.runner = runner;
         if (this.stop) runner.requestStop(this.stop);

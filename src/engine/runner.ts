@@ -130,6 +130,22 @@ export class ItemRunner {
     return this.byId.get(itemId);
   }
 
+  /** Items of `ids` waiting in backoff run at the next dispatch; returns the ids still to run. */
+  retryNow(ids: readonly string[]): string[] {
+    const woken: string[] = [];
+    for (const id of ids) {
+      const state = this.byId.get(id);
+      if (!state || state.phase === 'done') continue;
+      if (state.phase === 'backoff') {
+        state.phase = 'queued';
+        delete state.nextAttemptAt;
+        this.changed = true;
+      }
+      woken.push(id);
+    }
+    return woken;
+  }
+
   requestStop(reason: StopReason): void {
     if (this.stop) return;
     this.stop = reason;

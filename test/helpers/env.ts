@@ -50,6 +50,16 @@ export interface WorkerProcess {
   stop(): Promise<void>;
 }
 
+/** A test file stopped by the runner (timeout, Ctrl-C) still runs 'exit' handlers, which kill its servers and workers. */
+let exitOnSignal = false;
+function installExitOnSignal(): void {
+  if (exitOnSignal) return;
+  exitOnSignal = true;
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(signal, () => process.exit(128 + os.constants.signals[signal]));
+}
+
+installExitOnSignal();
+
 export async function createTestEnv(options: { taskQueue?: string; envExtra?: NodeJS.ProcessEnv } = {}): Promise<TestEnv> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-test-'));
   const server = await startDevServer({ ui: false });
@@ -111,7 +121,11 @@ export async function createTestEnv(options: { taskQueue?: string; envExtra?: No
         logs += chunk.toString();
         if (process.env.FAULTLINE_TEST_VERBOSE) process.stderr.write(chunk);
       });
+      const child = current;
+      const killOnExit = () => child.kill('SIGKILL');
+      process.once('exit', killOnExit);
       current.once('exit', () => {
+        process.off('exit', killOnExit);
         if (!stopped) setTimeout(launch, 100);
       });
     };
