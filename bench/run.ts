@@ -38,15 +38,17 @@ interface ModeResult {
   peakRssMb: number;
   items: number;
   outcome?: string;
+  /** Largest history of the job or any of its slice runs, in bytes (the server's limit is 50 MB). */
+  maxHistoryBytes?: number;
 }
 
 /** Samples this process's RSS (the worker runs in it) while `fn` runs. */
-async function measure(items: number, fn: () => Promise<{ completed: boolean; events: number | null; outcome?: string }>): Promise<ModeResult> {
+async function measure(items: number, fn: () => Promise<{ completed: boolean; events: number | null; outcome?: string; maxHistoryBytes?: number }>): Promise<ModeResult> {
   let peak = process.memoryUsage().rss;
   const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 100);
   const started = performance.now();
   try {
-    const { completed, events, outcome } = await fn();
+    const { completed, events, outcome, maxHistoryBytes } = await fn();
     const elapsedMs = Math.round(performance.now() - started);
     return {
       itemsPerSec: Math.round((items / (elapsedMs / 1000)) * 10) / 10,
@@ -56,6 +58,7 @@ async function measure(items: number, fn: () => Promise<{ completed: boolean; ev
       peakRssMb: Math.round(Math.max(peak, process.memoryUsage().rss) / 1024 / 1024),
       items,
       ...(outcome ? { outcome } : {}),
+      ...(maxHistoryBytes !== undefined ? { maxHistoryBytes } : {}),
     };
   } finally {
     clearInterval(timer);
@@ -102,11 +105,24 @@ async function main(): Promise<void> {
     return total;
   };
 
+  const maxHistoryBytes = async (workflowId: string): Promise<number> => {
+    const size = async (id: string, runId?: string) => Number((await raw.workflow.getHandle(id, runId).describe()).raw.workflowExecutionInfo?.historySizeBytes ?? 0);
+    let largest = await size(workflowId);
+    for await (const child of raw.workflow.list({ query: `WorkflowId STARTS_WITH '${workflowId}/'` })) largest = Math.max(largest, await size(child.workflowId, child.runId));
+    return largest;
+  };
+
   const runFaultline = async (spec: unknown) => {
     const { jobId } = await client.start(spec);
     const result = await client.result(jobId);
-    await raw.workflow.getHandle(jobId).result(); // closed, so every child history is final
-    return { completed: result.counts.Available === result.counts.items, events: await historyEvents(jobId, true), outcome: result.status };
+    await raw.workflow.getHandle(jobId).result().catch(() => undefined); // closed, so every child history is final
+    const accounted = result.counts.Available + result.counts.Failed + result.counts.Cancelled + result.counts.Missing + result.counts.Unsolved + result.counts.Skipped;
+    return {
+      completed: result.counts.Available === result.counts.items,
+      events: await historyEvents(jobId, true),
+      outcome: `${result.status}${accounted === result.counts.outputs ? '' : ` (only ${accounted} of ${result.counts.outputs} outputs accounted for)`}${result.stoppedBy ? `, stopped by ${result.stoppedBy.type}` : ''}, ${result.counts.Cancelled} Cancelled`,
+      maxHistoryBytes: await maxHistoryBytes(jobId),
+    };
   };
   const runNaive = async (kind: 'cpu1ms' | 'thumbnail', count: number, timeoutMs: number) => {
     const workflowId = `naive-${kind}-${count}-${Date.now()}`;
@@ -168,6 +184,28 @@ async function main(): Promise<void> {
   };
   }
 
+  if (wanted('scale1m')) {
+    const millionItems = Math.round(1_000_000 * scale);
+    say(`scale1m: ${millionItems} items in one job`);
+    workloads.scale1m = {
+      faultline: await measure(millionItems, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: millionItems }, (_, i) => ({ id: `m${i}` })) })),
+    };
+  }
+  if (wanted('stop1m')) {
+    // The first item breaks a zero tolerance: the never-started rest becomes Cancelled by activity, not through history.
+    const millionItems = Math.round(1_000_000 * scale);
+    say(`stop1m: ${millionItems} items, the first one fails with toleratedFailureCount 0`);
+    workloads.stop1m = {
+      faultline: await measure(millionItems, () =>
+        runFaultline({
+          pipeline: 'synthetic',
+          items: Array.from({ length: millionItems }, (_, i) => ({ id: `x${i}`, ...(i === 0 ? { params: { outcome: 'unprocessable' } } : {}) })),
+          options: { toleratedFailureCount: 0 },
+        }),
+      ),
+    };
+  }
+
   // latency
   const latencyJobs = wanted('latency') ? Math.round(50 * (quick ? 0.2 : 1)) : 0;
   say(`latency: ${latencyJobs} one-item jobs`);
@@ -212,10 +250,11 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(report, null, 2));
     return;
   }
-  console.log('\nworkload     mode       items   items/s   elapsed ms  events/item  peak RSS MB  completed');
+  console.log('\nworkload     mode        items   items/s   elapsed ms  events/item  peak RSS MB  max history  completed');
   for (const [name, modes] of Object.entries(workloads)) {
     for (const [mode, r] of Object.entries(modes)) {
-      console.log(`${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.items).padStart(6)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}`);
+      const history = r.maxHistoryBytes === undefined ? '-' : `${(r.maxHistoryBytes / 1024 / 1024).toFixed(2)} MB`;
+      console.log(`${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.items).padStart(7)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}`);
     }
   }
   if (latency.jobs > 0) console.log(`latency      1-item jobs: p50 ${latency.p50Ms} ms, p95 ${latency.p95Ms} ms (n=${latency.jobs})`);

@@ -63,6 +63,9 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
     maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
     shutdownGraceTime: config.shutdownGraceMs,
+    // Cancellation reaches an activity only with a heartbeat response: without this cap the SDK
+    // throttles heartbeats to 80% of the heartbeat timeout, so a stopped job's batches run on.
+    maxHeartbeatThrottleInterval: '1s',
     ...options.workerOptions,
   });
   return { worker, connection, ownsConnection: !options.connection };

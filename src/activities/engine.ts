@@ -2,6 +2,7 @@
  * The engine's activities: run a batch of items through a pipeline (heartbeating per-item
  * progress), and move what must not travel in payloads through job storage.
  */
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
 import type { Logger } from 'pino';
 import {
@@ -74,6 +75,7 @@ export function createEngineActivities(deps: EngineDeps) {
       };
       const timer = setInterval(beat, beatEveryMs);
       const notStarted: string[] = [];
+      let lastYield = performance.now();
       try {
         beat();
         for (const entry of input.entries) {
@@ -100,6 +102,12 @@ export function createEngineActivities(deps: EngineDeps) {
           }
           progress.done.push(outcome);
           if (Date.now() - lastBeat >= beatEveryMs) beat();
+          // Short synchronous items never yield on their own: without this, many concurrent batches
+          // starve the worker's event loop, so workflow tasks, heartbeats and cancellation stall.
+          if (performance.now() - lastYield >= YIELD_EVERY_MS) {
+            await yieldToEventLoop();
+            lastYield = performance.now();
+          }
           if ('error' in outcome && outcome.error.class === 'fatal') {
             for (const rest of input.entries) if (!progress.done.some((o) => o.item === rest.item.id)) notStarted.push(rest.item.id);
             break;
@@ -246,6 +254,9 @@ export function createEngineActivities(deps: EngineDeps) {
     },
   };
 }
+
+/** How long a batch may run item work without letting the worker's event loop breathe. */
+const YIELD_EVERY_MS = 5;
 
 const PERMANENT_FS_ERRORS = new Set(['EACCES', 'EPERM', 'ENOTDIR', 'EROFS', 'EISDIR', 'EEXIST']);
 

@@ -238,6 +238,26 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
     assert.equal(out(denied, 'e', 'thumbnail').status, 'Cancelled');
   });
 
+  it('400 images delivered to per-item PUT URLs keep the job history under 2 MB (URLs travel only with their item)', async () => {
+    const signature = 'X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=' + 'f'.repeat(256);
+    const items = Array.from({ length: 400 }, (_, index) => ({
+      id: `p${index}`,
+      source: sample('no-exif.jpg'),
+      outputs: ['thumbnail'],
+      putUrls: { thumbnail: `${base}/put/many-${index}?${signature}` },
+    }));
+    const result = await runImages({ items, options: { batchSize: 20 } }, 'put-400');
+    assert.equal(result.status, 'Succeeded');
+    assert.equal(result.counts.Available, 400);
+    assert.ok(Array.from({ length: 400 }, (_, index) => puts.get(`/put/many-${index}`)?.length === 1).every(Boolean), 'one upload per item');
+    const described = await env.client.client.workflow.getHandle('put-400').describe();
+    const historyBytes = Number(described.raw.workflowExecutionInfo?.historySizeBytes ?? 0);
+    assert.ok(historyBytes > 0 && historyBytes < 2 * 1024 * 1024, `history ${historyBytes} bytes`);
+    const history = JSON.stringify(await env.client.client.workflow.getHandle('put-400').fetchHistory());
+    const copies = history.split(`many-7?${signature}`).length - 1;
+    assert.ok(copies <= 2, `the signed URL of one item appears ${copies} times in history (its spec entry and its batch at most)`);
+  });
+
   it('a re-run delivery never duplicates or leaves partial files', async () => {
     const dest = path.join(env.dir, 'out-rerun');
     const spec = { items: [{ id: 'r', source: sample('no-exif.jpg') }], destination: pathToFileURL(dest).toString() };

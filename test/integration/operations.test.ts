@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { FaultlineClientError } from '../../src/client';
-import { type JobResult, followUpJobId } from '../../src/shared';
+import { ErrorTypes, type JobResult, followUpJobId } from '../../src/shared';
 import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
 
 const run = promisify(execFile);
@@ -221,3 +221,43 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     assert.equal((await cli(['frobnicate'])).code, 2);
   });
 });
+
+describe('engine v2 at the seams: retry and thresholds across slices', () => {
+  it('a 600-item job in 6 slices whose remote items failed ends Succeeded as the same job after `faultline retry`', async () => {
+    endpointUp = false;
+    const items = Array.from({ length: 600 }, (_, index) => ({ id: `r${index}`, source: index % 10 === 0 ? `${base}/flaky/${index}` : `${base}/ok/${index}` }));
+    const spec = imagesSpec(items);
+    const { jobId } = await env.client.start({ ...spec, options: { ...spec.options, shardSize: 100 } });
+    const first = await env.client.result(jobId);
+    assert.equal(first.status, 'PartiallySucceeded');
+    assert.deepEqual([first.counts.Available, first.counts.Failed, first.failureCounts.EndpointUnavailable], [540, 60, 60]);
+    const children = await env.client.client.workflow.list({ query: `WorkflowType = 'sliceWorkflow' AND WorkflowId STARTS_WITH '${jobId}/'` });
+    const sliceIds = new Set<string>();
+    for await (const child of children) sliceIds.add(child.workflowId.replace(/-r\d+$/, ''));
+    assert.equal(sliceIds.size, 6, 'the job ran as 6 slices');
+
+    endpointUp = true;
+    const retried = await cli(['retry', jobId]);
+    assert.equal(retried.code, 0, retried.stderr);
+    assert.match(retried.stdout, /60/);
+    const second = await env.client.result(jobId);
+    assert.equal(second.jobId, jobId, 'the same job, not a follow-up');
+    assert.equal(second.round, 2);
+    assert.equal(second.status, 'Succeeded');
+    assert.deepEqual([second.counts.Available, second.counts.Failed, second.counts.outputs], [600, 0, 600]);
+    assert.deepEqual(second.failuresByReason, {});
+  });
+
+  it('11 failures over 6 slices with toleratedFailureCount 10 stop the whole job at once, most items Cancelled', async () => {
+    const items = Array.from({ length: 2_000 }, (_, index) => ({ id: `t${index}`, params: index % 334 < 2 ? { outcome: 'unprocessable' as const } : { cpuMs: 5 } }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 334, toleratedFailureCount: 10, concurrency: 4, batchSize: 10 }));
+    const result = await env.client.result(jobId);
+    assert.equal(result.status, 'Failed');
+    assert.equal(result.stoppedBy?.type, ErrorTypes.ToleratedFailureThresholdExceeded);
+    assert.equal(result.errors[0]?.type, ErrorTypes.ToleratedFailureThresholdExceeded, 'the ending cause comes first in errors');
+    assert.ok(result.counts.Failed >= 11 && result.counts.Failed <= 12, `failed ${result.counts.Failed}`);
+    assert.ok(result.counts.Cancelled > 1_000, `most items Cancelled, got ${result.counts.Cancelled}`);
+    assert.equal(result.counts.Available + result.counts.Failed + result.counts.Cancelled, 2_000, 'every item accounted for');
+  });
+});
+
