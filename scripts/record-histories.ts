@@ -1,58 +1,131 @@
 /**
- * Records histories of the shipped workflows into test/histories/ for the replay test.
+ * Records histories of the shipped workflows into test/histories/v2/ for the replay test (the
+ * histories in test/histories/v1/ were recorded by the engine before v2 and stay as they are).
  * Run after an intended (patched) workflow change: `npm run record-histories`.
+ *
+ * Every run of a workflow is recorded (continue-as-new makes several): `<id>.run<N>.json`, with
+ * `__` standing for `/` in child workflow ids.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { createTestEnv, syntheticSpec } from '../test/helpers/env';
+import { pathToFileURL } from 'node:url';
+import { cancelSignal, retrySignal } from '../src/shared';
+import { type TestEnv, createTestEnv, eventually, syntheticSpec } from '../test/helpers/env';
 
-const OUT = path.resolve(__dirname, '..', 'test', 'histories');
+const OUT = path.resolve(__dirname, '..', 'test', 'histories', 'v2');
+
+async function recordAllRuns(env: TestEnv, workflowId: string): Promise<number> {
+  const runs: { runId: string; start: number }[] = [];
+  for await (const execution of env.client.client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) runs.push({ runId: execution.runId, start: execution.startTime.getTime() });
+  runs.sort((a, b) => a.start - b.start);
+  let events = 0;
+  for (const [index, run] of runs.entries()) {
+    const history = await env.client.client.workflow.getHandle(workflowId, run.runId).fetchHistory();
+    events += history.events?.length ?? 0;
+    await writeFile(path.join(OUT, `${workflowId.replaceAll('/', '__')}.run${index + 1}.json`), JSON.stringify(history));
+  }
+  return events;
+}
 
 async function main(): Promise<void> {
-  const env = await createTestEnv({ taskQueue: 'faultline-record' });
+  const hooks: string[] = [];
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      hooks.push(req.url ?? '');
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const hookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+  const env = await createTestEnv({ taskQueue: 'faultline-record', envExtra: { RECORD_WEBHOOK_SECRET: 'recording-secret' } });
   const worker = await env.startWorker();
+  const out = (name: string) => pathToFileURL(path.join(env.dir, 'out', name)).toString();
   try {
+    await rm(OUT, { recursive: true, force: true });
     await mkdir(OUT, { recursive: true });
-    const jobs: Record<string, { spec: unknown; during?: (jobId: string) => Promise<void> }> = {
-      'job-mixed': {
+    const flakyOnce = (id: string) => ({ id, params: { transientFailures: 1 } });
+    const jobs: Record<string, { spec: unknown; during?: (jobId: string) => Promise<void>; children?: boolean }> = {
+      mixed: {
         spec: syntheticSpec(
-          [{ id: 'ok' }, { id: 'missing', params: { outcome: 'missing' } }, { id: 'bad', params: { outcome: 'unprocessable' } }, { id: 'flaky', params: { transientFailures: 1 } }],
+          [{ id: 'ok' }, { id: 'missing', params: { outcome: 'missing' } }, { id: 'bad', params: { outcome: 'unprocessable' } }, flakyOnce('flaky')],
           { retry: { initialInterval: '10ms' } },
         ),
       },
-      'job-fatal': { spec: syntheticSpec([{ id: 'a' }, { id: 'boom', params: { outcome: 'fatal' } }, { id: 'b' }], { batchSize: 3 }) },
-      'job-cancelled': {
+      fatal: { spec: syntheticSpec([{ id: 'a' }, { id: 'boom', params: { outcome: 'fatal' } }, { id: 'b' }], { batchSize: 3 }) },
+      'cancel-update': {
         spec: syntheticSpec([{ id: 'h', params: { outcome: 'hang' } }, { id: 'ok' }], { heartbeatTimeout: '2s' }),
         during: async (jobId) => {
-          await new Promise((resolve) => setTimeout(resolve, 1_000));
+          await eventually(async () => (await env.client.progress(jobId)).counts.Available === 1, 20_000, 'ok finished');
           await env.client.cancel(jobId, 'recording');
         },
       },
-      'job-retry-window': {
-        spec: syntheticSpec([{ id: 'ok' }, { id: 'flaky', params: { transientFailures: 2 } }], { retry: { maxAttempts: 1 }, retryWindow: '1m' }),
+      'retry-window-inline': {
+        spec: syntheticSpec([{ id: 'ok' }, { id: 'flaky', params: { transientFailures: 2 } }, { id: 'bad', params: { outcome: 'unprocessable' } }], { retry: { maxAttempts: 1 }, retryWindow: '1m' }),
         during: async (jobId) => {
           await env.client.result(jobId);
           await env.client.retry(jobId, { types: ['TransientItemError'] });
           await env.client.result(jobId, { round: 2 });
-          await env.client.cancel(jobId, 'close the window');
+          await env.client.retry(jobId, { items: ['flaky'] });
+          await env.client.result(jobId, { round: 3 });
+          // By signal, as the Web UI and `temporal workflow signal` send them: one rejected, then a cancel.
+          await env.client.handle(jobId).signal(retrySignal, { types: ['NoSuchType'] });
+          await env.client.handle(jobId).signal(cancelSignal, { reason: 'close the window' });
         },
       },
-      'job-sharded': { spec: syntheticSpec(Array.from({ length: 30 }, (_, i) => ({ id: `s${i}` })), { shardSize: 10, batchSize: 5 }) },
+      'sharded-retry': {
+        spec: syntheticSpec(
+          Array.from({ length: 30 }, (_, i) => (i % 7 === 3 ? { id: `s${i}`, params: { transientFailures: 1 } } : { id: `s${i}` })),
+          { shardSize: 10, batchSize: 5, retry: { maxAttempts: 1 }, retryWindow: '1m' },
+        ),
+        children: true,
+        during: async (jobId) => {
+          await env.client.result(jobId);
+          await env.client.retry(jobId, {});
+          await env.client.result(jobId, { round: 2 });
+        },
+      },
+      'sharded-threshold': {
+        spec: syntheticSpec(
+          Array.from({ length: 40 }, (_, i) => (i % 10 === 0 ? { id: `t${i}`, params: { outcome: 'unprocessable' } } : { id: `t${i}` })),
+          { shardSize: 10, batchSize: 2, toleratedFailureCount: 2 },
+        ),
+        children: true,
+      },
+      'archive-webhook': {
+        spec: {
+          ...syntheticSpec([{ id: 'a' }, { id: 'b' }, { id: 'bad', params: { outcome: 'unprocessable' } }], {
+            archive: true,
+            webhook: { url: hookUrl, secretRef: 'env:RECORD_WEBHOOK_SECRET' },
+          }),
+          destination: out('archive-webhook'),
+        },
+        children: true,
+      },
+      rotation: {
+        spec: syntheticSpec(Array.from({ length: 40 }, (_, i) => flakyOnce(`r${i}`)), { batchSize: 1, concurrency: 4, rotateAfterEvents: 100, retry: { initialInterval: '10ms' } }),
+      },
     };
-    for (const [name, { spec, during }] of Object.entries(jobs)) {
-      const { jobId } = await env.client.start(spec, { jobId: name });
+    for (const [name, { spec, during, children }] of Object.entries(jobs)) {
+      const jobId = `rec-${name}`;
+      await env.client.start(spec, { jobId });
       if (during) await during(jobId);
       await env.client.client.workflow.getHandle(jobId).result();
-      const history = await env.client.client.workflow.getHandle(jobId).fetchHistory();
-      await writeFile(path.join(OUT, `${name}.json`), JSON.stringify(history));
-      console.log(`recorded ${name}: ${history.events?.length} events`);
+      let events = await recordAllRuns(env, jobId);
+      if (children) {
+        const childIds = new Set<string>();
+        for await (const child of env.client.client.workflow.list({ query: `WorkflowId STARTS_WITH '${jobId}/'` })) childIds.add(child.workflowId);
+        for (const childId of childIds) events += await recordAllRuns(env, childId);
+      }
+      console.log(`recorded ${jobId}: ${events} events`);
     }
-    const shard = await env.client.client.workflow.getHandle('job-sharded/shard-1').fetchHistory();
-    await writeFile(path.join(OUT, 'job-sharded__shard-1.json'), JSON.stringify(shard));
-    console.log(`recorded shard: ${shard.events?.length} events`);
+    if (hooks.length === 0) throw new Error('the webhook was never delivered');
   } finally {
     await worker.stop();
     await env.teardown();
+    server.close();
   }
 }
 

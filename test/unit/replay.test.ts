@@ -3,25 +3,46 @@ import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { temporal } from '@temporalio/proto';
-import { Worker } from '@temporalio/worker';
+import { DeterminismViolationError } from '@temporalio/workflow';
+import { Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { workflowBundle } from '../helpers/env';
 
 const DIR = path.resolve(__dirname, '..', 'histories');
+const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} };
+
+/** `<workflow id with / as __>[.runN].json` in test/histories/<engine>/. */
+function load(engine: 'v1' | 'v2') {
+  const files = readdirSync(path.join(DIR, engine)).filter((file) => file.endsWith('.json'));
+  return files.map((file) => ({
+    file,
+    workflowId: file.replace(/(\.run\d+)?\.json$/, '').replaceAll('__', '/'),
+    history: temporal.api.history.v1.History.fromObject(JSON.parse(readFileSync(path.join(DIR, engine, file), 'utf8')) as Record<string, unknown>),
+  }));
+}
+
+async function replay(bundle: Awaited<ReturnType<typeof workflowBundle>>, histories: ReturnType<typeof load>) {
+  const results: { workflowId: string; error?: unknown }[] = [];
+  for await (const result of Worker.runReplayHistories({ workflowBundle: bundle, replayName: 'faultline-replay' }, histories)) results.push(result);
+  return results;
+}
 
 describe('replay: recorded histories still replay against the current workflow code', () => {
-  it('replays every committed history without nondeterminism', async () => {
-    const files = readdirSync(DIR).filter((file) => file.endsWith('.json'));
-    assert.ok(files.length >= 5, 'histories are committed');
-    const histories = files.map((file) => ({
-      workflowId: file.replace(/\.json$/, '').replace('__', '/'), // '/' cannot be in a file name
-      history: temporal.api.history.v1.History.fromObject(JSON.parse(readFileSync(path.join(DIR, file), 'utf8')) as Record<string, unknown>),
-    }));
-    const results = [];
-    for await (const result of Worker.runReplayHistories({ workflowBundle: await workflowBundle(), replayName: 'faultline-replay' }, histories)) {
-      results.push(result);
-    }
+  it('replays every committed history of both engines without nondeterminism', async () => {
+    const histories = [...load('v1'), ...load('v2')];
+    const features = ['mixed', 'fatal', 'cancel', 'retry-window', 'sharded-retry', 'slice-', 'threshold', 'archive', 'rotation.run2', 'shard-1'];
+    for (const feature of features) assert.ok(histories.some((entry) => entry.file.includes(feature)), `a recorded history covers ${feature}`);
+    const results = await replay(await workflowBundle(), histories);
     const failures = results.filter((result) => result.error).map((result) => `${result.workflowId}: ${String(result.error)}`);
     assert.deepEqual(failures, []);
-    assert.equal(results.length, files.length);
+    assert.equal(results.length, histories.length);
+  });
+
+  it('negative control: engine v2 job histories fail against the pre-v2 job workflow', async () => {
+    const v1Bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../fixtures/v1-only-workflows'), logger: quiet });
+    const jobs = load('v2').filter((entry) => !entry.workflowId.includes('/') && entry.file.endsWith('.run1.json'));
+    assert.ok(jobs.length >= 5);
+    const results = await replay(v1Bundle, jobs);
+    const replayedCleanly = results.filter((result) => !(result.error instanceof DeterminismViolationError)).map((result) => `${result.workflowId}: ${String(result.error)}`);
+    assert.deepEqual(replayedCleanly, [], 'each one is caught as nondeterminism');
   });
 });
