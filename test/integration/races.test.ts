@@ -8,7 +8,7 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { WorkflowUpdateFailedError, WorkflowUpdateStage } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import type { Worker } from '@temporalio/worker';
+import { type Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { temporal } from '@temporalio/proto';
 import { FaultlineClient } from '../../src/client';
 import { loadConfig } from '../../src/config';
@@ -17,6 +17,8 @@ import { createLogger } from '../../src/logger';
 import {
   ErrorTypes,
   type JobResult,
+  type JobSpec,
+  normalizeSpec,
   type RunBatchInput,
   type RunBatchResult,
   SEARCH_ATTRIBUTES,
@@ -29,6 +31,27 @@ import { createFaultlineWorker } from '../../src/worker';
 import { eventually, syntheticSpec, workflowBundle } from '../helpers/env';
 
 const TASK_QUEUE = 'faultline-races';
+/**
+ * `FAULTLINE_RACES_ENGINE=v1` runs these races against the job workflow as it was before engine v2
+ * (jobs started with the v1 input shape), to show each test fails on the old code.
+ */
+const ENGINE = process.env.FAULTLINE_RACES_ENGINE === 'v1' ? 'v1' : 'v2';
+/** A race that hangs the job fails its test instead of stalling the file. */
+const PER_TEST = { timeout: 60_000 };
+let bundle: ReturnType<typeof workflowBundle> | undefined;
+function racesBundle(): ReturnType<typeof workflowBundle> {
+  bundle ??=
+    ENGINE === 'v1'
+      ? bundleWorkflowCode({ workflowsPath: require.resolve('../fixtures/v1-only-workflows'), logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} } })
+      : workflowBundle();
+  return bundle;
+}
+
+async function startJob(spec: JobSpec, jobId: string): Promise<{ jobId: string }> {
+  if (ENGINE === 'v2') return client.start(spec, { jobId });
+  await testEnv.client.workflow.start('jobWorkflow', { taskQueue: TASK_QUEUE, workflowId: jobId, args: [{ spec: normalizeSpec(spec) }] });
+  return { jobId };
+}
 let testEnv: TestWorkflowEnvironment;
 let client: FaultlineClient;
 let worker: { worker: Worker; running: Promise<void> } | undefined;
@@ -100,7 +123,7 @@ async function startWorker(): Promise<void> {
     config,
     logger: createLogger({ level: 'error', format: 'json' }),
     connection: testEnv.nativeConnection,
-    workflowBundle: await workflowBundle(),
+    workflowBundle: await racesBundle(),
     extraActivities: { runBatch, packArchive, deliverWebhook } as never,
     workerOptions: { maxCachedWorkflows: 0 },
   });
@@ -149,8 +172,8 @@ function rejectionType(error: unknown): string | undefined {
 }
 
 describe('message races (time-skipping server, one activation)', () => {
-  it('retry and cancel in the same activation of the retry window: cancel wins, retry is rejected with a type, the job closes', async () => {
-    const { jobId } = await client.start(syntheticSpec([{ id: 'ok' }, failing('bad')], { retryWindow: '1h' }), { jobId: 'race-retry-cancel' });
+  it('retry and cancel in the same activation of the retry window: cancel wins, retry is rejected with a type, the job closes', PER_TEST, async () => {
+    const { jobId } = await startJob(syntheticSpec([{ id: 'ok' }, failing('bad')], { retryWindow: '1h' }), 'race-retry-cancel');
     await client.result(jobId);
     await stopWorker();
     const handle = client.handle(jobId);
@@ -168,8 +191,8 @@ describe('message races (time-skipping server, one activation)', () => {
     assert.ok([ErrorTypes.JobCancelled, ErrorTypes.JobClosed].includes(rejectionType(outcome?.reason) as never), String(outcome?.reason));
   });
 
-  it('a retry that lands with the window timer is still run', async () => {
-    const { jobId } = await client.start(syntheticSpec([{ id: 'ok' }, { id: 'flaky' }], { retryWindow: '3s' }), { jobId: 'race-retry-timer' });
+  it('a retry that lands with the window timer is still run', PER_TEST, async () => {
+    const { jobId } = await startJob(syntheticSpec([{ id: 'ok' }, { id: 'flaky' }], { retryWindow: '3s' }), 'race-retry-timer');
     await client.result(jobId);
     await stopWorker();
     // The window's timer fires while no worker runs: the retry then lands in the same activation.
@@ -184,8 +207,8 @@ describe('message races (time-skipping server, one activation)', () => {
     assert.equal(result.status, 'Succeeded');
   });
 
-  it('awaitResult for a round that never comes resolves with the final result when the window closes', async () => {
-    const { jobId } = await client.start(syntheticSpec([{ id: 'ok' }, failing('bad')], { retryWindow: '1h' }), { jobId: 'race-await-next' });
+  it('awaitResult for a round that never comes resolves with the final result when the window closes', PER_TEST, async () => {
+    const { jobId } = await startJob(syntheticSpec([{ id: 'ok' }, failing('bad')], { retryWindow: '1h' }), 'race-await-next');
     await client.result(jobId);
     const handle = client.handle(jobId);
     const waiting = handle.startUpdate(awaitResultUpdate, { args: [{ round: 2 }], waitForStage: WorkflowUpdateStage.ACCEPTED });
@@ -195,12 +218,9 @@ describe('message races (time-skipping server, one activation)', () => {
     assert.equal(answered.status, result.status);
   });
 
-  it('a retry accepted while the result is being published (webhook) runs as the next round', async () => {
+  it('a retry accepted while the result is being published (webhook) runs as the next round', PER_TEST, async () => {
     held.clear();
-    const { jobId } = await client.start(
-      syntheticSpec([{ id: 'ok' }, { id: 'flaky' }], { webhook: { url: 'http://127.0.0.1:9/hook', secretRef: 'env:NONE' } }),
-      { jobId: 'race-retry-settling' },
-    );
+    const { jobId } = await startJob(syntheticSpec([{ id: 'ok' }, { id: 'flaky' }], { webhook: { url: 'http://127.0.0.1:9/hook', secretRef: 'env:NONE' } }), 'race-retry-settling');
     await gate.entered('webhook-1');
     const retry = client.handle(jobId).startUpdate(retryUpdate, { args: [{}], waitForStage: WorkflowUpdateStage.ACCEPTED });
     await retry;
@@ -213,8 +233,8 @@ describe('message races (time-skipping server, one activation)', () => {
     assert.equal(result.status, 'Succeeded');
   });
 
-  it('a cancel while the archive child runs cancels the archive and keeps the items truthful', async () => {
-    const { jobId } = await client.start(syntheticSpec([{ id: 'a' }, { id: 'b' }], { archive: true }, { destination: 'file:///tmp/faultline-races-out' }), { jobId: 'race-cancel-archive' });
+  it('a cancel while the archive child runs cancels the archive and keeps the items truthful', PER_TEST, async () => {
+    const { jobId } = await startJob(syntheticSpec([{ id: 'a' }, { id: 'b' }], { archive: true }, { destination: 'file:///tmp/faultline-races-out' }), 'race-cancel-archive');
     await gate.entered('archive');
     const response = await client.cancel(jobId, 'stop the archive');
     gate.release('archive');
@@ -226,10 +246,10 @@ describe('message races (time-skipping server, one activation)', () => {
     assert.equal(result.cancelReason, 'stop the archive');
   });
 
-  it('a cancel that arrives while the runner waits to continue as new is not lost', async () => {
+  it('a cancel that arrives while the runner waits to continue as new is not lost', PER_TEST, async () => {
     const items = [{ id: 'gate-slow' }, ...Array.from({ length: 60 }, (_, index) => ({ id: `i${index}` }))];
     held.add('gate-slow');
-    const { jobId } = await client.start(syntheticSpec(items, { batchSize: 1, concurrency: 2, rotateAfterEvents: 100 }), { jobId: 'race-cancel-rotate' });
+    const { jobId } = await startJob(syntheticSpec(items, { batchSize: 1, concurrency: 2, rotateAfterEvents: 100 }), 'race-cancel-rotate');
     await gate.entered('gate-slow');
     // Wait until the history is past the rotation mark: the runner now waits for in-flight work.
     for (;;) {
@@ -246,8 +266,8 @@ describe('message races (time-skipping server, one activation)', () => {
     assert.equal(result.counts.outputs, 61);
   });
 
-  it('signals that cannot be honoured are recorded in the result, never dropped', async () => {
-    const { jobId } = await client.start(syntheticSpec([{ id: 'ok' }], {}), { jobId: 'race-signal-rejected' });
+  it('signals that cannot be honoured are recorded in the result, never dropped', PER_TEST, async () => {
+    const { jobId } = await startJob(syntheticSpec([{ id: 'ok' }], {}), 'race-signal-rejected');
     await stopWorker();
     await client.handle(jobId).signal('retry', { types: ['Nope'] });
     await startWorker();
