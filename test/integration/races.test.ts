@@ -5,15 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { WorkflowUpdateFailedError, WorkflowUpdateStage } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { type Worker, bundleWorkflowCode } from '@temporalio/worker';
-import { temporal } from '@temporalio/proto';
-import { FaultlineClient } from '../../src/client';
-import { loadConfig } from '../../src/config';
-import { ensureTestServer } from '../../src/devserver/temporal-cli';
-import { createLogger } from '../../src/logger';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import type { FaultlineClient } from '../../src/client';
 import {
   ErrorTypes,
   type JobResult,
@@ -21,14 +17,13 @@ import {
   normalizeSpec,
   type RunBatchInput,
   type RunBatchResult,
-  SEARCH_ATTRIBUTES,
   SearchKeys,
   awaitResultUpdate,
   cancelSignal,
   retryUpdate,
 } from '../../src/shared';
-import { createFaultlineWorker } from '../../src/worker';
 import { eventually, syntheticSpec, workflowBundle } from '../helpers/env';
+import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
 
 const TASK_QUEUE = 'faultline-races';
 /**
@@ -54,7 +49,6 @@ async function startJob(spec: JobSpec, jobId: string): Promise<{ jobId: string }
 }
 let testEnv: TestWorkflowEnvironment;
 let client: FaultlineClient;
-let worker: { worker: Worker; running: Promise<void> } | undefined;
 
 /** Activities that block until the test releases them. */
 class Gate {
@@ -117,47 +111,25 @@ async function deliverWebhook(input: { webhook: { url: string }; result: JobResu
   return { kind: 'webhook' as const, url: input.webhook.url, delivered: true, attempts: 1, lastStatus: 204, round: input.result.round, at: new Date().toISOString() };
 }
 
-async function startWorker(): Promise<void> {
-  const config = loadConfig({ ...process.env, FAULTLINE_TASK_QUEUE: TASK_QUEUE, FAULTLINE_LOG_LEVEL: 'error', FAULTLINE_SECRET_KEY: 'b'.repeat(64) });
-  const created = await createFaultlineWorker({
-    config,
-    logger: createLogger({ level: 'error', format: 'json' }),
-    connection: testEnv.nativeConnection,
-    workflowBundle: await racesBundle(),
-    extraActivities: { runBatch, packArchive, deliverWebhook } as never,
-    workerOptions: { maxCachedWorkflows: 0 },
-  });
-  worker = { worker: created.worker, running: created.worker.run() };
-}
-
-async function stopWorker(): Promise<void> {
-  if (!worker) return;
-  worker.worker.shutdown();
-  await worker.running;
-  worker = undefined;
-}
+let ts: TimeSkippingEnv;
+const startWorker = () => ts.startWorker();
+const stopWorker = () => ts.stopWorker();
 
 before(async () => {
-  testEnv = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: ensureTestServer() } } });
-  const types = { Keyword: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, Bool: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_BOOL, Int: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_INT };
-  await testEnv.connection.operatorService.addSearchAttributes({
-    namespace: 'default',
-    searchAttributes: Object.fromEntries(Object.entries(SEARCH_ATTRIBUTES).map(([name, type]) => [name, types[type]])),
-  });
-  const config = loadConfig({ ...process.env, FAULTLINE_TASK_QUEUE: TASK_QUEUE, FAULTLINE_SECRET_KEY: 'b'.repeat(64) });
-  client = await FaultlineClient.connect({ config, connection: testEnv.connection });
+  ts = await createTimeSkippingEnv({ taskQueue: TASK_QUEUE, activities: { runBatch, packArchive, deliverWebhook }, bundle: racesBundle });
+  testEnv = ts.testEnv;
+  client = ts.client;
 });
 
 beforeEach(async () => {
   gate.reset();
   held.clear();
   flakySeen.clear();
-  if (!worker) await startWorker();
+  if (!ts.workerRunning) await startWorker();
 });
 
 after(async () => {
-  await stopWorker();
-  await testEnv?.teardown();
+  await ts?.teardown();
 });
 
 const failing = (id: string) => ({ id, params: { outcome: 'unprocessable' } });

@@ -1,39 +1,23 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
-import { FaultlineClient } from '../../src/client';
-import { loadConfig } from '../../src/config';
-import { ensureTestServer } from '../../src/devserver/temporal-cli';
-import { createLogger } from '../../src/logger';
-import { type JobResult, SEARCH_ATTRIBUTES } from '../../src/shared';
-import { temporal } from '@temporalio/proto';
-import { createFaultlineWorker } from '../../src/worker';
-import { syntheticSpec, workflowBundle } from '../helpers/env';
+import type { FaultlineClient } from '../../src/client';
+import type { JobResult } from '../../src/shared';
+import { syntheticSpec } from '../helpers/env';
+import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
 
 // Long waits (a 24 h retry window) on the time-skipping test server, not in real time.
-let testEnv: TestWorkflowEnvironment;
-let worker: Worker;
-let running: Promise<void>;
+let ts: TimeSkippingEnv;
+let testEnv: TimeSkippingEnv['testEnv'];
 let client: FaultlineClient;
 
 before(async () => {
-  testEnv = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: ensureTestServer() } } });
-  const types = { Keyword: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, Bool: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_BOOL, Int: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_INT };
-  await testEnv.connection.operatorService.addSearchAttributes({
-    namespace: 'default',
-    searchAttributes: Object.fromEntries(Object.entries(SEARCH_ATTRIBUTES).map(([name, type]) => [name, types[type]])),
-  });
-  const config = loadConfig({ ...process.env, FAULTLINE_TASK_QUEUE: 'faultline-timeskip', FAULTLINE_LOG_LEVEL: 'error' });
-  ({ worker } = await createFaultlineWorker({ config, logger: createLogger({ level: 'error', format: 'json' }), connection: testEnv.nativeConnection, workflowBundle: await workflowBundle() }));
-  running = worker.run();
-  client = await FaultlineClient.connect({ config, connection: testEnv.connection });
+  ts = await createTimeSkippingEnv({ taskQueue: 'faultline-timeskip' });
+  await ts.startWorker();
+  ({ testEnv, client } = ts);
 });
 
 after(async () => {
-  worker?.shutdown();
-  await running;
-  await testEnv?.teardown();
+  await ts?.teardown();
 });
 
 describe('retry window (time-skipping server)', () => {

@@ -1,0 +1,114 @@
+/**
+ * The item runner, decided deterministically: mocked batch activities on the time-skipping
+ * server. Backoff and Retry-After are measured in workflow time (skipped, never slept); crashes are real heartbeat timeouts of a batch that never heartbeats.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { ErrorTypes, type ErrorReport, type JobResult, type RunBatchInput, type RunBatchResult } from '../../src/shared';
+import { syntheticSpec } from '../helpers/env';
+import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
+
+let ts: TimeSkippingEnv;
+/** Every runBatch call: the item ids it carried. */
+const calls: string[][] = [];
+/** Batches holding a `poison` item never return and never heartbeat: the worker looks dead. */
+const hung: (() => void)[] = [];
+
+function failure(item: string, type: string, errorClass: ErrorReport['class']): ErrorReport {
+  return { schemaVersion: 1, type, class: errorClass, message: `declared ${type}`, details: {}, item, at: new Date().toISOString() };
+}
+
+/**
+ * Item ids say what happens: `transient2-*` fails transiently on its first 2 runs, `after3h-*`
+ * fails once asking to come back in 3 h, `always-*` always fails transiently, `bad-*` is
+ * unprocessable, `poison-*` crashes its batch every time; anything else is Available.
+ */
+async function runBatch(input: RunBatchInput): Promise<RunBatchResult> {
+  calls.push(input.entries.map((entry) => entry.item.id));
+  if (input.entries.some((entry) => entry.item.id.startsWith('poison'))) {
+    await new Promise<void>((resolve) => hung.push(resolve));
+    return { outcomes: [], notStarted: input.entries.map((entry) => entry.item.id) };
+  }
+  const outcomes: RunBatchResult['outcomes'] = input.entries.map((entry) => {
+    const id = entry.item.id;
+    if (id.startsWith('transient2') && entry.run <= 2) return { item: id, error: failure(id, ErrorTypes.EndpointUnavailable, 'transient') };
+    if (id.startsWith('after3h') && entry.run === 1) return { item: id, error: failure(id, ErrorTypes.RateLimited, 'transient'), retryAfterMs: 3 * 3_600_000 };
+    if (id.startsWith('always')) return { item: id, error: failure(id, ErrorTypes.EndpointUnavailable, 'transient') };
+    if (id.startsWith('bad')) return { item: id, error: failure(id, ErrorTypes.ItemUnprocessable, 'unprocessable') };
+    return { item: id, records: entry.outputs.map((output) => ({ item: id, output, status: 'Available' as const })), bytesIn: 0, bytesOut: 0 };
+  });
+  return { outcomes, notStarted: [] };
+}
+
+before(async () => {
+  ts = await createTimeSkippingEnv({ taskQueue: 'faultline-runner', activities: { runBatch } });
+  await ts.startWorker();
+});
+
+after(async () => {
+  for (const release of hung) release();
+  await ts?.teardown();
+});
+
+/** Runs a job to its end, skipping time while it waits. */
+async function run(name: string, spec: ReturnType<typeof syntheticSpec>): Promise<{ result: JobResult }> {
+  calls.length = 0;
+  const { jobId } = await ts.client.start(spec, { jobId: name });
+  return { result: (await ts.testEnv.client.workflow.getHandle(jobId).result()) as JobResult };
+}
+
+const record = (result: JobResult, item: string) => result.outputs?.find((entry) => entry.item === item);
+
+describe('item runner (time-skipping server, mocked batches)', () => {
+  it('backoff follows the retry policy, in workflow time', async () => {
+    const started = Date.now();
+    const { result } = await run('runner-backoff', syntheticSpec([{ id: 'transient2-a' }], { retry: { maxAttempts: 5, initialInterval: '10m', backoffCoefficient: 2, maximumInterval: '1h' } }));
+    assert.equal(result.status, 'Succeeded');
+    assert.equal(result.metrics.attempts, 3);
+    // 10 min, then 20 min: the job's workflow clock moved 30 min.
+    assert.ok(Math.abs(result.metrics.elapsedMs - 30 * 60_000) < 60_000, `elapsed ${result.metrics.elapsedMs} ms of workflow time`);
+    assert.ok(Date.now() - started < 60_000, 'half an hour of backoff took no wall-clock time');
+  });
+
+  it('Retry-After wins over the policy, even above its maximum interval', async () => {
+    const { result } = await run('runner-retry-after', syntheticSpec([{ id: 'after3h-b' }, { id: 'ok' }], { batchSize: 1, retry: { maxAttempts: 5, initialInterval: '1s', maximumInterval: '1h' } }));
+    assert.equal(result.status, 'Succeeded');
+    assert.equal(result.metrics.attempts, 3);
+    assert.ok(Math.abs(result.metrics.elapsedMs - 3 * 3_600_000) < 60_000, `elapsed ${result.metrics.elapsedMs} ms of workflow time`);
+  });
+
+  it('the transient budget: after maxAttempts the item is Failed with its attempts and type', async () => {
+    const { result } = await run('runner-transient-budget', syntheticSpec([{ id: 'always-x' }, { id: 'ok' }], { batchSize: 1, retry: { maxAttempts: 3, initialInterval: '1m' } }));
+    assert.equal(result.status, 'PartiallySucceeded');
+    const failed = record(result, 'always-x');
+    assert.equal(failed?.status, 'Failed');
+    assert.equal(failed?.error?.type, ErrorTypes.EndpointUnavailable);
+    assert.equal(failed?.error?.attempts, 3);
+    assert.equal(calls.filter((ids) => ids.includes('always-x')).length, 3);
+  });
+
+  it('crash isolation and the crash budget: the poison item is Crashed, its batch mates run isolated and end Available', async () => {
+    const { result } = await run('runner-crash', syntheticSpec([{ id: 'a' }, { id: 'poison-p' }, { id: 'b' }], { batchSize: 3, crashBudget: 2, heartbeatTimeout: '1s' }));
+    assert.equal(record(result, 'a')?.status, 'Available');
+    assert.equal(record(result, 'b')?.status, 'Available');
+    const poisoned = record(result, 'poison-p');
+    assert.equal(poisoned?.status, 'Failed');
+    assert.equal(poisoned?.error?.type, ErrorTypes.Crashed);
+    assert.deepEqual(calls[0], ['a', 'poison-p', 'b'], 'one batch first');
+    assert.ok(calls.slice(1).every((ids) => ids.length === 1), `then one item per activity: ${JSON.stringify(calls)}`);
+    assert.deepEqual(calls.slice(1, 4).flat().sort(), ['a', 'b', 'poison-p'], 'the suspects run isolated side by side, not one after another');
+    // The batch crash is free; the crash among other isolated items cannot be blamed on one of
+    // them (a real crash kills them all), so it is re-run strictly alone: 2 solo crashes spend the budget.
+    assert.equal(calls.filter((ids) => ids.includes('poison-p')).length, 1 + 1 + 2);
+    assert.equal(poisoned?.error?.details.crashes, 2);
+  });
+
+  it('the threshold stops the job as soon as it is certain; the rest is Cancelled with the reason', async () => {
+    const items = [{ id: 'bad-0' }, { id: 'bad-1' }, { id: 'bad-2' }, ...Array.from({ length: 7 }, (_, index) => ({ id: `later-${index}` }))];
+    const { result } = await run('runner-threshold', syntheticSpec(items, { batchSize: 1, concurrency: 1, toleratedFailureCount: 1 }));
+    assert.equal(result.status, 'Failed');
+    assert.equal(result.stoppedBy?.type, ErrorTypes.ToleratedFailureThresholdExceeded);
+    assert.deepEqual([result.counts.Failed, result.counts.Cancelled, result.counts.Available], [2, 8, 0]);
+    assert.ok(result.outputs?.filter((entry) => entry.status === 'Cancelled').every((entry) => entry.reason?.includes(ErrorTypes.ToleratedFailureThresholdExceeded)));
+  });
+});
