@@ -248,6 +248,20 @@ describe('engine v2 at the seams: retry and thresholds across slices', () => {
     assert.deepEqual(second.failuresByReason, {});
   });
 
+  it('retry of a closed large job starts a follow-up with every failed item, read from the manifest (no cap)', async () => {
+    const items = Array.from({ length: 1_200 }, (_, index) => ({ id: `c${index}`, ...(index % 12 !== 0 ? { params: { outcome: 'unprocessable' as const } } : {}) }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 300 }));
+    const first = await env.client.result(jobId);
+    assert.equal(first.counts.Failed, 1_100);
+    assert.equal(first.failuresByReason.ItemUnprocessable?.length, 1_000, 'the inline list is capped…');
+    const response = await env.client.retry(jobId, {});
+    assert.equal(response.followUp, true);
+    assert.equal(response.queuedCount, 1_100, '…the follow-up is not');
+    const followUp = await env.client.result(response.jobId);
+    assert.equal(followUp.retryOf, jobId);
+    assert.equal(followUp.counts.items, 1_100);
+  });
+
   it('11 failures over 6 slices with toleratedFailureCount 10 stop the whole job at once, most items Cancelled', async () => {
     const items = Array.from({ length: 2_000 }, (_, index) => ({ id: `t${index}`, params: index % 334 < 2 ? { outcome: 'unprocessable' as const } : { cpuMs: 5 } }));
     const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 334, toleratedFailureCount: 10, concurrency: 4, batchSize: 10 }));
