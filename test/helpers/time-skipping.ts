@@ -2,6 +2,9 @@
  * The time-skipping test server with Faultline's search attributes, a client, and a worker that
  * can be stopped and started again (so messages land in one activation) with mocked activities.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { temporal } from '@temporalio/proto';
 import type { Worker } from '@temporalio/worker';
@@ -35,7 +38,11 @@ export async function createTimeSkippingEnv(options: {
     namespace: 'default',
     searchAttributes: Object.fromEntries(Object.entries(SEARCH_ATTRIBUTES).map(([name, type]) => [name, types[type]])),
   });
-  const config = loadConfig({ ...process.env, FAULTLINE_TASK_QUEUE: options.taskQueue, FAULTLINE_LOG_LEVEL: 'error', FAULTLINE_SECRET_KEY: 'b'.repeat(64) });
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-ts-'));
+  const config = loadConfig(
+    { ...process.env, FAULTLINE_TASK_QUEUE: options.taskQueue, FAULTLINE_LOG_LEVEL: 'error', FAULTLINE_SECRET_KEY: 'b'.repeat(64), FAULTLINE_STORAGE: path.join(dir, 'storage') },
+    dir,
+  );
   const client = await FaultlineClient.connect({ config, connection: testEnv.connection });
   let worker: { worker: Worker; running: Promise<void> } | undefined;
   const startWorker = async () => {
@@ -68,6 +75,7 @@ export async function createTimeSkippingEnv(options: {
     async teardown() {
       await stopWorker();
       await testEnv.teardown();
+      await rm(dir, { recursive: true, force: true });
     },
   };
 }

@@ -3,8 +3,16 @@
  * server. Backoff and Retry-After are measured in workflow time (skipped, never slept); crashes are real heartbeat timeouts of a batch that never heartbeats.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { ApplicationFailure } from '@temporalio/common';
 import { ErrorTypes, type ErrorReport, type JobResult, type RunBatchInput, type RunBatchResult } from '../../src/shared';
+import { createEngineActivities } from '../../src/activities/engine';
+import { createLogger } from '../../src/logger';
+import { builtInPipelines } from '../../src/pipelines';
+import { createStorage } from '../../src/storage';
 import { syntheticSpec } from '../helpers/env';
 import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
 
@@ -21,10 +29,14 @@ function failure(item: string, type: string, errorClass: ErrorReport['class']): 
 /**
  * Item ids say what happens: `transient2-*` fails transiently on its first 2 runs, `after3h-*`
  * fails once asking to come back in 3 h, `always-*` always fails transiently, `bad-*` is
- * unprocessable, `poison-*` crashes its batch every time; anything else is Available.
+ * unprocessable, `poison-*` crashes its batch every time, `unimplemented-*` makes its batch fail
+ * as a worker without the pipeline does; anything else is Available.
  */
 async function runBatch(input: RunBatchInput): Promise<RunBatchResult> {
   calls.push(input.entries.map((entry) => entry.item.id));
+  if (input.entries.some((entry) => entry.item.id.startsWith('unimplemented'))) {
+    throw ApplicationFailure.create({ type: ErrorTypes.InternalError, message: 'this worker has no implementation of pipeline "synthetic"', nonRetryable: true });
+  }
   if (input.entries.some((entry) => entry.item.id.startsWith('poison'))) {
     await new Promise<void>((resolve) => hung.push(resolve));
     return { outcomes: [], notStarted: input.entries.map((entry) => entry.item.id) };
@@ -40,8 +52,18 @@ async function runBatch(input: RunBatchInput): Promise<RunBatchResult> {
   return { outcomes, notStarted: [] };
 }
 
+/** Job storage that fails when the result of a job whose id contains `storage-down` is assembled. */
+let assembleSlicesReal: ((input: { jobId: string }) => Promise<unknown>) | undefined;
+async function assembleSlices(input: { jobId: string }): Promise<unknown> {
+  if (input.jobId.includes('storage-down')) throw ApplicationFailure.create({ type: ErrorTypes.StorageUnwritable, message: 'ENOSPC: no space left on device', nonRetryable: true });
+  if (!assembleSlicesReal) throw new Error('no real assembleSlices');
+  return assembleSlicesReal(input);
+}
+
 before(async () => {
-  ts = await createTimeSkippingEnv({ taskQueue: 'faultline-runner', activities: { runBatch } });
+  const storage = createStorage(path.join(mkdtempSync(path.join(os.tmpdir(), 'faultline-runner-')), 'storage'));
+  assembleSlicesReal = createEngineActivities({ implementations: {}, registry: builtInPipelines, storage, logger: createLogger({ level: 'error', format: 'json' }) }).assembleSlices as never;
+  ts = await createTimeSkippingEnv({ taskQueue: 'faultline-runner', activities: { runBatch, assembleSlices } });
   await ts.startWorker();
 });
 
@@ -103,6 +125,13 @@ describe('item runner (time-skipping server, mocked batches)', () => {
     assert.equal(poisoned?.error?.details.crashes, 2);
   });
 
+  it('a batch failure that is not a lost worker keeps its own type: no isolation, no Crashed', async () => {
+    const { result } = await run('runner-not-a-crash', syntheticSpec([{ id: 'unimplemented-a' }, { id: 'unimplemented-b' }], { batchSize: 2 }));
+    assert.equal(result.status, 'Failed');
+    for (const item of ['unimplemented-a', 'unimplemented-b']) assert.equal(record(result, item)?.error?.type, ErrorTypes.InternalError);
+    assert.deepEqual(calls, [['unimplemented-a', 'unimplemented-b']], 'one batch, never isolated');
+  });
+
   it('the threshold stops the job as soon as it is certain; the rest is Cancelled with the reason', async () => {
     const items = [{ id: 'bad-0' }, { id: 'bad-1' }, { id: 'bad-2' }, ...Array.from({ length: 7 }, (_, index) => ({ id: `later-${index}` }))];
     const { result } = await run('runner-threshold', syntheticSpec(items, { batchSize: 1, concurrency: 1, toleratedFailureCount: 1 }));
@@ -110,5 +139,16 @@ describe('item runner (time-skipping server, mocked batches)', () => {
     assert.equal(result.stoppedBy?.type, ErrorTypes.ToleratedFailureThresholdExceeded);
     assert.deepEqual([result.counts.Failed, result.counts.Cancelled, result.counts.Available], [2, 8, 0]);
     assert.ok(result.outputs?.filter((entry) => entry.status === 'Cancelled').every((entry) => entry.reason?.includes(ErrorTypes.ToleratedFailureThresholdExceeded)));
+  });
+
+  it('a storage failure while assembling a sliced result still ends the job with a result and a fatal report', async () => {
+    const items = Array.from({ length: 30 }, (_, index) => ({ id: `s${index}` }));
+    const { result } = await run('runner-storage-down', syntheticSpec(items, { shardSize: 10 }));
+    assert.equal(result.status, 'Failed');
+    assert.equal(result.stoppedBy?.type, ErrorTypes.StorageUnwritable);
+    assert.equal(result.stoppedBy?.class, 'fatal');
+    assert.equal(result.counts.Available, 30, 'the counts the slices reported are kept');
+    const described = await ts.testEnv.client.workflow.getHandle('runner-storage-down').describe();
+    assert.deepEqual(described.searchAttributes.FaultlineStatus, ['Failed'], 'never left Running');
   });
 });
