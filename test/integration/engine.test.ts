@@ -248,4 +248,23 @@ describe('long histories continue-as-new (job and shards)', () => {
     for await (const _ of env.client.client.workflow.list({ query: `WorkflowId STARTS_WITH '${jobId}/slice-'` })) shardRuns++;
     assert.ok(shardRuns > 2, `slices continued as new (${shardRuns} runs for 2 slices)`);
   });
+
+  it('the job itself continues as new between slices, and a retry of the sliced job still works after it', async () => {
+    const items = Array.from({ length: 300 }, (_, index) => ({ id: `p${index}`, ...(index % 50 === 0 ? { params: { transientFailures: 1 } } : {}) }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 10, batchSize: 10, rotateAfterEvents: 100, retry: { maxAttempts: 1 }, retryWindow: '5m' }));
+    const first = await env.client.result(jobId);
+    assert.deepEqual([first.counts.Available, first.counts.Failed, first.counts.outputs], [294, 6, 300]);
+    const response = await env.client.retry(jobId, {});
+    assert.equal(response.queuedCount, 6);
+    const second = await env.client.result(jobId, { round: 2 });
+    // A synthetic transient failure recurs on each round's first attempt, so the same 6 fail again:
+    // what matters is that exactly they ran again, and every count is still exact.
+    assert.equal(second.round, 2);
+    assert.equal(second.metrics.attempts, first.metrics.attempts + 6);
+    assert.deepEqual([second.counts.Available, second.counts.Failed, second.counts.outputs], [294, 6, 300]);
+    assert.deepEqual(second.failuresByReason.TransientItemError?.sort(), ['p0', 'p100', 'p150', 'p200', 'p250', 'p50']);
+    let runs = 0;
+    for await (const _ of env.client.client.workflow.list({ query: `WorkflowId = '${jobId}'` })) runs++;
+    assert.ok(runs > 1, `the job continued as new while running 30 slices (${runs} runs)`);
+  });
 });
