@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { FaultlineClientError } from '../../src/client';
+import { ensureTemporalCli } from '../../src/devserver/temporal-cli';
 import { ErrorTypes, type JobResult, followUpJobId } from '../../src/shared';
 import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
 
@@ -87,6 +88,29 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     const final = (await env.client.handle(jobId).result()) as JobResult;
     assert.equal(final.status, 'Succeeded', 'nothing left to retry: the job closes with its final result');
     assert.equal(final.round, 2);
+  });
+
+  it('the `temporal` CLI: a retry signal, and a batch signal over a visibility query, retry jobs in place', async () => {
+    endpointUp = false;
+    const start = async (name: string) =>
+      (await env.client.start({ ...imagesSpec([{ id: 'good', source: pathToFileURL(path.join(SAMPLES, 'with-exif.jpg')).toString() }, { id: 'down', source: `${base}/flaky/${name}` }])})).jobId;
+    const single = await start('single');
+    const batched = [await start('b1'), await start('b2')];
+    for (const jobId of [single, ...batched]) assert.equal((await env.client.result(jobId)).status, 'PartiallySucceeded');
+    endpointUp = true;
+    const temporalCli = (args: string[]) => run(ensureTemporalCli(), [...args, '--address', env.server.address, '--namespace', 'default'], { env: process.env });
+    await temporalCli(['workflow', 'signal', '--workflow-id', single, '--name', 'retry', '--input', '{}']);
+    assert.equal((await env.client.result(single, { round: 2 })).status, 'Succeeded', 'signalled job succeeded in place');
+    await eventually(async () => {
+      let found = 0;
+      for await (const _ of env.client.client.workflow.list({ query: `WorkflowId IN ('${batched.join("','")}') AND ExecutionStatus = 'Running'` })) found++;
+      return found === batched.length;
+    }, 15_000, 'visibility lists the open jobs');
+    await temporalCli(['workflow', 'signal', '--query', `WorkflowId IN ('${batched.join("','")}') AND ExecutionStatus = 'Running'`, '--name', 'retry', '--input', '{}', '--reason', 'endpoint recovered', '--yes']);
+    for (const jobId of batched) {
+      const result = await env.client.result(jobId, { round: 2 });
+      assert.deepEqual([result.jobId, result.round, result.status], [jobId, 2, 'Succeeded']);
+    }
   });
 
   it('retry by type touches only that type; corrected sources; validator rejections', async () => {
