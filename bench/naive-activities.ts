@@ -5,7 +5,11 @@ import { burnCpu } from '../src/activities/synthetic';
 
 /** The same work for raw, naive and (through its pipelines) Faultline. */
 export async function thumbnailWork(source: string, outDir: string, id: string): Promise<number> {
-  const data = await sharp(await readFile(source)).autoOrient().resize({ width: 256, height: 256, fit: 'inside', withoutEnlargement: true }).webp({ quality: 80 }).toBuffer();
+  const data = await sharp(await readFile(source))
+    .autoOrient()
+    .resize({ width: 256, height: 256, fit: 'inside', withoutEnlargement: true })
+    .webp({ quality: 80 })
+    .toBuffer();
   await mkdir(path.join(outDir, id), { recursive: true });
   await writeFile(path.join(outDir, id, 'thumbnail.webp'), data);
   return data.length;

@@ -20,7 +20,10 @@ import { createNaiveActivities, thumbnailWork } from './naive-activities';
 const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
 /** `--only=cpu1ms,latency` runs just those workloads. */
-const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice(7).split(',');
+const only = process.argv
+  .find((arg) => arg.startsWith('--only='))
+  ?.slice(7)
+  .split(',');
 const wanted = (name: string) => !only || only.includes(name);
 const scale = quick ? 0.1 : 1;
 const ROOT = path.resolve(__dirname, '..');
@@ -67,15 +70,24 @@ async function measure(items: number, fn: () => Promise<{ completed: boolean; ev
 
 async function pool<T>(count: number, concurrency: number, work: (index: number) => Promise<T>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < count) await work(next++);
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) await work(next++);
+    }),
+  );
 }
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-bench-'));
   const server = await startDevServer({ ui: false, log: say });
-  const env = { ...process.env, TEMPORAL_ADDRESS: server.address, FAULTLINE_TASK_QUEUE: 'faultline-bench', FAULTLINE_STORAGE: path.join(dir, 'storage'), FAULTLINE_ALLOWED_ROOTS: [dir, path.dirname(SOURCE)].join(path.delimiter), FAULTLINE_LOG_LEVEL: 'error' };
+  const env = {
+    ...process.env,
+    TEMPORAL_ADDRESS: server.address,
+    FAULTLINE_TASK_QUEUE: 'faultline-bench',
+    FAULTLINE_STORAGE: path.join(dir, 'storage'),
+    FAULTLINE_ALLOWED_ROOTS: [dir, path.dirname(SOURCE)].join(path.delimiter),
+    FAULTLINE_LOG_LEVEL: 'error',
+  };
   const config = loadConfig(env, dir);
   const logger = createLogger({ level: 'error', format: 'json' });
   installTemporalLogging(logger);
@@ -115,7 +127,10 @@ async function main(): Promise<void> {
   const runFaultline = async (spec: unknown) => {
     const { jobId } = await client.start(spec);
     const result = await client.result(jobId);
-    await raw.workflow.getHandle(jobId).result().catch(() => undefined); // closed, so every child history is final
+    await raw.workflow
+      .getHandle(jobId)
+      .result()
+      .catch(() => undefined); // closed, so every child history is final
     const accounted = result.counts.Available + result.counts.Failed + result.counts.Cancelled + result.counts.Missing + result.counts.Unsolved + result.counts.Skipped;
     return {
       completed: result.counts.Available === result.counts.items,
@@ -136,52 +151,54 @@ async function main(): Promise<void> {
       }
       return { completed: outcome === count, events: await historyEvents(workflowId, false) };
     } catch (error) {
-      return { completed: false, events: await historyEvents(workflowId, false).catch(() => null), outcome: `failed: ${(error as Error).message}${(error as Error).cause ? ` (${((error as Error).cause as Error).message})` : ''}` };
+      return {
+        completed: false,
+        events: await historyEvents(workflowId, false).catch(() => null),
+        outcome: `failed: ${(error as Error).message}${(error as Error).cause ? ` (${((error as Error).cause as Error).message})` : ''}`,
+      };
     }
   };
 
   const workloads: Record<string, Record<string, ModeResult>> = {};
 
   if (wanted('cpu1ms')) {
-  const cpuItems = Math.round(5_000 * scale);
-  say(`cpu1ms: ${cpuItems} items`);
-  workloads.cpu1ms = {
-    raw: await measure(cpuItems, async () => {
-      await pool(cpuItems, cores, () => burnCpu(1));
-      return { completed: true, events: null };
-    }),
-    naive: await measure(cpuItems, () => runNaive('cpu1ms', cpuItems, 20 * 60_000)),
-    faultline: await measure(cpuItems, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: cpuItems }, (_, i) => ({ id: `c${i}`, params: { cpuMs: 1 } })) })),
-  };
-
+    const cpuItems = Math.round(5_000 * scale);
+    say(`cpu1ms: ${cpuItems} items`);
+    workloads.cpu1ms = {
+      raw: await measure(cpuItems, async () => {
+        await pool(cpuItems, cores, () => burnCpu(1));
+        return { completed: true, events: null };
+      }),
+      naive: await measure(cpuItems, () => runNaive('cpu1ms', cpuItems, 20 * 60_000)),
+      faultline: await measure(cpuItems, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: cpuItems }, (_, i) => ({ id: `c${i}`, params: { cpuMs: 1 } })) })),
+    };
   }
   if (wanted('thumbnails')) {
-  const thumbItems = Math.round(2_000 * scale);
-  say(`thumbnails: ${thumbItems} items`);
-  workloads.thumbnails = {
-    raw: await measure(thumbItems, async () => {
-      await pool(thumbItems, cores, (i) => thumbnailWork(SOURCE, path.join(dir, 'raw-out'), `r${i}`));
-      return { completed: true, events: null };
-    }),
-    naive: await measure(thumbItems, () => runNaive('thumbnail', thumbItems, 20 * 60_000)),
-    faultline: await measure(thumbItems, () =>
-      runFaultline({
-        pipeline: 'images',
-        items: Array.from({ length: thumbItems }, (_, i) => ({ id: `t${i}`, source: pathToFileURL(SOURCE).toString() })),
-        outputs: ['thumbnail'],
-        destination: pathToFileURL(path.join(dir, 'faultline-out')).toString(),
+    const thumbItems = Math.round(2_000 * scale);
+    say(`thumbnails: ${thumbItems} items`);
+    workloads.thumbnails = {
+      raw: await measure(thumbItems, async () => {
+        await pool(thumbItems, cores, (i) => thumbnailWork(SOURCE, path.join(dir, 'raw-out'), `r${i}`));
+        return { completed: true, events: null };
       }),
-    ),
-  };
-
+      naive: await measure(thumbItems, () => runNaive('thumbnail', thumbItems, 20 * 60_000)),
+      faultline: await measure(thumbItems, () =>
+        runFaultline({
+          pipeline: 'images',
+          items: Array.from({ length: thumbItems }, (_, i) => ({ id: `t${i}`, source: pathToFileURL(SOURCE).toString() })),
+          outputs: ['thumbnail'],
+          destination: pathToFileURL(path.join(dir, 'faultline-out')).toString(),
+        }),
+      ),
+    };
   }
   if (wanted('scale100k')) {
-  const bigItems = Math.round(100_000 * scale);
-  say(`scale100k: ${bigItems} items`);
-  workloads.scale100k = {
-    faultline: await measure(bigItems, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: bigItems }, (_, i) => ({ id: `b${i}` })) })),
-    naive: await measure(bigItems, () => runNaive('cpu1ms', bigItems, (quick ? 3 : 6) * 60_000)),
-  };
+    const bigItems = Math.round(100_000 * scale);
+    say(`scale100k: ${bigItems} items`);
+    workloads.scale100k = {
+      faultline: await measure(bigItems, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: bigItems }, (_, i) => ({ id: `b${i}` })) })),
+      naive: await measure(bigItems, () => runNaive('cpu1ms', bigItems, (quick ? 3 : 6) * 60_000)),
+    };
   }
 
   if (wanted('scale1m')) {
@@ -254,7 +271,9 @@ async function main(): Promise<void> {
   for (const [name, modes] of Object.entries(workloads)) {
     for (const [mode, r] of Object.entries(modes)) {
       const history = r.maxHistoryBytes === undefined ? '-' : `${(r.maxHistoryBytes / 1024 / 1024).toFixed(2)} MB`;
-      console.log(`${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.items).padStart(7)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}`);
+      console.log(
+        `${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.items).padStart(7)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}`,
+      );
     }
   }
   if (latency.jobs > 0) console.log(`latency      1-item jobs: p50 ${latency.p50Ms} ms, p95 ${latency.p95Ms} ms (n=${latency.jobs})`);

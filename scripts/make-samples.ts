@@ -45,12 +45,18 @@ async function main(): Promise<void> {
     .withExif({ IFD0: { Make: 'Faultline', Model: 'Sample Camera', Copyright: 'CC0' }, IFD2: { ExposureTime: '1/125', FNumber: '4' } })
     .toFile(path.join(OUT, 'with-exif.jpg'));
   await photo.clone().jpeg({ quality: 85 }).toFile(path.join(OUT, 'no-exif.jpg'));
-  await sharp(gradient(160, 120, 4), { raw: { width: 160, height: 120, channels: 4 } }).png({ palette: false, compressionLevel: 9 }).toFile(path.join(OUT, 'alpha.png'));
+  await sharp(gradient(160, 120, 4), { raw: { width: 160, height: 120, channels: 4 } })
+    .png({ palette: false, compressionLevel: 9 })
+    .toFile(path.join(OUT, 'alpha.png'));
   const full = await photo.clone().jpeg({ quality: 90 }).toBuffer();
   await writeFile(path.join(OUT, 'truncated.jpg'), full.subarray(0, Math.floor(full.length * 0.4)));
   await writeFile(path.join(OUT, 'not-an-image.jpg'), 'This is a text file wearing a .jpg extension.\n');
-  await sharp(gradient(24, 24, 3), { raw: { width: 24, height: 24, channels: 3 } }).png().toFile(path.join(OUT, 'tiny.png'));
-  await sharp(noise(300, 300), { raw: { width: 300, height: 300, channels: 3 } }).png().toFile(path.join(OUT, 'noise.png'));
+  await sharp(gradient(24, 24, 3), { raw: { width: 24, height: 24, channels: 3 } })
+    .png()
+    .toFile(path.join(OUT, 'tiny.png'));
+  await sharp(noise(300, 300), { raw: { width: 300, height: 300, channels: 3 } })
+    .png()
+    .toFile(path.join(OUT, 'noise.png'));
   console.log(`samples written to ${OUT}`);
 }
 

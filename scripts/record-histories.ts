@@ -49,10 +49,9 @@ async function main(): Promise<void> {
     const flakyOnce = (id: string) => ({ id, params: { transientFailures: 1 } });
     const jobs: Record<string, { spec: unknown; during?: (jobId: string) => Promise<void>; children?: boolean }> = {
       mixed: {
-        spec: syntheticSpec(
-          [{ id: 'ok' }, { id: 'missing', params: { outcome: 'missing' } }, { id: 'bad', params: { outcome: 'unprocessable' } }, flakyOnce('flaky')],
-          { retry: { initialInterval: '10ms' } },
-        ),
+        spec: syntheticSpec([{ id: 'ok' }, { id: 'missing', params: { outcome: 'missing' } }, { id: 'bad', params: { outcome: 'unprocessable' } }, flakyOnce('flaky')], {
+          retry: { initialInterval: '10ms' },
+        }),
       },
       fatal: { spec: syntheticSpec([{ id: 'a' }, { id: 'boom', params: { outcome: 'fatal' } }, { id: 'b' }], { batchSize: 3 }) },
       'cancel-update': {
@@ -105,7 +104,10 @@ async function main(): Promise<void> {
         children: true,
       },
       rotation: {
-        spec: syntheticSpec(Array.from({ length: 40 }, (_, i) => flakyOnce(`r${i}`)), { batchSize: 1, concurrency: 4, rotateAfterEvents: 100, retry: { initialInterval: '10ms' } }),
+        spec: syntheticSpec(
+          Array.from({ length: 40 }, (_, i) => flakyOnce(`r${i}`)),
+          { batchSize: 1, concurrency: 4, rotateAfterEvents: 100, retry: { initialInterval: '10ms' } },
+        ),
       },
     };
     for (const [name, { spec, during, children }] of Object.entries(jobs)) {

@@ -180,7 +180,11 @@ export class FaultlineClient {
           { key: SearchKeys.status, value: 'Running' },
         ],
         staticSummary: `Faultline job: ${itemCount} item(s), pipeline ${spec.pipeline}${options.retryOf ? `, retry of ${options.retryOf}` : ''}`,
-        staticDetails: spec.labels ? Object.entries(spec.labels).map(([key, value]) => `${key}: ${value}`).join('\n') : undefined,
+        staticDetails: spec.labels
+          ? Object.entries(spec.labels)
+              .map(([key, value]) => `${key}: ${value}`)
+              .join('\n')
+          : undefined,
         workflowIdReusePolicy: 'REJECT_DUPLICATE',
       });
       return { jobId, existing: false };
@@ -345,7 +349,10 @@ export class FaultlineClient {
     const webhook = spec.options?.webhook;
     if (!webhook?.secret) return spec;
     const key = loadSecretKey(this.options.config.secretKey, this.options.config.storage, false);
-    if (!key) throw new FaultlineClientError('invalid', 'a webhook secret needs FAULTLINE_SECRET_KEY (or run `faultline dev`, which creates one) so it never travels in clear', [{ path: 'options.webhook.secret', code: 'no_key', message: 'no encryption key configured' }]);
+    if (!key)
+      throw new FaultlineClientError('invalid', 'a webhook secret needs FAULTLINE_SECRET_KEY (or run `faultline dev`, which creates one) so it never travels in clear', [
+        { path: 'options.webhook.secret', code: 'no_key', message: 'no encryption key configured' },
+      ]);
     const { secret, ...rest } = webhook;
     return { ...spec, options: { ...spec.options, webhook: { ...rest, secretEncrypted: encryptSecret(secret, key) } } };
   }

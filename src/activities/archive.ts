@@ -42,7 +42,10 @@ async function stageFile(source: string, target: string): Promise<boolean> {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return false;
     if (code === 'EXDEV' || code === 'EPERM') {
-      return copyFile(source, target).then(() => true, (copyError: NodeJS.ErrnoException) => (copyError.code === 'ENOENT' ? false : Promise.reject(copyError)));
+      return copyFile(source, target).then(
+        () => true,
+        (copyError: NodeJS.ErrnoException) => (copyError.code === 'ENOENT' ? false : Promise.reject(copyError)),
+      );
     }
     throw error;
   }
@@ -52,7 +55,14 @@ export function createArchiveActivities(deps: { allowedRoots: string[]; logger: 
   return {
     async packArchive(input: ArchiveInput): Promise<ArchiveSummary> {
       const dir = await resolveAllowedPath(input.destination, deps.allowedRoots, 'destination', 'archive');
-      const records = input.outputs ?? (input.manifest ? (await readFile(fileURLToPath(input.manifest), 'utf8')).split('\n').filter(Boolean).map((line) => JSON.parse(line) as OutputRecord) : []);
+      const records =
+        input.outputs ??
+        (input.manifest
+          ? (await readFile(fileURLToPath(input.manifest), 'utf8'))
+              .split('\n')
+              .filter(Boolean)
+              .map((line) => JSON.parse(line) as OutputRecord)
+          : []);
       const candidates = records.filter((record) => record.status === 'Available' && record.location?.startsWith('file:'));
       const staging = path.join(dir, `.faultline-archive-${safeName(input.jobId)}-${input.round}`);
       const target = path.join(dir, `${safeName(input.jobId)}.tar.gz`);
@@ -67,7 +77,13 @@ export function createArchiveActivities(deps: { allowedRoots: string[]; logger: 
           const relative = path.relative(dir, source);
           const inside = !relative.startsWith('..') && !path.isAbsolute(relative);
           if (inside && (await stageFile(source, path.join(staging, relative)))) {
-            packed.push({ path: relative, item: record.item, output: record.output, ...(record.bytes !== undefined ? { bytes: record.bytes } : {}), ...(record.sha256 ? { sha256: record.sha256 } : {}) });
+            packed.push({
+              path: relative,
+              item: record.item,
+              output: record.output,
+              ...(record.bytes !== undefined ? { bytes: record.bytes } : {}),
+              ...(record.sha256 ? { sha256: record.sha256 } : {}),
+            });
           } else {
             missingFiles.push(`${record.item}/${record.output}`);
           }

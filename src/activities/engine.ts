@@ -89,7 +89,14 @@ export function createEngineActivities(deps: EngineDeps) {
           let outcome: ItemOutcome;
           try {
             const work = await withDeadline(input.itemTimeoutMs, ctx.cancellationSignal, (signal) =>
-              implementation.processItem({ job: input.job, entry, signal, get log() { return itemLogger(); } }),
+              implementation.processItem({
+                job: input.job,
+                entry,
+                signal,
+                get log() {
+                  return itemLogger();
+                },
+              }),
             );
             outcome = { item: entry.item.id, records: work.records, bytesIn: work.bytesIn, bytesOut: work.bytesOut };
           } catch (error) {
@@ -138,7 +145,13 @@ export function createEngineActivities(deps: EngineDeps) {
     },
 
     /** Which slices hold items a retry selection runs again, each with its current records. */
-    async planSliceRetry(input: { jobId: string; round: number; sliceCount: number; selection: RetryRequest; listLimit: number }): Promise<{ slices: { index: number; base: string; count: number }[]; count: number; ids: string[] }> {
+    async planSliceRetry(input: {
+      jobId: string;
+      round: number;
+      sliceCount: number;
+      selection: RetryRequest;
+      listLimit: number;
+    }): Promise<{ slices: { index: number; base: string; count: number }[]; count: number; ids: string[] }> {
       const latest = await deps.storage.latestSliceRounds(input.jobId, input.round);
       const plan = { slices: [] as { index: number; base: string; count: number }[], count: 0, ids: [] as string[] };
       for (let index = 0; index < input.sliceCount; index++) {
@@ -195,7 +208,13 @@ export function createEngineActivities(deps: EngineDeps) {
       for (let slice = input.slices.from; slice < input.slices.to; slice++) {
         const sliceItems = items.slice(slice * input.sliceSize, (slice + 1) * input.sliceSize);
         const records: OutputRecord[] = sliceItems.flatMap((item) =>
-          outputsForItem(input.head, item, pipeline).map((output): OutputRecord => ({ item: item.id, output, status: input.status, reason: input.reason, ...(input.error ? { error: { ...input.error, item: item.id } } : {}) })),
+          outputsForItem(input.head, item, pipeline).map((output): OutputRecord => ({
+            item: item.id,
+            output,
+            status: input.status,
+            reason: input.reason,
+            ...(input.error ? { error: { ...input.error, item: item.id } } : {}),
+          })),
         );
         await storageCall(() => deps.storage.writeLines(deps.storage.sliceRecordsUri(input.jobId, slice, input.round), records));
         tallyRecords(tally, records);
@@ -219,7 +238,12 @@ export function createEngineActivities(deps: EngineDeps) {
         else parts.push(deps.storage.sliceRecordsUri(input.jobId, slice, round));
       }
       if (missing.length > 0) {
-        throw ApplicationFailure.create({ type: ErrorTypes.InternalError, message: `records of ${missing.length} slice(s) are missing from job storage`, nonRetryable: true, details: [{ missing: missing.slice(0, 20) }] });
+        throw ApplicationFailure.create({
+          type: ErrorTypes.InternalError,
+          message: `records of ${missing.length} slice(s) are missing from job storage`,
+          nonRetryable: true,
+          details: [{ missing: missing.slice(0, 20) }],
+        });
       }
       const manifest = await storageCall(() => deps.storage.assembleManifest(input.jobId, input.round, parts));
       const builder = new TallyBuilder();
@@ -267,7 +291,12 @@ async function storageCall<T>(fn: () => Promise<T>): Promise<T> {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code && PERMANENT_FS_ERRORS.has(code)) {
-      const report = makeReport({ type: ErrorTypes.StorageUnwritable, message: `job storage is not writable (${code})`, details: { code, syscall: (error as NodeJS.ErrnoException).syscall }, at: new Date().toISOString() });
+      const report = makeReport({
+        type: ErrorTypes.StorageUnwritable,
+        message: `job storage is not writable (${code})`,
+        details: { code, syscall: (error as NodeJS.ErrnoException).syscall },
+        at: new Date().toISOString(),
+      });
       throw ApplicationFailure.create({ type: ErrorTypes.StorageUnwritable, message: report.message, nonRetryable: true, details: [report], cause: error as Error });
     }
     throw error;

@@ -121,7 +121,13 @@ export function httpStatusError(status: number, url: string, step: string, heade
   if (status === 401 || status === 403) return new ItemError({ type: ErrorTypes.SourceForbidden, message: `${status} from ${redactUrl(url)}`, details, step });
   if (status === 429) {
     const delay = retryAfterMs(headers['retry-after']);
-    return new ItemError({ type: ErrorTypes.RateLimited, message: `429 from ${redactUrl(url)}`, details: { ...details, ...(delay !== undefined ? { retryAfterMs: delay } : {}) }, step, ...(delay !== undefined ? { retryAfterMs: delay } : {}) });
+    return new ItemError({
+      type: ErrorTypes.RateLimited,
+      message: `429 from ${redactUrl(url)}`,
+      details: { ...details, ...(delay !== undefined ? { retryAfterMs: delay } : {}) },
+      step,
+      ...(delay !== undefined ? { retryAfterMs: delay } : {}),
+    });
   }
   if (status >= 500 || status === 408) return new ItemError({ type: ErrorTypes.EndpointUnavailable, message: `${status} from ${redactUrl(url)}`, details, step });
   return new ItemError({ type: 'SourceRequestRejected', class: 'unprocessable', message: `${status} from ${redactUrl(url)}`, details, step });
@@ -162,7 +168,13 @@ export async function fetchSource(source: string, options: FetchOptions): Promis
       if (response.statusCode >= 300 && response.statusCode < 400 && response.headers.location) {
         await response.body.dump();
         if (hop >= (options.maxRedirects ?? 5)) {
-          throw new ItemError({ type: 'TooManyRedirects', class: 'unprocessable', message: `more than ${options.maxRedirects ?? 5} redirects`, details: { url: redactUrl(url.toString()) }, step: STEP });
+          throw new ItemError({
+            type: 'TooManyRedirects',
+            class: 'unprocessable',
+            message: `more than ${options.maxRedirects ?? 5} redirects`,
+            details: { url: redactUrl(url.toString()) },
+            step: STEP,
+          });
         }
         current = new URL(String(response.headers.location), current);
         if (current.protocol !== 'http:' && current.protocol !== 'https:') {

@@ -138,7 +138,16 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
         last = failure;
       } catch (error) {
         if (error instanceof ItemError && error.report.class !== 'transient') throw error;
-        last = error instanceof ItemError ? error : new ItemError({ type: ErrorTypes.NetworkError, message: `upload to ${redactUrl(url)} failed: ${(error as Error).name}`, details: { url: redactUrl(url) }, step: 'deliver', output: produced.output });
+        last =
+          error instanceof ItemError
+            ? error
+            : new ItemError({
+                type: ErrorTypes.NetworkError,
+                message: `upload to ${redactUrl(url)} failed: ${(error as Error).name}`,
+                details: { url: redactUrl(url) },
+                step: 'deliver',
+                output: produced.output,
+              });
       }
       if (attempt < attempts) await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** (attempt - 1)));
     }
@@ -196,10 +205,20 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
       const produced: Produced[] = [];
       try {
         if (wanted.has('thumbnail')) {
-          produced.push({ output: 'thumbnail', ext: 'webp', contentType: 'image/webp', data: await oriented.clone().resize({ width: 256, height: 256, fit: 'inside', withoutEnlargement: true }).webp({ quality: 80 }).toBuffer() });
+          produced.push({
+            output: 'thumbnail',
+            ext: 'webp',
+            contentType: 'image/webp',
+            data: await oriented.clone().resize({ width: 256, height: 256, fit: 'inside', withoutEnlargement: true }).webp({ quality: 80 }).toBuffer(),
+          });
         }
         if (wanted.has('preview')) {
-          produced.push({ output: 'preview', ext: 'jpg', contentType: 'image/jpeg', data: await oriented.clone().resize({ width: 1024, height: 1024, fit: 'inside', withoutEnlargement: true }).flatten({ background: '#ffffff' }).jpeg({ quality: 82 }).toBuffer() });
+          produced.push({
+            output: 'preview',
+            ext: 'jpg',
+            contentType: 'image/jpeg',
+            data: await oriented.clone().resize({ width: 1024, height: 1024, fit: 'inside', withoutEnlargement: true }).flatten({ background: '#ffffff' }).jpeg({ quality: 82 }).toBuffer(),
+          });
         }
         if (wanted.has('metadata')) {
           const summary = { format, width, height, channels: meta.channels, alpha: meta.hasAlpha ?? false, bytes: fetched.data.length, sha256: sourceSha, space: meta.space, density: meta.density };
@@ -213,7 +232,15 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
             try {
               tags = plainExif(exifReader(meta.exif));
             } catch (error) {
-              throw new ItemError({ type: 'CorruptExif', class: 'unprocessable', message: 'the EXIF block cannot be parsed', details: { bytes: meta.exif.length }, step: 'process', output: 'exif', cause: error });
+              throw new ItemError({
+                type: 'CorruptExif',
+                class: 'unprocessable',
+                message: 'the EXIF block cannot be parsed',
+                details: { bytes: meta.exif.length },
+                step: 'process',
+                output: 'exif',
+                cause: error,
+              });
             }
             produced.push({ output: 'exif', ext: 'json', contentType: 'application/json', data: Buffer.from(JSON.stringify(tags, null, 2)) });
           }
@@ -243,7 +270,14 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
         } else if (destinationDir) {
           location = (await writeOutputFile(destinationDir, itemId, `${out.output}.${out.ext}`, out.data)).location;
         } else {
-          throw new ItemError({ type: 'NoDestination', class: 'fatal', message: `no destination directory and no pre-signed URL for ${itemId}/${out.output}`, details: { item: itemId, output: out.output }, step: 'deliver', output: out.output });
+          throw new ItemError({
+            type: 'NoDestination',
+            class: 'fatal',
+            message: `no destination directory and no pre-signed URL for ${itemId}/${out.output}`,
+            details: { item: itemId, output: out.output },
+            step: 'deliver',
+            output: out.output,
+          });
         }
         bytesOut += out.data.length;
         records.push({ item: itemId, output: out.output, status: 'Available', location, bytes: out.data.length, sha256: sha256(out.data), ...(out.details ? { details: out.details } : {}) });

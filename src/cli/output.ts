@@ -12,11 +12,17 @@ export function renderOutputsTable(outputs: readonly OutputRecord[]): string {
     record.item,
     record.output,
     record.status,
-    record.error ? `${record.error.type} (${record.error.class}${record.error.attempts ? `, ${record.error.attempts} attempt(s)` : ''}): ${record.error.message}` : (record.reason ?? record.location ?? ''),
+    record.error
+      ? `${record.error.type} (${record.error.class}${record.error.attempts ? `, ${record.error.attempts} attempt(s)` : ''}): ${record.error.message}`
+      : (record.reason ?? record.location ?? ''),
   ]);
   const header = ['ITEM', 'OUTPUT', 'STATUS', 'DETAIL'];
   const widths = header.map((title, column) => Math.min(column === 3 ? 90 : 28, Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length))));
-  const line = (cells: string[]) => cells.map((cell, column) => truncate(cell, widths[column] ?? 20).padEnd(widths[column] ?? 20)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => truncate(cell, widths[column] ?? 20).padEnd(widths[column] ?? 20))
+      .join('  ')
+      .trimEnd();
   return [line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)].join('\n');
 }
 
@@ -41,7 +47,8 @@ export function renderResult(result: JobResult): string {
     const a = result.archive;
     lines.push(a.location ? `archive: ${a.location} (${a.files} file(s), ${a.missing} missing)` : `archive: ${a.skipped ?? a.error?.message ?? 'not written'}`);
   }
-  for (const note of result.notifications ?? []) lines.push(`webhook ${note.url}: ${note.delivered ? 'delivered' : 'NOT delivered'} after ${note.attempts} attempt(s)${note.lastStatus ? ` (last status ${note.lastStatus})` : ''}`);
+  for (const note of result.notifications ?? [])
+    lines.push(`webhook ${note.url}: ${note.delivered ? 'delivered' : 'NOT delivered'} after ${note.attempts} attempt(s)${note.lastStatus ? ` (last status ${note.lastStatus})` : ''}`);
   return lines.join('\n');
 }
 
@@ -56,7 +63,9 @@ export function printProgress(progress: JobProgress, json: boolean): void {
   }
   const c = progress.counts;
   console.log(`job ${progress.jobId} (${progress.pipeline}) round ${progress.round}: ${progress.phase}${progress.settled ? ' (settled)' : ''}`);
-  console.log(`  outputs ${c.outputs}: Available ${c.Available} · Missing ${c.Missing} · Failed ${c.Failed} · Unsolved ${c.Unsolved} · Skipped ${c.Skipped} · Cancelled ${c.Cancelled}; batches in flight ${progress.inFlight}`);
+  console.log(
+    `  outputs ${c.outputs}: Available ${c.Available} · Missing ${c.Missing} · Failed ${c.Failed} · Unsolved ${c.Unsolved} · Skipped ${c.Skipped} · Cancelled ${c.Cancelled}; batches in flight ${progress.inFlight}`,
+  );
   if (progress.shards.total > 0) console.log(`  shards ${progress.shards.done}/${progress.shards.total}`);
   for (const entry of progress.backoff) console.log(`  waiting: ${entry.item} after ${entry.attempts} failure(s) (${entry.errorType}); next attempt ${entry.nextAttemptAt}`);
 }
@@ -68,7 +77,10 @@ function doneOutputs(progress: JobProgress): number {
 
 /** Live progress bar until the job settles; returns the result. */
 export async function watchJob(client: FaultlineClient, jobId: string, intervalMs = 500): Promise<JobResult> {
-  const bar = new SingleBar({ format: ' {bar} {percentage}% | {value}/{total} outputs | {phase} | failed {failed} | backoff {backoff}', stream: process.stderr, hideCursor: true }, Presets.shades_classic);
+  const bar = new SingleBar(
+    { format: ' {bar} {percentage}% | {value}/{total} outputs | {phase} | failed {failed} | backoff {backoff}', stream: process.stderr, hideCursor: true },
+    Presets.shades_classic,
+  );
   let started = false;
   try {
     for (;;) {

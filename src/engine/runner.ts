@@ -8,16 +8,7 @@
  * runs strictly alone next, so only the poison item is ever charged. A graceful worker shutdown
  * hands work back for free. Any other batch failure is reported with its own type and class.
  */
-import {
-  ActivityFailure,
-  ApplicationFailure,
-  CancellationScope,
-  TimeoutFailure,
-  condition,
-  log,
-  proxyActivities,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, CancellationScope, TimeoutFailure, condition, log, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import { TimeoutType } from '@temporalio/common';
 import type { createEngineActivities } from '../activities/engine';
 import {
@@ -224,12 +215,7 @@ export class ItemRunner {
         records.push(...state.records);
         continue;
       }
-      const reason =
-        this.stop?.kind === 'cancelled'
-          ? `job cancelled: ${this.stop.reason}`
-          : this.stop?.kind === 'fatal'
-            ? `job ended early by ${this.stop.report.type}`
-            : 'not attempted';
+      const reason = this.stop?.kind === 'cancelled' ? `job cancelled: ${this.stop.reason}` : this.stop?.kind === 'fatal' ? `job ended early by ${this.stop.report.type}` : 'not attempted';
       for (const output of state.outputs) {
         records.push({
           item: state.item.id,
@@ -305,7 +291,10 @@ export class ItemRunner {
     if (kind === 'solo') this.soloInFlight = true;
     const { heartbeatTimeoutMs } = this.config.options;
     const steps = this.config.pipeline.steps;
-    const itemTimeoutMs = Math.max(1_000, steps.reduce((sum, step) => sum + step.itemTimeoutMs, 0));
+    const itemTimeoutMs = Math.max(
+      1_000,
+      steps.reduce((sum, step) => sum + step.itemTimeoutMs, 0),
+    );
     const activities = proxyActivities<EngineActivities>({
       // A backstop only: each item has its own deadline inside the activity.
       startToCloseTimeout: Math.min(itemTimeoutMs * batch.length + 60_000, 24 * 3600_000),

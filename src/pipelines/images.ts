@@ -7,7 +7,10 @@ export const ImageFormats = ['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif', 'heif
 
 export const ImagesParams = z
   .object({
-    fit: z.object({ maxBytes: z.number().int().min(100).max(100_000_000), format: z.enum(['jpeg', 'webp']).optional() }).strict().optional(),
+    fit: z
+      .object({ maxBytes: z.number().int().min(100).max(100_000_000), format: z.enum(['jpeg', 'webp']).optional() })
+      .strict()
+      .optional(),
     filter: z
       .object({
         minWidth: z.number().int().min(1).optional(),
@@ -21,7 +24,10 @@ export const ImagesParams = z
     maxPixels: z.number().int().min(1).max(1_000_000_000).optional(),
     maxSourceBytes: z.number().int().min(1).max(2_000_000_000).optional(),
     /** HTTP fetch timeouts (defaults 10 s connect, 30 s read). */
-    timeouts: z.object({ connectMs: z.number().int().min(10).max(300_000).optional(), readMs: z.number().int().min(10).max(3_600_000).optional() }).strict().optional(),
+    timeouts: z
+      .object({ connectMs: z.number().int().min(10).max(300_000).optional(), readMs: z.number().int().min(10).max(3_600_000).optional() })
+      .strict()
+      .optional(),
   })
   .strict();
 export type ImagesParams = z.infer<typeof ImagesParams>;

@@ -27,9 +27,7 @@ export interface RunBatchInput {
   itemTimeoutMs?: number;
 }
 
-export type ItemOutcome =
-  | { item: string; records: OutputRecord[]; bytesIn: number; bytesOut: number }
-  | { item: string; error: ErrorReport; retryAfterMs?: number };
+export type ItemOutcome = { item: string; records: OutputRecord[]; bytesIn: number; bytesOut: number } | { item: string; error: ErrorReport; retryAfterMs?: number };
 
 export interface BatchProgress {
   done: ItemOutcome[];

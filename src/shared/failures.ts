@@ -2,17 +2,7 @@
  * Conversions between thrown errors / Temporal failures and ErrorReports, both ways.
  * The `cause` chain is kept as nested reports in `details.cause`; stacks only in `details.stack`.
  */
-import {
-  ActivityFailure,
-  ApplicationFailure,
-  CancelledFailure,
-  ChildWorkflowFailure,
-  ServerFailure,
-  TemporalFailure,
-  TerminatedFailure,
-  TimeoutFailure,
-  TimeoutType,
-} from '@temporalio/common';
+import { ActivityFailure, ApplicationFailure, CancelledFailure, ChildWorkflowFailure, ServerFailure, TemporalFailure, TerminatedFailure, TimeoutFailure, TimeoutType } from '@temporalio/common';
 import { type ErrorClass, ErrorClasses, type ErrorReport, ErrorTypes, classOf, makeReport } from './errors';
 import { redactText, redactValue } from './redact';
 
@@ -29,12 +19,7 @@ const MAX_CAUSE_DEPTH = 8;
 function isReport(value: unknown): value is ErrorReport {
   if (!value || typeof value !== 'object') return false;
   const candidate = value as Partial<ErrorReport>;
-  return (
-    typeof candidate.type === 'string' &&
-    typeof candidate.message === 'string' &&
-    typeof candidate.class === 'string' &&
-    (ErrorClasses as readonly string[]).includes(candidate.class)
-  );
+  return typeof candidate.type === 'string' && typeof candidate.message === 'string' && typeof candidate.class === 'string' && (ErrorClasses as readonly string[]).includes(candidate.class);
 }
 
 /** Turns anything thrown (or a Temporal failure) into an ErrorReport. */

@@ -52,9 +52,7 @@ export interface CancelResponse {
 export type RequestOrigin = 'update' | 'signal';
 
 /** An operator request, queued by a handler and carried out only by the job's main loop. */
-export type JobRequest =
-  | { id: number; kind: 'retry'; origin: RequestOrigin; selection: RetryRequest; at: string }
-  | { id: number; kind: 'cancel'; origin: RequestOrigin; reason: string; at: string };
+export type JobRequest = { id: number; kind: 'retry'; origin: RequestOrigin; selection: RetryRequest; at: string } | { id: number; kind: 'cancel'; origin: RequestOrigin; reason: string; at: string };
 
 /** A request the job could not honour, with the declared error type of the reason. */
 export interface RejectedRequest {

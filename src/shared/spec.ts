@@ -45,7 +45,10 @@ export const WebhookSchema = z
     /** `v1:<iv>:<tag>:<ciphertext>` made with the shared key (FAULTLINE_SECRET_KEY). */
     secretEncrypted: z.string().min(1).optional(),
     /** Name of a secret the worker holds, e.g. `env:WEBHOOK_SECRET`. */
-    secretRef: z.string().regex(/^env:[A-Za-z_][A-Za-z0-9_]*$/, 'secretRef looks like env:NAME').optional(),
+    secretRef: z
+      .string()
+      .regex(/^env:[A-Za-z_][A-Za-z0-9_]*$/, 'secretRef looks like env:NAME')
+      .optional(),
   })
   .strict();
 

@@ -4,19 +4,7 @@
  */
 import { ApplicationFailure, patched, setHandler } from '@temporalio/workflow';
 import { JobRun, invalidSpec } from '../engine/job-run';
-import {
-  type JobInput,
-  type JobResult,
-  PATCHES,
-  awaitResultUpdate,
-  cancelSignal,
-  cancelUpdate,
-  normalizeJobInput,
-  progressQuery,
-  retrySignal,
-  retryUpdate,
-  sliceFailuresSignal,
-} from '../shared';
+import { type JobInput, type JobResult, PATCHES, awaitResultUpdate, cancelSignal, cancelUpdate, normalizeJobInput, progressQuery, retrySignal, retryUpdate, sliceFailuresSignal } from '../shared';
 import { legacyJobWorkflow } from './legacy/job-v1';
 import type { JobInput as LegacyJobInput } from './legacy/types-v1';
 

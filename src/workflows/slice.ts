@@ -3,16 +3,7 @@
  * storage. While the job has a failure threshold it signals each new failure to its job, so the
  * job can stop as soon as failures job-wide exceed it.
  */
-import {
-  ApplicationFailure,
-  CancellationScope,
-  allHandlersFinished,
-  condition,
-  continueAsNew,
-  getExternalWorkflowHandle,
-  log,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, getExternalWorkflowHandle, log, workflowInfo } from '@temporalio/workflow';
 import { runSlice } from '../engine/slice';
 import type { ItemRunner } from '../engine/runner';
 import { builtInPipelines } from '../pipelines';

@@ -51,7 +51,14 @@ describe('job engine (real dev server)', () => {
     assert.equal(result.success, true);
     assert.equal(result.schemaVersion, 1);
     assert.deepEqual(
-      { items: result.counts.items, outputs: result.counts.outputs, Available: result.counts.Available, Missing: result.counts.Missing, Unsolved: result.counts.Unsolved, Failed: result.counts.Failed },
+      {
+        items: result.counts.items,
+        outputs: result.counts.outputs,
+        Available: result.counts.Available,
+        Missing: result.counts.Missing,
+        Unsolved: result.counts.Unsolved,
+        Failed: result.counts.Failed,
+      },
       { items: 6, outputs: 6, Available: 2, Missing: 1, Unsolved: 1, Failed: 2 },
     );
     assert.equal(output(result, 'flaky').status, 'Available');
@@ -87,12 +94,7 @@ describe('job engine (real dev server)', () => {
   });
 
   it('fatal ends the job at once and keeps finished outputs', async () => {
-    const result = await run(
-      syntheticSpec(
-        [{ id: 'first' }, { id: 'second' }, { id: 'boom', params: { outcome: 'fatal' } }, { id: 'after-1' }, { id: 'after-2' }],
-        { batchSize: 5 },
-      ),
-    );
+    const result = await run(syntheticSpec([{ id: 'first' }, { id: 'second' }, { id: 'boom', params: { outcome: 'fatal' } }, { id: 'after-1' }, { id: 'after-2' }], { batchSize: 5 }));
     assert.equal(result.status, 'Failed');
     assert.equal(result.success, false);
     assert.equal(output(result, 'first').status, 'Available');

@@ -222,7 +222,13 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
     assert.equal(ok.status, 'Succeeded');
     assert.equal(puts.get('/put/a-thumb-flaky')?.length, 1, 'one stored upload despite retries');
     assert.equal(out(ok, 'a', 'thumbnail').location, `${base}/put/a-thumb-flaky?X-Amz-Signature=REDACTED`);
-    assert.equal(out(ok, 'a', 'thumbnail').sha256, (await import('node:crypto')).createHash('sha256').update(puts.get('/put/a-thumb-flaky')?.[0] ?? '').digest('hex'));
+    assert.equal(
+      out(ok, 'a', 'thumbnail').sha256,
+      (await import('node:crypto'))
+        .createHash('sha256')
+        .update(puts.get('/put/a-thumb-flaky')?.[0] ?? '')
+        .digest('hex'),
+    );
     const denied = await runImages({
       items: [
         { id: 'd', source: sample('no-exif.jpg'), outputs: ['thumbnail'] },
@@ -265,7 +271,10 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
     const first = (await readdir(path.join(dest, 'r'))).sort();
     await runImages(spec);
     assert.deepEqual((await readdir(path.join(dest, 'r'))).sort(), first);
-    assert.deepEqual(first, ['exif.json', 'metadata.json', 'preview.jpg', 'thumbnail.webp'].filter((name) => name !== 'exif.json'));
+    assert.deepEqual(
+      first,
+      ['exif.json', 'metadata.json', 'preview.jpg', 'thumbnail.webp'].filter((name) => name !== 'exif.json'),
+    );
   });
 
   it('all items filtered out → Empty', async () => {
@@ -280,14 +289,17 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
 
   it('archive child job packs outputs + manifest; a vanished file is counted, not fatal', async () => {
     const dest = path.join(env.dir, 'out-archive');
-    const result = await runImages({
-      items: [
-        { id: 'x', source: sample('no-exif.jpg'), outputs: ['thumbnail', 'metadata'] },
-        { id: 'y', source: sample('alpha.png'), outputs: ['thumbnail'] },
-      ],
-      destination: pathToFileURL(dest).toString(),
-      options: { archive: true },
-    }, 'archive-job');
+    const result = await runImages(
+      {
+        items: [
+          { id: 'x', source: sample('no-exif.jpg'), outputs: ['thumbnail', 'metadata'] },
+          { id: 'y', source: sample('alpha.png'), outputs: ['thumbnail'] },
+        ],
+        destination: pathToFileURL(dest).toString(),
+        options: { archive: true },
+      },
+      'archive-job',
+    );
     assert.equal(result.archive?.files, 3);
     assert.ok(result.archive?.location);
     const listed: string[] = [];
@@ -327,7 +339,10 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
     // The delivery outcome joins the result after delivery: the completed job carries it.
     const result = (await env.client.client.workflow.getHandle('webhook-job').result()) as JobResult;
     assert.equal(webhooks.length, 3, `two 500s, then delivered: ${JSON.stringify(result.notifications)}`);
-    assert.ok(webhooks.every((hook) => hook.verified), 'every delivery carries a valid signature');
+    assert.ok(
+      webhooks.every((hook) => hook.verified),
+      'every delivery carries a valid signature',
+    );
     const delivered = JSON.parse(webhooks[2]?.body ?? '{}') as JobResult;
     assert.equal(delivered.jobId, 'webhook-job');
     assert.equal(delivered.notifications, undefined, 'the delivery outcome is not inside the body');

@@ -27,7 +27,10 @@ before(async () => {
     if (req.url?.startsWith('/missing')) return void res.writeHead(404).end();
     import('node:fs/promises')
       .then(({ readFile }) => readFile(path.join(SAMPLES, 'no-exif.jpg')))
-      .then((data) => res.end(data), () => res.writeHead(500).end());
+      .then(
+        (data) => res.end(data),
+        () => res.writeHead(500).end(),
+      );
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -93,7 +96,14 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
   it('the `temporal` CLI: a retry signal, and a batch signal over a visibility query, retry jobs in place', async () => {
     endpointUp = false;
     const start = async (name: string) =>
-      (await env.client.start({ ...imagesSpec([{ id: 'good', source: pathToFileURL(path.join(SAMPLES, 'with-exif.jpg')).toString() }, { id: 'down', source: `${base}/flaky/${name}` }])})).jobId;
+      (
+        await env.client.start({
+          ...imagesSpec([
+            { id: 'good', source: pathToFileURL(path.join(SAMPLES, 'with-exif.jpg')).toString() },
+            { id: 'down', source: `${base}/flaky/${name}` },
+          ]),
+        })
+      ).jobId;
     const single = await start('single');
     const batched = [await start('b1'), await start('b2')];
     for (const jobId of [single, ...batched]) assert.equal((await env.client.result(jobId)).status, 'PartiallySucceeded');
@@ -101,12 +111,28 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     const temporalCli = (args: string[]) => run(ensureTemporalCli(), [...args, '--address', env.server.address, '--namespace', 'default'], { env: process.env });
     await temporalCli(['workflow', 'signal', '--workflow-id', single, '--name', 'retry', '--input', '{}']);
     assert.equal((await env.client.result(single, { round: 2 })).status, 'Succeeded', 'signalled job succeeded in place');
-    await eventually(async () => {
-      let found = 0;
-      for await (const _ of env.client.client.workflow.list({ query: `WorkflowId IN ('${batched.join("','")}') AND ExecutionStatus = 'Running'` })) found++;
-      return found === batched.length;
-    }, 15_000, 'visibility lists the open jobs');
-    await temporalCli(['workflow', 'signal', '--query', `WorkflowId IN ('${batched.join("','")}') AND ExecutionStatus = 'Running'`, '--name', 'retry', '--input', '{}', '--reason', 'endpoint recovered', '--yes']);
+    await eventually(
+      async () => {
+        let found = 0;
+        for await (const _ of env.client.client.workflow.list({ query: `WorkflowId IN ('${batched.join("','")}') AND ExecutionStatus = 'Running'` })) found++;
+        return found === batched.length;
+      },
+      15_000,
+      'visibility lists the open jobs',
+    );
+    await temporalCli([
+      'workflow',
+      'signal',
+      '--query',
+      `WorkflowId IN ('${batched.join("','")}') AND ExecutionStatus = 'Running'`,
+      '--name',
+      'retry',
+      '--input',
+      '{}',
+      '--reason',
+      'endpoint recovered',
+      '--yes',
+    ]);
     for (const jobId of batched) {
       const result = await env.client.result(jobId, { round: 2 });
       assert.deepEqual([result.jobId, result.round, result.status], [jobId, 2, 'Succeeded']);
@@ -123,7 +149,10 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     );
     const first = await env.client.result(jobId);
     assert.deepEqual(first.failureCounts, { SourceNotFound: 1, EndpointUnavailable: 1 });
-    await assert.rejects(env.client.retry(jobId, { types: ['CorruptImage'] }), (error: unknown) => error instanceof FaultlineClientError && error.code === 'rejected' && /no failed/.test(error.message));
+    await assert.rejects(
+      env.client.retry(jobId, { types: ['CorruptImage'] }),
+      (error: unknown) => error instanceof FaultlineClientError && error.code === 'rejected' && /no failed/.test(error.message),
+    );
     await assert.rejects(env.client.retry(jobId, { sources: { nf: 'file:///x' } }), (error: unknown) => error instanceof FaultlineClientError && error.code === 'rejected');
 
     const byType = await env.client.retry(jobId, { types: ['EndpointUnavailable'] });
@@ -143,7 +172,15 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
 
   it('retry after the window closed starts a follow-up job with just the failed items', async () => {
     endpointUp = false;
-    const { jobId } = await env.client.start(imagesSpec([{ id: 'ok', source: pathToFileURL(path.join(SAMPLES, 'no-exif.jpg')).toString() }, { id: 'late', source: `${base}/flaky/4` }], '0s'));
+    const { jobId } = await env.client.start(
+      imagesSpec(
+        [
+          { id: 'ok', source: pathToFileURL(path.join(SAMPLES, 'no-exif.jpg')).toString() },
+          { id: 'late', source: `${base}/flaky/4` },
+        ],
+        '0s',
+      ),
+    );
     const first = (await env.client.handle(jobId).result()) as JobResult;
     assert.equal(first.status, 'PartiallySucceeded');
     endpointUp = true;
@@ -239,7 +276,9 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     const other = await cli(['start', path.join(env.dir, 'other.json'), '--id', 'cli-partial']);
     assert.equal(other.code, 2);
     assert.match(other.stderr, /conflict/);
-    const unreachable = await run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'status', 'x'], { env: { ...env.env, TEMPORAL_ADDRESS: '127.0.0.1:1' } }).catch((error: { code: number; stderr: string }) => error);
+    const unreachable = await run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'status', 'x'], { env: { ...env.env, TEMPORAL_ADDRESS: '127.0.0.1:1' } }).catch(
+      (error: { code: number; stderr: string }) => error,
+    );
     assert.equal((unreachable as { code: number }).code, 4);
     assert.equal((unreachable as { stderr: string }).stderr.trim().split('\n').length, 1, 'one clear line');
     assert.equal((await cli(['frobnicate'])).code, 2);
@@ -298,4 +337,3 @@ describe('engine v2 at the seams: retry and thresholds across slices', () => {
     assert.equal(result.counts.Available + result.counts.Failed + result.counts.Cancelled, 2_000, 'every item accounted for');
   });
 });
-

@@ -10,18 +10,7 @@ import { WorkflowUpdateFailedError, WorkflowUpdateStage } from '@temporalio/clie
 import { ApplicationFailure } from '@temporalio/common';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { FaultlineClient } from '../../src/client';
-import {
-  ErrorTypes,
-  type JobResult,
-  type JobSpec,
-  normalizeSpec,
-  type RunBatchInput,
-  type RunBatchResult,
-  SearchKeys,
-  awaitResultUpdate,
-  cancelSignal,
-  retryUpdate,
-} from '../../src/shared';
+import { ErrorTypes, type JobResult, type JobSpec, normalizeSpec, type RunBatchInput, type RunBatchResult, SearchKeys, awaitResultUpdate, cancelSignal, retryUpdate } from '../../src/shared';
 import { eventually, syntheticSpec, workflowBundle } from '../helpers/env';
 import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
 
@@ -93,7 +82,10 @@ async function runBatch(input: RunBatchInput): Promise<RunBatchResult> {
     const flakyRuns = (flakySeen.get(entry.item.id) ?? 0) + 1;
     if (entry.item.id.startsWith('flaky')) flakySeen.set(entry.item.id, flakyRuns);
     if (params.outcome === 'unprocessable' || (entry.item.id.startsWith('flaky') && flakyRuns === 1)) {
-      outcomes.push({ item: entry.item.id, error: { schemaVersion: 1, type: ErrorTypes.ItemUnprocessable, class: 'unprocessable', message: 'declared', details: {}, item: entry.item.id, at: new Date().toISOString() } });
+      outcomes.push({
+        item: entry.item.id,
+        error: { schemaVersion: 1, type: ErrorTypes.ItemUnprocessable, class: 'unprocessable', message: 'declared', details: {}, item: entry.item.id, at: new Date().toISOString() },
+      });
       continue;
     }
     outcomes.push({ item: entry.item.id, records: entry.outputs.map((output) => ({ item: entry.item.id, output, status: 'Available' as const })), bytesIn: 0, bytesOut: 0 });

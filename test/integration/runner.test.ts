@@ -117,7 +117,10 @@ describe('item runner (time-skipping server, mocked batches)', () => {
     assert.equal(poisoned?.status, 'Failed');
     assert.equal(poisoned?.error?.type, ErrorTypes.Crashed);
     assert.deepEqual(calls[0], ['a', 'poison-p', 'b'], 'one batch first');
-    assert.ok(calls.slice(1).every((ids) => ids.length === 1), `then one item per activity: ${JSON.stringify(calls)}`);
+    assert.ok(
+      calls.slice(1).every((ids) => ids.length === 1),
+      `then one item per activity: ${JSON.stringify(calls)}`,
+    );
     assert.deepEqual(calls.slice(1, 4).flat().sort(), ['a', 'b', 'poison-p'], 'the suspects run isolated side by side, not one after another');
     // The batch crash is free; the crash among other isolated items cannot be blamed on one of
     // them (a real crash kills them all), so it is re-run strictly alone: 2 solo crashes spend the budget.

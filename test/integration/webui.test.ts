@@ -70,7 +70,12 @@ describe('Temporal Web UI (headless Debian chromium)', () => {
     try {
       await page.getByText('User Metadata').first().click({ timeout: 60_000 });
       // Summary and details are rendered as markdown inside iframes: read every frame.
-      const allText = async () => (await Promise.all(page.frames().map((frame) => frame.evaluate(() => (globalThis as unknown as { document?: { body?: { innerText?: string } } }).document?.body?.innerText ?? '').catch(() => '')))).join('\n');
+      const allText = async () =>
+        (
+          await Promise.all(
+            page.frames().map((frame) => frame.evaluate(() => (globalThis as unknown as { document?: { body?: { innerText?: string } } }).document?.body?.innerText ?? '').catch(() => '')),
+          )
+        ).join('\n');
       await eventually(async () => /PartiallySucceeded \(round 1\)/.test(await allText()), 30_000, 'current details in the UI');
       const text = await allText();
       assert.match(text, /Faultline job: 2 item\(s\), pipeline synthetic/, 'the static summary says what the job is');

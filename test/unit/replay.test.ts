@@ -30,7 +30,11 @@ describe('replay: recorded histories still replay against the current workflow c
   it('replays every committed history of both engines without nondeterminism', async () => {
     const histories = [...load('v1'), ...load('v2')];
     const features = ['mixed', 'fatal', 'cancel', 'retry-window', 'sharded-retry', 'slice-', 'threshold', 'archive', 'rotation.run2', 'shard-1'];
-    for (const feature of features) assert.ok(histories.some((entry) => entry.file.includes(feature)), `a recorded history covers ${feature}`);
+    for (const feature of features)
+      assert.ok(
+        histories.some((entry) => entry.file.includes(feature)),
+        `a recorded history covers ${feature}`,
+      );
     const results = await replay(await workflowBundle(), histories);
     const failures = results.filter((result) => result.error).map((result) => `${result.workflowId}: ${String(result.error)}`);
     assert.deepEqual(failures, []);

@@ -20,8 +20,14 @@ describe('job status rules (CONTRACT)', () => {
   });
 
   it('success and exit codes follow the status', () => {
-    assert.deepEqual(['Succeeded', 'PartiallySucceeded', 'Empty', 'Failed', 'Cancelled'].map((s) => isSuccess(s as never)), [true, true, true, false, false]);
-    assert.deepEqual(['Succeeded', 'Empty', 'PartiallySucceeded', 'Failed', 'Cancelled'].map((s) => exitCodeForStatus(s as never)), [0, 0, 3, 1, 1]);
+    assert.deepEqual(
+      ['Succeeded', 'PartiallySucceeded', 'Empty', 'Failed', 'Cancelled'].map((s) => isSuccess(s as never)),
+      [true, true, true, false, false],
+    );
+    assert.deepEqual(
+      ['Succeeded', 'Empty', 'PartiallySucceeded', 'Failed', 'Cancelled'].map((s) => exitCodeForStatus(s as never)),
+      [0, 0, 3, 1, 1],
+    );
   });
 
   it('tallies failures once per item and type, capped', () => {

@@ -53,7 +53,10 @@ describe('runBatch activity', () => {
     const running = env.run(activities.runBatch, batch([{ id: 'done' }, { id: 'stuck', outcome: 'hang' }, { id: 'never' }])) as Promise<RunBatchResult>;
     setImmediate(() => env.cancel());
     const result = await running;
-    assert.deepEqual(result.outcomes.map((outcome) => outcome.item), ['done']);
+    assert.deepEqual(
+      result.outcomes.map((outcome) => outcome.item),
+      ['done'],
+    );
     assert.deepEqual(result.notStarted, ['stuck', 'never']);
   });
 });

@@ -83,7 +83,10 @@ describe('options', () => {
 
   it('tolerated failures: share of all items, strictly greater fails', () => {
     const allowed = (percent?: number, count?: number, total = 10) =>
-      allowedFailures(resolveJobOptions({ options: { ...(percent !== undefined ? { toleratedFailurePercent: percent } : {}), ...(count !== undefined ? { toleratedFailureCount: count } : {}) } }, total), total);
+      allowedFailures(
+        resolveJobOptions({ options: { ...(percent !== undefined ? { toleratedFailurePercent: percent } : {}), ...(count !== undefined ? { toleratedFailureCount: count } : {}) } }, total),
+        total,
+      );
     assert.equal(allowed(), undefined);
     assert.equal(allowed(10), 1);
     assert.equal(allowed(25), 2, '2.5 tolerated: 3 failures exceed it, 2 do not');

@@ -26,7 +26,6 @@ import {
   type ErrorReport,
   ErrorTypes,
   INLINE_OUTPUT_LIMIT,
-
   type JobPhase,
   type JobProgress,
   type JobResult,
@@ -37,7 +36,6 @@ import {
   RESULT_SCHEMA_VERSION,
   type ResolvedOptions,
   type RetryRequest,
-
   SearchKeys,
   WORKFLOW_TYPES,
   allowedFailures,
@@ -159,18 +157,15 @@ export async function legacyJobWorkflow(input: JobInput): Promise<JobResult> {
       rejectedRequests: [],
     };
   });
-  setHandler(
-    awaitResultUpdate,
-    async ({ round: wanted }) => {
-      const target = wanted ?? round;
-      await condition(() => (settled && result !== undefined && result.round >= target) || rotating);
-      if (rotating) {
-        // The history is being rotated: the caller asks the next run (the client does so itself).
-        throw ApplicationFailure.create({ type: ErrorTypes.JobRotating, message: 'the job continued as new; ask again', nonRetryable: true });
-      }
-      return result as JobResult;
-    },
-  );
+  setHandler(awaitResultUpdate, async ({ round: wanted }) => {
+    const target = wanted ?? round;
+    await condition(() => (settled && result !== undefined && result.round >= target) || rotating);
+    if (rotating) {
+      // The history is being rotated: the caller asks the next run (the client does so itself).
+      throw ApplicationFailure.create({ type: ErrorTypes.JobRotating, message: 'the job continued as new; ask again', nonRetryable: true });
+    }
+    return result as JobResult;
+  });
   setHandler(cancelUpdate, ({ reason }) => {
     requestCancel(reason ?? 'cancelled by operator');
     return { accepted: true, effect: 'stopped' as const };
@@ -292,7 +287,17 @@ export async function legacyJobWorkflow(input: JobInput): Promise<JobResult> {
           else fatal ??= written;
         }
       } else {
-        const shards = await runShards({ jobId, head, prepared, options, allowed, round, onProgress: (done, total, t) => ((shardProgress = { done, total }), (shardTally = t)), setScope: (scope) => (shardScope = scope), isStopped: () => stopRequest });
+        const shards = await runShards({
+          jobId,
+          head,
+          prepared,
+          options,
+          allowed,
+          round,
+          onProgress: (done, total, t) => ((shardProgress = { done, total }), (shardTally = t)),
+          setScope: (scope) => (shardScope = scope),
+          isStopped: () => stopRequest,
+        });
         tally = shards.tally;
         fatal = shards.fatal;
         bytesIn = shards.bytesIn;
@@ -399,7 +404,13 @@ async function runArchive(jobId: string, round: number, destination: string, res
       args: [{ jobId, round, destination, ...(result.outputs ? { outputs: result.outputs } : {}), ...(result.manifest ? { manifest: result.manifest } : {}) }],
       staticSummary: `archive of job ${jobId} (round ${round})`,
     });
-    return { ...(summary.location ? { location: summary.location } : {}), files: summary.files, missing: summary.missing, ...(summary.skipped ? { skipped: summary.skipped } : {}), ...(summary.missingFiles.length > 0 ? { missingFiles: summary.missingFiles } : {}) };
+    return {
+      ...(summary.location ? { location: summary.location } : {}),
+      files: summary.files,
+      missing: summary.missing,
+      ...(summary.skipped ? { skipped: summary.skipped } : {}),
+      ...(summary.missingFiles.length > 0 ? { missingFiles: summary.missingFiles } : {}),
+    };
   } catch (error) {
     // The archive is an extra: its failure is reported (ChildJobFailed with the cause), the outputs stand.
     return { files: 0, missing: 0, error: toErrorReport(error, { at: new Date().toISOString(), step: 'archive' }) };

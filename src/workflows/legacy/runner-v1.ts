@@ -6,16 +6,7 @@
  * the unfinished items of a crashed batch are re-run one at a time ("isolation") and only a crash
  * in isolation is charged to the item. A graceful worker shutdown hands work back for free.
  */
-import {
-  ActivityFailure,
-  ApplicationFailure,
-  CancellationScope,
-  TimeoutFailure,
-  condition,
-  log,
-  proxyActivities,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, CancellationScope, TimeoutFailure, condition, log, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { createEngineActivities } from '../../activities/engine';
 import {
   type BackoffEntry,
@@ -191,12 +182,7 @@ export class ItemRunner {
         records.push(...state.records);
         continue;
       }
-      const reason =
-        this.stop?.kind === 'cancelled'
-          ? `job cancelled: ${this.stop.reason}`
-          : this.stop?.kind === 'fatal'
-            ? `job ended early by ${this.stop.report.type}`
-            : 'not attempted';
+      const reason = this.stop?.kind === 'cancelled' ? `job cancelled: ${this.stop.reason}` : this.stop?.kind === 'fatal' ? `job ended early by ${this.stop.report.type}` : 'not attempted';
       for (const output of state.outputs) {
         records.push({
           item: state.item.id,

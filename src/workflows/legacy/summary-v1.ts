@@ -1,13 +1,5 @@
 /** Folding output records into counts, failure groups and capped error lists (workflow-safe). */
-import {
-  ERRORS_LIMIT,
-  type ErrorReport,
-  FAILURE_IDS_PER_TYPE,
-  type OutputRecord,
-
-  type StatusCounts,
-  emptyStatusCounts,
-} from '../../shared';
+import { ERRORS_LIMIT, type ErrorReport, FAILURE_IDS_PER_TYPE, type OutputRecord, type StatusCounts, emptyStatusCounts } from '../../shared';
 import type { ShardSummary } from './types-v1';
 
 export interface Tally {
