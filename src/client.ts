@@ -26,7 +26,14 @@ import {
   type JobResult,
   type JobSpec,
   type CancelResponse,
+  type EffectiveLimits,
+  type LimitsRequest,
   type OutputRecord,
+  type PauseResponse,
+  limitsProblems,
+  pauseUpdate,
+  resumeUpdate,
+  setLimitsUpdate,
   itemsToRetry,
   type PipelineRegistry,
   type RetryRequest,
@@ -313,6 +320,44 @@ export class FaultlineClient {
         const type = rejectionType(error);
         if (type !== undefined) throw new FaultlineClientError('rejected', `cancel rejected (${type}): ${rejectionMessage(error)}`, [], { cause: error });
         throw error;
+      }
+    } catch (error) {
+      throw this.wrap(error, jobId);
+    }
+  }
+
+  /** Holds a running job: in-flight work finishes, nothing new starts, backoff timers hold. */
+  pause(jobId: string): Promise<PauseResponse> {
+    return this.control(jobId, 'pause', (handle) => handle.executeUpdate(pauseUpdate));
+  }
+
+  resume(jobId: string): Promise<PauseResponse> {
+    return this.control(jobId, 'resume', (handle) => handle.executeUpdate(resumeUpdate));
+  }
+
+  /** New limits for a running job's work not yet started. */
+  setLimits(jobId: string, request: LimitsRequest): Promise<EffectiveLimits> {
+    const problems = limitsProblems(request);
+    if (problems.length > 0) return Promise.reject(new FaultlineClientError('invalid', `set: ${problems.join('; ')}`));
+    return this.control(jobId, 'set', (handle) => handle.executeUpdate(setLimitsUpdate, { args: [request] }));
+  }
+
+  /** An operator update on an open job; re-sent when the job was continuing as new. */
+  private async control<T>(jobId: string, verb: string, send: (handle: WorkflowHandle<typeof jobWorkflow>) => Promise<T>): Promise<T> {
+    const handle = this.handle(jobId);
+    try {
+      for (;;) {
+        const description = await handle.describe();
+        if (description.status.name !== 'RUNNING')
+          throw new FaultlineClientError('rejected', `${verb} rejected (${ErrorTypes.JobClosed}): job ${jobId} is already ${description.status.name.toLowerCase()}`);
+        try {
+          return await send(handle);
+        } catch (error) {
+          const type = rejectionType(error);
+          if (type === ErrorTypes.JobRotating) continue;
+          if (type !== undefined) throw new FaultlineClientError('rejected', `${verb} rejected (${type}): ${rejectionMessage(error)}`, [], { cause: error });
+          throw error;
+        }
       }
     } catch (error) {
       throw this.wrap(error, jobId);

@@ -3,7 +3,7 @@
  * code; `--json` prints exactly one JSON document on stdout.
  */
 import { readFile } from 'node:fs/promises';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { FaultlineClient, FaultlineClientError } from '../client';
 import { ConfigError, loadConfig } from '../config';
 import { createLogger } from '../logger';
@@ -176,9 +176,53 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('pause')
+    .description('hold a running job: in-flight work finishes, nothing new starts, backoff timers hold')
+    .argument('<jobId>')
+    .option('--json', 'print JSON only')
+    .action(async (jobId: string, opts: { json?: boolean }) => {
+      await withClient(async (client) => {
+        const response = await client.pause(jobId);
+        console.log(opts.json ? JSON.stringify({ jobId, ...response }) : `${jobId} is paused (phase ${response.phase}); resume with: faultline resume ${jobId}`);
+      });
+    });
+
+  program
+    .command('resume')
+    .description('let a paused job go on (backoff timers continue with their remaining time)')
+    .argument('<jobId>')
+    .option('--json', 'print JSON only')
+    .action(async (jobId: string, opts: { json?: boolean }) => {
+      await withClient(async (client) => {
+        const response = await client.resume(jobId);
+        console.log(opts.json ? JSON.stringify({ jobId, ...response }) : `${jobId} resumed (phase ${response.phase})`);
+      });
+    });
+
+  program
+    .command('set')
+    .description("change a running job's limits; they apply to the work not yet started")
+    .argument('<jobId>')
+    .option('--concurrency <n>', 'batches (or slices: per slice) in flight', parseNumber)
+    .option('--tolerated-failure-count <n>', 'failed items tolerated (replaces the threshold)', parseNumber)
+    .option('--tolerated-failure-percent <p>', 'failed items tolerated, as a share of all items (replaces the threshold)', parseNumber)
+    .option('--json', 'print JSON only')
+    .action(async (jobId: string, opts: { concurrency?: number; toleratedFailureCount?: number; toleratedFailurePercent?: number; json?: boolean }) => {
+      await withClient(async (client) => {
+        const limits = await client.setLimits(jobId, {
+          ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
+          ...(opts.toleratedFailureCount !== undefined ? { toleratedFailureCount: opts.toleratedFailureCount } : {}),
+          ...(opts.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: opts.toleratedFailurePercent } : {}),
+        });
+        const threshold = limits.allowedFailures === undefined ? 'no failure threshold' : `at most ${limits.allowedFailures} failed item(s)`;
+        console.log(opts.json ? JSON.stringify({ jobId, ...limits }) : `${jobId}: concurrency ${limits.concurrency}, ${threshold}`);
+      });
+    });
+
+  program
     .command('list')
     .description('jobs from Temporal visibility')
-    .addOption(new Option('--status <status>', 'FaultlineStatus').choices(['Running', 'Succeeded', 'PartiallySucceeded', 'Failed', 'Cancelled', 'Empty']))
+    .addOption(new Option('--status <status>', 'FaultlineStatus').choices(['Running', 'Paused', 'Succeeded', 'PartiallySucceeded', 'Failed', 'Cancelled', 'Empty']))
     .option('--has-errors', 'only jobs with errors')
     .option('--pipeline <name>', 'only this pipeline')
     .option('--limit <n>', 'at most this many', '100')
@@ -230,6 +274,12 @@ function reportError(error: unknown): number {
   console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
   if (process.env.FAULTLINE_DEBUG) console.error(error);
   return 1;
+}
+
+function parseNumber(value: string): number {
+  const parsed = Number(value);
+  if (value.trim() === '' || !Number.isFinite(parsed)) throw new InvalidArgumentError(`"${value}" is not a number`);
+  return parsed;
 }
 
 if (require.main === module) {

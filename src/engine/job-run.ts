@@ -12,10 +12,12 @@ import {
   allHandlersFinished,
   condition,
   continueAsNew,
+  type ChildWorkflowHandle,
   executeChild,
   log,
   proxyActivities,
   setCurrentDetails,
+  startChild,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -24,6 +26,7 @@ import { builtInPipelines } from '../pipelines';
 import {
   ERRORS_LIMIT,
   type CancelResponse,
+  type EffectiveLimits,
   type ErrorReport,
   ErrorTypes,
   INLINE_OUTPUT_LIMIT,
@@ -34,9 +37,12 @@ import {
   type JobProgress,
   type JobRequest,
   type JobResult,
+  type LimitsChange,
+  type LimitsRequest,
   MAX_PARALLEL_SLICES,
   type Notification,
   type OutputRecord,
+  type PauseResponse,
   type PipelineDefinition,
   RESULT_SCHEMA_VERSION,
   type RejectedRequest,
@@ -46,6 +52,7 @@ import {
   type RetryResponse,
   type RoundCarry,
   SearchKeys,
+  type SliceControl,
   type SliceFailuresReport,
   type SliceInput,
   type SliceMode,
@@ -62,14 +69,17 @@ import {
   emptyTally,
   isSuccess,
   itemsToRetry,
+  limitsProblems,
   makeReport,
   normalizeSpec,
   outputsForItem,
   resolveJobOptions,
+  sliceControlSignal,
   sliceWorkflowId,
   tallyRecords,
   toErrorReport,
   validateJobSpec,
+  withLimits,
 } from '../shared';
 import type { ItemRunner } from './runner';
 import { thresholdReport } from './runner';
@@ -156,6 +166,11 @@ export class JobRun {
   private slicesInFlight = 0;
   /** Reports about the job's own machinery (storage) that belong in `errors` beside the items'. */
   private extraErrors: ErrorReport[] = [];
+  /** Held by an operator (`pause`): no new batch or slice starts until `resume`. */
+  private paused: boolean;
+  private readonly limitsChanged: LimitsChange[];
+  /** Running slice children, to pass pause/resume and new limits on. */
+  private readonly sliceHandles = new Map<number, ChildWorkflowHandle<typeof sliceWorkflow>>();
 
   constructor(private readonly input: JobInput) {
     const carry = input.carry;
@@ -170,6 +185,8 @@ export class JobRun {
       this.settled = !carry.running;
     }
     if (carry?.windowEndsAt !== undefined) this.windowEndsAt = carry.windowEndsAt;
+    this.paused = carry?.paused ?? false;
+    this.limitsChanged = carry?.limitsChanged ?? [];
   }
 
   // ---- handler side: read state, validate, queue, wait for the outcome ----
@@ -187,7 +204,7 @@ export class JobRun {
     return {
       jobId: this.jobId,
       pipeline: prepared?.head.pipeline ?? (this.input.job.kind === 'inline' ? this.input.job.spec.pipeline : this.input.job.head.pipeline),
-      phase: this.phase,
+      phase: this.paused && this.phase === 'running' ? 'paused' : this.phase,
       settled: this.settled,
       round: this.round,
       counts: { items: prepared?.itemCount ?? 0, ...statusCounts },
@@ -197,6 +214,8 @@ export class JobRun {
       ...(this.windowEndsAt !== undefined && this.phase === 'retry-window' ? { retryWindowEndsAt: new Date(this.windowEndsAt).toISOString() } : {}),
       pendingRequests: this.pending.length,
       rejectedRequests: this.rejected.slice(-100),
+      paused: this.paused,
+      limits: this.effectiveLimits(),
     };
   }
 
@@ -211,6 +230,69 @@ export class JobRun {
   validateCancel(): void {
     const closing = this.closingReason();
     if (closing) throw rejection(closing.type, closing.reason);
+  }
+
+  /** Validator of pause, resume and set: only a closed job refuses them. */
+  validateControl(request?: LimitsRequest): void {
+    if (this.phase === 'closed') throw rejection(ErrorTypes.JobClosed, 'the job is closed');
+    const problems = request ? limitsProblems(request) : [];
+    if (problems.length > 0) throw rejection(ErrorTypes.InvalidRequest, problems.join('; '));
+  }
+
+  /** Pause (true) or resume: acts at once on the running round and its slices. */
+  async hold(paused: boolean, origin: RequestOrigin): Promise<PauseResponse> {
+    if (this.phase === 'closed') {
+      this.reject({ kind: paused ? 'pause' : 'resume', origin, type: ErrorTypes.JobClosed, reason: 'the job is closed' });
+      return { paused: this.paused, phase: this.phase };
+    }
+    if (this.paused !== paused) {
+      this.paused = paused;
+      this.runner?.hold(paused);
+      if (this.phase === 'running') upsertSearchAttributes([{ key: SearchKeys.status, value: paused ? 'Paused' : 'Running' }]);
+      log.info(paused ? 'job paused' : 'job resumed', { jobId: this.jobId, origin });
+      await this.controlSlices(() => ({ paused }));
+    }
+    return { paused: this.paused, phase: this.progress().phase };
+  }
+
+  /** New limits for the work not yet started; a threshold already exceeded stops the job now. */
+  async setLimits(request: LimitsRequest, origin: RequestOrigin): Promise<EffectiveLimits> {
+    const problems = this.phase === 'closed' ? ['the job is closed'] : limitsProblems(request);
+    if (problems.length > 0) {
+      this.reject({ kind: 'set', origin, type: this.phase === 'closed' ? ErrorTypes.JobClosed : ErrorTypes.InvalidRequest, reason: problems.join('; '), limits: request });
+      return this.effectiveLimits();
+    }
+    const change: LimitsChange = { ...pickLimits(request), origin, at: new Date().toISOString() };
+    this.limitsChanged.push(change);
+    log.info('job limits changed', { jobId: this.jobId, ...change });
+    const prepared = this.prepared;
+    if (!prepared) return this.effectiveLimits();
+    prepared.options = withLimits(prepared.options, [change]);
+    prepared.allowed = allowedFailures(prepared.options, prepared.itemCount);
+    const round = this.current;
+    if (this.phase === 'running' && round) {
+      const allowed = prepared.allowed;
+      this.runner?.setLimits({ concurrency: prepared.options.concurrency, allowedFailures: allowed === undefined ? null : Math.max(0, allowed - round.baseFailed) });
+      this.checkThreshold(prepared, round);
+      await this.controlSlices((index) => ({
+        concurrency: prepared.options.concurrency,
+        ...(allowed !== undefined ? { allowedFailures: Math.max(0, allowed - (this.failedSoFar(round) - (this.liveFailures.get(index) ?? 0))) } : {}),
+      }));
+    }
+    return this.effectiveLimits();
+  }
+
+  private effectiveLimits(): EffectiveLimits {
+    const prepared = this.prepared;
+    return { concurrency: prepared?.options.concurrency ?? 0, ...(prepared?.allowed !== undefined ? { allowedFailures: prepared.allowed } : {}) };
+  }
+
+  private async controlSlices(control: (index: number) => SliceControl): Promise<void> {
+    await Promise.all(
+      [...this.sliceHandles.entries()].map(([index, handle]) =>
+        handle.signal(sliceControlSignal, control(index)).catch((error: unknown) => log.warn('could not reach a slice', { index, error: String(error) })),
+      ),
+    );
   }
 
   async retry(selection: RetryRequest, origin: RequestOrigin): Promise<RetryResponse | undefined> {
@@ -303,7 +385,7 @@ export class JobRun {
     const prepared = await this.prepare();
     upsertSearchAttributes([
       { key: SearchKeys.pipeline, value: prepared.head.pipeline },
-      { key: SearchKeys.status, value: 'Running' },
+      { key: SearchKeys.status, value: this.paused ? 'Paused' : 'Running' },
       { key: SearchKeys.hasErrors, value: this.result ? this.result.counts.Failed > 0 : false },
       { key: SearchKeys.failedCount, value: this.result?.counts.Failed ?? 0 },
     ]);
@@ -358,7 +440,18 @@ export class JobRun {
       const outputs = items.kind === 'inline' ? items.items.reduce((sum, item) => sum + outputsForItem(head, item, pipeline).length, 0) : Infinity;
       const inline = items.kind === 'inline' && itemCount <= options.shardSize && outputs <= INLINE_OUTPUT_LIMIT;
       const sliceSize = inline ? Math.max(1, itemCount) : options.shardSize;
-      this.prepared = { head, pipeline, options, itemCount, source: items, inline, sliceSize, sliceCount: inline ? 1 : Math.ceil(itemCount / sliceSize), allowed: allowedFailures(options, itemCount) };
+      const limited = withLimits(options, this.limitsChanged);
+      this.prepared = {
+        head,
+        pipeline,
+        options: limited,
+        itemCount,
+        source: items,
+        inline,
+        sliceSize,
+        sliceCount: inline ? 1 : Math.ceil(itemCount / sliceSize),
+        allowed: allowedFailures(limited, itemCount),
+      };
       this.phase = 'running';
       return this.prepared;
     } catch (error) {
@@ -435,6 +528,8 @@ export class JobRun {
     this.finishedFailures = 0;
     this.liveFailures.clear();
     setCurrentDetails(`Running round ${this.round}: ${prepared.itemCount} item(s) of pipeline ${prepared.head.pipeline}.`);
+    // Only when held, so jobs recorded before pause existed replay unchanged.
+    if (this.round > 1 && this.paused) upsertSearchAttributes([{ key: SearchKeys.status, value: 'Paused' }]);
     this.drainWhileRunning();
     if (prepared.inline) {
       const outcome = await this.runInline(prepared, round);
@@ -466,6 +561,7 @@ export class JobRun {
       runner: { pending: () => this.nextRequestId > this.drainedThrough, drain: () => this.drainWhileRunning() },
       onRunner: (runner) => {
         this.runner = runner;
+        if (this.paused) runner.hold(true);
         if (this.stop) runner.requestStop(this.stop);
       },
     });
@@ -504,17 +600,22 @@ export class JobRun {
         reportFailures: prepared.allowed !== undefined,
         mode: round.selection && base ? { kind: 'retry', selection: round.selection, base: { kind: 'stored', location: base } } : { kind: 'first' },
         keep: 'stored',
+        ...(this.paused ? { paused: true } : {}),
       };
       this.slicesInFlight += 1;
       try {
-        const summary = await scope.run(() =>
-          executeChild<typeof sliceWorkflow>(WORKFLOW_TYPES.slice, {
+        const handle = await scope.run(() =>
+          startChild<typeof sliceWorkflow>(WORKFLOW_TYPES.slice, {
             workflowId: sliceWorkflowId(this.jobId, index, this.round),
             args: [input],
             staticSummary: `slice ${index} of job ${this.jobId}, round ${this.round}: items ${from}–${to - 1}`,
             cancellationType: 'WAIT_CANCELLATION_COMPLETED',
           }),
         );
+        this.sliceHandles.set(index, handle);
+        // A pause or resume that came while the child was starting.
+        if (this.paused !== (input.paused ?? false)) await handle.signal(sliceControlSignal, { paused: this.paused });
+        const summary = await scope.run(() => handle.result());
         summaries.push(summary);
         state.done.counts = addCounts(state.done.counts, summary.counts);
         state.done.newFailures += summary.newFailures;
@@ -538,11 +639,17 @@ export class JobRun {
           this.finishedFailures += filled.failedItems;
         }
       } finally {
+        this.sliceHandles.delete(index);
         this.slicesInFlight -= 1;
       }
     };
     const lanes = Array.from({ length: Math.min(MAX_PARALLEL_SLICES, total) }, async () => {
       while (state.next < total && !this.stop && !rotate) {
+        if (this.paused) {
+          // Held: no new slice starts until resume (or a stop).
+          await condition(() => !this.paused || this.stop !== undefined);
+          continue;
+        }
         if (historyIsLong(prepared.options)) {
           rotate = true;
           break;
@@ -675,6 +782,7 @@ export class JobRun {
       retryable: { items: tally.failedItems, types: Object.keys(tally.failureCounts) },
       ...(this.stop?.kind === 'cancelled' ? { cancelReason: this.stop.reason } : {}),
       ...(this.input.retryOf ? { retryOf: this.input.retryOf } : {}),
+      ...(this.limitsChanged.length > 0 ? { limitsChanged: [...this.limitsChanged] } : {}),
       ...(this.result?.notifications ? { notifications: this.result.notifications } : {}),
       metrics: {
         startedAt: new Date(this.startedAt).toISOString(),
@@ -837,6 +945,8 @@ export class JobRun {
       ...(this.result ? { result: this.result } : {}),
       ...(this.windowEndsAt !== undefined ? { windowEndsAt: this.windowEndsAt } : {}),
       nextRequestId: this.nextRequestId,
+      ...(this.paused ? { paused: true } : {}),
+      ...(this.limitsChanged.length > 0 ? { limitsChanged: this.limitsChanged } : {}),
     };
     return continueAsNew<(input: JobInput) => Promise<JobResult>>({ job: this.input.job, ...(this.input.retryOf ? { retryOf: this.input.retryOf } : {}), carry });
   }
@@ -849,6 +959,14 @@ export class JobRun {
     ]);
     setCurrentDetails(describe(current));
   }
+}
+
+function pickLimits(request: LimitsRequest): LimitsRequest {
+  return {
+    ...(request.concurrency !== undefined ? { concurrency: request.concurrency } : {}),
+    ...(request.toleratedFailureCount !== undefined ? { toleratedFailureCount: request.toleratedFailureCount } : {}),
+    ...(request.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: request.toleratedFailurePercent } : {}),
+  };
 }
 
 function roundCarry(round: RoundRun): RoundCarry {

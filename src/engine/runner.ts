@@ -71,6 +71,8 @@ export class ItemRunner {
   private isolatedInFlight = 0;
   private soloInFlight = false;
   private changed = false;
+  /** Paused by an operator: nothing new starts, backoff timers hold. */
+  private held = false;
   private batchSeq: number;
   stop?: StopReason;
   /** Total item runs dispatched (the `attempts` metric). */
@@ -121,6 +123,38 @@ export class ItemRunner {
     return this.byId.get(itemId);
   }
 
+  /** Pause (true) or resume: in-flight batches finish, nothing new starts, backoff keeps its remaining time. */
+  hold(paused: boolean): void {
+    if (this.held === paused) return;
+    this.held = paused;
+    this.changed = true;
+    const now = Date.now();
+    for (const state of this.states) {
+      if (state.phase !== 'backoff') continue;
+      if (paused && state.nextAttemptAt !== undefined) {
+        state.heldMs = Math.max(0, state.nextAttemptAt - now);
+        delete state.nextAttemptAt;
+      } else if (!paused && state.heldMs !== undefined) {
+        state.nextAttemptAt = now + state.heldMs;
+        delete state.heldMs;
+      }
+    }
+  }
+
+  get paused(): boolean {
+    return this.held;
+  }
+
+  /** New limits for the work not yet started; a threshold already exceeded stops the runner now. */
+  setLimits(limits: { concurrency?: number; allowedFailures?: number | null }): void {
+    if (limits.concurrency !== undefined) this.config.options.concurrency = limits.concurrency;
+    if (limits.allowedFailures === null) delete this.config.allowedFailures;
+    else if (limits.allowedFailures !== undefined) this.config.allowedFailures = limits.allowedFailures;
+    this.changed = true;
+    const allowed = this.config.allowedFailures;
+    if (allowed !== undefined && this.failedItems > allowed && !this.stop) this.requestStop({ kind: 'fatal', report: thresholdReport(this.failedItems, allowed) });
+  }
+
   /** Items of `ids` waiting in backoff run at the next dispatch; returns the ids still to run. */
   retryNow(ids: readonly string[]): string[] {
     const woken: string[] = [];
@@ -157,11 +191,13 @@ export class ItemRunner {
         return 'rotate';
       }
       const now = Date.now();
-      this.releaseDueBackoff(now);
-      this.dispatch();
+      if (!this.held) {
+        this.releaseDueBackoff(now);
+        this.dispatch();
+      }
       const waiting = this.states.some((state) => state.phase !== 'done');
       if (!waiting && this.inFlight === 0) return 'done';
-      const due = this.nextBackoffDue();
+      const due = this.held ? undefined : this.nextBackoffDue();
       this.changed = false;
       const wake = () => this.changed || (hooks?.pending() ?? false);
       if (due !== undefined) await condition(wake, Math.max(1, due - now));

@@ -76,6 +76,8 @@ export interface SliceInput {
   /** Where this slice keeps its records: inline (small jobs run inside the job workflow) or stored. */
   keep: RecordsLocation['kind'];
   resume?: SliceCarry;
+  /** Start held: the job is paused (`sliceControl` signals release it). */
+  paused?: boolean;
 }
 
 export interface SliceSummary {

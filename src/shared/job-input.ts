@@ -1,5 +1,5 @@
 import type { ErrorReport } from './errors';
-import type { JobRequest, RejectedRequest, RetryRequest } from './messages';
+import type { JobRequest, LimitsChange, RejectedRequest, RetryRequest } from './messages';
 import type { JobResult, StatusCounts } from './result';
 import type { RunnerSnapshotData } from './snapshot';
 import type { SpecHead } from './engine-types';
@@ -43,6 +43,8 @@ export interface JobCarry {
   result?: JobResult;
   windowEndsAt?: number;
   nextRequestId: number;
+  paused?: boolean;
+  limitsChanged?: LimitsChange[];
 }
 
 /** Accepts the v1 input shape (`{spec}` / `{specRef}`) too, e.g. from older clients or scripts. */

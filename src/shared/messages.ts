@@ -3,7 +3,7 @@ import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { SliceFailuresReport } from './engine-types';
 import type { JobResult, StatusCounts } from './result';
 
-export type JobPhase = 'validating' | 'running' | 'settling' | 'retry-window' | 'closed';
+export type JobPhase = 'validating' | 'running' | 'paused' | 'settling' | 'retry-window' | 'closed';
 
 export interface BackoffEntry {
   item: string;
@@ -26,6 +26,31 @@ export interface JobProgress {
   /** Requests waiting for the main loop (e.g. a retry sent while the round still runs). */
   pendingRequests: number;
   rejectedRequests: RejectedRequest[];
+  /** True while an operator holds the job (`pause`); the phase of a held running round is `paused`. */
+  paused?: boolean;
+  /** The limits in force (after any `set`). */
+  limits?: EffectiveLimits;
+}
+
+/** `faultline set`: new limits for the work not yet started. */
+export interface LimitsRequest {
+  concurrency?: number;
+  toleratedFailureCount?: number;
+  toleratedFailurePercent?: number;
+}
+export interface EffectiveLimits {
+  concurrency: number;
+  /** Largest number of failed items the job tolerates; absent: no threshold. */
+  allowedFailures?: number;
+}
+/** One accepted `set`, as recorded in the result's `limitsChanged`. */
+export interface LimitsChange extends LimitsRequest {
+  origin: RequestOrigin;
+  at: string;
+}
+export interface PauseResponse {
+  paused: boolean;
+  phase: JobPhase;
 }
 
 export interface RetryRequest {
@@ -53,15 +78,18 @@ export type RequestOrigin = 'update' | 'signal';
 
 /** An operator request, queued by a handler and carried out only by the job's main loop. */
 export type JobRequest = { id: number; kind: 'retry'; origin: RequestOrigin; selection: RetryRequest; at: string } | { id: number; kind: 'cancel'; origin: RequestOrigin; reason: string; at: string };
+/** Kinds of operator request that can be rejected (pause, resume and set act at once, but can be refused). */
+export type RequestKind = JobRequest['kind'] | 'pause' | 'resume' | 'set';
 
 /** A request the job could not honour, with the declared error type of the reason. */
 export interface RejectedRequest {
-  kind: JobRequest['kind'];
+  kind: RequestKind;
   origin: RequestOrigin;
   type: string;
   reason: string;
   at: string;
   selection?: RetryRequest;
+  limits?: LimitsRequest;
 }
 
 export const progressQuery = defineQuery<JobProgress>('progress');
@@ -72,5 +100,19 @@ export const cancelUpdate = defineUpdate<CancelResponse, [CancelRequest]>('cance
 /** The same operations as signals, for the Web UI, `temporal workflow signal` and batch signals. */
 export const cancelSignal = defineSignal<[CancelRequest]>('requestCancel');
 export const retrySignal = defineSignal<[RetryRequest]>('retry');
+export const pauseUpdate = defineUpdate<PauseResponse, []>('pause');
+export const resumeUpdate = defineUpdate<PauseResponse, []>('resume');
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+export const setLimitsUpdate = defineUpdate<EffectiveLimits, [LimitsRequest]>('set');
+export const setLimitsSignal = defineSignal<[LimitsRequest]>('set');
+/** Sent by a job to its running slices: hold or release, and the limits for their work not yet started. */
+export const sliceControlSignal = defineSignal<[SliceControl]>('sliceControl');
+export interface SliceControl {
+  paused?: boolean;
+  concurrency?: number;
+  /** New failures the slice may still have (job-wide allowance minus failures elsewhere). */
+  allowedFailures?: number;
+}
 /** Sent by slice children to their job while they run, so the threshold is exact job-wide. */
 export const sliceFailuresSignal = defineSignal<[SliceFailuresReport]>('sliceFailures');

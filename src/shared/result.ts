@@ -1,6 +1,6 @@
 /** JobResult (CONTRACT.md "JobResult") and the per-output records it is built from. */
 import type { ErrorReport } from './errors';
-import type { RejectedRequest } from './messages';
+import type { LimitsChange, RejectedRequest } from './messages';
 
 export const OutputStatuses = ['Available', 'Missing', 'Failed', 'Unsolved', 'Skipped', 'Cancelled'] as const;
 export type OutputStatus = (typeof OutputStatuses)[number];
@@ -73,6 +73,8 @@ export interface JobResult {
   stoppedBy?: ErrorReport;
   /** Requests (mostly signals, which cannot answer) the job could not honour. */
   rejectedRequests?: RejectedRequest[];
+  /** Limits changed by operators while the job ran (`faultline set`), in order. */
+  limitsChanged?: LimitsChange[];
   failureCounts: Record<string, number>;
   failuresByReason: Record<string, string[]>;
   truncated?: boolean;

@@ -16,6 +16,8 @@ export interface ItemState {
   /** Crashed while other isolated items were in flight: must run strictly alone to be blamed. */
   solo?: boolean;
   nextAttemptAt?: number;
+  /** While the job is paused: what was left of the backoff when it was held. */
+  heldMs?: number;
   lastError?: ErrorReport;
   records?: OutputRecord[];
   bytesIn?: number;

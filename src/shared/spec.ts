@@ -288,6 +288,42 @@ export function allowedFailures(options: ResolvedOptions, totalItems: number): n
   return limits.length > 0 ? Math.min(...limits) : undefined;
 }
 
+/** A `set` request's problems, in words (empty when it is valid). */
+export function limitsProblems(request: { concurrency?: unknown; toleratedFailureCount?: unknown; toleratedFailurePercent?: unknown }): string[] {
+  const problems: string[] = [];
+  const isInt = (value: unknown): value is number => typeof value === 'number' && Number.isInteger(value);
+  if (request.concurrency === undefined && request.toleratedFailureCount === undefined && request.toleratedFailurePercent === undefined)
+    problems.push('give at least one of concurrency, toleratedFailureCount, toleratedFailurePercent');
+  if (request.concurrency !== undefined && !(isInt(request.concurrency) && request.concurrency >= 1 && request.concurrency <= LIMITS.maxConcurrency))
+    problems.push(`concurrency must be a whole number from 1 to ${LIMITS.maxConcurrency}`);
+  if (request.toleratedFailureCount !== undefined && !(isInt(request.toleratedFailureCount) && request.toleratedFailureCount >= 0))
+    problems.push('toleratedFailureCount must be a whole number, 0 or more');
+  if (request.toleratedFailurePercent !== undefined && !(typeof request.toleratedFailurePercent === 'number' && request.toleratedFailurePercent >= 0 && request.toleratedFailurePercent <= 100)) {
+    problems.push('toleratedFailurePercent must be from 0 to 100');
+  }
+  return problems;
+}
+
+/**
+ * Options after operators' `set` requests, in order. A new tolerated count replaces the job's
+ * threshold (a percent given before is dropped) and vice versa.
+ */
+export function withLimits(options: ResolvedOptions, changes: readonly { concurrency?: number; toleratedFailureCount?: number; toleratedFailurePercent?: number }[]): ResolvedOptions {
+  let next = { ...options };
+  for (const change of changes) {
+    if (change.concurrency !== undefined) next.concurrency = change.concurrency;
+    if (change.toleratedFailureCount !== undefined || change.toleratedFailurePercent !== undefined) {
+      const { toleratedFailureCount: _count, toleratedFailurePercent: _percent, ...rest } = next;
+      next = {
+        ...rest,
+        ...(change.toleratedFailureCount !== undefined ? { toleratedFailureCount: change.toleratedFailureCount } : {}),
+        ...(change.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: change.toleratedFailurePercent } : {}),
+      };
+    }
+  }
+  return next;
+}
+
 /** Moves the older job-level `params.putUrls` (`{item: {output: url}}`) onto the items. */
 export function normalizeSpec(spec: JobSpec): JobSpec {
   const params = spec.params as { putUrls?: Record<string, Record<string, string>> } | undefined;

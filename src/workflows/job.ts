@@ -4,7 +4,25 @@
  */
 import { ApplicationFailure, patched, setHandler } from '@temporalio/workflow';
 import { JobRun, invalidSpec } from '../engine/job-run';
-import { type JobInput, type JobResult, PATCHES, awaitResultUpdate, cancelSignal, cancelUpdate, normalizeJobInput, progressQuery, retrySignal, retryUpdate, sliceFailuresSignal } from '../shared';
+import {
+  type JobInput,
+  type JobResult,
+  PATCHES,
+  awaitResultUpdate,
+  cancelSignal,
+  cancelUpdate,
+  normalizeJobInput,
+  progressQuery,
+  retrySignal,
+  retryUpdate,
+  sliceFailuresSignal,
+  pauseSignal,
+  pauseUpdate,
+  resumeSignal,
+  resumeUpdate,
+  setLimitsSignal,
+  setLimitsUpdate,
+} from '../shared';
 import { legacyJobWorkflow } from './legacy/job-v1';
 import type { JobInput as LegacyJobInput } from './legacy/types-v1';
 
@@ -19,6 +37,12 @@ export async function jobWorkflow(raw: JobInput): Promise<JobResult> {
   setHandler(cancelUpdate, async ({ reason }) => (await job.cancel(reason ?? 'cancelled by operator', 'update')) ?? unreachable(), { validator: (_request) => job.validateCancel() });
   setHandler(retrySignal, (request) => void job.retry(request ?? {}, 'signal'));
   setHandler(cancelSignal, (request) => void job.cancel(request?.reason ?? 'cancelled by operator', 'signal'));
+  setHandler(pauseUpdate, () => job.hold(true, 'update'), { validator: () => job.validateControl() });
+  setHandler(resumeUpdate, () => job.hold(false, 'update'), { validator: () => job.validateControl() });
+  setHandler(setLimitsUpdate, (request) => job.setLimits(request, 'update'), { validator: (request) => job.validateControl(request) });
+  setHandler(pauseSignal, async () => void (await job.hold(true, 'signal')));
+  setHandler(resumeSignal, async () => void (await job.hold(false, 'signal')));
+  setHandler(setLimitsSignal, async (request) => void (await job.setLimits(request ?? {}, 'signal')));
   setHandler(sliceFailuresSignal, (report) => job.onSliceFailures(report));
   return job.run();
 }

@@ -3,11 +3,11 @@
  * storage. While the job has a failure threshold it signals each new failure to its job, so the
  * job can stop as soon as failures job-wide exceed it.
  */
-import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, getExternalWorkflowHandle, log, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, getExternalWorkflowHandle, log, setHandler, workflowInfo } from '@temporalio/workflow';
 import { runSlice } from '../engine/slice';
 import type { ItemRunner } from '../engine/runner';
 import { builtInPipelines } from '../pipelines';
-import { ErrorTypes, type SliceInput, type SliceSummary, type StopReason, sliceFailuresSignal } from '../shared';
+import { ErrorTypes, type SliceControl, type SliceInput, type SliceSummary, type StopReason, sliceControlSignal, sliceFailuresSignal } from '../shared';
 
 export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
   const pipeline = builtInPipelines[input.head.pipeline];
@@ -15,6 +15,23 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
   const info = workflowInfo();
   let stop: StopReason | undefined;
   let runner: ItemRunner | undefined;
+  // The job's pause/resume and new limits; kept so a runner created (or resumed) later gets them too.
+  const control: SliceControl = { paused: input.paused ?? false };
+  let reporting = input.reportFailures;
+  const apply = () => {
+    if (!runner) return;
+    runner.hold(control.paused ?? false);
+    runner.setLimits({
+      ...(control.concurrency !== undefined ? { concurrency: control.concurrency } : {}),
+      ...(control.allowedFailures !== undefined ? { allowedFailures: control.allowedFailures } : {}),
+    });
+  };
+  setHandler(sliceControlSignal, (next) => {
+    Object.assign(control, next);
+    // A threshold set while the slice runs: report failures from now on.
+    if (next.allowedFailures !== undefined) reporting = true;
+    apply();
+  });
   CancellationScope.current().cancelRequested.catch(() => {
     stop = { kind: 'cancelled', reason: 'the job stopped this slice' };
   });
@@ -42,12 +59,15 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
   return CancellationScope.nonCancellable(async () => {
     const outcome = await runSlice(input, pipeline, info.workflowId, {
       runner: { pending: () => stop !== undefined && runner?.stop === undefined, drain: () => stop && runner?.requestStop(stop) },
-      onRunner: (current) => (runner = current),
-      ...(input.reportFailures && parent
+      onRunner: (current) => {
+        runner = current;
+        apply();
+      },
+      ...(parent
         ? {
             onFailure: (count: number) => {
               latest = count;
-              report();
+              if (reporting) report();
             },
           }
         : {}),
@@ -55,7 +75,14 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
     await condition(() => sending === undefined);
     if (outcome.kind === 'rotate') {
       await condition(allHandlersFinished);
-      return continueAsNew<typeof sliceWorkflow>({ ...input, resume: outcome.carry });
+      return continueAsNew<typeof sliceWorkflow>({
+        ...input,
+        resume: outcome.carry,
+        paused: control.paused ?? false,
+        reportFailures: reporting,
+        ...(control.concurrency !== undefined ? { concurrency: control.concurrency } : {}),
+        ...(control.allowedFailures !== undefined ? { allowedFailures: control.allowedFailures } : {}),
+      });
     }
     await condition(allHandlersFinished);
     return outcome.summary;

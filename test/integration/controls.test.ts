@@ -1,0 +1,138 @@
+/**
+ * Pause / resume and live limits on the real dev server, through the CLI where operators use it.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { ErrorTypes, type JobResult, pauseSignal, resumeSignal } from '../../src/shared';
+import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
+
+const run = promisify(execFile);
+let env: TestEnv;
+let worker: RunningWorker;
+
+before(async () => {
+  env = await createTestEnv({ taskQueue: 'faultline-controls' });
+  worker = await env.startWorker();
+});
+
+after(async () => {
+  await worker?.stop();
+  await env?.teardown();
+});
+
+function cli(args: string[]) {
+  return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), ...args], { env: { ...env.env, FAULTLINE_LOG_LEVEL: 'error' }, cwd: env.dir }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+  );
+}
+
+describe('pause, resume and live limits (real dev server, CLI)', () => {
+  it('a paused 300-item job finishes nothing for 6 s and is listed as Paused; after resume it ends 300/300 Available', async () => {
+    const items = Array.from({ length: 300 }, (_, index) => ({ id: `p${index}`, params: { cpuMs: 20 } }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 5, concurrency: 2 }));
+    await eventually(async () => (await env.client.progress(jobId)).counts.Available >= 10, 30_000, 'some items done');
+    const paused = await cli(['pause', jobId]);
+    assert.equal(paused.code, 0, paused.stderr);
+    assert.match(paused.stdout, /is paused/);
+    // In-flight batches finish; then nothing moves.
+    await eventually(async () => (await env.client.progress(jobId)).inFlight === 0, 30_000, 'in-flight batches finished');
+    const held = await env.client.progress(jobId);
+    assert.equal(held.phase, 'paused');
+    assert.equal(held.paused, true);
+    assert.ok(held.counts.Available < 300, 'paused before the end');
+    await eventually(async () => (await env.client.list({ status: 'Paused' })).some((job) => job.jobId === jobId), 15_000, 'FaultlineStatus = Paused in visibility');
+    await new Promise((resolve) => setTimeout(resolve, 6_000)); // the observation itself: 6 s in which nothing may finish
+    assert.equal((await env.client.progress(jobId)).counts.Available, held.counts.Available, 'no item finished while paused');
+    const resumed = await cli(['resume', jobId]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    const result = await env.client.result(jobId);
+    assert.deepEqual([result.status, result.counts.Available], ['Succeeded', 300]);
+  });
+
+  it('slices pause with their job: started held, no batch runs until resume (by signal, as from the Web UI)', async () => {
+    const items = Array.from({ length: 300 }, (_, index) => ({ id: `s${index}`, params: { cpuMs: 10 } }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 100, batchSize: 5, concurrency: 1 }));
+    await env.client.handle(jobId).signal(pauseSignal);
+    await eventually(async () => (await env.client.progress(jobId)).paused === true, 15_000, 'pause taken');
+    // Slices the job had already asked to start before the pause get it by signal; whatever they
+    // had in flight finishes. After that, nothing may be scheduled and no slice may start.
+    const settledState = async () => {
+      const events = (await env.client.handle(jobId).fetchHistory()).events ?? [];
+      const initiated = events.flatMap((event) =>
+        event.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId ? [event.startChildWorkflowExecutionInitiatedEventAttributes.workflowId] : [],
+      );
+      const started = events.filter((event) => event.childWorkflowExecutionStartedEventAttributes).length;
+      const children = await Promise.all(
+        initiated.map(async (id) => {
+          const history = (await env.client.client.workflow.getHandle(id).fetchHistory()).events ?? [];
+          const input = history[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0]?.data;
+          const startedHeld = input ? (JSON.parse(Buffer.from(input).toString()) as { paused?: boolean }).paused === true : false;
+          const signalled = history.some((event) => event.workflowExecutionSignaledEventAttributes?.signalName === 'sliceControl');
+          return {
+            // Held (by its input or the job's signal) and that seen by a completed workflow task.
+            held: (startedHeld || signalled) && history.at(-1)?.workflowTaskCompletedEventAttributes !== undefined,
+            scheduled: history.filter((event) => event.activityTaskScheduledEventAttributes).length,
+            completed: history.filter((event) => event.activityTaskCompletedEventAttributes).length,
+          };
+        }),
+      );
+      return { initiated: initiated.length, started, children };
+    };
+    const quiet = (state: Awaited<ReturnType<typeof settledState>>) => state.started === state.initiated && state.children.every((child) => child.held && child.scheduled === child.completed);
+    await eventually(async () => quiet(await settledState()), 20_000, 'slices held, in-flight batches finished');
+    const before = await settledState();
+    await new Promise((resolve) => setTimeout(resolve, 2_000)); // nothing may happen meanwhile
+    const later = await settledState();
+    assert.equal(later.initiated, before.initiated, 'no new slice started while paused');
+    assert.deepEqual(
+      later.children.map((child) => child.scheduled),
+      before.children.map((child) => child.scheduled),
+      'no slice scheduled a batch while paused',
+    );
+    await env.client.handle(jobId).signal(resumeSignal);
+    const result = await env.client.result(jobId);
+    assert.deepEqual([result.status, result.counts.Available], ['Succeeded', 300]);
+  });
+
+  it('tightening --tolerated-failure-count 0 on a running job makes it fail at its next failure; the change is in the result', async () => {
+    const items = [
+      ...Array.from({ length: 30 }, (_, index) => ({ id: `ok${index}`, params: { cpuMs: 30 } })),
+      { id: 'bad', params: { outcome: 'unprocessable' as const } },
+      ...Array.from({ length: 30 }, (_, index) => ({ id: `late${index}`, params: { cpuMs: 30 } })),
+    ];
+    const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 1, concurrency: 1 }));
+    await eventually(async () => (await env.client.progress(jobId)).counts.Available >= 2, 30_000, 'running');
+    const set = await cli(['set', jobId, '--tolerated-failure-count', '0', '--json']);
+    assert.equal(set.code, 0, set.stderr);
+    assert.deepEqual(JSON.parse(set.stdout), { jobId, concurrency: 1, allowedFailures: 0 });
+    const result = (await env.client.result(jobId)) as JobResult;
+    assert.equal(result.status, 'Failed');
+    assert.equal(result.stoppedBy?.type, ErrorTypes.ToleratedFailureThresholdExceeded);
+    assert.equal(result.outputs?.find((record) => record.item === 'bad')?.status, 'Failed');
+    assert.ok(result.counts.Cancelled > 0, 'the rest was not run');
+    assert.deepEqual(
+      result.limitsChanged?.map(({ origin, toleratedFailureCount }) => ({ origin, toleratedFailureCount })),
+      [{ origin: 'update', toleratedFailureCount: 0 }],
+    );
+  });
+
+  it('bad input and closed jobs are refused in one line with exit 2', async () => {
+    const { jobId } = await env.client.start(syntheticSpec([{ id: 'a' }]));
+    await env.client.result(jobId);
+    await eventually(async () => (await env.client.handle(jobId).describe()).status.name === 'COMPLETED', 15_000, 'closed');
+    const closed = await cli(['pause', jobId]);
+    assert.equal(closed.code, 2);
+    assert.match(closed.stderr, /JobClosed/);
+    assert.equal(closed.stderr.trim().split('\n').length, 1);
+    const bad = await cli(['set', jobId, '--concurrency', '0']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /concurrency must be a whole number/);
+    const none = await cli(['set', jobId]);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /at least one/);
+  });
+});
