@@ -13,7 +13,7 @@ import { createEngineActivities } from '../../src/activities/engine';
 import { createLogger } from '../../src/logger';
 import { builtInPipelines } from '../../src/pipelines';
 import { createStorage } from '../../src/storage';
-import { syntheticSpec } from '../helpers/env';
+import { eventually, syntheticSpec } from '../helpers/env';
 import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
 
 let ts: TimeSkippingEnv;
@@ -97,6 +97,24 @@ describe('item runner (time-skipping server, mocked batches)', () => {
     assert.equal(result.status, 'Succeeded');
     assert.equal(result.metrics.attempts, 3);
     assert.ok(Math.abs(result.metrics.elapsedMs - 3 * 3_600_000) < 60_000, `elapsed ${result.metrics.elapsedMs} ms of workflow time`);
+  });
+
+  it('a pause holds a backoff timer with its remaining time; after resume the item waits out the rest', async () => {
+    calls.length = 0;
+    const { jobId } = await ts.client.start(syntheticSpec([{ id: 'transient2-held' }], { retry: { maxAttempts: 5, initialInterval: '1h', backoffCoefficient: 1, maximumInterval: '2h' } }), {
+      jobId: 'runner-pause-backoff',
+    });
+    await eventually(async () => (await ts.client.progress(jobId)).backoff.length === 1, 20_000, 'in backoff');
+    assert.deepEqual(await ts.client.pause(jobId), { paused: true, phase: 'paused' });
+    await ts.testEnv.sleep('5h');
+    assert.equal(calls.length, 1, 'nothing ran while paused, though the 1 h backoff would have ended');
+    await ts.client.resume(jobId);
+    const result = (await ts.testEnv.client.workflow.getHandle(jobId).result()) as JobResult;
+    assert.equal(result.status, 'Succeeded');
+    assert.equal(calls.length, 3);
+    // 5 h paused + the held rest of the first hour + the second hour: about 7 h of workflow time.
+    const hours = result.metrics.elapsedMs / 3_600_000;
+    assert.ok(hours > 6.9 && hours < 7.1, `elapsed ${hours.toFixed(2)} h`);
   });
 
   it('the transient budget: after maxAttempts the item is Failed with its attempts and type', async () => {
