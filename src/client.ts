@@ -26,6 +26,10 @@ import {
   type JobResult,
   type JobSpec,
   type CancelResponse,
+  type Flag,
+  type FlagRequest,
+  flagUpdate,
+  flagWorkflowId,
   type EffectiveLimits,
   type LimitsRequest,
   type OutputRecord,
@@ -54,6 +58,7 @@ import {
 } from './shared';
 import { createStorage } from './storage';
 import type { jobWorkflow } from './workflows';
+import type { flagWorkflow } from './workflows/flag';
 
 export class FaultlineClientError extends Error {
   readonly exitCode: number;
@@ -83,6 +88,8 @@ export interface ListFilter {
   status?: string;
   hasErrors?: boolean;
   pipeline?: string;
+  /** Only jobs flagged for investigation. */
+  flagged?: boolean;
   limit?: number;
 }
 export interface JobListEntry {
@@ -91,6 +98,8 @@ export interface JobListEntry {
   status: string | null;
   hasErrors: boolean | null;
   failedCount: number | null;
+  /** Flagged for investigation (while it ran, or afterwards by a flag record). */
+  flagged: boolean;
   startedAt: string;
 }
 
@@ -215,7 +224,7 @@ export class FaultlineClient {
     const handle = this.handle(jobId);
     try {
       const description = await handle.describe();
-      if (description.status.name !== 'RUNNING') return await handle.result();
+      if (description.status.name !== 'RUNNING') return await this.withLaterFlags(jobId, await handle.result());
       for (;;) {
         try {
           return await handle.executeUpdate(awaitResultUpdate, { args: [{ ...(options.round !== undefined ? { round: options.round } : {}) }] });
@@ -223,10 +232,76 @@ export class FaultlineClient {
           if (error instanceof WorkflowUpdateRPCTimeoutOrCancelledError) continue; // long jobs: keep waiting
           if (error instanceof WorkflowUpdateFailedError && error.cause instanceof ApplicationFailure && error.cause.type === ErrorTypes.JobRotating) continue;
           const now = await handle.describe();
-          if (now.status.name !== 'RUNNING') return await handle.result();
+          if (now.status.name !== 'RUNNING') return await this.withLaterFlags(jobId, await handle.result());
           throw error;
         }
       }
+    } catch (error) {
+      throw this.wrap(error, jobId);
+    }
+  }
+
+  /** A closed job's result with the flags recorded after it closed (flag records `<jobId>/flag-N`). */
+  private async withLaterFlags(jobId: string, result: JobResult): Promise<JobResult> {
+    const later = await this.flagRecords(jobId);
+    return later.length > 0 ? { ...result, flags: [...(result.flags ?? []), ...later] } : result;
+  }
+
+  private async flagRecords(jobId: string): Promise<Flag[]> {
+    const flags: Flag[] = [];
+    for (let n = 1; ; n++) {
+      try {
+        const memo = (await this.client.workflow.getHandle(flagWorkflowId(jobId, n)).describe()).memo as { flag?: Flag } | undefined;
+        if (memo?.flag) flags.push(memo.flag);
+      } catch (error) {
+        if (error instanceof WorkflowNotFoundError) return flags;
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Marks a job (or one item's outputs) for investigation. A running job records it in its state
+   * and sets `FaultlineFlagged`; a closed one gets a flag record, a workflow `<jobId>/flag-N`.
+   */
+  async flag(jobId: string, request: FlagRequest): Promise<{ jobId: string; flags: number; record: string }> {
+    if (typeof request.reason !== 'string' || request.reason.trim() === '') throw new FaultlineClientError('invalid', 'flag: give a reason (--reason TEXT)');
+    const handle = this.handle(jobId);
+    try {
+      const description = await handle.describe();
+      if (description.status.name === 'RUNNING') {
+        try {
+          const response = await handle.executeUpdate(flagUpdate, { args: [request] });
+          return { jobId, flags: response.flags, record: jobId };
+        } catch (error) {
+          const type = rejectionType(error);
+          if (type !== ErrorTypes.JobClosed) {
+            if (type !== undefined) throw new FaultlineClientError('rejected', `flag rejected (${type}): ${rejectionMessage(error)}`, [], { cause: error });
+            throw error;
+          }
+        }
+      }
+      const earlier = await this.flagRecords(jobId);
+      const id = flagWorkflowId(jobId, earlier.length + 1);
+      const pipeline = description.typedSearchAttributes.get(SearchKeys.pipeline) ?? 'unknown';
+      const flag: Flag = { ...(request.item ? { item: request.item } : {}), reason: request.reason, at: new Date().toISOString() };
+      // The record is complete at start (memo and search attributes), so it needs no worker to exist.
+      await this.client.workflow.start<typeof flagWorkflow>(WORKFLOW_TYPES.flag, {
+        taskQueue: this.taskQueue,
+        workflowId: id,
+        args: [{ jobId, pipeline, ...flag }],
+        memo: { jobId, flag },
+        typedSearchAttributes: [
+          { key: SearchKeys.flagged, value: true },
+          { key: SearchKeys.pipeline, value: pipeline },
+        ],
+        staticSummary: `flag on ${jobId}${request.item ? ` (item ${request.item})` : ''}: ${request.reason}`,
+      });
+      const previous = await handle.result().then(
+        (result) => result.flags?.length ?? 0,
+        () => 0,
+      );
+      return { jobId, flags: previous + earlier.length + 1, record: id };
     } catch (error) {
       throw this.wrap(error, jobId);
     }
@@ -372,6 +447,10 @@ export class FaultlineClient {
     if (filter.pipeline) clauses.push(`FaultlinePipeline = ${quote(filter.pipeline)}`);
     const entries: JobListEntry[] = [];
     try {
+      // Jobs flagged after they closed are known by their flag records.
+      const flaggedLater = new Set<string>();
+      for await (const record of this.client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPES.flag}'` })) flaggedLater.add(record.workflowId.replace(/\/flag-\d+$/, ''));
+      if (filter.flagged) clauses.push(flaggedLater.size > 0 ? `(FaultlineFlagged = true OR WorkflowId IN (${[...flaggedLater].map(quote).join(', ')}))` : 'FaultlineFlagged = true');
       for await (const execution of this.client.workflow.list({ query: clauses.join(' AND ') })) {
         const attrs = execution.typedSearchAttributes;
         entries.push({
@@ -380,6 +459,7 @@ export class FaultlineClient {
           status: attrs.get(SearchKeys.status) ?? null,
           hasErrors: attrs.get(SearchKeys.hasErrors) ?? null,
           failedCount: attrs.get(SearchKeys.failedCount) ?? null,
+          flagged: attrs.get(SearchKeys.flagged) === true || flaggedLater.has(execution.workflowId),
           startedAt: execution.startTime.toISOString(),
         });
         if (entries.length >= (filter.limit ?? 1_000)) break;

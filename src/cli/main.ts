@@ -220,18 +220,38 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('flag')
+    .description('mark a job (or one item) for investigation, running or closed; FaultlineFlagged = true')
+    .argument('<jobId>')
+    .requiredOption('--reason <text>', 'what to investigate')
+    .option('--item <id>', 'only this item')
+    .option('--json', 'print JSON only')
+    .action(async (jobId: string, opts: { reason: string; item?: string; json?: boolean }) => {
+      await withClient(async (client) => {
+        const response = await client.flag(jobId, { reason: opts.reason, ...(opts.item ? { item: opts.item } : {}) });
+        if (opts.json) console.log(JSON.stringify(response));
+        else
+          console.log(
+            `${jobId} flagged${opts.item ? ` (item ${opts.item})` : ''}; ${response.flags} flag(s)${response.record === jobId ? '' : `, recorded as ${response.record} (the job had closed)`}`,
+          );
+      });
+    });
+
+  program
     .command('list')
     .description('jobs from Temporal visibility')
     .addOption(new Option('--status <status>', 'FaultlineStatus').choices(['Running', 'Paused', 'Succeeded', 'PartiallySucceeded', 'Failed', 'Cancelled', 'Empty']))
     .option('--has-errors', 'only jobs with errors')
+    .option('--flagged', 'only jobs flagged for investigation')
     .option('--pipeline <name>', 'only this pipeline')
     .option('--limit <n>', 'at most this many', '100')
     .option('--json', 'print JSON only')
-    .action(async (opts: { status?: string; hasErrors?: boolean; pipeline?: string; limit: string; json?: boolean }) => {
+    .action(async (opts: { status?: string; hasErrors?: boolean; flagged?: boolean; pipeline?: string; limit: string; json?: boolean }) => {
       await withClient(async (client) => {
         const jobs = await client.list({
           ...(opts.status ? { status: opts.status } : {}),
           ...(opts.hasErrors ? { hasErrors: true } : {}),
+          ...(opts.flagged ? { flagged: true } : {}),
           ...(opts.pipeline ? { pipeline: opts.pipeline } : {}),
           limit: Number(opts.limit),
         });
@@ -241,7 +261,7 @@ export function buildProgram(): Command {
         }
         if (jobs.length === 0) console.log('no jobs');
         for (const job of jobs) {
-          console.log(`${job.jobId.padEnd(32)} ${String(job.pipeline).padEnd(10)} ${String(job.status).padEnd(19)} failed=${job.failedCount ?? 0} ${job.startedAt}`);
+          console.log(`${job.jobId.padEnd(32)} ${String(job.pipeline).padEnd(10)} ${String(job.status).padEnd(19)} failed=${job.failedCount ?? 0}${job.flagged ? ' flagged' : ''} ${job.startedAt}`);
         }
       });
     });

@@ -28,6 +28,8 @@ import {
   type CancelResponse,
   type EffectiveLimits,
   type ErrorReport,
+  type Flag,
+  type FlagRequest,
   ErrorTypes,
   INLINE_OUTPUT_LIMIT,
   type ItemsSource,
@@ -169,6 +171,7 @@ export class JobRun {
   /** Held by an operator (`pause`): no new batch or slice starts until `resume`. */
   private paused: boolean;
   private readonly limitsChanged: LimitsChange[];
+  private readonly flags: Flag[];
   /** Running slice children, to pass pause/resume and new limits on. */
   private readonly sliceHandles = new Map<number, ChildWorkflowHandle<typeof sliceWorkflow>>();
 
@@ -187,6 +190,7 @@ export class JobRun {
     if (carry?.windowEndsAt !== undefined) this.windowEndsAt = carry.windowEndsAt;
     this.paused = carry?.paused ?? false;
     this.limitsChanged = carry?.limitsChanged ?? [];
+    this.flags = carry?.flags ?? [];
   }
 
   // ---- handler side: read state, validate, queue, wait for the outcome ----
@@ -237,6 +241,26 @@ export class JobRun {
     if (this.phase === 'closed') throw rejection(ErrorTypes.JobClosed, 'the job is closed');
     const problems = request ? limitsProblems(request) : [];
     if (problems.length > 0) throw rejection(ErrorTypes.InvalidRequest, problems.join('; '));
+  }
+
+  validateFlag(request: FlagRequest): void {
+    const problem = flagProblem(request);
+    if (problem) throw rejection(ErrorTypes.InvalidRequest, problem);
+    if (this.phase === 'closed') throw rejection(ErrorTypes.JobClosed, 'the job is closed; the client records flags on closed jobs itself');
+  }
+
+  /** Marks the job (or one item's outputs) for investigation: `FaultlineFlagged` and `result.flags`. */
+  flag(request: FlagRequest, origin: RequestOrigin): { flags: number } {
+    const problem = flagProblem(request);
+    if (problem || this.phase === 'closed') {
+      this.reject({ kind: 'flag', origin, type: problem ? ErrorTypes.InvalidRequest : ErrorTypes.JobClosed, reason: problem ?? 'the job is closed' });
+      return { flags: this.flags.length };
+    }
+    this.flags.push({ ...(request.item ? { item: request.item } : {}), reason: request.reason, at: new Date().toISOString() });
+    upsertSearchAttributes([{ key: SearchKeys.flagged, value: true }]);
+    if (this.result) this.result = { ...this.result, flags: [...this.flags] };
+    log.info('job flagged', { jobId: this.jobId, item: request.item, reason: request.reason, origin });
+    return { flags: this.flags.length };
   }
 
   /** Pause (true) or resume: acts at once on the running round and its slices. */
@@ -783,6 +807,7 @@ export class JobRun {
       ...(this.stop?.kind === 'cancelled' ? { cancelReason: this.stop.reason } : {}),
       ...(this.input.retryOf ? { retryOf: this.input.retryOf } : {}),
       ...(this.limitsChanged.length > 0 ? { limitsChanged: [...this.limitsChanged] } : {}),
+      ...(this.flags.length > 0 ? { flags: [...this.flags] } : {}),
       ...(this.result?.notifications ? { notifications: this.result.notifications } : {}),
       metrics: {
         startedAt: new Date(this.startedAt).toISOString(),
@@ -947,6 +972,7 @@ export class JobRun {
       nextRequestId: this.nextRequestId,
       ...(this.paused ? { paused: true } : {}),
       ...(this.limitsChanged.length > 0 ? { limitsChanged: this.limitsChanged } : {}),
+      ...(this.flags.length > 0 ? { flags: this.flags } : {}),
     };
     return continueAsNew<(input: JobInput) => Promise<JobResult>>({ job: this.input.job, ...(this.input.retryOf ? { retryOf: this.input.retryOf } : {}), carry });
   }
@@ -959,6 +985,13 @@ export class JobRun {
     ]);
     setCurrentDetails(describe(current));
   }
+}
+
+function flagProblem(request: FlagRequest): string | undefined {
+  if (typeof request.reason !== 'string' || request.reason.trim() === '') return 'a flag needs a reason';
+  if (request.reason.length > 2_000) return 'a flag reason is at most 2000 characters';
+  if (request.item !== undefined && (typeof request.item !== 'string' || request.item === '')) return 'item must be an item id';
+  return undefined;
 }
 
 function pickLimits(request: LimitsRequest): LimitsRequest {

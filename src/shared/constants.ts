@@ -9,6 +9,7 @@ export const SEARCH_ATTRIBUTES = {
   FaultlineHasErrors: 'Bool',
   FaultlineFailedCount: 'Int',
   FaultlinePipeline: 'Keyword',
+  FaultlineFlagged: 'Bool',
 } as const;
 
 export const ENV = {
@@ -31,7 +32,7 @@ export const ENV = {
   healthFile: 'FAULTLINE_HEALTH_FILE',
 } as const;
 
-export const WORKFLOW_TYPES = { job: 'jobWorkflow', slice: 'sliceWorkflow', shard: 'shardWorkflow', archive: 'archiveWorkflow' } as const;
+export const WORKFLOW_TYPES = { job: 'jobWorkflow', slice: 'sliceWorkflow', shard: 'shardWorkflow', archive: 'archiveWorkflow', flag: 'flagWorkflow' } as const;
 
 /** `patched()` ids of workflow changes that running jobs may replay (never reuse or rename). */
 export const PATCHES = {
@@ -51,6 +52,10 @@ export function shardWorkflowId(jobId: string, shardIndex: number): string {
 }
 export function archiveWorkflowId(jobId: string, round: number): string {
   return `${jobId}/archive-${round}`;
+}
+/** A flag set on a closed job (`n` counts from 1). */
+export function flagWorkflowId(jobId: string, n: number): string {
+  return `${jobId}/flag-${n}`;
 }
 export function batchActivityId(scope: string, seq: number): string {
   return `${scope}/batch-${seq}`;

@@ -1,5 +1,5 @@
 import type { ErrorReport } from './errors';
-import type { JobRequest, LimitsChange, RejectedRequest, RetryRequest } from './messages';
+import type { Flag, JobRequest, LimitsChange, RejectedRequest, RetryRequest } from './messages';
 import type { JobResult, StatusCounts } from './result';
 import type { RunnerSnapshotData } from './snapshot';
 import type { SpecHead } from './engine-types';
@@ -45,6 +45,7 @@ export interface JobCarry {
   nextRequestId: number;
   paused?: boolean;
   limitsChanged?: LimitsChange[];
+  flags?: Flag[];
 }
 
 /** Accepts the v1 input shape (`{spec}` / `{specRef}`) too, e.g. from older clients or scripts. */

@@ -79,7 +79,7 @@ export type RequestOrigin = 'update' | 'signal';
 /** An operator request, queued by a handler and carried out only by the job's main loop. */
 export type JobRequest = { id: number; kind: 'retry'; origin: RequestOrigin; selection: RetryRequest; at: string } | { id: number; kind: 'cancel'; origin: RequestOrigin; reason: string; at: string };
 /** Kinds of operator request that can be rejected (pause, resume and set act at once, but can be refused). */
-export type RequestKind = JobRequest['kind'] | 'pause' | 'resume' | 'set';
+export type RequestKind = JobRequest['kind'] | 'pause' | 'resume' | 'set' | 'flag';
 
 /** A request the job could not honour, with the declared error type of the reason. */
 export interface RejectedRequest {
@@ -100,6 +100,22 @@ export const cancelUpdate = defineUpdate<CancelResponse, [CancelRequest]>('cance
 /** The same operations as signals, for the Web UI, `temporal workflow signal` and batch signals. */
 export const cancelSignal = defineSignal<[CancelRequest]>('requestCancel');
 export const retrySignal = defineSignal<[RetryRequest]>('retry');
+/** `faultline flag`: mark a job (or one item's outputs) for investigation. */
+export interface FlagRequest {
+  item?: string;
+  reason: string;
+}
+export interface Flag extends FlagRequest {
+  at: string;
+}
+export const flagUpdate = defineUpdate<{ flags: number }, [FlagRequest]>('flag');
+export const flagSignal = defineSignal<[FlagRequest]>('flag');
+/** The record of a flag set on a closed job: a small workflow `<jobId>/flag-N` the Web UI lists. */
+export interface FlagRecordInput extends Flag {
+  jobId: string;
+  pipeline: string;
+}
+
 export const pauseUpdate = defineUpdate<PauseResponse, []>('pause');
 export const resumeUpdate = defineUpdate<PauseResponse, []>('resume');
 export const pauseSignal = defineSignal('pause');

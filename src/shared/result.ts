@@ -1,6 +1,6 @@
 /** JobResult (CONTRACT.md "JobResult") and the per-output records it is built from. */
 import type { ErrorReport } from './errors';
-import type { LimitsChange, RejectedRequest } from './messages';
+import type { Flag, LimitsChange, RejectedRequest } from './messages';
 
 export const OutputStatuses = ['Available', 'Missing', 'Failed', 'Unsolved', 'Skipped', 'Cancelled'] as const;
 export type OutputStatus = (typeof OutputStatuses)[number];
@@ -75,6 +75,8 @@ export interface JobResult {
   rejectedRequests?: RejectedRequest[];
   /** Limits changed by operators while the job ran (`faultline set`), in order. */
   limitsChanged?: LimitsChange[];
+  /** Marks for investigation (`faultline flag`), including those set after the job closed. */
+  flags?: Flag[];
   failureCounts: Record<string, number>;
   failuresByReason: Record<string, string[]>;
   truncated?: boolean;

@@ -6,4 +6,5 @@ export const SearchKeys = {
   hasErrors: defineSearchAttributeKey('FaultlineHasErrors', SearchAttributeType.BOOL),
   failedCount: defineSearchAttributeKey('FaultlineFailedCount', SearchAttributeType.INT),
   pipeline: defineSearchAttributeKey('FaultlinePipeline', SearchAttributeType.KEYWORD),
+  flagged: defineSearchAttributeKey('FaultlineFlagged', SearchAttributeType.BOOL),
 } as const;

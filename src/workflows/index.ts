@@ -1,5 +1,6 @@
 // The worker's workflowsPath: every workflow type Faultline registers.
 export { archiveWorkflow } from './archive';
+export { flagWorkflow } from './flag';
 export { jobWorkflow } from './job';
 export { sliceWorkflow } from './slice';
 // v1 shards: still registered so shards of jobs started before engine v2 can finish and replay.

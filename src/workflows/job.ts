@@ -22,6 +22,8 @@ import {
   resumeUpdate,
   setLimitsSignal,
   setLimitsUpdate,
+  flagSignal,
+  flagUpdate,
 } from '../shared';
 import { legacyJobWorkflow } from './legacy/job-v1';
 import type { JobInput as LegacyJobInput } from './legacy/types-v1';
@@ -43,6 +45,8 @@ export async function jobWorkflow(raw: JobInput): Promise<JobResult> {
   setHandler(pauseSignal, async () => void (await job.hold(true, 'signal')));
   setHandler(resumeSignal, async () => void (await job.hold(false, 'signal')));
   setHandler(setLimitsSignal, async (request) => void (await job.setLimits(request ?? {}, 'signal')));
+  setHandler(flagUpdate, (request) => job.flag(request, 'update'), { validator: (request) => job.validateFlag(request) });
+  setHandler(flagSignal, (request) => void job.flag(request ?? { reason: '' }, 'signal'));
   setHandler(sliceFailuresSignal, (report) => job.onSliceFailures(report));
   return job.run();
 }

@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { ErrorTypes, type JobResult, pauseSignal, resumeSignal } from '../../src/shared';
+import { ErrorTypes, type JobResult, flagSignal, pauseSignal, resumeSignal } from '../../src/shared';
 import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
 
 const run = promisify(execFile);
@@ -134,5 +134,49 @@ describe('pause, resume and live limits (real dev server, CLI)', () => {
     const none = await cli(['set', jobId]);
     assert.equal(none.code, 2);
     assert.match(none.stderr, /at least one/);
+  });
+
+  it('flags: a running job by signal, a closed job by the CLI; both found by FaultlineFlagged and list --flagged', async () => {
+    const { jobId: running } = await env.client.start(syntheticSpec([{ id: 'slow', params: { cpuMs: 300 } }, { id: 'odd' }], { batchSize: 1, concurrency: 1 }));
+    await env.client.handle(running).signal(flagSignal, { item: 'odd', reason: 'looks wrong' });
+    const flaggedResult = await env.client.result(running);
+    assert.deepEqual(
+      flaggedResult.flags?.map(({ item, reason }) => ({ item, reason })),
+      [{ item: 'odd', reason: 'looks wrong' }],
+    );
+
+    const { jobId: closed } = await env.client.start(syntheticSpec([{ id: 'a' }]));
+    await env.client.result(closed);
+    await eventually(async () => (await env.client.handle(closed).describe()).status.name === 'COMPLETED', 15_000, 'closed');
+    const flagged = await cli(['flag', closed, '--reason', 'customer says the output is blank', '--json']);
+    assert.equal(flagged.code, 0, flagged.stderr);
+    assert.deepEqual(JSON.parse(flagged.stdout), { jobId: closed, flags: 1, record: `${closed}/flag-1` });
+    assert.deepEqual(
+      (await env.client.result(closed)).flags?.map((flag) => flag.reason),
+      ['customer says the output is blank'],
+    );
+
+    const found = async () => {
+      const ids: string[] = [];
+      for await (const execution of env.client.client.workflow.list({ query: 'FaultlineFlagged = true' })) ids.push(execution.workflowId);
+      return ids;
+    };
+    await eventually(
+      async () => {
+        const ids = await found();
+        return ids.includes(running) && ids.includes(`${closed}/flag-1`);
+      },
+      15_000,
+      "FaultlineFlagged = true finds the running job and the closed job's flag record",
+    );
+    const listed = await cli(['list', '--flagged', '--json']);
+    assert.equal(listed.code, 0, listed.stderr);
+    const jobs = JSON.parse(listed.stdout) as { jobId: string; flagged: boolean }[];
+    for (const jobId of [running, closed])
+      assert.ok(
+        jobs.some((job) => job.jobId === jobId && job.flagged),
+        `${jobId} in list --flagged`,
+      );
+    assert.ok(jobs.every((job) => job.flagged));
   });
 });
