@@ -439,6 +439,19 @@ export class FaultlineClient {
     }
   }
 
+  /** Ids of the jobs (job workflows, every status) a Temporal visibility query matches. */
+  async jobIds(query: string): Promise<string[]> {
+    if (query.trim() === '') throw new FaultlineClientError('invalid', '--query is empty');
+    const ids = new Set<string>();
+    try {
+      for await (const execution of this.client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPES.job}' AND (${query})` })) ids.add(execution.workflowId);
+    } catch (error) {
+      if (error instanceof ServiceError && (error as { code?: number }).code === 3) throw new FaultlineClientError('invalid', `invalid visibility query: ${error.message}`, [], { cause: error });
+      throw this.wrap(error);
+    }
+    return [...ids];
+  }
+
   async list(filter: ListFilter = {}): Promise<JobListEntry[]> {
     const clauses = [`WorkflowType = '${WORKFLOW_TYPES.job}'`];
     const quote = (value: string) => `'${value.replace(/'/g, "\\'")}'`;

@@ -7,8 +7,9 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { FaultlineClient, FaultlineClientError } from '../client';
 import { ConfigError, loadConfig } from '../config';
 import { createLogger } from '../logger';
-import { exitCodeForStatus } from '../shared';
+import { type CancelResponse, exitCodeForStatus } from '../shared';
 import { printProgress, printResult, watchJob } from './output';
+import { runBulk } from './bulk';
 import { runDev } from './dev';
 import { runWorker } from '../worker';
 
@@ -135,43 +136,77 @@ export function buildProgram(): Command {
   program
     .command('retry')
     .description('re-run failed items (all, by --item, by --type); in the retry window they merge into the same job')
-    .argument('<jobId>')
+    .argument('[jobId]')
+    .option('--query <visibility query>', 'every job this Temporal visibility query matches (instead of one job id)')
     .option('--item <id>', 'only this item (repeatable)', collect)
     .option('--type <errorType>', 'only items that failed with this error type (repeatable)', collect)
     .option('--source <id=uri>', 'corrected source for an item given with --item (repeatable)', collect)
     .option('--json', 'print JSON only')
-    .action(async (jobId: string, opts: { item?: string[]; type?: string[]; source?: string[]; json?: boolean }) => {
+    .action(async (jobId: string | undefined, opts: { item?: string[]; type?: string[]; source?: string[]; json?: boolean; query?: string }) => {
+      const target = oneTarget(jobId, opts.query);
       const sources: Record<string, string> = {};
       for (const pair of opts.source ?? []) {
         const at = pair.indexOf('=');
         if (at <= 0) throw new UsageError(`--source wants id=uri, got "${pair}"`);
         sources[pair.slice(0, at)] = pair.slice(at + 1);
       }
+      const request = {
+        ...(opts.item ? { items: opts.item } : {}),
+        ...(opts.type ? { types: opts.type } : {}),
+        ...(Object.keys(sources).length > 0 ? { sources } : {}),
+      };
+      const describeRetry = (id: string, response: Awaited<ReturnType<FaultlineClient['retry']>>) => {
+        const more = response.queuedCount > response.queued.length ? ` … (+${response.queuedCount - response.queued.length} more)` : '';
+        const ids = response.queued.slice(0, 20).join(', ') + (response.queued.length > 20 && !more ? ' …' : more);
+        return response.followUp
+          ? `job ${id} is closed; started follow-up job ${response.jobId} with ${response.queuedCount} item(s): ${ids}`
+          : `queued ${response.queuedCount} item(s) for round ${response.round} of ${id}: ${ids}`;
+      };
       await withClient(async (client) => {
-        const response = await client.retry(jobId, {
-          ...(opts.item ? { items: opts.item } : {}),
-          ...(opts.type ? { types: opts.type } : {}),
-          ...(Object.keys(sources).length > 0 ? { sources } : {}),
-        });
-        if (opts.json) console.log(JSON.stringify(response));
-        else {
-          const more = response.queuedCount > response.queued.length ? ` … (+${response.queuedCount - response.queued.length} more)` : '';
-          const ids = response.queued.slice(0, 20).join(', ') + (response.queued.length > 20 && !more ? ' …' : more);
-          if (response.followUp) console.log(`job ${jobId} is closed; started follow-up job ${response.jobId} with ${response.queuedCount} item(s): ${ids}`);
-          else console.log(`queued ${response.queuedCount} item(s) for round ${response.round} of ${jobId}: ${ids}`);
+        if (target.kind === 'query') {
+          process.exitCode = await runBulk(
+            client,
+            target.query,
+            'retry',
+            async (id) => {
+              const response = await client.retry(id, request);
+              return { message: describeRetry(id, response), detail: response };
+            },
+            opts,
+          );
+          return;
         }
+        const response = await client.retry(target.jobId, request);
+        console.log(opts.json ? JSON.stringify(response) : describeRetry(target.jobId, response));
       });
     });
 
   program
     .command('cancel')
     .description('graceful cancel: no new work, in-flight work cancelled, finished outputs kept')
-    .argument('<jobId>')
+    .argument('[jobId]')
+    .option('--query <visibility query>', 'every open job this Temporal visibility query matches (instead of one job id)')
     .option('--reason <text>', 'why (kept in the result)')
-    .action(async (jobId: string, opts: { reason?: string }) => {
+    .option('--json', 'print JSON only')
+    .action(async (jobId: string | undefined, opts: { reason?: string; query?: string; json?: boolean }) => {
+      const target = oneTarget(jobId, opts.query);
+      const describeCancel = (id: string, response: CancelResponse) => (response.effect === 'closed' ? `${id}: every item had settled; the job is closed` : `cancel requested for ${id}`);
       await withClient(async (client) => {
-        const response = await client.cancel(jobId, opts.reason);
-        console.log(response.effect === 'closed' ? `${jobId}: every item had settled; the job is closed` : `cancel requested for ${jobId}`);
+        if (target.kind === 'query') {
+          process.exitCode = await runBulk(
+            client,
+            `(${target.query}) AND ExecutionStatus = 'Running'`,
+            'cancel',
+            async (id) => {
+              const response = await client.cancel(id, opts.reason);
+              return { message: describeCancel(id, response), detail: response };
+            },
+            opts,
+          );
+          return;
+        }
+        const response = await client.cancel(target.jobId, opts.reason);
+        console.log(opts.json ? JSON.stringify({ jobId: target.jobId, ...response }) : describeCancel(target.jobId, response));
       });
     });
 
@@ -294,6 +329,14 @@ function reportError(error: unknown): number {
   console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
   if (process.env.FAULTLINE_DEBUG) console.error(error);
   return 1;
+}
+
+/** A command that takes one job id or `--query`, never both or neither. */
+function oneTarget(jobId: string | undefined, query: string | undefined): { kind: 'job'; jobId: string } | { kind: 'query'; query: string } {
+  if (jobId && query !== undefined) throw new UsageError('give a job id or --query, not both');
+  if (query !== undefined) return { kind: 'query', query };
+  if (!jobId) throw new UsageError('give a job id or --query');
+  return { kind: 'job', jobId };
 }
 
 function parseNumber(value: string): number {

@@ -139,6 +139,52 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     }
   });
 
+  it('bulk: retry --query and cancel --query act on every matching job, one line each, non-zero exit when one fails', async () => {
+    endpointUp = false;
+    const images = (name: string, retryWindow: string) =>
+      imagesSpec(
+        [
+          { id: 'good', source: pathToFileURL(path.join(SAMPLES, 'with-exif.jpg')).toString() },
+          { id: 'down', source: `${base}/flaky/${name}` },
+        ],
+        retryWindow,
+      );
+    const open = [(await env.client.start(images('q1', '10m'))).jobId, (await env.client.start(images('q2', '10m'))).jobId];
+    const closed = (await env.client.start(images('q3', '0s'))).jobId;
+    const fine = (await env.client.start(syntheticSpec([{ id: 'a' }]))).jobId;
+    for (const jobId of [...open, closed]) assert.equal((await env.client.result(jobId)).status, 'PartiallySucceeded');
+    await env.client.result(fine);
+    const all = [...open, closed, fine];
+    const query = `WorkflowId IN (${all.map((id) => `'${id}'`).join(', ')})`;
+    await eventually(async () => (await env.client.jobIds(query)).length === all.length, 15_000, 'visibility lists the jobs');
+    endpointUp = true;
+    const retried = await cli(['retry', '--query', query, '--json']);
+    assert.equal(retried.code, 2, 'the job with nothing to retry makes the exit code non-zero');
+    const outcomes = JSON.parse(retried.stdout) as { jobId: string; ok: boolean; message: string; detail?: { followUp: boolean; jobId: string; round: number } }[];
+    assert.equal(outcomes.length, 4);
+    const byJob = new Map(outcomes.map((outcome) => [outcome.jobId, outcome]));
+    for (const jobId of open) assert.deepEqual([byJob.get(jobId)?.ok, byJob.get(jobId)?.detail?.followUp, byJob.get(jobId)?.detail?.round], [true, false, 2]);
+    assert.deepEqual([byJob.get(closed)?.ok, byJob.get(closed)?.detail?.followUp], [true, true]);
+    assert.equal(byJob.get(fine)?.ok, false);
+    assert.match(byJob.get(fine)?.message ?? '', /NothingToRetry/);
+    for (const jobId of open) assert.equal((await env.client.result(jobId, { round: 2 })).status, 'Succeeded');
+    assert.equal((await env.client.result(byJob.get(closed)?.detail?.jobId ?? '')).status, 'Succeeded');
+
+    const hanging = [
+      (await env.client.start(syntheticSpec([{ id: 'h', params: { outcome: 'hang' } }], { heartbeatTimeout: '2s' }))).jobId,
+      (await env.client.start(syntheticSpec([{ id: 'h', params: { outcome: 'hang' } }], { heartbeatTimeout: '2s' }))).jobId,
+    ];
+    const cancelQuery = `WorkflowId IN (${[...hanging, fine].map((id) => `'${id}'`).join(', ')})`;
+    await eventually(async () => (await env.client.jobIds(`(${cancelQuery}) AND ExecutionStatus = 'Running'`)).length === 2, 15_000, 'visibility lists the running jobs');
+    const cancelled = await cli(['cancel', '--query', cancelQuery, '--reason', 'bulk']);
+    assert.equal(cancelled.code, 0, cancelled.stderr);
+    assert.equal(cancelled.stdout.trim().split('\n').length, 2, 'one line per running job; the closed one is not touched');
+    for (const jobId of hanging) assert.deepEqual([(await env.client.result(jobId)).status, (await env.client.result(jobId)).cancelReason], ['Cancelled', 'bulk']);
+    const usage = await cli(['cancel', hanging[0] ?? '', '--query', cancelQuery]);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /not both/);
+  });
+
   it('retry by type touches only that type; corrected sources; validator rejections', async () => {
     endpointUp = false;
     const { jobId } = await env.client.start(
