@@ -29,6 +29,7 @@ import {
   type Flag,
   type FlagRequest,
   flagUpdate,
+  unknownTypeMessage,
   flagWorkflowId,
   type EffectiveLimits,
   type LimitsRequest,
@@ -347,6 +348,10 @@ export class FaultlineClient {
   /** Every failed item of a closed job (read from its manifest when it has one), in a new job. */
   private async followUp(jobId: string, request: RetryRequest): Promise<RetryResponse & { jobId: string; followUp: boolean }> {
     const previous = await this.result(jobId);
+    const types = request.types ?? [];
+    if (types.length > 0 && !request.includeCancelled && !types.some((type) => (previous.failureCounts[type] ?? 0) > 0)) {
+      throw new FaultlineClientError('rejected', `retry rejected (${ErrorTypes.UnknownErrorType}): ${unknownTypeMessage(types, previous.failureCounts)}`);
+    }
     const original = await this.originalSpec(jobId);
     const selected = new Set(itemsToRetry(await this.records(previous), request));
     const items = original.items.filter((item) => selected.has(item.id)).map((item) => (request.sources?.[item.id] ? { ...item, source: request.sources[item.id] } : item));

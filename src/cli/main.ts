@@ -141,8 +141,9 @@ export function buildProgram(): Command {
     .option('--item <id>', 'only this item (repeatable)', collect)
     .option('--type <errorType>', 'only items that failed with this error type (repeatable)', collect)
     .option('--source <id=uri>', 'corrected source for an item given with --item (repeatable)', collect)
+    .option('--include-cancelled', 'also items whose outputs were Cancelled (a closed job: resume after a mistaken cancel)')
     .option('--json', 'print JSON only')
-    .action(async (jobId: string | undefined, opts: { item?: string[]; type?: string[]; source?: string[]; json?: boolean; query?: string }) => {
+    .action(async (jobId: string | undefined, opts: { item?: string[]; type?: string[]; source?: string[]; json?: boolean; query?: string; includeCancelled?: boolean }) => {
       const target = oneTarget(jobId, opts.query);
       const sources: Record<string, string> = {};
       for (const pair of opts.source ?? []) {
@@ -154,6 +155,7 @@ export function buildProgram(): Command {
         ...(opts.item ? { items: opts.item } : {}),
         ...(opts.type ? { types: opts.type } : {}),
         ...(Object.keys(sources).length > 0 ? { sources } : {}),
+        ...(opts.includeCancelled ? { includeCancelled: true } : {}),
       };
       const describeRetry = (id: string, response: Awaited<ReturnType<FaultlineClient['retry']>>) => {
         const more = response.queuedCount > response.queued.length ? ` … (+${response.queuedCount - response.queued.length} more)` : '';
@@ -296,7 +298,9 @@ export function buildProgram(): Command {
         }
         if (jobs.length === 0) console.log('no jobs');
         for (const job of jobs) {
-          console.log(`${job.jobId.padEnd(32)} ${String(job.pipeline).padEnd(10)} ${String(job.status).padEnd(19)} failed=${job.failedCount ?? 0}${job.flagged ? ' flagged' : ''} ${job.startedAt}`);
+          console.log(
+            `${job.jobId.padEnd(32)} ${String(job.pipeline).padEnd(10)} ${String(job.status).padEnd(19)} failed outputs=${job.failedCount ?? 0}${job.flagged ? ' flagged' : ''} ${job.startedAt}`,
+          );
         }
       });
     });

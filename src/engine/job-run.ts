@@ -80,6 +80,7 @@ import {
   sliceWorkflowId,
   tallyRecords,
   toErrorReport,
+  unknownTypeMessage,
   validateJobSpec,
   withLimits,
 } from '../shared';
@@ -372,7 +373,7 @@ export class JobRun {
       if (this.result.retryable.items === 0) return { type: ErrorTypes.NothingToRetry, reason: 'no failed item to retry' };
       const types = request.types ?? [];
       if (types.length > 0 && !types.some((type) => (this.result?.failureCounts[type] ?? 0) > 0)) {
-        return { type: ErrorTypes.NothingToRetry, reason: `no failed item has type ${types.join(', ')}` };
+        return { type: ErrorTypes.UnknownErrorType, reason: unknownTypeMessage(types, this.result.failureCounts) };
       }
     }
     return undefined;

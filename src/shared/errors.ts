@@ -53,6 +53,7 @@ export const ErrorTypes = {
   // rejections of operator requests (update validators, handlers, signals)
   JobClosed: 'JobClosed',
   NothingToRetry: 'NothingToRetry',
+  UnknownErrorType: 'UnknownErrorType',
   InvalidRequest: 'InvalidRequest',
   // anything not classified by the code that threw it
   InternalError: 'InternalError',
@@ -93,6 +94,7 @@ export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
   JobRotating: 'transient',
   JobClosed: 'invalid',
   NothingToRetry: 'invalid',
+  UnknownErrorType: 'invalid',
   InvalidRequest: 'invalid',
   InternalError: 'unprocessable',
 };

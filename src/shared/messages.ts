@@ -58,6 +58,8 @@ export interface RetryRequest {
   types?: string[];
   /** Corrected sources per item id. */
   sources?: Record<string, string>;
+  /** Also items whose outputs were Cancelled (a closed job's follow-up: resume after a mistaken cancel). */
+  includeCancelled?: boolean;
 }
 export interface RetryResponse {
   queued: string[];

@@ -65,10 +65,17 @@ export function addError(tally: Pick<Tally, 'errors' | 'errorsTruncated'>, repor
 
 /** True when this failed record is chosen by a retry selection. */
 export function selectedForRetry(record: OutputRecord, selection: RetryRequest): boolean {
+  if (selection.includeCancelled && record.status === 'Cancelled') return !selection.items?.length || selection.items.includes(record.item);
   if (record.status !== 'Failed') return false;
   if (selection.items?.length && !selection.items.includes(record.item)) return false;
   if (selection.types?.length && !selection.types.includes(record.error?.type ?? 'Unknown')) return false;
   return true;
+}
+
+/** The rejection of `retry --type` with types the job never failed with: it lists the ones it did. */
+export function unknownTypeMessage(types: readonly string[], failureCounts: Record<string, number>): string {
+  const known = Object.keys(failureCounts).filter((type) => (failureCounts[type] ?? 0) > 0);
+  return `unknown type ${types.join(', ')}: this job's failed items have type ${known.join(', ') || '(none)'}`;
 }
 
 /** Ids of the items a retry selection runs again, in record order. */

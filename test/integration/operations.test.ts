@@ -185,6 +185,29 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     assert.match(usage.stderr, /not both/);
   });
 
+  it("operator messages: an unknown --type lists the job's types; --include-cancelled resumes a mistakenly cancelled job", async () => {
+    endpointUp = false;
+    const { jobId } = await env.client.start(imagesSpec([{ id: 'down', source: `${base}/flaky/types` }]));
+    await env.client.result(jobId);
+    const unknown = await cli(['retry', jobId, '--type', 'SourceNotFoundd']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /UnknownErrorType.*unknown type SourceNotFoundd: this job's failed items have type EndpointUnavailable/);
+    await env.client.cancel(jobId, 'done looking');
+
+    const items = Array.from({ length: 12 }, (_, index) => ({ id: `m${index}`, params: { cpuMs: 100 } }));
+    const { jobId: mistaken } = await env.client.start(syntheticSpec(items, { batchSize: 1, concurrency: 1 }));
+    await eventually(async () => (await env.client.progress(mistaken)).counts.Available >= 2, 20_000, 'some items done');
+    await env.client.cancel(mistaken, 'oops, wrong job');
+    const cancelled = await env.client.result(mistaken);
+    assert.equal(cancelled.status, 'Cancelled');
+    const resumed = await cli(['retry', mistaken, '--include-cancelled', '--json']);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    const response = JSON.parse(resumed.stdout) as { followUp: boolean; jobId: string; queuedCount: number };
+    assert.deepEqual([response.followUp, response.queuedCount], [true, cancelled.counts.Cancelled]);
+    const followUp = await env.client.result(response.jobId);
+    assert.deepEqual([followUp.status, followUp.counts.Available, followUp.retryOf], ['Succeeded', cancelled.counts.Cancelled, mistaken]);
+  });
+
   it('retry by type touches only that type; corrected sources; validator rejections', async () => {
     endpointUp = false;
     const { jobId } = await env.client.start(
