@@ -179,4 +179,28 @@ describe('pause, resume and live limits (real dev server, CLI)', () => {
       );
     assert.ok(jobs.every((job) => job.flagged));
   });
+
+  it('watch in a real terminal (pty): the bar moves, the final line shows the status', async () => {
+    const items = Array.from({ length: 200 }, (_, index) => ({ id: `w${index}`, params: { cpuMs: 15 } }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 5, concurrency: 2 }));
+    // util-linux `script` runs the CLI on a pseudo-terminal, as a person would.
+    const command = [process.execPath, path.join(ROOT, 'bin', 'faultline.js'), 'watch', jobId].map((part) => `'${part}'`).join(' ');
+    const { stdout } = await run('script', ['-qfec', command, '/dev/null'], { env: { ...env.env, FAULTLINE_LOG_LEVEL: 'error', TERM: 'xterm' }, cwd: env.dir, timeout: 120_000 });
+    const screen = stdout.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '');
+    const done = [...screen.matchAll(/\| (\d+)\/200 outputs/g)].map((match) => Number(match[1]));
+    assert.ok(new Set(done).size >= 3, `the bar moved: ${JSON.stringify([...new Set(done)])}`);
+    assert.ok(
+      done.every((value, index) => index === 0 || value >= (done[index - 1] ?? 0)),
+      'never backwards',
+    );
+    assert.equal(Math.max(...done), 200);
+    const lastLines = screen
+      .trim()
+      .split(/\r?\n/)
+      .filter((line) => line.trim() !== '');
+    assert.ok(
+      lastLines.some((line) => line.includes(`job ${jobId}`) && line.includes('Succeeded')),
+      'the result line shows the status',
+    );
+  });
 });
