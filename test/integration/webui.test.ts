@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { copyFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser } from 'playwright-core';
 import { FaultlineClient } from '../../src/client';
@@ -19,6 +20,13 @@ let server: DevServer;
 let client: FaultlineClient;
 let stopWorker: () => Promise<void>;
 let browser: Browser | undefined;
+
+function launch(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
 
 before(async () => {
   server = await startDevServer({ ui: true });
@@ -52,10 +60,7 @@ describe('Temporal Web UI (headless Debian chromium)', () => {
     assert.equal(result.status, 'PartiallySucceeded');
     await eventually(async () => (await client.list({ hasErrors: true })).some((job) => job.jobId === jobId), 15_000, 'visibility');
 
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser ??= await launch();
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     const query = encodeURIComponent('FaultlineHasErrors = true');
     await page.goto(`${server.uiUrl}/namespaces/default/workflows?query=${query}`, { waitUntil: 'networkidle' });
@@ -82,6 +87,64 @@ describe('Temporal Web UI (headless Debian chromium)', () => {
       assert.match(text, /ItemUnprocessable: 1 item\(s\), e\.g\. broken-upload/, 'the details say what failed');
     } finally {
       await page.screenshot({ path: path.join(ARTIFACTS, 'webui-job-details.png'), fullPage: true });
+    }
+  });
+
+  it('sends retry from the job page (More Actions → Send a Signal) and the job reaches Succeeded in place', { skip: chromiumMissing }, async () => {
+    assert.ok(CHROMIUM);
+    await mkdir(ARTIFACTS, { recursive: true });
+    const source = path.join(ARTIFACTS, `ui-retry-${Date.now()}.jpg`);
+    const { jobId } = await client.start(
+      {
+        pipeline: 'images',
+        items: [{ id: 'photo', source: pathToFileURL(source).toString() }],
+        outputs: ['metadata'],
+        destination: pathToFileURL(path.join(ARTIFACTS, 'ui-retry-out')).toString(),
+        options: { retryWindow: '10m' },
+      },
+      { jobId: `webui-retry-${Date.now()}` },
+    );
+    const first = await client.result(jobId);
+    assert.deepEqual([first.status, first.failureCounts.SourceNotFound], ['Failed', 1]);
+    await copyFile(path.join(ROOT, 'samples', 'images', 'with-exif.jpg'), source); // the operator fixes the input…
+
+    browser ??= await launch();
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    try {
+      await page.goto(`${server.uiUrl}/namespaces/default/workflows/${jobId}`, { waitUntil: 'load' });
+      await page.getByRole('button', { name: 'More Actions' }).first().click({ timeout: 60_000 });
+      await page
+        .getByRole('menuitem', { name: /Send a Signal/ })
+        .first()
+        .click();
+      await page.getByRole('button', { name: /Select a signal/ }).click();
+      await page.getByRole('option', { name: 'retry', exact: true }).click();
+      await page.screenshot({ path: path.join(ARTIFACTS, 'webui-send-retry.png') });
+      await page.getByRole('button', { name: 'Submit' }).last().click(); // …and retries from the Web UI
+      const second = await client.result(jobId, { round: 2 });
+      assert.deepEqual([second.round, second.status, second.counts.Available], [2, 'Succeeded', 1]);
+    } finally {
+      await page.screenshot({ path: path.join(ARTIFACTS, 'webui-after-retry.png'), fullPage: true });
+      await page.close();
+    }
+  });
+
+  it("finds a paused job by FaultlineStatus = 'Paused'", { skip: chromiumMissing }, async () => {
+    assert.ok(CHROMIUM);
+    const items = Array.from({ length: 200 }, (_, index) => ({ id: `slow${index}`, params: { cpuMs: 50 } }));
+    const { jobId } = await client.start(syntheticSpec(items, { batchSize: 1, concurrency: 1 }), { jobId: `webui-paused-${Date.now()}` });
+    await client.pause(jobId);
+    await eventually(async () => (await client.list({ status: 'Paused' })).some((job) => job.jobId === jobId), 15_000, 'visibility');
+    browser ??= await launch();
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    try {
+      await page.goto(`${server.uiUrl}/namespaces/default/workflows?query=${encodeURIComponent("FaultlineStatus = 'Paused'")}`, { waitUntil: 'load' });
+      await page.getByText(jobId).first().waitFor({ timeout: 30_000 });
+      await mkdir(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: path.join(ARTIFACTS, 'webui-paused.png'), fullPage: true });
+    } finally {
+      await page.close();
+      await client.cancel(jobId, 'test done');
     }
   });
 });
