@@ -444,6 +444,18 @@ export class FaultlineClient {
     }
   }
 
+  /** Whether a job is open, closed (and when), or unknown to Temporal. */
+  async jobState(jobId: string): Promise<{ kind: 'open' } | { kind: 'closed'; closedAt: number } | { kind: 'unknown' }> {
+    try {
+      const description = await this.client.workflow.getHandle(jobId).describe();
+      if (description.status.name === 'RUNNING') return { kind: 'open' };
+      return { kind: 'closed', closedAt: (description.closeTime ?? description.startTime).getTime() };
+    } catch (error) {
+      if (error instanceof WorkflowNotFoundError) return { kind: 'unknown' };
+      throw this.wrap(error, jobId);
+    }
+  }
+
   /** Ids of the jobs (job workflows, every status) a Temporal visibility query matches. */
   async jobIds(query: string): Promise<string[]> {
     if (query.trim() === '') throw new FaultlineClientError('invalid', '--query is empty');

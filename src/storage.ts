@@ -40,7 +40,7 @@ export async function writeFileAtomic(target: string, data: string | Buffer): Pr
   }
 }
 
-function safeSegment(value: string): string {
+export function safeSegment(value: string): string {
   return value.replace(/[^A-Za-z0-9._-]/g, '_');
 }
 

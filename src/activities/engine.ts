@@ -2,6 +2,8 @@
  * The engine's activities: run a batch of items through a pipeline (heartbeating per-item
  * progress), and move what must not travel in payloads through job storage.
  */
+import { readdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
 import type { Logger } from 'pino';
@@ -227,6 +229,15 @@ export function createEngineActivities(deps: EngineDeps) {
      * Joins the newest records of every slice into the round's manifest and tallies them; small jobs
      * also get their records back to inline in the result.
      */
+    /** At close: working copies are no longer needed (no retry can come); reports what the job keeps. */
+    async releaseWorkingCopies(input: { jobId: string }): Promise<{ releasedBytes: number; keptBytes: number }> {
+      const dir = deps.storage.jobDir(input.jobId);
+      const work = path.join(dir, 'work');
+      const releasedBytes = await directoryBytes(work);
+      await rm(work, { recursive: true, force: true });
+      return { releasedBytes, keptBytes: await directoryBytes(dir) };
+    },
+
     async assembleSlices(input: { jobId: string; round: number; sliceCount: number; inlineLimit: number }): Promise<{ manifest: string; tally: Tally; records?: OutputRecord[] }> {
       const ctx = Context.current();
       const latest = await deps.storage.latestSliceRounds(input.jobId, input.round);
@@ -281,6 +292,24 @@ export function createEngineActivities(deps: EngineDeps) {
 
 /** How long a batch may run item work without letting the worker's event loop breathe. */
 const YIELD_EVERY_MS = 5;
+
+/** Bytes of the files below `dir` (0 when it does not exist). */
+export async function directoryBytes(dir: string): Promise<number> {
+  let total = 0;
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw error;
+  }
+  for (const entry of entries) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) total += await directoryBytes(full);
+    else if (entry.isFile()) total += (await stat(full)).size;
+  }
+  return total;
+}
 
 const PERMANENT_FS_ERRORS = new Set(['EACCES', 'EPERM', 'ENOTDIR', 'EROFS', 'EISDIR', 'EEXIST']);
 

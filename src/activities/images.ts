@@ -4,6 +4,7 @@
  * pre-signed PUT URLs.
  */
 import { createHash } from 'node:crypto';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import exifReader from 'exif-reader';
 import type { Logger } from 'pino';
@@ -11,7 +12,7 @@ import sharp from 'sharp';
 import { request } from 'undici';
 import { ImagesParams } from '../pipelines/images';
 import { ErrorTypes, type OutputRecord, redactUrl } from '../shared';
-import { type Storage, writeFileAtomic } from '../storage';
+import { type Storage, safeSegment, writeFileAtomic } from '../storage';
 import { fetchSource, httpStatusError } from './fetch';
 import { resolveAllowedPath, writeOutputFile } from './files';
 import { ItemError, type ItemContext, type ItemWork, type PipelineImplementation } from './types';
@@ -154,6 +155,18 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
     throw last ?? new ItemError({ type: ErrorTypes.EndpointUnavailable, message: 'upload failed', details: {}, step: 'deliver' });
   }
 
+  /** The working copy of `source` kept from an earlier attempt, if its bytes are intact. */
+  async function readWorkingCopy(workDir: string, source: string): Promise<{ data: Buffer } | undefined> {
+    try {
+      const meta = JSON.parse(await readFile(path.join(workDir, 'source.json'), 'utf8')) as { source?: string; sha256?: string };
+      if (meta.source !== source) return undefined;
+      const data = await readFile(path.join(workDir, 'source'));
+      return sha256(data) === meta.sha256 ? { data } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   return {
     name: 'images',
     async processItem({ job, entry, signal, log }: ItemContext): Promise<ItemWork> {
@@ -162,18 +175,32 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
       const maxPixels = params.maxPixels ?? DEFAULT_MAX_PIXELS;
       const wanted = new Set(entry.outputs);
 
-      // fetch: into the job's working storage, with size and sha256 recorded
-      const fetched = await fetchSource(entry.item.source ?? '', {
-        allowedRoots: deps.allowedRoots,
-        allowedHosts: deps.allowedHosts,
-        maxBytes: params.maxSourceBytes ?? DEFAULT_MAX_SOURCE_BYTES,
-        ...(params.timeouts?.connectMs !== undefined ? { connectTimeoutMs: params.timeouts.connectMs } : {}),
-        ...(params.timeouts?.readMs !== undefined ? { readTimeoutMs: params.timeouts.readMs } : {}),
-        signal,
-      });
+      // fetch: into the job's working storage, with size and sha256 recorded. A working copy kept
+      // from an earlier attempt of the same source is used again (a retry does not re-fetch).
+      const workDir = path.join(deps.storage.jobDir(job.jobId), 'work', safeSegment(itemId));
+      const source = entry.item.source ?? '';
+      const kept = await readWorkingCopy(workDir, source);
+      const fetched =
+        kept ??
+        (await fetchSource(source, {
+          allowedRoots: deps.allowedRoots,
+          allowedHosts: deps.allowedHosts,
+          maxBytes: params.maxSourceBytes ?? DEFAULT_MAX_SOURCE_BYTES,
+          ...(params.timeouts?.connectMs !== undefined ? { connectTimeoutMs: params.timeouts.connectMs } : {}),
+          ...(params.timeouts?.readMs !== undefined ? { readTimeoutMs: params.timeouts.readMs } : {}),
+          signal,
+        }));
       const sourceSha = sha256(fetched.data);
-      await writeFileAtomic(path.join(deps.storage.jobDir(job.jobId), 'work', itemId, 'source'), fetched.data);
-      log.debug({ bytes: fetched.data.length, sha256: sourceSha }, 'fetched');
+      if (!kept) {
+        await writeFileAtomic(path.join(workDir, 'source'), fetched.data);
+        await writeFileAtomic(path.join(workDir, 'source.json'), JSON.stringify({ source, sha256: sourceSha, bytes: fetched.data.length }));
+      }
+      log.debug({ bytes: fetched.data.length, sha256: sourceSha, reused: kept !== undefined }, kept ? 'working copy reused' : 'fetched');
+      // Every output is final once the item returns: its working copy is not needed again.
+      const done = async (work: ItemWork): Promise<ItemWork> => {
+        await rm(workDir, { recursive: true, force: true });
+        return work;
+      };
 
       // process
       const image = sharp(fetched.data, { limitInputPixels: maxPixels, failOn: 'error', sequentialRead: true });
@@ -198,7 +225,7 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
               ? `format ${format} is not one of ${filter.formats.join(', ')}`
               : undefined;
       if (skipReason) {
-        return { records: entry.outputs.map((output) => ({ item: itemId, output, status: 'Skipped', reason: skipReason })), bytesIn: fetched.data.length, bytesOut: 0 };
+        return done({ records: entry.outputs.map((output) => ({ item: itemId, output, status: 'Skipped', reason: skipReason })), bytesIn: fetched.data.length, bytesOut: 0 });
       }
 
       const oriented = image.clone().autoOrient();
@@ -282,7 +309,7 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
         bytesOut += out.data.length;
         records.push({ item: itemId, output: out.output, status: 'Available', location, bytes: out.data.length, sha256: sha256(out.data), ...(out.details ? { details: out.details } : {}) });
       }
-      return { records, bytesIn: fetched.data.length, bytesOut };
+      return done({ records, bytesIn: fetched.data.length, bytesOut });
     },
   };
 }

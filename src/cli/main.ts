@@ -10,6 +10,7 @@ import { createLogger } from '../logger';
 import { type CancelResponse, exitCodeForStatus } from '../shared';
 import { printProgress, printResult, watchJob } from './output';
 import { runBulk } from './bulk';
+import { collectGarbage, parseAge } from './gc';
 import { runDev } from './dev';
 import { runWorker } from '../worker';
 
@@ -275,6 +276,27 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('gc')
+    .description('remove the job storage of jobs closed longer ago than --older-than (never of open jobs)')
+    .requiredOption('--older-than <duration>', "e.g. 7d, 12h; 0s removes every closed job's storage")
+    .option('--dry-run', 'say what would be removed, remove nothing')
+    .option('--json', 'print JSON only')
+    .action(async (opts: { olderThan: string; dryRun?: boolean; json?: boolean }) => {
+      const olderThanMs = parseAge(opts.olderThan);
+      const config = loadConfig();
+      await withClient(async (client) => {
+        const report = await collectGarbage(client, config.storage, olderThanMs, opts.dryRun ?? false);
+        if (opts.json) {
+          console.log(JSON.stringify(report));
+          return;
+        }
+        const verb = report.dryRun ? 'would remove' : 'removed';
+        for (const entry of report.removed) console.log(`${verb} ${entry.jobId} (${formatBytes(entry.bytes)})`);
+        console.log(`${verb} the storage of ${report.removed.length} job(s), ${formatBytes(report.freedBytes)}; kept ${report.kept.length} (open or recent) in ${config.storage}`);
+      });
+    });
+
+  program
     .command('list')
     .description('jobs from Temporal visibility')
     .addOption(new Option('--status <status>', 'FaultlineStatus').choices(['Running', 'Paused', 'Succeeded', 'PartiallySucceeded', 'Failed', 'Cancelled', 'Empty']))
@@ -333,6 +355,10 @@ function reportError(error: unknown): number {
   console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
   if (process.env.FAULTLINE_DEBUG) console.error(error);
   return 1;
+}
+
+function formatBytes(bytes: number): string {
+  return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : bytes >= 1024 ? `${(bytes / 1024).toFixed(1)} KB` : `${bytes} B`;
 }
 
 /** A command that takes one job id or `--query`, never both or neither. */

@@ -13,6 +13,7 @@ import {
   condition,
   continueAsNew,
   type ChildWorkflowHandle,
+  patched,
   executeChild,
   log,
   proxyActivities,
@@ -42,6 +43,7 @@ import {
   type LimitsChange,
   type LimitsRequest,
   MAX_PARALLEL_SLICES,
+  PATCHES,
   type Notification,
   type OutputRecord,
   type PauseResponse,
@@ -945,14 +947,27 @@ export class JobRun {
       await condition(allHandlersFinished);
       if (this.pending.length === 0) break;
     }
-    const result: JobResult = {
+    let result: JobResult = {
       ...(this.result as JobResult),
       ...(this.cancelReason && !this.result?.cancelReason ? { cancelReason: this.cancelReason } : {}),
       ...(this.rejected.length > 0 ? { rejectedRequests: this.rejected.slice(-100) } : {}),
     };
+    if (patched(PATCHES.retention)) result = await this.releaseStorage(result);
     this.result = result;
     this.publish(result);
     return result;
+  }
+
+  /** No retry can come now: working copies go; the result says what the job keeps in storage. */
+  private async releaseStorage(result: JobResult): Promise<JobResult> {
+    try {
+      const { releasedBytes, keptBytes } = await engine.releaseWorkingCopies({ jobId: this.jobId });
+      return { ...result, metrics: { ...result.metrics, storageBytes: keptBytes, storageReleasedBytes: releasedBytes } };
+    } catch (error) {
+      // Storage housekeeping never changes a job's outcome; `faultline gc` can clean up later.
+      log.warn('could not release working copies', { jobId: this.jobId, error: String(error) });
+      return result;
+    }
   }
 
   private async continueAsNew(round: RoundRun | undefined): Promise<never> {

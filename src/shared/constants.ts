@@ -38,6 +38,8 @@ export const WORKFLOW_TYPES = { job: 'jobWorkflow', slice: 'sliceWorkflow', shar
 export const PATCHES = {
   /** The v2 engine (JobRun, slices); jobs recorded before it replay the frozen v1 code. */
   engineV2: 'faultline-engine-v2',
+  /** A closing job releases its working copies and reports its storage use. */
+  retention: 'faultline-retention',
 } as const;
 
 /** Slice child workflows running at once per job. */

@@ -54,6 +54,10 @@ export interface JobMetrics {
   bytesOut: number;
   attempts: number;
   itemsPerSec: number;
+  /** Bytes the job keeps in job storage once it closed (records, manifests; working copies are released). */
+  storageBytes?: number;
+  /** Bytes of working copies released when the job closed. */
+  storageReleasedBytes?: number;
 }
 
 export interface JobResult {

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -19,11 +21,18 @@ let worker: RunningWorker;
 let server: http.Server;
 let base = '';
 let endpointUp = false;
+/** GETs per path of `/counted/…` sources. */
+const gets = new Map<string, number>();
 
 before(async () => {
   // A flaky endpoint: 503 until the test says it has recovered.
   server = http.createServer((req, res) => {
     if (!endpointUp && req.url?.startsWith('/flaky')) return void res.writeHead(503).end();
+    if (req.method === 'PUT') {
+      req.resume();
+      return void res.writeHead(!endpointUp && req.url?.startsWith('/put-flaky') ? 503 : 200).end();
+    }
+    if (req.url?.startsWith('/counted/')) gets.set(req.url, (gets.get(req.url) ?? 0) + 1);
     if (req.url?.startsWith('/missing')) return void res.writeHead(404).end();
     import('node:fs/promises')
       .then(({ readFile }) => readFile(path.join(SAMPLES, 'no-exif.jpg')))
@@ -404,5 +413,62 @@ describe('engine v2 at the seams: retry and thresholds across slices', () => {
     assert.ok(result.counts.Failed >= 11 && result.counts.Failed <= 12, `failed ${result.counts.Failed}`);
     assert.ok(result.counts.Cancelled > 1_000, `most items Cancelled, got ${result.counts.Cancelled}`);
     assert.equal(result.counts.Available + result.counts.Failed + result.counts.Cancelled, 2_000, 'every item accounted for');
+  });
+});
+
+describe('job storage: working copies and gc', () => {
+  it('a failed item keeps its working copy, so a retry does not fetch again; copies go once final, and at close', async () => {
+    endpointUp = false;
+    const { jobId } = await env.client.start({
+      pipeline: 'images',
+      items: [{ id: 'w', source: `${base}/counted/w`, outputs: ['metadata'], putUrls: { metadata: `${base}/put-flaky/w` } }],
+      options: { retryWindow: '10m', retry: { maxAttempts: 1 } },
+    });
+    const first = await env.client.result(jobId);
+    assert.equal(first.status, 'Failed');
+    const work = path.join(env.config.storage, 'jobs', jobId, 'work', 'w');
+    assert.ok(existsSync(path.join(work, 'source')), 'the failed item keeps its working copy');
+    endpointUp = true;
+    await env.client.retry(jobId, {});
+    const second = await env.client.result(jobId, { round: 2 });
+    assert.equal(second.status, 'Succeeded');
+    assert.equal(gets.get('/counted/w'), 1, 'the retry used the working copy instead of fetching again');
+    assert.ok(!existsSync(work), 'a final, Available item has no working copy');
+    // No failure left: the job closes at once and releases what is left of its working storage.
+    const closed = (await env.client.handle(jobId).result()) as JobResult;
+    assert.ok(!existsSync(path.join(env.config.storage, 'jobs', jobId, 'work')));
+    assert.equal(typeof closed.metrics.storageBytes, 'number');
+  });
+
+  it('gc --older-than removes the storage of closed jobs only, and says what it freed', async () => {
+    const { jobId: closedJob } = await env.client.start(
+      syntheticSpec(
+        Array.from({ length: 1_200 }, (_, index) => ({ id: `g${index}` })),
+        { shardSize: 300 },
+      ),
+    );
+    await env.client.result(closedJob);
+    await eventually(async () => (await env.client.handle(closedJob).describe()).status.name === 'COMPLETED', 15_000, 'closed');
+    endpointUp = false;
+    const { jobId: openJob } = await env.client.start(imagesSpec([{ id: 'down', source: `${base}/flaky/gc` }]));
+    await env.client.result(openJob);
+    await mkdir(path.join(env.config.storage, 'jobs', openJob, 'work'), { recursive: true });
+    const dry = await cli(['gc', '--older-than', '0s', '--dry-run', '--json']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.ok(existsSync(path.join(env.config.storage, 'jobs', closedJob)), 'a dry run removes nothing');
+    const gc = await cli(['gc', '--older-than', '0s', '--json']);
+    assert.equal(gc.code, 0, gc.stderr);
+    const report = JSON.parse(gc.stdout) as { removed: { jobId: string; bytes: number }[]; kept: { jobId: string; reason: string }[]; freedBytes: number };
+    const removed = report.removed.find((entry) => entry.jobId === closedJob);
+    assert.ok(removed && removed.bytes > 0, 'the closed job (with its manifest) was removed');
+    assert.ok(report.freedBytes >= removed.bytes);
+    assert.ok(!existsSync(path.join(env.config.storage, 'jobs', closedJob)));
+    assert.deepEqual(report.kept.find((entry) => entry.jobId === openJob)?.reason, 'the job is open');
+    assert.ok(existsSync(path.join(env.config.storage, 'jobs', openJob)), 'an open job keeps its storage');
+    const recent = await cli(['gc', '--older-than', '7d', '--json']);
+    assert.equal((JSON.parse(recent.stdout) as { removed: unknown[] }).removed.length, 0, 'nothing closed a week ago');
+    const bad = await cli(['gc', '--older-than', 'soon']);
+    assert.equal(bad.code, 2);
+    await env.client.cancel(openJob, 'done');
   });
 });
