@@ -1,7 +1,8 @@
 /**
- * Records histories of the shipped workflows into test/histories/v2/ for the replay test (the
- * histories in test/histories/v1/ were recorded by the engine before v2 and stay as they are).
- * Run after an intended (patched) workflow change: `npm run record-histories`.
+ * Records histories of the shipped workflows for the replay test into test/histories/<set>/
+ * (`npm run record-histories -- <set>`, default `latest`). Older sets stay as they are: v1 was
+ * recorded by the engine before v2, v2 before the retention patch; each must keep replaying.
+ * Run after an intended (patched) workflow change.
  *
  * Every run of a workflow is recorded (continue-as-new makes several): `<id>.run<N>.json`, with
  * `__` standing for `/` in child workflow ids.
@@ -11,10 +12,12 @@ import type { AddressInfo } from 'node:net';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { cancelSignal, retrySignal } from '../src/shared';
+import { cancelSignal, flagSignal, pauseSignal, resumeSignal, retrySignal } from '../src/shared';
 import { type TestEnv, createTestEnv, eventually, syntheticSpec } from '../test/helpers/env';
 
-const OUT = path.resolve(__dirname, '..', 'test', 'histories', 'v2');
+const SET = process.argv[2] ?? 'latest';
+if (!/^[a-z0-9-]+$/.test(SET)) throw new Error(`history set names are lower-case words, got "${SET}"`);
+const OUT = path.resolve(__dirname, '..', 'test', 'histories', SET);
 
 async function recordAllRuns(env: TestEnv, workflowId: string): Promise<number> {
   const runs: { runId: string; start: number }[] = [];
@@ -102,6 +105,32 @@ async function main(): Promise<void> {
           destination: out('archive-webhook'),
         },
         children: true,
+      },
+      'pause-set-flag': {
+        spec: syntheticSpec(
+          Array.from({ length: 40 }, (_, i) => (i === 30 ? { id: `c${i}`, params: { outcome: 'unprocessable' } } : { id: `c${i}`, params: { cpuMs: 20 } })),
+          { batchSize: 2, concurrency: 1 },
+        ),
+        during: async (jobId) => {
+          await eventually(async () => (await env.client.progress(jobId)).counts.Available >= 4, 20_000, 'running');
+          await env.client.pause(jobId);
+          await env.client.handle(jobId).signal(flagSignal, { item: 'c3', reason: 'recording' });
+          await env.client.setLimits(jobId, { concurrency: 2, toleratedFailureCount: 0 });
+          await env.client.resume(jobId);
+        },
+      },
+      'sharded-paused': {
+        spec: syntheticSpec(
+          Array.from({ length: 30 }, (_, i) => ({ id: `p${i}`, params: { cpuMs: 20 } })),
+          { shardSize: 10, batchSize: 2, concurrency: 1 },
+        ),
+        children: true,
+        during: async (jobId) => {
+          await env.client.handle(jobId).signal(pauseSignal);
+          await eventually(async () => (await env.client.progress(jobId)).paused === true, 20_000, 'paused');
+          await env.client.setLimits(jobId, { concurrency: 2 });
+          await env.client.handle(jobId).signal(resumeSignal);
+        },
       },
       rotation: {
         spec: syntheticSpec(

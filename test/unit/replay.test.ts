@@ -10,13 +10,17 @@ import { workflowBundle } from '../helpers/env';
 const DIR = path.resolve(__dirname, '..', 'histories');
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} };
 
-/** `<workflow id with / as __>[.runN].json` in test/histories/<engine>/. */
-function load(engine: 'v1' | 'v2') {
-  const files = readdirSync(path.join(DIR, engine)).filter((file) => file.endsWith('.json'));
+/** `<workflow id with / as __>[.runN].json` in test/histories/<set>/ (v1, v2, latest, …). */
+const SETS = readdirSync(DIR, { withFileTypes: true })
+  .filter((entry) => entry.isDirectory())
+  .map((entry) => entry.name);
+
+function load(set: string) {
+  const files = readdirSync(path.join(DIR, set)).filter((file) => file.endsWith('.json'));
   return files.map((file) => ({
     file,
     workflowId: file.replace(/(\.run\d+)?\.json$/, '').replaceAll('__', '/'),
-    history: temporal.api.history.v1.History.fromObject(JSON.parse(readFileSync(path.join(DIR, engine, file), 'utf8')) as Record<string, unknown>),
+    history: temporal.api.history.v1.History.fromObject(JSON.parse(readFileSync(path.join(DIR, set, file), 'utf8')) as Record<string, unknown>),
   }));
 }
 
@@ -27,9 +31,13 @@ async function replay(bundle: Awaited<ReturnType<typeof workflowBundle>>, histor
 }
 
 describe('replay: recorded histories still replay against the current workflow code', () => {
-  it('replays every committed history of both engines without nondeterminism', async () => {
-    const histories = [...load('v1'), ...load('v2')];
-    const features = ['mixed', 'fatal', 'cancel', 'retry-window', 'sharded-retry', 'slice-', 'threshold', 'archive', 'rotation.run2', 'shard-1'];
+  it('replays every committed history of every recorded set without nondeterminism', async () => {
+    assert.ok(
+      ['v1', 'v2', 'latest'].every((set) => SETS.includes(set)),
+      `history sets: ${SETS.join(', ')}`,
+    );
+    const histories = SETS.flatMap((set) => load(set));
+    const features = ['mixed', 'fatal', 'cancel', 'retry-window', 'sharded-retry', 'slice-', 'threshold', 'archive', 'rotation.run2', 'shard-1', 'pause-set-flag', 'sharded-paused'];
     for (const feature of features)
       assert.ok(
         histories.some((entry) => entry.file.includes(feature)),
@@ -43,7 +51,7 @@ describe('replay: recorded histories still replay against the current workflow c
 
   it('negative control: engine v2 job histories fail against the pre-v2 job workflow', async () => {
     const v1Bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../fixtures/v1-only-workflows'), logger: quiet });
-    const jobs = load('v2').filter((entry) => !entry.workflowId.includes('/') && entry.file.endsWith('.run1.json'));
+    const jobs = [...load('v2'), ...load('latest')].filter((entry) => !entry.workflowId.includes('/') && entry.file.endsWith('.run1.json'));
     assert.ok(jobs.length >= 5);
     const results = await replay(v1Bundle, jobs);
     const replayedCleanly = results.filter((result) => !(result.error instanceof DeterminismViolationError)).map((result) => `${result.workflowId}: ${String(result.error)}`);
