@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { closedJobResult } from '../src/client';
 import { cancelSignal, flagSignal, pauseSignal, resumeSignal, retrySignal } from '../src/shared';
 import { type TestEnv, createTestEnv, eventually, syntheticSpec } from '../test/helpers/env';
 
@@ -143,7 +144,7 @@ async function main(): Promise<void> {
       const jobId = `rec-${name}`;
       await env.client.start(spec, { jobId });
       if (during) await during(jobId);
-      await env.client.client.workflow.getHandle(jobId).result();
+      await closedJobResult(env.client.client.workflow.getHandle(jobId));
       let events = await recordAllRuns(env, jobId);
       if (children) {
         const childIds = new Set<string>();

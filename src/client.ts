@@ -12,7 +12,7 @@ import {
   WorkflowUpdateRPCTimeoutOrCancelledError,
   type WorkflowHandle,
 } from '@temporalio/client';
-import { ApplicationFailure, ServiceError } from '@temporalio/client';
+import { ApplicationFailure, ServiceError, WorkflowFailedError } from '@temporalio/client';
 import type { Config } from './config';
 import { connectionOptions } from './connection';
 import { builtInPipelines } from './pipelines';
@@ -102,6 +102,29 @@ export interface JobListEntry {
   /** Flagged for investigation (while it ran, or afterwards by a flag record). */
   flagged: boolean;
   startedAt: string;
+}
+
+/**
+ * The JobResult of a closed job. A Failed job fails its execution with an `ApplicationFailure` of
+ * type `JobFailed` that carries the JobResult in its details.
+ */
+export async function closedJobResult(handle: { result(): Promise<unknown> }): Promise<JobResult> {
+  try {
+    return (await handle.result()) as JobResult;
+  } catch (error) {
+    const carried = jobResultOf(error);
+    if (carried) return carried;
+    throw error;
+  }
+}
+
+/** The JobResult a failed job execution carries, if it is one. */
+export function jobResultOf(error: unknown): JobResult | undefined {
+  if (!(error instanceof WorkflowFailedError)) return undefined;
+  const cause = error.cause;
+  const details = cause instanceof ApplicationFailure && cause.type === ErrorTypes.JobFailed ? cause.details : undefined;
+  const result = details?.[0] as JobResult | undefined;
+  return result && typeof result === 'object' && 'status' in result && 'counts' in result ? result : undefined;
 }
 
 export function specHash(spec: unknown): string {
@@ -225,7 +248,7 @@ export class FaultlineClient {
     const handle = this.handle(jobId);
     try {
       const description = await handle.describe();
-      if (description.status.name !== 'RUNNING') return await this.withLaterFlags(jobId, await handle.result());
+      if (description.status.name !== 'RUNNING') return await this.withLaterFlags(jobId, await closedJobResult(handle));
       for (;;) {
         try {
           return await handle.executeUpdate(awaitResultUpdate, { args: [{ ...(options.round !== undefined ? { round: options.round } : {}) }] });
@@ -233,7 +256,7 @@ export class FaultlineClient {
           if (error instanceof WorkflowUpdateRPCTimeoutOrCancelledError) continue; // long jobs: keep waiting
           if (error instanceof WorkflowUpdateFailedError && error.cause instanceof ApplicationFailure && error.cause.type === ErrorTypes.JobRotating) continue;
           const now = await handle.describe();
-          if (now.status.name !== 'RUNNING') return await this.withLaterFlags(jobId, await handle.result());
+          if (now.status.name !== 'RUNNING') return await this.withLaterFlags(jobId, await closedJobResult(handle));
           throw error;
         }
       }
@@ -298,7 +321,7 @@ export class FaultlineClient {
         ],
         staticSummary: `flag on ${jobId}${request.item ? ` (item ${request.item})` : ''}: ${request.reason}`,
       });
-      const previous = await handle.result().then(
+      const previous = await closedJobResult(handle).then(
         (result) => result.flags?.length ?? 0,
         () => 0,
       );

@@ -348,7 +348,8 @@ export class JobRun {
 
   async awaitResult(wanted?: number): Promise<JobResult> {
     const target = wanted ?? this.round;
-    await condition(() => (this.settled && this.result !== undefined && this.result.round >= target) || this.phase === 'closed' || this.rotating);
+    // Shielded: a Temporal cancellation of the job must not fail a caller waiting for its result.
+    await CancellationScope.nonCancellable(() => condition(() => (this.settled && this.result !== undefined && this.result.round >= target) || this.phase === 'closed' || this.rotating));
     if (this.result && (this.phase === 'closed' || (this.settled && this.result.round >= target))) return this.result;
     throw rejection(ErrorTypes.JobRotating, 'the job continued as new; ask again');
   }
@@ -388,7 +389,7 @@ export class JobRun {
   }
 
   private async outcome(id: number): Promise<RetryResponse | CancelResponse> {
-    await condition(() => this.outcomes.has(id));
+    await CancellationScope.nonCancellable(() => condition(() => this.outcomes.has(id)));
     const outcome = this.outcomes.get(id);
     this.outcomes.delete(id);
     if (!outcome) throw rejection(ErrorTypes.InternalError, 'request lost');
@@ -955,6 +956,7 @@ export class JobRun {
     if (patched(PATCHES.retention)) result = await this.releaseStorage(result);
     this.result = result;
     this.publish(result);
+    if (patched(PATCHES.failedExecutions)) endAsExecution(result);
     return result;
   }
 
@@ -1008,6 +1010,18 @@ function flagProblem(request: FlagRequest): string | undefined {
   if (request.reason.length > 2_000) return 'a flag reason is at most 2000 characters';
   if (request.item !== undefined && (typeof request.item !== 'string' || request.item === '')) return 'item must be an item id';
   return undefined;
+}
+
+/**
+ * So Temporal (the Web UI's Failures filter, `ExecutionStatus = 'Failed'`) tells the truth: a Failed
+ * job fails its execution, the JobResult in the failure's details. Every other status completes
+ * with the JobResult. (A cancelled execution cannot carry details, so a Cancelled job completes:
+ * its result would be lost otherwise.)
+ */
+function endAsExecution(result: JobResult): void {
+  if (result.status !== 'Failed') return;
+  const cause = result.stoppedBy ? `${result.stoppedBy.type}: ${result.stoppedBy.message}` : 'every output failed';
+  throw ApplicationFailure.create({ type: ErrorTypes.JobFailed, message: `job ${result.jobId} failed (${cause})`, nonRetryable: true, details: [result] });
 }
 
 function pickLimits(request: LimitsRequest): LimitsRequest {

@@ -40,6 +40,8 @@ export const PATCHES = {
   engineV2: 'faultline-engine-v2',
   /** A closing job releases its working copies and reports its storage use. */
   retention: 'faultline-retention',
+  /** A Failed job ends as a failed execution (its JobResult in the failure's details). */
+  failedExecutions: 'faultline-failed-executions',
 } as const;
 
 /** Slice child workflows running at once per job. */

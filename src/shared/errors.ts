@@ -53,6 +53,8 @@ export const ErrorTypes = {
   // rejections of operator requests (update validators, handlers, signals)
   JobClosed: 'JobClosed',
   NothingToRetry: 'NothingToRetry',
+  /** The failure a Failed job's execution ends with; its details hold the JobResult. */
+  JobFailed: 'JobFailed',
   UnknownErrorType: 'UnknownErrorType',
   InvalidRequest: 'InvalidRequest',
   // anything not classified by the code that threw it
@@ -94,6 +96,7 @@ export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
   JobRotating: 'transient',
   JobClosed: 'invalid',
   NothingToRetry: 'invalid',
+  JobFailed: 'fatal',
   UnknownErrorType: 'invalid',
   InvalidRequest: 'invalid',
   InternalError: 'unprocessable',

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import * as tar from 'tar';
+import { closedJobResult } from '../../src/client';
 import { ErrorTypes, type JobResult, type OutputRecord, WORKFLOW_TYPES } from '../../src/shared';
 import { ROOT, type TestEnv, type WorkerProcess, createTestEnv } from '../helpers/env';
 
@@ -337,7 +338,7 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
     );
     assert.equal(settled.status, 'Succeeded');
     // The delivery outcome joins the result after delivery: the completed job carries it.
-    const result = (await env.client.client.workflow.getHandle('webhook-job').result()) as JobResult;
+    const result = await closedJobResult(env.client.client.workflow.getHandle('webhook-job'));
     assert.equal(webhooks.length, 3, `two 500s, then delivered: ${JSON.stringify(result.notifications)}`);
     assert.ok(
       webhooks.every((hook) => hook.verified),

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { FaultlineClientError } from '../../src/client';
+import { FaultlineClientError, closedJobResult } from '../../src/client';
 import { ensureTemporalCli } from '../../src/devserver/temporal-cli';
 import { ErrorTypes, type JobResult, followUpJobId } from '../../src/shared';
 import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
@@ -97,7 +97,7 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     assert.deepEqual(second.failuresByReason, {});
     assert.equal(second.counts.Available, 3);
     assert.equal(second.outputs?.length, 3, 'outputs merged into the same job');
-    const final = (await env.client.handle(jobId).result()) as JobResult;
+    const final = await closedJobResult(env.client.handle(jobId));
     assert.equal(final.status, 'Succeeded', 'nothing left to retry: the job closes with its final result');
     assert.equal(final.round, 2);
   });
@@ -217,6 +217,33 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     assert.deepEqual([followUp.status, followUp.counts.Available, followUp.retryOf], ['Succeeded', cancelled.counts.Cancelled, mistaken]);
   });
 
+  it('Temporal tells the truth: a Failed job is a failed execution (ExecutionStatus = Failed); result still prints its JobResult', async () => {
+    const { jobId: fatal } = await env.client.start(syntheticSpec([{ id: 'a' }, { id: 'boom', params: { outcome: 'fatal' } }], { batchSize: 1, concurrency: 1 }));
+    const printed = await cli(['result', fatal, '--json']);
+    assert.equal(printed.code, 1, 'exit 1 for Failed');
+    const result = JSON.parse(printed.stdout) as JobResult;
+    assert.deepEqual([result.jobId, result.status, result.stoppedBy?.type], [fatal, 'Failed', ErrorTypes.FatalItemError]);
+    assert.equal((await env.client.handle(fatal).describe()).status.name, 'FAILED');
+    await eventually(
+      async () => {
+        for await (const execution of env.client.client.workflow.list({ query: `ExecutionStatus = 'Failed' AND WorkflowId = '${fatal}'` })) if (execution.workflowId === fatal) return true;
+        return false;
+      },
+      15_000,
+      "ExecutionStatus = 'Failed' finds the job",
+    );
+
+    const { jobId: partial } = await env.client.start(syntheticSpec([{ id: 'a' }, { id: 'b', params: { outcome: 'unprocessable' } }]));
+    assert.equal((await env.client.result(partial)).status, 'PartiallySucceeded');
+    await eventually(async () => (await env.client.handle(partial).describe()).status.name === 'COMPLETED', 15_000, 'partial success completes');
+
+    const { jobId: hanging } = await env.client.start(syntheticSpec([{ id: 'h', params: { outcome: 'hang' } }], { heartbeatTimeout: '2s' }));
+    await eventually(async () => (await env.client.progress(hanging)).inFlight > 0, 15_000, 'running');
+    await env.client.handle(hanging).cancel();
+    // A cancelled execution cannot carry details: the job completes with its Cancelled result.
+    assert.equal((await env.client.result(hanging)).status, 'Cancelled');
+  });
+
   it('retry by type touches only that type; corrected sources; validator rejections', async () => {
     endpointUp = false;
     const { jobId } = await env.client.start(
@@ -259,7 +286,7 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
         '0s',
       ),
     );
-    const first = (await env.client.handle(jobId).result()) as JobResult;
+    const first = await closedJobResult(env.client.handle(jobId));
     assert.equal(first.status, 'PartiallySucceeded');
     endpointUp = true;
     const retried = await env.client.retry(jobId, {});
@@ -298,7 +325,7 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
       } else {
         await env.client.handle(jobId).cancel();
       }
-      const result = (await env.client.handle(jobId).result()) as JobResult;
+      const result = await closedJobResult(env.client.handle(jobId));
       assert.equal(result.status, 'Cancelled');
       assert.equal(result.success, false);
       assert.equal(result.counts.Available, 1, 'finished outputs are kept');
@@ -435,7 +462,7 @@ describe('job storage: working copies and gc', () => {
     assert.equal(gets.get('/counted/w'), 1, 'the retry used the working copy instead of fetching again');
     assert.ok(!existsSync(work), 'a final, Available item has no working copy');
     // No failure left: the job closes at once and releases what is left of its working storage.
-    const closed = (await env.client.handle(jobId).result()) as JobResult;
+    const closed = await closedJobResult(env.client.handle(jobId));
     assert.ok(!existsSync(path.join(env.config.storage, 'jobs', jobId, 'work')));
     assert.equal(typeof closed.metrics.storageBytes, 'number');
   });

@@ -9,7 +9,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { WorkflowUpdateFailedError, WorkflowUpdateStage } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { bundleWorkflowCode } from '@temporalio/worker';
-import type { FaultlineClient } from '../../src/client';
+import { type FaultlineClient, closedJobResult } from '../../src/client';
 import { ErrorTypes, type JobResult, type JobSpec, normalizeSpec, type RunBatchInput, type RunBatchResult, SearchKeys, awaitResultUpdate, cancelSignal, retryUpdate } from '../../src/shared';
 import { eventually, syntheticSpec, workflowBundle } from '../helpers/env';
 import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
@@ -128,7 +128,7 @@ const failing = (id: string) => ({ id, params: { outcome: 'unprocessable' } });
 
 /** The job's final result, skipping time while waiting. */
 async function finalResult(jobId: string): Promise<JobResult> {
-  return (await testEnv.client.workflow.getHandle(jobId).result()) as JobResult;
+  return await closedJobResult(testEnv.client.workflow.getHandle(jobId));
 }
 
 function rejectionType(error: unknown): string | undefined {

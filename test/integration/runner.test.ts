@@ -9,6 +9,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ApplicationFailure } from '@temporalio/common';
 import { ErrorTypes, type ErrorReport, type JobResult, type RunBatchInput, type RunBatchResult } from '../../src/shared';
+import { closedJobResult } from '../../src/client';
 import { createEngineActivities } from '../../src/activities/engine';
 import { createLogger } from '../../src/logger';
 import { builtInPipelines } from '../../src/pipelines';
@@ -76,7 +77,7 @@ after(async () => {
 async function run(name: string, spec: ReturnType<typeof syntheticSpec>): Promise<{ result: JobResult }> {
   calls.length = 0;
   const { jobId } = await ts.client.start(spec, { jobId: name });
-  return { result: (await ts.testEnv.client.workflow.getHandle(jobId).result()) as JobResult };
+  return { result: await closedJobResult(ts.testEnv.client.workflow.getHandle(jobId)) };
 }
 
 const record = (result: JobResult, item: string) => result.outputs?.find((entry) => entry.item === item);
@@ -109,7 +110,7 @@ describe('item runner (time-skipping server, mocked batches)', () => {
     await ts.testEnv.sleep('5h');
     assert.equal(calls.length, 1, 'nothing ran while paused, though the 1 h backoff would have ended');
     await ts.client.resume(jobId);
-    const result = (await ts.testEnv.client.workflow.getHandle(jobId).result()) as JobResult;
+    const result = await closedJobResult(ts.testEnv.client.workflow.getHandle(jobId));
     assert.equal(result.status, 'Succeeded');
     assert.equal(calls.length, 3);
     // 5 h paused + the held rest of the first hour + the second hour: about 7 h of workflow time.

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { FaultlineClient } from '../../src/client';
-import type { JobResult } from '../../src/shared';
+import { type FaultlineClient, closedJobResult } from '../../src/client';
 import { syntheticSpec } from '../helpers/env';
 import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
 
@@ -26,7 +25,7 @@ describe('retry window (time-skipping server)', () => {
     const { jobId } = await client.start(syntheticSpec([{ id: 'ok' }, { id: 'bad', params: { outcome: 'unprocessable' } }], { retryWindow: '24h' }));
     // The test environment's own client skips time while it waits for the result.
     const handle = testEnv.client.workflow.getHandle(jobId);
-    const final = (await handle.result()) as JobResult;
+    const final = await closedJobResult(handle);
     assert.equal(final.status, 'PartiallySucceeded');
     assert.deepEqual(final.failuresByReason, { ItemUnprocessable: ['bad'] });
     const history = await handle.fetchHistory();
