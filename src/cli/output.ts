@@ -66,7 +66,11 @@ export function printProgress(progress: JobProgress, json: boolean): void {
   console.log(
     `  outputs ${c.outputs}: Available ${c.Available} · Missing ${c.Missing} · Failed ${c.Failed} · Unsolved ${c.Unsolved} · Skipped ${c.Skipped} · Cancelled ${c.Cancelled}; batches in flight ${progress.inFlight}`,
   );
-  if (progress.shards.total > 0) console.log(`  shards ${progress.shards.done}/${progress.shards.total}`);
+  if (progress.shards.total > 0) console.log(`  slices ${progress.shards.done}/${progress.shards.total}`);
+  if (progress.retryWindowEndsAt) console.log(`  open for retry until ${progress.retryWindowEndsAt} (faultline retry ${progress.jobId})`);
+  if (progress.paused) console.log(`  paused (faultline resume ${progress.jobId})`);
+  if (progress.pendingRequests > 0) console.log(`  ${progress.pendingRequests} request(s) waiting for the round to settle`);
+  for (const rejected of progress.rejectedRequests.slice(-5)) console.log(`  rejected ${rejected.kind} (${rejected.origin}): ${rejected.type}: ${rejected.reason}`);
   for (const entry of progress.backoff) console.log(`  waiting: ${entry.item} after ${entry.attempts} failure(s) (${entry.errorType}); next attempt ${entry.nextAttemptAt}`);
 }
 

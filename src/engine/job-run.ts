@@ -354,6 +354,10 @@ export class JobRun {
     throw rejection(ErrorTypes.JobRotating, 'the job continued as new; ask again');
   }
 
+  settledResult(): JobResult | null {
+    return this.settled && this.result ? this.result : null;
+  }
+
   onSliceFailures(report: SliceFailuresReport): void {
     if (report.round !== this.round || !this.current?.sliced) return;
     this.liveFailures.set(report.sliceIndex, Math.max(this.liveFailures.get(report.sliceIndex) ?? 0, report.newFailures));

@@ -95,6 +95,8 @@ export interface RejectedRequest {
 }
 
 export const progressQuery = defineQuery<JobProgress>('progress');
+/** The last settled round's JobResult (null before the first round settles): readable from the Web UI's Queries tab. */
+export const resultQuery = defineQuery<JobResult | null>('result');
 /** Resolves with the result of `round` (default: the current round) once it has settled. */
 export const awaitResultUpdate = defineUpdate<JobResult, [{ round?: number }]>('awaitResult');
 export const retryUpdate = defineUpdate<RetryResponse, [RetryRequest]>('retry');

@@ -24,6 +24,7 @@ import {
   setLimitsUpdate,
   flagSignal,
   flagUpdate,
+  resultQuery,
 } from '../shared';
 import { legacyJobWorkflow } from './legacy/job-v1';
 import type { JobInput as LegacyJobInput } from './legacy/types-v1';
@@ -34,6 +35,7 @@ export async function jobWorkflow(raw: JobInput): Promise<JobResult> {
   if (!input) throw invalidSpec([{ path: '(root)', code: 'missing_spec', message: 'the job input has no spec (expected {job: {kind, ...}})' }]);
   const job = new JobRun(input);
   setHandler(progressQuery, () => job.progress());
+  setHandler(resultQuery, () => job.settledResult());
   setHandler(awaitResultUpdate, ({ round }) => job.awaitResult(round));
   setHandler(retryUpdate, async (request) => (await job.retry(request, 'update')) ?? unreachable(), { validator: (request) => job.validateRetry(request) });
   setHandler(cancelUpdate, async ({ reason }) => (await job.cancel(reason ?? 'cancelled by operator', 'update')) ?? unreachable(), { validator: (_request) => job.validateCancel() });

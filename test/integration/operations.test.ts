@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { FaultlineClientError, closedJobResult } from '../../src/client';
 import { ensureTemporalCli } from '../../src/devserver/temporal-cli';
-import { ErrorTypes, type JobResult, followUpJobId } from '../../src/shared';
+import { ErrorTypes, type JobResult, followUpJobId, resultQuery } from '../../src/shared';
 import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
 
 const run = promisify(execFile);
@@ -236,6 +236,16 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     const { jobId: partial } = await env.client.start(syntheticSpec([{ id: 'a' }, { id: 'b', params: { outcome: 'unprocessable' } }]));
     assert.equal((await env.client.result(partial)).status, 'PartiallySucceeded');
     await eventually(async () => (await env.client.handle(partial).describe()).status.name === 'COMPLETED', 15_000, 'partial success completes');
+
+    // In its retry window a job is open, yet its settled result is readable (the `result` query, as
+    // in the Web UI's Queries tab) and `status` says until when it can be retried.
+    const { jobId: open } = await env.client.start(syntheticSpec([{ id: 'a' }, { id: 'b', params: { outcome: 'unprocessable' } }], { retryWindow: '10m' }));
+    await env.client.result(open);
+    const queried = await env.client.handle(open).query(resultQuery);
+    assert.equal(queried?.status, 'PartiallySucceeded');
+    const status = await cli(['status', open]);
+    assert.match(status.stdout, /open for retry until \d{4}-\d\d-\d\dT/);
+    await env.client.cancel(open, 'done');
 
     const { jobId: hanging } = await env.client.start(syntheticSpec([{ id: 'h', params: { outcome: 'hang' } }], { heartbeatTimeout: '2s' }));
     await eventually(async () => (await env.client.progress(hanging)).inFlight > 0, 15_000, 'running');
