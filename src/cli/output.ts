@@ -3,6 +3,20 @@ import { SingleBar, Presets } from 'cli-progress';
 import type { FaultlineClient } from '../client';
 import type { JobProgress, JobResult, OutputRecord } from '../shared';
 
+/** Splits text into lines of at most `width` characters, at spaces where it can. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let rest = text;
+  while (rest.length > width) {
+    const space = rest.lastIndexOf(' ', width);
+    const cut = space > width / 2 ? space : width;
+    lines.push(rest.slice(0, cut).trimEnd());
+    rest = rest.slice(cut).trimStart();
+  }
+  lines.push(rest);
+  return lines;
+}
+
 function truncate(text: string, width: number): string {
   return text.length > width ? `${text.slice(0, width - 1)}…` : text;
 }
@@ -23,7 +37,14 @@ export function renderOutputsTable(outputs: readonly OutputRecord[]): string {
       .map((cell, column) => truncate(cell, widths[column] ?? 20).padEnd(widths[column] ?? 20))
       .join('  ')
       .trimEnd();
-  return [line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)].join('\n');
+  // The detail wraps onto further lines instead of being cut: an error's message is the point.
+  const detailWidth = widths[3] ?? 90;
+  const indent = ' '.repeat(widths.slice(0, 3).reduce((sum, width) => sum + width + 2, 0));
+  const row = (cells: string[]) => {
+    const [first, ...rest] = wrap(cells[3] ?? '', detailWidth);
+    return [line([...cells.slice(0, 3), first ?? '']), ...rest.map((part) => `${indent}${part}`)].join('\n');
+  };
+  return [line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(row)].join('\n');
 }
 
 export function renderResult(result: JobResult): string {

@@ -98,6 +98,20 @@ describe('pause, resume and live limits (real dev server, CLI)', () => {
     assert.deepEqual([result.status, result.counts.Available], ['Succeeded', 300]);
   });
 
+  it('cancel works while paused: the held items become Cancelled', async () => {
+    const items = Array.from({ length: 50 }, (_, index) => ({ id: `c${index}`, params: { cpuMs: 20 } }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 2, concurrency: 1 }));
+    await eventually(async () => (await env.client.progress(jobId)).counts.Available >= 2, 30_000, 'running');
+    await env.client.pause(jobId);
+    const set = await env.client.setLimits(jobId, { concurrency: 3 });
+    assert.equal(set.concurrency, 3, 'set works while paused');
+    await env.client.cancel(jobId, 'not needed after all');
+    const result = await env.client.result(jobId);
+    assert.equal(result.status, 'Cancelled');
+    assert.ok(result.counts.Cancelled > 0);
+    assert.equal(result.counts.Available + result.counts.Cancelled, 50);
+  });
+
   it('tightening --tolerated-failure-count 0 on a running job makes it fail at its next failure; the change is in the result', async () => {
     const items = [
       ...Array.from({ length: 30 }, (_, index) => ({ id: `ok${index}`, params: { cpuMs: 30 } })),
