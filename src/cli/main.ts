@@ -213,29 +213,27 @@ export function buildProgram(): Command {
       });
     });
 
-  program
-    .command('pause')
-    .description('hold a running job: in-flight work finishes, nothing new starts, backoff timers hold')
-    .argument('<jobId>')
-    .option('--json', 'print JSON only')
-    .action(async (jobId: string, opts: { json?: boolean }) => {
-      await withClient(async (client) => {
-        const response = await client.pause(jobId);
-        console.log(opts.json ? JSON.stringify({ jobId, ...response }) : `${jobId} is paused (phase ${response.phase}); resume with: faultline resume ${jobId}`);
+  const holds = [
+    {
+      name: 'pause',
+      description: 'hold a running job: in-flight work finishes, nothing new starts, backoff timers hold',
+      say: (jobId: string, phase: string) => `${jobId} is paused (phase ${phase}); resume with: faultline resume ${jobId}`,
+    },
+    { name: 'resume', description: 'let a paused job go on (backoff timers continue with their remaining time)', say: (jobId: string, phase: string) => `${jobId} resumed (phase ${phase})` },
+  ] as const;
+  for (const hold of holds) {
+    program
+      .command(hold.name)
+      .description(hold.description)
+      .argument('<jobId>')
+      .option('--json', 'print JSON only')
+      .action(async (jobId: string, opts: { json?: boolean }) => {
+        await withClient(async (client) => {
+          const response = hold.name === 'pause' ? await client.pause(jobId) : await client.resume(jobId);
+          console.log(opts.json ? JSON.stringify({ jobId, ...response }) : hold.say(jobId, response.phase));
+        });
       });
-    });
-
-  program
-    .command('resume')
-    .description('let a paused job go on (backoff timers continue with their remaining time)')
-    .argument('<jobId>')
-    .option('--json', 'print JSON only')
-    .action(async (jobId: string, opts: { json?: boolean }) => {
-      await withClient(async (client) => {
-        const response = await client.resume(jobId);
-        console.log(opts.json ? JSON.stringify({ jobId, ...response }) : `${jobId} resumed (phase ${response.phase})`);
-      });
-    });
+  }
 
   program
     .command('set')
