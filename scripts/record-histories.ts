@@ -65,6 +65,13 @@ async function main(): Promise<void> {
           await env.client.cancel(jobId, 'recording');
         },
       },
+      'cancel-temporal': {
+        spec: syntheticSpec([{ id: 'h', params: { outcome: 'hang' } }, { id: 'ok' }], { heartbeatTimeout: '2s' }),
+        during: async (jobId) => {
+          await eventually(async () => (await env.client.progress(jobId)).counts.Available === 1, 20_000, 'ok finished');
+          await env.client.handle(jobId).cancel();
+        },
+      },
       'retry-window-inline': {
         spec: syntheticSpec([{ id: 'ok' }, { id: 'flaky', params: { transientFailures: 2 } }, { id: 'bad', params: { outcome: 'unprocessable' } }], { retry: { maxAttempts: 1 }, retryWindow: '1m' }),
         during: async (jobId) => {

@@ -12,7 +12,7 @@ import {
   WorkflowUpdateRPCTimeoutOrCancelledError,
   type WorkflowHandle,
 } from '@temporalio/client';
-import { ApplicationFailure, ServiceError, WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure, CancelledFailure, ServiceError, WorkflowFailedError } from '@temporalio/client';
 import type { Config } from './config';
 import { connectionOptions } from './connection';
 import { builtInPipelines } from './pipelines';
@@ -26,6 +26,7 @@ import {
   type JobResult,
   type JobSpec,
   type CancelResponse,
+  RESULT_MEMO_KEY,
   type Flag,
   type FlagRequest,
   flagUpdate,
@@ -106,14 +107,19 @@ export interface JobListEntry {
 
 /**
  * The JobResult of a closed job. A Failed job fails its execution with an `ApplicationFailure` of
- * type `JobFailed` that carries the JobResult in its details.
+ * type `JobFailed` that carries the JobResult in its details; a job cancelled through Temporal is
+ * a cancelled execution with the JobResult in its memo.
  */
-export async function closedJobResult(handle: { result(): Promise<unknown> }): Promise<JobResult> {
+export async function closedJobResult(handle: { result(): Promise<unknown>; describe(): Promise<{ memo?: Record<string, unknown> | undefined }> }): Promise<JobResult> {
   try {
     return (await handle.result()) as JobResult;
   } catch (error) {
     const carried = jobResultOf(error);
     if (carried) return carried;
+    if (error instanceof WorkflowFailedError && error.cause instanceof CancelledFailure) {
+      const memo = (await handle.describe()).memo?.[RESULT_MEMO_KEY] as JobResult | undefined;
+      if (memo && typeof memo === 'object' && 'status' in memo) return memo;
+    }
     throw error;
   }
 }

@@ -8,6 +8,7 @@
 import {
   ApplicationFailure,
   CancellationScope,
+  CancelledFailure,
   ChildWorkflowFailure,
   allHandlersFinished,
   condition,
@@ -19,6 +20,7 @@ import {
   proxyActivities,
   setCurrentDetails,
   startChild,
+  upsertMemo,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -48,6 +50,7 @@ import {
   type OutputRecord,
   type PauseResponse,
   type PipelineDefinition,
+  RESULT_MEMO_KEY,
   RESULT_SCHEMA_VERSION,
   type RejectedRequest,
   type RequestOrigin,
@@ -175,6 +178,7 @@ export class JobRun {
   private paused: boolean;
   private readonly limitsChanged: LimitsChange[];
   private readonly flags: Flag[];
+  private cancelledThroughTemporal = false;
   /** Running slice children, to pass pause/resume and new limits on. */
   private readonly sliceHandles = new Map<number, ChildWorkflowHandle<typeof sliceWorkflow>>();
 
@@ -421,7 +425,10 @@ export class JobRun {
       { key: SearchKeys.hasErrors, value: this.result ? this.result.counts.Failed > 0 : false },
       { key: SearchKeys.failedCount, value: this.result?.counts.Failed ?? 0 },
     ]);
-    CancellationScope.current().cancelRequested.catch(() => this.enqueue({ kind: 'cancel', origin: 'signal', reason: 'cancellation requested through Temporal' }));
+    CancellationScope.current().cancelRequested.catch(() => {
+      this.cancelledThroughTemporal = true;
+      this.enqueue({ kind: 'cancel', origin: 'signal', reason: 'cancellation requested through Temporal' });
+    });
     return CancellationScope.nonCancellable(async () => {
       let round: RoundRun | undefined = this.resumeRound();
       if (!round && !this.result) round = { baseFailed: 0 };
@@ -960,7 +967,7 @@ export class JobRun {
     if (patched(PATCHES.retention)) result = await this.releaseStorage(result);
     this.result = result;
     this.publish(result);
-    if (patched(PATCHES.failedExecutions)) endAsExecution(result);
+    if (patched(PATCHES.failedExecutions)) endAsExecution(result, this.cancelledThroughTemporal);
     return result;
   }
 
@@ -1016,16 +1023,24 @@ function flagProblem(request: FlagRequest): string | undefined {
   return undefined;
 }
 
+/** Largest JobResult kept in the memo of a cancelled execution (Temporal's memo limit is 2 MB). */
+const MEMO_RESULT_LIMIT = 1_000_000;
+
 /**
- * So Temporal (the Web UI's Failures filter, `ExecutionStatus = 'Failed'`) tells the truth: a Failed
- * job fails its execution, the JobResult in the failure's details. Every other status completes
- * with the JobResult. (A cancelled execution cannot carry details, so a Cancelled job completes:
- * its result would be lost otherwise.)
+ * So Temporal (the Web UI's Failures filter, `ExecutionStatus`) tells the truth: a Failed job fails
+ * its execution, the JobResult in the failure's details; a job cancelled through Temporal ends as
+ * a cancelled execution, the JobResult in its memo (`faultlineResult`: a cancellation carries no
+ * details). A job cancelled by Faultline's own request, and every other status, completes.
  */
-function endAsExecution(result: JobResult): void {
-  if (result.status !== 'Failed') return;
-  const cause = result.stoppedBy ? `${result.stoppedBy.type}: ${result.stoppedBy.message}` : 'every output failed';
-  throw ApplicationFailure.create({ type: ErrorTypes.JobFailed, message: `job ${result.jobId} failed (${cause})`, nonRetryable: true, details: [result] });
+function endAsExecution(result: JobResult, cancelledThroughTemporal: boolean): void {
+  if (result.status === 'Failed') {
+    const cause = result.stoppedBy ? `${result.stoppedBy.type}: ${result.stoppedBy.message}` : 'every output failed';
+    throw ApplicationFailure.create({ type: ErrorTypes.JobFailed, message: `job ${result.jobId} failed (${cause})`, nonRetryable: true, details: [result] });
+  }
+  if (result.status === 'Cancelled' && cancelledThroughTemporal && JSON.stringify(result).length <= MEMO_RESULT_LIMIT) {
+    upsertMemo({ [RESULT_MEMO_KEY]: result });
+    throw new CancelledFailure(`job ${result.jobId} cancelled: ${result.cancelReason ?? 'cancellation requested'}`);
+  }
 }
 
 function pickLimits(request: LimitsRequest): LimitsRequest {

@@ -40,7 +40,7 @@ export const PATCHES = {
   engineV2: 'faultline-engine-v2',
   /** A closing job releases its working copies and reports its storage use. */
   retention: 'faultline-retention',
-  /** A Failed job ends as a failed execution (its JobResult in the failure's details). */
+  /** A Failed job ends as a failed execution (JobResult in the details), one cancelled through Temporal as a cancelled one (JobResult in the memo). */
   failedExecutions: 'faultline-failed-executions',
 } as const;
 

@@ -9,6 +9,8 @@ export const JobStatuses = ['Succeeded', 'PartiallySucceeded', 'Failed', 'Cancel
 export type JobStatus = (typeof JobStatuses)[number];
 
 export const RESULT_SCHEMA_VERSION = 1;
+/** Memo key of the JobResult of a job cancelled through Temporal (a cancelled execution has no result). */
+export const RESULT_MEMO_KEY = 'faultlineResult';
 /** Jobs with more outputs than this write them to an NDJSON manifest instead of inlining them. */
 export const INLINE_OUTPUT_LIMIT = 1_000;
 /** failuresByReason keeps at most this many ids per type. */

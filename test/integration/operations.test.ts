@@ -217,7 +217,7 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     assert.deepEqual([followUp.status, followUp.counts.Available, followUp.retryOf], ['Succeeded', cancelled.counts.Cancelled, mistaken]);
   });
 
-  it('Temporal tells the truth: a Failed job is a failed execution (ExecutionStatus = Failed); result still prints its JobResult', async () => {
+  it('Temporal tells the truth: Failed and Temporal-cancelled jobs end as failed and cancelled executions; result still prints their JobResult', async () => {
     const { jobId: fatal } = await env.client.start(syntheticSpec([{ id: 'a' }, { id: 'boom', params: { outcome: 'fatal' } }], { batchSize: 1, concurrency: 1 }));
     const printed = await cli(['result', fatal, '--json']);
     assert.equal(printed.code, 1, 'exit 1 for Failed');
@@ -250,8 +250,9 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     const { jobId: hanging } = await env.client.start(syntheticSpec([{ id: 'h', params: { outcome: 'hang' } }], { heartbeatTimeout: '2s' }));
     await eventually(async () => (await env.client.progress(hanging)).inFlight > 0, 15_000, 'running');
     await env.client.handle(hanging).cancel();
-    // A cancelled execution cannot carry details: the job completes with its Cancelled result.
-    assert.equal((await env.client.result(hanging)).status, 'Cancelled');
+    await eventually(async () => (await env.client.handle(hanging).describe()).status.name === 'CANCELLED', 15_000, 'a cancelled execution');
+    const cancelled = await env.client.result(hanging); // read back from the execution's memo
+    assert.deepEqual([cancelled.status, cancelled.cancelReason], ['Cancelled', 'cancellation requested through Temporal']);
   });
 
   it('retry by type touches only that type; corrected sources; validator rejections', async () => {
