@@ -147,4 +147,22 @@ describe('Temporal Web UI (headless Debian chromium)', () => {
       await client.cancel(jobId, 'test done');
     }
   });
+
+  it('a job ended by a fatal error shows as FAILED in the Web UI (ExecutionStatus filter)', { skip: chromiumMissing }, async () => {
+    assert.ok(CHROMIUM);
+    const { jobId } = await client.start(syntheticSpec([{ id: 'a' }, { id: 'boom', params: { outcome: 'fatal' } }], { batchSize: 1, concurrency: 1 }), { jobId: `webui-fatal-${Date.now()}` });
+    assert.equal((await client.result(jobId)).status, 'Failed');
+    browser ??= await launch();
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    try {
+      // The list's status filter. (The "Failures" view of this UI version lists running workflows
+      // with workflow-task problems, not failed executions.)
+      await page.goto(`${server.uiUrl}/namespaces/default/workflows?query=${encodeURIComponent('ExecutionStatus="Failed"')}`, { waitUntil: 'load' });
+      await page.getByText(jobId).first().waitFor({ timeout: 30_000 });
+    } finally {
+      await mkdir(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: path.join(ARTIFACTS, 'webui-failures.png'), fullPage: true });
+      await page.close();
+    }
+  });
 });
