@@ -74,12 +74,18 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
 /** Runs a worker until SIGTERM/SIGINT, then shuts down gracefully. */
 export async function runWorker(options: FaultlineWorkerOptions): Promise<void> {
   const { worker, connection, ownsConnection } = await createFaultlineWorker(options);
+  // Ctrl-C reaches every process of the terminal's group and `faultline dev` sends SIGTERM too:
+  // the first signal shuts down, later ones only say it is under way.
   const stop = (signal: NodeJS.Signals) => {
+    if (worker.getState() !== 'RUNNING') {
+      options.logger.info({ signal, state: worker.getState() }, 'already shutting down');
+      return;
+    }
     options.logger.info({ signal }, 'shutting down worker gracefully; in-flight batches are handed back');
     worker.shutdown();
   };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
   options.logger.info({ taskQueue: options.config.taskQueue, address: options.config.address, namespace: options.config.namespace }, 'worker started');
   // Liveness for container health checks: touched while the worker is running.
   const healthFile = (options.env ?? process.env)[ENV.healthFile];

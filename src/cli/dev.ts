@@ -4,15 +4,29 @@ import path from 'node:path';
 import { loadConfig } from '../config';
 import { createLogger } from '../logger';
 import { loadSecretKey } from '../secrets';
-import { startDevServer } from '../devserver/temporal-cli';
+import { isReachable, startDevServer } from '../devserver/temporal-cli';
 import { DEFAULT_NAMESPACE } from '../shared/constants';
 
-export async function runDev(options: { port: number; uiPort: number; db?: string }): Promise<number> {
+/** Where the dev server keeps its state: a SQLite file (default: `dev.db` in job storage, git-ignored) or memory. */
+export type DevDatabase = { kind: 'file'; path?: string } | { kind: 'memory' };
+
+/** A one-line refusal, exit 2 (the CLI's usage class). */
+export class DevPortBusy extends Error {}
+
+export async function runDev(options: { port: number; uiPort: number; db: DevDatabase }): Promise<number> {
   const config = loadConfig();
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'faultline-dev' });
+  // Another dev server (or anything else) on our ports: refuse instead of attaching to it.
+  for (const [port, what] of [
+    [options.port, '--port'],
+    [options.uiPort, '--ui-port'],
+  ] as const) {
+    if (await isReachable(`127.0.0.1:${port}`, 500)) throw new DevPortBusy(`port ${port} is already in use (another faultline dev or Temporal server?); stop it or pick another ${what}`);
+  }
   loadSecretKey(config.secretKey, config.storage, true); // one shared key for webhook secrets, git-ignored
-  const server = await startDevServer({ port: options.port, uiPort: options.uiPort, ...(options.db ? { db: options.db } : {}), log: (line) => logger.info(line) });
-  logger.info({ address: server.address, ui: server.uiUrl, db: options.db ?? 'in-memory' }, 'Temporal dev server started');
+  const db = options.db.kind === 'memory' ? undefined : (options.db.path ?? path.join(config.storage, 'dev.db'));
+  const server = await startDevServer({ port: options.port, uiPort: options.uiPort, ...(db ? { db } : {}), log: (line) => logger.info(line) });
+  logger.info({ address: server.address, ui: server.uiUrl, db: db ?? 'in-memory (--ephemeral)' }, 'Temporal dev server started');
   console.error(`Temporal Web UI: ${server.uiUrl ?? 'off'}   gRPC: ${server.address}   namespace: ${DEFAULT_NAMESPACE}`);
 
   let worker: ChildProcess | undefined;
@@ -33,8 +47,8 @@ export async function runDev(options: { port: number; uiPort: number; db?: strin
 
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
   });
   stopping = true;
   logger.info('stopping worker and dev server');

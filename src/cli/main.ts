@@ -11,7 +11,7 @@ import { type CancelResponse, exitCodeForStatus } from '../shared';
 import { printProgress, printResult, watchJob } from './output';
 import { runBulk } from './bulk';
 import { collectGarbage, parseAge } from './gc';
-import { runDev } from './dev';
+import { DevPortBusy, runDev } from './dev';
 import { runWorker } from '../worker';
 
 class UsageError extends Error {}
@@ -68,9 +68,15 @@ export function buildProgram(): Command {
     .description('start the embedded Temporal dev server (Web UI on) and a worker; Ctrl-C stops both')
     .option('--port <n>', 'gRPC port of the dev server', '7233')
     .option('--ui-port <n>', 'Web UI port', '8233')
-    .option('--db <file>', 'SQLite file to keep jobs across restarts (default: in memory)')
-    .action(async (opts: { port: string; uiPort: string; db?: string }) => {
-      process.exitCode = await runDev({ port: Number(opts.port), uiPort: Number(opts.uiPort), ...(opts.db ? { db: opts.db } : {}) });
+    .option('--db <file>', 'SQLite file that keeps jobs across restarts (default: dev.db in the job storage folder)')
+    .option('--ephemeral', 'keep nothing: the dev server runs in memory')
+    .action(async (opts: { port: string; uiPort: string; db?: string; ephemeral?: boolean }) => {
+      if (opts.db && opts.ephemeral) throw new UsageError('give --db or --ephemeral, not both');
+      process.exitCode = await runDev({
+        port: parsePort(opts.port, '--port'),
+        uiPort: parsePort(opts.uiPort, '--ui-port'),
+        db: opts.ephemeral ? { kind: 'memory' } : { kind: 'file', ...(opts.db ? { path: opts.db } : {}) },
+      });
     });
 
   program
@@ -346,7 +352,7 @@ function reportError(error: unknown): number {
     for (const issue of error.issues) console.error(`  - ${issue.path}: ${issue.message} [${issue.code}]`);
     return error.exitCode;
   }
-  if (error instanceof UsageError || error instanceof ConfigError) {
+  if (error instanceof UsageError || error instanceof ConfigError || error instanceof DevPortBusy) {
     console.error(`error: ${error.message}`);
     return 2;
   }
@@ -365,6 +371,12 @@ function oneTarget(jobId: string | undefined, query: string | undefined): { kind
   if (query !== undefined) return { kind: 'query', query };
   if (!jobId) throw new UsageError('give a job id or --query');
   return { kind: 'job', jobId };
+}
+
+function parsePort(value: string, flag: string): number {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new UsageError(`${flag} wants a port number (1-65535), got "${value}"`);
+  return port;
 }
 
 function parseNumber(value: string): number {
