@@ -44,7 +44,7 @@ async function main(): Promise<void> {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const hookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
-  const env = await createTestEnv({ taskQueue: 'faultline-record', envExtra: { RECORD_WEBHOOK_SECRET: 'recording-secret' } });
+  const env = await createTestEnv({ taskQueue: 'faultline-record', envExtra: { RECORD_WEBHOOK_SECRET: 'recording-secret', FAULTLINE_ALLOWED_HOSTS: '127.0.0.1' } });
   const worker = await env.startWorker();
   const out = (name: string) => pathToFileURL(path.join(env.dir, 'out', name)).toString();
   try {

@@ -52,7 +52,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   const activities = {
     ...createEngineActivities({ implementations, registry: builtInPipelines, storage, logger }),
     ...createArchiveActivities({ allowedRoots: config.allowedRoots, logger }),
-    ...createNotifyActivities({ secretKey: loadSecretKey(config.secretKey, config.storage, false), env: options.env ?? process.env, logger }),
+    ...createNotifyActivities({ allowedHosts: config.allowedHosts, secretKey: loadSecretKey(config.secretKey, config.storage, false), env: options.env ?? process.env, logger }),
     ...options.extraActivities,
   };
   const worker = await Worker.create({

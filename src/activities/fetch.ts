@@ -34,6 +34,9 @@ for (const [address, prefix] of [
   ['fe80::', 10],
   ['ff00::', 8],
   ['fd00:ec2::', 32],
+  ['::', 96], // IPv4-compatible ::a.b.c.d (deprecated, but a way around the IPv4 list)
+  ['64:ff9b::', 96], // NAT64: reaches any IPv4 address, private ones included
+  ['64:ff9b:1::', 48], // local-use NAT64
 ] as const) {
   PRIVATE_RANGES.addSubnet(address, prefix, 'ipv6');
 }
@@ -68,17 +71,18 @@ function hostAllowed(host: string, allowedHosts: readonly string[]): boolean {
   return allowedHosts.includes(host.toLowerCase().replace(/^\[|\]$/g, ''));
 }
 
-function refuseHost(url: URL, address: string): ItemError {
+export function refuseHost(url: URL, address: string, step = STEP, output?: string): ItemError {
   return new ItemError({
     type: ErrorTypes.HostNotAllowed,
     message: `host ${url.hostname} resolves to a private, loopback or link-local address; list it in FAULTLINE_ALLOWED_HOSTS to allow it`,
     details: { host: url.hostname, address },
-    step: STEP,
+    step,
+    ...(output ? { output } : {}),
   });
 }
 
-/** A dispatcher whose DNS lookups refuse private addresses for hosts that are not allowed. */
-function guardedAgent(options: FetchOptions): Agent {
+/** The one outbound guard: a dispatcher whose DNS lookups refuse private addresses for hosts that are not allowed. */
+export function guardedAgent(options: Pick<FetchOptions, 'allowedHosts' | 'connectTimeoutMs' | 'readTimeoutMs'>): Agent {
   return new Agent({
     connect: {
       timeout: options.connectTimeoutMs ?? 10_000,
@@ -146,6 +150,20 @@ function networkError(error: unknown, url: string): ItemError {
   });
 }
 
+/** IP literals never reach the DNS hook: a private one (not allowed) is refused before connecting. */
+export function refusedLiteral(url: URL, allowedHosts: readonly string[]): string | undefined {
+  const literal = url.hostname.replace(/^\[|\]$/g, '');
+  return net.isIP(literal) && isPrivateAddress(literal) && !hostAllowed(literal, allowedHosts) ? literal : undefined;
+}
+
+/** The address the outbound guard refused, if `error` (or its cause) is that refusal. */
+export function refusedAddress(error: unknown): string | undefined {
+  for (let current = error as { code?: string; address?: string; cause?: unknown } | undefined, depth = 0; current && depth < 5; current = current.cause as typeof current, depth++) {
+    if (current.code === 'EFAULTLINEPRIVATE') return current.address ?? 'private';
+  }
+  return undefined;
+}
+
 export async function fetchSource(source: string, options: FetchOptions): Promise<Fetched> {
   const url = new URL(source);
   if (url.protocol === 'file:') return readLocal(source, options);
@@ -156,9 +174,8 @@ export async function fetchSource(source: string, options: FetchOptions): Promis
   try {
     let current = url;
     for (let hop = 0; ; hop++) {
-      // IP literals never reach the DNS hook: check them here.
-      const literal = current.hostname.replace(/^\[|\]$/g, '');
-      if (net.isIP(literal) && isPrivateAddress(literal) && !hostAllowed(literal, options.allowedHosts)) throw refuseHost(current, literal);
+      const literal = refusedLiteral(current, options.allowedHosts);
+      if (literal) throw refuseHost(current, literal);
       let response;
       try {
         response = await request(current, { method: 'GET', dispatcher: agent, signal: options.signal, maxRedirections: 0 } as Parameters<typeof request>[1]);

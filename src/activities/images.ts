@@ -13,7 +13,7 @@ import { request } from 'undici';
 import { ImagesParams } from '../pipelines/images';
 import { ErrorTypes, type OutputRecord, redactUrl } from '../shared';
 import { type Storage, safeSegment, writeFileAtomic } from '../storage';
-import { fetchSource, httpStatusError } from './fetch';
+import { fetchSource, guardedAgent, httpStatusError, refuseHost, refusedAddress, refusedLiteral } from './fetch';
 import { resolveAllowedPath, writeOutputFile } from './files';
 import { ItemError, type ItemContext, type ItemWork, type PipelineImplementation } from './types';
 
@@ -109,12 +109,17 @@ async function fitUnder(input: sharp.Sharp, width: number, height: number, maxBy
 }
 
 export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
+  // Uploads go through the same outbound guard as source fetches (no private targets, no redirects).
+  const uploads = guardedAgent({ allowedHosts: deps.allowedHosts });
   async function deliverToUrl(url: string, produced: Produced & { data: Buffer }, signal: AbortSignal): Promise<OutputRecord['location']> {
     const attempts = deps.putAttempts ?? 3;
     let last: ItemError | undefined;
+    const literal = refusedLiteral(new URL(url), deps.allowedHosts);
+    if (literal) throw refuseHost(new URL(url), literal, 'deliver', produced.output);
     for (let attempt = 1; attempt <= attempts; attempt++) {
       try {
         const response = await request(url, {
+          dispatcher: uploads,
           method: 'PUT',
           body: produced.data,
           headers: { 'content-type': produced.contentType, 'content-length': String(produced.data.length) },
@@ -139,6 +144,8 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
         last = failure;
       } catch (error) {
         if (error instanceof ItemError && error.report.class !== 'transient') throw error;
+        const refused = refusedAddress(error);
+        if (refused) throw refuseHost(new URL(url), refused, 'deliver', produced.output);
         last =
           error instanceof ItemError
             ? error

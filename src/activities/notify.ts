@@ -10,10 +10,14 @@ function cancellation(): AbortSignal | undefined {
   }
 }
 import type { Logger } from 'pino';
+import { request } from 'undici';
+import { guardedAgent, refusedAddress, refusedLiteral } from './fetch';
 import { ErrorTypes, type JobResult, type Notification, makeReport, redactUrl } from '../shared';
 import { SIGNATURE_HEADER, decryptSecret, signWebhook } from '../secrets';
 
 export interface NotifyDeps {
+  /** Hosts a webhook may reach even though they are private or loopback (FAULTLINE_ALLOWED_HOSTS). */
+  allowedHosts: readonly string[];
   secretKey?: Buffer;
   env: NodeJS.ProcessEnv;
   logger: Logger;
@@ -25,6 +29,8 @@ export interface NotifyDeps {
 const RETRYABLE_STATUS = (status: number) => status >= 500 || status === 408 || status === 429;
 
 export function createNotifyActivities(deps: NotifyDeps) {
+  // The same outbound guard as source fetches: no private, loopback or metadata receivers unless allowed.
+  const dispatcher = guardedAgent({ allowedHosts: deps.allowedHosts, connectTimeoutMs: deps.requestTimeoutMs ?? 10_000, readTimeoutMs: deps.requestTimeoutMs ?? 10_000 });
   const delays = deps.retryDelaysMs ?? [1_000, 2_000, 4_000, 8_000];
   const resolveSecret = (webhook: { secretEncrypted?: string; secretRef?: string }): string => {
     if (webhook.secretRef) {
@@ -56,6 +62,21 @@ export function createNotifyActivities(deps: NotifyDeps) {
         const report = makeReport({ type: 'WebhookSecretUnavailable', class: 'invalid', message: (error as Error).message, details: {}, step: 'notify', at: new Date().toISOString() });
         return { kind: 'webhook', url: safeUrl, delivered: false, attempts: 0, error: report, round: input.result.round, at: report.at };
       }
+      const refusal = (address: string) => {
+        const report = makeReport({
+          type: ErrorTypes.HostNotAllowed,
+          class: 'invalid',
+          message: `webhook host ${new URL(input.webhook.url).hostname} resolves to a private, loopback or link-local address (${address}); list it in FAULTLINE_ALLOWED_HOSTS to allow it`,
+          details: { url: safeUrl },
+          step: 'notify',
+          attempts,
+          at: new Date().toISOString(),
+        });
+        log.error({ address }, 'webhook refused by the outbound guard');
+        return { kind: 'webhook' as const, url: safeUrl, delivered: false, attempts, error: report, round: input.result.round, at: report.at };
+      };
+      const literal = refusedLiteral(new URL(input.webhook.url), deps.allowedHosts);
+      if (literal) return refusal(literal);
       for (;;) {
         attempts += 1;
         try {
@@ -64,22 +85,24 @@ export function createNotifyActivities(deps: NotifyDeps) {
           /* not running as an activity (unit tests) */
         }
         try {
-          const response = await fetch(input.webhook.url, {
+          const response = await request(input.webhook.url, {
+            dispatcher,
             method: 'POST',
             headers: { 'content-type': 'application/json', [SIGNATURE_HEADER]: signWebhook(rawBody, secret, Math.floor(Date.now() / 1000)), 'user-agent': 'faultline-webhook/1' },
             body: rawBody,
             signal: AbortSignal.timeout(deps.requestTimeoutMs ?? 10_000),
-            redirect: 'error',
           });
-          lastStatus = response.status;
-          await response.arrayBuffer().catch(() => undefined);
-          if (response.ok) {
+          lastStatus = response.statusCode;
+          await response.body.dump().catch(() => undefined);
+          if (lastStatus >= 200 && lastStatus < 300) {
             log.info({ attempts, status: lastStatus }, 'webhook delivered');
             return { kind: 'webhook', url: safeUrl, delivered: true, attempts, lastStatus, round: input.result.round, at: new Date().toISOString() };
           }
           lastError = `receiver answered ${lastStatus}`;
           if (!RETRYABLE_STATUS(lastStatus)) break;
         } catch (error) {
+          const refused = refusedAddress(error);
+          if (refused) return refusal(refused);
           lastStatus = undefined;
           lastError = `network error: ${(error as Error).name}`;
         }

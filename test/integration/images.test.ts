@@ -265,6 +265,37 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
     assert.ok(copies <= 2, `the signed URL of one item appears ${copies} times in history (its spec entry and its batch at most)`);
   });
 
+  it('the outbound guard covers webhooks and PUT uploads: private targets are refused, typed, and never contacted', async () => {
+    const port = (server.address() as AddressInfo).port;
+    const before = { hook: hits.get('hook') ?? 0, puts: puts.size };
+    // `localhost` is not in FAULTLINE_ALLOWED_HOSTS (only 127.0.0.1 is), so it counts as loopback.
+    const result = await runImages(
+      {
+        items: [
+          { id: 'viaName', source: sample('no-exif.jpg'), outputs: ['thumbnail'], putUrls: { thumbnail: `http://localhost:${port}/put/guarded-name` } },
+          { id: 'metadata', source: sample('no-exif.jpg'), outputs: ['thumbnail'], putUrls: { thumbnail: 'http://169.254.169.254/latest/put' } },
+          { id: 'nat64', source: sample('no-exif.jpg'), outputs: ['thumbnail'], putUrls: { thumbnail: 'http://[64:ff9b::a9fe:a9fe]/put' } },
+        ],
+        options: { batchSize: 1, concurrency: 1, webhook: { url: `http://localhost:${port}/hook?token=abc`, secret: WEBHOOK_SECRET } },
+      },
+      'guarded-job',
+    );
+    const final = await closedJobResult(env.client.handle('guarded-job')); // with the webhook's outcome
+    for (const item of ['viaName', 'metadata', 'nat64']) {
+      const record = out(result, item, 'thumbnail');
+      assert.equal(record.status, 'Failed', item);
+      assert.equal(record.error?.type, ErrorTypes.HostNotAllowed, item);
+      assert.equal(record.error?.attempts, 1, `${item}: not retried`);
+      assert.equal(record.error?.details.httpStatus, undefined, `${item}: no status code of a refused target is reported`);
+    }
+    const note = final.notifications?.[0];
+    assert.equal(note?.delivered, false);
+    assert.equal(note?.error?.type, ErrorTypes.HostNotAllowed);
+    assert.equal(note?.lastStatus, undefined);
+    assert.equal(hits.get('hook') ?? 0, before.hook, 'the webhook receiver was never contacted');
+    assert.equal(puts.size, before.puts, 'no upload reached the server');
+  });
+
   it('a re-run delivery never duplicates or leaves partial files', async () => {
     const dest = path.join(env.dir, 'out-rerun');
     const spec = { items: [{ id: 'r', source: sample('no-exif.jpg') }], destination: pathToFileURL(dest).toString() };
@@ -347,7 +378,7 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
     const delivered = JSON.parse(webhooks[2]?.body ?? '{}') as JobResult;
     assert.equal(delivered.jobId, 'webhook-job');
     assert.equal(delivered.notifications, undefined, 'the delivery outcome is not inside the body');
-    const note = result.notifications?.[0];
+    const note = final.notifications?.[0];
     assert.deepEqual([note?.delivered, note?.attempts, note?.lastStatus], [true, 3, 204]);
     assert.ok(!note?.url.includes('hooktoken'));
     const history = JSON.stringify(await env.client.client.workflow.getHandle('webhook-job').fetchHistory());
