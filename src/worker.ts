@@ -9,6 +9,7 @@ import { connectionOptions } from './connection';
 import { createArchiveActivities } from './activities/archive';
 import { createEngineActivities } from './activities/engine';
 import { createImagesPipeline } from './activities/images';
+import { protectFromSpecs } from './activities/files';
 import { createNotifyActivities } from './activities/notify';
 import { createSyntheticPipeline } from './activities/synthetic';
 import type { PipelineImplementation } from './activities/types';
@@ -41,6 +42,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   installTemporalLogging(logger);
   const connection = options.connection ?? (await NativeConnection.connect(connectionOptions(config)));
   const storage = createStorage(config.storage);
+  protectFromSpecs(config.storage);
   const implementations: Record<string, PipelineImplementation> = {};
   for (const implementation of [
     createSyntheticPipeline({ crashProcess: options.crashProcess ?? (() => process.kill(process.pid, 'SIGKILL')), allowedRoots: config.allowedRoots }),

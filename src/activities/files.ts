@@ -32,6 +32,14 @@ async function realpathLoose(target: string): Promise<string> {
  * The local path of a `file://` URI, refused (class `invalid`) unless it lies inside one of the
  * allowed roots after resolving `..` and symlinks.
  */
+/** Job storage folders of the workers in this process: never a source or destination, even inside an allowed root. */
+const protectedDirs = new Set<string>();
+
+/** Called when a worker starts: specs can neither read other jobs' working copies nor write into job storage. */
+export function protectFromSpecs(dir: string): void {
+  protectedDirs.add(path.resolve(dir));
+}
+
 export async function resolveAllowedPath(uri: string, roots: readonly string[], kind: 'source' | 'destination', step: string): Promise<string> {
   let file: string;
   try {
@@ -49,6 +57,17 @@ export async function resolveAllowedPath(uri: string, roots: readonly string[], 
       details: { path: file, resolved: real, allowedRoots: roots },
       step,
     });
+  }
+  for (const dir of protectedDirs) {
+    if (inside(real, await realpathLoose(dir))) {
+      throw new ItemError({
+        type: kind === 'source' ? ErrorTypes.SourceOutsideAllowedRoots : ErrorTypes.DestinationOutsideAllowedRoots,
+        class: kind === 'source' ? 'invalid' : 'fatal',
+        message: `${kind} ${file} is inside Faultline's job storage, which specs may not read or write`,
+        details: { path: file, resolved: real },
+        step,
+      });
+    }
   }
   return real;
 }

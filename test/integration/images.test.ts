@@ -296,6 +296,24 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
     assert.equal(puts.size, before.puts, 'no upload reached the server');
   });
 
+  it('job storage is off limits to specs, although it lies inside an allowed root', async () => {
+    const planted = path.join(env.config.storage, 'jobs', 'other-job', 'work', 'x', 'source');
+    await mkdir(path.dirname(planted), { recursive: true });
+    await copyFile(path.join(SAMPLES, 'no-exif.jpg'), planted);
+    const reading = await runImages({
+      items: [{ id: 'peek', source: pathToFileURL(planted).toString(), outputs: ['metadata'] }],
+      destination: pathToFileURL(path.join(env.dir, 'out-peek')).toString(),
+    });
+    assert.equal(out(reading, 'peek', 'metadata').error?.type, ErrorTypes.SourceOutsideAllowedRoots);
+    assert.match(out(reading, 'peek', 'metadata').error?.message ?? '', /inside Faultline's job storage/);
+    const writing = await runImages({
+      items: [{ id: 'plant', source: sample('no-exif.jpg'), outputs: ['metadata'] }],
+      destination: pathToFileURL(path.join(env.config.storage, 'jobs', 'other-job')).toString(),
+    });
+    assert.equal(writing.status, 'Failed');
+    assert.equal(writing.stoppedBy?.type, ErrorTypes.DestinationOutsideAllowedRoots);
+  });
+
   it('a re-run delivery never duplicates or leaves partial files', async () => {
     const dest = path.join(env.dir, 'out-rerun');
     const spec = { items: [{ id: 'r', source: sample('no-exif.jpg') }], destination: pathToFileURL(dest).toString() };
@@ -378,7 +396,7 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
     const delivered = JSON.parse(webhooks[2]?.body ?? '{}') as JobResult;
     assert.equal(delivered.jobId, 'webhook-job');
     assert.equal(delivered.notifications, undefined, 'the delivery outcome is not inside the body');
-    const note = final.notifications?.[0];
+    const note = result.notifications?.[0];
     assert.deepEqual([note?.delivered, note?.attempts, note?.lastStatus], [true, 3, 204]);
     assert.ok(!note?.url.includes('hooktoken'));
     const history = JSON.stringify(await env.client.client.workflow.getHandle('webhook-job').fetchHistory());
