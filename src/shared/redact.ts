@@ -9,6 +9,9 @@ export function redactUrl(raw: string): string {
       url.username = url.username ? 'REDACTED' : '';
       url.password = url.password ? 'REDACTED' : '';
     }
+    // Path segments that look like secrets (webhook tokens, signed keys) are masked too.
+    const segments = url.pathname.split('/');
+    if (segments.some(looksLikeToken)) url.pathname = segments.map((segment) => (looksLikeToken(segment) ? 'REDACTED' : segment)).join('/');
     if (url.search) {
       const names = [...new Set([...url.searchParams.keys()])];
       const params = names.map((name) => `${encodeURIComponent(name)}=REDACTED`);
@@ -18,6 +21,12 @@ export function redactUrl(raw: string): string {
   } catch {
     return raw;
   }
+}
+
+/** Long runs of token characters (not file names): ≥ 20 characters, or ≥ 16 with a digit. */
+function looksLikeToken(segment: string): boolean {
+  if (!/^[A-Za-z0-9_\-~%+=.]+$/.test(segment) || /\.[A-Za-z0-9]{2,5}$/.test(segment)) return false;
+  return segment.length >= 20 || (segment.length >= 16 && /\d/.test(segment) && /[A-Za-z]/.test(segment));
 }
 
 export function redactText(text: string): string {

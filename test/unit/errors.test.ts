@@ -55,6 +55,9 @@ describe('error reports', () => {
 
   it('redacts URL credentials and query tokens', () => {
     assert.equal(redactUrl('https://user:pw@h.example/p?token=abc&x=1'), 'https://REDACTED:REDACTED@h.example/p?token=REDACTED&x=REDACTED');
+    assert.equal(redactUrl('https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX'), 'https://hooks.slack.com/services/T00000000/B00000000/REDACTED', 'a path token');
+    assert.equal(redactUrl('https://bucket.s3.example/k/a1b2c3d4e5f6a7b8c9d0/photo-2024-01-01.jpg'), 'https://bucket.s3.example/k/REDACTED/photo-2024-01-01.jpg', 'file names stay');
+    assert.equal(redactUrl('http://127.0.0.1:9/put/a-thumb-flaky'), 'http://127.0.0.1:9/put/a-thumb-flaky', 'ordinary paths stay');
     assert.equal(redactText('fetch https://h.example/a?sig=xyz failed'), 'fetch https://h.example/a?sig=REDACTED failed');
     const report = toErrorReport(new Error('GET https://h.example/a.png?X-Amz-Signature=deadbeef failed'), { at });
     assert.ok(!report.message.includes('deadbeef'));
