@@ -98,6 +98,21 @@ describe('pause, resume and live limits (real dev server, CLI)', () => {
     assert.deepEqual([result.status, result.counts.Available], ['Succeeded', 300]);
   });
 
+  it('a paused job stays paused across a worker restart', async () => {
+    const items = Array.from({ length: 40 }, (_, index) => ({ id: `r${index}`, params: { cpuMs: 20 } }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 2, concurrency: 1 }));
+    await eventually(async () => (await env.client.progress(jobId)).counts.Available >= 2, 30_000, 'running');
+    await env.client.pause(jobId);
+    await eventually(async () => (await env.client.progress(jobId)).inFlight === 0, 30_000, 'in-flight work finished');
+    const held = (await env.client.progress(jobId)).counts.Available;
+    await worker.stop();
+    worker = await env.startWorker(); // replays the job from its history: still held
+    const after = await env.client.progress(jobId);
+    assert.deepEqual([after.phase, after.paused, after.counts.Available], ['paused', true, held]);
+    await env.client.resume(jobId);
+    assert.deepEqual([(await env.client.result(jobId)).status, (await env.client.result(jobId)).counts.Available], ['Succeeded', 40]);
+  });
+
   it('cancel works while paused: the held items become Cancelled', async () => {
     const items = Array.from({ length: 50 }, (_, index) => ({ id: `c${index}`, params: { cpuMs: 20 } }));
     const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 2, concurrency: 1 }));
