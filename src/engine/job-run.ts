@@ -90,7 +90,7 @@ import {
   withLimits,
 } from '../shared';
 import type { ItemRunner } from './runner';
-import { thresholdReport } from './runner';
+import { thresholdReport, unfinishedReason } from './runner';
 import { runSlice, storageActivities as engine } from './slice';
 import type { archiveWorkflow } from '../workflows/archive';
 import type { sliceWorkflow } from '../workflows/slice';
@@ -714,8 +714,7 @@ export class JobRun {
     let fill: { counts: Tally['counts'] } | undefined;
     if (this.stop && state.next < total && !round.selection) {
       // Never started: Cancelled records are made from the stored spec by an activity, not through history.
-      const reason = this.stop.kind === 'cancelled' ? `job cancelled: ${this.stop.reason}` : `job ended early by ${this.stop.report.type}`;
-      const filled = await this.fill(prepared, { from: state.next, to: total }, 'Cancelled', reason);
+      const filled = await this.fill(prepared, { from: state.next, to: total }, 'Cancelled', unfinishedReason(this.stop));
       fill = { counts: filled.counts };
       state.done.counts = addCounts(state.done.counts, filled.counts);
       state.next = total;

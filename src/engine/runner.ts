@@ -141,18 +141,13 @@ export class ItemRunner {
     }
   }
 
-  get paused(): boolean {
-    return this.held;
-  }
-
   /** New limits for the work not yet started; a threshold already exceeded stops the runner now. */
   setLimits(limits: { concurrency?: number; allowedFailures?: number | null }): void {
     if (limits.concurrency !== undefined) this.config.options.concurrency = limits.concurrency;
     if (limits.allowedFailures === null) delete this.config.allowedFailures;
     else if (limits.allowedFailures !== undefined) this.config.allowedFailures = limits.allowedFailures;
     this.changed = true;
-    const allowed = this.config.allowedFailures;
-    if (allowed !== undefined && this.failedItems > allowed && !this.stop) this.requestStop({ kind: 'fatal', report: thresholdReport(this.failedItems, allowed) });
+    this.enforceAllowance();
   }
 
   /** Items of `ids` waiting in backoff run at the next dispatch; returns the ids still to run. */
@@ -251,7 +246,7 @@ export class ItemRunner {
         records.push(...state.records);
         continue;
       }
-      const reason = this.stop?.kind === 'cancelled' ? `job cancelled: ${this.stop.reason}` : this.stop?.kind === 'fatal' ? `job ended early by ${this.stop.report.type}` : 'not attempted';
+      const reason = unfinishedReason(this.stop);
       for (const output of state.outputs) {
         records.push({
           item: state.item.id,
@@ -475,10 +470,13 @@ export class ItemRunner {
   private noteFailure(): void {
     this.failedItems += 1;
     this.config.onFailure?.(this.failedItems);
+    this.enforceAllowance();
+  }
+
+  /** Stops the runner once its failures certainly exceed what it may have. */
+  private enforceAllowance(): void {
     const allowed = this.config.allowedFailures;
-    if (allowed !== undefined && this.failedItems > allowed && !this.stop) {
-      this.requestStop({ kind: 'fatal', report: thresholdReport(this.failedItems, allowed) });
-    }
+    if (allowed !== undefined && this.failedItems > allowed && !this.stop) this.requestStop({ kind: 'fatal', report: thresholdReport(this.failedItems, allowed) });
   }
 
   private retryPolicy(stepName: string | undefined): RetryPolicy {
@@ -487,6 +485,12 @@ export class ItemRunner {
     const base: RetryPolicy = step?.retry ?? { maxAttempts: 3, initialIntervalMs: 1_000, backoffCoefficient: 2, maximumIntervalMs: 60_000 };
     return { ...base, ...this.config.options.retryOverride };
   }
+}
+
+/** Why an item that never finished is Cancelled. */
+export function unfinishedReason(stop: StopReason | undefined): string {
+  if (stop?.kind === 'cancelled') return `job cancelled: ${stop.reason}`;
+  return stop?.kind === 'fatal' ? `job ended early by ${stop.report.type}` : 'not attempted';
 }
 
 export function thresholdReport(failed: number, allowed: number): ErrorReport {
