@@ -5,7 +5,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { pathToFileURL, fileURLToPath } from 'node:url';
@@ -18,7 +18,11 @@ export interface Storage {
   writeRecordsPart(jobId: string, part: string, lines: readonly unknown[]): Promise<string>;
   assembleManifest(jobId: string, round: number, parts: readonly string[]): Promise<string>;
   joinParts(jobId: string, part: string, parts: readonly string[]): Promise<string>;
+  /** Where every job's folder lives (`<root>/jobs`). */
+  jobsDir: string;
   jobDir(jobId: string): string;
+  /** Working copies of a job's sources: the job's, or one item's. */
+  workDir(jobId: string, item?: string): string;
   /** Where a slice's records of one round live (the newest round ≤ N is the slice's current state). */
   sliceRecordsUri(jobId: string, sliceIndex: number, round: number): string;
   writeLines(uri: string, lines: readonly unknown[]): Promise<string>;
@@ -40,16 +44,37 @@ export async function writeFileAtomic(target: string, data: string | Buffer): Pr
   }
 }
 
+/** Bytes of the files below `dir` (0 when it does not exist). */
+export async function directoryBytes(dir: string): Promise<number> {
+  let total = 0;
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw error;
+  }
+  for (const entry of entries) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) total += await directoryBytes(full);
+    else if (entry.isFile()) total += (await stat(full)).size;
+  }
+  return total;
+}
+
 export function safeSegment(value: string): string {
   return value.replace(/[^A-Za-z0-9._-]/g, '_');
 }
 
 export function createStorage(root: string): Storage {
   const absolute = path.resolve(root);
-  const jobDir = (jobId: string) => path.join(absolute, 'jobs', safeSegment(jobId));
+  const jobsDir = path.join(absolute, 'jobs');
+  const jobDir = (jobId: string) => path.join(jobsDir, safeSegment(jobId));
   return {
     root: absolute,
+    jobsDir,
     jobDir,
+    workDir: (jobId, item) => (item === undefined ? path.join(jobDir(jobId), 'work') : path.join(jobDir(jobId), 'work', safeSegment(item))),
     async putSpec(specJson) {
       const hash = createHash('sha256').update(specJson).digest('hex');
       const target = path.join(absolute, 'specs', `${hash}.json`);

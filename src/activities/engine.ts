@@ -2,8 +2,7 @@
  * The engine's activities: run a batch of items through a pipeline (heartbeating per-item
  * progress), and move what must not travel in payloads through job storage.
  */
-import { readdir, rm, stat } from 'node:fs/promises';
-import path from 'node:path';
+import { rm } from 'node:fs/promises';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
 import type { Logger } from 'pino';
@@ -29,7 +28,7 @@ import {
   toErrorReport,
   validateJobSpec,
 } from '../shared';
-import type { Storage } from '../storage';
+import { type Storage, directoryBytes } from '../storage';
 import { ItemError, type PipelineImplementation } from './types';
 
 export interface EngineDeps {
@@ -225,18 +224,18 @@ export function createEngineActivities(deps: EngineDeps) {
       return { counts: tally.counts, failedItems: tally.failedItems };
     },
 
+    /** At close: working copies are no longer needed (no retry can come); reports what the job keeps. */
+    async releaseWorkingCopies(input: { jobId: string }): Promise<{ releasedBytes: number; keptBytes: number }> {
+      const work = deps.storage.workDir(input.jobId);
+      const releasedBytes = await directoryBytes(work);
+      await rm(work, { recursive: true, force: true });
+      return { releasedBytes, keptBytes: await directoryBytes(deps.storage.jobDir(input.jobId)) };
+    },
+
     /**
      * Joins the newest records of every slice into the round's manifest and tallies them; small jobs
      * also get their records back to inline in the result.
      */
-    /** At close: working copies are no longer needed (no retry can come); reports what the job keeps. */
-    async releaseWorkingCopies(input: { jobId: string }): Promise<{ releasedBytes: number; keptBytes: number }> {
-      const dir = deps.storage.jobDir(input.jobId);
-      const work = path.join(dir, 'work');
-      const releasedBytes = await directoryBytes(work);
-      await rm(work, { recursive: true, force: true });
-      return { releasedBytes, keptBytes: await directoryBytes(dir) };
-    },
 
     async assembleSlices(input: { jobId: string; round: number; sliceCount: number; inlineLimit: number }): Promise<{ manifest: string; tally: Tally; records?: OutputRecord[] }> {
       const ctx = Context.current();
@@ -292,24 +291,6 @@ export function createEngineActivities(deps: EngineDeps) {
 
 /** How long a batch may run item work without letting the worker's event loop breathe. */
 const YIELD_EVERY_MS = 5;
-
-/** Bytes of the files below `dir` (0 when it does not exist). */
-export async function directoryBytes(dir: string): Promise<number> {
-  let total = 0;
-  let entries;
-  try {
-    entries = await readdir(dir, { withFileTypes: true });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0;
-    throw error;
-  }
-  for (const entry of entries) {
-    const full = path.join(dir, entry.name);
-    if (entry.isDirectory()) total += await directoryBytes(full);
-    else if (entry.isFile()) total += (await stat(full)).size;
-  }
-  return total;
-}
 
 const PERMANENT_FS_ERRORS = new Set(['EACCES', 'EPERM', 'ENOTDIR', 'EROFS', 'EISDIR', 'EEXIST']);
 

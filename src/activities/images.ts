@@ -12,7 +12,7 @@ import sharp from 'sharp';
 import { request } from 'undici';
 import { ImagesParams } from '../pipelines/images';
 import { ErrorTypes, type OutputRecord, redactUrl } from '../shared';
-import { type Storage, safeSegment, writeFileAtomic } from '../storage';
+import { type Storage, writeFileAtomic } from '../storage';
 import { fetchSource, guardedAgent, httpStatusError, refuseHost, refusedAddress, refusedLiteral } from './fetch';
 import { resolveAllowedPath, writeOutputFile } from './files';
 import { ItemError, type ItemContext, type ItemWork, type PipelineImplementation } from './types';
@@ -184,7 +184,7 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
 
       // fetch: into the job's working storage, with size and sha256 recorded. A working copy kept
       // from an earlier attempt of the same source is used again (a retry does not re-fetch).
-      const workDir = path.join(deps.storage.jobDir(job.jobId), 'work', safeSegment(itemId));
+      const workDir = deps.storage.workDir(job.jobId, itemId);
       const source = entry.item.source ?? '';
       const kept = await readWorkingCopy(workDir, source);
       const fetched =

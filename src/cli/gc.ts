@@ -5,7 +5,7 @@
  */
 import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { directoryBytes } from '../activities/engine';
+import { createStorage, directoryBytes } from '../storage';
 import { FaultlineClientError, type FaultlineClient } from '../client';
 import { DurationSchema } from '../shared/duration';
 
@@ -18,7 +18,7 @@ export interface GcReport {
 }
 
 export async function collectGarbage(client: FaultlineClient, storageRoot: string, olderThanMs: number, dryRun: boolean): Promise<GcReport> {
-  const jobsDir = path.join(path.resolve(storageRoot), 'jobs');
+  const { jobsDir } = createStorage(storageRoot);
   const cutoff = Date.now() - olderThanMs;
   const report: GcReport = { olderThanMs, dryRun, removed: [], kept: [], freedBytes: 0 };
   let names: string[];
