@@ -418,21 +418,8 @@ export class FaultlineClient {
     return (await createStorage(this.options.config.storage).readSpec(input.job.ref)) as JobSpec;
   }
 
-  async cancel(jobId: string, reason = 'cancelled by operator'): Promise<CancelResponse> {
-    const handle = this.handle(jobId);
-    try {
-      const description = await handle.describe();
-      if (description.status.name !== 'RUNNING') throw new FaultlineClientError('rejected', `job ${jobId} is already ${description.status.name.toLowerCase()}`);
-      try {
-        return await handle.executeUpdate(cancelUpdate, { args: [{ reason }] });
-      } catch (error) {
-        const type = rejectionType(error);
-        if (type !== undefined) throw new FaultlineClientError('rejected', `cancel rejected (${type}): ${rejectionMessage(error)}`, [], { cause: error });
-        throw error;
-      }
-    } catch (error) {
-      throw this.wrap(error, jobId);
-    }
+  cancel(jobId: string, reason = 'cancelled by operator'): Promise<CancelResponse> {
+    return this.control(jobId, 'cancel', (handle) => handle.executeUpdate(cancelUpdate, { args: [{ reason }] }));
   }
 
   /** Holds a running job: in-flight work finishes, nothing new starts, backoff timers hold. */
