@@ -243,24 +243,35 @@ export class JobRun {
     if (closing) throw rejection(closing.type, closing.reason);
   }
 
-  /** Validator of pause, resume and set: only a closed job refuses them. */
+  /** Validator of pause, resume and set: only a closed job (or invalid limits) refuses them. */
   validateControl(request?: LimitsRequest): void {
-    if (this.phase === 'closed') throw rejection(ErrorTypes.JobClosed, 'the job is closed');
-    const problems = request ? limitsProblems(request) : [];
-    if (problems.length > 0) throw rejection(ErrorTypes.InvalidRequest, problems.join('; '));
+    const refused = this.controlRejection(request);
+    if (refused) throw rejection(refused.type, refused.reason);
   }
 
   validateFlag(request: FlagRequest): void {
+    const refused = this.flagRejection(request);
+    if (refused) throw rejection(refused.type, refused.reason);
+  }
+
+  /** Why a pause, resume or set cannot be honoured now: the update's validator and the signal alike. */
+  private controlRejection(request?: LimitsRequest): { type: string; reason: string } | undefined {
+    if (this.phase === 'closed') return { type: ErrorTypes.JobClosed, reason: 'the job is closed' };
+    const problems = request ? limitsProblems(request) : [];
+    return problems.length > 0 ? { type: ErrorTypes.InvalidRequest, reason: problems.join('; ') } : undefined;
+  }
+
+  private flagRejection(request: FlagRequest): { type: string; reason: string } | undefined {
     const problem = flagProblem(request);
-    if (problem) throw rejection(ErrorTypes.InvalidRequest, problem);
-    if (this.phase === 'closed') throw rejection(ErrorTypes.JobClosed, 'the job is closed; the client records flags on closed jobs itself');
+    if (problem) return { type: ErrorTypes.InvalidRequest, reason: problem };
+    return this.phase === 'closed' ? { type: ErrorTypes.JobClosed, reason: 'the job is closed; the client records flags on closed jobs itself' } : undefined;
   }
 
   /** Marks the job (or one item's outputs) for investigation: `FaultlineFlagged` and `result.flags`. */
   flag(request: FlagRequest, origin: RequestOrigin): { flags: number } {
-    const problem = flagProblem(request);
-    if (problem || this.phase === 'closed') {
-      this.reject({ kind: 'flag', origin, type: problem ? ErrorTypes.InvalidRequest : ErrorTypes.JobClosed, reason: problem ?? 'the job is closed' });
+    const refused = this.flagRejection(request);
+    if (refused) {
+      this.reject({ kind: 'flag', origin, ...refused });
       return { flags: this.flags.length };
     }
     this.flags.push({ ...(request.item ? { item: request.item } : {}), reason: request.reason, at: new Date().toISOString() });
@@ -272,8 +283,9 @@ export class JobRun {
 
   /** Pause (true) or resume: acts at once on the running round and its slices. */
   async hold(paused: boolean, origin: RequestOrigin): Promise<PauseResponse> {
-    if (this.phase === 'closed') {
-      this.reject({ kind: paused ? 'pause' : 'resume', origin, type: ErrorTypes.JobClosed, reason: 'the job is closed' });
+    const refused = this.controlRejection();
+    if (refused) {
+      this.reject({ kind: paused ? 'pause' : 'resume', origin, ...refused });
       return { paused: this.paused, phase: this.phase };
     }
     if (this.paused !== paused) {
@@ -288,9 +300,9 @@ export class JobRun {
 
   /** New limits for the work not yet started; a threshold already exceeded stops the job now. */
   async setLimits(request: LimitsRequest, origin: RequestOrigin): Promise<EffectiveLimits> {
-    const problems = this.phase === 'closed' ? ['the job is closed'] : limitsProblems(request);
-    if (problems.length > 0) {
-      this.reject({ kind: 'set', origin, type: this.phase === 'closed' ? ErrorTypes.JobClosed : ErrorTypes.InvalidRequest, reason: problems.join('; '), limits: request });
+    const refused = this.controlRejection(request);
+    if (refused) {
+      this.reject({ kind: 'set', origin, ...refused, limits: request });
       return this.effectiveLimits();
     }
     const change: LimitsChange = { ...pickLimits(request), origin, at: new Date().toISOString() };
