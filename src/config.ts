@@ -1,4 +1,5 @@
 /** Runtime configuration from the environment, parsed with zod when a command starts (never at import). */
+import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_ADDRESS, DEFAULT_NAMESPACE, ENV, TASK_QUEUE } from './shared/constants';
@@ -23,6 +24,8 @@ export const ConfigSchema = z.object({
   logFormat: z.enum(['json', 'pretty', 'auto']).default('auto'),
   maxConcurrentActivities: z.coerce.number().int().min(1).max(10_000).default(100),
   shutdownGraceMs: z.number().int().min(0).default(10_000),
+  /** Worker processes per `faultline worker` / `faultline dev` (default: one per core). */
+  workerProcesses: z.coerce.number().int().min(1).max(256).default(os.availableParallelism()),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 
@@ -58,6 +61,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     logFormat: env[ENV.logFormat] || undefined,
     maxConcurrentActivities: env[ENV.maxConcurrentActivities] || undefined,
     shutdownGraceMs: parsedGrace?.success ? parsedGrace.data : undefined,
+    workerProcesses: env[ENV.workerProcesses] || undefined,
   };
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {

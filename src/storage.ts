@@ -42,6 +42,16 @@ export async function writeFileAtomic(target: string, data: string | Buffer): Pr
     await rm(temp, { force: true });
     throw error;
   }
+  await sweepStaleTemps(target);
+}
+
+/** Temp files of earlier writes of `target` cut short by a crash (SIGKILL between write and rename); one writer per target, so any left now are stale. */
+async function sweepStaleTemps(target: string): Promise<void> {
+  const base = path.basename(target);
+  const entries = await readdir(path.dirname(target)).catch(() => [] as string[]);
+  for (const entry of entries) {
+    if (entry.length === base.length + 17 && entry.startsWith(`${base}.`) && /^\.[0-9a-f]{12}\.tmp$/.test(entry.slice(base.length))) await rm(path.join(path.dirname(target), entry), { force: true });
+  }
 }
 
 /** Bytes of the files below `dir` (0 when it does not exist). */

@@ -19,6 +19,7 @@ import { builtInPipelines } from './pipelines';
 import { loadSecretKey } from './secrets';
 import { ENV } from './shared/constants';
 import { createStorage } from './storage';
+import { prebuiltWorkflowBundle } from './workflow-bundle';
 
 export interface FaultlineWorkerOptions {
   config: Config;
@@ -40,7 +41,7 @@ export interface FaultlineWorkerOptions {
 export async function createFaultlineWorker(options: FaultlineWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection; ownsConnection: boolean }> {
   const { config, logger } = options;
   installTemporalLogging(logger);
-  const connection = options.connection ?? (await NativeConnection.connect(connectionOptions(config)));
+  const connection = options.connection ?? (await connectWorker(config, logger));
   const storage = createStorage(config.storage);
   protectFromSpecs(config.storage);
   const implementations: Record<string, PipelineImplementation> = {};
@@ -62,7 +63,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     namespace: config.namespace,
     taskQueue: config.taskQueue,
     activities,
-    ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
+    ...workflowCode(options),
     maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
     shutdownGraceTime: config.shutdownGraceMs,
     // Cancellation reaches an activity only with a heartbeat response: without this cap the SDK
@@ -71,6 +72,36 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     ...options.workerOptions,
   });
   return { worker, connection, ownsConnection: !options.connection };
+}
+
+/** How long a starting worker waits for an unreachable server (restarting, not up yet) before giving up in one line. */
+const CONNECT_PATIENCE_MS = 60_000;
+
+/** Connects, waiting out a server that is restarting or not up yet; a server still unreachable after a minute is one clear error. */
+async function connectWorker(config: Config, logger: Logger): Promise<NativeConnection> {
+  const deadline = Date.now() + CONNECT_PATIENCE_MS;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await NativeConnection.connect(connectionOptions(config));
+    } catch (error) {
+      const reason = String((error as Error).message).match(/Connection refused|connection reset|timed out|dns error[^"]*/i)?.[0];
+      if (!reason || Date.now() > deadline) {
+        throw new Error(
+          `cannot connect to Temporal at ${config.address}${reason ? ` (${reason.toLowerCase()} for ${CONNECT_PATIENCE_MS / 1000} s)` : ''}; check ${ENV.address} and that the server is running`,
+          { cause: error },
+        );
+      }
+      if (attempt === 1) logger.warn({ address: config.address, reason }, 'Temporal server not reachable yet; retrying');
+      await new Promise((resolve) => setTimeout(resolve, Math.min(2_000, 200 * attempt)));
+    }
+  }
+}
+
+/** A bundle given by the caller or a supervisor, else the prebuilt one, else bundled now (development). */
+function workflowCode(options: FaultlineWorkerOptions): Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'> {
+  if (options.workflowBundle) return { workflowBundle: options.workflowBundle };
+  const codePath = (options.env ?? process.env)[ENV.workflowBundle] || prebuiltWorkflowBundle();
+  return codePath ? { workflowBundle: { codePath } } : { workflowsPath: require.resolve('./workflows') };
 }
 
 /** Runs a worker until SIGTERM/SIGINT, then shuts down gracefully. */
@@ -88,6 +119,9 @@ export async function runWorker(options: FaultlineWorkerOptions): Promise<void> 
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Under a supervisor: if it vanishes (kill -9), shut down instead of running on unsupervised.
+  const orphaned = () => stop('SIGHUP');
+  process.on('disconnect', orphaned);
   options.logger.info({ taskQueue: options.config.taskQueue, address: options.config.address, namespace: options.config.namespace }, 'worker started');
   // Liveness for container health checks: touched while the worker is running.
   const healthFile = (options.env ?? process.env)[ENV.healthFile];
@@ -101,6 +135,8 @@ export async function runWorker(options: FaultlineWorkerOptions): Promise<void> 
     if (health) clearInterval(health);
     process.off('SIGTERM', stop);
     process.off('SIGINT', stop);
+    process.off('disconnect', orphaned);
+    if (process.connected) process.disconnect();
     if (ownsConnection) await connection.close();
     options.logger.info('worker stopped');
   }

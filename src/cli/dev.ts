@@ -1,11 +1,11 @@
-/** `faultline dev`: dev server + a supervised worker process, all stopped by Ctrl-C. */
-import { type ChildProcess, spawn } from 'node:child_process';
+/** `faultline dev`: dev server + supervised worker processes (one per core by default), all stopped by Ctrl-C. */
 import path from 'node:path';
 import { loadConfig } from '../config';
 import { createLogger } from '../logger';
 import { loadSecretKey } from '../secrets';
 import { isReachable, startDevServer } from '../devserver/temporal-cli';
-import { DEFAULT_NAMESPACE } from '../shared/constants';
+import { DEFAULT_NAMESPACE, ENV } from '../shared/constants';
+import { WorkerSupervisor } from '../supervisor';
 
 /** Where the dev server keeps its state: a SQLite file (default: `dev.db` in job storage, git-ignored) or memory. */
 export type DevDatabase = { kind: 'file'; path?: string } | { kind: 'memory' };
@@ -29,36 +29,15 @@ export async function runDev(options: { port: number; uiPort: number; db: DevDat
   logger.info({ address: server.address, ui: server.uiUrl, db: db ?? 'in-memory (--ephemeral)' }, 'Temporal dev server started');
   console.error(`Temporal Web UI: ${server.uiUrl ?? 'off'}   gRPC: ${server.address}   namespace: ${DEFAULT_NAMESPACE}`);
 
-  let worker: ChildProcess | undefined;
-  let stopping = false;
-  let restarts = 0;
-  const startWorker = () => {
-    const cli = path.resolve(__dirname, '..', '..', 'bin', 'faultline.js');
-    worker = spawn(process.execPath, [cli, 'worker'], { stdio: 'inherit', env: { ...process.env, TEMPORAL_ADDRESS: server.address } });
-    worker.once('exit', (code, signal) => {
-      if (stopping) return;
-      restarts += 1;
-      const delay = Math.min(5_000, 250 * restarts);
-      logger.warn({ code, signal, restarts }, `worker exited; restarting in ${delay} ms`);
-      setTimeout(startWorker, delay);
-    });
-  };
-  startWorker();
-
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
-  stopping = true;
-  logger.info('stopping worker and dev server');
-  if (worker && worker.exitCode === null) {
-    const gone = new Promise((resolve) => worker?.once('exit', resolve));
-    worker.kill('SIGTERM');
-    const timer = setTimeout(() => worker?.kill('SIGKILL'), 15_000);
-    await gone;
-    clearTimeout(timer);
-  }
+  const workers = new WorkerSupervisor({ processes: config.workerProcesses, logger, shutdownGraceMs: config.shutdownGraceMs, env: { ...process.env, [ENV.address]: server.address } });
+  let stopRequested!: () => void;
+  const stopped = new Promise<void>((resolve) => (stopRequested = resolve));
+  process.on('SIGINT', () => stopRequested());
+  process.on('SIGTERM', () => stopRequested());
+  await workers.start();
+  await stopped;
+  logger.info('stopping workers and dev server');
+  await workers.stop();
   await server.stop();
   return 0;
 }

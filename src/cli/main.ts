@@ -13,6 +13,8 @@ import { runBulk } from './bulk';
 import { collectGarbage, parseAge } from './gc';
 import { DevPortBusy, runDev } from './dev';
 import { runWorker } from '../worker';
+import { superviseWorkers } from '../supervisor';
+import { ENV } from '../shared/constants';
 
 class UsageError extends Error {}
 
@@ -81,12 +83,14 @@ export function buildProgram(): Command {
 
   program
     .command('worker')
-    .description('run a worker against TEMPORAL_ADDRESS (graceful shutdown on SIGTERM/SIGINT)')
-    .action(async () => {
+    .description('run worker processes against TEMPORAL_ADDRESS, one per core by default (graceful shutdown on SIGTERM/SIGINT)')
+    .option('--processes <n>', `worker processes on this host, restarted when they die (default: ${ENV.workerProcesses} or one per core)`)
+    .action(async (opts: { processes?: string }) => {
       const config = loadConfig();
+      const processes = opts.processes === undefined ? config.workerProcesses : parseCount(opts.processes, '--processes');
       const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'faultline-worker' });
-
-      await runWorker({ config, logger });
+      if (processes === 1) await runWorker({ config, logger });
+      else await superviseWorkers({ processes, logger, shutdownGraceMs: config.shutdownGraceMs });
     });
 
   program
@@ -377,6 +381,12 @@ function parsePort(value: string, flag: string): number {
   const port = Number(value);
   if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new UsageError(`${flag} wants a port number (1-65535), got "${value}"`);
   return port;
+}
+
+function parseCount(value: string, flag: string): number {
+  const count = Number(value);
+  if (!Number.isInteger(count) || count < 1 || count > 256) throw new UsageError(`${flag} wants a whole number from 1 to 256, got "${value}"`);
+  return count;
 }
 
 function parseNumber(value: string): number {

@@ -30,6 +30,9 @@ export const ENV = {
   maxConcurrentActivities: 'FAULTLINE_MAX_CONCURRENT_ACTIVITIES',
   shutdownGrace: 'FAULTLINE_SHUTDOWN_GRACE',
   healthFile: 'FAULTLINE_HEALTH_FILE',
+  workerProcesses: 'FAULTLINE_WORKER_PROCESSES',
+  /** Set by a supervisor for its processes: the workflow bundle it built once. */
+  workflowBundle: 'FAULTLINE_WORKFLOW_BUNDLE',
 } as const;
 
 export const WORKFLOW_TYPES = { job: 'jobWorkflow', slice: 'sliceWorkflow', shard: 'shardWorkflow', archive: 'archiveWorkflow', flag: 'flagWorkflow' } as const;

@@ -73,6 +73,8 @@ export async function createTestEnv(options: { taskQueue?: string; envExtra?: No
     FAULTLINE_LOG_LEVEL: process.env.FAULTLINE_LOG_LEVEL ?? 'warn',
     FAULTLINE_LOG_FORMAT: 'json',
     FAULTLINE_SHUTDOWN_GRACE: '0s',
+    // One process per spawned worker, so a test's kill hits the worker itself (the supervisor has its own tests).
+    FAULTLINE_WORKER_PROCESSES: '1',
     ...options.envExtra,
   };
   const config = loadConfig(env, dir);

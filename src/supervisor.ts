@@ -1,0 +1,126 @@
+/**
+ * `faultline worker --processes N` and `faultline dev`: N worker processes on one task queue.
+ * Item work is JavaScript on one thread per process, so more processes are how a worker host
+ * uses all its cores (Temporal's own answer: more workers polling the queue). A dead process is
+ * restarted; one SIGINT/SIGTERM shuts every process down gracefully; a process whose supervisor
+ * vanishes (SIGKILL) notices through its IPC channel and shuts itself down.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ENV } from './shared/constants';
+import type { Logger } from './logger';
+import { prebuiltWorkflowBundle, writeWorkflowBundle } from './workflow-bundle';
+
+/** A process that lived this long before dying restarts at once; quicker deaths back off. */
+const STABLE_AFTER_MS = 30_000;
+const MAX_RESTART_DELAY_MS = 5_000;
+
+export interface SupervisorOptions {
+  processes: number;
+  logger: Logger;
+  env?: NodeJS.ProcessEnv;
+  /** How long a process may take to hand its work back before it is killed. */
+  shutdownGraceMs: number;
+}
+
+interface Slot {
+  index: number;
+  child?: ChildProcess;
+  startedAt: number;
+  quickDeaths: number;
+  timer?: NodeJS.Timeout;
+}
+
+export class WorkerSupervisor {
+  private readonly slots: Slot[] = [];
+  private stopping = false;
+  private bundleDir: string | undefined;
+  private bundle: string | undefined;
+  /** Processes restarted after dying (crash items, OOM, kill -9). */
+  restarts = 0;
+
+  constructor(private readonly options: SupervisorOptions) {}
+
+  /** Builds the workflow bundle once (unless prebuilt) and starts every process. */
+  async start(): Promise<void> {
+    this.bundle = prebuiltWorkflowBundle();
+    if (!this.bundle) {
+      const started = performance.now();
+      this.bundleDir = await mkdtemp(path.join(os.tmpdir(), 'faultline-bundle-'));
+      this.bundle = await writeWorkflowBundle(path.join(this.bundleDir, 'workflow-bundle.js'));
+      this.options.logger.debug({ ms: Math.round(performance.now() - started) }, 'workflow bundle built once for all worker processes');
+    }
+    for (let index = 0; index < this.options.processes; index++) {
+      const slot: Slot = { index, startedAt: 0, quickDeaths: 0 };
+      this.slots.push(slot);
+      this.launch(slot);
+    }
+    this.options.logger.info({ processes: this.options.processes }, 'worker processes started');
+  }
+
+  /** Live worker process ids (chaos tests pick their victims here). */
+  pids(): number[] {
+    return this.slots.flatMap((slot) => (slot.child?.pid !== undefined && slot.child.exitCode === null && slot.child.signalCode === null ? [slot.child.pid] : []));
+  }
+
+  private launch(slot: Slot): void {
+    if (this.stopping) return;
+    const cli = path.resolve(__dirname, '..', 'bin', 'faultline.js');
+    const env = { ...(this.options.env ?? process.env), [ENV.workerProcesses]: '1', ...(this.bundle ? { [ENV.workflowBundle]: this.bundle } : {}) };
+    const child = spawn(process.execPath, [cli, 'worker', '--processes', '1'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env });
+    slot.child = child;
+    slot.startedAt = Date.now();
+    child.once('exit', (code, signal) => {
+      if (this.stopping) return;
+      this.restarts += 1;
+      slot.quickDeaths = Date.now() - slot.startedAt >= STABLE_AFTER_MS ? 0 : slot.quickDeaths + 1;
+      const delay = Math.min(MAX_RESTART_DELAY_MS, 250 * slot.quickDeaths);
+      this.options.logger.warn({ process: slot.index, code, signal, restarts: this.restarts }, `worker process exited; restarting in ${delay} ms`);
+      slot.timer = setTimeout(() => this.launch(slot), delay);
+    });
+  }
+
+  /** SIGTERM to every process (each hands its in-flight work back), SIGKILL after the grace time. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    await Promise.all(
+      this.slots.map(async (slot) => {
+        clearTimeout(slot.timer);
+        const child = slot.child;
+        if (!child || child.exitCode !== null || child.signalCode !== null) return;
+        const gone = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), this.options.shutdownGraceMs + 15_000);
+        await gone;
+        clearTimeout(timer);
+      }),
+    );
+    if (this.bundleDir) await rm(this.bundleDir, { recursive: true, force: true });
+    this.options.logger.info({ processes: this.slots.length }, 'worker processes stopped');
+  }
+}
+
+/** Runs a supervisor until SIGINT/SIGTERM (`faultline worker --processes N`). */
+export async function superviseWorkers(options: SupervisorOptions): Promise<void> {
+  const supervisor = new WorkerSupervisor(options);
+  let stopRequested!: () => void;
+  const stopped = new Promise<void>((resolve) => (stopRequested = resolve));
+  let requested = false;
+  // Ctrl-C reaches the whole process group: the first signal stops, later ones only say so.
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (requested) options.logger.info({ signal }, 'already shutting down');
+    requested = true;
+    stopRequested();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  await supervisor.start();
+  await stopped;
+  options.logger.info('shutting down worker processes gracefully; in-flight batches are handed back');
+  await supervisor.stop();
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+}
