@@ -2,20 +2,20 @@
  * `npm run bench [-- --json] [-- --quick]`: raw work vs a naive Temporal workflow vs Faultline,
  * same items and work function, one dev server started here on a free port for the whole run.
  */
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, bundleWorkflowCode } from '@temporalio/worker';
+import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { FaultlineClient } from '../src/client';
 import { loadConfig } from '../src/config';
-import { burnCpu } from '../src/activities/synthetic';
 import { ensureTemporalCli, startDevServer } from '../src/devserver/temporal-cli';
 import { createLogger, installTemporalLogging } from '../src/logger';
-import { createFaultlineWorker } from '../src/worker';
-import { createNaiveActivities, thumbnailWork } from './naive-activities';
+import { createNaiveActivities } from './naive-activities';
+import type { RawShare } from './raw-worker';
 
 const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
@@ -38,28 +38,70 @@ interface ModeResult {
   elapsedMs: number;
   completed: boolean;
   eventsPerItem: number | null;
+  /** Peak resident memory of the processes doing the work, summed (raw: its processes; faultline: the supervisor and its worker processes; naive: the bench process hosting its worker). */
   peakRssMb: number;
   items: number;
+  /** Processes doing the work. */
+  workers: number;
   outcome?: string;
   /** Largest history of the job or any of its slice runs, in bytes (the server's limit is 50 MB). */
   maxHistoryBytes?: number;
 }
 
-/** Samples this process's RSS (the worker runs in it) while `fn` runs. */
-async function measure(items: number, fn: () => Promise<{ completed: boolean; events: number | null; outcome?: string; maxHistoryBytes?: number }>): Promise<ModeResult> {
-  let peak = process.memoryUsage().rss;
-  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 100);
+/** Resident memory of a process and all its descendants, in bytes (read from /proc). */
+function treeRss(root: number): number {
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // ended while we looked
+    }
+  }
+  const tree = new Set([root]);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const [pid, ppid] of parents) {
+      if (!tree.has(pid) && tree.has(ppid)) {
+        tree.add(pid);
+        grew = true;
+      }
+    }
+  }
+  let total = 0;
+  for (const pid of tree) {
+    try {
+      total += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+    } catch {
+      // ended
+    }
+  }
+  return total;
+}
+
+/** Samples the memory of the processes doing the work while `fn` runs. */
+async function measure(
+  items: number,
+  layout: { workers: number; rss: () => number },
+  fn: () => Promise<{ completed: boolean; events: number | null; outcome?: string; maxHistoryBytes?: number; elapsedMs?: number }>,
+): Promise<ModeResult> {
+  let peak = layout.rss();
+  const timer = setInterval(() => (peak = Math.max(peak, layout.rss())), 200);
   const started = performance.now();
   try {
-    const { completed, events, outcome, maxHistoryBytes } = await fn();
-    const elapsedMs = Math.round(performance.now() - started);
+    const { completed, events, outcome, maxHistoryBytes, elapsedMs: measured } = await fn();
+    const elapsedMs = measured ?? Math.round(performance.now() - started);
+    peak = Math.max(peak, layout.rss());
     return {
       itemsPerSec: Math.round((items / (elapsedMs / 1000)) * 10) / 10,
       elapsedMs,
       completed,
       eventsPerItem: events === null ? null : Math.round((events / items) * 1000) / 1000,
-      peakRssMb: Math.round(Math.max(peak, process.memoryUsage().rss) / 1024 / 1024),
+      peakRssMb: Math.round(peak / 1024 / 1024),
       items,
+      workers: layout.workers,
       ...(outcome ? { outcome } : {}),
       ...(maxHistoryBytes !== undefined ? { maxHistoryBytes } : {}),
     };
@@ -68,13 +110,39 @@ async function measure(items: number, fn: () => Promise<{ completed: boolean; ev
   }
 }
 
-async function pool<T>(count: number, concurrency: number, work: (index: number) => Promise<T>): Promise<void> {
-  let next = 0;
+/** The raw baseline on every core: one forked process per core, each with an equal share of the items; timed from "go" (all processes loaded) to the last one done. */
+async function runRaw(
+  kind: RawShare['kind'],
+  count: number,
+  processes: number,
+  rss: { pids: number[] },
+  share: Omit<RawShare, 'kind' | 'from' | 'to'>,
+): Promise<{ completed: boolean; events: null; elapsedMs: number }> {
+  const children: ChildProcess[] = Array.from({ length: processes }, () =>
+    fork(path.join(__dirname, 'raw-worker.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
+  );
+  rss.pids = children.flatMap((child) => (child.pid === undefined ? [] : [child.pid]));
+  await Promise.all(children.map((child) => new Promise((resolve) => child.once('message', resolve))));
+  const started = performance.now();
+  let done = 0;
   await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < count) await work(next++);
+    children.map((child, index) => {
+      const from = Math.floor((count * index) / processes);
+      const to = Math.floor((count * (index + 1)) / processes);
+      return new Promise<void>((resolve, reject) => {
+        child.once('message', (message: { done: number }) => {
+          done += message.done;
+          resolve();
+        });
+        child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`raw process exited with ${code}`))));
+        child.send({ kind, from, to, ...share } satisfies RawShare);
+      });
     }),
   );
+  const elapsedMs = Math.round(performance.now() - started);
+  await Promise.all(children.map((child) => (child.exitCode === null ? new Promise((resolve) => child.once('exit', resolve)) : undefined)));
+  rss.pids = [];
+  return { completed: done === count, events: null, elapsedMs };
 }
 
 async function main(): Promise<void> {
@@ -89,22 +157,40 @@ async function main(): Promise<void> {
     FAULTLINE_LOG_LEVEL: 'error',
   };
   const config = loadConfig(env, dir);
-  const logger = createLogger({ level: 'error', format: 'json' });
-  installTemporalLogging(logger);
+  installTemporalLogging(createLogger({ level: 'error', format: 'json' }));
+  const cores = os.availableParallelism();
+  // The naive baseline: one plain worker in this process, as a user would write it.
   const native = await NativeConnection.connect({ address: server.address });
-  const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('./workflows'), logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} } });
-  const { worker } = await createFaultlineWorker({
-    config,
-    logger,
+  const naiveQueue = 'faultline-bench-naive';
+  const naiveWorker = await Worker.create({
     connection: native,
-    workflowBundle,
-    extraActivities: createNaiveActivities({ source: SOURCE, outDir: path.join(dir, 'naive-out') }),
+    taskQueue: naiveQueue,
+    workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('./naive-workflow'), logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} } }),
+    activities: createNaiveActivities({ source: SOURCE, outDir: path.join(dir, 'naive-out') }),
   });
-  const running = worker.run();
+  const naiveRunning = naiveWorker.run();
+  // Faultline: its default layout, `faultline worker` (one process per core under a supervisor).
+  let workerLog = '';
+  const faultlineWorkers = spawn(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'worker'], {
+    env: { ...env, FAULTLINE_LOG_LEVEL: 'info', FAULTLINE_LOG_FORMAT: 'json' },
+    cwd: dir,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  faultlineWorkers.stderr?.on('data', (chunk: Buffer) => (workerLog = (workerLog + chunk.toString()).slice(-100_000)));
+  process.once('exit', () => faultlineWorkers.kill('SIGKILL'));
+  const processes = config.workerProcesses;
+  for (const deadline = Date.now() + 120_000; (workerLog.match(/"worker started"/g) ?? []).length < processes;) {
+    if (Date.now() > deadline || faultlineWorkers.exitCode !== null) throw new Error(`faultline workers did not start: ${workerLog.slice(-2_000)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  say(`faultline worker: ${processes} processes; raw: ${cores} processes; naive: one worker`);
+  const faultlineLayout = { workers: processes, rss: () => treeRss(faultlineWorkers.pid ?? -1) };
+  const naiveLayout = { workers: 1, rss: () => process.memoryUsage().rss };
+  const rawPids = { pids: [] as number[] };
+  const rawLayout = { workers: cores, rss: () => rawPids.pids.reduce((sum, pid) => sum + treeRss(pid), 0) };
   const connection = await Connection.connect({ address: server.address });
   const raw = new Client({ connection });
   const client = await FaultlineClient.connect({ config, connection });
-  const cores = os.cpus().length;
 
   const historyEvents = async (workflowId: string, withChildren: boolean): Promise<number> => {
     let total = (await raw.workflow.getHandle(workflowId).fetchHistory()).events?.length ?? 0;
@@ -141,7 +227,7 @@ async function main(): Promise<void> {
   };
   const runNaive = async (kind: 'cpu1ms' | 'thumbnail', count: number, timeoutMs: number) => {
     const workflowId = `naive-${kind}-${count}-${Date.now()}`;
-    const handle = await raw.workflow.start('naiveWorkflow', { taskQueue: config.taskQueue, workflowId, args: [{ kind, count }] });
+    const handle = await raw.workflow.start('naiveWorkflow', { taskQueue: naiveQueue, workflowId, args: [{ kind, count }] });
     const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), timeoutMs).unref());
     try {
       const outcome = await Promise.race([handle.result(), timeout]);
@@ -165,24 +251,18 @@ async function main(): Promise<void> {
     const cpuItems = Math.round(5_000 * scale);
     say(`cpu1ms: ${cpuItems} items`);
     workloads.cpu1ms = {
-      raw: await measure(cpuItems, async () => {
-        await pool(cpuItems, cores, () => burnCpu(1));
-        return { completed: true, events: null };
-      }),
-      naive: await measure(cpuItems, () => runNaive('cpu1ms', cpuItems, 20 * 60_000)),
-      faultline: await measure(cpuItems, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: cpuItems }, (_, i) => ({ id: `c${i}`, params: { cpuMs: 1 } })) })),
+      raw: await measure(cpuItems, rawLayout, () => runRaw('cpu1ms', cpuItems, cores, rawPids, { source: SOURCE, outDir: path.join(dir, 'raw-out') })),
+      naive: await measure(cpuItems, naiveLayout, () => runNaive('cpu1ms', cpuItems, 20 * 60_000)),
+      faultline: await measure(cpuItems, faultlineLayout, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: cpuItems }, (_, i) => ({ id: `c${i}`, params: { cpuMs: 1 } })) })),
     };
   }
   if (wanted('thumbnails')) {
     const thumbItems = Math.round(2_000 * scale);
     say(`thumbnails: ${thumbItems} items`);
     workloads.thumbnails = {
-      raw: await measure(thumbItems, async () => {
-        await pool(thumbItems, cores, (i) => thumbnailWork(SOURCE, path.join(dir, 'raw-out'), `r${i}`));
-        return { completed: true, events: null };
-      }),
-      naive: await measure(thumbItems, () => runNaive('thumbnail', thumbItems, 20 * 60_000)),
-      faultline: await measure(thumbItems, () =>
+      raw: await measure(thumbItems, rawLayout, () => runRaw('thumbnail', thumbItems, cores, rawPids, { source: SOURCE, outDir: path.join(dir, 'raw-out') })),
+      naive: await measure(thumbItems, naiveLayout, () => runNaive('thumbnail', thumbItems, 20 * 60_000)),
+      faultline: await measure(thumbItems, faultlineLayout, () =>
         runFaultline({
           pipeline: 'images',
           items: Array.from({ length: thumbItems }, (_, i) => ({ id: `t${i}`, source: pathToFileURL(SOURCE).toString() })),
@@ -192,12 +272,17 @@ async function main(): Promise<void> {
       ),
     };
   }
+  if (wanted('scale10k')) {
+    const items = Math.round(10_000 * scale);
+    say(`scale10k: ${items} items`);
+    workloads.scale10k = { faultline: await measure(items, faultlineLayout, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: items }, (_, i) => ({ id: `k${i}` })) })) };
+  }
   if (wanted('scale100k')) {
     const bigItems = Math.round(100_000 * scale);
     say(`scale100k: ${bigItems} items`);
     workloads.scale100k = {
-      faultline: await measure(bigItems, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: bigItems }, (_, i) => ({ id: `b${i}` })) })),
-      naive: await measure(bigItems, () => runNaive('cpu1ms', bigItems, (quick ? 3 : 6) * 60_000)),
+      faultline: await measure(bigItems, faultlineLayout, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: bigItems }, (_, i) => ({ id: `b${i}` })) })),
+      naive: await measure(bigItems, naiveLayout, () => runNaive('cpu1ms', bigItems, (quick ? 3 : 6) * 60_000)),
     };
   }
 
@@ -205,7 +290,7 @@ async function main(): Promise<void> {
     const millionItems = Math.round(1_000_000 * scale);
     say(`scale1m: ${millionItems} items in one job`);
     workloads.scale1m = {
-      faultline: await measure(millionItems, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: millionItems }, (_, i) => ({ id: `m${i}` })) })),
+      faultline: await measure(millionItems, faultlineLayout, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: millionItems }, (_, i) => ({ id: `m${i}` })) })),
     };
   }
   if (wanted('stop1m')) {
@@ -213,7 +298,7 @@ async function main(): Promise<void> {
     const millionItems = Math.round(1_000_000 * scale);
     say(`stop1m: ${millionItems} items, the first one fails with toleratedFailureCount 0`);
     workloads.stop1m = {
-      faultline: await measure(millionItems, () =>
+      faultline: await measure(millionItems, faultlineLayout, () =>
         runFaultline({
           pipeline: 'synthetic',
           items: Array.from({ length: millionItems }, (_, i) => ({ id: `x${i}`, ...(i === 0 ? { params: { outcome: 'unprocessable' } } : {}) })),
@@ -241,6 +326,7 @@ async function main(): Promise<void> {
   const report = {
     machine: {
       cores,
+      faultlineWorkerProcesses: processes,
       memoryGb: Math.round(os.totalmem() / 1024 ** 3),
       node: process.version,
       temporalCli: execFileSync(ensureTemporalCli(), ['--version']).toString().trim(),
@@ -255,8 +341,11 @@ async function main(): Promise<void> {
       thumbnails_faultline_vs_naive: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.naive?.itemsPerSec),
     },
   };
-  worker.shutdown();
-  await running;
+  naiveWorker.shutdown();
+  await naiveRunning;
+  const workersGone = new Promise((resolve) => faultlineWorkers.once('exit', resolve));
+  faultlineWorkers.kill('SIGTERM');
+  await workersGone;
   await client.close();
   await connection.close();
   await native.close();
@@ -267,12 +356,12 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(report, null, 2));
     return;
   }
-  console.log('\nworkload     mode        items   items/s   elapsed ms  events/item  peak RSS MB  max history  completed');
+  console.log('\nworkload     mode       procs    items   items/s   elapsed ms  events/item  peak RSS MB  max history  completed');
   for (const [name, modes] of Object.entries(workloads)) {
     for (const [mode, r] of Object.entries(modes)) {
       const history = r.maxHistoryBytes === undefined ? '-' : `${(r.maxHistoryBytes / 1024 / 1024).toFixed(2)} MB`;
       console.log(
-        `${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.items).padStart(7)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}`,
+        `${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.workers).padStart(5)} ${String(r.items).padStart(8)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}`,
       );
     }
   }

@@ -108,7 +108,7 @@ export function guardedAgent(options: Pick<FetchOptions, 'allowedHosts' | 'conne
   });
 }
 
-function retryAfterMs(header: string | string[] | undefined): number | undefined {
+export function retryAfterMs(header: string | string[] | undefined): number | undefined {
   const value = Array.isArray(header) ? header[0] : header;
   if (!value) return undefined;
   const seconds = Number(value);
@@ -123,17 +123,17 @@ export function httpStatusError(status: number, url: string, step: string, heade
   const details = { httpStatus: status, url: redactUrl(url) };
   if (status === 404 || status === 410) return new ItemError({ type: ErrorTypes.SourceNotFound, message: `${status} from ${redactUrl(url)}`, details, step });
   if (status === 401 || status === 403) return new ItemError({ type: ErrorTypes.SourceForbidden, message: `${status} from ${redactUrl(url)}`, details, step });
-  if (status === 429) {
-    const delay = retryAfterMs(headers['retry-after']);
+  // 429 and 503 may say when to come back; the runner waits at least that long (in workflow time).
+  if (status === 429 || status >= 500 || status === 408) {
+    const delay = status === 429 || status === 503 ? retryAfterMs(headers['retry-after']) : undefined;
     return new ItemError({
-      type: ErrorTypes.RateLimited,
-      message: `429 from ${redactUrl(url)}`,
+      type: status === 429 ? ErrorTypes.RateLimited : ErrorTypes.EndpointUnavailable,
+      message: `${status} from ${redactUrl(url)}`,
       details: { ...details, ...(delay !== undefined ? { retryAfterMs: delay } : {}) },
       step,
       ...(delay !== undefined ? { retryAfterMs: delay } : {}),
     });
   }
-  if (status >= 500 || status === 408) return new ItemError({ type: ErrorTypes.EndpointUnavailable, message: `${status} from ${redactUrl(url)}`, details, step });
   return new ItemError({ type: 'SourceRequestRejected', class: 'unprocessable', message: `${status} from ${redactUrl(url)}`, details, step });
 }
 

@@ -78,10 +78,34 @@ export interface WrittenFile {
   sha256: string;
 }
 
+/** Write failures that say something about the destination, by errno: a full disk may free up; a read-only or forbidden destination will not. */
+const WRITE_ERRORS: Readonly<Record<string, { type: string; what: string }>> = {
+  ENOSPC: { type: ErrorTypes.DiskFull, what: 'no space left on the device' },
+  EDQUOT: { type: ErrorTypes.DiskFull, what: 'disk quota exceeded' },
+  EACCES: { type: ErrorTypes.DestinationUnwritable, what: 'permission denied' },
+  EPERM: { type: ErrorTypes.DestinationUnwritable, what: 'operation not permitted' },
+  EROFS: { type: ErrorTypes.DestinationUnwritable, what: 'read-only file system' },
+  ENOTDIR: { type: ErrorTypes.DestinationUnwritable, what: 'a path component is a file, not a directory' },
+  EEXIST: { type: ErrorTypes.DestinationUnwritable, what: 'a file is where the output directory must be' },
+  EISDIR: { type: ErrorTypes.DestinationUnwritable, what: 'the output path is a directory' },
+};
+
+/** A classified ItemError for a failed write (the errno error kept as its cause), or the error itself when its code says nothing about the destination. */
+export function writeError(error: unknown, target: string, step: string): unknown {
+  const code = (error as NodeJS.ErrnoException).code;
+  const known = code ? WRITE_ERRORS[code] : undefined;
+  if (!known) return error;
+  return new ItemError({ type: known.type, message: `cannot write ${target}: ${known.what} (${code})`, details: { path: target, code }, step, cause: error });
+}
+
 /** Writes `<dir>/<item>/<name>` via temp + rename: a re-run replaces, never duplicates. */
-export async function writeOutputFile(dir: string, item: string, name: string, data: Buffer | string): Promise<WrittenFile> {
+export async function writeOutputFile(dir: string, item: string, name: string, data: Buffer | string, step = 'deliver'): Promise<WrittenFile> {
   const target = path.join(dir, item, name);
-  await writeFileAtomic(target, data);
+  try {
+    await writeFileAtomic(target, data);
+  } catch (error) {
+    throw writeError(error, target, step);
+  }
   const buffer = typeof data === 'string' ? Buffer.from(data) : data;
   return { location: pathToFileURL(target).toString(), bytes: buffer.length, sha256: createHash('sha256').update(buffer).digest('hex') };
 }

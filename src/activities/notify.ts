@@ -11,7 +11,7 @@ function cancellation(): AbortSignal | undefined {
 }
 import type { Logger } from 'pino';
 import { request } from 'undici';
-import { guardedAgent, refusedAddress, refusedLiteral } from './fetch';
+import { guardedAgent, refusedAddress, refusedLiteral, retryAfterMs } from './fetch';
 import { ErrorTypes, type JobResult, type Notification, makeReport, redactUrl } from '../shared';
 import { SIGNATURE_HEADER, decryptSecret, signWebhook } from '../secrets';
 
@@ -27,6 +27,8 @@ export interface NotifyDeps {
 }
 
 const RETRYABLE_STATUS = (status: number) => status >= 500 || status === 408 || status === 429;
+/** A receiver's Retry-After is honoured up to this long per wait (the activity's heartbeat timeout is 30 s). */
+const MAX_RETRY_AFTER_MS = 20_000;
 
 export function createNotifyActivities(deps: NotifyDeps) {
   // The same outbound guard as source fetches: no private, loopback or metadata receivers unless allowed.
@@ -55,6 +57,7 @@ export function createNotifyActivities(deps: NotifyDeps) {
       let attempts = 0;
       let lastStatus: number | undefined;
       let lastError: string | undefined;
+      let retryAfter: number | undefined;
       let secret: string;
       try {
         secret = resolveSecret(input.webhook);
@@ -93,6 +96,7 @@ export function createNotifyActivities(deps: NotifyDeps) {
             signal: AbortSignal.timeout(deps.requestTimeoutMs ?? 10_000),
           });
           lastStatus = response.statusCode;
+          retryAfter = lastStatus === 429 || lastStatus === 503 ? retryAfterMs(response.headers['retry-after']) : undefined;
           await response.body.dump().catch(() => undefined);
           if (lastStatus >= 200 && lastStatus < 300) {
             log.info({ attempts, status: lastStatus }, 'webhook delivered');
@@ -104,10 +108,12 @@ export function createNotifyActivities(deps: NotifyDeps) {
           const refused = refusedAddress(error);
           if (refused) return refusal(refused);
           lastStatus = undefined;
+          retryAfter = undefined;
           lastError = `network error: ${(error as Error).name}`;
         }
-        const delay = delays[attempts - 1];
-        if (delay === undefined) break;
+        const scheduled = delays[attempts - 1];
+        if (scheduled === undefined) break;
+        const delay = Math.max(scheduled, Math.min(retryAfter ?? 0, MAX_RETRY_AFTER_MS));
         log.warn({ attempts, status: lastStatus }, 'webhook attempt failed; retrying in %d ms', delay);
         await sleep(delay, undefined, { signal: cancellation() }).catch(() => undefined);
         if (cancellation()?.aborted) break;
@@ -116,7 +122,7 @@ export function createNotifyActivities(deps: NotifyDeps) {
         type: lastStatus !== undefined && !RETRYABLE_STATUS(lastStatus) ? 'WebhookRejected' : ErrorTypes.EndpointUnavailable,
         class: lastStatus !== undefined && !RETRYABLE_STATUS(lastStatus) ? 'unprocessable' : 'transient',
         message: `webhook not delivered after ${attempts} attempt(s): ${lastError ?? 'unknown'}`,
-        details: { url: safeUrl, ...(lastStatus !== undefined ? { httpStatus: lastStatus } : {}) },
+        details: { url: safeUrl, ...(lastStatus !== undefined ? { httpStatus: lastStatus } : {}), ...(retryAfter !== undefined ? { retryAfterMs: retryAfter } : {}) },
         step: 'notify',
         attempts,
         at: new Date().toISOString(),

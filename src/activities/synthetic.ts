@@ -70,7 +70,7 @@ export function createSyntheticPipeline(deps: SyntheticDeps): PipelineImplementa
           if (!job.destination) return record('Available');
           // An idempotent effect: the same file for every re-run of the item.
           const dir = await resolveAllowedPath(job.destination, deps.allowedRoots, 'destination', 'deliver');
-          const file = await writeOutputFile(dir, entry.item.id, 'result.json', JSON.stringify({ item: entry.item.id, params }));
+          const file = await writeOutputFile(dir, entry.item.id, 'result.json', JSON.stringify({ item: entry.item.id, params }), STEP);
           return { records: [{ item: entry.item.id, output: 'result', status: 'Available', ...file }], bytesIn: 0, bytesOut: file.bytes };
         }
       }

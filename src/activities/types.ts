@@ -1,7 +1,7 @@
 /** What a pipeline implementation provides to the engine's batch activity. */
 import type { Logger } from 'pino';
 import type { BatchEntry, ErrorClass, ErrorReport, JobContext, OutputRecord } from '../shared';
-import { makeReport } from '../shared';
+import { makeReport, toErrorReport } from '../shared';
 
 export interface ItemContext {
   job: JobContext;
@@ -29,7 +29,10 @@ export class ItemError extends Error {
   constructor(init: { type: string; message: string; class?: ErrorClass; details?: Record<string, unknown>; step?: string; output?: string; retryAfterMs?: number; cause?: unknown }) {
     super(init.message, init.cause !== undefined ? { cause: init.cause } : undefined);
     this.name = 'ItemError';
-    this.report = makeReport({ type: init.type, message: init.message, class: init.class, details: init.details, step: init.step, output: init.output, at: new Date().toISOString() });
+    const at = new Date().toISOString();
+    // The underlying error (sharp, exif, fs, undici) stays in the report as its cause chain.
+    const cause = init.cause instanceof Error ? { cause: toErrorReport(init.cause, { at }) } : {};
+    this.report = makeReport({ type: init.type, message: init.message, class: init.class, details: { ...init.details, ...cause }, step: init.step, output: init.output, at });
     if (init.retryAfterMs !== undefined) this.retryAfterMs = init.retryAfterMs;
   }
 }

@@ -33,6 +33,8 @@ export const ErrorTypes = {
   RateLimited: 'RateLimited',
   NetworkError: 'NetworkError',
   TransientItemError: 'TransientItemError',
+  /** No space left (or quota exceeded) writing an output or job storage: worth trying again once space is freed. */
+  DiskFull: 'DiskFull',
   // crash: the process or the activity died without a report
   Crashed: 'Crashed',
   ItemTimedOut: 'ItemTimedOut',
@@ -82,6 +84,7 @@ export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
   RateLimited: 'transient',
   NetworkError: 'transient',
   TransientItemError: 'transient',
+  DiskFull: 'transient',
   Crashed: 'crash',
   ItemTimedOut: 'transient',
   WorkerShutdown: 'transient',

@@ -1,0 +1,25 @@
+/**
+ * One process of the `raw` baseline: the bench forks one per core and hands each a share of the
+ * items, so raw is the machine's limit for the work itself (no Temporal, no Faultline).
+ */
+import { burnCpu } from '../src/activities/synthetic';
+import { thumbnailWork } from './naive-activities';
+
+export interface RawShare {
+  kind: 'cpu1ms' | 'thumbnail';
+  from: number;
+  to: number;
+  source: string;
+  outDir: string;
+}
+
+process.on('message', (share: RawShare) => {
+  void (async () => {
+    for (let i = share.from; i < share.to; i++) {
+      if (share.kind === 'cpu1ms') await burnCpu(1);
+      else await thumbnailWork(share.source, share.outDir, `r${i}`);
+    }
+    process.send?.({ done: share.to - share.from }, () => process.disconnect());
+  })();
+});
+process.send?.({ ready: true });
