@@ -43,13 +43,17 @@ interface ModeResult {
   items: number;
   /** Processes doing the work. */
   workers: number;
+  /** CPU seconds used during the run: by the work processes, the Temporal server and the bench process (client, naive worker). */
+  cpuSeconds: Record<string, number>;
   outcome?: string;
   /** Largest history of the job or any of its slice runs, in bytes (the server's limit is 50 MB). */
   maxHistoryBytes?: number;
 }
 
-/** Resident memory of a process and all its descendants, in bytes (read from /proc). */
-function treeRss(root: number): number {
+const CLOCK_TICKS = 100; // USER_HZ on Linux
+
+/** A process and all its descendants (read from /proc). */
+function processTree(root: number): number[] {
   const parents = new Map<number, number>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -70,30 +74,51 @@ function treeRss(root: number): number {
       }
     }
   }
+  return [...tree];
+}
+
+function sumOver(pids: number[], read: (pid: number) => number): number {
   let total = 0;
-  for (const pid of tree) {
+  for (const pid of pids) {
     try {
-      total += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+      total += read(pid);
     } catch {
       // ended
     }
   }
   return total;
 }
+const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+/** CPU seconds (user + system) a process has used so far. */
+const cpuOf = (pid: number) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+};
 
-/** Samples the memory of the processes doing the work while `fn` runs. */
+interface Layout {
+  workers: number;
+  /** Memory of the processes doing the work. */
+  rss: () => number;
+  /** CPU seconds so far of each party worth naming (work processes, Temporal server, this bench process). */
+  cpu: () => Record<string, number>;
+}
+
+/** Samples memory and CPU of the processes doing the work while `fn` runs. */
 async function measure(
   items: number,
-  layout: { workers: number; rss: () => number },
+  layout: Layout,
   fn: () => Promise<{ completed: boolean; events: number | null; outcome?: string; maxHistoryBytes?: number; elapsedMs?: number }>,
 ): Promise<ModeResult> {
   let peak = layout.rss();
+  const cpuBefore = layout.cpu();
   const timer = setInterval(() => (peak = Math.max(peak, layout.rss())), 200);
   const started = performance.now();
   try {
     const { completed, events, outcome, maxHistoryBytes, elapsedMs: measured } = await fn();
     const elapsedMs = measured ?? Math.round(performance.now() - started);
     peak = Math.max(peak, layout.rss());
+    const cpuAfter = layout.cpu();
+    const cpuSeconds = Object.fromEntries(Object.entries(cpuAfter).map(([party, seconds]) => [party, Math.round((seconds - (cpuBefore[party] ?? 0)) * 10) / 10]));
     return {
       itemsPerSec: Math.round((items / (elapsedMs / 1000)) * 10) / 10,
       elapsedMs,
@@ -102,6 +127,7 @@ async function measure(
       peakRssMb: Math.round(peak / 1024 / 1024),
       items,
       workers: layout.workers,
+      cpuSeconds,
       ...(outcome ? { outcome } : {}),
       ...(maxHistoryBytes !== undefined ? { maxHistoryBytes } : {}),
     };
@@ -184,10 +210,16 @@ async function main(): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   say(`faultline worker: ${processes} processes; raw: ${cores} processes; naive: one worker`);
-  const faultlineLayout = { workers: processes, rss: () => treeRss(faultlineWorkers.pid ?? -1) };
-  const naiveLayout = { workers: 1, rss: () => process.memoryUsage().rss };
+  // Worker RSS is the worker processes only; the supervisor (a few MB of its own, more under tsx in a clone) is reported apart.
+  const workerPids = () => processTree(faultlineWorkers.pid ?? -1).filter((pid) => pid !== faultlineWorkers.pid);
+  const serverPid = server.process.pid ?? -1;
+  const parties = (work: () => number[]) => () => ({ work: sumOver(work(), cpuOf), server: sumOver(processTree(serverPid), cpuOf), bench: cpuOf(process.pid) });
+  const faultlineLayout: Layout = { workers: processes, rss: () => sumOver(workerPids(), rssOf), cpu: parties(() => processTree(faultlineWorkers.pid ?? -1)) };
+  const naiveLayout: Layout = { workers: 1, rss: () => process.memoryUsage().rss, cpu: parties(() => []) };
   const rawPids = { pids: [] as number[] };
-  const rawLayout = { workers: cores, rss: () => rawPids.pids.reduce((sum, pid) => sum + treeRss(pid), 0) };
+  const rawLayout: Layout = { workers: cores, rss: () => sumOver(rawPids.pids, rssOf), cpu: parties(() => []) }; // raw processes are gone when the run ends: their CPU is elapsed × cores
+  let supervisorPeakRss = 0;
+  const supervisorSampler = setInterval(() => (supervisorPeakRss = Math.max(supervisorPeakRss, sumOver([faultlineWorkers.pid ?? -1], rssOf))), 1_000);
   const connection = await Connection.connect({ address: server.address });
   const raw = new Client({ connection });
   const client = await FaultlineClient.connect({ config, connection });
@@ -327,6 +359,7 @@ async function main(): Promise<void> {
     machine: {
       cores,
       faultlineWorkerProcesses: processes,
+      faultlineSupervisorPeakRssMb: Math.round(supervisorPeakRss / 1024 / 1024),
       memoryGb: Math.round(os.totalmem() / 1024 ** 3),
       node: process.version,
       temporalCli: execFileSync(ensureTemporalCli(), ['--version']).toString().trim(),
@@ -341,6 +374,7 @@ async function main(): Promise<void> {
       thumbnails_faultline_vs_naive: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.naive?.itemsPerSec),
     },
   };
+  clearInterval(supervisorSampler);
   naiveWorker.shutdown();
   await naiveRunning;
   const workersGone = new Promise((resolve) => faultlineWorkers.once('exit', resolve));
@@ -361,7 +395,7 @@ async function main(): Promise<void> {
     for (const [mode, r] of Object.entries(modes)) {
       const history = r.maxHistoryBytes === undefined ? '-' : `${(r.maxHistoryBytes / 1024 / 1024).toFixed(2)} MB`;
       console.log(
-        `${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.workers).padStart(5)} ${String(r.items).padStart(8)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}`,
+        `${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.workers).padStart(5)} ${String(r.items).padStart(8)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}  cpu s ${JSON.stringify(r.cpuSeconds)}`,
       );
     }
   }

@@ -2,7 +2,7 @@
  * The typed client API: validate and start jobs, wait for results, follow progress, retry,
  * cancel and list. The CLI is a thin layer over this.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import {
   Client,
   Connection,
@@ -51,6 +51,7 @@ import {
   awaitResultUpdate,
   cancelUpdate,
   followUpJobId,
+  jobIdProblem,
   newJobId,
   normalizeJobInput,
   normalizeSpec,
@@ -133,7 +134,17 @@ export function jobResultOf(error: unknown): JobResult | undefined {
   return result && typeof result === 'object' && 'status' in result && 'counts' in result ? result : undefined;
 }
 
-export function specHash(spec: unknown): string {
+/**
+ * The idempotency hash kept in the memo. A webhook secret enters it only as an HMAC under the
+ * secret key (which sealing needs anyway), so the memo is no offline guessing oracle for it.
+ */
+export function specHash(spec: unknown, secretKey?: Buffer): string {
+  const webhook = (spec as { options?: { webhook?: { secret?: unknown } } } | null)?.options?.webhook;
+  if (secretKey && webhook && typeof webhook.secret === 'string') {
+    const digest = createHmac('sha256', secretKey).update(webhook.secret).digest('hex');
+    const options = (spec as { options: Record<string, unknown> }).options;
+    spec = { ...(spec as object), options: { ...options, webhook: { ...webhook, secret: `hmac-sha256:${digest}` } } };
+  }
   return createHash('sha256').update(JSON.stringify(spec)).digest('hex');
 }
 
@@ -200,8 +211,12 @@ export class FaultlineClient {
 
   /** Validates, seals secrets, moves large specs to storage, and starts the job. Idempotent per `jobId`. */
   async start(rawSpec: unknown, options: { jobId?: string; retryOf?: string } = {}): Promise<{ jobId: string; existing: boolean }> {
+    const idProblem = options.jobId === undefined ? undefined : jobIdProblem(options.jobId);
+    if (idProblem)
+      throw new FaultlineClientError('invalid', `invalid job id ${JSON.stringify(options.jobId?.slice(0, 80))}: ${idProblem}`, [{ path: 'jobId', code: 'invalid_job_id', message: idProblem }]);
     const validated = this.validate(rawSpec);
-    const hash = specHash(rawSpec);
+    const secretKey = validated.options?.webhook?.secret ? this.secretKey() : undefined;
+    const hash = specHash(rawSpec, secretKey);
     const spec = normalizeSpec(this.sealSecrets(validated));
     const jobId = options.jobId ?? newJobId(randomBytes(6).toString('hex'));
     const json = JSON.stringify(spec);
@@ -238,7 +253,8 @@ export class FaultlineClient {
       if (error instanceof WorkflowExecutionAlreadyStartedError) {
         const description = await this.client.workflow.getHandle(jobId).describe();
         const existingHash = (description.memo as Record<string, unknown> | undefined)?.specHash;
-        if (existingHash === hash) return { jobId, existing: true };
+        // Jobs started before secrets were keyed hold the plain hash.
+        if (existingHash === hash || (secretKey && existingHash === specHash(rawSpec))) return { jobId, existing: true };
         throw new FaultlineClientError('conflict', `conflict: job ${jobId} already exists with a different spec`);
       }
       throw this.wrap(error, jobId);
@@ -516,16 +532,20 @@ export class FaultlineClient {
     return entries;
   }
 
-  private sealSecrets(spec: JobSpec): JobSpec {
-    const webhook = spec.options?.webhook;
-    if (!webhook?.secret) return spec;
+  private secretKey(): Buffer {
     const key = loadSecretKey(this.options.config.secretKey, this.options.config.storage, false);
     if (!key)
       throw new FaultlineClientError('invalid', 'a webhook secret needs FAULTLINE_SECRET_KEY (or run `faultline dev`, which creates one) so it never travels in clear', [
         { path: 'options.webhook.secret', code: 'no_key', message: 'no encryption key configured' },
       ]);
+    return key;
+  }
+
+  private sealSecrets(spec: JobSpec): JobSpec {
+    const webhook = spec.options?.webhook;
+    if (!webhook?.secret) return spec;
     const { secret, ...rest } = webhook;
-    return { ...spec, options: { ...spec.options, webhook: { ...rest, secretEncrypted: encryptSecret(secret, key) } } };
+    return { ...spec, options: { ...spec.options, webhook: { ...rest, secretEncrypted: encryptSecret(secret, this.secretKey()) } } };
   }
 
   private wrap(error: unknown, jobId?: string): Error {

@@ -26,6 +26,8 @@ export const ConfigSchema = z.object({
   shutdownGraceMs: z.number().int().min(0).default(10_000),
   /** Worker processes per `faultline worker` / `faultline dev` (default: one per core). */
   workerProcesses: z.coerce.number().int().min(1).max(256).default(os.availableParallelism()),
+  /** V8 heap limit per supervised worker process in MB; 0 leaves V8's default. */
+  workerMaxHeapMb: z.coerce.number().int().min(0).max(65_536).default(384),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 
@@ -62,6 +64,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     maxConcurrentActivities: env[ENV.maxConcurrentActivities] || undefined,
     shutdownGraceMs: parsedGrace?.success ? parsedGrace.data : undefined,
     workerProcesses: env[ENV.workerProcesses] || undefined,
+    workerMaxHeapMb: env[ENV.workerMaxHeapMb] || undefined,
   };
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {

@@ -6,13 +6,15 @@
  * vanishes (SIGKILL) notices through its IPC channel and shuts itself down.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ENV } from './shared/constants';
 import type { Logger } from './logger';
-import { prebuiltWorkflowBundle, writeWorkflowBundle } from './workflow-bundle';
+import { prebuiltWorkflowBundle } from './workflow-bundle';
 
+const CLI = path.resolve(__dirname, '..', 'bin', 'faultline.js');
 /** A process that lived this long before dying restarts at once; quicker deaths back off. */
 const STABLE_AFTER_MS = 30_000;
 const MAX_RESTART_DELAY_MS = 5_000;
@@ -23,6 +25,8 @@ export interface SupervisorOptions {
   env?: NodeJS.ProcessEnv;
   /** How long a process may take to hand its work back before it is killed. */
   shutdownGraceMs: number;
+  /** V8 old-space limit of each process in MB (0: V8's default, which grows to a quarter of RAM before collecting hard). */
+  maxHeapMb?: number;
 }
 
 interface Slot {
@@ -49,7 +53,8 @@ export class WorkerSupervisor {
     if (!this.bundle) {
       const started = performance.now();
       this.bundleDir = await mkdtemp(path.join(os.tmpdir(), 'faultline-bundle-'));
-      this.bundle = await writeWorkflowBundle(path.join(this.bundleDir, 'workflow-bundle.js'));
+      // In a short-lived process: webpack would keep ~200 MB in the supervisor for its whole life.
+      this.bundle = await this.bundleInChild(path.join(this.bundleDir, 'workflow-bundle.js'));
       this.options.logger.debug({ ms: Math.round(performance.now() - started) }, 'workflow bundle built once for all worker processes');
     }
     for (let index = 0; index < this.options.processes; index++) {
@@ -60,6 +65,13 @@ export class WorkerSupervisor {
     this.options.logger.info({ processes: this.options.processes }, 'worker processes started');
   }
 
+  private async bundleInChild(file: string): Promise<string> {
+    const child = spawn(process.execPath, [CLI, 'bundle', file], { stdio: ['ignore', 'inherit', 'inherit'], env: this.options.env ?? process.env });
+    const [code] = (await once(child, 'exit')) as [number | null];
+    if (code !== 0) throw new Error(`building the workflow bundle failed (exit ${code})`);
+    return file;
+  }
+
   /** Live worker process ids (chaos tests pick their victims here). */
   pids(): number[] {
     return this.slots.flatMap((slot) => (slot.child?.pid !== undefined && slot.child.exitCode === null && slot.child.signalCode === null ? [slot.child.pid] : []));
@@ -67,9 +79,11 @@ export class WorkerSupervisor {
 
   private launch(slot: Slot): void {
     if (this.stopping) return;
-    const cli = path.resolve(__dirname, '..', 'bin', 'faultline.js');
     const env = { ...(this.options.env ?? process.env), [ENV.workerProcesses]: '1', ...(this.bundle ? { [ENV.workflowBundle]: this.bundle } : {}) };
-    const child = spawn(process.execPath, [cli, 'worker', '--processes', '1'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env });
+    const heap = this.options.maxHeapMb ? [`--max-old-space-size=${this.options.maxHeapMb}`] : [];
+    // Extra node flags for the worker processes only, e.g. `--cpu-prof` (not allowed in NODE_OPTIONS).
+    const nodeArgs = ((this.options.env ?? process.env)[ENV.workerNodeArgs] ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...heap, ...nodeArgs, CLI, 'worker', '--processes', '1'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env });
     slot.child = child;
     slot.startedAt = Date.now();
     child.once('exit', (code, signal) => {

@@ -29,7 +29,13 @@ export async function runDev(options: { port: number; uiPort: number; db: DevDat
   logger.info({ address: server.address, ui: server.uiUrl, db: db ?? 'in-memory (--ephemeral)' }, 'Temporal dev server started');
   console.error(`Temporal Web UI: ${server.uiUrl ?? 'off'}   gRPC: ${server.address}   namespace: ${DEFAULT_NAMESPACE}`);
 
-  const workers = new WorkerSupervisor({ processes: config.workerProcesses, logger, shutdownGraceMs: config.shutdownGraceMs, env: { ...process.env, [ENV.address]: server.address } });
+  const workers = new WorkerSupervisor({
+    processes: config.workerProcesses,
+    logger,
+    shutdownGraceMs: config.shutdownGraceMs,
+    maxHeapMb: config.workerMaxHeapMb,
+    env: { ...process.env, [ENV.address]: server.address },
+  });
   let stopRequested!: () => void;
   const stopped = new Promise<void>((resolve) => (stopRequested = resolve));
   process.on('SIGINT', () => stopRequested());

@@ -14,6 +14,8 @@ import { collectGarbage, parseAge } from './gc';
 import { DevPortBusy, runDev } from './dev';
 import { runWorker } from '../worker';
 import { superviseWorkers } from '../supervisor';
+import { writeWorkflowBundle } from '../workflow-bundle';
+import path from 'node:path';
 import { ENV } from '../shared/constants';
 
 class UsageError extends Error {}
@@ -35,6 +37,11 @@ async function readSpec(file: string): Promise<unknown> {
   } catch (error) {
     throw new UsageError(`cannot read spec ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
+  return parseSpecText(text, file);
+}
+
+/** A spec file's text as JSON, or a typed `invalid` error naming the file (never a stack trace). */
+export function parseSpecText(text: string, file: string): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch (error) {
@@ -90,7 +97,15 @@ export function buildProgram(): Command {
       const processes = opts.processes === undefined ? config.workerProcesses : parseCount(opts.processes, '--processes');
       const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'faultline-worker' });
       if (processes === 1) await runWorker({ config, logger });
-      else await superviseWorkers({ processes, logger, shutdownGraceMs: config.shutdownGraceMs });
+      else await superviseWorkers({ processes, logger, shutdownGraceMs: config.shutdownGraceMs, maxHeapMb: config.workerMaxHeapMb });
+    });
+
+  program
+    .command('bundle', { hidden: true })
+    .description('write the workflow bundle to a file (npm run build; supervisors build theirs this way)')
+    .argument('<file>', 'where to write it')
+    .action(async (file: string) => {
+      await writeWorkflowBundle(path.resolve(file));
     });
 
   program

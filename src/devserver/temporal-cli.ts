@@ -158,7 +158,9 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=${type}`);
   const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
   let stderr = '';
+  let firstLines = '';
   child.stderr?.on('data', (chunk: Buffer) => {
+    if (firstLines.length < 2_000) firstLines += chunk.toString();
     stderr = (stderr + chunk.toString()).slice(-4_000);
   });
   // Never leave a server behind when the owning process ends, however it ends.
@@ -170,7 +172,11 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   let exited = false;
   child.once('exit', () => (exited = true));
   while (!(await isReachable(address, 500))) {
-    if (exited) throw new TemporalCliUnavailable(`temporal dev server exited early: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    if (exited) {
+      // A Go panic's first lines say why; its last ones are only the stack.
+      const why = firstLines.split('\n').find((line) => /panic|error|fatal|address already in use/i.test(line)) ?? stderr.trim().split('\n').slice(-3).join(' | ');
+      throw new TemporalCliUnavailable(`temporal dev server exited early: ${why.trim().slice(0, 500)}`);
+    }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new TemporalCliUnavailable(`temporal dev server did not start on ${address} in time`);

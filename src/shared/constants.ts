@@ -31,6 +31,8 @@ export const ENV = {
   shutdownGrace: 'FAULTLINE_SHUTDOWN_GRACE',
   healthFile: 'FAULTLINE_HEALTH_FILE',
   workerProcesses: 'FAULTLINE_WORKER_PROCESSES',
+  workerMaxHeapMb: 'FAULTLINE_WORKER_MAX_HEAP_MB',
+  workerNodeArgs: 'FAULTLINE_WORKER_NODE_ARGS',
   /** Set by a supervisor for its processes: the workflow bundle it built once. */
   workflowBundle: 'FAULTLINE_WORKFLOW_BUNDLE',
 } as const;

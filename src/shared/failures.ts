@@ -100,7 +100,20 @@ export function toErrorReport(err: unknown, ctx: ReportContext, depth = 0): Erro
       details: { errorName: err.name, ...(err.stack ? { stack: redactText(err.stack) } : {}), ...causeOf(err) },
     });
   }
-  return makeReport({ ...base, type: ErrorTypes.UnexpectedItemError, message: redactText(String(err)), details: {} });
+  return makeReport({ ...base, type: ErrorTypes.UnexpectedItemError, message: redactText(describeThrown(err)), details: {} });
+}
+
+/** Text for a thrown non-Error; String() itself throws for values like `{ toString: 1 }` or null-prototype objects. */
+function describeThrown(value: unknown): string {
+  try {
+    return String(value);
+  } catch {
+    try {
+      return JSON.stringify(value) ?? Object.prototype.toString.call(value);
+    } catch {
+      return Object.prototype.toString.call(value);
+    }
+  }
 }
 
 /** Turns a report into an ApplicationFailure that carries the report in `details[0]`. */

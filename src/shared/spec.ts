@@ -18,6 +18,16 @@ export const LIMITS = {
 } as const;
 
 export const ITEM_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+/** Job ids name storage folders and Web UI links: the same safe alphabet as item ids (so no two ids share a folder and none escapes it), room for `.retry-N` suffixes. */
+export const JOB_ID_PATTERN = ITEM_ID_PATTERN;
+export const MAX_JOB_ID_LENGTH = 200;
+
+/** Why a caller-chosen job id (`--id`) is refused, or undefined when it is fine. */
+export function jobIdProblem(jobId: string): string | undefined {
+  if (jobId.length === 0 || jobId.length > MAX_JOB_ID_LENGTH) return `job ids have 1 to ${MAX_JOB_ID_LENGTH} characters`;
+  if (!JOB_ID_PATTERN.test(jobId)) return 'job ids use letters, digits, ".", "_" and "-", starting with a letter or digit';
+  return undefined;
+}
 export const SUPPORTED_SOURCE_SCHEMES = ['file:', 'http:', 'https:'] as const;
 
 const durationString = z.string().superRefine((raw, ctx) => {
