@@ -3,6 +3,8 @@
  * cancel and list. The CLI is a thin layer over this.
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
+import { dataConverterFor } from './codec';
 import {
   Client,
   Connection,
@@ -81,7 +83,8 @@ export class FaultlineClientError extends Error {
 export const INLINE_SPEC_LIMIT_BYTES = 256 * 1024;
 
 export interface FaultlineClientOptions {
-  config: Pick<Config, 'address' | 'namespace' | 'apiKey' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsServerName' | 'storage' | 'secretKey'> & { taskQueue?: string };
+  config: Pick<Config, 'address' | 'namespace' | 'apiKey' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsServerName' | 'storage' | 'secretKey'> &
+    Partial<Pick<Config, 'payloadKey' | 'payloadKeysOld'>> & { taskQueue?: string };
   registry?: PipelineRegistry;
   /** Reuse an existing connection (tests, embedding). */
   connection?: Connection;
@@ -190,7 +193,8 @@ export class FaultlineClient {
         throw new FaultlineClientError('unreachable', `cannot reach Temporal at ${options.config.address}: ${(error as Error).message.split('\n')[0]}`, [], { cause: error });
       }
     }
-    const client = new Client({ connection, namespace: options.config.namespace });
+    const dataConverter = dataConverterFor(options.config);
+    const client = new Client({ connection, namespace: options.config.namespace, ...(dataConverter ? { dataConverter } : {}) });
     return new FaultlineClient(client, connection, owns, options);
   }
 
@@ -428,7 +432,7 @@ export class FaultlineClient {
     const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
     const payload = started?.input?.payloads?.[0];
     if (!payload?.data) throw new FaultlineClientError('not_found', `cannot read the spec of ${jobId}`);
-    const input = normalizeJobInput(await this.client.options.loadedDataConverter.payloadConverter.fromPayload(payload));
+    const input = normalizeJobInput(await decodeFromPayloadsAtIndex(this.client.options.loadedDataConverter, 0, started?.input?.payloads));
     if (!input) throw new FaultlineClientError('not_found', `job ${jobId} has no spec`);
     if (input.job.kind === 'inline') return input.job.spec;
     return (await createStorage(this.options.config.storage).readSpec(input.job.ref)) as JobSpec;

@@ -20,6 +20,11 @@ export const ConfigSchema = z.object({
   allowedRoots: z.array(z.string().min(1)),
   allowedHosts: z.array(z.string().min(1)),
   secretKey: optionalString,
+  /** AES-256 key that encrypts every payload in Temporal (src/codec.ts); old keys only decrypt. */
+  payloadKey: optionalString,
+  payloadKeysOld: optionalString,
+  /** Bearer token `faultline codec-server` requires, when set. */
+  codecToken: optionalString,
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   logFormat: z.enum(['json', 'pretty', 'auto']).default('auto'),
   maxConcurrentActivities: z.coerce.number().int().min(1).max(10_000).default(100),
@@ -59,6 +64,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     allowedRoots: (list(env[ENV.allowedRoots], path.delimiter).length > 0 ? list(env[ENV.allowedRoots], path.delimiter) : [cwd]).map((root) => path.resolve(cwd, root)),
     allowedHosts: list(env[ENV.allowedHosts], ',').map((host) => host.toLowerCase()),
     secretKey: env[ENV.secretKey],
+    payloadKey: env[ENV.payloadKey],
+    payloadKeysOld: env[ENV.payloadKeysOld],
+    codecToken: env[ENV.codecToken],
     logLevel: env[ENV.logLevel] || undefined,
     logFormat: env[ENV.logFormat] || undefined,
     maxConcurrentActivities: env[ENV.maxConcurrentActivities] || undefined,

@@ -55,6 +55,11 @@ export class WorkerSupervisor {
       this.bundleDir = await mkdtemp(path.join(os.tmpdir(), 'faultline-bundle-'));
       // In a short-lived process: webpack would keep ~200 MB in the supervisor for its whole life.
       this.bundle = await this.bundleInChild(path.join(this.bundleDir, 'workflow-bundle.js'));
+      if (!this.bundle) {
+        this.stopping = true; // interrupted while bundling: start nothing
+        await rm(this.bundleDir, { recursive: true, force: true });
+        return;
+      }
       this.options.logger.debug({ ms: Math.round(performance.now() - started) }, 'workflow bundle built once for all worker processes');
     }
     for (let index = 0; index < this.options.processes; index++) {
@@ -65,10 +70,12 @@ export class WorkerSupervisor {
     this.options.logger.info({ processes: this.options.processes }, 'worker processes started');
   }
 
-  private async bundleInChild(file: string): Promise<string> {
+  /** Undefined when Ctrl-C (SIGINT/SIGTERM to the group) stopped the bundler: the caller is stopping anyway. */
+  private async bundleInChild(file: string): Promise<string | undefined> {
     const child = spawn(process.execPath, [CLI, 'bundle', file], { stdio: ['ignore', 'inherit', 'inherit'], env: this.options.env ?? process.env });
-    const [code] = (await once(child, 'exit')) as [number | null];
-    if (code !== 0) throw new Error(`building the workflow bundle failed (exit ${code})`);
+    const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+    if (signal === 'SIGINT' || signal === 'SIGTERM') return undefined;
+    if (code !== 0) throw new Error(`building the workflow bundle failed (exit ${code ?? signal})`);
     return file;
   }
 

@@ -20,6 +20,7 @@ import { loadSecretKey } from './secrets';
 import { ENV } from './shared/constants';
 import { createStorage } from './storage';
 import { prebuiltWorkflowBundle } from './workflow-bundle';
+import { dataConverterFor } from './codec';
 
 export interface FaultlineWorkerOptions {
   config: Config;
@@ -58,8 +59,10 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     ...createNotifyActivities({ allowedHosts: config.allowedHosts, secretKey: loadSecretKey(config.secretKey, config.storage, false), env: options.env ?? process.env, logger }),
     ...options.extraActivities,
   };
+  const dataConverter = dataConverterFor(config);
   const worker = await Worker.create({
     connection,
+    ...(dataConverter ? { dataConverter } : {}),
     namespace: config.namespace,
     taskQueue: config.taskQueue,
     activities,

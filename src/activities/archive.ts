@@ -3,6 +3,9 @@
  * Files are hard-linked into a staging folder first, so one that vanishes is counted and
  * reported (not fatal), and nothing can change under the packer.
  */
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { copyFile, link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -66,7 +69,8 @@ export function createArchiveActivities(deps: { allowedRoots: string[]; logger: 
       const candidates = records.filter((record) => record.status === 'Available' && record.location?.startsWith('file:'));
       const staging = path.join(dir, `.faultline-archive-${safeName(input.jobId)}-${input.round}`);
       const target = path.join(dir, `${safeName(input.jobId)}.tar.gz`);
-      const temp = `${target}.tmp`;
+      // A fresh name created exclusively: never written through a file or symlink someone left there.
+      const temp = `${target}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
       const packed: { path: string; item: string; output: string; bytes?: number; sha256?: string }[] = [];
       const missingFiles: string[] = [];
       await rm(staging, { recursive: true, force: true });
@@ -94,8 +98,13 @@ export function createArchiveActivities(deps: { allowedRoots: string[]; logger: 
         }
         await mkdir(staging, { recursive: true });
         await writeFile(path.join(staging, 'manifest.json'), JSON.stringify({ jobId: input.jobId, round: input.round, files: packed, missing: missingFiles }, null, 2));
-        await tar.c({ gzip: true, file: temp, cwd: staging, portable: true }, ['manifest.json', ...packed.map((entry) => entry.path)]);
-        await rename(temp, target);
+        try {
+          await pipeline(tar.c({ gzip: true, cwd: staging, portable: true }, ['manifest.json', ...packed.map((entry) => entry.path)]), createWriteStream(temp, { flags: 'wx' }));
+          await rename(temp, target);
+        } catch (error) {
+          await rm(temp, { force: true });
+          throw error;
+        }
       } finally {
         await rm(staging, { recursive: true, force: true });
         await rm(temp, { force: true });

@@ -4,7 +4,9 @@
  * in FAULTLINE_ALLOWED_HOSTS — checked on the resolved address, on every hop.
  */
 import { lookup as dnsLookup } from 'node:dns';
-import { readFile, stat } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
+import { PathMismatch, verifyDescriptorWithin } from '../storage';
 import net, { BlockList } from 'node:net';
 import { Agent, request } from 'undici';
 import { ErrorTypes, redactUrl } from '../shared';
@@ -236,17 +238,45 @@ function tooLarge(bytes: number, max: number): ItemError {
 
 async function readLocal(source: string, options: FetchOptions): Promise<Fetched> {
   const file = await resolveAllowedPath(source, options.allowedRoots, 'source', STEP);
+  // Opened without following a final symlink, then checked to be the very file that was allowed:
+  // a swap between the check and the open is refused, not read.
+  let handle: FileHandle;
   let size: number;
   try {
-    const info = await stat(file);
-    if (!info.isFile()) throw Object.assign(new Error('not a file'), { code: 'ENOENT' });
-    size = info.size;
+    handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') throw new ItemError({ type: ErrorTypes.SourceNotFound, message: `no such file: ${file}`, details: { path: file }, step: STEP });
-    if (code === 'EACCES' || code === 'EPERM') throw new ItemError({ type: ErrorTypes.SourceForbidden, message: `cannot read ${file}`, details: { path: file, code }, step: STEP });
-    throw error;
+    throw localReadError(error, file);
   }
-  if (size > options.maxBytes) throw tooLarge(size, options.maxBytes);
-  return { data: await readFile(file), from: file };
+  try {
+    try {
+      await verifyDescriptorWithin(handle.fd, file, file);
+    } catch (error) {
+      if (error instanceof PathMismatch) {
+        throw new ItemError({
+          type: ErrorTypes.SourceOutsideAllowedRoots,
+          class: 'invalid',
+          message: `source ${file} changed between its check and its open (${error.actual})`,
+          details: { path: file },
+          step: STEP,
+        });
+      }
+      throw error;
+    }
+    const info = await handle.stat();
+    if (!info.isFile()) throw new ItemError({ type: ErrorTypes.SourceNotFound, message: `not a file: ${file}`, details: { path: file }, step: STEP });
+    size = info.size;
+    if (size > options.maxBytes) throw tooLarge(size, options.maxBytes);
+    return { data: await handle.readFile(), from: file };
+  } finally {
+    await handle.close();
+  }
+}
+
+function localReadError(error: unknown, file: string): unknown {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ENOTDIR') return new ItemError({ type: ErrorTypes.SourceNotFound, message: `no such file: ${file}`, details: { path: file }, step: STEP });
+  if (code === 'EACCES' || code === 'EPERM') return new ItemError({ type: ErrorTypes.SourceForbidden, message: `cannot read ${file}`, details: { path: file, code }, step: STEP });
+  if (code === 'ELOOP')
+    return new ItemError({ type: ErrorTypes.SourceOutsideAllowedRoots, class: 'invalid', message: `source ${file} became a symlink after its check`, details: { path: file }, step: STEP });
+  return error;
 }

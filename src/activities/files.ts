@@ -87,6 +87,8 @@ const WRITE_ERRORS: Readonly<Record<string, { type: string; what: string }>> = {
   EROFS: { type: ErrorTypes.DestinationUnwritable, what: 'read-only file system' },
   ENOTDIR: { type: ErrorTypes.DestinationUnwritable, what: 'a path component is a file, not a directory' },
   EEXIST: { type: ErrorTypes.DestinationUnwritable, what: 'a file is where the output directory must be' },
+  EFAULTLINEPATH: { type: ErrorTypes.DestinationUnwritable, what: 'a symlink in the output path leads outside the destination' },
+  ELOOP: { type: ErrorTypes.DestinationUnwritable, what: 'a symlink where the output file must be' },
   EISDIR: { type: ErrorTypes.DestinationUnwritable, what: 'the output path is a directory' },
 };
 
@@ -102,7 +104,7 @@ export function writeError(error: unknown, target: string, step: string): unknow
 export async function writeOutputFile(dir: string, item: string, name: string, data: Buffer | string, step = 'deliver'): Promise<WrittenFile> {
   const target = path.join(dir, item, name);
   try {
-    await writeFileAtomic(target, data);
+    await writeFileAtomic(target, data, dir);
   } catch (error) {
     throw writeError(error, target, step);
   }

@@ -6,6 +6,8 @@ import { loadSecretKey } from '../secrets';
 import { isReachable, startDevServer } from '../devserver/temporal-cli';
 import { DEFAULT_NAMESPACE, ENV } from '../shared/constants';
 import { WorkerSupervisor } from '../supervisor';
+import { codecFromConfig } from '../codec';
+import { startCodecServer, uiOrigins } from '../codec-server';
 
 /** Where the dev server keeps its state: a SQLite file (default: `dev.db` in job storage, git-ignored) or memory. */
 export type DevDatabase = { kind: 'file'; path?: string } | { kind: 'memory' };
@@ -25,7 +27,19 @@ export async function runDev(options: { port: number; uiPort: number; db: DevDat
   }
   loadSecretKey(config.secretKey, config.storage, true); // one shared key for webhook secrets, git-ignored
   const db = options.db.kind === 'memory' ? undefined : (options.db.path ?? path.join(config.storage, 'dev.db'));
-  const server = await startDevServer({ port: options.port, uiPort: options.uiPort, ...(db ? { db } : {}), log: (line) => logger.info(line) });
+  // With payload encryption on, the Web UI decodes through a codec server started here.
+  const codec = codecFromConfig(config);
+  const codecServer = codec
+    ? await startCodecServer({ codec, port: 0, origins: uiOrigins(options.uiPort), ...(config.codecToken ? { token: config.codecToken } : {}), log: (line) => logger.warn(line) })
+    : undefined;
+  const server = await startDevServer({
+    port: options.port,
+    uiPort: options.uiPort,
+    ...(db ? { db } : {}),
+    ...(codecServer ? { uiCodecEndpoint: codecServer.url } : {}),
+    log: (line) => logger.info(line),
+  });
+  if (codecServer) logger.info({ codecServer: codecServer.url }, 'payloads are encrypted (FAULTLINE_PAYLOAD_KEY); the Web UI decodes them through the codec server');
   logger.info({ address: server.address, ui: server.uiUrl, db: db ?? 'in-memory (--ephemeral)' }, 'Temporal dev server started');
   console.error(`Temporal Web UI: ${server.uiUrl ?? 'off'}   gRPC: ${server.address}   namespace: ${DEFAULT_NAMESPACE}`);
 
@@ -45,5 +59,6 @@ export async function runDev(options: { port: number; uiPort: number; db: DevDat
   logger.info('stopping workers and dev server');
   await workers.stop();
   await server.stop();
+  await codecServer?.close();
   return 0;
 }

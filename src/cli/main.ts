@@ -15,6 +15,8 @@ import { DevPortBusy, runDev } from './dev';
 import { runWorker } from '../worker';
 import { superviseWorkers } from '../supervisor';
 import { writeWorkflowBundle } from '../workflow-bundle';
+import { PayloadKeyError, codecFromConfig } from '../codec';
+import { startCodecServer, uiOrigins } from '../codec-server';
 import path from 'node:path';
 import { ENV } from '../shared/constants';
 
@@ -98,6 +100,33 @@ export function buildProgram(): Command {
       const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'faultline-worker' });
       if (processes === 1) await runWorker({ config, logger });
       else await superviseWorkers({ processes, logger, shutdownGraceMs: config.shutdownGraceMs, maxHeapMb: config.workerMaxHeapMb });
+    });
+
+  program
+    .command('codec-server')
+    .description(`serve Temporal's remote codec protocol (/encode, /decode) with ${ENV.payloadKey}, so the Web UI and \`temporal --codec-endpoint\` show encrypted payloads`)
+    .option('--port <n>', 'port to listen on', '8888')
+    .option('--host <address>', 'address to listen on', '127.0.0.1')
+    .option('--origin <url>', 'a Web UI origin allowed to call it (repeatable; default: http://localhost:8233 and http://localhost:8080)', collect)
+    .action(async (opts: { port: string; host: string; origin?: string[] }) => {
+      const config = loadConfig();
+      const codec = codecFromConfig(config);
+      if (!codec) throw new UsageError(`codec-server needs ${ENV.payloadKey} (the key the workers use)`);
+      const origins = opts.origin ?? [...uiOrigins(8233), ...uiOrigins(8080)];
+      const server = await startCodecServer({
+        codec,
+        port: parsePort(opts.port, '--port'),
+        host: opts.host,
+        origins,
+        ...(config.codecToken ? { token: config.codecToken } : {}),
+        log: (line) => console.error(line),
+      });
+      console.error(`codec server on ${server.url} (key ${codec.currentKeyId}; origins ${origins.join(', ')}${config.codecToken ? '; bearer token required' : ''}); Ctrl-C stops it`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await server.close();
     });
 
   program
@@ -371,7 +400,7 @@ function reportError(error: unknown): number {
     for (const issue of error.issues) console.error(`  - ${issue.path}: ${issue.message} [${issue.code}]`);
     return error.exitCode;
   }
-  if (error instanceof UsageError || error instanceof ConfigError || error instanceof DevPortBusy) {
+  if (error instanceof UsageError || error instanceof ConfigError || error instanceof DevPortBusy || error instanceof PayloadKeyError) {
     console.error(`error: ${error.message}`);
     return 2;
   }

@@ -138,6 +138,8 @@ export interface DevServerOptions {
   ui?: boolean;
   namespace?: string;
   log?: (line: string) => void;
+  /** Remote codec the Web UI decodes payloads through (`faultline codec-server`). */
+  uiCodecEndpoint?: string;
   /** Seconds to wait for the server to accept connections. */
   readyTimeoutSec?: number;
 }
@@ -149,7 +151,7 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   const ui = options.ui ?? true;
   const uiPort = options.uiPort ?? (ui ? await freePort() : undefined);
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--log-level', 'error', '--namespace', options.namespace ?? 'default'];
-  if (ui && uiPort) args.push('--ui-port', String(uiPort));
+  if (ui && uiPort) args.push('--ui-port', String(uiPort), ...(options.uiCodecEndpoint ? ['--ui-codec-endpoint', options.uiCodecEndpoint] : []));
   else args.push('--headless');
   if (options.db) {
     await mkdir(path.dirname(path.resolve(options.db)), { recursive: true });

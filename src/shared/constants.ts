@@ -33,6 +33,9 @@ export const ENV = {
   workerProcesses: 'FAULTLINE_WORKER_PROCESSES',
   workerMaxHeapMb: 'FAULTLINE_WORKER_MAX_HEAP_MB',
   workerNodeArgs: 'FAULTLINE_WORKER_NODE_ARGS',
+  payloadKey: 'FAULTLINE_PAYLOAD_KEY',
+  payloadKeysOld: 'FAULTLINE_PAYLOAD_KEYS_OLD',
+  codecToken: 'FAULTLINE_CODEC_TOKEN',
   /** Set by a supervisor for its processes: the workflow bundle it built once. */
   workflowBundle: 'FAULTLINE_WORKFLOW_BUNDLE',
 } as const;

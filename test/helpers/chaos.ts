@@ -352,7 +352,7 @@ async function checkJob(name: string, spec: JobSpec, result: JobResult, records:
     if (!entry.isFile()) continue;
     const file = path.join(entry.parentPath, entry.name);
     if (locations.has(file)) continue;
-    if (file.endsWith('.tmp')) report.strayTempFiles += 1;
+    if (/\.tmp(-|$)/.test(path.basename(file))) report.strayTempFiles += 1;
     else violation(`${name}: unexpected file ${file}`);
   }
 }

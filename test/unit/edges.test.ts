@@ -3,7 +3,8 @@
  * and ItemError keeping the underlying error as its cause chain.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, open, readFile, readdir, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -15,6 +16,7 @@ import { writeError, writeOutputFile } from '../../src/activities/files';
 import { createNotifyActivities } from '../../src/activities/notify';
 import { ItemError } from '../../src/activities/types';
 import { ErrorTypes, type JobResult } from '../../src/shared';
+import { PathMismatch, verifyDescriptorWithin, writeFileAtomic } from '../../src/storage';
 
 let dir: string;
 before(async () => {
@@ -56,6 +58,54 @@ describe('write errors', () => {
       assert.equal(error.report.step, 'work');
       return true;
     });
+  });
+});
+
+describe('descriptor-safe writes', () => {
+  it('many writers of one target at once all succeed (other jobs may share a destination)', async () => {
+    const target = path.join(dir, 'shared', 'out.json');
+    await Promise.all(Array.from({ length: 20 }, (_, i) => writeFileAtomic(target, `{"writer":${i}}`)));
+    assert.match(await readFile(target, 'utf8'), /^\{"writer":\d+\}$/);
+    assert.deepEqual(await readdir(path.dirname(target)), ['out.json'], 'no temp file left behind');
+  });
+
+  it("sweeps a crashed writer's temp file of the same target, never a live writer's", async () => {
+    const target = path.join(dir, 'sweep', 'out.json');
+    await mkdir(path.dirname(target), { recursive: true });
+    const host = os.hostname().replace(/[^A-Za-z0-9]/g, '_');
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid;
+    const crashed = `out.json.tmp-${host}-${dead}-0123456789ab`;
+    const live = `out.json.tmp-${host}-${process.ppid}-0123456789ab`;
+    await writeFile(path.join(dir, 'sweep', crashed), 'half');
+    await writeFile(path.join(dir, 'sweep', live), 'in progress');
+    await writeFileAtomic(target, 'whole');
+    assert.deepEqual((await readdir(path.dirname(target))).sort(), [live, 'out.json'].sort());
+  });
+
+  it('an item directory planted as a symlink out of the destination is refused, and nothing is written there', async () => {
+    const destination = await realpath(await mkdtemp(path.join(dir, 'dest-')));
+    const elsewhere = await mkdtemp(path.join(dir, 'elsewhere-'));
+    await symlink(elsewhere, path.join(destination, 'victim'));
+    await assert.rejects(writeOutputFile(destination, 'victim', 'result.json', '{}', 'work'), (error: unknown) => {
+      assert.ok(error instanceof ItemError);
+      assert.equal(error.report.type, ErrorTypes.DestinationUnwritable);
+      assert.equal(error.report.details.code, 'EFAULTLINEPATH');
+      return true;
+    });
+    assert.deepEqual(await readdir(elsewhere), [], 'not even a temp file outside');
+  });
+
+  it('checks where an open descriptor really is', async () => {
+    const real = await realpath(await mkdtemp(path.join(dir, 'real-')));
+    await writeFile(path.join(real, 'f'), 'x');
+    await symlink(real, path.join(dir, 'link'));
+    const handle = await open(path.join(dir, 'link', 'f'), 'r');
+    try {
+      await verifyDescriptorWithin(handle.fd, path.join(real, 'f'), real);
+      await assert.rejects(verifyDescriptorWithin(handle.fd, path.join(dir, 'link', 'f'), path.join(dir, 'link')), PathMismatch);
+    } finally {
+      await handle.close();
+    }
   });
 });
 
