@@ -5,6 +5,7 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import { dataConverterFor } from './codec';
+import { SearchAttributesMissing, missingSearchAttributes } from './search-attributes-check';
 import {
   Client,
   Connection,
@@ -261,6 +262,7 @@ export class FaultlineClient {
         if (existingHash === hash || (secretKey && existingHash === specHash(rawSpec))) return { jobId, existing: true };
         throw new FaultlineClientError('conflict', `conflict: job ${jobId} already exists with a different spec`);
       }
+      await this.refuseWithoutSearchAttributes(error);
       throw this.wrap(error, jobId);
     }
   }
@@ -531,9 +533,22 @@ export class FaultlineClient {
         if (entries.length >= (filter.limit ?? 1_000)) break;
       }
     } catch (error) {
+      await this.refuseWithoutSearchAttributes(error);
       throw this.wrap(error);
     }
+    // Filters on unregistered attributes match nothing: say why instead of "no jobs".
+    if (entries.length === 0) await this.refuseWithoutSearchAttributes();
     return entries;
+  }
+
+  /** A namespace without Faultline's search attributes is named in one line (with how to register them), Temporal's own error kept as the cause. */
+  private async refuseWithoutSearchAttributes(cause?: unknown): Promise<void> {
+    if (cause !== undefined && isUnavailable(cause)) return;
+    const missing = await missingSearchAttributes(this.connection.operatorService, this.options.config.namespace);
+    if (missing && missing.length > 0) {
+      const problem = new SearchAttributesMissing(this.options.config.namespace, missing);
+      throw new FaultlineClientError('rejected', problem.message, [], { cause: cause ?? problem });
+    }
   }
 
   private secretKey(): Buffer {

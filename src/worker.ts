@@ -21,6 +21,7 @@ import { ENV } from './shared/constants';
 import { createStorage } from './storage';
 import { prebuiltWorkflowBundle } from './workflow-bundle';
 import { dataConverterFor } from './codec';
+import { SearchAttributesMissing, missingSearchAttributes } from './search-attributes-check';
 
 export interface FaultlineWorkerOptions {
   config: Config;
@@ -43,6 +44,11 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   const { config, logger } = options;
   installTemporalLogging(logger);
   const connection = options.connection ?? (await connectWorker(config, logger));
+  const missing = await missingSearchAttributes(connection.operatorService, config.namespace);
+  if (missing && missing.length > 0) {
+    if (!options.connection) await connection.close();
+    throw new SearchAttributesMissing(config.namespace, missing);
+  }
   const storage = createStorage(config.storage);
   protectFromSpecs(config.storage);
   const implementations: Record<string, PipelineImplementation> = {};

@@ -16,6 +16,7 @@ import { runWorker } from '../worker';
 import { superviseWorkers } from '../supervisor';
 import { writeWorkflowBundle } from '../workflow-bundle';
 import { PayloadKeyError, codecFromConfig } from '../codec';
+import { SearchAttributesMissing } from '../search-attributes-check';
 import { startCodecServer, uiOrigins } from '../codec-server';
 import path from 'node:path';
 import { ENV } from '../shared/constants';
@@ -397,14 +398,19 @@ function reportError(error: unknown): number {
   }
   if (error instanceof FaultlineClientError) {
     console.error(`error: ${error.message}`);
+    const cause = error.cause instanceof Error ? error.cause.message.split('\n')[0] : undefined;
+    if (cause && !error.message.includes(cause)) console.error(`  cause: ${cause}`);
     for (const issue of error.issues) console.error(`  - ${issue.path}: ${issue.message} [${issue.code}]`);
     return error.exitCode;
   }
-  if (error instanceof UsageError || error instanceof ConfigError || error instanceof DevPortBusy || error instanceof PayloadKeyError) {
+  if (error instanceof UsageError || error instanceof ConfigError || error instanceof DevPortBusy || error instanceof PayloadKeyError || error instanceof SearchAttributesMissing) {
     console.error(`error: ${error.message}`);
     return 2;
   }
   console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
+  // Temporal's own reason, one line, when ours wraps it.
+  const cause = error instanceof Error && error.cause instanceof Error ? error.cause.message.split('\n')[0] : undefined;
+  if (cause && !(error as Error).message.includes(cause)) console.error(`  cause: ${cause}`);
   if (process.env.FAULTLINE_DEBUG) console.error(error);
   return 1;
 }
