@@ -32,7 +32,7 @@ export const ConfigSchema = z.object({
   /** Worker processes per `faultline worker` / `faultline dev` (default: one per core). */
   workerProcesses: z.coerce.number().int().min(1).max(256).default(os.availableParallelism()),
   /** V8 heap limit per supervised worker process in MB; 0 leaves V8's default. */
-  workerMaxHeapMb: z.coerce.number().int().min(0).max(65_536).default(384),
+  workerMaxHeapMb: z.coerce.number().int().min(0).max(65_536).default(256),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 

@@ -1,5 +1,5 @@
 /**
- * The workflow bundle: prebuilt by `npm run build` (dist/workflow-bundle.js) for installed
+ * The workflow bundle: prebuilt by `npm run build` (dist/workflows.bundle.js) for installed
  * packages and images, otherwise bundled once by whoever starts workers (a supervisor bundles
  * once for all its processes and for every restart).
  */
@@ -13,7 +13,7 @@ const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() 
 /** The bundle `npm run build` emits next to the compiled code; only used when running compiled code, so a clone's edits are never shadowed by a stale build. */
 export function prebuiltWorkflowBundle(): string | undefined {
   if (!__filename.endsWith('.js')) return undefined;
-  const file = path.join(__dirname, 'workflow-bundle.js');
+  const file = path.join(__dirname, 'workflows.bundle.js');
   return existsSync(file) ? file : undefined;
 }
 

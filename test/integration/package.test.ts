@@ -1,0 +1,85 @@
+/**
+ * The package as a new user gets it: `npm pack` (builds dist/ with declarations and the prebuilt
+ * workflow bundle), installed into a scratch CommonJS project, where the README's client example
+ * (samples/client-example.ts) type-checks under `strict` and runs against a dev server served by
+ * the installed package's own `faultline worker`.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { type DevServer, startDevServer } from '../../src/devserver/temporal-cli';
+import { ROOT, eventually } from '../helpers/env';
+
+const run = promisify(execFile);
+const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+let dir: string;
+let server: DevServer;
+let worker: ChildProcess | undefined;
+
+before(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-package-'));
+  server = await startDevServer({ ui: false });
+});
+after(async () => {
+  worker?.kill('SIGTERM');
+  await server?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('the packed package', () => {
+  it('installs into a scratch project where the README client example type-checks (strict) and runs', async () => {
+    const { stdout } = await run(NPM, ['pack', '--json', '--pack-destination', dir], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024, timeout: 180_000 });
+    const [packed] = JSON.parse(stdout.slice(stdout.indexOf('['))) as { filename: string; files: { path: string }[] }[];
+    assert.ok(packed);
+    const files = packed.files.map((file) => file.path);
+    for (const wanted of ['dist/index.js', 'dist/index.d.ts', 'dist/workflows.bundle.js', 'bin/faultline.js', 'docs/CONTRACT.md', 'README.md'])
+      assert.ok(files.includes(wanted), `${wanted} is packed`);
+    assert.ok(!files.some((file) => file.startsWith('src/') || file.startsWith('test/')), 'no sources or tests in the package');
+
+    const project = path.join(dir, 'project');
+    await mkdir(project);
+    const manifest = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> };
+    await writeFile(path.join(project, 'package.json'), JSON.stringify({ name: 'scratch', private: true, type: 'commonjs' }));
+    await writeFile(
+      path.join(project, 'tsconfig.json'),
+      JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'node16', moduleResolution: 'node16', strict: true, outDir: 'out', types: ['node'] }, include: ['example.ts'] }),
+    );
+    await run(
+      NPM,
+      [
+        'install',
+        '--no-audit',
+        '--no-fund',
+        '--prefer-offline',
+        path.join(dir, packed.filename),
+        `typescript@${manifest.devDependencies.typescript}`,
+        `@types/node@${manifest.devDependencies['@types/node']}`,
+      ],
+      { cwd: project, timeout: 240_000, maxBuffer: 64 * 1024 * 1024 },
+    );
+    await copyFile(path.join(ROOT, 'samples', 'client-example.ts'), path.join(project, 'example.ts'));
+    const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8');
+    assert.ok(readme.includes(await readFile(path.join(project, 'example.ts'), 'utf8')), 'the README shows exactly this code');
+
+    // Strict type-check (the package's declarations and the Temporal types they name) and emit.
+    const typecheck = await run(path.join(project, 'node_modules', '.bin', 'tsc'), ['-p', '.'], { cwd: project }).catch((error: { stdout: string }) => error);
+    assert.equal(typecheck.stdout, '', `tsc: ${typecheck.stdout}`);
+
+    const env = { ...process.env, TEMPORAL_ADDRESS: server.address, FAULTLINE_TASK_QUEUE: 'faultline-package', FAULTLINE_STORAGE: path.join(dir, 'storage'), FAULTLINE_LOG_FORMAT: 'json' };
+    let logs = '';
+    worker = spawn(path.join(project, 'node_modules', '.bin', 'faultline'), ['worker', '--processes', '1'], { cwd: project, env, stdio: ['ignore', 'ignore', 'pipe'] });
+    worker.stderr?.on('data', (chunk: Buffer) => (logs += chunk.toString()));
+    process.once('exit', () => worker?.kill('SIGKILL'));
+    await eventually(() => logs.includes('"worker started"'), 60_000, `the installed worker to start: ${logs.slice(-500)}`);
+    assert.ok(!(await readdir(path.join(project, 'node_modules', 'faultline'))).includes('src'));
+
+    const example = await run(process.execPath, [path.join(project, 'out', 'example.js')], { cwd: project, env, timeout: 60_000 });
+    const line = JSON.parse(example.stdout.trim().split('\n').pop() ?? '{}') as { status?: string; counts?: { Available: number; Failed: number } };
+    assert.equal(line.status, 'PartiallySucceeded');
+    assert.deepEqual([line.counts?.Available, line.counts?.Failed], [1, 1]);
+  });
+});
