@@ -23,6 +23,17 @@ import { ENV } from '../shared/constants';
 
 class UsageError extends Error {}
 
+/** The same table as the README's "Exit codes" (docs/CONTRACT.md). */
+export const EXIT_CODES_HELP = `
+Exit codes:
+  0  done; for start --wait and result: Succeeded or Empty
+  1  the job Failed or was Cancelled; any other error (a worker that cannot start)
+  2  invalid input or usage, nothing was started; a rejected request (conflict, closed job,
+     nothing to retry); a bad configuration (FAULTLINE_*, missing search attributes, busy port)
+  3  the job PartiallySucceeded (start --wait, result)
+  4  cannot reach Temporal
+  5  no such job`;
+
 async function withClient<T>(fn: (client: FaultlineClient) => Promise<T>): Promise<T> {
   const config = loadConfig();
   const client = await FaultlineClient.connect({ config });
@@ -73,6 +84,7 @@ export function buildProgram(): Command {
   const program = new Command('faultline')
     .description('Durable batch jobs on Temporal that fail well: per-output statuses, typed errors, retries.')
     .showHelpAfterError('(run with --help for usage)')
+    .addHelpText('after', EXIT_CODES_HELP)
     .exitOverride();
 
   program
