@@ -4,7 +4,9 @@
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
+import { fileURLToPath } from 'node:url';
 import { dataConverterFor } from './codec';
+import { ItemsFileReader, isItemsRef, ndjsonLines, writeItemsFile } from './items-file';
 import { SearchAttributesMissing, missingSearchAttributes } from './search-attributes-check';
 import {
   Client,
@@ -219,11 +221,12 @@ export class FaultlineClient {
     const idProblem = options.jobId === undefined ? undefined : jobIdProblem(options.jobId);
     if (idProblem)
       throw new FaultlineClientError('invalid', `invalid job id ${JSON.stringify(options.jobId?.slice(0, 80))}: ${idProblem}`, [{ path: 'jobId', code: 'invalid_job_id', message: idProblem }]);
+    const itemsFrom = (rawSpec as { itemsFrom?: unknown } | null)?.itemsFrom;
+    if (itemsFrom !== undefined) return this.startFromItemsFile(rawSpec as Record<string, unknown>, itemsFrom, options);
     const validated = this.validate(rawSpec);
     const secretKey = validated.options?.webhook?.secret ? this.secretKey() : undefined;
     const hash = specHash(rawSpec, secretKey);
     const spec = normalizeSpec(this.sealSecrets(validated));
-    const jobId = options.jobId ?? newJobId(randomBytes(6).toString('hex'));
     const json = JSON.stringify(spec);
     let input: JobInput;
     if (json.length > INLINE_SPEC_LIMIT_BYTES) {
@@ -233,8 +236,86 @@ export class FaultlineClient {
     } else {
       input = { job: { kind: 'inline', spec } };
     }
+    // Jobs started before secrets were keyed hold the plain hash.
+    return this.startJob(input, spec, spec.items.length, secretKey ? [hash, specHash(rawSpec)] : [hash], options);
+  }
+
+  /**
+   * `itemsFrom`: a local NDJSON file (one item per line) streamed into job storage in chunks,
+   * each validated on the way (exact `items[i]` paths and line numbers), so neither this client
+   * nor any worker holds every item; workers read it slice by slice.
+   */
+  private async startFromItemsFile(raw: Record<string, unknown>, itemsFrom: unknown, options: { jobId?: string; retryOf?: string }): Promise<{ jobId: string; existing: boolean }> {
+    const { itemsFrom: _from, ...rest } = raw;
+    const issue = (path: string, code: string, message: string) => new FaultlineClientError('invalid', `invalid job spec (${path}: ${message})`, [{ path, code, message }]);
+    if (rest.items !== undefined) throw issue('itemsFrom', 'items_and_items_from', 'give items or itemsFrom, not both');
+    let file: string;
+    try {
+      if (typeof itemsFrom !== 'string' || !itemsFrom.startsWith('file:')) throw new Error('not a file URI');
+      file = fileURLToPath(itemsFrom);
+    } catch {
+      throw issue('itemsFrom', 'invalid_uri', 'itemsFrom is a file:///absolute/path of an NDJSON file (one item per line)');
+    }
+    const validatedHead = this.validate({ ...rest, items: [] });
+    const secretKey = validatedHead.options?.webhook?.secret ? this.secretKey() : undefined;
+    const { items: _none, ...head } = normalizeSpec(this.sealSecrets(validatedHead));
+    const registry = this.options.registry ?? builtInPipelines;
+    async function* checkedItems(): AsyncGenerator<string> {
+      const seen = new Set<string>();
+      let chunk: { item: unknown; number: number }[] = [];
+      let index = 0;
+      const flush = function* (): Generator<string> {
+        const validation = validateJobSpec({ ...head, items: chunk.map((entry) => entry.item) }, registry);
+        if (!validation.ok) {
+          const issues = validation.issues.map((found) => {
+            const at = /^items\[(\d+)\]/.exec(found.path);
+            const line = at ? chunk[Number(at[1])]?.number : undefined;
+            return { ...found, path: at ? found.path.replace(at[0], `items[${index - chunk.length + Number(at[1])}]`) : found.path, message: line ? `${found.message} (line ${line})` : found.message };
+          });
+          throw new FaultlineClientError('invalid', `invalid items in ${file} (${issues.length} issue(s))`, issues);
+        }
+        for (const [offset, item] of normalizeSpec(validation.spec).items.entries()) {
+          if (seen.has(item.id)) throw issue(`items[${index - chunk.length + offset}].id`, 'duplicate_id', `item id "${item.id}" appears more than once (line ${chunk[offset]?.number})`);
+          seen.add(item.id);
+          yield JSON.stringify(item);
+        }
+        chunk = [];
+      };
+      try {
+        for await (const { line, number } of ndjsonLines(file)) {
+          let item: unknown;
+          try {
+            item = JSON.parse(line);
+          } catch (error) {
+            throw issue(`items[${index}]`, 'invalid_json', `line ${number} is not JSON: ${(error as Error).message}`);
+          }
+          chunk.push({ item, number });
+          index += 1;
+          if (chunk.length >= 10_000) yield* flush();
+        }
+      } catch (error) {
+        if (error instanceof FaultlineClientError) throw error;
+        throw issue('itemsFrom', 'unreadable', `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+      }
+      if (chunk.length > 0) yield* flush();
+      if (index === 0) throw issue('itemsFrom', 'empty', `${file} has no items`);
+    }
+    const { ref, itemCount, sha256 } = await writeItemsFile(this.options.config.storage, head, checkedItems());
+    const hash = specHash({ ...rest, itemsSha256: sha256 }, secretKey);
+    return this.startJob({ job: { kind: 'stored', ref, head, itemCount } }, head, itemCount, [hash], options);
+  }
+
+  /** `hashes[0]` goes into the memo; any of them matches an existing job with the same id (older jobs hold older forms). */
+  private async startJob(
+    input: JobInput,
+    spec: Omit<JobSpec, 'items'>,
+    itemCount: number,
+    hashes: [string, ...string[]],
+    options: { jobId?: string; retryOf?: string },
+  ): Promise<{ jobId: string; existing: boolean }> {
+    const jobId = options.jobId ?? newJobId(randomBytes(6).toString('hex'));
+    const [hash] = hashes;
     if (options.retryOf) input.retryOf = options.retryOf;
-    const itemCount = spec.items.length;
     try {
       await this.client.workflow.start<typeof jobWorkflow>(WORKFLOW_TYPES.job, {
         taskQueue: this.taskQueue,
@@ -259,7 +340,7 @@ export class FaultlineClient {
         const description = await this.client.workflow.getHandle(jobId).describe();
         const existingHash = (description.memo as Record<string, unknown> | undefined)?.specHash;
         // Jobs started before secrets were keyed hold the plain hash.
-        if (existingHash === hash || (secretKey && existingHash === specHash(rawSpec))) return { jobId, existing: true };
+        if (hashes.some((candidate) => candidate === existingHash)) return { jobId, existing: true };
         throw new FaultlineClientError('conflict', `conflict: job ${jobId} already exists with a different spec`);
       }
       await this.refuseWithoutSearchAttributes(error);
@@ -437,6 +518,10 @@ export class FaultlineClient {
     const input = normalizeJobInput(await decodeFromPayloadsAtIndex(this.client.options.loadedDataConverter, 0, started?.input?.payloads));
     if (!input) throw new FaultlineClientError('not_found', `job ${jobId} has no spec`);
     if (input.job.kind === 'inline') return input.job.spec;
+    if (isItemsRef(input.job.ref)) {
+      const reader = new ItemsFileReader(this.options.config.storage);
+      return { ...(input.job.head as object), items: await reader.read(input.job.ref, 0, input.job.itemCount) } as JobSpec;
+    }
     return (await createStorage(this.options.config.storage).readSpec(input.job.ref)) as JobSpec;
   }
 

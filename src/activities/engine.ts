@@ -5,6 +5,7 @@
 import { rm } from 'node:fs/promises';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
+import { ItemsFileReader, isItemsRef } from '../items-file';
 import type { Logger } from 'pino';
 import {
   type BatchProgress,
@@ -38,7 +39,35 @@ export interface EngineDeps {
   logger: Logger;
 }
 
+/** Items per validation chunk of an items file: bounded memory, exact issue paths, ids unique across chunks. */
+const VALIDATE_CHUNK = 10_000;
+
+async function inspectItemsFile(
+  reader: ItemsFileReader,
+  ref: string,
+  registry: PipelineRegistry,
+): Promise<{ ok: true; itemCount: number } | { ok: false; issues: { path: string; code: string; message: string }[] }> {
+  const { head, count } = await reader.index(ref);
+  const issues: { path: string; code: string; message: string }[] = [];
+  const seen = new Set<string>();
+  for (let from = 0; from < count && issues.length < 100; from += VALIDATE_CHUNK) {
+    const chunk = await reader.read(ref, from, from + VALIDATE_CHUNK);
+    const validation = validateJobSpec({ ...(head as object), items: chunk }, registry);
+    if (!validation.ok) {
+      for (const issue of validation.issues) issues.push({ ...issue, path: issue.path.replace(/^items\[(\d+)\]/, (_, index: string) => `items[${from + Number(index)}]`) });
+      continue;
+    }
+    for (const [index, item] of validation.spec.items.entries()) {
+      if (seen.has(item.id)) issues.push({ path: `items[${from + index}].id`, code: 'duplicate_id', message: `item id "${item.id}" appears more than once` });
+      seen.add(item.id);
+    }
+  }
+  if (count === 0) issues.push({ path: 'items', code: 'empty', message: 'the items file has no items' });
+  return issues.length > 0 ? { ok: false, issues: issues.slice(0, 100) } : { ok: true, itemCount: count };
+}
+
 export function createEngineActivities(deps: EngineDeps) {
+  const itemsFiles = new ItemsFileReader(deps.storage.root);
   const specCache = new Map<string, unknown>();
   const loadSpec = async (ref: string) => {
     let spec = specCache.get(ref);
@@ -277,12 +306,14 @@ export function createEngineActivities(deps: EngineDeps) {
 
     /** Re-validates a spec passed by reference; returns its shape, never its items. */
     async inspectStoredSpec(ref: string): Promise<{ ok: true; itemCount: number } | { ok: false; issues: { path: string; code: string; message: string }[] }> {
+      if (isItemsRef(ref)) return inspectItemsFile(itemsFiles, ref, deps.registry);
       const spec = await loadSpec(ref);
       const validation = validateJobSpec(spec, deps.registry);
       return validation.ok ? { ok: true, itemCount: validation.spec.items.length } : { ok: false, issues: validation.issues };
     },
 
     async loadItems(input: { ref: string; from: number; to: number }): Promise<JobItem[]> {
+      if (isItemsRef(input.ref)) return (await itemsFiles.read(input.ref, input.from, input.to)) as JobItem[]; // validated by inspectStoredSpec
       const spec = await loadSpec(input.ref);
       return spec.items.slice(input.from, input.to);
     },

@@ -19,6 +19,7 @@ import { PayloadKeyError, codecFromConfig } from '../codec';
 import { SearchAttributesMissing } from '../search-attributes-check';
 import { startCodecServer, uiOrigins } from '../codec-server';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { ENV } from '../shared/constants';
 
 class UsageError extends Error {}
@@ -157,8 +158,15 @@ export function buildProgram(): Command {
     .option('--wait', 'wait for the result (exit code from its status)')
     .option('--json', 'print JSON only')
     .option('--id <jobId>', 'job id; also an idempotency key')
-    .action(async (file: string, opts: { wait?: boolean; json?: boolean; id?: string }) => {
-      const spec = await readSpec(file);
+    .option('--items <file>', 'items from an NDJSON file (one item per line) instead of the spec\'s "items": streamed into job storage, validated on the way; workers read it slice by slice')
+    .action(async (file: string, opts: { wait?: boolean; json?: boolean; id?: string; items?: string }) => {
+      const read = await readSpec(file);
+      let spec = read;
+      if (opts.items) {
+        if (!read || typeof read !== 'object' || Array.isArray(read)) throw new UsageError('the spec must be a JSON object');
+        if ('items' in read || 'itemsFrom' in read) throw new UsageError('--items replaces the spec\'s "items"/"itemsFrom": leave them out of the spec');
+        spec = { ...read, itemsFrom: pathToFileURL(path.resolve(opts.items)).toString() };
+      }
       await withClient(async (client) => {
         const started = await client.start(spec, opts.id ? { jobId: opts.id } : {});
         if (!opts.wait) {

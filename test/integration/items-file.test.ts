@@ -1,0 +1,128 @@
+/**
+ * Items where the workers are: `faultline start --items items.ndjson` streams the items into job
+ * storage (validated on the way, errors with line numbers); workers validate the file in chunks
+ * and read each slice from a byte offset; the job's history never holds the items.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
+import { ItemsFileReader, writeItemsFile } from '../../src/items-file';
+import { ErrorTypes, WORKFLOW_TYPES } from '../../src/shared';
+import { ROOT, type TestEnv, createTestEnv } from '../helpers/env';
+
+const run = promisify(execFile);
+let env: TestEnv;
+before(async () => {
+  env = await createTestEnv({ taskQueue: 'faultline-items-file' });
+  await env.startWorker();
+});
+after(async () => {
+  await env.teardown();
+});
+
+function cli(args: string[]) {
+  return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), ...args], { env: env.env, cwd: env.dir, maxBuffer: 64 * 1024 * 1024 }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+  );
+}
+
+const ndjson = (items: unknown[]) => items.map((item) => JSON.stringify(item)).join('\n') + '\n';
+
+describe('items from an NDJSON file', () => {
+  it('reads any range through the sparse offset index', async () => {
+    const items = Array.from({ length: 2_500 }, (_, i) => ({ id: `r${i}` }));
+    async function* lines() {
+      for (const item of items) yield JSON.stringify(item);
+    }
+    const { ref, itemCount } = await writeItemsFile(env.config.storage, { pipeline: 'synthetic' }, lines());
+    assert.equal(itemCount, 2_500);
+    const reader = new ItemsFileReader(env.config.storage);
+    assert.deepEqual(await reader.head(ref), { pipeline: 'synthetic' });
+    assert.deepEqual(await reader.read(ref, 999, 1_001), [{ id: 'r999' }, { id: 'r1000' }]);
+    assert.deepEqual((await reader.read(ref, 2_000, 2_600)).length, 500);
+    assert.deepEqual(await reader.read(ref, 0, 1), [{ id: 'r0' }]);
+    assert.deepEqual(await reader.read(ref, 2_500, 2_600), []);
+  });
+
+  it('a 1,500-item job runs from --items with exact results; its history never holds the items; --id stays idempotent', async () => {
+    const items = Array.from({ length: 1_500 }, (_, i) => ({ id: `item-${i}`, ...(i % 500 === 7 ? { params: { outcome: 'unprocessable' } } : {}) }));
+    await writeFile(path.join(env.dir, 'items.ndjson'), ndjson(items));
+    await writeFile(path.join(env.dir, 'head.json'), JSON.stringify({ pipeline: 'synthetic', options: { batchSize: 50 } }));
+    const started = await cli(['start', 'head.json', '--items', 'items.ndjson', '--id', 'from-file', '--wait', '--json']);
+    assert.equal(started.code, 3, started.stderr);
+    const result = JSON.parse(started.stdout) as { status: string; counts: { items: number; Available: number; Failed: number }; failuresByReason: Record<string, string[]> };
+    assert.deepEqual([result.status, result.counts.items, result.counts.Available, result.counts.Failed], ['PartiallySucceeded', 1_500, 1_497, 3]);
+    assert.deepEqual(result.failuresByReason.ItemUnprocessable?.sort(), ['item-1007', 'item-507', 'item-7']);
+
+    const history = await env.client.client.workflow.getHandle('from-file').fetchHistory();
+    const input = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0]?.data ?? new Uint8Array();
+    assert.ok(input.length < 4_000, `the job input is a reference (${input.length} bytes), not the items`);
+    assert.ok(!Buffer.from(input).toString().includes('item-1499'));
+
+    const again = await cli(['start', 'head.json', '--items', 'items.ndjson', '--id', 'from-file', '--json']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal((JSON.parse(again.stdout) as { existing: boolean }).existing, true);
+    await writeFile(path.join(env.dir, 'items.ndjson'), ndjson([...items, { id: 'one-more' }]));
+    const changed = await cli(['start', 'head.json', '--items', 'items.ndjson', '--id', 'from-file']);
+    assert.equal(changed.code, 2);
+    assert.match(changed.stderr, /conflict/);
+
+    // A follow-up retry of the closed job reads its failed items back from the file.
+    const retried = await env.client.retry('from-file', {});
+    assert.equal(retried.followUp, true);
+    assert.equal(retried.queuedCount, 3);
+  });
+
+  it('workers validate the file themselves, in chunks: a bad item deep in it fails the job as InvalidSpec with its path', async () => {
+    async function* lines() {
+      for (let i = 0; i < 12_345; i++) yield JSON.stringify(i === 11_111 ? { id: 'deep', params: { outcome: 'explode' } } : { id: `ok-${i}` });
+    }
+    const { ref, itemCount } = await writeItemsFile(env.config.storage, { pipeline: 'synthetic' }, lines());
+    const handle = await env.client.client.workflow.start(WORKFLOW_TYPES.job, {
+      taskQueue: env.config.taskQueue,
+      workflowId: 'items-file-direct',
+      args: [{ job: { kind: 'stored', ref, head: { pipeline: 'synthetic' }, itemCount } }],
+    });
+    await assert.rejects(handle.result(), (error: unknown) => {
+      assert.ok(error instanceof WorkflowFailedError && error.cause instanceof ApplicationFailure);
+      assert.equal(error.cause.type, ErrorTypes.InvalidSpec);
+      const report = error.cause.details?.[0] as { details: { issues: { path: string }[] } };
+      assert.equal(report.details.issues[0]?.path, 'items[11111].params.outcome');
+      return true;
+    });
+  });
+
+  it('bad lines are typed invalid errors naming the item path and the line; nothing starts', async () => {
+    await writeFile(path.join(env.dir, 'head.json'), JSON.stringify({ pipeline: 'synthetic' }));
+    await writeFile(path.join(env.dir, 'bad-json.ndjson'), '{"id":"a"}\n\n{"id":"b"}\n{not json\n');
+    const badJson = await cli(['start', 'head.json', '--items', 'bad-json.ndjson']);
+    assert.equal(badJson.code, 2);
+    assert.match(badJson.stderr, /items\[2\]: line 4 is not JSON/);
+
+    await writeFile(path.join(env.dir, 'bad-item.ndjson'), ndjson([{ id: 'a' }, { id: 'b' }, { id: 'has space' }, { id: 'a' }]));
+    const badItem = await cli(['start', 'head.json', '--items', 'bad-item.ndjson']);
+    assert.equal(badItem.code, 2);
+    assert.match(badItem.stderr, /items\[2\]\.id: .*\(line 3\)/);
+
+    await writeFile(path.join(env.dir, 'dup.ndjson'), ndjson([{ id: 'a' }, { id: 'b' }, { id: 'a' }]));
+    const dup = await cli(['start', 'head.json', '--items', 'dup.ndjson']);
+    assert.equal(dup.code, 2);
+    assert.match(dup.stderr, /items\[2\]\.id: item id "a" (appears more than once|is already used by items\[0\]) \(line 3\)/);
+
+    const both = await cli(['start', path.join(ROOT, 'samples', 'synthetic-demo.json'), '--items', 'dup.ndjson']);
+    assert.equal(both.code, 2);
+    assert.match(both.stderr, /--items replaces/);
+    const missing = await cli(['start', 'head.json', '--items', 'nope.ndjson']);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /cannot read .*nope\.ndjson: ENOENT/);
+    assert.ok(
+      (await env.client.list()).every((job) => job.jobId.startsWith('from-file') || job.jobId === 'items-file-direct'),
+      'no job was started by a bad file',
+    );
+  });
+});
