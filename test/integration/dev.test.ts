@@ -10,6 +10,9 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { freePort } from '../../src/devserver/temporal-cli';
+import { EncryptionCodec, parsePayloadKey } from '../../src/codec';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { randomBytes } from 'node:crypto';
 import { ROOT, syntheticSpec } from '../helpers/env';
 
 const run = promisify(execFile);
@@ -31,10 +34,10 @@ after(async () => {
 const env = () => ({ ...process.env, TEMPORAL_ADDRESS: `127.0.0.1:${ports.grpc}`, FAULTLINE_LOG_LEVEL: 'warn', FAULTLINE_TASK_QUEUE: 'faultline-dev-test' });
 
 /** `faultline dev` in its own process group, as a terminal runs it; resolves once the dev server is up. */
-async function startDev(extra: string[] = []): Promise<{ child: ChildProcess; output: () => string; exited: Promise<number | null> }> {
+async function startDev(extra: string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; output: () => string; exited: Promise<number | null> }> {
   const child = spawn(process.execPath, [CLI, 'dev', '--port', String(ports.grpc), '--ui-port', String(ports.ui), ...extra], {
     cwd: dir,
-    env: env(),
+    env: { ...env(), ...extraEnv },
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -97,5 +100,28 @@ describe('faultline dev (a real terminal process group)', () => {
     const usage = await cli(['dev', '--db', 'x.db', '--ephemeral']);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /not both/);
+  });
+
+  it('with FAULTLINE_PAYLOAD_KEY, wires the Web UI to a codec server that decodes with that key', async () => {
+    const key = randomBytes(32).toString('hex');
+    const dev = await startDev(['--ephemeral'], { FAULTLINE_PAYLOAD_KEY: key });
+    try {
+      const settings = (await (await fetch(`http://localhost:${ports.ui}/api/v1/settings`)).json()) as { Codec?: { Endpoint?: string } };
+      const endpoint = settings.Codec?.Endpoint ?? '';
+      assert.match(endpoint, /^http:\/\/127\.0\.0\.1:\d+$/, 'the UI knows the codec endpoint');
+      const [sealed] = await new EncryptionCodec(parsePayloadKey(key, 'key')).encode([defaultPayloadConverter.toPayload({ item: 'dev-decoded' })]);
+      const body = JSON.stringify({
+        payloads: [
+          { metadata: Object.fromEntries(Object.entries(sealed?.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v).toString('base64')])), data: Buffer.from(sealed?.data ?? []).toString('base64') },
+        ],
+      });
+      const response = await fetch(`${endpoint}/decode`, { method: 'POST', body, headers: { 'content-type': 'application/json', origin: `http://localhost:${ports.ui}` } });
+      assert.equal(response.headers.get('access-control-allow-origin'), `http://localhost:${ports.ui}`, 'CORS admits the UI origin');
+      const decoded = (await response.json()) as { payloads: { data: string }[] };
+      assert.match(Buffer.from(decoded.payloads[0]?.data ?? '', 'base64').toString(), /dev-decoded/);
+    } finally {
+      process.kill(-(dev.child.pid ?? 0), 'SIGINT');
+      assert.equal(await dev.exited, 0, dev.output());
+    }
   });
 });
