@@ -7,7 +7,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -19,6 +19,7 @@ import { FaultlineClient } from '../../src/client';
 import { loadConfig } from '../../src/config';
 import { type DevServer, freePort, startDevServer } from '../../src/devserver/temporal-cli';
 import type { JobResult, JobSpec, OutputRecord } from '../../src/shared';
+import { workerChildren } from './processes';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const IMAGE = readFileSync(path.join(ROOT, 'samples', 'images', 'with-exif.jpg'));
@@ -128,22 +129,6 @@ function startFlakySource(seed: number): Promise<{ url: string; counts: Record<H
   });
 }
 
-/** Worker processes of the supervisor (its direct children running `faultline.js worker`). */
-function workerPids(supervisor: number): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === supervisor && readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('worker')) pids.push(Number(entry));
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return pids;
-}
-
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Retries a client call while the Temporal server is down or restarting. */
@@ -208,7 +193,7 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
   };
 
   const killWorker = async (): Promise<boolean> => {
-    const pids = workerPids(supervisor.pid ?? -1);
+    const pids = workerChildren(supervisor.pid ?? -1);
     const victim = pids[Math.floor(random() * pids.length)];
     if (victim === undefined) return false;
     process.kill(victim, 'SIGKILL');
@@ -225,7 +210,7 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
 
   try {
     await persist('workers polling', async () => {
-      if (workerPids(supervisor.pid ?? -1).length < plan.processes) throw new Error('not yet');
+      if (workerChildren(supervisor.pid ?? -1).length < plan.processes) throw new Error('not yet');
     });
     for (let round = 1; round <= plan.rounds || report.faults.workerKills < plan.workerKills || report.faults.serverRestarts < plan.serverRestarts; round++) {
       const roundStarted = Date.now();

@@ -16,27 +16,17 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import { chromium } from 'playwright-core';
 import { EncryptionCodec, parsePayloadKey, payloadKeyId } from '../../src/codec';
 import { type CodecServer, startCodecServer, uiOrigins } from '../../src/codec-server';
-import { FaultlineClient } from '../../src/client';
+import { type FaultlineClient } from '../../src/client';
 import { loadConfig } from '../../src/config';
 import { type DevServer, freePort, startDevServer } from '../../src/devserver/temporal-cli';
-import { createLogger } from '../../src/logger';
-import { createFaultlineWorker } from '../../src/worker';
-import { ROOT, syntheticSpec, workflowBundle } from '../helpers/env';
+import { ROOT, syntheticSpec } from '../helpers/env';
+import { everyText, workerAndClient } from '../helpers/processes';
 
 const run = promisify(execFile);
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((candidate) => existsSync(candidate));
 const KEY = randomBytes(32).toString('hex');
 const OLD_KEY = randomBytes(32).toString('hex');
 const MARKER = 'PHI-patient-4711';
-
-/** Every byte string in a history or description, decoded as UTF-8, so a plain marker cannot hide in base64. */
-function everyText(value: unknown, out: string[] = []): string[] {
-  if (value instanceof Uint8Array) out.push(Buffer.from(value).toString('utf8'));
-  else if (typeof value === 'string') out.push(value);
-  else if (Array.isArray(value)) for (const entry of value) everyText(entry, out);
-  else if (value && typeof value === 'object') for (const entry of Object.values(value)) everyText(entry, out);
-  return out;
-}
 
 describe('payload codec', () => {
   it('round-trips, rotates keys and refuses what it cannot decrypt', async () => {
@@ -79,18 +69,11 @@ describe('encrypted jobs (dev server with the Web UI wired to the codec server)'
       FAULTLINE_PAYLOAD_KEY: KEY,
       FAULTLINE_STORAGE: path.join(ROOT, 'test-artifacts', 'codec-storage'),
     };
-    const config = loadConfig(env, ROOT);
-    const { worker, connection } = await createFaultlineWorker({ config, logger: createLogger({ level: 'error', format: 'json' }), workflowBundle: await workflowBundle() });
-    const running = worker.run();
-    stopWorker = async () => {
-      worker.shutdown();
-      await running;
-      await connection.close();
-    };
-    client = await FaultlineClient.connect({ config });
+    const started = await workerAndClient(loadConfig(env, ROOT));
+    client = started.client;
+    stopWorker = started.stop;
   });
   after(async () => {
-    await client?.close();
     await stopWorker?.();
     await server?.stop();
     await codecServer?.close();

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { ROOT, type TestEnv, type WorkerProcess, createTestEnv, eventually } from '../helpers/env';
+import { everyText } from '../helpers/processes';
 
 const token = (prefix: string) => `${prefix}${randomBytes(12).toString('hex')}`;
 const SECRETS = {
@@ -84,15 +85,6 @@ function spec(kind: 'ok' | 'bad-put' | 'bad-src') {
       webhook: { url: `${base}/${hook}/${SECRETS.hookPath}?token=${SECRETS.hookQuery}`, secret: SECRETS.webhookSecret },
     },
   };
-}
-
-/** Every string and byte string (as UTF-8) in a value. */
-function everyText(value: unknown, out: string[] = []): string[] {
-  if (value instanceof Uint8Array) out.push(Buffer.from(value).toString('utf8'));
-  else if (typeof value === 'string') out.push(value);
-  else if (Array.isArray(value)) for (const entry of value) everyText(entry, out);
-  else if (value && typeof value === 'object') for (const entry of Object.values(value)) everyText(entry, out);
-  return out;
 }
 
 describe('secrets stay out of results, logs and histories', () => {

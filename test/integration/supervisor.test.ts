@@ -4,10 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ROOT, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
+import { workerChildren } from '../helpers/processes';
 
 let env: TestEnv;
 before(async () => {
@@ -16,20 +16,6 @@ before(async () => {
 after(async () => {
   await env.teardown();
 });
-
-function children(pid: number): number[] {
-  return readdirSync('/proc')
-    .filter((entry) => /^\d+$/.test(entry))
-    .filter((entry) => {
-      try {
-        const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid && readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('worker');
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
 
 const alive = (pid: number) => {
   try {
@@ -62,18 +48,18 @@ function startSupervisor(processes: string): { child: ChildProcess; logs: () => 
 describe('faultline worker --processes', () => {
   it('runs N processes, restarts a killed one, and stops them all on one SIGTERM', async () => {
     const supervisor = startSupervisor('3');
-    await eventually(() => children(supervisor.child.pid ?? -1).length === 3 && (supervisor.logs().match(/"worker started"/g) ?? []).length === 3, 60_000, 'three worker processes');
-    const [victim] = children(supervisor.child.pid ?? -1);
+    await eventually(() => workerChildren(supervisor.child.pid ?? -1).length === 3 && (supervisor.logs().match(/"worker started"/g) ?? []).length === 3, 60_000, 'three worker processes');
+    const [victim] = workerChildren(supervisor.child.pid ?? -1);
     assert.ok(victim);
     process.kill(victim, 'SIGKILL');
     await eventually(() => (supervisor.logs().match(/"worker started"/g) ?? []).length === 4, 60_000, 'the killed process restarted');
-    assert.equal(children(supervisor.child.pid ?? -1).length, 3);
+    assert.equal(workerChildren(supervisor.child.pid ?? -1).length, 3);
     assert.match(supervisor.logs(), /worker process exited; restarting/);
 
     const { jobId } = await env.client.start(syntheticSpec(Array.from({ length: 300 }, (_, i) => ({ id: `i${i}`, params: { cpuMs: 2 } }))));
     assert.equal((await env.client.result(jobId)).counts.Available, 300);
 
-    const workers = children(supervisor.child.pid ?? -1);
+    const workers = workerChildren(supervisor.child.pid ?? -1);
     supervisor.child.kill('SIGTERM');
     assert.equal(await supervisor.exited, 0, supervisor.logs());
     assert.deepEqual(workers.filter(alive), [], 'every worker process stopped');
@@ -83,7 +69,7 @@ describe('faultline worker --processes', () => {
   it('worker processes shut themselves down when their supervisor is killed', async () => {
     const supervisor = startSupervisor('2');
     await eventually(() => (supervisor.logs().match(/"worker started"/g) ?? []).length === 2, 60_000, 'two worker processes');
-    const workers = children(supervisor.child.pid ?? -1);
+    const workers = workerChildren(supervisor.child.pid ?? -1);
     assert.equal(workers.length, 2);
     supervisor.child.kill('SIGKILL');
     await supervisor.exited;

@@ -5,12 +5,11 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser } from 'playwright-core';
-import { FaultlineClient } from '../../src/client';
+import { type FaultlineClient } from '../../src/client';
 import { loadConfig } from '../../src/config';
 import { type DevServer, startDevServer } from '../../src/devserver/temporal-cli';
-import { createFaultlineWorker } from '../../src/worker';
-import { createLogger } from '../../src/logger';
-import { ROOT, eventually, syntheticSpec, workflowBundle } from '../helpers/env';
+import { ROOT, eventually, syntheticSpec } from '../helpers/env';
+import { workerAndClient } from '../helpers/processes';
 
 // Debian's chromium only; a browser is never downloaded.
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((candidate) => existsSync(candidate));
@@ -31,19 +30,13 @@ function launch(): Promise<Browser> {
 before(async () => {
   server = await startDevServer({ ui: true });
   const config = { ...loadConfig({ ...process.env, TEMPORAL_ADDRESS: server.address, FAULTLINE_TASK_QUEUE: 'faultline-webui', FAULTLINE_LOG_LEVEL: 'error' }, ROOT) };
-  const { worker, connection } = await createFaultlineWorker({ config, logger: createLogger({ level: 'error', format: 'json' }), workflowBundle: await workflowBundle() });
-  const running = worker.run();
-  stopWorker = async () => {
-    worker.shutdown();
-    await running;
-    await connection.close();
-  };
-  client = await FaultlineClient.connect({ config });
+  const started = await workerAndClient(config);
+  client = started.client;
+  stopWorker = started.stop;
 });
 
 after(async () => {
   await browser?.close();
-  await client?.close();
   await stopWorker?.();
   await server?.stop();
 });

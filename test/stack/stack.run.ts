@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { Connection } from '@temporalio/client';
 import { FaultlineClient } from '../../src/client';
 import { loadConfig } from '../../src/config';
+import { workerChildren } from '../helpers/processes';
 import { ensureBinaries, startStack, startTemporal, stackLayout, stopStack, workerEnv } from '../../scripts/stack';
 
 const dir = path.join(os.tmpdir(), `faultline-stack-test-${process.pid}`);
@@ -22,20 +23,6 @@ const options = { dir, port: 18233, pgPort: 15433, workers: 2, log: (line: strin
 let client: FaultlineClient;
 let connection: Connection;
 let out: string;
-
-function workerPids(supervisor: number): number[] {
-  return readdirSync('/proc')
-    .filter((entry) => /^\d+$/.test(entry))
-    .filter((entry) => {
-      try {
-        const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === supervisor;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
 
 before(async () => {
   await stopStack(options).catch(() => undefined);
@@ -63,7 +50,7 @@ describe('the production-like stack (PostgreSQL + Temporal server from its Go mo
 
     const supervisor = Number(readFileSync(path.join(layout.pids, 'workers.pid'), 'utf8'));
     await new Promise((resolve) => setTimeout(resolve, 1_500));
-    const [victim] = workerPids(supervisor);
+    const [victim] = workerChildren(supervisor);
     assert.ok(victim, 'a worker process to kill');
     process.kill(victim, 'SIGKILL');
 
