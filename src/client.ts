@@ -140,6 +140,15 @@ export function jobResultOf(error: unknown): JobResult | undefined {
   return result && typeof result === 'object' && 'status' in result && 'counts' in result ? result : undefined;
 }
 
+/** A webhook's plain secret replaced by its sealed form (the key is loaded by the caller, which needs it for the hash too). */
+function sealSecrets(spec: JobSpec, key: Buffer | undefined): JobSpec {
+  const webhook = spec.options?.webhook;
+  if (!webhook?.secret) return spec;
+  if (!key) throw new Error('internal: a webhook secret reached sealing without its key'); // callers load it first
+  const { secret, ...rest } = webhook;
+  return { ...spec, options: { ...spec.options, webhook: { ...rest, secretEncrypted: encryptSecret(secret, key) } } };
+}
+
 /**
  * The idempotency hash kept in the memo. A webhook secret enters it only as an HMAC under the
  * secret key (which sealing needs anyway), so the memo is no offline guessing oracle for it.
@@ -226,7 +235,7 @@ export class FaultlineClient {
     const validated = this.validate(rawSpec);
     const secretKey = validated.options?.webhook?.secret ? this.secretKey() : undefined;
     const hash = specHash(rawSpec, secretKey);
-    const spec = normalizeSpec(this.sealSecrets(validated));
+    const spec = normalizeSpec(sealSecrets(validated, secretKey));
     const json = JSON.stringify(spec);
     let input: JobInput;
     if (json.length > INLINE_SPEC_LIMIT_BYTES) {
@@ -258,7 +267,7 @@ export class FaultlineClient {
     }
     const validatedHead = this.validate({ ...rest, items: [] });
     const secretKey = validatedHead.options?.webhook?.secret ? this.secretKey() : undefined;
-    const { items: _none, ...head } = normalizeSpec(this.sealSecrets(validatedHead));
+    const { items: _none, ...head } = normalizeSpec(sealSecrets(validatedHead, secretKey));
     const registry = this.options.registry ?? builtInPipelines;
     async function* checkedItems(): AsyncGenerator<string> {
       const seen = new Set<string>();
@@ -643,13 +652,6 @@ export class FaultlineClient {
         { path: 'options.webhook.secret', code: 'no_key', message: 'no encryption key configured' },
       ]);
     return key;
-  }
-
-  private sealSecrets(spec: JobSpec): JobSpec {
-    const webhook = spec.options?.webhook;
-    if (!webhook?.secret) return spec;
-    const { secret, ...rest } = webhook;
-    return { ...spec, options: { ...spec.options, webhook: { ...rest, secretEncrypted: encryptSecret(secret, this.secretKey()) } } };
   }
 
   private wrap(error: unknown, jobId?: string): Error {

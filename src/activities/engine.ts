@@ -265,7 +265,6 @@ export function createEngineActivities(deps: EngineDeps) {
      * Joins the newest records of every slice into the round's manifest and tallies them; small jobs
      * also get their records back to inline in the result.
      */
-
     async assembleSlices(input: { jobId: string; round: number; sliceCount: number; inlineLimit: number }): Promise<{ manifest: string; tally: Tally; records?: OutputRecord[] }> {
       const ctx = Context.current();
       const latest = await deps.storage.latestSliceRounds(input.jobId, input.round);

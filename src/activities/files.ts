@@ -28,10 +28,6 @@ async function realpathLoose(target: string): Promise<string> {
   }
 }
 
-/**
- * The local path of a `file://` URI, refused (class `invalid`) unless it lies inside one of the
- * allowed roots after resolving `..` and symlinks.
- */
 /** Job storage folders of the workers in this process: never a source or destination, even inside an allowed root. */
 const protectedDirs = new Set<string>();
 
@@ -40,6 +36,10 @@ export function protectFromSpecs(dir: string): void {
   protectedDirs.add(path.resolve(dir));
 }
 
+/**
+ * The local path of a `file://` URI, refused (class `invalid`) unless it lies inside one of the
+ * allowed roots after resolving `..` and symlinks, and outside every protected job storage folder.
+ */
 export async function resolveAllowedPath(uri: string, roots: readonly string[], kind: 'source' | 'destination', step: string): Promise<string> {
   let file: string;
   try {
