@@ -110,7 +110,12 @@ export function guardedAgent(options: Pick<FetchOptions, 'allowedHosts' | 'conne
   });
 }
 
-export function retryAfterMs(header: string | string[] | undefined): number | undefined {
+/** The wait a 429 or 503 asks for (Retry-After); other statuses ask for none. Sources and webhooks honour the same rule. */
+export function retryAfterFor(status: number, headers: Record<string, string | string[] | undefined>): number | undefined {
+  return status === 429 || status === 503 ? retryAfterMs(headers['retry-after']) : undefined;
+}
+
+function retryAfterMs(header: string | string[] | undefined): number | undefined {
   const value = Array.isArray(header) ? header[0] : header;
   if (!value) return undefined;
   const seconds = Number(value);
@@ -127,7 +132,7 @@ export function httpStatusError(status: number, url: string, step: string, heade
   if (status === 401 || status === 403) return new ItemError({ type: ErrorTypes.SourceForbidden, message: `${status} from ${redactUrl(url)}`, details, step });
   // 429 and 503 may say when to come back; the runner waits at least that long (in workflow time).
   if (status === 429 || status >= 500 || status === 408) {
-    const delay = status === 429 || status === 503 ? retryAfterMs(headers['retry-after']) : undefined;
+    const delay = retryAfterFor(status, headers);
     return new ItemError({
       type: status === 429 ? ErrorTypes.RateLimited : ErrorTypes.EndpointUnavailable,
       message: `${status} from ${redactUrl(url)}`,

@@ -11,7 +11,7 @@ function cancellation(): AbortSignal | undefined {
 }
 import type { Logger } from 'pino';
 import { request } from 'undici';
-import { guardedAgent, refusedAddress, refusedLiteral, retryAfterMs } from './fetch';
+import { guardedAgent, refusedAddress, refusedLiteral, retryAfterFor } from './fetch';
 import { ErrorTypes, type JobResult, type Notification, makeReport, redactUrl } from '../shared';
 import { SIGNATURE_HEADER, decryptSecret, signWebhook } from '../secrets';
 
@@ -96,7 +96,7 @@ export function createNotifyActivities(deps: NotifyDeps) {
             signal: AbortSignal.timeout(deps.requestTimeoutMs ?? 10_000),
           });
           lastStatus = response.statusCode;
-          retryAfter = lastStatus === 429 || lastStatus === 503 ? retryAfterMs(response.headers['retry-after']) : undefined;
+          retryAfter = retryAfterFor(lastStatus, response.headers);
           await response.body.dump().catch(() => undefined);
           if (lastStatus >= 200 && lastStatus < 300) {
             log.info({ attempts, status: lastStatus }, 'webhook delivered');
