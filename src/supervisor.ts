@@ -13,6 +13,7 @@ import path from 'node:path';
 import { ENV } from './shared/constants';
 import type { Logger } from './logger';
 import { prebuiltWorkflowBundle } from './workflow-bundle';
+import { untilStopSignal } from './stop-signal';
 
 const CLI = path.resolve(__dirname, '..', 'bin', 'faultline.js');
 /** A process that lived this long before dying restarts at once; quicker deaths back off. */
@@ -127,21 +128,10 @@ export class WorkerSupervisor {
 /** Runs a supervisor until SIGINT/SIGTERM (`faultline worker --processes N`). */
 export async function superviseWorkers(options: SupervisorOptions): Promise<void> {
   const supervisor = new WorkerSupervisor(options);
-  let stopRequested!: () => void;
-  const stopped = new Promise<void>((resolve) => (stopRequested = resolve));
-  let requested = false;
-  // Ctrl-C reaches the whole process group: the first signal stops, later ones only say so.
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (requested) options.logger.info({ signal }, 'already shutting down');
-    requested = true;
-    stopRequested();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const signal = untilStopSignal((repeated) => options.logger.info({ signal: repeated }, 'already shutting down'));
   await supervisor.start();
-  await stopped;
+  await signal.stopped;
   options.logger.info('shutting down worker processes gracefully; in-flight batches are handed back');
   await supervisor.stop();
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
+  signal.release();
 }

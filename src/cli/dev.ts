@@ -6,6 +6,7 @@ import { loadSecretKey } from '../secrets';
 import { isReachable, startDevServer } from '../devserver/temporal-cli';
 import { DEFAULT_NAMESPACE, ENV } from '../shared/constants';
 import { WorkerSupervisor } from '../supervisor';
+import { untilStopSignal } from '../stop-signal';
 import { codecFromConfig } from '../codec';
 import { startCodecServer, uiOrigins } from '../codec-server';
 
@@ -50,15 +51,13 @@ export async function runDev(options: { port: number; uiPort: number; db: DevDat
     maxHeapMb: config.workerMaxHeapMb,
     env: { ...process.env, [ENV.address]: server.address },
   });
-  let stopRequested!: () => void;
-  const stopped = new Promise<void>((resolve) => (stopRequested = resolve));
-  process.on('SIGINT', () => stopRequested());
-  process.on('SIGTERM', () => stopRequested());
+  const signal = untilStopSignal((repeated) => logger.info({ signal: repeated }, 'already stopping'));
   await workers.start();
-  await stopped;
+  await signal.stopped;
   logger.info('stopping workers and dev server');
   await workers.stop();
   await server.stop();
   await codecServer?.close();
+  signal.release();
   return 0;
 }

@@ -14,6 +14,7 @@ import { collectGarbage, parseAge } from './gc';
 import { DevPortBusy, runDev } from './dev';
 import { runWorker } from '../worker';
 import { superviseWorkers } from '../supervisor';
+import { untilStopSignal } from '../stop-signal';
 import { writeWorkflowBundle } from '../workflow-bundle';
 import { PayloadKeyError, codecFromConfig } from '../codec';
 import { SearchAttributesMissing } from '../search-attributes-check';
@@ -136,11 +137,10 @@ export function buildProgram(): Command {
         log: (line) => console.error(line),
       });
       console.error(`codec server on ${server.url} (key ${codec.currentKeyId}; origins ${origins.join(', ')}${config.codecToken ? '; bearer token required' : ''}); Ctrl-C stops it`);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
+      const signal = untilStopSignal();
+      await signal.stopped;
       await server.close();
+      signal.release();
     });
 
   program
