@@ -6,7 +6,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import { fileURLToPath } from 'node:url';
 import { dataConverterFor } from './codec';
-import { ItemsFileReader, isItemsRef, ndjsonLines, writeItemsFile } from './items-file';
+import { ITEMS_CHUNK, ItemsFileReader, checkItemsChunk, isItemsRef, ndjsonLines, writeItemsFile } from './items-file';
 import { SearchAttributesMissing, missingSearchAttributes } from './search-attributes-check';
 import {
   Client,
@@ -274,20 +274,22 @@ export class FaultlineClient {
       let chunk: { item: unknown; number: number }[] = [];
       let index = 0;
       const flush = function* (): Generator<string> {
-        const validation = validateJobSpec({ ...head, items: chunk.map((entry) => entry.item) }, registry);
-        if (!validation.ok) {
-          const issues = validation.issues.map((found) => {
-            const at = /^items\[(\d+)\]/.exec(found.path);
-            const line = at ? chunk[Number(at[1])]?.number : undefined;
-            return { ...found, path: at ? found.path.replace(at[0], `items[${index - chunk.length + Number(at[1])}]`) : found.path, message: line ? `${found.message} (line ${line})` : found.message };
+        const from = index - chunk.length;
+        const checked = checkItemsChunk(
+          head,
+          chunk.map((entry) => entry.item),
+          from,
+          seen,
+          registry,
+        );
+        if (!checked.ok) {
+          const issues = checked.issues.map(({ index: at, ...found }) => {
+            const line = at === undefined ? undefined : chunk[at]?.number;
+            return line === undefined ? found : { ...found, message: `${found.message} (line ${line})` };
           });
           throw new FaultlineClientError('invalid', `invalid items in ${file} (${issues.length} issue(s))`, issues);
         }
-        for (const [offset, item] of normalizeSpec(validation.spec).items.entries()) {
-          if (seen.has(item.id)) throw issue(`items[${index - chunk.length + offset}].id`, 'duplicate_id', `item id "${item.id}" appears more than once (line ${chunk[offset]?.number})`);
-          seen.add(item.id);
-          yield JSON.stringify(item);
-        }
+        for (const item of normalizeSpec(checked.spec).items) yield JSON.stringify(item);
         chunk = [];
       };
       try {
@@ -300,7 +302,7 @@ export class FaultlineClient {
           }
           chunk.push({ item, number });
           index += 1;
-          if (chunk.length >= 10_000) yield* flush();
+          if (chunk.length >= ITEMS_CHUNK) yield* flush();
         }
       } catch (error) {
         if (error instanceof FaultlineClientError) throw error;

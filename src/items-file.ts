@@ -11,8 +11,37 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { once } from 'node:events';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { type JobSpec, type PipelineRegistry, type SpecIssue, validateJobSpec } from './shared';
 
 export const ITEMS_FILE_SUFFIX = '.items.ndjson';
+/** Items validated at a time, by the client streaming a file in and by workers checking it: bounded memory, exact paths. */
+export const ITEMS_CHUNK = 10_000;
+
+/** An issue of a chunk with its file-wide path; `index` (within the chunk) lets a reader name the line. */
+export type ChunkIssue = SpecIssue & { index?: number };
+
+/**
+ * Validates one chunk of an items file against the spec head. Issue paths are file-wide
+ * (`items[from + i]`), and ids must be unique across chunks: `seen` carries them from chunk to chunk.
+ */
+export function checkItemsChunk(head: object, chunk: unknown[], from: number, seen: Set<string>, registry: PipelineRegistry): { ok: true; spec: JobSpec } | { ok: false; issues: ChunkIssue[] } {
+  const validation = validateJobSpec({ ...head, items: chunk }, registry);
+  if (!validation.ok) {
+    return {
+      ok: false,
+      issues: validation.issues.map((issue) => {
+        const at = /^items\[(\d+)\]/.exec(issue.path);
+        return at ? { ...issue, path: issue.path.replace(at[0], `items[${from + Number(at[1])}]`), index: Number(at[1]) } : issue;
+      }),
+    };
+  }
+  const issues: ChunkIssue[] = [];
+  for (const [index, item] of validation.spec.items.entries()) {
+    if (seen.has(item.id)) issues.push({ path: `items[${from + index}].id`, code: 'duplicate_id', message: `item id "${item.id}" appears more than once`, index });
+    seen.add(item.id);
+  }
+  return issues.length > 0 ? { ok: false, issues } : { ok: true, spec: validation.spec };
+}
 /** Byte offsets are kept for every this many items (1,000 offsets for 1M items). */
 const INDEX_EVERY = 1_000;
 

@@ -5,7 +5,7 @@
 import { rm } from 'node:fs/promises';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
-import { ItemsFileReader, isItemsRef } from '../items-file';
+import { ITEMS_CHUNK, ItemsFileReader, checkItemsChunk, isItemsRef } from '../items-file';
 import type { Logger } from 'pino';
 import {
   type BatchProgress,
@@ -39,9 +39,6 @@ export interface EngineDeps {
   logger: Logger;
 }
 
-/** Items per validation chunk of an items file: bounded memory, exact issue paths, ids unique across chunks. */
-const VALIDATE_CHUNK = 10_000;
-
 async function inspectItemsFile(
   reader: ItemsFileReader,
   ref: string,
@@ -50,17 +47,9 @@ async function inspectItemsFile(
   const { head, count } = await reader.index(ref);
   const issues: { path: string; code: string; message: string }[] = [];
   const seen = new Set<string>();
-  for (let from = 0; from < count && issues.length < 100; from += VALIDATE_CHUNK) {
-    const chunk = await reader.read(ref, from, from + VALIDATE_CHUNK);
-    const validation = validateJobSpec({ ...(head as object), items: chunk }, registry);
-    if (!validation.ok) {
-      for (const issue of validation.issues) issues.push({ ...issue, path: issue.path.replace(/^items\[(\d+)\]/, (_, index: string) => `items[${from + Number(index)}]`) });
-      continue;
-    }
-    for (const [index, item] of validation.spec.items.entries()) {
-      if (seen.has(item.id)) issues.push({ path: `items[${from + index}].id`, code: 'duplicate_id', message: `item id "${item.id}" appears more than once` });
-      seen.add(item.id);
-    }
+  for (let from = 0; from < count && issues.length < 100; from += ITEMS_CHUNK) {
+    const checked = checkItemsChunk(head as object, await reader.read(ref, from, from + ITEMS_CHUNK), from, seen, registry);
+    if (!checked.ok) issues.push(...checked.issues.map(({ index: _index, ...issue }) => issue));
   }
   if (count === 0) issues.push({ path: 'items', code: 'empty', message: 'the items file has no items' });
   return issues.length > 0 ? { ok: false, issues: issues.slice(0, 100) } : { ok: true, itemCount: count };
