@@ -83,6 +83,7 @@ import {
   resolveJobOptions,
   sliceControlSignal,
   sliceWorkflowId,
+  archiveEntry,
   tallyRecords,
   toErrorReport,
   unknownTypeMessage,
@@ -874,13 +875,7 @@ export class JobRun {
     })();
     try {
       const summary = await work;
-      return {
-        ...(summary.location ? { location: summary.location } : {}),
-        files: summary.files,
-        missing: summary.missing,
-        ...(summary.skipped ? { skipped: summary.skipped } : {}),
-        ...(summary.missingFiles.length > 0 ? { missingFiles: summary.missingFiles } : {}),
-      };
+      return archiveEntry(summary);
     } catch (error) {
       // The archive is an extra: its failure or cancellation is reported, the outputs stand.
       return { files: 0, missing: 0, ...(isCancellation(error) ? { skipped: 'cancelled' } : {}), error: toErrorReport(error, { at: new Date().toISOString(), step: 'archive' }) };

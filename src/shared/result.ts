@@ -96,6 +96,17 @@ export interface JobResult {
   metrics: JobMetrics;
 }
 
+/** The result's `archive` entry from what the archive child job packed (absent facts stay absent). */
+export function archiveEntry(summary: { location?: string; files: number; missing: number; missingFiles: string[]; skipped?: string }): NonNullable<JobResult['archive']> {
+  return {
+    ...(summary.location ? { location: summary.location } : {}),
+    files: summary.files,
+    missing: summary.missing,
+    ...(summary.skipped ? { skipped: summary.skipped } : {}),
+    ...(summary.missingFiles.length > 0 ? { missingFiles: summary.missingFiles } : {}),
+  };
+}
+
 export function emptyStatusCounts(): StatusCounts {
   return { Available: 0, Missing: 0, Failed: 0, Unsolved: 0, Skipped: 0, Cancelled: 0 };
 }

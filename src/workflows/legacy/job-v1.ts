@@ -23,6 +23,7 @@ import { ItemRunner, type StopReason, thresholdReport } from './runner-v1';
 import { type Tally, addError, emptyTally, mergeShard, tallyRecords } from './summary-v1';
 import { builtInPipelines } from '../../pipelines';
 import {
+  archiveEntry,
   type ErrorReport,
   ErrorTypes,
   INLINE_OUTPUT_LIMIT,
@@ -404,13 +405,7 @@ async function runArchive(jobId: string, round: number, destination: string, res
       args: [{ jobId, round, destination, ...(result.outputs ? { outputs: result.outputs } : {}), ...(result.manifest ? { manifest: result.manifest } : {}) }],
       staticSummary: `archive of job ${jobId} (round ${round})`,
     });
-    return {
-      ...(summary.location ? { location: summary.location } : {}),
-      files: summary.files,
-      missing: summary.missing,
-      ...(summary.skipped ? { skipped: summary.skipped } : {}),
-      ...(summary.missingFiles.length > 0 ? { missingFiles: summary.missingFiles } : {}),
-    };
+    return archiveEntry(summary);
   } catch (error) {
     // The archive is an extra: its failure is reported (ChildJobFailed with the cause), the outputs stand.
     return { files: 0, missing: 0, error: toErrorReport(error, { at: new Date().toISOString(), step: 'archive' }) };
