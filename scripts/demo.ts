@@ -12,6 +12,7 @@ import { loadConfig } from '../src/config';
 import { type DevServer, isReachable, startDevServer, TemporalCliUnavailable } from '../src/devserver/temporal-cli';
 import { createLogger } from '../src/logger';
 import { loadSecretKey } from '../src/secrets';
+import { localStateDir } from '../src/storage';
 import { DEFAULT_UI_PORT } from '../src/shared';
 import { createFaultlineWorker } from '../src/worker';
 
@@ -55,7 +56,7 @@ async function main(): Promise<number> {
     uiBase = server.uiUrl ?? uiBase;
   }
   const config = { ...baseConfig, address };
-  loadSecretKey(config.secretKey, config.storage, true);
+  loadSecretKey(config.secretKey, localStateDir(config.storage), true);
   const { worker, connection } = await createFaultlineWorker({ config, logger });
   const running = worker.run();
   const client = await FaultlineClient.connect({ config });

@@ -64,7 +64,7 @@ import {
   retryUpdate,
   validateJobSpec,
 } from './shared';
-import { createStorage } from './storage';
+import { type Storage, createStorage, localStateDir } from './storage';
 import type { jobWorkflow } from './workflows';
 import type { flagWorkflow } from './workflows/flag';
 
@@ -87,7 +87,7 @@ export const INLINE_SPEC_LIMIT_BYTES = 256 * 1024;
 
 export interface FaultlineClientOptions {
   config: Pick<Config, 'address' | 'namespace' | 'apiKey' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsServerName' | 'storage' | 'secretKey'> &
-    Partial<Pick<Config, 'payloadKey' | 'payloadKeysOld'>> & { taskQueue?: string };
+    Partial<Pick<Config, 'payloadKey' | 'payloadKeysOld' | 's3'>> & { taskQueue?: string };
   registry?: PipelineRegistry;
   /** Reuse an existing connection (tests, embedding). */
   connection?: Connection;
@@ -239,7 +239,7 @@ export class FaultlineClient {
     const json = JSON.stringify(spec);
     let input: JobInput;
     if (json.length > INLINE_SPEC_LIMIT_BYTES) {
-      const ref = await createStorage(this.options.config.storage).putSpec(json);
+      const ref = await this.storage().putSpec(json);
       const { items, ...head } = spec;
       input = { job: { kind: 'stored', ref, head, itemCount: items.length } };
     } else {
@@ -311,9 +311,19 @@ export class FaultlineClient {
       if (chunk.length > 0) yield* flush();
       if (index === 0) throw issue('itemsFrom', 'empty', `${file} has no items`);
     }
-    const { ref, itemCount, sha256 } = await writeItemsFile(this.options.config.storage, head, checkedItems());
+    const storage = this.storage();
+    const { ref, itemCount, sha256 } = await writeItemsFile(storage, head, checkedItems());
     const hash = specHash({ ...rest, itemsSha256: sha256 }, secretKey);
-    return this.startJob({ job: { kind: 'stored', ref, head, itemCount } }, head, itemCount, [hash], options);
+    try {
+      const started = await this.startJob({ job: { kind: 'stored', ref, head, itemCount } }, head, itemCount, [hash], options);
+      // The job already had its items (a repeated start): this copy is not needed.
+      if (started.existing) await storage.removeRef(ref);
+      return started;
+    } catch (error) {
+      // Only where no job can be holding it: a refused start. After an unreachable server the start may have landed.
+      if (error instanceof FaultlineClientError && (error.code === 'conflict' || error.code === 'invalid' || error.code === 'rejected')) await storage.removeRef(ref).catch(() => undefined);
+      throw error;
+    }
   }
 
   /** `hashes[0]` goes into the memo; any of them matches an existing job with the same id (older jobs hold older forms). */
@@ -517,7 +527,7 @@ export class FaultlineClient {
     if (result.outputs) return result.outputs;
     if (!result.manifest) return [];
     const records: OutputRecord[] = [];
-    for await (const record of createStorage(this.options.config.storage).readLines<OutputRecord>(result.manifest)) records.push(record);
+    for await (const record of this.storage().readLines<OutputRecord>(result.manifest)) records.push(record);
     return records;
   }
 
@@ -530,10 +540,10 @@ export class FaultlineClient {
     if (!input) throw new FaultlineClientError('not_found', `job ${jobId} has no spec`);
     if (input.job.kind === 'inline') return input.job.spec;
     if (isItemsRef(input.job.ref)) {
-      const reader = new ItemsFileReader(this.options.config.storage);
+      const reader = new ItemsFileReader(this.storage());
       return { ...(input.job.head as object), items: await reader.read(input.job.ref, 0, input.job.itemCount) } as JobSpec;
     }
-    return (await createStorage(this.options.config.storage).readSpec(input.job.ref)) as JobSpec;
+    return (await this.storage().readSpec(input.job.ref)) as JobSpec;
   }
 
   cancel(jobId: string, reason = 'cancelled by operator'): Promise<CancelResponse> {
@@ -647,8 +657,14 @@ export class FaultlineClient {
     }
   }
 
+  private storageHandle: Storage | undefined;
+  /** Job storage, opened on first use (a client that never needs it never touches it). */
+  storage(): Storage {
+    return (this.storageHandle ??= createStorage(this.options.config.storage, this.options.config.s3));
+  }
+
   private secretKey(): Buffer {
-    const key = loadSecretKey(this.options.config.secretKey, this.options.config.storage, false);
+    const key = loadSecretKey(this.options.config.secretKey, localStateDir(this.options.config.storage), false);
     if (!key)
       throw new FaultlineClientError('invalid', 'a webhook secret needs FAULTLINE_SECRET_KEY (or run `faultline dev`, which creates one) so it never travels in clear', [
         { path: 'options.webhook.secret', code: 'no_key', message: 'no encryption key configured' },

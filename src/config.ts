@@ -4,6 +4,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_ADDRESS, DEFAULT_NAMESPACE, ENV, TASK_QUEUE } from './shared/constants';
 import { DurationSchema } from './shared/duration';
+import { parseStorageLocation } from './storage';
 
 const optionalString = z.string().trim().min(1).optional().catch(undefined);
 
@@ -16,7 +17,18 @@ export const ConfigSchema = z.object({
   tlsCa: optionalString,
   tlsServerName: optionalString,
   taskQueue: z.string().min(1).default(TASK_QUEUE),
+  /** A folder (absolute once parsed) or s3://bucket/prefix. */
   storage: z.string().min(1).default('.faultline'),
+  /** For s3:// storage and items: the AWS chain supplies anything not given here. */
+  s3: z.object({
+    endpoint: z
+      .string()
+      .regex(/^https?:\/\/[^\s/]+/, `${ENV.s3Endpoint} is http(s)://host[:port]`)
+      .optional(),
+    region: optionalString,
+    forcePathStyle: z.boolean().optional(),
+    credentials: z.object({ accessKeyId: z.string().min(1), secretAccessKey: z.string().min(1), sessionToken: optionalString }).optional(),
+  }),
   allowedRoots: z.array(z.string().min(1)),
   allowedHosts: z.array(z.string().min(1)),
   secretKey: optionalString,
@@ -43,6 +55,11 @@ export class ConfigError extends Error {
   }
 }
 
+/** A folder becomes absolute; an s3:// URI stays as given. */
+function storageSetting(value: string, cwd: string): string {
+  return /^s3:/i.test(value) ? value : path.resolve(cwd, value);
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
   const list = (value: string | undefined, separator: string | RegExp) =>
     (value ?? '')
@@ -51,6 +68,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
       .filter(Boolean);
   const grace = env[ENV.shutdownGrace];
   const parsedGrace = grace ? DurationSchema.safeParse(grace) : undefined;
+  const pathStyle = env[ENV.s3ForcePathStyle];
   const raw = {
     address: env[ENV.address] || undefined,
     namespace: env[ENV.namespace] || undefined,
@@ -60,7 +78,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     tlsCa: env[ENV.tlsCa],
     tlsServerName: env[ENV.tlsServerName],
     taskQueue: env[ENV.taskQueue] || undefined,
-    storage: path.resolve(cwd, env[ENV.storage] || '.faultline'),
+    storage: storageSetting(env[ENV.storage] || '.faultline', cwd),
+    s3: {
+      endpoint: env[ENV.s3Endpoint] || undefined,
+      region: env.AWS_REGION || env.AWS_DEFAULT_REGION,
+      forcePathStyle: pathStyle ? !['0', 'false', 'no'].includes(pathStyle.toLowerCase()) : undefined,
+      // Given explicitly so an embedding process's own env object counts; otherwise the SDK's chain (profiles, roles) applies.
+      credentials:
+        env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY ? { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY, sessionToken: env.AWS_SESSION_TOKEN } : undefined,
+    },
     allowedRoots: (list(env[ENV.allowedRoots], path.delimiter).length > 0 ? list(env[ENV.allowedRoots], path.delimiter) : [cwd]).map((root) => path.resolve(cwd, root)),
     allowedHosts: list(env[ENV.allowedHosts], ',').map((host) => host.toLowerCase()),
     secretKey: env[ENV.secretKey],
@@ -74,9 +100,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     workerProcesses: env[ENV.workerProcesses] || undefined,
     workerMaxHeapMb: env[ENV.workerMaxHeapMb] || undefined,
   };
+  let storageProblem: string | undefined;
+  try {
+    parseStorageLocation(raw.storage, cwd);
+  } catch (error) {
+    storageProblem = (error as Error).message;
+  }
+  if (storageProblem) throw new ConfigError([{ path: ENV.storage, message: storageProblem }]);
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((issue) => ({ path: String(issue.path[0] ?? ''), message: issue.message })));
+    throw new ConfigError(parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })));
   }
   if (grace && !parsedGrace?.success) throw new ConfigError([{ path: ENV.shutdownGrace, message: `"${grace}" is not a duration` }]);
   return parsed.data;

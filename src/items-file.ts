@@ -5,12 +5,9 @@
  * holds every item of a large job.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
-import path from 'node:path';
+import { open } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
-import { once } from 'node:events';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { Storage } from './storage';
 import { type JobSpec, type PipelineRegistry, type SpecIssue, validateJobSpec } from './shared';
 
 export const ITEMS_FILE_SUFFIX = '.items.ndjson';
@@ -65,55 +62,39 @@ export async function* ndjsonLines(file: string): AsyncGenerator<{ line: string;
 }
 
 /**
- * Writes head + items into job storage (temp + rename) and returns its reference, the item count
- * and the sha256 of the items (for idempotency). `items` yields one JSON text per item.
+ * Writes head + items into job storage and returns its reference, the item count and the sha256
+ * of the items (for idempotency). `items` yields one JSON text per item. The file is streamed
+ * under a temporary name, then stored under its content's hash.
  */
-export async function writeItemsFile(storageRoot: string, head: unknown, items: AsyncIterable<string>): Promise<{ ref: string; itemCount: number; sha256: string }> {
-  const dir = path.join(path.resolve(storageRoot), 'specs');
-  await mkdir(dir, { recursive: true });
-  const temp = path.join(dir, `.partial-${process.pid}-${randomBytes(6).toString('hex')}`);
-  const out = createWriteStream(temp, { flags: 'wx' });
+export async function writeItemsFile(storage: Storage, head: unknown, items: AsyncIterable<string>): Promise<{ ref: string; itemCount: number; sha256: string }> {
   const hash = createHash('sha256');
   let itemCount = 0;
-  const write = async (text: string) => {
-    if (!out.write(`${text}\n`)) await once(out, 'drain');
-  };
-  try {
-    await write(JSON.stringify({ head }));
+  // The name must be known before the upload starts, so it hashes the head and a random part;
+  // the content hash goes into the job's idempotency hash instead.
+  const name = `${createHash('sha256').update(JSON.stringify(head)).update(randomBytes(16)).digest('hex')}${ITEMS_FILE_SUFFIX}`;
+  async function* lines(): AsyncGenerator<string> {
+    yield `${JSON.stringify({ head })}\n`;
     for await (const item of items) {
       hash.update(item).update('\n');
       itemCount += 1;
-      await write(item);
+      yield `${item}\n`;
     }
-    await new Promise<void>((resolve, reject) => out.end((error?: Error | null) => (error ? reject(error) : resolve())));
-    const sha256 = hash.digest('hex');
-    const target = path.join(dir, `${createHash('sha256').update(JSON.stringify(head)).update(sha256).digest('hex')}${ITEMS_FILE_SUFFIX}`);
-    await rename(temp, target);
-    return { ref: pathToFileURL(target).toString(), itemCount, sha256 };
-  } catch (error) {
-    out.destroy();
-    await rm(temp, { force: true });
-    throw error;
   }
+  const ref = await storage.putItemsFile(name, lines());
+  return { ref, itemCount, sha256: hash.digest('hex') };
 }
 
 /** Reads an items file: its head, and items by index range through a sparse offset index built once per file and process. */
 export class ItemsFileReader {
   private readonly indexes = new Map<string, Promise<{ head: unknown; offsets: number[]; count: number }>>();
 
-  constructor(private readonly storageRoot: string) {}
-
-  private file(ref: string): string {
-    const file = fileURLToPath(ref);
-    if (!path.resolve(file).startsWith(path.resolve(this.storageRoot) + path.sep)) throw new Error(`items reference ${ref} is outside job storage`);
-    return file;
-  }
+  constructor(private readonly storage: Storage) {}
 
   /** One pass over the file: the head, and the byte offset of every INDEX_EVERY-th item. */
   index(ref: string): Promise<{ head: unknown; offsets: number[]; count: number }> {
     let index = this.indexes.get(ref);
     if (!index) {
-      index = this.buildIndex(this.file(ref));
+      index = this.buildIndex(ref);
       if (this.indexes.size > 16) this.indexes.clear();
       this.indexes.set(ref, index);
       index.catch(() => this.indexes.delete(ref));
@@ -121,13 +102,13 @@ export class ItemsFileReader {
     return index;
   }
 
-  private async buildIndex(file: string): Promise<{ head: unknown; offsets: number[]; count: number }> {
+  private async buildIndex(ref: string): Promise<{ head: unknown; offsets: number[]; count: number }> {
     const offsets: number[] = [];
     let head: unknown;
     let position = 0;
     let count = -1; // the head line is not an item
     let pending = Buffer.alloc(0);
-    for await (const chunk of createReadStream(file)) {
+    for await (const chunk of await this.storage.openAt(ref, 0)) {
       let buffer = Buffer.concat([pending, chunk as Buffer]);
       let newline: number;
       while ((newline = buffer.indexOf(10)) !== -1) {
@@ -152,7 +133,8 @@ export class ItemsFileReader {
     const end = Math.min(to, count);
     if (from >= end) return [];
     const block = Math.floor(from / INDEX_EVERY);
-    const lines = createInterface({ input: createReadStream(this.file(ref), { start: offsets[block] ?? 0 }), crlfDelay: Infinity });
+    const input = await this.storage.openAt(ref, offsets[block] ?? 0);
+    const lines = createInterface({ input, crlfDelay: Infinity });
     const items: unknown[] = [];
     let index = block * INDEX_EVERY;
     for await (const line of lines) {
@@ -167,6 +149,7 @@ export class ItemsFileReader {
       index += 1;
     }
     lines.close();
+    input.destroy();
     return items;
   }
 }

@@ -18,7 +18,7 @@ import { installTemporalLogging } from './logger';
 import { builtInPipelines } from './pipelines';
 import { loadSecretKey } from './secrets';
 import { ENV } from './shared/constants';
-import { createStorage } from './storage';
+import { createStorage, localStateDir } from './storage';
 import { prebuiltWorkflowBundle } from './workflow-bundle';
 import { dataConverterFor } from './codec';
 import { SearchAttributesMissing, missingSearchAttributes } from './search-attributes-check';
@@ -49,8 +49,8 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     if (!options.connection) await connection.close();
     throw new SearchAttributesMissing(config.namespace, missing);
   }
-  const storage = createStorage(config.storage);
-  protectFromSpecs(config.storage);
+  const storage = createStorage(config.storage, config.s3);
+  if (storage.localRoot) protectFromSpecs(storage.localRoot);
   const implementations: Record<string, PipelineImplementation> = {};
   for (const implementation of [
     createSyntheticPipeline({ crashProcess: options.crashProcess ?? (() => process.kill(process.pid, 'SIGKILL')), allowedRoots: config.allowedRoots }),
@@ -62,7 +62,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   const activities = {
     ...createEngineActivities({ implementations, registry: builtInPipelines, storage, logger }),
     ...createArchiveActivities({ allowedRoots: config.allowedRoots, logger }),
-    ...createNotifyActivities({ allowedHosts: config.allowedHosts, secretKey: loadSecretKey(config.secretKey, config.storage, false), env: options.env ?? process.env, logger }),
+    ...createNotifyActivities({ allowedHosts: config.allowedHosts, secretKey: loadSecretKey(config.secretKey, localStateDir(config.storage), false), env: options.env ?? process.env, logger }),
     ...options.extraActivities,
   };
   const dataConverter = dataConverterFor(config);

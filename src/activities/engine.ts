@@ -2,7 +2,6 @@
  * The engine's activities: run a batch of items through a pipeline (heartbeating per-item
  * progress), and move what must not travel in payloads through job storage.
  */
-import { rm } from 'node:fs/promises';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
 import { ITEMS_CHUNK, ItemsFileReader, checkItemsChunk, isItemsRef } from '../items-file';
@@ -29,7 +28,7 @@ import {
   toErrorReport,
   validateJobSpec,
 } from '../shared';
-import { type Storage, directoryBytes } from '../storage';
+import { type Storage, permanentStorageError } from '../storage';
 import { ItemError, type PipelineImplementation } from './types';
 
 export interface EngineDeps {
@@ -56,7 +55,7 @@ async function inspectItemsFile(
 }
 
 export function createEngineActivities(deps: EngineDeps) {
-  const itemsFiles = new ItemsFileReader(deps.storage.root);
+  const itemsFiles = new ItemsFileReader(deps.storage);
   const specCache = new Map<string, unknown>();
   const loadSpec = async (ref: string) => {
     let spec = specCache.get(ref);
@@ -244,10 +243,7 @@ export function createEngineActivities(deps: EngineDeps) {
 
     /** At close: working copies are no longer needed (no retry can come); reports what the job keeps. */
     async releaseWorkingCopies(input: { jobId: string }): Promise<{ releasedBytes: number; keptBytes: number }> {
-      const work = deps.storage.workDir(input.jobId);
-      const releasedBytes = await directoryBytes(work);
-      await rm(work, { recursive: true, force: true });
-      return { releasedBytes, keptBytes: await directoryBytes(deps.storage.jobDir(input.jobId)) };
+      return deps.storage.releaseWorkingCopies(input.jobId);
     },
 
     /**
@@ -311,15 +307,13 @@ export function createEngineActivities(deps: EngineDeps) {
 /** How long a batch may run item work without letting the worker's event loop breathe. */
 const YIELD_EVERY_MS = 5;
 
-const PERMANENT_FS_ERRORS = new Set(['EACCES', 'EPERM', 'ENOTDIR', 'EROFS', 'EISDIR', 'EEXIST']);
-
 /** Storage errors that retrying cannot fix become a non-retryable StorageUnwritable failure. */
 async function storageCall<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code && PERMANENT_FS_ERRORS.has(code)) {
+    const code = permanentStorageError(error);
+    if (code) {
       const report = makeReport({
         type: ErrorTypes.StorageUnwritable,
         message: `job storage is not writable (${code})`,

@@ -4,15 +4,13 @@
  * pre-signed PUT URLs.
  */
 import { createHash } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
-import path from 'node:path';
 import exifReader from 'exif-reader';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { request } from 'undici';
 import { ImagesParams } from '../pipelines/images';
 import { ErrorTypes, type OutputRecord, redactUrl } from '../shared';
-import { type Storage, writeFileAtomic } from '../storage';
+import type { Storage } from '../storage';
 import { fetchSource, guardedAgent, httpStatusError, refuseHost, refusedAddress, refusedLiteral } from './fetch';
 import { resolveAllowedPath, writeOutputFile } from './files';
 import { ItemError, type ItemContext, type ItemWork, type PipelineImplementation } from './types';
@@ -162,18 +160,6 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
     throw last ?? new ItemError({ type: ErrorTypes.EndpointUnavailable, message: 'upload failed', details: {}, step: 'deliver' });
   }
 
-  /** The working copy of `source` kept from an earlier attempt, if its bytes are intact. */
-  async function readWorkingCopy(workDir: string, source: string): Promise<{ data: Buffer } | undefined> {
-    try {
-      const meta = JSON.parse(await readFile(path.join(workDir, 'source.json'), 'utf8')) as { source?: string; sha256?: string };
-      if (meta.source !== source) return undefined;
-      const data = await readFile(path.join(workDir, 'source'));
-      return sha256(data) === meta.sha256 ? { data } : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
   return {
     name: 'images',
     async processItem({ job, entry, signal, log }: ItemContext): Promise<ItemWork> {
@@ -184,9 +170,9 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
 
       // fetch: into the job's working storage, with size and sha256 recorded. A working copy kept
       // from an earlier attempt of the same source is used again (a retry does not re-fetch).
-      const workDir = deps.storage.workDir(job.jobId, itemId);
       const source = entry.item.source ?? '';
-      const kept = await readWorkingCopy(workDir, source);
+      const copy = await deps.storage.readWorkingCopy(job.jobId, itemId);
+      const kept = copy?.source === source ? copy : undefined;
       const fetched =
         kept ??
         (await fetchSource(source, {
@@ -198,14 +184,11 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
           signal,
         }));
       const sourceSha = sha256(fetched.data);
-      if (!kept) {
-        await writeFileAtomic(path.join(workDir, 'source'), fetched.data);
-        await writeFileAtomic(path.join(workDir, 'source.json'), JSON.stringify({ source, sha256: sourceSha, bytes: fetched.data.length }));
-      }
+      if (!kept) await deps.storage.writeWorkingCopy(job.jobId, itemId, { source, sha256: sourceSha, data: fetched.data });
       log.debug({ bytes: fetched.data.length, sha256: sourceSha, reused: kept !== undefined }, kept ? 'working copy reused' : 'fetched');
       // Every output is final once the item returns: its working copy is not needed again.
       const done = async (work: ItemWork): Promise<ItemWork> => {
-        await rm(workDir, { recursive: true, force: true });
+        await deps.storage.dropWorkingCopy(job.jobId, itemId);
         return work;
       };
 

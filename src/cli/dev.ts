@@ -3,6 +3,7 @@ import path from 'node:path';
 import { loadConfig } from '../config';
 import { createLogger } from '../logger';
 import { loadSecretKey } from '../secrets';
+import { localStateDir } from '../storage';
 import { isReachable, startDevServer } from '../devserver/temporal-cli';
 import { DEFAULT_NAMESPACE, ENV } from '../shared/constants';
 import { WorkerSupervisor } from '../supervisor';
@@ -26,8 +27,8 @@ export async function runDev(options: { port: number; uiPort: number; db: DevDat
   ] as const) {
     if (await isReachable(`127.0.0.1:${port}`, 500)) throw new DevPortBusy(`port ${port} is already in use (another faultline dev or Temporal server?); stop it or pick another ${what}`);
   }
-  loadSecretKey(config.secretKey, config.storage, true); // one shared key for webhook secrets, git-ignored
-  const db = options.db.kind === 'memory' ? undefined : (options.db.path ?? path.join(config.storage, 'dev.db'));
+  loadSecretKey(config.secretKey, localStateDir(config.storage), true); // one shared key for webhook secrets, git-ignored
+  const db = options.db.kind === 'memory' ? undefined : (options.db.path ?? path.join(localStateDir(config.storage), 'dev.db'));
   // With payload encryption on, the Web UI decodes through a codec server started here.
   const codec = codecFromConfig(config);
   const codecServer = codec

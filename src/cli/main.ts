@@ -358,7 +358,7 @@ export function buildProgram(): Command {
       const olderThanMs = parseAge(opts.olderThan);
       const config = loadConfig();
       await withClient(async (client) => {
-        const report = await collectGarbage(client, config.storage, olderThanMs, opts.dryRun ?? false);
+        const report = await collectGarbage(client, client.storage(), olderThanMs, opts.dryRun ?? false);
         if (opts.json) {
           console.log(JSON.stringify(report));
           return;

@@ -22,6 +22,9 @@ export const ENV = {
   tlsServerName: 'TEMPORAL_TLS_SERVER_NAME',
   taskQueue: 'FAULTLINE_TASK_QUEUE',
   storage: 'FAULTLINE_STORAGE',
+  /** An S3-compatible server other than AWS (MinIO, Ceph, R2…), for s3:// job storage and items. */
+  s3Endpoint: 'FAULTLINE_S3_ENDPOINT',
+  s3ForcePathStyle: 'FAULTLINE_S3_FORCE_PATH_STYLE',
   allowedRoots: 'FAULTLINE_ALLOWED_ROOTS',
   allowedHosts: 'FAULTLINE_ALLOWED_HOSTS',
   secretKey: 'FAULTLINE_SECRET_KEY',

@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { ItemsFileReader, writeItemsFile } from '../../src/items-file';
+import { createStorage } from '../../src/storage';
 import { ErrorTypes, WORKFLOW_TYPES } from '../../src/shared';
 import { ROOT, type TestEnv, createTestEnv } from '../helpers/env';
 
@@ -39,9 +40,9 @@ describe('items from an NDJSON file', () => {
     async function* lines() {
       for (const item of items) yield JSON.stringify(item);
     }
-    const { ref, itemCount } = await writeItemsFile(env.config.storage, { pipeline: 'synthetic' }, lines());
+    const { ref, itemCount } = await writeItemsFile(createStorage(env.config.storage), { pipeline: 'synthetic' }, lines());
     assert.equal(itemCount, 2_500);
-    const reader = new ItemsFileReader(env.config.storage);
+    const reader = new ItemsFileReader(createStorage(env.config.storage));
     assert.deepEqual(await reader.head(ref), { pipeline: 'synthetic' });
     assert.deepEqual(await reader.read(ref, 999, 1_001), [{ id: 'r999' }, { id: 'r1000' }]);
     assert.deepEqual((await reader.read(ref, 2_000, 2_600)).length, 500);
@@ -82,7 +83,7 @@ describe('items from an NDJSON file', () => {
     async function* lines() {
       for (let i = 0; i < 12_345; i++) yield JSON.stringify(i === 11_111 ? { id: 'deep', params: { outcome: 'explode' } } : { id: `ok-${i}` });
     }
-    const { ref, itemCount } = await writeItemsFile(env.config.storage, { pipeline: 'synthetic' }, lines());
+    const { ref, itemCount } = await writeItemsFile(createStorage(env.config.storage), { pipeline: 'synthetic' }, lines());
     const handle = await env.client.client.workflow.start(WORKFLOW_TYPES.job, {
       taskQueue: env.config.taskQueue,
       workflowId: 'items-file-direct',

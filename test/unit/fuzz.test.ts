@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { Connection } from '@temporalio/client';
 import fc from 'fast-check';
@@ -12,7 +13,7 @@ import { parseSpecText } from '../../src/cli/main';
 import { loadConfig } from '../../src/config';
 import { ErrorReportSchema, ITEM_ID_PATTERN, jobIdProblem, toErrorReport, validateJobSpec } from '../../src/shared';
 import { builtInPipelines } from '../../src/pipelines';
-import { createStorage } from '../../src/storage';
+import { createStorage, safeSegment } from '../../src/storage';
 
 const SEED = 20261122;
 const runs = (numRuns: number) => ({ seed: SEED, numRuns });
@@ -135,17 +136,18 @@ describe('fuzz: error conversion', () => {
 describe('fuzz: storage ids', () => {
   const storage = createStorage('/srv/faultline-storage');
   const jobs = path.join('/srv/faultline-storage', 'jobs');
+  const jobFolder = (jobId: string) => path.dirname(path.dirname(fileURLToPath(storage.sliceRecordsUri(jobId, 0, 1))));
   it('accepted job and item ids never escape their folder and never share one', () => {
     const id = fc.oneof(fc.string({ maxLength: 40 }), fc.stringMatching(ITEM_ID_PATTERN, { maxLength: 40 }));
     fc.assert(
       fc.property(id, id, id, (a, b, item) => {
         for (const jobId of [a, b]) {
           if (jobIdProblem(jobId) !== undefined) continue;
-          const dir = storage.jobDir(jobId);
-          assert.equal(path.dirname(dir), jobs, `${JSON.stringify(jobId)} stays one level under jobs/`);
-          if (ITEM_ID_PATTERN.test(item)) assert.equal(path.dirname(storage.workDir(jobId, item)), storage.workDir(jobId));
+          assert.equal(path.dirname(jobFolder(jobId)), jobs, `${JSON.stringify(jobId)} stays one level under jobs/`);
         }
-        if (a !== b && jobIdProblem(a) === undefined && jobIdProblem(b) === undefined) assert.notEqual(storage.jobDir(a), storage.jobDir(b));
+        // An item's working copy is the folder work/<safeSegment(item)>: one segment, never . or ..
+        if (ITEM_ID_PATTERN.test(item)) assert.equal(path.posix.join('work', safeSegment(item), '..'), 'work');
+        if (a !== b && jobIdProblem(a) === undefined && jobIdProblem(b) === undefined) assert.notEqual(jobFolder(a), jobFolder(b));
       }),
       runs(5_000),
     );

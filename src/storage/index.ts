@@ -1,0 +1,202 @@
+/**
+ * Job storage (FAULTLINE_STORAGE), shared by clients and workers: a folder (default
+ * `.faultline`), or `s3://bucket/prefix` in an S3-compatible store. Holds specs too large for a
+ * payload, items files, per-slice records, manifests and working copies. Every object is written
+ * whole, so a reader never sees half of one and a retried write never duplicates.
+ */
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { FileStore, type ObjectStore, StorageRefOutside } from './object-store';
+import { PERMANENT_S3_ERRORS, S3Store, type S3Options } from './s3';
+
+export { PathMismatch, directoryBytes, verifyDescriptorWithin, writeFileAtomic } from './atomic';
+export { StorageRefOutside } from './object-store';
+export type { S3Options } from './s3';
+
+/** Where job storage is: a folder, or a bucket and key prefix. */
+export type StorageLocation = { kind: 'file'; root: string } | { kind: 's3'; bucket: string; prefix: string };
+
+/** `s3://bucket[/prefix]`, or a folder path (relative to `cwd`). Throws a one-line error for a malformed s3 URI. */
+export function parseStorageLocation(value: string, cwd = process.cwd()): StorageLocation {
+  if (!/^s3:/i.test(value)) return { kind: 'file', root: path.resolve(cwd, value.startsWith('file://') ? new URL(value).pathname : value) };
+  const match = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(value);
+  if (!match) throw new Error(`"${value}" is not s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, dots, hyphens)`);
+  const prefix = (match[2] ?? '').replace(/^\/+|\/+$/g, '');
+  if (prefix.split('/').some((segment) => segment === '.' || segment === '..')) throw new Error(`"${value}": the prefix may not contain . or .. segments`);
+  return { kind: 's3', bucket: match[1]!, prefix: prefix ? `${prefix}/` : '' };
+}
+
+/** A folder for local state (the dev server's database, a generated key): job storage when it is a folder, else `.faultline`. */
+export function localStateDir(storage: string, cwd = process.cwd()): string {
+  const location = parseStorageLocation(storage, cwd);
+  return location.kind === 'file' ? location.root : path.resolve(cwd, '.faultline');
+}
+
+export interface WorkingCopy {
+  source: string;
+  sha256: string;
+  data: Buffer;
+}
+
+export interface Storage {
+  /** The storage as users name it (a folder, or s3://bucket/prefix). */
+  display: string;
+  /** The folder, when storage is local: specs may never read or write in it. */
+  localRoot: string | undefined;
+  putSpec(specJson: string): Promise<string>;
+  readSpec(ref: string): Promise<unknown>;
+  /** Streams an items file (head line, then one item per line) in; its name is its content's hash. */
+  putItemsFile(name: string, lines: AsyncIterable<string>): Promise<string>;
+  /** Removes an object written by this storage (an items file a repeated start did not need). */
+  removeRef(uri: string): Promise<void>;
+  /** Bytes of a stored object from `start` on. */
+  openAt(uri: string, start: number): Promise<Readable>;
+  writeRecordsPart(jobId: string, part: string, lines: readonly unknown[]): Promise<string>;
+  assembleManifest(jobId: string, round: number, parts: readonly string[]): Promise<string>;
+  joinParts(jobId: string, part: string, parts: readonly string[]): Promise<string>;
+  /** Where a slice's records of one round live (the newest round ≤ N is the slice's current state). */
+  sliceRecordsUri(jobId: string, sliceIndex: number, round: number): string;
+  writeLines(uri: string, lines: readonly unknown[]): Promise<string>;
+  concatenateInto(uri: string, parts: readonly string[]): Promise<string>;
+  readLines<T>(uri: string): AsyncIterable<T>;
+  /** For each slice index, the newest round ≤ `round` that has records. */
+  latestSliceRounds(jobId: string, round: number): Promise<Map<number, number>>;
+  /** One item's working copy of its source, kept for a retry so it is not fetched again. */
+  readWorkingCopy(jobId: string, item: string): Promise<WorkingCopy | undefined>;
+  writeWorkingCopy(jobId: string, item: string, copy: WorkingCopy): Promise<void>;
+  dropWorkingCopy(jobId: string, item: string): Promise<void>;
+  /** At a job's close: its working copies go; says what is released and what the job keeps. */
+  releaseWorkingCopies(jobId: string): Promise<{ releasedBytes: number; keptBytes: number }>;
+  /** Every job with storage: its id (as stored), bytes and newest write. */
+  jobs(): AsyncIterable<{ jobId: string; bytes: number; modifiedMs: number }>;
+  removeJob(jobId: string): Promise<void>;
+}
+
+export function safeSegment(value: string): string {
+  return value.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
+export function createStorage(storage: string, s3: S3Options = {}): Storage {
+  const location = parseStorageLocation(storage);
+  const store: ObjectStore = location.kind === 'file' ? new FileStore(location.root) : new S3Store(location.bucket, location.prefix, s3);
+  return storageOn(store, location.kind === 'file' ? location.root : undefined);
+}
+
+const ndjson = (lines: readonly unknown[]) => lines.map((line) => JSON.stringify(line)).join('\n') + (lines.length > 0 ? '\n' : '');
+
+function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
+  const jobKey = (jobId: string) => `jobs/${safeSegment(jobId)}/`;
+  const workKey = (jobId: string, item: string) => `${jobKey(jobId)}work/${safeSegment(item)}/`;
+  const bytesBelow = async (folder: string) => {
+    let total = 0;
+    for await (const object of store.list(folder)) total += object.size;
+    return total;
+  };
+  async function* concatenated(parts: readonly string[]): AsyncGenerator<Buffer> {
+    for (const part of parts) for await (const chunk of await store.stream(store.keyOf(part))) yield chunk as Buffer;
+  }
+  const concatenate = async (key: string, parts: readonly string[]) => {
+    await store.putStream(key, concatenated(parts));
+    return store.uri(key);
+  };
+
+  return {
+    display: store.display,
+    localRoot,
+    async putSpec(specJson) {
+      const key = `specs/${createHash('sha256').update(specJson).digest('hex')}.json`;
+      await store.put(key, specJson);
+      return store.uri(key);
+    },
+    async readSpec(ref) {
+      const data = await store.get(store.keyOf(ref));
+      if (data === undefined) throw new Error(`spec ${ref} is not in job storage ${store.display}`);
+      return JSON.parse(data.toString('utf8')) as unknown;
+    },
+    async putItemsFile(name, lines) {
+      const key = `specs/${safeSegment(name)}`;
+      await store.putStream(key, lines);
+      return store.uri(key);
+    },
+    removeRef: (uri) => store.remove(store.keyOf(uri)),
+    openAt: (uri, start) => store.stream(store.keyOf(uri), start),
+    async writeRecordsPart(jobId, part, lines) {
+      const key = `${jobKey(jobId)}parts/${safeSegment(part)}.ndjson`;
+      await store.put(key, ndjson(lines));
+      return store.uri(key);
+    },
+    assembleManifest: (jobId, round, parts) => concatenate(`${jobKey(jobId)}manifest-round-${round}.ndjson`, parts),
+    joinParts: (jobId, part, parts) => concatenate(`${jobKey(jobId)}parts/${safeSegment(part)}.ndjson`, parts),
+    sliceRecordsUri: (jobId, sliceIndex, round) => store.uri(`${jobKey(jobId)}slices/slice-${sliceIndex}.r${round}.ndjson`),
+    async writeLines(uri, lines) {
+      await store.put(store.keyOf(uri), ndjson(lines));
+      return uri;
+    },
+    concatenateInto: (uri, parts) => concatenate(store.keyOf(uri), parts),
+    async *readLines<T>(uri: string): AsyncIterable<T> {
+      const lines = createInterface({ input: await store.stream(store.keyOf(uri)), crlfDelay: Infinity });
+      for await (const line of lines) if (line.trim()) yield JSON.parse(line) as T;
+    },
+    async latestSliceRounds(jobId, round) {
+      const latest = new Map<number, number>();
+      for await (const object of store.list(`${jobKey(jobId)}slices/`)) {
+        const match = /\/slice-(\d+)\.r(\d+)\.ndjson$/.exec(object.key);
+        if (!match) continue;
+        const index = Number(match[1]);
+        const partRound = Number(match[2]);
+        if (partRound <= round && partRound > (latest.get(index) ?? 0)) latest.set(index, partRound);
+      }
+      return latest;
+    },
+    async readWorkingCopy(jobId, item) {
+      // The meta is written last: without it (or with bytes that do not match it) there is no copy.
+      const meta = await store.get(`${workKey(jobId, item)}source.json`).catch(() => undefined);
+      if (!meta) return undefined;
+      try {
+        const { source, sha256 } = JSON.parse(meta.toString('utf8')) as { source?: unknown; sha256?: unknown };
+        const data = await store.get(`${workKey(jobId, item)}source`);
+        if (typeof source !== 'string' || typeof sha256 !== 'string' || !data) return undefined;
+        return createHash('sha256').update(data).digest('hex') === sha256 ? { source, sha256, data } : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    async writeWorkingCopy(jobId, item, copy) {
+      await store.put(`${workKey(jobId, item)}source`, copy.data);
+      await store.put(`${workKey(jobId, item)}source.json`, JSON.stringify({ source: copy.source, sha256: copy.sha256, bytes: copy.data.length }));
+    },
+    dropWorkingCopy: (jobId, item) => store.remove(workKey(jobId, item)),
+    async releaseWorkingCopies(jobId) {
+      const work = `${jobKey(jobId)}work/`;
+      const releasedBytes = await bytesBelow(work);
+      await store.remove(work);
+      return { releasedBytes, keptBytes: await bytesBelow(jobKey(jobId)) };
+    },
+    async *jobs() {
+      for (const jobId of (await store.folders('jobs/')).sort()) {
+        let bytes = 0;
+        let modifiedMs = 0;
+        for await (const object of store.list(`jobs/${jobId}/`)) {
+          bytes += object.size;
+          modifiedMs = Math.max(modifiedMs, object.modifiedMs);
+        }
+        yield { jobId, bytes, modifiedMs };
+      }
+    },
+    removeJob: (jobId) => store.remove(jobKey(jobId)),
+  };
+}
+
+const PERMANENT_FS_ERRORS = new Set(['EACCES', 'EPERM', 'ENOTDIR', 'EROFS', 'EISDIR', 'EEXIST']);
+
+/** The code of a storage error no retry can fix (a file system's errno, or S3's error name), else undefined. */
+export function permanentStorageError(error: unknown): string | undefined {
+  if (error instanceof StorageRefOutside) return error.code;
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code && PERMANENT_FS_ERRORS.has(code)) return code;
+  const name = (error as { name?: string }).name;
+  if (name && PERMANENT_S3_ERRORS.has(name)) return name;
+  return undefined;
+}
