@@ -1,6 +1,6 @@
 /** Local files written so a reader never sees half a file and a crashed writer leaves nothing that lasts. */
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants, createWriteStream } from 'node:fs';
+import { constants as fsConstants } from 'node:fs';
 import { mkdir, open, readdir, readlink, realpath, rename, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import { Readable } from 'node:stream';
@@ -34,7 +34,9 @@ export async function writeStreamAtomic(target: string, chunks: AsyncIterable<Bu
   await mkdir(path.dirname(target), { recursive: true });
   const temp = tempName(target);
   try {
-    await pipeline(Readable.from(chunks), createWriteStream(temp, { flags: fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, mode: 0o644 }));
+    const handle = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o644);
+    // The stream owns the handle: it closes it when it finishes or fails.
+    await pipeline(Readable.from(chunks), handle.createWriteStream());
     await rename(temp, target);
   } catch (error) {
     await rm(temp, { force: true });
