@@ -63,6 +63,7 @@ import {
   progressQuery,
   retryUpdate,
   validateJobSpec,
+  redactUrl,
 } from './shared';
 import { type Storage, createStorage, localStateDir } from './storage';
 import type { jobWorkflow } from './workflows';
@@ -258,16 +259,30 @@ export class FaultlineClient {
     const { itemsFrom: _from, ...rest } = raw;
     const issue = (path: string, code: string, message: string) => new FaultlineClientError('invalid', `invalid job spec (${path}: ${message})`, [{ path, code, message }]);
     if (rest.items !== undefined) throw issue('itemsFrom', 'items_and_items_from', 'give items or itemsFrom, not both');
-    let file: string;
-    try {
-      if (typeof itemsFrom !== 'string' || !itemsFrom.startsWith('file:')) throw new Error('not a file URI');
-      file = fileURLToPath(itemsFrom);
-    } catch {
-      throw issue('itemsFrom', 'invalid_uri', 'itemsFrom is a file:///absolute/path of an NDJSON file (one item per line)');
-    }
+    const usage = 'itemsFrom is an NDJSON source (one item per line): file:///absolute/path (read here), s3://bucket/key or https://… (read by a worker)';
+    if (typeof itemsFrom !== 'string') throw issue('itemsFrom', 'invalid_uri', usage);
+    const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(itemsFrom)?.[1]?.toLowerCase();
     const validatedHead = this.validate({ ...rest, items: [] });
     const secretKey = validatedHead.options?.webhook?.secret ? this.secretKey() : undefined;
     const { items: _none, ...head } = normalizeSpec(sealSecrets(validatedHead, secretKey));
+    if (scheme === 's3' || scheme === 'https' || scheme === 'http') {
+      try {
+        const url = new URL(itemsFrom);
+        if (!url.host || url.pathname.length <= 1) throw new Error('no host or path');
+      } catch {
+        throw issue('itemsFrom', 'invalid_uri', usage);
+      }
+      // Workers read it: the hash names the source, not its content, which this client never sees.
+      const hash = specHash({ ...rest, itemsFrom }, secretKey);
+      return this.startJob({ job: { kind: 'remote', from: itemsFrom, head } }, head, `items from ${redactUrl(itemsFrom)}`, [hash], options);
+    }
+    let file: string;
+    try {
+      if (scheme !== 'file') throw new Error('not a file URI');
+      file = fileURLToPath(itemsFrom);
+    } catch {
+      throw issue('itemsFrom', 'invalid_uri', usage);
+    }
     const registry = this.options.registry ?? builtInPipelines;
     async function* checkedItems(): AsyncGenerator<string> {
       const seen = new Set<string>();
@@ -330,7 +345,8 @@ export class FaultlineClient {
   private async startJob(
     input: JobInput,
     spec: Omit<JobSpec, 'items'>,
-    itemCount: number,
+    /** How many items (or where they come from, when only a worker will know). */
+    items: number | string,
     hashes: [string, ...string[]],
     options: { jobId?: string; retryOf?: string },
   ): Promise<{ jobId: string; existing: boolean }> {
@@ -347,7 +363,7 @@ export class FaultlineClient {
           { key: SearchKeys.pipeline, value: spec.pipeline },
           { key: SearchKeys.status, value: 'Running' },
         ],
-        staticSummary: `Faultline job: ${itemCount} item(s), pipeline ${spec.pipeline}${options.retryOf ? `, retry of ${options.retryOf}` : ''}`,
+        staticSummary: `Faultline job: ${typeof items === 'number' ? `${items} item(s)` : items}, pipeline ${spec.pipeline}${options.retryOf ? `, retry of ${options.retryOf}` : ''}`,
         staticDetails: spec.labels
           ? Object.entries(spec.labels)
               .map(([key, value]) => `${key}: ${value}`)
@@ -524,11 +540,15 @@ export class FaultlineClient {
 
   /** All output records of a result: inline, or streamed from its manifest in job storage. */
   async records(result: JobResult): Promise<OutputRecord[]> {
-    if (result.outputs) return result.outputs;
-    if (!result.manifest) return [];
     const records: OutputRecord[] = [];
-    for await (const record of this.storage().readLines<OutputRecord>(result.manifest)) records.push(record);
+    for await (const record of this.outputRecords(result)) records.push(record);
     return records;
+  }
+
+  /** The same records one at a time, for results too large to hold. */
+  async *outputRecords(result: JobResult): AsyncIterable<OutputRecord> {
+    if (result.outputs) yield* result.outputs;
+    else if (result.manifest) yield* this.storage().readLines<OutputRecord>(result.manifest);
   }
 
   private async originalSpec(jobId: string): Promise<JobSpec> {
@@ -539,6 +559,12 @@ export class FaultlineClient {
     const input = normalizeJobInput(await decodeFromPayloadsAtIndex(this.client.options.loadedDataConverter, 0, started?.input?.payloads));
     if (!input) throw new FaultlineClientError('not_found', `job ${jobId} has no spec`);
     if (input.job.kind === 'inline') return input.job.spec;
+    if (input.job.kind === 'remote') {
+      // The worker's copy, made when the job started: the items the job really ran.
+      const ref = this.storage().jobItemsUri(jobId);
+      const reader = new ItemsFileReader(this.storage());
+      return { ...(input.job.head as object), items: await reader.read(ref, 0, (await reader.index(ref)).count) } as JobSpec;
+    }
     if (isItemsRef(input.job.ref)) {
       const reader = new ItemsFileReader(this.storage());
       return { ...(input.job.head as object), items: await reader.read(input.job.ref, 0, input.job.itemCount) } as JobSpec;

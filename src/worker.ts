@@ -60,7 +60,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     implementations[implementation.name] = implementation;
   }
   const activities = {
-    ...createEngineActivities({ implementations, registry: builtInPipelines, storage, logger }),
+    ...createEngineActivities({ implementations, registry: builtInPipelines, storage, logger, allowedHosts: config.allowedHosts, s3: config.s3 }),
     ...createArchiveActivities({ allowedRoots: config.allowedRoots, logger }),
     ...createNotifyActivities({ allowedHosts: config.allowedHosts, secretKey: loadSecretKey(config.secretKey, localStateDir(config.storage), false), env: options.env ?? process.env, logger }),
     ...options.extraActivities,

@@ -24,11 +24,13 @@ import {
   type PipelineRegistry,
   type RunBatchInput,
   type RunBatchResult,
+  type SpecHead,
   makeReport,
   toErrorReport,
   validateJobSpec,
 } from '../shared';
-import { type Storage, permanentStorageError } from '../storage';
+import { type S3Options, type Storage, permanentStorageError } from '../storage';
+import { type ImportResult, importItems } from './items-import';
 import { ItemError, type PipelineImplementation } from './types';
 
 export interface EngineDeps {
@@ -36,6 +38,9 @@ export interface EngineDeps {
   registry: PipelineRegistry;
   storage: Storage;
   logger: Logger;
+  /** For `itemsFrom` sources: hosts that may be private, and the S3 settings. */
+  allowedHosts: readonly string[];
+  s3: S3Options;
 }
 
 async function inspectItemsFile(
@@ -294,6 +299,19 @@ export function createEngineActivities(deps: EngineDeps) {
       const spec = await loadSpec(ref);
       const validation = validateJobSpec(spec, deps.registry);
       return validation.ok ? { ok: true, itemCount: validation.spec.items.length } : { ok: false, issues: validation.issues };
+    },
+
+    /** `itemsFrom` an s3:// or https:// source: read once by this worker into the job's items file. */
+    async importItems(input: { jobId: string; from: string; head: SpecHead }): Promise<ImportResult> {
+      const ctx = Context.current();
+      return importItems(input, {
+        storage: deps.storage,
+        registry: deps.registry,
+        allowedHosts: deps.allowedHosts,
+        s3: deps.s3,
+        heartbeat: (details) => ctx.heartbeat(details),
+        signal: ctx.cancellationSignal,
+      });
     },
 
     async loadItems(input: { ref: string; from: number; to: number }): Promise<JobItem[]> {

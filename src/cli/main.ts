@@ -2,6 +2,7 @@
  * `faultline` CLI (CONTRACT.md). Errors are one clear line on stderr with the contract's exit
  * code; `--json` prints exactly one JSON document on stdout.
  */
+import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { FaultlineClient, FaultlineClientError } from '../client';
@@ -72,9 +73,14 @@ async function readStdin(): Promise<string> {
 }
 
 /** Waits for the result, prints it, and sets the CONTRACT exit code from its status. */
-async function printResultOf(client: FaultlineClient, jobId: string, json: boolean): Promise<void> {
+async function printResultOf(client: FaultlineClient, jobId: string, json: boolean, outputs = false): Promise<void> {
   const result = await client.result(jobId);
-  printResult(result, json);
+  if (outputs) {
+    // Streamed from the manifest (wherever job storage is), so a million outputs never sit in memory.
+    for await (const record of client.outputRecords(result)) if (!process.stdout.write(`${JSON.stringify(record)}\n`)) await once(process.stdout, 'drain');
+  } else {
+    printResult(result, json);
+  }
   process.exitCode = exitCodeForStatus(result.status);
 }
 
@@ -184,8 +190,9 @@ export function buildProgram(): Command {
     .description('wait for and print the result of a job')
     .argument('<jobId>')
     .option('--json', 'print JSON only')
-    .action(async (jobId: string, opts: { json?: boolean }) => {
-      await withClient((client) => printResultOf(client, jobId, opts.json === true));
+    .option('--outputs', "print every output record as NDJSON (one per line), read from the job's manifest in job storage")
+    .action(async (jobId: string, opts: { json?: boolean; outputs?: boolean }) => {
+      await withClient((client) => printResultOf(client, jobId, opts.json === true, opts.outputs === true));
     });
 
   program

@@ -25,6 +25,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { createNotifyActivities } from '../activities/notify';
+import type { createEngineActivities } from '../activities/engine';
 import { builtInPipelines } from '../pipelines';
 import {
   ERRORS_LIMIT,
@@ -64,6 +65,7 @@ import {
   type SliceInput,
   type SliceMode,
   type SliceSummary,
+  type SpecSource,
   type SlicesTally,
   type SpecHead,
   type StopReason,
@@ -95,6 +97,13 @@ import { thresholdReport, unfinishedReason } from './runner';
 import { runSlice, storageActivities as engine } from './slice';
 import type { archiveWorkflow } from '../workflows/archive';
 import type { sliceWorkflow } from '../workflows/slice';
+
+/** Reading an `itemsFrom` source may take long for millions of items; it heartbeats per chunk. */
+const importer = proxyActivities<Pick<ReturnType<typeof createEngineActivities>, 'importItems'>>({
+  startToCloseTimeout: '1h',
+  heartbeatTimeout: '2m',
+  retry: { maximumAttempts: 5, initialInterval: '2s', maximumInterval: '1m' },
+});
 
 const notify = proxyActivities<ReturnType<typeof createNotifyActivities>>({
   startToCloseTimeout: '2m',
@@ -183,7 +192,11 @@ export class JobRun {
   /** Running slice children, to pass pause/resume and new limits on. */
   private readonly sliceHandles = new Map<number, ChildWorkflowHandle<typeof sliceWorkflow>>();
 
+  /** The spec as this run knows it: an imported `itemsFrom` becomes the stored items file it was read into. */
+  private source: SpecSource;
+
   constructor(private readonly input: JobInput) {
+    this.source = input.job;
     const carry = input.carry;
     this.round = carry?.round ?? 1;
     this.startedAt = carry?.startedAt ?? Date.now();
@@ -462,7 +475,7 @@ export class JobRun {
 
   private async prepare(): Promise<Prepared> {
     try {
-      const source = this.input.job;
+      const source = this.source;
       let head: SpecHead;
       let pipeline: PipelineDefinition;
       let items: ItemsSource;
@@ -478,15 +491,25 @@ export class JobRun {
       } else {
         const headCheck = validateJobSpec({ ...source.head, items: [] }, builtInPipelines);
         if (!headCheck.ok) throw invalidSpec(headCheck.issues);
-        // Re-validated once; a continued run trusts its first run's check.
-        if (!this.input.carry) {
-          const full = await engine.inspectStoredSpec(source.ref);
-          if (!full.ok) throw invalidSpec(full.issues);
+        let stored: Extract<SpecSource, { kind: 'stored' }>;
+        if (source.kind === 'remote') {
+          // A worker reads the source once into job storage (validating it); from then on the job is a stored one.
+          const imported = await importer.importItems({ jobId: this.jobId, from: source.from, head: source.head });
+          if (!imported.ok) throw invalidSpec(imported.issues);
+          stored = { kind: 'stored', ref: imported.ref, head: source.head, itemCount: imported.itemCount };
+          this.source = stored;
+        } else {
+          stored = source;
+          // Re-validated once; a continued run trusts its first run's check.
+          if (!this.input.carry) {
+            const full = await engine.inspectStoredSpec(source.ref);
+            if (!full.ok) throw invalidSpec(full.issues);
+          }
         }
-        head = source.head;
+        head = stored.head;
         pipeline = headCheck.pipeline;
-        itemCount = source.itemCount;
-        items = { kind: 'stored', ref: source.ref, from: 0, to: itemCount };
+        itemCount = stored.itemCount;
+        items = { kind: 'stored', ref: stored.ref, from: 0, to: itemCount };
       }
       const options = resolveJobOptions(head, itemCount);
       const outputs = items.kind === 'inline' ? items.items.reduce((sum, item) => sum + outputsForItem(head, item, pipeline).length, 0) : Infinity;
@@ -1009,7 +1032,7 @@ export class JobRun {
       ...(this.limitsChanged.length > 0 ? { limitsChanged: this.limitsChanged } : {}),
       ...(this.flags.length > 0 ? { flags: this.flags } : {}),
     };
-    return continueAsNew<(input: JobInput) => Promise<JobResult>>({ job: this.input.job, ...(this.input.retryOf ? { retryOf: this.input.retryOf } : {}), carry });
+    return continueAsNew<(input: JobInput) => Promise<JobResult>>({ job: this.source, ...(this.input.retryOf ? { retryOf: this.input.retryOf } : {}), carry });
   }
 
   private publish(current: JobResult): void {

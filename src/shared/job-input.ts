@@ -5,8 +5,11 @@ import type { RunnerSnapshotData } from './snapshot';
 import type { SpecHead } from './engine-types';
 import type { JobSpec } from './spec';
 
-/** The job's spec: inline (small) or stored in job storage and passed by reference (large). */
-export type SpecSource = { kind: 'inline'; spec: JobSpec } | { kind: 'stored'; ref: string; head: SpecHead; itemCount: number };
+/**
+ * The job's spec: inline (small), stored in job storage and passed by reference (large), or its
+ * items at an s3:// or https:// source a worker imports into job storage first (`itemsFrom`).
+ */
+export type SpecSource = { kind: 'inline'; spec: JobSpec } | { kind: 'stored'; ref: string; head: SpecHead; itemCount: number } | { kind: 'remote'; from: string; head: SpecHead };
 
 export interface JobInput {
   job: SpecSource;
@@ -53,7 +56,7 @@ export function normalizeJobInput(raw: unknown): JobInput | undefined {
   if (!raw || typeof raw !== 'object') return undefined;
   const input = raw as { job?: SpecSource; spec?: JobSpec; specRef?: { ref: string; head: SpecHead; itemCount: number }; retryOf?: string; carry?: JobCarry };
   const extra = { ...(input.retryOf ? { retryOf: input.retryOf } : {}), ...(input.carry ? { carry: input.carry } : {}) };
-  if (input.job && (input.job.kind === 'inline' || input.job.kind === 'stored')) return { job: input.job, ...extra };
+  if (input.job && (input.job.kind === 'inline' || input.job.kind === 'stored' || input.job.kind === 'remote')) return { job: input.job, ...extra };
   if (input.spec) return { job: { kind: 'inline', spec: input.spec }, ...extra };
   if (input.specRef) return { job: { kind: 'stored', ...input.specRef }, ...extra };
   return undefined;

@@ -49,6 +49,11 @@ export interface Storage {
   readSpec(ref: string): Promise<unknown>;
   /** Streams an items file (head line, then one item per line) in; its name is its content's hash. */
   putItemsFile(name: string, lines: AsyncIterable<string>): Promise<string>;
+  /** Where a job's items imported from `itemsFrom` (s3://, https://) live: one file per job, written once. */
+  jobItemsUri(jobId: string): string;
+  /** Streams lines into a stored object (written whole, or not at all). */
+  writeStream(uri: string, lines: AsyncIterable<string>): Promise<void>;
+  exists(uri: string): Promise<boolean>;
   /** Removes an object written by this storage (an items file a repeated start did not need). */
   removeRef(uri: string): Promise<void>;
   /** Bytes of a stored object from `start` on. */
@@ -83,6 +88,9 @@ export function createStorage(storage: string, s3: S3Options = {}): Storage {
   const store: ObjectStore = location.kind === 'file' ? new FileStore(location.root) : new S3Store(location.bucket, location.prefix, s3);
   return storageOn(store, location.kind === 'file' ? location.root : undefined);
 }
+
+/** Items files end so (`isItemsRef`); kept here so storage needs nothing from items-file.ts. */
+const ITEMS_SUFFIX = '.items.ndjson';
 
 const ndjson = (lines: readonly unknown[]) => lines.map((line) => JSON.stringify(line)).join('\n') + (lines.length > 0 ? '\n' : '');
 
@@ -120,6 +128,9 @@ function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
       await store.putStream(key, lines);
       return store.uri(key);
     },
+    jobItemsUri: (jobId) => store.uri(`${jobKey(jobId)}items${ITEMS_SUFFIX}`),
+    writeStream: (uri, lines) => store.putStream(store.keyOf(uri), lines),
+    exists: (uri) => store.exists(store.keyOf(uri)),
     removeRef: (uri) => store.remove(store.keyOf(uri)),
     openAt: (uri, start) => store.stream(store.keyOf(uri), start),
     async writeRecordsPart(jobId, part, lines) {

@@ -26,6 +26,7 @@ export interface ObjectStore {
   putStream(key: string, body: AsyncIterable<Buffer | string>): Promise<void>;
   /** The object's bytes, or undefined when there is none. */
   get(key: string): Promise<Buffer | undefined>;
+  exists(key: string): Promise<boolean>;
   /** The object's bytes from `start` on; rejects when there is none. */
   stream(key: string, start?: number): Promise<Readable>;
   /** Every object below a folder key (ending in `/`). */
@@ -91,6 +92,10 @@ export class FileStore implements ObjectStore {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw error;
     }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    return (await stat(this.file(key)).catch(() => undefined))?.isFile() ?? false;
   }
 
   async stream(key: string, start = 0): Promise<Readable> {

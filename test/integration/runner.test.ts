@@ -63,7 +63,8 @@ async function assembleSlices(input: { jobId: string }): Promise<unknown> {
 
 before(async () => {
   const storage = createStorage(path.join(mkdtempSync(path.join(os.tmpdir(), 'faultline-runner-')), 'storage'));
-  assembleSlicesReal = createEngineActivities({ implementations: {}, registry: builtInPipelines, storage, logger: createLogger({ level: 'error', format: 'json' }) }).assembleSlices as never;
+  assembleSlicesReal = createEngineActivities({ implementations: {}, registry: builtInPipelines, storage, logger: createLogger({ level: 'error', format: 'json' }), allowedHosts: [], s3: {} })
+    .assembleSlices as never;
   ts = await createTimeSkippingEnv({ taskQueue: 'faultline-runner', activities: { runBatch, assembleSlices } });
   await ts.startWorker();
 });

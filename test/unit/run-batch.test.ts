@@ -18,6 +18,8 @@ const activities = createEngineActivities({
   registry: builtInPipelines,
   storage: createStorage('/nonexistent-faultline-storage'),
   logger: createLogger({ level: 'silent', format: 'json' }),
+  allowedHosts: [],
+  s3: {},
 });
 
 function batch(ids: { id: string; outcome?: 'hang' }[], itemTimeoutMs?: number): RunBatchInput {
