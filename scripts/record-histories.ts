@@ -1,6 +1,6 @@
 /**
  * Records histories of the shipped workflows for the replay test into test/histories/<set>/
- * (`npm run record-histories -- <set>`, default `latest`). Older sets stay as they are: v1 was
+ * (`npm run record-histories -- <set> [job …]`, default `latest`). Older sets stay as they are: v1 was
  * recorded by the engine before v2, v2 before the retention patch; each must keep replaying.
  * Run after an intended (patched) workflow change.
  *
@@ -36,6 +36,10 @@ async function recordAllRuns(env: TestEnv, workflowId: string): Promise<number> 
 async function main(): Promise<void> {
   const hooks: string[] = [];
   const server = http.createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/items.ndjson') {
+      res.writeHead(200).end(Array.from({ length: 25 }, (_, i) => JSON.stringify(i === 12 ? { id: `h${i}`, params: { outcome: 'unprocessable' } } : { id: `h${i}` })).join('\n'));
+      return;
+    }
     req.resume();
     req.on('end', () => {
       hooks.push(req.url ?? '');
@@ -48,7 +52,9 @@ async function main(): Promise<void> {
   const worker = await env.startWorker();
   const out = (name: string) => pathToFileURL(path.join(env.dir, 'out', name)).toString();
   try {
-    await rm(OUT, { recursive: true, force: true });
+    // `-- <set> <job> …`: only those jobs are recorded again, the set's others kept.
+    const only = process.argv.slice(3);
+    if (only.length === 0) await rm(OUT, { recursive: true, force: true });
     await mkdir(OUT, { recursive: true });
     const flakyOnce = (id: string) => ({ id, params: { transientFailures: 1 } });
     const jobs: Record<string, { spec: unknown; during?: (jobId: string) => Promise<void>; children?: boolean }> = {
@@ -140,6 +146,10 @@ async function main(): Promise<void> {
           await env.client.handle(jobId).signal(resumeSignal);
         },
       },
+      'items-from-https': {
+        spec: { pipeline: 'synthetic', itemsFrom: `${hookUrl.replace(/\/hook$/, '')}/items.ndjson`, options: { shardSize: 10 } },
+        children: true,
+      },
       rotation: {
         spec: syntheticSpec(
           Array.from({ length: 40 }, (_, i) => flakyOnce(`r${i}`)),
@@ -148,6 +158,7 @@ async function main(): Promise<void> {
       },
     };
     for (const [name, { spec, during, children }] of Object.entries(jobs)) {
+      if (only.length > 0 && !only.includes(name)) continue;
       const jobId = `rec-${name}`;
       await env.client.start(spec, { jobId });
       if (during) await during(jobId);
@@ -160,7 +171,7 @@ async function main(): Promise<void> {
       }
       console.log(`recorded ${jobId}: ${events} events`);
     }
-    if (hooks.length === 0) throw new Error('the webhook was never delivered');
+    if (hooks.length === 0 && (only.length === 0 || only.includes('archive-webhook'))) throw new Error('the webhook was never delivered');
   } finally {
     await worker.stop();
     await env.teardown();

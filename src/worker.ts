@@ -50,6 +50,13 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     throw new SearchAttributesMissing(config.namespace, missing);
   }
   const storage = createStorage(config.storage, config.s3);
+  try {
+    // A worker that cannot keep records must not take work: say so in one line at start.
+    await storage.check();
+  } catch (error) {
+    if (!options.connection) await connection.close();
+    throw error;
+  }
   if (storage.localRoot) protectFromSpecs(storage.localRoot);
   const implementations: Record<string, PipelineImplementation> = {};
   for (const implementation of [

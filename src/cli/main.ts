@@ -19,6 +19,7 @@ import { untilStopSignal } from '../stop-signal';
 import { writeWorkflowBundle } from '../workflow-bundle';
 import { PayloadKeyError, codecFromConfig } from '../codec';
 import { SearchAttributesMissing } from '../search-attributes-check';
+import { StorageUnusable, createStorage } from '../storage';
 import { startCodecServer, uiOrigins } from '../codec-server';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -120,7 +121,11 @@ export function buildProgram(): Command {
       const processes = opts.processes === undefined ? config.workerProcesses : parseCount(opts.processes, '--processes');
       const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'faultline-worker' });
       if (processes === 1) await runWorker({ config, logger });
-      else await superviseWorkers({ processes, logger, shutdownGraceMs: config.shutdownGraceMs, maxHeapMb: config.workerMaxHeapMb });
+      else {
+        // Checked once here too: processes that cannot start would only be restarted over and over.
+        await createStorage(config.storage, config.s3).check();
+        await superviseWorkers({ processes, logger, shutdownGraceMs: config.shutdownGraceMs, maxHeapMb: config.workerMaxHeapMb });
+      }
     });
 
   program
@@ -356,6 +361,19 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('storage-check')
+    .description('prove job storage (FAULTLINE_STORAGE) works: write, read back and remove a probe; --create makes a missing S3 bucket')
+    .option('--create', 'create the S3 bucket when it is missing')
+    .option('--json', 'print JSON only')
+    .action(async (opts: { create?: boolean; json?: boolean }) => {
+      const config = loadConfig();
+      const storage = createStorage(config.storage, config.s3);
+      const { createdBucket } = await storage.check({ create: opts.create === true });
+      if (opts.json) console.log(JSON.stringify({ storage: storage.display, usable: true, createdBucket }));
+      else console.log(`job storage ${storage.display} is usable${createdBucket ? ' (bucket created)' : ''}`);
+    });
+
+  program
     .command('gc')
     .description('remove the job storage of jobs closed longer ago than --older-than (never of open jobs)')
     .requiredOption('--older-than <duration>', "e.g. 7d, 12h; 0s removes every closed job's storage")
@@ -430,7 +448,14 @@ function reportError(error: unknown): number {
     for (const issue of error.issues) console.error(`  - ${issue.path}: ${issue.message} [${issue.code}]`);
     return error.exitCode;
   }
-  if (error instanceof UsageError || error instanceof ConfigError || error instanceof DevPortBusy || error instanceof PayloadKeyError || error instanceof SearchAttributesMissing) {
+  if (
+    error instanceof UsageError ||
+    error instanceof ConfigError ||
+    error instanceof DevPortBusy ||
+    error instanceof PayloadKeyError ||
+    error instanceof SearchAttributesMissing ||
+    error instanceof StorageUnusable
+  ) {
     console.error(`error: ${error.message}`);
     return 2;
   }

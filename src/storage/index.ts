@@ -77,6 +77,23 @@ export interface Storage {
   /** Every job with storage: its id (as stored), bytes and newest write. */
   jobs(): AsyncIterable<{ jobId: string; bytes: number; modifiedMs: number }>;
   removeJob(jobId: string): Promise<void>;
+  /**
+   * Proves the storage works: writes, reads back and removes a probe object. `create` first
+   * creates a missing bucket. Throws StorageUnusable naming the storage and the cause.
+   */
+  check(options?: { create?: boolean }): Promise<{ createdBucket: boolean }>;
+}
+
+/** Job storage cannot be used (unreachable, no such bucket, no permission); the cause says why. */
+export class StorageUnusable extends Error {
+  constructor(
+    readonly storage: string,
+    cause: unknown,
+  ) {
+    const reason = (cause as { name?: string; code?: string }).code ?? (cause as { name?: string }).name ?? 'Error';
+    super(`job storage ${storage} is not usable (${reason}: ${(cause as Error).message ?? String(cause)})`, { cause });
+    this.name = 'StorageUnusable';
+  }
 }
 
 export function safeSegment(value: string): string {
@@ -197,6 +214,18 @@ function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
       }
     },
     removeJob: (jobId) => store.remove(jobKey(jobId)),
+    async check(options = {}) {
+      try {
+        const createdBucket = options.create && store instanceof S3Store ? await store.createBucket() : false;
+        const key = `probes/${process.pid}-${Date.now()}`;
+        await store.put(key, 'faultline');
+        if ((await store.get(key))?.toString() !== 'faultline') throw new Error('a probe object read back differently');
+        await store.remove(key);
+        return { createdBucket };
+      } catch (error) {
+        throw new StorageUnusable(store.display, error);
+      }
+    },
   };
 }
 

@@ -4,7 +4,18 @@
  * FAULTLINE_S3_ENDPOINT points at a server other than AWS.
  */
 import { Readable } from 'node:stream';
-import { DeleteObjectsCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, type S3ClientConfig, paginateListObjectsV2 } from '@aws-sdk/client-s3';
+import {
+  CreateBucketCommand,
+  DeleteObjectsCommand,
+  HeadBucketCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+  paginateListObjectsV2,
+} from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { type ObjectStore, type StoredObject, StorageRefOutside } from './object-store';
 
@@ -42,6 +53,18 @@ export class S3Store implements ObjectStore {
     if (options.endpoint) config.endpoint = options.endpoint;
     if (options.credentials) config.credentials = options.credentials;
     this.client = new S3Client(config);
+  }
+
+  /** Creates the bucket when it is missing (compose's and the stack's first start). */
+  async createBucket(): Promise<boolean> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      return false;
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+    await this.client.send(new CreateBucketCommand({ Bucket: this.bucket }));
+    return true;
   }
 
   uri(key: string): string {

@@ -1,7 +1,8 @@
 /**
  * `npm run test:stack` (run by .ci/run, not by `npm test`): against the production-like stack —
- * PostgreSQL + the Temporal server built from its Go module + `faultline worker --processes 2` —
- * a sharded job with transient failures runs through a worker SIGKILL and a Temporal server
+ * PostgreSQL + the Temporal server built from its Go module + MinIO holding job storage +
+ * `faultline worker --processes 2` — a sharded job whose items a worker reads from the bucket
+ * (`itemsFrom`) runs with transient failures through a worker SIGKILL and a Temporal server
  * SIGKILL + restart, and ends with exact accounting: every item's output once, every file whole.
  */
 import assert from 'node:assert/strict';
@@ -12,14 +13,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Connection } from '@temporalio/client';
 import { FaultlineClient } from '../../src/client';
 import { loadConfig } from '../../src/config';
 import { workerChildren } from '../helpers/processes';
-import { ensureBinaries, startStack, startTemporal, stackLayout, stopStack, workerEnv } from '../../scripts/stack';
+import { STACK_S3, ensureBinaries, stackLayout, stackWorkerSettings, startStack, startTemporal, stopStack, workerEnv } from '../../scripts/stack';
 
 const dir = path.join(os.tmpdir(), `faultline-stack-test-${process.pid}`);
-const options = { dir, port: 18233, pgPort: 15433, workers: 2, log: (line: string) => console.error(`[stack] ${line}`) };
+const options = { dir, port: 18233, pgPort: 15433, s3Port: 19100, workers: 2, log: (line: string) => console.error(`[stack] ${line}`) };
 let client: FaultlineClient;
 let connection: Connection;
 let out: string;
@@ -46,7 +48,21 @@ describe('the production-like stack (PostgreSQL + Temporal server from its Go mo
   it('a sharded job survives a worker SIGKILL and a server SIGKILL + restart with exact accounting', async () => {
     const layout = stackLayout(options);
     const items = Array.from({ length: 3_000 }, (_, i) => ({ id: `s${i}`, params: { cpuMs: 3, ...(i % 100 === 0 ? { transientFailures: 1 } : {}) } }));
-    const { jobId } = await client.start({ pipeline: 'synthetic', items, destination: pathToFileURL(out).toString(), options: { heartbeatTimeout: '5s', crashBudget: 10 } });
+    const settings = stackWorkerSettings(layout);
+    const bucket = new S3Client({
+      endpoint: settings.FAULTLINE_S3_ENDPOINT,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: STACK_S3.accessKeyId, secretAccessKey: STACK_S3.secretAccessKey },
+    });
+    await bucket.send(new PutObjectCommand({ Bucket: STACK_S3.bucket, Key: 'inputs/stack.ndjson', Body: items.map((item) => JSON.stringify(item)).join('\n') }));
+    bucket.destroy();
+    const { jobId } = await client.start({
+      pipeline: 'synthetic',
+      itemsFrom: `s3://${STACK_S3.bucket}/inputs/stack.ndjson`,
+      destination: pathToFileURL(out).toString(),
+      options: { heartbeatTimeout: '5s', crashBudget: 10 },
+    });
 
     const supervisor = Number(readFileSync(path.join(layout.pids, 'workers.pid'), 'utf8'));
     await new Promise((resolve) => setTimeout(resolve, 1_500));
@@ -75,6 +91,7 @@ describe('the production-like stack (PostgreSQL + Temporal server from its Go mo
     }
     assert.equal(result.status, 'Succeeded', JSON.stringify(result.errors[0] ?? null));
     assert.deepEqual([result.counts.items, result.counts.outputs, result.counts.Available], [3_000, 3_000, 3_000]);
+    assert.match(result.manifest ?? '', /^s3:\/\/faultline\/jobs\/jobs\//, 'the manifest is in the bucket');
     const records = await client.records(result);
     assert.equal(records.length, 3_000);
     assert.equal(new Set(records.map((record) => record.item)).size, 3_000, 'every item exactly once');

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { DEFAULT_ADDRESS, ENV, SEARCH_ATTRIBUTES, TASK_QUEUE } from '../../src/shared/constants';
-import { POSTGRES_MAJOR, TEMPORAL_SERVER_VERSION, TEMPORAL_UI_VERSION, stackLayout, stackWorkerSettings } from '../../scripts/stack';
+import { MINIO_VERSION } from '../../scripts/minio';
+import { POSTGRES_MAJOR, STACK_S3, TEMPORAL_SERVER_VERSION, TEMPORAL_UI_VERSION, stackLayout, stackWorkerSettings } from '../../scripts/stack';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -27,12 +28,28 @@ function envOf(service: Service): Record<string, string> {
 
 describe('docker-compose.yml is consistent with the code', () => {
   it('has PostgreSQL, the schema job, Temporal, the setup job, the Web UI and the worker, at the versions `npm run stack` runs', () => {
-    for (const name of ['postgresql', 'temporal-schema', 'temporal', 'temporal-ui', 'temporal-setup', 'faultline-worker']) assert.ok(compose.services[name], `service ${name}`);
+    for (const name of ['postgresql', 'temporal-schema', 'temporal', 'temporal-ui', 'temporal-setup', 'minio', 'storage-setup', 'faultline-worker'])
+      assert.ok(compose.services[name], `service ${name}`);
     assert.equal(compose.services.temporal?.image, `temporalio/server:${TEMPORAL_SERVER_VERSION}`, 'not the deprecated auto-setup');
     assert.equal(compose.services['temporal-schema']?.image, `temporalio/admin-tools:${TEMPORAL_SERVER_VERSION}`);
     assert.equal(compose.services['temporal-setup']?.image, `temporalio/admin-tools:${TEMPORAL_SERVER_VERSION}`);
     assert.equal(compose.services['temporal-ui']?.image, `temporalio/ui:${TEMPORAL_UI_VERSION}`);
     assert.equal(compose.services.postgresql?.image, `postgres:${POSTGRES_MAJOR}`);
+  });
+
+  it("MinIO is built from the Go module version the stack builds, and holds the workers' job storage", () => {
+    const build = compose.services.minio?.build as { dockerfile?: string; args?: Record<string, string> };
+    assert.equal(build.args?.MINIO_VERSION, MINIO_VERSION);
+    const dockerfile = readFileSync(path.join(ROOT, 'docker', build.dockerfile ?? ''), 'utf8');
+    assert.match(dockerfile, new RegExp(`^ARG MINIO_VERSION=${MINIO_VERSION}$`, 'm'));
+    assert.match(dockerfile, /go install github\.com\/minio\/minio@\$\{MINIO_VERSION\}/);
+    const worker = envOf(compose.services['faultline-worker'] ?? {});
+    const stack = stackWorkerSettings(stackLayout());
+    assert.equal(worker[ENV.storage], stack[ENV.storage], 'the same bucket and prefix');
+    assert.equal(worker[ENV.s3Endpoint], 'http://minio:9000');
+    assert.deepEqual(envOf(compose.services['storage-setup'] ?? {})[ENV.storage], worker[ENV.storage]);
+    assert.deepEqual(compose.services['storage-setup']?.command, ['node', 'bin/faultline.js', 'storage-check', '--create']);
+    assert.match(worker.AWS_SECRET_ACCESS_KEY ?? '', new RegExp(`:-${STACK_S3.secretAccessKey}\\}$`));
   });
 
   it('the stack and compose use the same worker env names', () => {
@@ -54,11 +71,11 @@ describe('docker-compose.yml is consistent with the code', () => {
     const worker = compose.services['faultline-worker'] ?? {};
     assert.ok(worker.build, 'the worker is built from the Dockerfile');
     const env = envOf(worker);
-    const known = new Set<string>(Object.values(ENV));
+    const known = new Set<string>([...Object.values(ENV), 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION']);
     for (const name of Object.keys(env)) assert.ok(known.has(name), `unknown env ${name}`);
     assert.equal(env[ENV.taskQueue], TASK_QUEUE);
     assert.equal(env[ENV.address], 'temporal:7233');
-    for (const root of (env[ENV.allowedRoots] ?? '').split(':')) assert.ok(env[ENV.storage]?.startsWith(root) || root === '', 'storage inside allowed roots');
+    assert.match(env[ENV.storage] ?? '', /^s3:\/\//, 'job storage shared through the bucket, not a volume');
   });
 
   it('registers every search attribute with its type', () => {
