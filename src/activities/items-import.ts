@@ -42,6 +42,9 @@ export async function importItems(input: { jobId: string; from: string; head: Om
   const target = deps.storage.jobItemsUri(input.jobId);
   // Written whole or not at all: an earlier attempt that got this far already pinned the items.
   if (await deps.storage.exists(target)) return { ok: true, ref: target, itemCount: (await new ItemsFileReader(deps.storage).index(target)).count };
+  // Other jobs' items and records are not a source, even in the same bucket (other objects there are).
+  if (deps.storage.holdsJobData(input.from))
+    return { ok: false, issues: [{ path: 'itemsFrom', code: 'inside_job_storage', message: `${redactUrl(input.from)} is Faultline's own job data, which specs may not read` }] };
   let source: Readable;
   try {
     source = await openSource(input.from, deps);

@@ -54,6 +54,8 @@ export interface Storage {
   /** Streams lines into a stored object (written whole, or not at all). */
   writeStream(uri: string, lines: AsyncIterable<string>): Promise<void>;
   exists(uri: string): Promise<boolean>;
+  /** Whether `uri` names Faultline's own data in this storage (jobs' records, specs, probes), which no spec may read. */
+  holdsJobData(uri: string): boolean;
   /** Removes an object written by this storage (an items file a repeated start did not need). */
   removeRef(uri: string): Promise<void>;
   /** Bytes of a stored object from `start` on. */
@@ -148,6 +150,15 @@ function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
     jobItemsUri: (jobId) => store.uri(`${jobKey(jobId)}items${ITEMS_SUFFIX}`),
     writeStream: (uri, lines) => store.putStream(store.keyOf(uri), lines),
     exists: (uri) => store.exists(store.keyOf(uri)),
+    holdsJobData(uri) {
+      let key: string;
+      try {
+        key = store.keyOf(uri);
+      } catch {
+        return false; // elsewhere
+      }
+      return /^(jobs|specs|probes)\//.test(key);
+    },
     removeRef: (uri) => store.remove(store.keyOf(uri)),
     openAt: (uri, start) => store.stream(store.keyOf(uri), start),
     async writeRecordsPart(jobId, part, lines) {

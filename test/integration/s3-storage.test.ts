@@ -151,6 +151,11 @@ describe('job storage on S3 (MinIO)', () => {
     assert.equal(http404 - before404, 1, 'a 404 is not retried');
   });
 
+  it("another job's data in job storage is not an items source", async () => {
+    const prying = await env.client.start({ pipeline: 'synthetic', itemsFrom: `s3://${s3.bucket}/faultline/jobs/s3-thousand/items.items.ndjson` });
+    await assert.rejects(env.client.result(prying.jobId), invalidSpec(/itemsFrom: .* is Faultline's own job data/));
+  });
+
   it('the client refuses an itemsFrom it cannot name, without starting anything', async () => {
     await assert.rejects(env.client.start({ pipeline: 'synthetic', itemsFrom: 'ftp://example.com/items.ndjson' }), /itemsFrom is an NDJSON source/);
     await assert.rejects(env.client.start({ pipeline: 'synthetic', itemsFrom: 's3://' }), /itemsFrom is an NDJSON source/);
