@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
@@ -159,6 +160,58 @@ describe('job storage on S3 (MinIO)', () => {
   it('the client refuses an itemsFrom it cannot name, without starting anything', async () => {
     await assert.rejects(env.client.start({ pipeline: 'synthetic', itemsFrom: 'ftp://example.com/items.ndjson' }), /itemsFrom is an NDJSON source/);
     await assert.rejects(env.client.start({ pipeline: 'synthetic', itemsFrom: 's3://' }), /itemsFrom is an NDJSON source/);
+  });
+});
+
+describe('the Storage interface on S3', () => {
+  it('keeps, checks, drops and releases working copies, and lists and removes jobs, in the bucket', async () => {
+    const storage = createStorage(`s3://${s3.bucket}/contract`, { endpoint: s3.endpoint, credentials: { accessKeyId: s3.env.AWS_ACCESS_KEY_ID!, secretAccessKey: s3.env.AWS_SECRET_ACCESS_KEY! } });
+    const data = Buffer.from('source bytes');
+    const sha256 = createHash('sha256').update(data).digest('hex');
+    await storage.writeWorkingCopy('job-a', 'item-1', { source: 'https://example.org/a.png', sha256, data });
+    await storage.writeWorkingCopy('job-a', 'item-2', { source: 'https://example.org/b.png', sha256, data });
+    assert.deepEqual(await storage.readWorkingCopy('job-a', 'item-1'), { source: 'https://example.org/a.png', sha256, data });
+
+    // Bytes that no longer match the recorded sha256 are no working copy.
+    await bucket.send(new PutObjectCommand({ Bucket: s3.bucket, Key: 'contract/jobs/job-a/work/item-2/source', Body: 'tampered' }));
+    assert.equal(await storage.readWorkingCopy('job-a', 'item-2'), undefined);
+
+    await storage.dropWorkingCopy('job-a', 'item-1');
+    assert.equal(await storage.readWorkingCopy('job-a', 'item-1'), undefined);
+    await storage.writeLines(storage.sliceRecordsUri('job-a', 0, 1), [{ item: 'x', output: 'result', status: 'Available' }]);
+    const released = await storage.releaseWorkingCopies('job-a');
+    assert.ok(released.releasedBytes > 0 && released.keptBytes > 0, JSON.stringify(released));
+    assert.deepEqual(await keys('contract/jobs/job-a/work/'), []);
+
+    const jobs: string[] = [];
+    for await (const job of storage.jobs()) jobs.push(job.jobId);
+    assert.deepEqual(jobs, ['job-a']);
+    await storage.removeJob('job-a');
+    assert.deepEqual(await keys('contract/jobs/'), []);
+    assert.deepEqual(await storage.check({ create: true }), { createdBucket: false });
+  });
+
+  it('a bucket that does not exist is one clear StorageUnusable line; --create makes it', async () => {
+    const options = { endpoint: s3.endpoint, credentials: { accessKeyId: s3.env.AWS_ACCESS_KEY_ID!, secretAccessKey: s3.env.AWS_SECRET_ACCESS_KEY! } };
+    await assert.rejects(createStorage('s3://no-such-bucket-here/x', options).check(), /job storage s3:\/\/no-such-bucket-here\/x\/ is not usable \(NoSuchBucket/);
+    const wrongKey = createStorage(`s3://${s3.bucket}/x`, { ...options, credentials: { accessKeyId: 'nobody', secretAccessKey: 'wrong-secret' } });
+    await assert.rejects(wrongKey.check(), /is not usable \(InvalidAccessKeyId/);
+    const created = await cli(['storage-check', '--json']);
+    assert.equal(created.code, 0, created.stderr);
+    const fresh = await run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'storage-check', '--create', '--json'], {
+      env: { ...env.env, FAULTLINE_STORAGE: 's3://made-by-check/jobs' },
+      cwd: env.dir,
+    });
+    assert.deepEqual(JSON.parse(fresh.stdout), { storage: 's3://made-by-check/jobs/', usable: true, createdBucket: true });
+    const missing = await run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'worker', '--processes', '1'], {
+      env: { ...env.env, FAULTLINE_STORAGE: 's3://never-made/jobs' },
+      cwd: env.dir,
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (error: { code: number; stderr: string }) => error,
+    );
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /^error: job storage s3:\/\/never-made\/jobs\/ is not usable \(NoSuchBucket/m);
   });
 });
 
