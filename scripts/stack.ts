@@ -3,11 +3,11 @@
  * processes (no Docker): PostgreSQL (Debian's package), the Temporal server built from its Go
  * module at the compose image's version (cached in .stack/bin, git-ignored; schema created with
  * Temporal's SQL tool from the same module), the default namespace with Faultline's search
- * attributes, MinIO (built from its Go module, scripts/minio.ts) holding job storage in the bucket
+ * attributes, the Web UI server (built from its Go module), MinIO (built from its Go module, scripts/minio.ts) holding job storage in the bucket
  * `faultline`, and `faultline worker --processes N`. State lives in .stack/.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureTemporalCli, isReachable } from '../src/devserver/temporal-cli';
@@ -28,6 +28,8 @@ export interface StackOptions {
   pgPort?: number;
   /** MinIO's S3 port (its console takes the next one). */
   s3Port?: number;
+  /** The Temporal Web UI's port. */
+  uiPort?: number;
   workers?: number;
   log?: (line: string) => void;
 }
@@ -41,6 +43,7 @@ export function stackLayout(options: StackOptions = {}) {
     port,
     pgPort: options.pgPort ?? 15432,
     s3Port: options.s3Port ?? 19000,
+    uiPort: options.uiPort ?? 18080,
     address: `127.0.0.1:${port}`,
     s3Data: path.join(dir, 's3'),
     pgData: path.join(dir, 'pg'),
@@ -84,6 +87,46 @@ export function ensureBinaries(layout: Layout, log: (line: string) => void): { s
   }
   const modCache = execFileSync(goBinary(), ['env', 'GOMODCACHE'], { encoding: 'utf8' }).trim();
   return { server, sql, schema: path.join(modCache, `go.temporal.io/server@v${TEMPORAL_SERVER_VERSION}`, 'schema', 'postgresql', 'v12') };
+}
+
+/** The Temporal Web UI server, built once from its Go module (ui-server embeds the UI's assets) at the compose image's version. */
+export function ensureUiServer(layout: Layout, log: (line: string) => void): string {
+  const binary = path.join(layout.bin, 'temporal-ui');
+  if (existsSync(binary)) return binary;
+  const build = path.join(layout.bin, 'ui-build');
+  log(`building github.com/temporalio/ui-server/v2/cmd/server@v${TEMPORAL_UI_VERSION} from its Go module into ${layout.bin} (first time: ~1 min)`);
+  try {
+    execFileSync(goBinary(), ['install', `github.com/temporalio/ui-server/v2/cmd/server@v${TEMPORAL_UI_VERSION}`], { env: { ...process.env, GOBIN: build }, stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (error) {
+    throw new Error(
+      `could not build the Temporal UI server: ${String((error as { stderr?: Buffer }).stderr ?? error)
+        .trim()
+        .split('\n')
+        .slice(-2)
+        .join(' ')}`,
+    );
+  }
+  // Its binary is called `server`, like Temporal's: renamed so both fit in one folder.
+  renameSync(path.join(build, 'server'), binary);
+  rmSync(build, { recursive: true, force: true });
+  return binary;
+}
+
+function uiConfig(layout: Layout): string {
+  return `temporalGrpcAddress: ${layout.address}
+port: ${layout.uiPort}
+publicPath:
+enableUi: true
+defaultNamespace: default
+refreshInterval: 1m
+cors:
+  cookieInsecure: true
+  allowOrigins:
+    - http://127.0.0.1:${layout.uiPort}
+    - http://localhost:${layout.uiPort}
+auth:
+  enabled: false
+`;
 }
 
 function startPostgres(layout: Layout, log: (line: string) => void): void {
@@ -252,6 +295,7 @@ export async function startStack(options: StackOptions = {}): Promise<Layout> {
   for (const dir of [layout.dir, layout.logs, layout.pids, path.join(layout.dir, 'config')]) mkdirSync(dir, { recursive: true });
   const tools = ensureBinaries(layout, log);
   const minio = ensureMinio(log);
+  const ui = ensureUiServer(layout, log);
   startPostgres(layout, log);
   if (!readPid(layout, 'minio')) {
     log(`starting MinIO on 127.0.0.1:${layout.s3Port}`);
@@ -268,6 +312,21 @@ export async function startStack(options: StackOptions = {}): Promise<Layout> {
   if (!readPid(layout, 'temporal')) {
     log(`starting Temporal server v${TEMPORAL_SERVER_VERSION} on ${layout.address}`);
     await startTemporal(layout, tools.server);
+  }
+  if (!readPid(layout, 'ui')) {
+    mkdirSync(path.join(layout.dir, 'ui', 'config'), { recursive: true });
+    writeFileSync(path.join(layout.dir, 'ui', 'config', 'stack.yaml'), uiConfig(layout));
+    log(`starting the Temporal Web UI v${TEMPORAL_UI_VERSION} on http://127.0.0.1:${layout.uiPort}`);
+    startDetached(layout, 'ui', ui, ['--root', path.join(layout.dir, 'ui'), '--config', 'config', '--env', 'stack', 'start'], process.env);
+    await waitFor(
+      'the Web UI',
+      () =>
+        fetch(`http://127.0.0.1:${layout.uiPort}/api/v1/settings`, { signal: AbortSignal.timeout(1_000) }).then(
+          (response) => response.ok,
+          () => false,
+        ),
+      60_000,
+    );
   }
   const cli = ensureTemporalCli();
   const address = ['--address', layout.address];
@@ -325,6 +384,7 @@ export async function stopStack(options: StackOptions = {}): Promise<void> {
   await stopPid(readPid(layout, 'workers'), 30_000);
   await stopPid(readPid(layout, 'temporal'), 15_000);
   await stopPid(readPid(layout, 'minio'), 15_000);
+  await stopPid(readPid(layout, 'ui'), 15_000);
   if (existsSync(path.join(layout.pgData, 'postmaster.pid'))) {
     try {
       run(pgBin('pg_ctl'), ['-D', layout.pgData, '-m', 'fast', '-w', 'stop'], { asPostgres: true });
@@ -341,6 +401,7 @@ async function main(): Promise<void> {
     // Only the binaries (CI builds them before the tests, outside any test's time limit).
     ensureBinaries(stackLayout(), (line) => console.error(`[stack] ${line}`));
     ensureMinio((line) => console.error(`[stack] ${line}`));
+    ensureUiServer(stackLayout(), (line) => console.error(`[stack] ${line}`));
     console.error(`[stack] binaries ready in ${stackLayout().bin}`);
     return;
   }
@@ -351,7 +412,9 @@ async function main(): Promise<void> {
     return;
   }
   const layout = await startStack(options);
-  console.error(`[stack] up: Temporal ${layout.address} (PostgreSQL on 127.0.0.1:${layout.pgPort}, MinIO on 127.0.0.1:${layout.s3Port}), workers logging to ${layout.logs}/workers.log`);
+  console.error(
+    `[stack] up: Temporal ${layout.address} (PostgreSQL on 127.0.0.1:${layout.pgPort}, MinIO on 127.0.0.1:${layout.s3Port}, Web UI http://127.0.0.1:${layout.uiPort}), workers logging to ${layout.logs}/workers.log`,
+  );
   const settings = stackWorkerSettings(layout);
   const exports = ['TEMPORAL_ADDRESS', 'FAULTLINE_STORAGE', 'FAULTLINE_S3_ENDPOINT', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION'].map((name) => `${name}=${settings[name]}`).join(' ');
   console.error(`[stack] point clients at it: export ${exports}; npx faultline start job.json`);

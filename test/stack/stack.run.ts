@@ -1,6 +1,6 @@
 /**
  * `npm run test:stack` (run by .ci/run, not by `npm test`): against the production-like stack —
- * PostgreSQL + the Temporal server built from its Go module + MinIO holding job storage +
+ * PostgreSQL + the Temporal server and Web UI built from their Go modules + MinIO holding job storage +
  * `faultline worker --processes 2` — a sharded job whose items a worker reads from the bucket
  * (`itemsFrom`) runs with transient failures through a worker SIGKILL and a Temporal server
  * SIGKILL + restart, and ends with exact accounting: every item's output once, every file whole.
@@ -21,7 +21,7 @@ import { workerChildren } from '../helpers/processes';
 import { STACK_S3, ensureBinaries, stackLayout, stackWorkerSettings, startStack, startTemporal, stopStack, workerEnv } from '../../scripts/stack';
 
 const dir = path.join(os.tmpdir(), `faultline-stack-test-${process.pid}`);
-const options = { dir, port: 18233, pgPort: 15433, s3Port: 19100, workers: 2, log: (line: string) => console.error(`[stack] ${line}`) };
+const options = { dir, port: 18233, pgPort: 15433, s3Port: 19100, uiPort: 18180, workers: 2, log: (line: string) => console.error(`[stack] ${line}`) };
 let client: FaultlineClient;
 let connection: Connection;
 let out: string;
@@ -100,5 +100,11 @@ describe('the production-like stack (PostgreSQL + Temporal server from its Go mo
       assert.equal(createHash('sha256').update(data).digest('hex'), record.sha256, `${record.item} whole`);
     }
     assert.equal(readdirSync(out).length, 3_000, 'nothing else in the destination');
+
+    // The stack's Web UI server (built from its Go module) shows the job through its API.
+    const described = (await (await fetch(`http://127.0.0.1:${layout.uiPort}/api/v1/namespaces/default/workflows/${jobId}`)).json()) as {
+      workflowExecutionInfo?: { status?: string; type?: { name?: string } };
+    };
+    assert.deepEqual([described.workflowExecutionInfo?.type?.name, described.workflowExecutionInfo?.status], ['jobWorkflow', 'WORKFLOW_EXECUTION_STATUS_COMPLETED']);
   });
 });
