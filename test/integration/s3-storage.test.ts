@@ -6,11 +6,12 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
@@ -19,7 +20,7 @@ import { importItems } from '../../src/activities/items-import';
 import { builtInPipelines } from '../../src/pipelines';
 import { ErrorTypes, type JobResult, type OutputRecord } from '../../src/shared';
 import { type Storage, StorageRefOutside, createStorage, parseStorageLocation } from '../../src/storage';
-import { ROOT, type TestEnv, createTestEnv } from '../helpers/env';
+import { ROOT, type TestEnv, createTestEnv, eventually } from '../helpers/env';
 import { type TestS3, startTestS3 } from '../helpers/s3';
 
 const run = promisify(execFile);
@@ -133,6 +134,27 @@ describe('job storage on S3 (MinIO)', () => {
     assert.equal(gc.code, 0, gc.stderr);
     assert.ok((JSON.parse(gc.stdout) as { removed: { jobId: string }[] }).removed.some((entry) => entry.jobId === 's3-thousand'));
     assert.deepEqual(await keys('faultline/jobs/s3-thousand/'), []);
+  });
+
+  it('the images pipeline keeps working copies in the bucket, and the job releases them at close', async () => {
+    const inputs = path.join(env.dir, 'images-in');
+    await mkdir(inputs, { recursive: true });
+    for (const name of ['with-exif.jpg', 'alpha.png', 'truncated.jpg']) await copyFile(path.join(ROOT, 'samples', 'images', name), path.join(inputs, name));
+    const { jobId } = await env.client.start({
+      pipeline: 'images',
+      items: ['with-exif.jpg', 'alpha.png', 'truncated.jpg'].map((name) => ({ id: name.replace('.', '-'), source: pathToFileURL(path.join(inputs, name)).toString() })),
+      outputs: ['thumbnail', 'metadata'],
+      destination: pathToFileURL(path.join(env.dir, 'images-out')).toString(),
+    });
+    const result = await env.client.result(jobId);
+    assert.deepEqual([result.status, result.counts.Available, result.counts.Failed], ['PartiallySucceeded', 4, 2]);
+    for (const record of result.outputs ?? []) if (record.status === 'Available') assert.ok(existsSync(fileURLToPath(record.location ?? '')), record.location);
+    // The failed item keeps its working copy for a retry until the job closes; closing releases it.
+    await eventually(async () => (await env.client.jobState(jobId)).kind === 'closed', 20_000, 'closed');
+    const closed = await env.client.result(jobId);
+    assert.ok((closed.metrics.storageReleasedBytes ?? 0) > 0, "the failed item's working copy was released at close");
+    assert.deepEqual(await keys(`faultline/jobs/${jobId}/work/`), [], 'no working copy outlives the job');
+    assert.ok(!existsSync(path.join(env.dir, '.faultline')));
   });
 
   it('items at an https:// source are read by a worker; a bad line or a 404 fails the job as InvalidSpec naming it', async () => {
