@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -155,6 +155,20 @@ describe('job storage on S3 (MinIO)', () => {
     assert.ok((closed.metrics.storageReleasedBytes ?? 0) > 0, "the failed item's working copy was released at close");
     assert.deepEqual(await keys(`faultline/jobs/${jobId}/work/`), [], 'no working copy outlives the job');
     assert.ok(!existsSync(path.join(env.dir, '.faultline')));
+  });
+
+  it('`start --items` uploads the file into the bucket; the same start again keeps one copy', async () => {
+    await writeFile(path.join(env.dir, 'head.json'), JSON.stringify({ pipeline: 'synthetic' }));
+    await writeFile(path.join(env.dir, 'local.ndjson'), ndjson(Array.from({ length: 1_500 }, (_, i) => ({ id: `l${i}` }))));
+    const itemsFilesNow = async () => (await keys('faultline/specs/')).filter((key) => key.endsWith('.items.ndjson')).length;
+    const before = await itemsFilesNow();
+    const first = await cli(['start', 'head.json', '--items', 'local.ndjson', '--id', 's3-local-items', '--wait', '--json']);
+    assert.equal(first.code, 0, first.stderr);
+    const result = JSON.parse(first.stdout) as JobResult;
+    assert.deepEqual([result.status, result.counts.items], ['Succeeded', 1_500]);
+    const again = await cli(['start', 'head.json', '--items', 'local.ndjson', '--id', 's3-local-items', '--json']);
+    assert.equal((JSON.parse(again.stdout) as { existing: boolean }).existing, true);
+    assert.equal((await itemsFilesNow()) - before, 1, 'one items file for the job, none left by the repeated start');
   });
 
   it('items at an https:// source are read by a worker; a bad line or a 404 fails the job as InvalidSpec naming it', async () => {
