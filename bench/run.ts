@@ -14,6 +14,7 @@ import { FaultlineClient } from '../src/client';
 import { loadConfig } from '../src/config';
 import { ensureTemporalCli, startDevServer } from '../src/devserver/temporal-cli';
 import { createLogger, installTemporalLogging } from '../src/logger';
+import { startLocalS3 } from '../scripts/minio';
 import { createNaiveActivities } from './naive-activities';
 import type { RawShare } from './raw-worker';
 
@@ -195,26 +196,34 @@ async function main(): Promise<void> {
     activities: createNaiveActivities({ source: SOURCE, outDir: path.join(dir, 'naive-out') }),
   });
   const naiveRunning = naiveWorker.run();
-  // Faultline: its default layout, `faultline worker` (one process per core under a supervisor).
-  let workerLog = '';
-  const faultlineWorkers = spawn(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'worker'], {
-    env: { ...env, FAULTLINE_LOG_LEVEL: 'info', FAULTLINE_LOG_FORMAT: 'json' },
-    cwd: dir,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  faultlineWorkers.stderr?.on('data', (chunk: Buffer) => (workerLog = (workerLog + chunk.toString()).slice(-100_000)));
-  process.once('exit', () => faultlineWorkers.kill('SIGKILL'));
   const processes = config.workerProcesses;
-  for (const deadline = Date.now() + 120_000; (workerLog.match(/"worker started"/g) ?? []).length < processes;) {
-    if (Date.now() > deadline || faultlineWorkers.exitCode !== null) throw new Error(`faultline workers did not start: ${workerLog.slice(-2_000)}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  say(`faultline worker: ${processes} processes; raw: ${cores} processes; naive: one worker`);
-  // Worker RSS is the worker processes only; the supervisor (a few MB of its own, more under tsx in a clone) is reported apart.
-  const workerPids = () => processTree(faultlineWorkers.pid ?? -1).filter((pid) => pid !== faultlineWorkers.pid);
   const serverPid = server.process.pid ?? -1;
   const parties = (work: () => number[]) => () => ({ work: sumOver(work(), cpuOf), server: sumOver(processTree(serverPid), cpuOf), bench: cpuOf(process.pid) });
-  const faultlineLayout: Layout = { workers: processes, rss: () => sumOver(workerPids(), rssOf), cpu: parties(() => processTree(faultlineWorkers.pid ?? -1)) };
+  // Faultline: its default layout, `faultline worker` (one process per core under a supervisor).
+  const startWorkers = async (workerEnv: NodeJS.ProcessEnv): Promise<{ supervisor: ChildProcess; layout: Layout }> => {
+    let workerLog = '';
+    const supervisor = spawn(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'worker'], {
+      env: { ...workerEnv, FAULTLINE_LOG_LEVEL: 'info', FAULTLINE_LOG_FORMAT: 'json' },
+      cwd: dir,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    supervisor.stderr?.on('data', (chunk: Buffer) => (workerLog = (workerLog + chunk.toString()).slice(-100_000)));
+    process.once('exit', () => supervisor.kill('SIGKILL'));
+    for (const deadline = Date.now() + 120_000; (workerLog.match(/"worker started"/g) ?? []).length < processes;) {
+      if (Date.now() > deadline || supervisor.exitCode !== null) throw new Error(`faultline workers did not start: ${workerLog.slice(-2_000)}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    // Worker RSS is the worker processes only; the supervisor (a few MB of its own, more under tsx in a clone) is reported apart.
+    const workerPids = () => processTree(supervisor.pid ?? -1).filter((pid) => pid !== supervisor.pid);
+    return { supervisor, layout: { workers: processes, rss: () => sumOver(workerPids(), rssOf), cpu: parties(() => processTree(supervisor.pid ?? -1)) } };
+  };
+  const stopWorkers = async (supervisor: ChildProcess) => {
+    const gone = new Promise((resolve) => supervisor.once('exit', resolve));
+    supervisor.kill('SIGTERM');
+    await gone;
+  };
+  const { supervisor: faultlineWorkers, layout: faultlineLayout } = await startWorkers(env);
+  say(`faultline worker: ${processes} processes; raw: ${cores} processes; naive: one worker`);
   const naiveLayout: Layout = { workers: 1, rss: () => process.memoryUsage().rss, cpu: parties(() => []) };
   const rawPids = { pids: [] as number[] };
   const rawLayout: Layout = { workers: cores, rss: () => sumOver(rawPids.pids, rssOf), cpu: parties(() => []) }; // raw processes are gone when the run ends: their CPU is elapsed × cores
@@ -242,9 +251,9 @@ async function main(): Promise<void> {
     return largest;
   };
 
-  const runFaultline = async (spec: unknown) => {
-    const { jobId } = await client.start(spec);
-    const result = await client.result(jobId);
+  const runFaultline = async (spec: unknown, on: FaultlineClient = client) => {
+    const { jobId } = await on.start(spec);
+    const result = await on.result(jobId);
     await raw.workflow
       .getHandle(jobId)
       .result()
@@ -318,6 +327,24 @@ async function main(): Promise<void> {
     };
   }
 
+  if (wanted('storage')) {
+    // The same sharded job with job storage in a folder and in an S3 bucket (MinIO built from its Go module), each on its own workers.
+    const items = Math.round(100_000 * scale);
+    say(`storage: ${items} items with FAULTLINE_STORAGE in a folder, then in MinIO`);
+    const s3 = await startLocalS3('bench', say);
+    const s3Env = { ...env, ...s3.env, FAULTLINE_STORAGE: 's3://bench/jobs', FAULTLINE_TASK_QUEUE: 'faultline-bench-s3' };
+    const s3Workers = await startWorkers(s3Env);
+    const s3Client = await FaultlineClient.connect({ config: loadConfig(s3Env, dir), connection });
+    const spec = (prefix: string) => ({ pipeline: 'synthetic', items: Array.from({ length: items }, (_, i) => ({ id: `${prefix}${i}` })), options: { shardSize: 1_000 } });
+    workloads.storage = {
+      file: await measure(items, faultlineLayout, () => runFaultline(spec('f'))),
+      s3: await measure(items, s3Workers.layout, () => runFaultline(spec('s'), s3Client)),
+    };
+    await s3Client.close();
+    await stopWorkers(s3Workers.supervisor);
+    await s3.stop();
+  }
+
   if (wanted('scale1m')) {
     const millionItems = Math.round(1_000_000 * scale);
     say(`scale1m: ${millionItems} items in one job`);
@@ -372,14 +399,13 @@ async function main(): Promise<void> {
       cpu1ms_faultline_vs_raw: ratio(workloads.cpu1ms?.faultline?.itemsPerSec, workloads.cpu1ms?.raw?.itemsPerSec),
       thumbnails_faultline_vs_raw: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.raw?.itemsPerSec),
       thumbnails_faultline_vs_naive: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.naive?.itemsPerSec),
+      storage_s3_vs_file: ratio(workloads.storage?.s3?.itemsPerSec, workloads.storage?.file?.itemsPerSec),
     },
   };
   clearInterval(supervisorSampler);
   naiveWorker.shutdown();
   await naiveRunning;
-  const workersGone = new Promise((resolve) => faultlineWorkers.once('exit', resolve));
-  faultlineWorkers.kill('SIGTERM');
-  await workersGone;
+  await stopWorkers(faultlineWorkers);
   await client.close();
   await connection.close();
   await native.close();

@@ -5,8 +5,12 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import os from 'node:os';
 import path from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { freePort } from '../src/devserver/temporal-cli';
 
 /** github.com/minio/minio at commit 7aac2a2c5b7c (2026-02-12): the Go module's pseudo-version. */
 export const MINIO_VERSION = 'v0.0.0-20260212201848-7aac2a2c5b7c';
@@ -87,4 +91,44 @@ export async function readyBucket(endpoint: string, credentials: MinioCredential
   } finally {
     client.destroy();
   }
+}
+
+export interface LocalS3 {
+  endpoint: string;
+  bucket: string;
+  /** What a worker or client needs to use it: FAULTLINE_S3_ENDPOINT and AWS credentials. */
+  env: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+/** A throwaway MinIO on free 127.0.0.1 ports with its data in a temp folder (tests, benchmarks); it dies with this process. */
+export async function startLocalS3(bucket: string, log: (line: string) => void = () => undefined): Promise<LocalS3> {
+  const binary = ensureMinio(log);
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'faultline-minio-'));
+  const [port, consolePort] = [await freePort(), await freePort()];
+  const credentials = { accessKeyId: 'faultline-local', secretAccessKey: 'faultline-local-secret' };
+  const child = startMinio({ binary, dataDir, port, consolePort, credentials });
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  const endpoint = `http://127.0.0.1:${port}`;
+  try {
+    await readyBucket(endpoint, credentials, bucket);
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
+  }
+  return {
+    endpoint,
+    bucket,
+    env: { FAULTLINE_S3_ENDPOINT: endpoint, AWS_ACCESS_KEY_ID: credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey, AWS_REGION: 'us-east-1' },
+    async stop() {
+      process.off('exit', killOnExit);
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = once(child, 'exit');
+        child.kill('SIGTERM');
+        await exited;
+      }
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
 }
