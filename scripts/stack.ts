@@ -396,7 +396,23 @@ export async function stopStack(options: StackOptions = {}): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { stop: { type: 'boolean' }, build: { type: 'boolean' }, workers: { type: 'string' }, port: { type: 'string' } } });
+  const { values } = parseArgs({ options: { stop: { type: 'boolean' }, status: { type: 'boolean' }, build: { type: 'boolean' }, workers: { type: 'string' }, port: { type: 'string' } } });
+  if (values.status) {
+    const layout = stackLayout(values.port ? { port: Number(values.port) } : {});
+    let postgres = false;
+    try {
+      run(pgBin('pg_ctl'), ['-D', layout.pgData, 'status'], { asPostgres: true });
+      postgres = true;
+    } catch {
+      // not running
+    }
+    console.log(`postgresql  ${postgres ? 'running' : 'stopped'}`);
+    for (const name of ['temporal', 'ui', 'minio', 'workers']) {
+      const pid = readPid(layout, name);
+      console.log(`${name.padEnd(11)} ${pid === undefined ? 'stopped' : `running (pid ${pid})`}`);
+    }
+    return;
+  }
   if (values.build) {
     // Only the binaries (CI builds them before the tests, outside any test's time limit).
     ensureBinaries(stackLayout(), (line) => console.error(`[stack] ${line}`));
