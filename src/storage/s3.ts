@@ -51,6 +51,9 @@ export class S3Store implements ObjectStore {
       maxAttempts: 4,
     };
     if (options.endpoint) config.endpoint = options.endpoint;
+    // The SDK warns on every command under Node 20 that its releases after January 2027 need Node 22;
+    // the lockfile pins this release, so the notice only clutters one-line CLI output. Set the variable to see it.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     if (options.credentials) config.credentials = options.credentials;
     this.client = new S3Client(config);
   }
