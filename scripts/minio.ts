@@ -3,13 +3,14 @@
  * module at a pinned version (MinIO publishes no binaries or images of new releases; compose
  * builds the same module: docker/minio.Dockerfile) and cached in .stack/bin (git-ignored).
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { once } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { goInstall } from './go';
 import { freePort } from '../src/devserver/temporal-cli';
 
 /** github.com/minio/minio at commit 7aac2a2c5b7c (2026-02-12): the Go module's pseudo-version. */
@@ -22,29 +23,12 @@ export interface MinioCredentials {
   secretAccessKey: string;
 }
 
-/** `go` from PATH, else the official tarball's place (/usr/local/go/bin), which shells often leave off PATH. */
-export function goBinary(): string {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) if (dir && existsSync(path.join(dir, 'go'))) return path.join(dir, 'go');
-  if (existsSync('/usr/local/go/bin/go')) return '/usr/local/go/bin/go';
-  throw new Error('Go is needed to build MinIO and the Temporal server from their modules (https://go.dev/dl, or Debian: golang)');
-}
-
 /** The MinIO binary, built from the Go module the first time (~2 min on 2 cores). */
 export function ensureMinio(log: (line: string) => void = () => undefined): string {
   const binary = path.join(BIN_DIR, 'minio');
   if (existsSync(binary)) return binary;
   log(`building github.com/minio/minio@${MINIO_VERSION} from its Go module into ${BIN_DIR} (first time: ~2 min on 2 cores)`);
-  mkdirSync(BIN_DIR, { recursive: true });
-  try {
-    execFileSync(goBinary(), ['install', `github.com/minio/minio@${MINIO_VERSION}`], { env: { ...process.env, GOBIN: BIN_DIR }, stdio: ['ignore', 'ignore', 'pipe'] });
-  } catch (error) {
-    const detail = String((error as { stderr?: Buffer }).stderr ?? error)
-      .trim()
-      .split('\n')
-      .slice(-2)
-      .join(' ');
-    throw new Error(`could not build MinIO (is Go installed?): ${detail}`);
-  }
+  goInstall(`github.com/minio/minio@${MINIO_VERSION}`, BIN_DIR);
   return binary;
 }
 

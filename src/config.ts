@@ -55,11 +55,6 @@ export class ConfigError extends Error {
   }
 }
 
-/** A folder becomes absolute; an s3:// URI stays as given. */
-function storageSetting(value: string, cwd: string): string {
-  return /^s3:/i.test(value) ? value : path.resolve(cwd, value);
-}
-
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
   const list = (value: string | undefined, separator: string | RegExp) =>
     (value ?? '')
@@ -69,6 +64,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const grace = env[ENV.shutdownGrace];
   const parsedGrace = grace ? DurationSchema.safeParse(grace) : undefined;
   const pathStyle = env[ENV.s3ForcePathStyle];
+  const storageValue = env[ENV.storage] || '.faultline';
+  let storage: string;
+  try {
+    // A folder becomes absolute; an s3:// URI stays as given.
+    const location = parseStorageLocation(storageValue, cwd);
+    storage = location.kind === 'file' ? location.root : storageValue;
+  } catch (error) {
+    throw new ConfigError([{ path: ENV.storage, message: (error as Error).message }]);
+  }
   const raw = {
     address: env[ENV.address] || undefined,
     namespace: env[ENV.namespace] || undefined,
@@ -78,7 +82,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     tlsCa: env[ENV.tlsCa],
     tlsServerName: env[ENV.tlsServerName],
     taskQueue: env[ENV.taskQueue] || undefined,
-    storage: storageSetting(env[ENV.storage] || '.faultline', cwd),
+    storage,
     s3: {
       endpoint: env[ENV.s3Endpoint] || undefined,
       region: env.AWS_REGION || env.AWS_DEFAULT_REGION,
@@ -100,13 +104,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     workerProcesses: env[ENV.workerProcesses] || undefined,
     workerMaxHeapMb: env[ENV.workerMaxHeapMb] || undefined,
   };
-  let storageProblem: string | undefined;
-  try {
-    parseStorageLocation(raw.storage, cwd);
-  } catch (error) {
-    storageProblem = (error as Error).message;
-  }
-  if (storageProblem) throw new ConfigError([{ path: ENV.storage, message: storageProblem }]);
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {
     throw new ConfigError(parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })));

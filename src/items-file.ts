@@ -7,10 +7,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
-import type { Storage } from './storage';
-import { type JobSpec, type PipelineRegistry, type SpecIssue, validateJobSpec } from './shared';
+import type { Readable } from 'node:stream';
+import { ITEMS_FILE_SUFFIX, type Storage } from './storage';
+import { type JobSpec, type PipelineRegistry, type SpecIssue, normalizeSpec, validateJobSpec } from './shared';
 
-export const ITEMS_FILE_SUFFIX = '.items.ndjson';
+export { ITEMS_FILE_SUFFIX } from './storage';
 /** Items validated at a time, by the client streaming a file in and by workers checking it: bounded memory, exact paths. */
 export const ITEMS_CHUNK = 10_000;
 
@@ -46,41 +47,110 @@ export function isItemsRef(ref: string): boolean {
   return ref.endsWith(ITEMS_FILE_SUFFIX);
 }
 
-/** Lines of a local NDJSON file (blank lines skipped), with their 1-based line numbers. */
+/** Non-blank lines of an NDJSON stream, with their 1-based line numbers. */
+export async function* numberedLines(input: Readable): AsyncGenerator<{ line: string; number: number }> {
+  let number = 0;
+  for await (const line of createInterface({ input, crlfDelay: Infinity })) {
+    number += 1;
+    if (line.trim() !== '') yield { line, number };
+  }
+}
+
+/** Non-blank lines of a local NDJSON file, with their 1-based line numbers. */
 export async function* ndjsonLines(file: string): AsyncGenerator<{ line: string; number: number }> {
   // Opened first: readline does not pass on the errors of a stream it was given (ENOENT would crash).
   const handle = await open(file, 'r');
   try {
-    let number = 0;
-    for await (const line of handle.readLines()) {
-      number += 1;
-      if (line.trim() !== '') yield { line, number };
-    }
+    yield* numberedLines(handle.createReadStream());
   } finally {
     await handle.close().catch(() => undefined);
   }
 }
 
+/** Why an NDJSON items source was refused: the issues of its first bad chunk, a line that is not JSON, or no items. */
+export class InvalidItems extends Error {
+  constructor(readonly issues: SpecIssue[]) {
+    super(`${issues.length} issue(s) in the items`);
+    this.name = 'InvalidItems';
+  }
+}
+
 /**
- * Writes head + items into job storage and returns its reference, the item count and the sha256
- * of the items (for idempotency). `items` yields one JSON text per item. The file is streamed
- * under a temporary name, then stored under its content's hash.
+ * Validates NDJSON lines against the spec head in chunks of ITEMS_CHUNK and yields every item,
+ * normalized, as JSON text — what the client streaming a local file and a worker reading an
+ * s3:// or https:// source both store. It ends with InvalidItems at the first line that is not
+ * JSON, at the first chunk with issues (file-wide paths, messages naming their lines), or when
+ * there are no items (`source` names the input in that message).
  */
-export async function writeItemsFile(storage: Storage, head: unknown, items: AsyncIterable<string>): Promise<{ ref: string; itemCount: number; sha256: string }> {
+export async function* checkedItemLines(head: object, lines: AsyncIterable<{ line: string; number: number }>, registry: PipelineRegistry, source: string): AsyncGenerator<string> {
+  const seen = new Set<string>();
+  let chunk: { item: unknown; number: number }[] = [];
+  let count = 0;
+  const flush = function* (): Generator<string> {
+    const checked = checkItemsChunk(
+      head,
+      chunk.map((entry) => entry.item),
+      count - chunk.length,
+      seen,
+      registry,
+    );
+    if (!checked.ok) {
+      throw new InvalidItems(
+        checked.issues.map(({ index, ...found }) => {
+          const line = index === undefined ? undefined : chunk[index]?.number;
+          return line === undefined ? found : { ...found, message: `${found.message} (line ${line})` };
+        }),
+      );
+    }
+    for (const item of normalizeSpec(checked.spec).items) yield JSON.stringify(item);
+    chunk = [];
+  };
+  for await (const { line, number } of lines) {
+    let item: unknown;
+    try {
+      item = JSON.parse(line);
+    } catch (error) {
+      throw new InvalidItems([{ path: `items[${count}]`, code: 'invalid_json', message: `line ${number} is not JSON: ${(error as Error).message}` }]);
+    }
+    chunk.push({ item, number });
+    count += 1;
+    if (chunk.length >= ITEMS_CHUNK) yield* flush();
+  }
+  if (chunk.length > 0) yield* flush();
+  if (count === 0) throw new InvalidItems([{ path: 'itemsFrom', code: 'empty', message: `${source} has no items` }]);
+}
+
+/**
+ * Writes head + items into job storage — at `uri`, or a new file under `specs/` — and returns its
+ * reference, the item count and the sha256 of the items (for idempotency). `items` yields one JSON
+ * text per item. Written whole or not at all; when `items` fails, its own error is thrown,
+ * however the store wrapped it.
+ */
+export async function writeItemsFile(storage: Storage, head: unknown, items: AsyncIterable<string>, uri?: string): Promise<{ ref: string; itemCount: number; sha256: string }> {
   const hash = createHash('sha256');
   let itemCount = 0;
-  // The name must be known before the upload starts, so it hashes the head and a random part;
-  // the content hash goes into the job's idempotency hash instead.
-  const name = `${createHash('sha256').update(JSON.stringify(head)).update(randomBytes(16)).digest('hex')}${ITEMS_FILE_SUFFIX}`;
+  // A new file's name must be known before the upload starts, so it hashes the head and a random
+  // part; the content hash goes into the job's idempotency hash instead.
+  const ref = uri ?? storage.itemsFileUri(`${createHash('sha256').update(JSON.stringify(head)).update(randomBytes(16)).digest('hex')}${ITEMS_FILE_SUFFIX}`);
+  let itemsFailed: { error: unknown } | undefined;
   async function* lines(): AsyncGenerator<string> {
     yield `${JSON.stringify({ head })}\n`;
-    for await (const item of items) {
-      hash.update(item).update('\n');
-      itemCount += 1;
-      yield `${item}\n`;
+    try {
+      for await (const item of items) {
+        hash.update(item).update('\n');
+        itemCount += 1;
+        yield `${item}\n`;
+      }
+    } catch (error) {
+      itemsFailed = { error };
+      throw error;
     }
   }
-  const ref = await storage.putItemsFile(name, lines());
+  try {
+    await storage.writeStream(ref, lines());
+  } catch (error) {
+    throw itemsFailed ? itemsFailed.error : error;
+  }
   return { ref, itemCount, sha256: hash.digest('hex') };
 }
 

@@ -8,7 +8,7 @@ import { constants as fsConstants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { PathMismatch, verifyDescriptorWithin } from '../storage';
 import net, { BlockList } from 'node:net';
-import { Agent, request } from 'undici';
+import { Agent, type Dispatcher, request } from 'undici';
 import { ErrorTypes, redactUrl } from '../shared';
 import { resolveAllowedPath } from './files';
 import { ItemError } from './types';
@@ -179,61 +179,67 @@ export async function fetchSource(source: string, options: FetchOptions): Promis
   }
   const agent = guardedAgent(options);
   try {
-    let current = url;
-    for (let hop = 0; ; hop++) {
-      const literal = refusedLiteral(current, options.allowedHosts);
-      if (literal) throw refuseHost(current, literal);
-      let response;
-      try {
-        response = await request(current, { method: 'GET', dispatcher: agent, signal: options.signal, maxRedirections: 0 } as Parameters<typeof request>[1]);
-      } catch (error) {
-        throw networkError(error, current.toString());
-      }
-      if (response.statusCode >= 300 && response.statusCode < 400 && response.headers.location) {
-        await response.body.dump();
-        if (hop >= (options.maxRedirects ?? 5)) {
-          throw new ItemError({
-            type: 'TooManyRedirects',
-            class: 'unprocessable',
-            message: `more than ${options.maxRedirects ?? 5} redirects`,
-            details: { url: redactUrl(url.toString()) },
-            step: STEP,
-          });
-        }
-        current = new URL(String(response.headers.location), current);
-        if (current.protocol !== 'http:' && current.protocol !== 'https:') {
-          throw new ItemError({ type: ErrorTypes.UnsupportedSource, message: `redirect to unsupported scheme ${current.protocol}`, details: { scheme: current.protocol }, step: STEP });
-        }
-        continue;
-      }
-      const failure = httpStatusError(response.statusCode, current.toString(), STEP, response.headers);
-      if (failure) {
-        await response.body.dump();
-        throw failure;
-      }
-      const declared = Number(response.headers['content-length'] ?? NaN);
-      if (Number.isFinite(declared) && declared > options.maxBytes) {
-        await response.body.dump();
-        throw tooLarge(declared, options.maxBytes);
-      }
-      const chunks: Buffer[] = [];
-      let size = 0;
-      try {
-        for await (const chunk of response.body) {
-          size += (chunk as Buffer).length;
-          if (size > options.maxBytes) {
-            response.body.destroy();
-            throw tooLarge(size, options.maxBytes);
-          }
-          chunks.push(chunk as Buffer);
-        }
-      } catch (error) {
-        throw networkError(error, current.toString());
-      }
-      return { data: Buffer.concat(chunks), from: redactUrl(current.toString()) };
+    const { response, url: current } = await guardedGet(url, { agent, allowedHosts: options.allowedHosts, signal: options.signal, maxRedirects: options.maxRedirects });
+    const failure = httpStatusError(response.statusCode, current.toString(), STEP, response.headers);
+    if (failure) {
+      await response.body.dump();
+      throw failure;
     }
+    const declared = Number(response.headers['content-length'] ?? NaN);
+    if (Number.isFinite(declared) && declared > options.maxBytes) {
+      await response.body.dump();
+      throw tooLarge(declared, options.maxBytes);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of response.body) {
+        size += (chunk as Buffer).length;
+        if (size > options.maxBytes) {
+          response.body.destroy();
+          throw tooLarge(size, options.maxBytes);
+        }
+        chunks.push(chunk as Buffer);
+      }
+    } catch (error) {
+      throw networkError(error, current.toString());
+    }
+    return { data: Buffer.concat(chunks), from: redactUrl(current.toString()) };
   } finally {
     await agent.close().catch(() => undefined);
+  }
+}
+
+/**
+ * GET through the outbound guard (`agent` from guardedAgent), following redirects — every hop
+ * checked, http(s) only — up to `maxRedirects` (default 5). The final response, its status not
+ * yet judged, and its URL. Failures are ItemErrors: HostNotAllowed, TooManyRedirects,
+ * UnsupportedSource (a redirect elsewhere) and NetworkError.
+ */
+export async function guardedGet(
+  url: URL,
+  options: { agent: Agent; allowedHosts: readonly string[]; signal?: AbortSignal | undefined; maxRedirects?: number | undefined },
+): Promise<{ response: Dispatcher.ResponseData<unknown>; url: URL }> {
+  const maxRedirects = options.maxRedirects ?? 5;
+  let current = url;
+  for (let hop = 0; ; hop++) {
+    const literal = refusedLiteral(current, options.allowedHosts);
+    if (literal) throw refuseHost(current, literal);
+    let response;
+    try {
+      response = await request(current, { method: 'GET', dispatcher: options.agent, signal: options.signal, maxRedirections: 0 } as Parameters<typeof request>[1]);
+    } catch (error) {
+      throw networkError(error, current.toString());
+    }
+    if (!(response.statusCode >= 300 && response.statusCode < 400 && response.headers.location)) return { response, url: current };
+    await response.body.dump();
+    if (hop >= maxRedirects) {
+      throw new ItemError({ type: 'TooManyRedirects', class: 'unprocessable', message: `more than ${maxRedirects} redirects`, details: { url: redactUrl(url.toString()) }, step: STEP });
+    }
+    current = new URL(String(response.headers.location), current);
+    if (current.protocol !== 'http:' && current.protocol !== 'https:') {
+      throw new ItemError({ type: ErrorTypes.UnsupportedSource, message: `redirect to unsupported scheme ${current.protocol}`, details: { scheme: current.protocol }, step: STEP });
+    }
   }
 }
 

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { FileStore, type ObjectStore, StorageRefOutside } from './object-store';
 import { PERMANENT_S3_ERRORS, S3Store, type S3Options } from './s3';
 
@@ -20,7 +21,7 @@ export type StorageLocation = { kind: 'file'; root: string } | { kind: 's3'; buc
 
 /** `s3://bucket[/prefix]`, or a folder path (relative to `cwd`). Throws a one-line error for a malformed s3 URI. */
 export function parseStorageLocation(value: string, cwd = process.cwd()): StorageLocation {
-  if (!/^s3:/i.test(value)) return { kind: 'file', root: path.resolve(cwd, value.startsWith('file://') ? new URL(value).pathname : value) };
+  if (!/^s3:/i.test(value)) return { kind: 'file', root: path.resolve(cwd, value.startsWith('file://') ? fileURLToPath(value) : value) };
   const match = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(value);
   if (!match) throw new Error(`"${value}" is not s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, dots, hyphens)`);
   const prefix = (match[2] ?? '').replace(/^\/+|\/+$/g, '');
@@ -47,8 +48,8 @@ export interface Storage {
   localRoot: string | undefined;
   putSpec(specJson: string): Promise<string>;
   readSpec(ref: string): Promise<unknown>;
-  /** Streams an items file (head line, then one item per line) in; its name is its content's hash. */
-  putItemsFile(name: string, lines: AsyncIterable<string>): Promise<string>;
+  /** Where a client's items file named `name` goes (`specs/`). */
+  itemsFileUri(name: string): string;
   /** Where a job's items imported from `itemsFrom` (s3://, https://) live: one file per job, written once. */
   jobItemsUri(jobId: string): string;
   /** Streams lines into a stored object (written whole, or not at all). */
@@ -108,8 +109,8 @@ export function createStorage(storage: string, s3: S3Options = {}): Storage {
   return storageOn(store, location.kind === 'file' ? location.root : undefined);
 }
 
-/** Items files end so (`isItemsRef`); kept here so storage needs nothing from items-file.ts. */
-const ITEMS_SUFFIX = '.items.ndjson';
+/** How every items file's name ends (`isItemsRef` in items-file.ts tells them from specs by it). */
+export const ITEMS_FILE_SUFFIX = '.items.ndjson';
 
 const ndjson = (lines: readonly unknown[]) => lines.map((line) => JSON.stringify(line)).join('\n') + (lines.length > 0 ? '\n' : '');
 
@@ -142,12 +143,8 @@ function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
       if (data === undefined) throw new Error(`spec ${ref} is not in job storage ${store.display}`);
       return JSON.parse(data.toString('utf8')) as unknown;
     },
-    async putItemsFile(name, lines) {
-      const key = `specs/${safeSegment(name)}`;
-      await store.putStream(key, lines);
-      return store.uri(key);
-    },
-    jobItemsUri: (jobId) => store.uri(`${jobKey(jobId)}items${ITEMS_SUFFIX}`),
+    itemsFileUri: (name) => store.uri(`specs/${safeSegment(name)}`),
+    jobItemsUri: (jobId) => store.uri(`${jobKey(jobId)}items${ITEMS_FILE_SUFFIX}`),
     writeStream: (uri, lines) => store.putStream(store.keyOf(uri), lines),
     exists: (uri) => store.exists(store.keyOf(uri)),
     holdsJobData(uri) {

@@ -3,8 +3,7 @@
  * (./s3.ts). Keys are `/`-separated paths below the store's root; every object is written whole,
  * so a reader never sees part of one.
  */
-import { readFile, readdir, rm, stat } from 'node:fs/promises';
-import { open } from 'node:fs/promises';
+import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath, pathToFileURL } from 'node:url';

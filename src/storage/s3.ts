@@ -31,9 +31,9 @@ export interface S3Options {
 const PART_BYTES = 5 * 1024 * 1024;
 
 export class S3Store implements ObjectStore {
+  /** `s3://bucket/prefix`, also the start of every URI this store holds. */
   readonly display: string;
   private readonly client: S3Client;
-  private readonly base: string;
 
   constructor(
     readonly bucket: string,
@@ -42,7 +42,6 @@ export class S3Store implements ObjectStore {
     options: S3Options,
   ) {
     this.display = `s3://${bucket}/${prefix}`;
-    this.base = `s3://${bucket}/${prefix}`;
     const config: S3ClientConfig = {
       region: options.region ?? 'us-east-1',
       forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
@@ -71,12 +70,12 @@ export class S3Store implements ObjectStore {
   }
 
   uri(key: string): string {
-    return this.base + key;
+    return this.display + key;
   }
 
   keyOf(uri: string): string {
-    if (!uri.startsWith(this.base) || uri.length === this.base.length) throw new StorageRefOutside(uri, this.display);
-    const key = uri.slice(this.base.length);
+    if (!uri.startsWith(this.display) || uri.length === this.display.length) throw new StorageRefOutside(uri, this.display);
+    const key = uri.slice(this.display.length);
     if (key.split('/').some((segment) => segment === '..' || segment === '.')) throw new StorageRefOutside(uri, this.display);
     return key;
   }
@@ -142,7 +141,7 @@ export class S3Store implements ObjectStore {
       if (batch.length === 0) return;
       const response = await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch, Quiet: true } }));
       const failed = response.Errors?.[0];
-      if (failed) throw new Error(`cannot delete ${this.base}${failed.Key ?? ''}: ${failed.Code ?? ''} ${failed.Message ?? ''}`.trim());
+      if (failed) throw new Error(`cannot delete s3://${this.bucket}/${failed.Key ?? ''}: ${failed.Code ?? ''} ${failed.Message ?? ''}`.trim());
       batch = [];
     };
     for await (const object of this.list(folder)) {
@@ -160,3 +159,9 @@ function isNotFound(error: unknown): boolean {
 
 /** S3 errors no retry can fix: wrong credentials, no such bucket, no permission. */
 export const PERMANENT_S3_ERRORS = new Set(['AccessDenied', 'NoSuchBucket', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidBucketName', 'AllAccessDisabled', 'AccountProblem']);
+
+/** Reading an object: the S3 error name when no retry can help (it is missing, or one of the above), else undefined. */
+export function unrecoverableS3Error(error: unknown): string | undefined {
+  const name = (error as { name?: string }).name ?? 'NotFound';
+  return isNotFound(error) || PERMANENT_S3_ERRORS.has(name) ? name : undefined;
+}
