@@ -2,7 +2,7 @@
  * The typed client API: validate and start jobs, wait for results, follow progress, retry,
  * cancel and list. The CLI is a thin layer over this.
  */
-import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import { fileURLToPath } from 'node:url';
 import { dataConverterFor } from './codec';
@@ -62,6 +62,7 @@ import {
   normalizeSpec,
   progressQuery,
   retryUpdate,
+  resultQuery,
   validateJobSpec,
   redactUrl,
 } from './shared';
@@ -372,6 +373,9 @@ export class FaultlineClient {
     try {
       const description = await handle.describe();
       if (description.status.name !== 'RUNNING') return await this.withLaterFlags(jobId, await closedJobResult(handle));
+      // A settled round is read by query, which adds nothing to the job's history; only a wait is an update.
+      const settled = await handle.query(resultQuery).catch(() => null);
+      if (settled && (options.round === undefined || settled.round >= options.round)) return settled;
       for (;;) {
         try {
           return await handle.executeUpdate(awaitResultUpdate, { args: [{ ...(options.round !== undefined ? { round: options.round } : {}) }] });
@@ -471,9 +475,11 @@ export class FaultlineClient {
     try {
       const description = await handle.describe();
       if (description.status.name === 'RUNNING') {
+        // One id for every re-send: the server runs an update id once per run, so a lost answer never makes two rounds.
+        const updateId = `retry-${randomUUID()}`;
         for (;;) {
           try {
-            const response = await handle.executeUpdate(retryUpdate, { args: [request] });
+            const response = await handle.executeUpdate(retryUpdate, { args: [request], updateId });
             return { ...response, jobId, followUp: false };
           } catch (error) {
             if (error instanceof WorkflowUpdateRPCTimeoutOrCancelledError) continue; // the round is still running: keep waiting

@@ -19,6 +19,8 @@ const CLI = path.resolve(__dirname, '..', 'bin', 'faultline.js');
 /** A process that lived this long before dying restarts at once; quicker deaths back off. */
 const STABLE_AFTER_MS = 30_000;
 const MAX_RESTART_DELAY_MS = 5_000;
+/** A worker process that exits with this code cannot start as configured (search attributes, storage, credentials): restarting it would fail the same way. */
+export const CONFIG_EXIT_CODE = 2;
 
 export interface SupervisorOptions {
   processes: number;
@@ -45,8 +47,13 @@ export class WorkerSupervisor {
   private bundle: string | undefined;
   /** Processes restarted after dying (crash items, OOM, kill -9). */
   restarts = 0;
+  /** Set when a process exited for a configuration reason: the supervisor stops instead of restarting. */
+  configurationExit: Promise<number>;
+  private onConfigurationExit: (code: number) => void = () => undefined;
 
-  constructor(private readonly options: SupervisorOptions) {}
+  constructor(private readonly options: SupervisorOptions) {
+    this.configurationExit = new Promise((resolve) => (this.onConfigurationExit = resolve));
+  }
 
   /** Builds the workflow bundle once (unless prebuilt) and starts every process. */
   async start(): Promise<void> {
@@ -96,6 +103,11 @@ export class WorkerSupervisor {
     slot.startedAt = Date.now();
     child.once('exit', (code, signal) => {
       if (this.stopping) return;
+      if (code === CONFIG_EXIT_CODE) {
+        // The process said why on stderr (one line); the same start would fail again.
+        this.onConfigurationExit(code);
+        return;
+      }
       this.restarts += 1;
       slot.quickDeaths = Date.now() - slot.startedAt >= STABLE_AFTER_MS ? 0 : slot.quickDeaths + 1;
       const delay = Math.min(MAX_RESTART_DELAY_MS, 250 * slot.quickDeaths);
@@ -125,13 +137,17 @@ export class WorkerSupervisor {
   }
 }
 
-/** Runs a supervisor until SIGINT/SIGTERM (`faultline worker --processes N`). */
-export async function superviseWorkers(options: SupervisorOptions): Promise<void> {
+/**
+ * Runs a supervisor until SIGINT/SIGTERM (`faultline worker --processes N`). Returns the exit code:
+ * 0 after a stop signal, CONFIG_EXIT_CODE when a process could not start as configured.
+ */
+export async function superviseWorkers(options: SupervisorOptions): Promise<number> {
   const supervisor = new WorkerSupervisor(options);
   const signal = untilStopSignal((repeated) => options.logger.info({ signal: repeated }, 'already shutting down'));
   await supervisor.start();
-  await signal.stopped;
-  options.logger.info('shutting down worker processes gracefully; in-flight batches are handed back');
+  const ended = await Promise.race([signal.stopped.then(() => 0), supervisor.configurationExit]);
+  if (ended === 0) options.logger.info('shutting down worker processes gracefully; in-flight batches are handed back');
   await supervisor.stop();
   signal.release();
+  return ended;
 }

@@ -25,6 +25,9 @@ import {
   type RunBatchInput,
   type RunBatchResult,
   type SpecHead,
+  BUDGET,
+  boundReport,
+  serializedSize,
   makeReport,
   toErrorReport,
   validateJobSpec,
@@ -98,12 +101,26 @@ export function createEngineActivities(deps: EngineDeps) {
       };
       const timer = setInterval(beat, beatEveryMs);
       const notStarted: string[] = [];
+      let progressBytes = serializedSize(progress);
+      /** An error report cut to its budget; the full one goes to job storage, referenced from the report. */
+      const withinBudget = async (outcome: Extract<ItemOutcome, { error: unknown }>, run: number): Promise<Extract<ItemOutcome, { error: unknown }>> => {
+        const bounded = boundReport(outcome.error);
+        if (!bounded.cut) return outcome;
+        try {
+          const fullReport = await deps.storage.writeErrorReport(input.job.jobId, `${outcome.item}.run${run}`, outcome.error);
+          bounded.report.details = { ...bounded.report.details, fullReport };
+        } catch (error) {
+          log.warn({ err: error }, 'could not keep the full error report of %s', outcome.item);
+        }
+        return { ...outcome, error: bounded.report };
+      };
       let lastYield = performance.now();
       try {
         beat();
         for (const entry of input.entries) {
           if (finished.has(entry.item.id)) continue;
-          if (ctx.cancellationSignal.aborted) {
+          // A full result payload ends the batch: the rest go back to the workflow, uncharged.
+          if (ctx.cancellationSignal.aborted || progressBytes > BUDGET.payload) {
             notStarted.push(entry.item.id);
             continue;
           }
@@ -127,10 +144,11 @@ export function createEngineActivities(deps: EngineDeps) {
               notStarted.push(entry.item.id);
               continue;
             }
-            outcome = failureOutcome(entry.item.id, error);
+            outcome = await withinBudget(failureOutcome(entry.item.id, error), entry.run);
             itemLogger().warn({ errorType: outcome.error.type, errorClass: outcome.error.class }, 'item failed: %s', outcome.error.message);
           }
           progress.done.push(outcome);
+          progressBytes += serializedSize(outcome);
           if (Date.now() - lastBeat >= beatEveryMs) beat();
           // Short synchronous items never yield on their own: without this, many concurrent batches
           // starve the worker's event loop, so workflow tasks, heartbeats and cancellation stall.

@@ -12,7 +12,7 @@ function cancellation(): AbortSignal | undefined {
 import type { Logger } from 'pino';
 import { request } from 'undici';
 import { guardedAgent, refusedAddress, refusedLiteral, retryAfterFor } from './fetch';
-import { ErrorTypes, type JobResult, type Notification, makeReport, redactUrl } from '../shared';
+import { ErrorTypes, type JobResult, type Notification, makeReport, webhookDisplay } from '../shared';
 import { SIGNATURE_HEADER, decryptSecret, signWebhook } from '../secrets';
 
 export interface NotifyDeps {
@@ -50,7 +50,7 @@ export function createNotifyActivities(deps: NotifyDeps) {
 
   return {
     async deliverWebhook(input: { webhook: { url: string; secretEncrypted?: string; secretRef?: string }; result: JobResult }): Promise<Notification> {
-      const safeUrl = redactUrl(input.webhook.url);
+      const safeUrl = webhookDisplay(input.webhook.url);
       const log = deps.logger.child({ jobId: input.result.jobId, webhook: safeUrl });
       const { notifications: _notifications, ...body } = input.result;
       const rawBody = JSON.stringify(body);

@@ -54,11 +54,11 @@ export async function runDev(options: { port: number; uiPort: number; db: DevDat
   });
   const signal = untilStopSignal((repeated) => logger.info({ signal: repeated }, 'already stopping'));
   await workers.start();
-  await signal.stopped;
+  const ended = await Promise.race([signal.stopped.then(() => 0), workers.configurationExit]);
   logger.info('stopping workers and dev server');
   await workers.stop();
   await server.stop();
   await codecServer?.close();
   signal.release();
-  return 0;
+  return ended;
 }

@@ -90,6 +90,7 @@ import {
   toErrorReport,
   unknownTypeMessage,
   validateJobSpec,
+  webhookDisplay,
   withLimits,
 } from '../shared';
 import type { ItemRunner } from './runner';
@@ -189,6 +190,8 @@ export class JobRun {
   private readonly limitsChanged: LimitsChange[];
   private readonly flags: Flag[];
   private cancelledThroughTemporal = false;
+  /** Engine v3 behaviour (carried allowance, budgets, prompt thresholds); false only when replaying a run recorded before it. */
+  private readonly v3 = patched(PATCHES.engineV3);
   /** Running slice children, to pass pause/resume and new limits on. */
   private readonly sliceHandles = new Map<number, ChildWorkflowHandle<typeof sliceWorkflow>>();
 
@@ -354,7 +357,7 @@ export class JobRun {
 
   async retry(selection: RetryRequest, origin: RequestOrigin): Promise<RetryResponse | undefined> {
     if (origin === 'signal') {
-      const closing = this.closingReason() ?? this.retryProblem(selection);
+      const closing = this.closingReason('signal') ?? this.retryProblem(selection);
       if (closing) {
         this.reject({ kind: 'retry', origin, selection, ...closing });
         return undefined;
@@ -366,7 +369,7 @@ export class JobRun {
 
   async cancel(reason: string, origin: RequestOrigin): Promise<CancelResponse | undefined> {
     if (origin === 'signal') {
-      const closing = this.closingReason();
+      const closing = this.closingReason('signal');
       if (closing) {
         this.reject({ kind: 'cancel', origin, ...closing });
         return undefined;
@@ -393,8 +396,10 @@ export class JobRun {
     this.liveFailures.set(report.sliceIndex, Math.max(this.liveFailures.get(report.sliceIndex) ?? 0, report.newFailures));
   }
 
-  private closingReason(): { type: string; reason: string } | undefined {
+  private closingReason(origin: RequestOrigin = 'update'): { type: string; reason: string } | undefined {
     if (this.phase === 'closed') return { type: ErrorTypes.JobClosed, reason: 'the job is closed; start a follow-up job instead' };
+    // Admitted now, it would wait for an answer continue-as-new never gives: the caller asks the next run.
+    if (this.rotating && this.v3 && origin === 'update') return { type: ErrorTypes.JobRotating, reason: 'the job is continuing as new; ask again' };
     if (this.phase === 'validating') return undefined;
     if (this.pending.some((request) => request.kind === 'cancel')) return { type: ErrorTypes.JobCancelled, reason: 'the job is being cancelled' };
     return undefined;
@@ -543,7 +548,7 @@ export class JobRun {
     const running = this.input.carry?.running;
     if (!running) return undefined;
     const base = { ...(running.selection ? { selection: running.selection } : {}) };
-    if (running.kind === 'inline') return { ...base, baseFailed: 0, inline: { carry: running } };
+    if (running.kind === 'inline') return { ...base, baseFailed: this.v3 ? (running.baseFailed ?? 0) : 0, inline: { carry: running } };
     return { ...base, baseFailed: running.baseFailed, sliced: { slices: running.slices.length > 0 ? running.slices : undefined, next: running.next, done: running.done, bases: running.bases } };
   }
 
@@ -600,7 +605,8 @@ export class JobRun {
     this.phase = 'running';
     this.settled = false;
     this.current = round;
-    this.finishedFailures = 0;
+    // The allowance survives continue-as-new: finished slices' failures are carried in the round.
+    this.finishedFailures = this.v3 ? (round.sliced?.done.newFailures ?? 0) : 0;
     this.liveFailures.clear();
     setCurrentDetails(`Running round ${this.round}: ${prepared.itemCount} item(s) of pipeline ${prepared.head.pipeline}.`);
     // Only when held, so jobs recorded before pause existed replay unchanged.
@@ -630,7 +636,7 @@ export class JobRun {
       reportFailures: false,
       mode,
       keep: 'inline',
-      ...(carry ? { resume: { snapshot: carry.snapshot, segments: [], newFailures: 0, bytesIn: 0, bytesOut: 0 } } : {}),
+      ...(carry ? { resume: { snapshot: carry.snapshot, segments: [], newFailures: this.v3 ? (carry.newFailures ?? 0) : 0, bytesIn: 0, bytesOut: 0 } } : {}),
     };
     const outcome = await runSlice(input, prepared.pipeline, this.jobId, {
       runner: { pending: () => this.nextRequestId > this.drainedThrough, drain: () => this.drainWhileRunning() },
@@ -641,7 +647,14 @@ export class JobRun {
       },
     });
     if (outcome.kind === 'rotate') {
-      round.inline = { carry: { kind: 'inline', ...(round.selection ? { selection: round.selection } : {}), snapshot: outcome.carry.snapshot } };
+      round.inline = {
+        carry: {
+          kind: 'inline',
+          ...(round.selection ? { selection: round.selection } : {}),
+          snapshot: outcome.carry.snapshot,
+          ...(this.v3 ? { newFailures: outcome.carry.newFailures, baseFailed: round.baseFailed } : {}),
+        },
+      };
       return 'rotate';
     }
     if (outcome.summary.stop?.kind === 'fatal') this.stopWith(outcome.summary.stop);
@@ -704,6 +717,8 @@ export class JobRun {
           this.stopWith(local && prepared.allowed !== undefined ? { kind: 'fatal', report: thresholdReport(this.failedSoFar(round), prepared.allowed) } : summary.stop);
         }
       } catch (error) {
+        // Its failures are counted once, by the fill below, not also as live reports.
+        if (this.v3) this.liveFailures.delete(index);
         if (this.stop && isCancellation(error)) return;
         // The slice workflow itself failed: its items are Failed with the cause chain, and the job stops.
         const report: ErrorReport = { ...toErrorReport(error, { at: new Date().toISOString() }), type: ErrorTypes.ChildJobFailed, class: 'fatal' };
@@ -712,6 +727,7 @@ export class JobRun {
           const filled = await this.fill(prepared, { from: index, to: index + 1 }, 'Failed', 'the slice workflow failed', report);
           state.done.counts = addCounts(state.done.counts, filled.counts);
           this.finishedFailures += filled.failedItems;
+          if (this.v3) state.done.newFailures += filled.failedItems;
         }
       } finally {
         this.sliceHandles.delete(index);
@@ -800,11 +816,15 @@ export class JobRun {
     let manifest: string | undefined;
     let storageFailure: ErrorReport | undefined;
     const metrics = { bytesIn: 0, bytesOut: 0, attempts: 0 };
-    for (const summary of ran.summaries) {
-      metrics.bytesIn += summary.bytesIn;
-      metrics.bytesOut += summary.bytesOut;
-      metrics.attempts += summary.attempts;
-    }
+    // A sliced round's totals include the slices finished before continue-as-new.
+    const sliced = this.v3 ? round.sliced?.done : undefined;
+    if (sliced) Object.assign(metrics, { bytesIn: sliced.bytesIn, bytesOut: sliced.bytesOut, attempts: sliced.attempts });
+    else
+      for (const summary of ran.summaries) {
+        metrics.bytesIn += summary.bytesIn;
+        metrics.bytesOut += summary.bytesOut;
+        metrics.attempts += summary.attempts;
+      }
     const inlineSummary = ran.summaries[0];
     if (prepared.inline && inlineSummary?.records.kind === 'inline') {
       records = inlineSummary.records.records;
@@ -915,7 +935,7 @@ export class JobRun {
       return await notify.deliverWebhook({ webhook: { url: webhook.url, secretEncrypted: webhook.secretEncrypted, secretRef: webhook.secretRef }, result });
     } catch (error) {
       const report = toErrorReport(error, { at: new Date().toISOString(), step: 'notify' });
-      return { kind: 'webhook', url: webhook.url, delivered: false, attempts: 0, error: report, round: result.round, at: report.at };
+      return { kind: 'webhook', url: webhookDisplay(webhook.url), delivered: false, attempts: 0, error: report, round: result.round, at: report.at };
     }
   }
 
@@ -964,9 +984,11 @@ export class JobRun {
       if (historyIsLong(prepared.options)) return 'rotate';
       this.phase = 'retry-window';
       setCurrentDetails(`${describe(result)}\nOpen for retry until ${new Date(this.windowEndsAt).toISOString()}.`);
-      const arrived = await condition(() => this.pending.length > 0, Math.max(1, this.windowEndsAt - Date.now()));
+      const windowEndsAt = this.windowEndsAt;
+      const arrived = await condition(() => this.pending.length > 0 || (this.v3 && historyIsLong(prepared.options)), Math.max(1, windowEndsAt - Date.now()));
       // A request that lands in the same activation as the window's end is still handled.
       if (!arrived && this.pending.length === 0) return 'close';
+      if (this.pending.length === 0 && this.v3 && historyIsLong(prepared.options)) return 'rotate';
     }
   }
 

@@ -30,6 +30,7 @@ import {
   type StopReason,
   backoffDelayMs,
   batchActivityId,
+  boundReport,
   emptyStatusCounts,
   makeReport,
   toErrorReport,
@@ -373,7 +374,7 @@ export class ItemRunner {
       return;
     }
     const at = new Date().toISOString();
-    const report = toErrorReport(error, { at });
+    const report = boundReport(toErrorReport(error, { at })).report;
     const lostWorker = cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.HEARTBEAT;
     const overran = cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.START_TO_CLOSE;
     if (!lostWorker && !overran) {
@@ -434,7 +435,8 @@ export class ItemRunner {
       if (hasFailed(state)) this.noteFailure();
       return;
     }
-    const report: ErrorReport = { ...outcome.error, item: state.item.id, attempts: state.runs };
+    // Reports from workers that predate budgets (or a pipeline's own) are cut here too.
+    const report: ErrorReport = { ...boundReport(outcome.error).report, item: state.item.id, attempts: state.runs };
     state.lastError = report;
     switch (report.class) {
       case 'transient': {
@@ -463,6 +465,8 @@ export class ItemRunner {
     state.lastError = report;
     state.records = state.outputs.map((output) => ({ item: state.item.id, output, status: 'Failed', error: report }));
     state.phase = 'done';
+    // The records hold the report; one copy is enough in the carried state.
+    delete state.lastError;
     delete state.nextAttemptAt;
     this.noteFailure();
   }

@@ -4,7 +4,7 @@
  * job in a slice child workflow (records in job storage); both return the same summary.
  * A retry round runs only the selected failed items and merges their records into the slice's.
  */
-import { proxyActivities } from '@temporalio/workflow';
+import { patched, proxyActivities } from '@temporalio/workflow';
 import type { createEngineActivities } from '../activities/engine';
 import {
   type JobItem,
@@ -14,6 +14,8 @@ import {
   type SliceCarry,
   type SliceInput,
   type SliceSummary,
+  PATCHES,
+  chunkByBytes,
   itemsToRetry,
   mergeRecords,
   nonRetryableErrorTypes,
@@ -24,8 +26,6 @@ import {
 } from '../shared';
 import { ItemRunner, type RunnerHooks } from './runner';
 
-/** Records per activity payload: far below 2 MB even for records with long locations. */
-export const RECORDS_PER_PAYLOAD = 2_000;
 
 export const storageActivities = proxyActivities<ReturnType<typeof createEngineActivities>>({
   startToCloseTimeout: '10m',
@@ -43,12 +43,11 @@ export interface SliceHooks {
 
 export type SliceOutcome = { kind: 'done'; summary: SliceSummary } | { kind: 'rotate'; carry: SliceCarry };
 
-/** Writes records in bounded payloads; returns the part locations. */
-async function writeParts(jobId: string, name: string, records: readonly OutputRecord[]): Promise<string[]> {
+/** Writes records in payloads within their byte budget; returns the part locations. */
+export async function writeParts(jobId: string, name: string, records: readonly OutputRecord[]): Promise<string[]> {
   const parts: string[] = [];
-  for (let from = 0; from < records.length; from += RECORDS_PER_PAYLOAD) {
-    parts.push(await storageActivities.writeRecords({ jobId, part: `${name}-${parts.length}`, records: records.slice(from, from + RECORDS_PER_PAYLOAD) }));
-  }
+  const chunks = patched(PATCHES.engineV3) ? chunkByBytes(records) : chunkByCount(records, 2_000);
+  for (const chunk of chunks) parts.push(await storageActivities.writeRecords({ jobId, part: `${name}-${parts.length}`, records: chunk }));
   return parts;
 }
 
@@ -144,4 +143,10 @@ export async function runSlice(input: SliceInput, pipeline: PipelineDefinition, 
       records,
     },
   };
+}
+
+function chunkByCount<T>(entries: readonly T[], size: number): T[][] {
+  const chunks: T[][] = [];
+  for (let from = 0; from < entries.length; from += size) chunks.push(entries.slice(from, from + size));
+  return chunks;
 }

@@ -53,6 +53,8 @@ export const PATCHES = {
   retention: 'faultline-retention',
   /** A Failed job ends as a failed execution (JobResult in the details), one cancelled through Temporal as a cancelled one (JobResult in the memo). */
   failedExecutions: 'faultline-failed-executions',
+  /** Engine v3: byte budgets, the carried failure allowance, prompt thresholds, reads by query. */
+  engineV3: 'faultline-engine-v3',
 } as const;
 
 /** Slice child workflows running at once per job. */

@@ -30,7 +30,7 @@ export interface SlicesTally {
 
 /** Where the running round stood when the job continued as new. */
 export type RoundCarry =
-  | { kind: 'inline'; selection?: RetryRequest; snapshot: RunnerSnapshotData }
+  | { kind: 'inline'; selection?: RetryRequest; snapshot: RunnerSnapshotData; /** Failures of this round so far (engine v3). */ newFailures?: number; baseFailed?: number }
   | { kind: 'sliced'; selection?: RetryRequest; slices: number[]; next: number; done: SlicesTally; baseFailed: number; bases: Record<number, string> };
 
 export interface JobCarry {

@@ -47,3 +47,29 @@ export function redactValue(value: unknown, depth = 0): unknown {
   }
   return value;
 }
+
+/**
+ * How a webhook URL is shown anywhere (results, logs, progress, pages): its origin and a short
+ * fingerprint. Slack, Discord and Teams carry the secret in the path, so no part of it is shown.
+ */
+export function webhookDisplay(raw: string): string {
+  let origin: string;
+  try {
+    origin = new URL(raw).origin;
+  } catch {
+    origin = 'invalid-url';
+  }
+  return `${origin}/… (webhook ${fingerprint(raw)})`;
+}
+
+/** FNV-1a (64-bit, as two 32-bit halves): a stable short id for a secret, not a way to recover it. */
+export function fingerprint(text: string): string {
+  let a = 0x811c9dc5;
+  let b = 0x01000193 ^ text.length;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    a = Math.imul(a ^ code, 0x01000193) >>> 0;
+    b = Math.imul(b ^ (code + i), 0x01000193) >>> 0;
+  }
+  return `${a.toString(16).padStart(8, '0')}${b.toString(16).padStart(8, '0')}`.slice(0, 12);
+}

@@ -62,6 +62,8 @@ export interface Storage {
   /** Bytes of a stored object from `start` on. */
   openAt(uri: string, start: number): Promise<Readable>;
   writeRecordsPart(jobId: string, part: string, lines: readonly unknown[]): Promise<string>;
+  /** The full form of an error report whose payload copy was cut to its budget. */
+  writeErrorReport(jobId: string, name: string, report: unknown): Promise<string>;
   assembleManifest(jobId: string, round: number, parts: readonly string[]): Promise<string>;
   joinParts(jobId: string, part: string, parts: readonly string[]): Promise<string>;
   /** Where a slice's records of one round live (the newest round ≤ N is the slice's current state). */
@@ -161,6 +163,11 @@ function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
     async writeRecordsPart(jobId, part, lines) {
       const key = `${jobKey(jobId)}parts/${safeSegment(part)}.ndjson`;
       await store.put(key, ndjson(lines));
+      return store.uri(key);
+    },
+    async writeErrorReport(jobId, name, report) {
+      const key = `${jobKey(jobId)}errors/${safeSegment(name)}.json`;
+      await store.put(key, JSON.stringify(report));
       return store.uri(key);
     },
     assembleManifest: (jobId, round, parts) => concatenate(`${jobKey(jobId)}manifest-round-${round}.ndjson`, parts),

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { msToTs } from '@temporalio/common/lib/time';
 import { ROOT, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
 import { workerChildren } from '../helpers/processes';
 
@@ -26,10 +27,10 @@ const alive = (pid: number) => {
   }
 };
 
-function startSupervisor(processes: string): { child: ChildProcess; logs: () => string; exited: Promise<number | null> } {
+function startSupervisor(processes: string, extraEnv: NodeJS.ProcessEnv = {}): { child: ChildProcess; logs: () => string; exited: Promise<number | null> } {
   let logs = '';
   const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'worker', '--processes', processes], {
-    env: { ...env.env, FAULTLINE_LOG_LEVEL: 'info' },
+    env: { ...env.env, FAULTLINE_LOG_LEVEL: 'info', ...extraEnv },
     cwd: env.dir,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -74,6 +75,25 @@ describe('faultline worker --processes', () => {
     supervisor.child.kill('SIGKILL');
     await supervisor.exited;
     await eventually(() => workers.filter(alive).length === 0, 30_000, 'orphaned workers to stop');
+  });
+
+  it('stops (exit 2) instead of restarting processes that cannot start as configured', async () => {
+    // A namespace without Faultline's search attributes: every process would fail the same way.
+    await env.connection.workflowService.registerNamespace({ namespace: 'bare', workflowExecutionRetentionPeriod: msToTs('1 day') });
+    await eventually(
+      async () => (await env.connection.workflowService.describeNamespace({ namespace: 'bare' }).then(() => true, () => false)),
+      30_000,
+      'the namespace to exist',
+    );
+    const started = Date.now();
+    const supervisor = startSupervisor('2', { TEMPORAL_NAMESPACE: 'bare' });
+    const timer = setTimeout(() => supervisor.child.kill('SIGKILL'), 60_000);
+    const code = await supervisor.exited;
+    clearTimeout(timer);
+    assert.equal(code, 2, supervisor.logs());
+    assert.ok(Date.now() - started < 60_000);
+    assert.match(supervisor.logs(), /^error: .*FaultlineFlagged.*$/m);
+    assert.doesNotMatch(supervisor.logs(), /restarting in/, 'no process was restarted');
   });
 
   it('refuses a bad --processes in one line', async () => {
