@@ -28,6 +28,7 @@ import {
   BUDGET,
   boundReport,
   serializedSize,
+  truncateText,
   makeReport,
   toErrorReport,
   validateJobSpec,
@@ -145,7 +146,7 @@ export function createEngineActivities(deps: EngineDeps) {
               continue;
             }
             outcome = await withinBudget(failureOutcome(entry.item.id, error), entry.run);
-            itemLogger().warn({ errorType: outcome.error.type, errorClass: outcome.error.class }, 'item failed: %s', outcome.error.message);
+            itemLogger().warn({ errorType: outcome.error.type, errorClass: outcome.error.class }, 'item failed: %s', truncateText(outcome.error.message, BUDGET.message));
           }
           progress.done.push(outcome);
           progressBytes += serializedSize(outcome);

@@ -60,8 +60,12 @@ export function createSyntheticPipeline(deps: SyntheticDeps): PipelineImplementa
           return record('Missing', 'the item declared its result missing');
         case 'unsolved':
           return record('Unsolved', 'the item declared no solution exists');
-        case 'unprocessable':
-          throw new ItemError({ type: ErrorTypes.ItemUnprocessable, message: 'the item declared itself unprocessable', step: STEP, details: { outcome } });
+        case 'unprocessable': {
+          let cause: Error | undefined;
+          for (let depth = params.causeDepth ?? 0; depth > 0; depth--) cause = new Error(`cause ${depth}: ${'c'.repeat(Math.min(params.errorBytes ?? 0, 100_000))}`, cause ? { cause } : undefined);
+          const message = `the item declared itself unprocessable${params.errorBytes ? ` ${'x'.repeat(params.errorBytes)}` : ''}`;
+          throw new ItemError({ type: ErrorTypes.ItemUnprocessable, message, step: STEP, details: { outcome }, ...(cause ? { cause } : {}) });
+        }
         case 'fatal':
           throw new ItemError({ type: ErrorTypes.FatalItemError, class: 'fatal', message: 'the item declared a fatal error', step: STEP, details: { outcome } });
         case 'hang':

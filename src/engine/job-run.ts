@@ -92,10 +92,12 @@ import {
   validateJobSpec,
   webhookDisplay,
   withLimits,
+  BUDGET,
+  serializedSize,
 } from '../shared';
 import type { ItemRunner } from './runner';
 import { thresholdReport, unfinishedReason } from './runner';
-import { runSlice, storageActivities as engine } from './slice';
+import { runSlice, storageActivities as engine, writeParts } from './slice';
 import type { archiveWorkflow } from '../workflows/archive';
 import type { sliceWorkflow } from '../workflows/slice';
 
@@ -518,7 +520,9 @@ export class JobRun {
       }
       const options = resolveJobOptions(head, itemCount);
       const outputs = items.kind === 'inline' ? items.items.reduce((sum, item) => sum + outputsForItem(head, item, pipeline).length, 0) : Infinity;
-      const inline = items.kind === 'inline' && itemCount <= options.shardSize && outputs <= INLINE_OUTPUT_LIMIT;
+      // A job whose records outgrew a payload keeps them in job storage as its one slice from then on.
+      const recordsStored = this.v3 && this.result?.manifest !== undefined;
+      const inline = items.kind === 'inline' && itemCount <= options.shardSize && outputs <= INLINE_OUTPUT_LIMIT && !recordsStored;
       const sliceSize = inline ? Math.max(1, itemCount) : options.shardSize;
       const limited = withLimits(options, this.limitsChanged);
       this.prepared = {
@@ -829,6 +833,16 @@ export class JobRun {
     if (prepared.inline && inlineSummary?.records.kind === 'inline') {
       records = inlineSummary.records.records;
       tally = tallyRecords(emptyTally(), records);
+      if (this.v3 && serializedSize(records) > BUDGET.payload) {
+        try {
+          manifest = await this.storeInlineRecords(prepared, records);
+          records = undefined;
+        } catch (error) {
+          storageFailure = { ...toErrorReport(error, { at: new Date().toISOString(), step: 'manifest' }), class: 'fatal' };
+          this.extraErrors.push(storageFailure);
+          records = undefined;
+        }
+      }
     } else {
       try {
         const assembled = await engine.assembleSlices({ jobId: this.jobId, round: this.round, sliceCount: prepared.sliceCount, inlineLimit: INLINE_OUTPUT_LIMIT });
@@ -898,6 +912,18 @@ export class JobRun {
     log.info('job settled', { jobId: this.jobId, status, round: this.round });
     const notification = await this.sendWebhook(result, prepared.head);
     if (notification) this.result = { ...this.result, notifications: [...(this.result.notifications ?? []), notification] };
+  }
+
+  /**
+   * Records too large for a payload become the job's one slice in job storage, and its manifest;
+   * from now on the job runs as a sliced one (retry rounds read them there).
+   */
+  private async storeInlineRecords(prepared: Prepared, records: readonly OutputRecord[]): Promise<string> {
+    const parts = await writeParts(this.jobId, `slice-0-r${this.round}-final`, records);
+    const written = await engine.writeSliceRecords({ jobId: this.jobId, sliceIndex: 0, round: this.round, parts });
+    prepared.inline = false;
+    prepared.sliceSize = Math.max(prepared.sliceSize, prepared.itemCount);
+    return engine.assembleManifest({ jobId: this.jobId, round: this.round, parts: [written.location] });
   }
 
   /** The archive child runs in its own scope: a cancel that arrives meanwhile stops it. */

@@ -11,6 +11,10 @@ export const SyntheticItemParams = z
     /** Suggested delay for the transient failures (like an HTTP Retry-After). */
     retryAfterMs: z.number().int().min(0).max(3_600_000).optional(),
     outcome: z.enum(SyntheticOutcomes).optional(),
+    /** An `unprocessable` item's error message is this long, like a library's error with a dump in it. */
+    errorBytes: z.number().int().min(0).max(16_000_000).optional(),
+    /** Its error has a cause chain this deep, each cause with its own message and stack. */
+    causeDepth: z.number().int().min(0).max(100).optional(),
   })
   .strict();
 export type SyntheticItemParams = z.infer<typeof SyntheticItemParams>;

@@ -8,19 +8,19 @@ import type { ErrorReport } from './errors';
 
 export const BUDGET = {
   /** Characters of a report's own message. */
-  message: 1_000,
+  message: 500,
   /** Characters of a message further down the cause chain. */
-  causeMessage: 300,
+  causeMessage: 200,
   /** Causes kept in a payload (the full chain is in the stored report). */
-  causeDepth: 4,
+  causeDepth: 3,
   /** Characters of a stack kept in a payload. */
-  stack: 600,
+  stack: 400,
   /** Serialized size of one detail value before it is replaced by a summary. */
-  detailValue: 400,
+  detailValue: 300,
   /** Detail keys kept per report. */
-  detailKeys: 24,
+  detailKeys: 16,
   /** One bounded report, serialized: the largest it can get. */
-  report: 6_000,
+  report: 3_000,
   /** A list of records or outcomes in one payload (activity input or result). */
   payload: 1_000_000,
   /** The JobResult: the workflow's result, memo and webhook body. */

@@ -21,7 +21,8 @@ const SECRETS = {
   sourcePath: token('srcpath'),
   sourceQuery: token('srcq'),
   putSignature: token('putsig'),
-  hookPath: token('hookpath'),
+  // 15 characters: below any length heuristic, as a short Slack/Discord/Teams path token can be.
+  hookPath: `hp${randomBytes(8).toString('hex').slice(0, 13)}`,
   hookQuery: token('hookq'),
   webhookSecret: token('whsecret'),
 };
