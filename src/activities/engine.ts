@@ -27,6 +27,7 @@ import {
   type SpecHead,
   BUDGET,
   boundReport,
+  itemFailuresSignal,
   serializedSize,
   truncateText,
   makeReport,
@@ -116,6 +117,7 @@ export function createEngineActivities(deps: EngineDeps) {
         return { ...outcome, error: bounded.report };
       };
       let lastYield = performance.now();
+      const early = earlyFailureReporter(ctx, input.reportFailures === true, log);
       try {
         beat();
         for (const entry of input.entries) {
@@ -150,6 +152,7 @@ export function createEngineActivities(deps: EngineDeps) {
           }
           progress.done.push(outcome);
           progressBytes += serializedSize(outcome);
+          if ('error' in outcome && outcome.error.class !== 'transient') early.add(outcome.item);
           if (Date.now() - lastBeat >= beatEveryMs) beat();
           // Short synchronous items never yield on their own: without this, many concurrent batches
           // starve the worker's event loop, so workflow tasks, heartbeats and cancellation stall.
@@ -164,6 +167,7 @@ export function createEngineActivities(deps: EngineDeps) {
         }
       } finally {
         clearInterval(timer);
+        await early.close();
       }
       if (ctx.cancellationSignal.aborted && ctx.cancellationDetails?.workerShutdown) {
         // Graceful shutdown: hand the unfinished items back; the workflow charges nothing.
@@ -337,6 +341,47 @@ export function createEngineActivities(deps: EngineDeps) {
       if (isItemsRef(input.ref)) return (await itemsFiles.read(input.ref, input.from, input.to)) as JobItem[]; // validated by inspectStoredSpec
       const spec = await loadSpec(input.ref);
       return spec.items.slice(input.from, input.to);
+    },
+  };
+}
+
+/** Failures told to the runner at most this often per batch (one signal carries all since the last). */
+const EARLY_FAILURES_EVERY_MS = 250;
+
+/**
+ * Tells the workflow running this batch about items that failed for good, as they fail, so its
+ * failure allowance stops the job within about a second instead of when the batch ends.
+ */
+function earlyFailureReporter(ctx: Context, enabled: boolean, log: Logger): { add(item: string): void; close(): Promise<void> } {
+  const execution = ctx.info.workflowExecution;
+  if (!enabled || !execution) return { add() {}, close: async () => undefined };
+  let queued: string[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let sending: Promise<void> = Promise.resolve();
+  let lastSent = 0;
+  const flush = () => {
+    timer = undefined;
+    if (queued.length === 0) return;
+    const items = queued;
+    queued = [];
+    lastSent = Date.now();
+    sending = sending.then(async () => {
+      try {
+        await ctx.client.workflow.getHandle(execution.workflowId, execution.runId).signal(itemFailuresSignal, { activityId: ctx.info.activityId, items });
+      } catch (error) {
+        log.debug({ err: error }, 'could not tell the workflow of early failures (the batch result still will)');
+      }
+    });
+  };
+  return {
+    add(item) {
+      queued.push(item);
+      timer ??= setTimeout(flush, Math.max(0, lastSent + EARLY_FAILURES_EVERY_MS - Date.now()));
+    },
+    async close() {
+      clearTimeout(timer);
+      flush();
+      await sending;
     },
   };
 }

@@ -62,6 +62,7 @@ import {
   SearchKeys,
   type SliceControl,
   type SliceFailuresReport,
+  type ItemFailuresReport,
   type SliceInput,
   type SliceMode,
   type SliceSummary,
@@ -391,6 +392,11 @@ export class JobRun {
 
   settledResult(): JobResult | null {
     return this.settled && this.result ? this.result : null;
+  }
+
+  /** An inline round's batch told of items that failed for good before it ended. */
+  onItemFailures(report: ItemFailuresReport): void {
+    this.runner?.noteEarlyFailures(report.items);
   }
 
   onSliceFailures(report: SliceFailuresReport): void {

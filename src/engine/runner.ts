@@ -60,6 +60,11 @@ export interface RunnerConfig {
   initialFailures?: number;
   /** Told about every new failed item (a slice reports it to its job). */
   onFailure?: (failedItems: number) => void;
+  /**
+   * With an allowance, start this many batches and add one per batch that ends: every slice's first
+   * batches run (and fail) early instead of queueing behind all of its siblings' batches.
+   */
+  rampFrom?: number;
 }
 
 export type RunnerSnapshot = RunnerSnapshotData;
@@ -79,6 +84,10 @@ export class ItemRunner {
   /** Total item runs dispatched (the `attempts` metric). */
   attempts: number;
   failedItems = 0;
+  /** Batches this runner may have in flight while it ramps up (its allowance makes early failures matter). */
+  private ramp: number;
+  /** Items a running batch said failed for good, before its result arrived (counted against the allowance). */
+  private readonly earlyFailures = new Set<string>();
 
   constructor(
     private readonly config: RunnerConfig,
@@ -88,6 +97,7 @@ export class ItemRunner {
     this.batchSeq = snapshot.batchSeq;
     this.attempts = snapshot.attempts;
     this.failedItems = config.initialFailures ?? 0;
+    this.ramp = config.rampFrom !== undefined && config.allowedFailures !== undefined ? Math.max(1, config.rampFrom) : Infinity;
     for (const state of this.states) {
       this.byId.set(state.item.id, state);
       if (state.phase === 'running') state.phase = 'queued';
@@ -165,6 +175,26 @@ export class ItemRunner {
       woken.push(id);
     }
     return woken;
+  }
+
+  /** Items of running batches that failed for good, told by the batch before it ends. */
+  noteEarlyFailures(items: readonly string[]): void {
+    let added = 0;
+    for (const id of items) {
+      const state = this.byId.get(id);
+      if (!state || state.phase !== 'running' || this.earlyFailures.has(id)) continue;
+      this.earlyFailures.add(id);
+      added += 1;
+    }
+    if (added === 0) return;
+    this.changed = true;
+    this.config.onFailure?.(this.failuresSoFar);
+    this.enforceAllowance();
+  }
+
+  /** Failed items, including those told early whose batch has not ended yet. */
+  get failuresSoFar(): number {
+    return this.failedItems + this.earlyFailures.size;
   }
 
   requestStop(reason: StopReason): void {
@@ -284,7 +314,8 @@ export class ItemRunner {
   }
 
   private dispatch(): void {
-    const { batchSize, concurrency } = this.config.options;
+    const { batchSize } = this.config.options;
+    const concurrency = Math.min(this.config.options.concurrency, this.ramp);
     // Isolation: suspects run one per activity, concurrently, unless one must run strictly alone.
     for (const state of this.states) {
       if (this.inFlight >= concurrency || this.soloInFlight) break;
@@ -337,7 +368,7 @@ export class ItemRunner {
       activityId: batchActivityId(this.config.scopeId, seq),
       summary: `${batch.length} item(s)${isolated ? ' in isolation' : ''}: ${batch[0]?.item.id ?? ''}${batch.length > 1 ? ' …' : ''}`,
     });
-    const input = { job: this.config.job, entries, heartbeatTimeoutMs, isolated, itemTimeoutMs };
+    const input = { job: this.config.job, entries, heartbeatTimeoutMs, isolated, itemTimeoutMs, ...(this.config.allowedFailures !== undefined ? { reportFailures: true } : {}) };
     const othersIsolated = this.isolatedInFlight > 1;
     this.activityScope
       .run(() => activities.runBatch(input))
@@ -346,6 +377,7 @@ export class ItemRunner {
         (error: unknown) => this.onBatchFailure(batch, kind, error, othersIsolated || this.isolatedInFlight > 1),
       )
       .finally(() => {
+        for (const state of batch) this.earlyFailures.delete(state.item.id);
         this.inFlight -= 1;
         if (isolated) this.isolatedInFlight -= 1;
         if (kind === 'solo') this.soloInFlight = false;
@@ -355,6 +387,7 @@ export class ItemRunner {
   }
 
   private onBatchResult(batch: ItemState[], result: RunBatchResult): void {
+    if (this.ramp !== Infinity) this.ramp = this.ramp >= this.config.options.concurrency ? Infinity : this.ramp + 1;
     for (const outcome of result.outcomes) this.apply(outcome);
     this.requeueUnfinished(batch);
   }
@@ -424,6 +457,7 @@ export class ItemRunner {
   }
 
   private apply(outcome: ItemOutcome): void {
+    this.earlyFailures.delete(outcome.item);
     const state = this.byId.get(outcome.item);
     if (!state || state.phase === 'done') return; // at-least-once: a re-reported item counts once
     if ('records' in outcome) {
@@ -473,14 +507,15 @@ export class ItemRunner {
 
   private noteFailure(): void {
     this.failedItems += 1;
-    this.config.onFailure?.(this.failedItems);
+    this.config.onFailure?.(this.failuresSoFar);
     this.enforceAllowance();
   }
 
   /** Stops the runner once its failures certainly exceed what it may have. */
   private enforceAllowance(): void {
     const allowed = this.config.allowedFailures;
-    if (allowed !== undefined && this.failedItems > allowed && !this.stop) this.requestStop({ kind: 'fatal', report: thresholdReport(this.failedItems, allowed) });
+    const failed = this.failuresSoFar;
+    if (allowed !== undefined && failed > allowed && !this.stop) this.requestStop({ kind: 'fatal', report: thresholdReport(failed, allowed) });
   }
 
   private retryPolicy(stepName: string | undefined): RetryPolicy {

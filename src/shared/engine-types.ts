@@ -25,6 +25,14 @@ export interface RunBatchInput {
   isolated: boolean;
   /** Deadline of one item; past it the item is a transient `ItemTimedOut` attempt and the batch goes on. */
   itemTimeoutMs?: number;
+  /** The runner has a failure allowance: signal items that fail for good as they fail (`itemFailures`). */
+  reportFailures?: boolean;
+}
+
+/** Items of a running batch that failed for good (not transient), told before the batch ends. */
+export interface ItemFailuresReport {
+  activityId: string;
+  items: string[];
 }
 
 export type ItemOutcome = { item: string; records: OutputRecord[]; bytesIn: number; bytesOut: number } | { item: string; error: ErrorReport; retryAfterMs?: number };

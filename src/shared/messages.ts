@@ -1,6 +1,6 @@
 /** Signals, queries and updates of the job workflow: one definition, used by workflows and clients. */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { SliceFailuresReport } from './engine-types';
+import type { ItemFailuresReport, SliceFailuresReport } from './engine-types';
 import type { JobResult, StatusCounts } from './result';
 
 export type JobPhase = 'validating' | 'running' | 'paused' | 'settling' | 'retry-window' | 'closed';
@@ -136,3 +136,5 @@ export interface SliceControl {
 }
 /** Sent by slice children to their job while they run, so the threshold is exact job-wide. */
 export const sliceFailuresSignal = defineSignal<[SliceFailuresReport]>('sliceFailures');
+/** Sent by a batch activity to the workflow that runs it, as items fail for good: the allowance need not wait for the batch to end. */
+export const itemFailuresSignal = defineSignal<[ItemFailuresReport]>('itemFailures');

@@ -16,6 +16,7 @@ import {
   retrySignal,
   retryUpdate,
   sliceFailuresSignal,
+  itemFailuresSignal,
   pauseSignal,
   pauseUpdate,
   resumeSignal,
@@ -50,6 +51,7 @@ export async function jobWorkflow(raw: JobInput): Promise<JobResult> {
   setHandler(flagUpdate, (request) => job.flag(request, 'update'), { validator: (request) => job.validateFlag(request) });
   setHandler(flagSignal, (request) => void job.flag(request ?? { reason: '' }, 'signal'));
   setHandler(sliceFailuresSignal, (report) => job.onSliceFailures(report));
+  setHandler(itemFailuresSignal, (report) => job.onItemFailures(report));
   return job.run();
 }
 

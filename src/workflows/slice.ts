@@ -7,7 +7,7 @@ import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, 
 import { runSlice } from '../engine/slice';
 import type { ItemRunner } from '../engine/runner';
 import { builtInPipelines } from '../pipelines';
-import { ErrorTypes, type SliceControl, type SliceInput, type SliceSummary, type StopReason, sliceControlSignal, sliceFailuresSignal } from '../shared';
+import { ErrorTypes, type SliceControl, type SliceInput, type SliceSummary, type StopReason, itemFailuresSignal, sliceControlSignal, sliceFailuresSignal } from '../shared';
 
 export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
   const pipeline = builtInPipelines[input.head.pipeline];
@@ -32,6 +32,7 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
     if (next.allowedFailures !== undefined) reporting = true;
     apply();
   });
+  setHandler(itemFailuresSignal, (report) => runner?.noteEarlyFailures(report.items));
   CancellationScope.current().cancelRequested.catch(() => {
     stop = { kind: 'cancelled', reason: 'the job stopped this slice' };
   });

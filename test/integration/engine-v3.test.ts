@@ -75,6 +75,20 @@ describe('engine v3 (real dev server)', () => {
     assert.equal(result.counts.outputs, 60);
   });
 
+  it('the job-wide allowance stops a CPU-bound job promptly, not when the first batches end', async () => {
+    // 11 failures among the first items of 6 slices; allowance 10; 64 × 30 ms of CPU per slice wave on 2 cores.
+    const failing = new Set([0, 1, 200, 201, 400, 401, 600, 601, 800, 801, 1000]);
+    const items = Array.from({ length: 2_000 }, (_, i) => ({ id: `c${i}`, params: failing.has(i) ? { outcome: 'unprocessable' as const } : { cpuMs: 30 } }));
+    const started = Date.now();
+    const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 200, batchSize: 10, toleratedFailureCount: 10 }), { jobId: 'v3-prompt-threshold' });
+    const result = await env.client.result(jobId);
+    const elapsed = Date.now() - started;
+    assert.equal(result.status, 'Failed');
+    assert.equal(result.stoppedBy?.type, ErrorTypes.ToleratedFailureThresholdExceeded);
+    assert.ok(result.counts.Cancelled >= 1_000, `only ${result.counts.Cancelled} of 2000 items Cancelled (${elapsed} ms)`);
+    assert.ok(elapsed < 25_000, `took ${elapsed} ms`);
+  });
+
   it('metrics count every attempt across continue-as-new', async () => {
     const items = Array.from({ length: 500 }, (_, i) => ({ id: `m${i}`, params: {} }));
     const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 10, rotateAfterEvents: 100 }), { jobId: 'v3-metrics' });
