@@ -345,6 +345,17 @@ export class JobRun {
     return this.effectiveLimits();
   }
 
+  /** What a slice should run with now: pause, concurrency, and its share of the allowance. */
+  private sliceControlFor(index: number, round: RoundRun): Required<Pick<SliceControl, 'paused' | 'concurrency'>> & SliceControl {
+    const prepared = this.prepared;
+    const allowed = prepared?.allowed;
+    return {
+      paused: this.paused,
+      concurrency: prepared?.options.concurrency ?? 1,
+      ...(allowed !== undefined ? { allowedFailures: Math.max(0, allowed - (this.failedSoFar(round) - (this.liveFailures.get(index) ?? 0))) } : {}),
+    };
+  }
+
   private effectiveLimits(): EffectiveLimits {
     const prepared = this.prepared;
     return { concurrency: prepared?.options.concurrency ?? 0, ...(prepared?.allowed !== undefined ? { allowedFailures: prepared.allowed } : {}) };
@@ -701,6 +712,7 @@ export class JobRun {
         ...(this.paused ? { paused: true } : {}),
       };
       this.slicesInFlight += 1;
+      let started = false;
       try {
         const handle = await scope.run(() =>
           startChild<typeof sliceWorkflow>(WORKFLOW_TYPES.slice, {
@@ -710,9 +722,15 @@ export class JobRun {
             cancellationType: 'WAIT_CANCELLATION_COMPLETED',
           }),
         );
+        started = true;
         this.sliceHandles.set(index, handle);
-        // A pause or resume that came while the child was starting.
-        if (this.paused !== (input.paused ?? false)) await handle.signal(sliceControlSignal, { paused: this.paused });
+        if (this.v3) {
+          // A pause, resume or new limits that came while the child was starting. Not reaching it is
+          // not a slice failure (it may have finished already); its result below is what counts.
+          const now = this.sliceControlFor(index, round);
+          const changed = now.paused !== (input.paused ?? false) || now.concurrency !== input.concurrency || (now.allowedFailures !== undefined && now.allowedFailures !== input.allowedFailures);
+          if (changed) await handle.signal(sliceControlSignal, now).catch((error: unknown) => log.warn('could not reach a starting slice', { index, error: String(error) }));
+        } else if (this.paused !== (input.paused ?? false)) await handle.signal(sliceControlSignal, { paused: this.paused });
         const summary = await scope.run(() => handle.result());
         summaries.push(summary);
         state.done.counts = addCounts(state.done.counts, summary.counts);
@@ -729,7 +747,14 @@ export class JobRun {
       } catch (error) {
         // Its failures are counted once, by the fill below, not also as live reports.
         if (this.v3) this.liveFailures.delete(index);
-        if (this.stop && isCancellation(error)) return;
+        if (this.stop && isCancellation(error)) {
+          // Stopped before it started: its items get Cancelled records like slices never reached.
+          if (this.v3 && !started && !round.selection) {
+            const filled = await this.fill(prepared, { from: index, to: index + 1 }, 'Cancelled', unfinishedReason(this.stop));
+            state.done.counts = addCounts(state.done.counts, filled.counts);
+          }
+          return;
+        }
         // The slice workflow itself failed: its items are Failed with the cause chain, and the job stops.
         const report: ErrorReport = { ...toErrorReport(error, { at: new Date().toISOString() }), type: ErrorTypes.ChildJobFailed, class: 'fatal' };
         this.stopWith({ kind: 'fatal', report });
