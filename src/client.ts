@@ -433,26 +433,36 @@ export class FaultlineClient {
         }
       }
       const earlier = await this.flagRecords(jobId);
-      const id = flagWorkflowId(jobId, earlier.length + 1);
       const pipeline = description.typedSearchAttributes.get(SearchKeys.pipeline) ?? 'unknown';
       const flag: Flag = { ...(request.item ? { item: request.item } : {}), reason: request.reason, at: new Date().toISOString() };
-      // The record is complete at start (memo and search attributes), so it needs no worker to exist.
-      await this.client.workflow.start<typeof flagWorkflow>(WORKFLOW_TYPES.flag, {
-        taskQueue: this.taskQueue,
-        workflowId: id,
-        args: [{ jobId, pipeline, ...flag }],
-        memo: { jobId, flag },
-        typedSearchAttributes: [
-          { key: SearchKeys.flagged, value: true },
-          { key: SearchKeys.pipeline, value: pipeline },
-        ],
-        staticSummary: `flag on ${jobId}${request.item ? ` (item ${request.item})` : ''}: ${request.reason}`,
-      });
+      // Two flaggers may pick the same number: the id is never reused, so the second takes the next one.
+      let id = '';
+      for (let n = earlier.length + 1; ; n++) {
+        id = flagWorkflowId(jobId, n);
+        try {
+          // The record is complete at start (memo and search attributes), so it needs no worker to exist.
+          await this.client.workflow.start<typeof flagWorkflow>(WORKFLOW_TYPES.flag, {
+            taskQueue: this.taskQueue,
+            workflowId: id,
+            workflowIdReusePolicy: 'REJECT_DUPLICATE',
+            args: [{ jobId, pipeline, ...flag }],
+            memo: { jobId, flag },
+            typedSearchAttributes: [
+              { key: SearchKeys.flagged, value: true },
+              { key: SearchKeys.pipeline, value: pipeline },
+            ],
+            staticSummary: `flag on ${jobId}${request.item ? ` (item ${request.item})` : ''}: ${request.reason}`,
+          });
+          break;
+        } catch (error) {
+          if (!(error instanceof WorkflowExecutionAlreadyStartedError) || n > earlier.length + 1_000) throw error;
+        }
+      }
       const previous = await closedJobResult(handle).then(
         (result) => result.flags?.length ?? 0,
         () => 0,
       );
-      return { jobId, flags: previous + earlier.length + 1, record: id };
+      return { jobId, flags: previous + (await this.flagRecords(jobId)).length, record: id };
     } catch (error) {
       throw this.wrap(error, jobId);
     }

@@ -209,6 +209,16 @@ describe('pause, resume and live limits (real dev server, CLI)', () => {
     assert.ok(jobs.every((job) => job.flagged));
   });
 
+  it('flags on a closed job sent at once are all kept (no flag record replaces another)', async () => {
+    const { jobId } = await env.client.start(syntheticSpec([{ id: 'a' }]));
+    await env.client.result(jobId);
+    await eventually(async () => (await env.client.handle(jobId).describe()).status.name === 'COMPLETED', 15_000, 'closed');
+    const reasons = ['first look', 'second look', 'third look', 'fourth look'];
+    const records = await Promise.all(reasons.map((reason) => env.client.flag(jobId, { reason })));
+    assert.equal(new Set(records.map((record) => record.record)).size, reasons.length, 'each flag has its own record');
+    assert.deepEqual((await env.client.result(jobId)).flags?.map((flag) => flag.reason).sort(), [...reasons].sort());
+  });
+
   it('watch in a real terminal (pty): the bar moves, the final line shows the status', async () => {
     const items = Array.from({ length: 200 }, (_, index) => ({ id: `w${index}`, params: { cpuMs: 15 } }));
     const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 5, concurrency: 2 }));
