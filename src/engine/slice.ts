@@ -27,7 +27,6 @@ import {
 } from '../shared';
 import { ItemRunner, type RunnerHooks } from './runner';
 
-
 export const storageActivities = proxyActivities<ReturnType<typeof createEngineActivities>>({
   startToCloseTimeout: '10m',
   heartbeatTimeout: '2m',

@@ -1,6 +1,6 @@
 import type { ErrorReport } from './errors';
 import type { Flag, JobRequest, LimitsChange, RejectedRequest, RetryRequest } from './messages';
-import type { JobResult, StatusCounts } from './result';
+import type { JobResult, OmittedCounts, StatusCounts } from './result';
 import type { RunnerSnapshotData } from './snapshot';
 import type { SpecHead } from './engine-types';
 import type { JobSpec } from './spec';
@@ -49,6 +49,7 @@ export interface JobCarry {
   paused?: boolean;
   limitsChanged?: LimitsChange[];
   flags?: Flag[];
+  omitted?: OmittedCounts;
 }
 
 /** Accepts the v1 input shape (`{spec}` / `{specRef}`) too, e.g. from older clients or scripts. */

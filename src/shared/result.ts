@@ -62,6 +62,13 @@ export interface JobMetrics {
   storageReleasedBytes?: number;
 }
 
+/** Entries of lists left out of a result (and the job's state) to keep them within their byte budget. */
+export interface OmittedCounts {
+  flags?: number;
+  limitsChanged?: number;
+  notifications?: number;
+}
+
 export interface JobResult {
   schemaVersion: number;
   jobId: string;
@@ -83,6 +90,8 @@ export interface JobResult {
   limitsChanged?: LimitsChange[];
   /** Marks for investigation (`faultline flag`), including those set after the job closed. */
   flags?: Flag[];
+  /** Older entries of `flags`, `limitsChanged` and `notifications` left out (newest 100 kept). */
+  omitted?: OmittedCounts;
   failureCounts: Record<string, number>;
   failuresByReason: Record<string, string[]>;
   truncated?: boolean;

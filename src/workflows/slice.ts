@@ -3,16 +3,20 @@
  * storage. While the job has a failure threshold it signals each new failure to its job, so the
  * job can stop as soon as failures job-wide exceed it.
  */
-import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, getExternalWorkflowHandle, log, setHandler, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, getExternalWorkflowHandle, log, patched, setHandler, sleep, workflowInfo } from '@temporalio/workflow';
 import { runSlice } from '../engine/slice';
 import type { ItemRunner } from '../engine/runner';
 import { builtInPipelines } from '../pipelines';
-import { ErrorTypes, type SliceControl, type SliceInput, type SliceSummary, type StopReason, itemFailuresSignal, sliceControlSignal, sliceFailuresSignal } from '../shared';
+import { ErrorTypes, PATCHES, type SliceControl, type SliceInput, type SliceSummary, type StopReason, itemFailuresSignal, sliceControlSignal, sliceFailuresSignal } from '../shared';
+
+/** Shortest time between two failure reports of a slice to its job (after the first). */
+const REPORT_EVERY_MS = 1_000;
 
 export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
   const pipeline = builtInPipelines[input.head.pipeline];
   if (!pipeline) throw ApplicationFailure.create({ type: ErrorTypes.InvalidSpec, message: `unknown pipeline "${input.head.pipeline}"`, nonRetryable: true });
   const info = workflowInfo();
+  const v3 = patched(PATCHES.engineV3);
   let stop: StopReason | undefined;
   let runner: ItemRunner | undefined;
   // The job's pause/resume and new limits; kept so a runner created (or resumed) later gets them too.
@@ -51,6 +55,11 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
         () => void (reported = count),
         (error: unknown) => log.warn('could not report failures to the job', { error: String(error) }),
       )
+      .then(async () => {
+        // Engine v3: at most one report a second while failures keep coming, so a slice with
+        // thousands of failures adds a few events a second to its job's history, not thousands.
+        if (v3 && latest !== reported) await CancellationScope.nonCancellable(() => sleep(REPORT_EVERY_MS));
+      })
       .finally(() => {
         sending = undefined;
         report();

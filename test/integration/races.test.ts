@@ -230,6 +230,37 @@ describe('message races (time-skipping server, one activation)', () => {
     assert.equal(result.counts.outputs, 61);
   });
 
+  it('resume and cancel in one activation while slices wait paused: every slice has records, outputs are complete', PER_TEST, async () => {
+    const items = Array.from({ length: 100 }, (_, index) => ({ id: `p${index}` }));
+    const { jobId } = await startJob(syntheticSpec(items, { shardSize: 10 }), 'race-resume-cancel-paused');
+    await stopWorker();
+    await client.handle(jobId).signal('pause');
+    await startWorker();
+    await eventually(async () => (await client.progress(jobId)).paused, 30_000, 'paused');
+    await stopWorker();
+    await client.handle(jobId).signal('resume');
+    await client.handle(jobId).signal(cancelSignal, { reason: 'resume then cancel' });
+    await startWorker();
+    const result = await finalResult(jobId);
+    assert.equal(result.status, 'Cancelled');
+    assert.equal(result.counts.outputs, 100, JSON.stringify(result.counts));
+    assert.ok(result.manifest, 'the manifest is written');
+    assert.deepEqual(
+      result.errors.filter((report) => report.step === 'manifest'),
+      [],
+      'no slice is missing its records',
+    );
+  });
+
+  it('a slice with thousands of failures adds few events to its job', PER_TEST, async () => {
+    const items = Array.from({ length: 1_500 }, (_, index) => failing(`f${index}`));
+    const { jobId } = await startJob(syntheticSpec(items, { shardSize: 1_500, batchSize: 1, concurrency: 50, toleratedFailurePercent: 100 }), 'race-failure-volume');
+    const result = await finalResult(jobId);
+    assert.equal(result.counts.Failed, 1_500);
+    const events = (await client.handle(jobId).fetchHistory()).events?.length ?? 0;
+    assert.ok(events < 400, `the job's history has ${events} events`);
+  });
+
   it('signals that cannot be honoured are recorded in the result, never dropped', PER_TEST, async () => {
     const { jobId } = await startJob(syntheticSpec([{ id: 'ok' }], {}), 'race-signal-rejected');
     await stopWorker();

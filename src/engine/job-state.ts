@@ -1,0 +1,281 @@
+/**
+ * A job run's state, owned by one object, and the definitions its parts share.
+ */
+import { ApplicationFailure, type CancellationScope, CancelledFailure, ChildWorkflowFailure, type ChildWorkflowHandle, patched, proxyActivities, upsertMemo, workflowInfo } from '@temporalio/workflow';
+import type { createNotifyActivities } from '../activities/notify';
+import type { createEngineActivities } from '../activities/engine';
+import {
+  type CancelResponse,
+  type ErrorReport,
+  type Flag,
+  type FlagRequest,
+  ErrorTypes,
+  type ItemsSource,
+  type JobInput,
+  type JobCarry,
+  type OmittedCounts,
+  BUDGET,
+  type JobPhase,
+  type JobRequest,
+  type JobResult,
+  type LimitsChange,
+  type LimitsRequest,
+  PATCHES,
+  type PipelineDefinition,
+  RESULT_MEMO_KEY,
+  type RejectedRequest,
+  type ResolvedOptions,
+  type RetryRequest,
+  type RetryResponse,
+  type RoundCarry,
+  type SpecSource,
+  type SlicesTally,
+  type SpecHead,
+  type StopReason,
+  type Tally,
+  emptyStatusCounts,
+  makeReport,
+} from '../shared';
+import type { ItemRunner } from './runner';
+import type { sliceWorkflow } from '../workflows/slice';
+
+/** Reading an `itemsFrom` source may take long for millions of items; it heartbeats per chunk. */
+export const importer = proxyActivities<Pick<ReturnType<typeof createEngineActivities>, 'importItems'>>({
+  startToCloseTimeout: '1h',
+  heartbeatTimeout: '2m',
+  retry: { maximumAttempts: 5, initialInterval: '2s', maximumInterval: '1m' },
+});
+
+export const notify = proxyActivities<ReturnType<typeof createNotifyActivities>>({
+  startToCloseTimeout: '2m',
+  heartbeatTimeout: '30s',
+  retry: { maximumAttempts: 1 },
+});
+
+/** Ids listed in a retry response (the count is always exact). */
+export const QUEUED_IDS_LISTED = 1_000;
+
+export interface Prepared {
+  head: SpecHead;
+  pipeline: PipelineDefinition;
+  options: ResolvedOptions;
+  itemCount: number;
+  source: ItemsSource;
+  /** Small inline jobs run their only slice inside this workflow. */
+  inline: boolean;
+  sliceSize: number;
+  sliceCount: number;
+  allowed: number | undefined;
+}
+
+export type Outcome = { ok: RetryResponse | CancelResponse } | { error: { type: string; message: string } };
+
+/** What a retry round runs: the inline slice's items, or some slices of a large job. */
+export type RetryPlan = { kind: 'inline'; ids: string[] } | { kind: 'sliced'; slices: { index: number; base: string; count: number }[]; count: number; ids: string[] };
+
+export interface RoundRun {
+  selection?: RetryRequest;
+  /** Failed items of the job that this round does not touch. */
+  baseFailed: number;
+  inline?: { carry?: RoundCarry & { kind: 'inline' } };
+  sliced?: { slices: number[] | undefined; next: number; done: SlicesTally; bases: Record<number, string> };
+}
+
+export function invalidSpec(issues: { path: string; code: string; message: string }[]): ApplicationFailure {
+  const report = makeReport({
+    type: ErrorTypes.InvalidSpec,
+    message: `invalid job spec: ${issues.length} issue(s); first: ${issues[0]?.path}: ${issues[0]?.message}`,
+    details: { issues },
+    at: new Date().toISOString(),
+  });
+  return ApplicationFailure.create({ type: ErrorTypes.InvalidSpec, message: report.message, nonRetryable: true, details: [report] });
+}
+
+export function rejection(type: string, message: string): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true });
+}
+
+export function emptySlicesTally(): SlicesTally {
+  return { counts: { ...emptyStatusCounts(), outputs: 0 }, newFailures: 0, bytesIn: 0, bytesOut: 0, attempts: 0 };
+}
+
+export function flagProblem(request: FlagRequest): string | undefined {
+  if (typeof request.reason !== 'string' || request.reason.trim() === '') return 'a flag needs a reason';
+  if (request.reason.length > 2_000) return 'a flag reason is at most 2000 characters';
+  if (request.item !== undefined && (typeof request.item !== 'string' || request.item === '')) return 'item must be an item id';
+  return undefined;
+}
+
+/** Largest JobResult kept in the memo of a cancelled execution (Temporal's memo limit is 2 MB). */
+export const MEMO_RESULT_LIMIT = 1_000_000;
+
+/**
+ * So Temporal (the Web UI's Failures filter, `ExecutionStatus`) tells the truth: a Failed job fails
+ * its execution, the JobResult in the failure's details; a job cancelled through Temporal ends as
+ * a cancelled execution, the JobResult in its memo (`faultlineResult`: a cancellation carries no
+ * details). A job cancelled by Faultline's own request, and every other status, completes.
+ */
+export function endAsExecution(result: JobResult, cancelledThroughTemporal: boolean): void {
+  if (result.status === 'Failed') {
+    const cause = result.stoppedBy ? `${result.stoppedBy.type}: ${result.stoppedBy.message}` : 'every output failed';
+    throw ApplicationFailure.create({ type: ErrorTypes.JobFailed, message: `job ${result.jobId} failed (${cause})`, nonRetryable: true, details: [result] });
+  }
+  if (result.status === 'Cancelled' && cancelledThroughTemporal && JSON.stringify(result).length <= MEMO_RESULT_LIMIT) {
+    upsertMemo({ [RESULT_MEMO_KEY]: result });
+    throw new CancelledFailure(`job ${result.jobId} cancelled: ${result.cancelReason ?? 'cancellation requested'}`);
+  }
+}
+
+export function pickLimits(request: LimitsRequest): LimitsRequest {
+  return {
+    ...(request.concurrency !== undefined ? { concurrency: request.concurrency } : {}),
+    ...(request.toleratedFailureCount !== undefined ? { toleratedFailureCount: request.toleratedFailureCount } : {}),
+    ...(request.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: request.toleratedFailurePercent } : {}),
+  };
+}
+
+export function roundCarry(round: RoundRun): RoundCarry {
+  const selection = round.selection ? { selection: round.selection } : {};
+  if (round.inline?.carry) return { ...round.inline.carry, ...selection };
+  const sliced = round.sliced ?? { slices: undefined, next: 0, done: emptySlicesTally(), bases: {} };
+  return { kind: 'sliced', ...selection, slices: sliced.slices ?? [], next: sliced.next, done: sliced.done, baseFailed: round.baseFailed, bases: sliced.bases };
+}
+
+export function historyIsLong(options: ResolvedOptions): boolean {
+  const info = workflowInfo();
+  return info.continueAsNewSuggested || info.historyLength > options.rotateAfterEvents;
+}
+
+export function isCancellation(error: unknown): boolean {
+  return error instanceof ChildWorkflowFailure ? error.cause?.name === 'CancelledFailure' : (error as { name?: string } | null)?.name === 'CancelledFailure';
+}
+
+export function sameReport(a: ErrorReport, b: ErrorReport): boolean {
+  return a.type === b.type && a.item === b.item && a.at === b.at && a.message === b.message;
+}
+
+export function addCounts(into: Tally['counts'], more: Tally['counts']): Tally['counts'] {
+  const sum = { ...into };
+  for (const key of Object.keys(more) as (keyof Tally['counts'])[]) sum[key] += more[key];
+  return sum;
+}
+
+export function describe(result: JobResult): string {
+  const c = result.counts;
+  const lines = [
+    `${result.status} (round ${result.round}): ${c.items} item(s), ${c.outputs} output(s) — ${c.Available} Available, ${c.Missing} Missing, ${c.Failed} Failed, ${c.Unsolved} Unsolved, ${c.Skipped} Skipped, ${c.Cancelled} Cancelled.`,
+  ];
+  if (result.stoppedBy) lines.push(`Stopped by ${result.stoppedBy.type}: ${result.stoppedBy.message}`);
+  for (const [type, ids] of Object.entries(result.failuresByReason)) {
+    lines.push(`- ${type}: ${result.failureCounts[type] ?? ids.length} item(s), e.g. ${ids.slice(0, 5).join(', ')}`);
+  }
+  if (result.cancelReason) lines.push(`Cancelled: ${result.cancelReason}`);
+  return lines.join('\n');
+}
+
+/** Everything a job run knows; `toCarry` is what survives continue-as-new. */
+export class JobState {
+  readonly jobId = workflowInfo().workflowId;
+  phase: JobPhase = 'validating';
+  round: number;
+  readonly startedAt: number;
+  pending: JobRequest[];
+  readonly rejected: RejectedRequest[];
+  nextRequestId: number;
+  /** Requests with ids below this were seen by the running round (wakes the runner only for new ones). */
+  drainedThrough = 0;
+  readonly outcomes = new Map<number, Outcome>();
+  stop?: StopReason;
+  cancelReason?: string;
+  result?: JobResult;
+  settled = false;
+  rotating = false;
+  windowEndsAt?: number;
+  prepared?: Prepared;
+  runner?: ItemRunner;
+  current?: RoundRun;
+  sliceScope?: CancellationScope;
+  readonly liveFailures = new Map<number, number>();
+  finishedFailures = 0;
+  slicesInFlight = 0;
+  /** Reports about the job's own machinery (storage) that belong in `errors` beside the items'. */
+  extraErrors: ErrorReport[] = [];
+  /** Held by an operator (`pause`): no new batch or slice starts until `resume`. */
+  paused: boolean;
+  readonly limitsChanged: LimitsChange[];
+  readonly flags: Flag[];
+  cancelledThroughTemporal = false;
+  /** Entries of operator lists left out to keep payloads within budget. */
+  omitted?: OmittedCounts;
+  /** Engine v3 behaviour (carried allowance, budgets, prompt thresholds); false only when replaying a run recorded before it. */
+  readonly v3 = patched(PATCHES.engineV3);
+  /** Running slice children, to pass pause/resume and new limits on. */
+  readonly sliceHandles = new Map<number, ChildWorkflowHandle<typeof sliceWorkflow>>();
+  /** The spec as this run knows it: an imported `itemsFrom` becomes the stored items file it was read into. */
+  source: SpecSource;
+
+  constructor(readonly input: JobInput) {
+    this.source = input.job;
+    const carry = input.carry;
+    this.round = carry?.round ?? 1;
+    this.startedAt = carry?.startedAt ?? Date.now();
+    this.pending = carry?.pending ?? [];
+    this.rejected = carry?.rejected ?? [];
+    this.nextRequestId = carry?.nextRequestId ?? 1;
+    if (carry?.stop) this.stop = carry.stop;
+    if (carry?.result) {
+      this.result = carry.result;
+      this.settled = !carry.running;
+    }
+    if (carry?.windowEndsAt !== undefined) this.windowEndsAt = carry.windowEndsAt;
+    this.paused = carry?.paused ?? false;
+    this.limitsChanged = carry?.limitsChanged ?? [];
+    this.flags = carry?.flags ?? [];
+    if (carry?.omitted) this.omitted = carry.omitted;
+  }
+
+  /** The next run's input: continue-as-new is a function of this state alone. */
+  nextRunInput(round: RoundRun | undefined): JobInput {
+    return { job: this.source, ...(this.input.retryOf ? { retryOf: this.input.retryOf } : {}), carry: this.toCarry(round) };
+  }
+
+  /** What survives continue-as-new: requests, the settled result, operator changes, and where the running round stands (its allowance and metrics included). */
+  toCarry(round: RoundRun | undefined): JobCarry {
+    return {
+      round: this.round,
+      startedAt: this.startedAt,
+      pending: this.pending,
+      rejected: this.rejected.slice(-BUDGET.listEntries),
+      ...(this.stop ? { stop: this.stop } : {}),
+      ...(round ? { running: roundCarry(round) } : {}),
+      ...(this.result ? { result: this.result } : {}),
+      ...(this.windowEndsAt !== undefined ? { windowEndsAt: this.windowEndsAt } : {}),
+      nextRequestId: this.nextRequestId,
+      ...(this.paused ? { paused: true } : {}),
+      ...(this.limitsChanged.length > 0 ? { limitsChanged: this.limitsChanged } : {}),
+      ...(this.flags.length > 0 ? { flags: this.flags } : {}),
+      ...(this.omitted ? { omitted: this.omitted } : {}),
+    };
+  }
+
+  /**
+   * Operator lists (flags, limit changes) keep their newest `BUDGET.listEntries` entries in the
+   * job's state and result; how many older ones were left out is counted in `omitted`.
+   */
+  keepNewest(list: 'flags' | 'limitsChanged'): void {
+    const entries: { at: string }[] = this[list];
+    const extra = entries.length - BUDGET.listEntries;
+    if (extra <= 0 || !this.v3) return;
+    const dropped = entries.splice(0, extra + (list === 'limitsChanged' ? 1 : 0));
+    // Limit changes fold into one entry: later runs recompute the options from them.
+    if (list === 'limitsChanged') this.limitsChanged.unshift(Object.assign({}, ...dropped) as LimitsChange);
+    this.omitted = { ...this.omitted, [list]: (this.omitted?.[list] ?? 0) + extra };
+  }
+
+  stopWith(reason: StopReason): void {
+    if (this.stop) return;
+    this.stop = reason;
+    this.runner?.requestStop(reason);
+    this.sliceScope?.cancel();
+  }
+}
