@@ -103,6 +103,27 @@ async function main(): Promise<void> {
           await env.client.result(jobId, { round: 2 });
         },
       },
+      // Engine v3: the allowance carried across continue-as-new, failures told early, errors cut to budget and stored whole.
+      'v3-allowance-rotation': {
+        spec: syntheticSpec(
+          Array.from({ length: 200 }, (_, i) => (i < 2 || i >= 197 ? { id: `r${i}`, params: { outcome: 'unprocessable' } } : { id: `r${i}` })),
+          { shardSize: 10, rotateAfterEvents: 100, toleratedFailureCount: 3 },
+        ),
+        children: true,
+      },
+      'v3-early-failures': {
+        spec: syntheticSpec(
+          Array.from({ length: 60 }, (_, i) => (i % 20 === 0 ? { id: `e${i}`, params: { outcome: 'unprocessable' } } : { id: `e${i}`, params: { cpuMs: 20 } })),
+          { shardSize: 20, batchSize: 10, toleratedFailureCount: 1 },
+        ),
+        children: true,
+      },
+      'v3-big-errors': {
+        spec: syntheticSpec(
+          Array.from({ length: 30 }, (_, i) => ({ id: `b${i}`, params: { outcome: 'unprocessable', errorBytes: 200_000, causeDepth: 6 } })),
+          { batchSize: 10, toleratedFailurePercent: 100 },
+        ),
+      },
       'sharded-threshold': {
         spec: syntheticSpec(
           Array.from({ length: 40 }, (_, i) => (i % 10 === 0 ? { id: `t${i}`, params: { outcome: 'unprocessable' } } : { id: `t${i}` })),

@@ -11,30 +11,13 @@
 import { ActivityFailure, ApplicationFailure, CancellationScope, TimeoutFailure, condition, log, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import { TimeoutType } from '@temporalio/common';
 import type { createEngineActivities } from '../activities/engine';
-import {
-  type BackoffEntry,
-  type BatchEntry,
-  type BatchProgress,
-  type ErrorReport,
-  ErrorTypes,
-  type ItemState,
-  type RunnerSnapshotData,
-  type ItemOutcome,
-  type JobContext,
-  type JobItem,
-  type OutputRecord,
-  type PipelineDefinition,
-  type ResolvedOptions,
-  type RetryPolicy,
-  type RunBatchResult,
-  type StopReason,
-  backoffDelayMs,
-  batchActivityId,
-  boundReport,
-  emptyStatusCounts,
-  makeReport,
-  toErrorReport,
-} from '../shared';
+import { ItemBook, type RunnerConfig, type RunnerSnapshot } from './item-book';
+import { progressFrom, thresholdReport, unfinishedReason } from './item-records';
+
+export type { RunnerConfig, RunnerSnapshot };
+
+export { thresholdReport, unfinishedReason };
+import { type BatchEntry, ErrorTypes, type ItemState, type RunBatchResult, type StopReason, batchActivityId, boundReport, makeReport, toErrorReport } from '../shared';
 
 type EngineActivities = ReturnType<typeof createEngineActivities>;
 
@@ -48,108 +31,33 @@ export interface RunnerHooks {
   drain(): void;
 }
 
-export interface RunnerConfig {
-  job: JobContext;
-  pipeline: PipelineDefinition;
-  options: ResolvedOptions;
-  /** Used in activity ids: `<scopeId>/batch-N`. */
-  scopeId: string;
-  /** Largest number of failed items allowed in this runner, or undefined. */
-  allowedFailures?: number;
-  /** Failures already counted against `allowedFailures` (carried over continue-as-new). */
-  initialFailures?: number;
-  /** Told about every new failed item (a slice reports it to its job). */
-  onFailure?: (failedItems: number) => void;
-  /**
-   * With an allowance, start this many batches and add one per batch that ends: every slice's first
-   * batches run (and fail) early instead of queueing behind all of its siblings' batches.
-   */
-  rampFrom?: number;
-}
-
-export type RunnerSnapshot = RunnerSnapshotData;
-
-export class ItemRunner {
-  readonly states: ItemState[];
-  private readonly byId = new Map<string, ItemState>();
+export class ItemRunner extends ItemBook {
   private readonly activityScope: CancellationScope;
   private inFlight = 0;
   private isolatedInFlight = 0;
   private soloInFlight = false;
-  private changed = false;
-  /** Paused by an operator: nothing new starts, backoff timers hold. */
-  private held = false;
   private batchSeq: number;
-  stop?: StopReason;
-  /** Total item runs dispatched (the `attempts` metric). */
-  attempts: number;
-  failedItems = 0;
   /** Batches this runner may have in flight while it ramps up (its allowance makes early failures matter). */
   private ramp: number;
-  /** Items a running batch said failed for good, before its result arrived (counted against the allowance). */
-  private readonly earlyFailures = new Set<string>();
 
-  constructor(
-    private readonly config: RunnerConfig,
-    snapshot: RunnerSnapshot,
-  ) {
-    this.states = snapshot.items;
+  constructor(config: RunnerConfig, snapshot: RunnerSnapshot) {
+    super(config, snapshot);
     this.batchSeq = snapshot.batchSeq;
-    this.attempts = snapshot.attempts;
-    this.failedItems = config.initialFailures ?? 0;
     this.ramp = config.rampFrom !== undefined && config.allowedFailures !== undefined ? Math.max(1, config.rampFrom) : Infinity;
-    for (const state of this.states) {
-      this.byId.set(state.item.id, state);
-      if (state.phase === 'running') state.phase = 'queued';
-    }
     // Created inside the caller's non-cancellable scope: only `requestStop` cancels it.
     this.activityScope = new CancellationScope({ cancellable: true });
-  }
-
-  static initialState(entries: { item: JobItem; outputs: readonly string[] }[]): RunnerSnapshot {
-    return {
-      items: entries.map(({ item, outputs }) => ({
-        item,
-        outputs: [...outputs],
-        phase: 'queued',
-        runs: 0,
-        transientFailures: 0,
-        crashes: 0,
-        isolate: false,
-      })),
-      batchSeq: 0,
-      attempts: 0,
-    };
-  }
-
-  snapshot(): RunnerSnapshot {
-    return { items: this.states, batchSeq: this.batchSeq, attempts: this.attempts };
   }
 
   get busy(): number {
     return this.inFlight;
   }
 
-  get(itemId: string): ItemState | undefined {
-    return this.byId.get(itemId);
+  snapshot(): RunnerSnapshot {
+    return { items: this.states, batchSeq: this.batchSeq, attempts: this.attempts };
   }
 
-  /** Pause (true) or resume: in-flight batches finish, nothing new starts, backoff keeps its remaining time. */
-  hold(paused: boolean): void {
-    if (this.held === paused) return;
-    this.held = paused;
-    this.changed = true;
-    const now = Date.now();
-    for (const state of this.states) {
-      if (state.phase !== 'backoff') continue;
-      if (paused && state.nextAttemptAt !== undefined) {
-        state.heldMs = Math.max(0, state.nextAttemptAt - now);
-        delete state.nextAttemptAt;
-      } else if (!paused && state.heldMs !== undefined) {
-        state.nextAttemptAt = now + state.heldMs;
-        delete state.heldMs;
-      }
-    }
+  get(itemId: string): ItemState | undefined {
+    return this.byId.get(itemId);
   }
 
   /** New limits for the work not yet started; a threshold already exceeded stops the runner now. */
@@ -159,42 +67,6 @@ export class ItemRunner {
     else if (limits.allowedFailures !== undefined) this.config.allowedFailures = limits.allowedFailures;
     this.changed = true;
     this.enforceAllowance();
-  }
-
-  /** Items of `ids` waiting in backoff run at the next dispatch; returns the ids still to run. */
-  retryNow(ids: readonly string[]): string[] {
-    const woken: string[] = [];
-    for (const id of ids) {
-      const state = this.byId.get(id);
-      if (!state || state.phase === 'done') continue;
-      if (state.phase === 'backoff') {
-        state.phase = 'queued';
-        delete state.nextAttemptAt;
-        this.changed = true;
-      }
-      woken.push(id);
-    }
-    return woken;
-  }
-
-  /** Items of running batches that failed for good, told by the batch before it ends. */
-  noteEarlyFailures(items: readonly string[]): void {
-    let added = 0;
-    for (const id of items) {
-      const state = this.byId.get(id);
-      if (!state || state.phase !== 'running' || this.earlyFailures.has(id)) continue;
-      this.earlyFailures.add(id);
-      added += 1;
-    }
-    if (added === 0) return;
-    this.changed = true;
-    this.config.onFailure?.(this.failuresSoFar);
-    this.enforceAllowance();
-  }
-
-  /** Failed items, including those told early whose batch has not ended yet. */
-  get failuresSoFar(): number {
-    return this.failedItems + this.earlyFailures.size;
   }
 
   requestStop(reason: StopReason): void {
@@ -233,84 +105,9 @@ export class ItemRunner {
     return 'stopped';
   }
 
-  /** Removes finished items and returns their records (written to storage before continue-as-new). */
-  takeFinished(): { records: OutputRecord[]; bytesIn: number; bytesOut: number } {
-    const taken = { records: [] as OutputRecord[], bytesIn: 0, bytesOut: 0 };
-    const kept = this.states.filter((state) => {
-      if (state.phase !== 'done') return true;
-      taken.records.push(...(state.records ?? []));
-      taken.bytesIn += state.bytesIn ?? 0;
-      taken.bytesOut += state.bytesOut ?? 0;
-      this.byId.delete(state.item.id);
-      return false;
-    });
-    this.states.splice(0, this.states.length, ...kept);
-    return taken;
-  }
-
-  backoffEntries(limit = 100): BackoffEntry[] {
-    return this.states
-      .filter((state) => state.phase === 'backoff' && state.nextAttemptAt !== undefined)
-      .slice(0, limit)
-      .map((state) => ({
-        item: state.item.id,
-        attempts: state.transientFailures,
-        nextAttemptAt: new Date(state.nextAttemptAt ?? 0).toISOString(),
-        errorType: state.lastError?.type ?? 'unknown',
-      }));
-  }
-
-  countsSoFar(): ReturnType<typeof emptyStatusCounts> & { outputs: number } {
-    const counts = { ...emptyStatusCounts(), outputs: 0 };
-    for (const state of this.states) {
-      counts.outputs += state.outputs.length;
-      for (const record of state.records ?? []) counts[record.status] += 1;
-    }
-    return counts;
-  }
-
-  /** One record per item × requested output; unfinished items become Cancelled. */
-  finalRecords(): OutputRecord[] {
-    const records: OutputRecord[] = [];
-    for (const state of this.states) {
-      if (state.phase === 'done' && state.records) {
-        records.push(...state.records);
-        continue;
-      }
-      const reason = unfinishedReason(this.stop);
-      for (const output of state.outputs) {
-        records.push({
-          item: state.item.id,
-          output,
-          status: 'Cancelled',
-          reason,
-          ...(state.lastError ? { error: state.lastError } : {}),
-        });
-      }
-    }
-    return records;
-  }
-
   private historyIsLong(): boolean {
     const info = workflowInfo();
     return info.continueAsNewSuggested || info.historyLength > this.config.options.rotateAfterEvents;
-  }
-
-  private releaseDueBackoff(now: number): void {
-    for (const state of this.states) {
-      if (state.phase === 'backoff' && (state.nextAttemptAt ?? 0) <= now) {
-        state.phase = 'queued';
-        delete state.nextAttemptAt;
-      }
-    }
-  }
-
-  private nextBackoffDue(): number | undefined {
-    let due: number | undefined;
-    for (const state of this.states) {
-      if (state.phase === 'backoff' && state.nextAttemptAt !== undefined) due = due === undefined ? state.nextAttemptAt : Math.min(due, state.nextAttemptAt);
-    }
-    return due;
   }
 
   private dispatch(): void {
@@ -451,129 +248,4 @@ export class ItemRunner {
       }
     }
   }
-
-  private requeueUnfinished(batch: ItemState[]): void {
-    for (const state of batch) if (state.phase === 'running') state.phase = 'queued';
-  }
-
-  private apply(outcome: ItemOutcome): void {
-    this.earlyFailures.delete(outcome.item);
-    const state = this.byId.get(outcome.item);
-    if (!state || state.phase === 'done') return; // at-least-once: a re-reported item counts once
-    if ('records' in outcome) {
-      state.records = completeRecords(state, outcome.records);
-      state.bytesIn = outcome.bytesIn;
-      state.bytesOut = outcome.bytesOut;
-      state.phase = 'done';
-      delete state.lastError;
-      if (hasFailed(state)) this.noteFailure();
-      return;
-    }
-    // Reports from workers that predate budgets (or a pipeline's own) are cut here too.
-    const report: ErrorReport = { ...boundReport(outcome.error).report, item: state.item.id, attempts: state.runs };
-    state.lastError = report;
-    switch (report.class) {
-      case 'transient': {
-        state.transientFailures += 1;
-        const policy = this.retryPolicy(report.step);
-        const exhausted = policy.maxAttempts !== 0 && state.transientFailures >= policy.maxAttempts;
-        if (exhausted) {
-          this.finishFailed(state, { ...report, details: { ...report.details, retryPolicy: policy } });
-        } else {
-          const delay = outcome.retryAfterMs ?? backoffDelayMs(policy, state.transientFailures);
-          state.phase = 'backoff';
-          state.nextAttemptAt = Date.now() + delay;
-        }
-        return;
-      }
-      case 'fatal':
-        this.finishFailed(state, report);
-        this.requestStop({ kind: 'fatal', report });
-        return;
-      default:
-        this.finishFailed(state, report);
-    }
-  }
-
-  private finishFailed(state: ItemState, report: ErrorReport): void {
-    state.lastError = report;
-    state.records = state.outputs.map((output) => ({ item: state.item.id, output, status: 'Failed', error: report }));
-    state.phase = 'done';
-    // The records hold the report; one copy is enough in the carried state.
-    delete state.lastError;
-    delete state.nextAttemptAt;
-    this.noteFailure();
-  }
-
-  private noteFailure(): void {
-    this.failedItems += 1;
-    this.config.onFailure?.(this.failuresSoFar);
-    this.enforceAllowance();
-  }
-
-  /** Stops the runner once its failures certainly exceed what it may have. */
-  private enforceAllowance(): void {
-    const allowed = this.config.allowedFailures;
-    const failed = this.failuresSoFar;
-    if (allowed !== undefined && failed > allowed && !this.stop) this.requestStop({ kind: 'fatal', report: thresholdReport(failed, allowed) });
-  }
-
-  private retryPolicy(stepName: string | undefined): RetryPolicy {
-    const steps = this.config.pipeline.steps;
-    const step = steps.find((candidate) => candidate.name === stepName) ?? steps[0];
-    const base: RetryPolicy = step?.retry ?? { maxAttempts: 3, initialIntervalMs: 1_000, backoffCoefficient: 2, maximumIntervalMs: 60_000 };
-    return { ...base, ...this.config.options.retryOverride };
-  }
-}
-
-/** Why an item that never finished is Cancelled. */
-export function unfinishedReason(stop: StopReason | undefined): string {
-  if (stop?.kind === 'cancelled') return `job cancelled: ${stop.reason}`;
-  return stop?.kind === 'fatal' ? `job ended early by ${stop.report.type}` : 'not attempted';
-}
-
-export function thresholdReport(failed: number, allowed: number): ErrorReport {
-  return makeReport({
-    type: ErrorTypes.ToleratedFailureThresholdExceeded,
-    message: `${failed} failed item(s) exceed the tolerated ${allowed}`,
-    details: { failedItems: failed, toleratedFailures: allowed },
-    at: new Date().toISOString(),
-  });
-}
-
-function hasFailed(state: ItemState): boolean {
-  return (state.records ?? []).some((record) => record.status === 'Failed');
-}
-
-/** Exactly one record per requested output, whatever the pipeline returned. */
-function completeRecords(state: ItemState, records: OutputRecord[]): OutputRecord[] {
-  return state.outputs.map((output) => {
-    const found = records.find((record) => record.output === output);
-    if (found) return { ...found, item: state.item.id };
-    return {
-      item: state.item.id,
-      output,
-      status: 'Failed',
-      error: makeReport({
-        type: ErrorTypes.InternalError,
-        message: `the pipeline reported no status for output "${output}"`,
-        details: {},
-        item: state.item.id,
-        output,
-        at: new Date().toISOString(),
-      }),
-    };
-  });
-}
-
-/** Finished items reported before a batch failed: last heartbeat, or the shutdown hand-back. */
-function progressFrom(cause: unknown): BatchProgress | undefined {
-  if (cause instanceof TimeoutFailure) return asProgress(cause.lastHeartbeatDetails);
-  if (cause instanceof ApplicationFailure) return asProgress(cause.details?.[1]);
-  return undefined;
-}
-
-function asProgress(value: unknown): BatchProgress | undefined {
-  if (value && typeof value === 'object' && Array.isArray((value as BatchProgress).done)) return value as BatchProgress;
-  return undefined;
 }

@@ -236,7 +236,7 @@ describe('message races (time-skipping server, one activation)', () => {
     await stopWorker();
     await client.handle(jobId).signal('pause');
     await startWorker();
-    await eventually(async () => (await client.progress(jobId)).paused, 30_000, 'paused');
+    await eventually(async () => (await client.progress(jobId)).paused === true, 30_000, 'paused');
     await stopWorker();
     await client.handle(jobId).signal('resume');
     await client.handle(jobId).signal(cancelSignal, { reason: 'resume then cancel' });
