@@ -232,8 +232,9 @@ describe('message races (time-skipping server, one activation)', () => {
 
   it('resume and cancel in one activation while slices wait paused: every slice has records, outputs are complete', PER_TEST, async () => {
     const items = Array.from({ length: 100 }, (_, index) => ({ id: `p${index}` }));
-    const { jobId } = await startJob(syntheticSpec(items, { shardSize: 10 }), 'race-resume-cancel-paused');
+    // Started and paused in its first activation: every lane waits, paused, before its first slice.
     await stopWorker();
+    const { jobId } = await startJob(syntheticSpec(items, { shardSize: 10 }), 'race-resume-cancel-paused');
     await client.handle(jobId).signal('pause');
     await startWorker();
     await eventually(async () => (await client.progress(jobId)).paused === true, 30_000, 'paused');
@@ -258,7 +259,7 @@ describe('message races (time-skipping server, one activation)', () => {
     const result = await finalResult(jobId);
     assert.equal(result.counts.Failed, 1_500);
     const events = (await client.handle(jobId).fetchHistory()).events?.length ?? 0;
-    assert.ok(events < 400, `the job's history has ${events} events`);
+    assert.ok(events < 150, `the job's history has ${events} events`);
   });
 
   it('signals that cannot be honoured are recorded in the result, never dropped', PER_TEST, async () => {
