@@ -382,6 +382,7 @@ export class FaultlineClient {
         } catch (error) {
           if (error instanceof WorkflowUpdateRPCTimeoutOrCancelledError) continue; // long jobs: keep waiting
           if (error instanceof WorkflowUpdateFailedError && error.cause instanceof ApplicationFailure && error.cause.type === ErrorTypes.JobRotating) continue;
+          if (await abortedByContinueAsNew(handle, error)) continue;
           const now = await handle.describe();
           if (now.status.name !== 'RUNNING') return await this.withLaterFlags(jobId, await closedJobResult(handle));
           throw error;
@@ -494,7 +495,7 @@ export class FaultlineClient {
           } catch (error) {
             if (error instanceof WorkflowUpdateRPCTimeoutOrCancelledError) continue; // the round is still running: keep waiting
             const type = rejectionType(error);
-            if (type === ErrorTypes.JobRotating) continue; // the request was not carried over: send it again
+            if (type === ErrorTypes.JobRotating || (await abortedByContinueAsNew(handle, error))) continue; // the request was not carried over: send it again
             if (type === ErrorTypes.JobClosed || (await handle.describe()).status.name !== 'RUNNING') break;
             if (type !== undefined) throw new FaultlineClientError('rejected', `retry rejected (${type}): ${rejectionMessage(error)}`, [], { cause: error });
             throw error;
@@ -592,7 +593,7 @@ export class FaultlineClient {
           return await send(handle);
         } catch (error) {
           const type = rejectionType(error);
-          if (type === ErrorTypes.JobRotating) continue;
+          if (type === ErrorTypes.JobRotating || (await abortedByContinueAsNew(handle, error))) continue;
           if (type !== undefined) throw new FaultlineClientError('rejected', `${verb} rejected (${type}): ${rejectionMessage(error)}`, [], { cause: error });
           throw error;
         }
@@ -694,4 +695,13 @@ export class FaultlineClient {
     if (isUnavailable(error)) return new FaultlineClientError('unreachable', `cannot reach Temporal at ${this.options.config.address}`, [], { cause: error });
     return error instanceof Error ? error : new Error(String(error));
   }
+}
+
+/**
+ * An update the server admitted to a run that then continued as new is aborted (not found); the
+ * job itself still runs, so the caller sends it again to the new run.
+ */
+async function abortedByContinueAsNew(handle: WorkflowHandle<typeof jobWorkflow>, error: unknown): Promise<boolean> {
+  if (!(error instanceof WorkflowNotFoundError)) return false;
+  return (await handle.describe().catch(() => undefined))?.status.name === 'RUNNING';
 }

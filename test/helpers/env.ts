@@ -31,7 +31,8 @@ export interface TestEnv {
   connection: Connection;
   dir: string;
   env: NodeJS.ProcessEnv;
-  startWorker(overrides?: Partial<Config>): Promise<RunningWorker>;
+  /** An in-process worker; `activities` replace real ones by name (mocked batches). */
+  startWorker(overrides?: Partial<Config>, options?: { activities?: Record<string, (...args: never[]) => Promise<unknown>> }): Promise<RunningWorker>;
   spawnWorker(extraEnv?: NodeJS.ProcessEnv): WorkerProcess;
   teardown(): Promise<void>;
 }
@@ -85,7 +86,7 @@ export async function createTestEnv(options: { taskQueue?: string; envExtra?: No
   const processes: WorkerProcess[] = [];
   let nativeConnection: NativeConnection | undefined;
 
-  const startWorker = async (overrides: Partial<Config> = {}): Promise<RunningWorker> => {
+  const startWorker = async (overrides: Partial<Config> = {}, options: { activities?: Record<string, (...args: never[]) => Promise<unknown>> } = {}): Promise<RunningWorker> => {
     // The runtime exists only while in-process workers do: it shuts down with the last one.
     installTemporalLogging(logger);
     nativeConnection ??= await NativeConnection.connect({ address: server.address });
@@ -98,6 +99,7 @@ export async function createTestEnv(options: { taskQueue?: string; envExtra?: No
         throw new Error('crash items need a worker process (spawnWorker)');
       },
       env,
+      ...(options.activities ? { extraActivities: options.activities } : {}),
     });
     const running = worker.run();
     const handle: RunningWorker = {

@@ -81,7 +81,11 @@ describe('faultline worker --processes', () => {
     // A namespace without Faultline's search attributes: every process would fail the same way.
     await env.connection.workflowService.registerNamespace({ namespace: 'bare', workflowExecutionRetentionPeriod: msToTs('1 day') });
     await eventually(
-      async () => (await env.connection.workflowService.describeNamespace({ namespace: 'bare' }).then(() => true, () => false)),
+      async () =>
+        await env.connection.workflowService.describeNamespace({ namespace: 'bare' }).then(
+          () => true,
+          () => false,
+        ),
       30_000,
       'the namespace to exist',
     );
