@@ -68,7 +68,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   }
   const activities = {
     ...createEngineActivities({ implementations, registry: builtInPipelines, storage, logger, allowedHosts: config.allowedHosts, s3: config.s3 }),
-    ...createArchiveActivities({ allowedRoots: config.allowedRoots, logger }),
+    ...createArchiveActivities({ allowedRoots: config.allowedRoots, logger, storage }),
     ...createNotifyActivities({ allowedHosts: config.allowedHosts, secretKey: loadSecretKey(config.secretKey, localStateDir(config.storage), false), env: options.env ?? process.env, logger }),
     ...options.extraActivities,
   };

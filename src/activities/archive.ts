@@ -6,13 +6,14 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import { copyFile, link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, link, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Context } from '@temporalio/activity';
 import type { Logger } from 'pino';
 import * as tar from 'tar';
 import type { OutputRecord } from '../shared';
+import type { Storage } from '../storage';
 import { resolveAllowedPath } from './files';
 
 export interface ArchiveInput {
@@ -54,19 +55,15 @@ async function stageFile(source: string, target: string): Promise<boolean> {
   }
 }
 
-export function createArchiveActivities(deps: { allowedRoots: string[]; logger: Logger }) {
+/** Missing files named in an archive summary (the count is always exact). */
+const MISSING_LISTED = 100;
+
+export function createArchiveActivities(deps: { allowedRoots: string[]; logger: Logger; storage: Pick<Storage, 'readLines'> }) {
   return {
     async packArchive(input: ArchiveInput): Promise<ArchiveSummary> {
       const dir = await resolveAllowedPath(input.destination, deps.allowedRoots, 'destination', 'archive');
-      const records =
-        input.outputs ??
-        (input.manifest
-          ? (await readFile(fileURLToPath(input.manifest), 'utf8'))
-              .split('\n')
-              .filter(Boolean)
-              .map((line) => JSON.parse(line) as OutputRecord)
-          : []);
-      const candidates = records.filter((record) => record.status === 'Available' && record.location?.startsWith('file:'));
+      // The manifest is streamed from job storage (a folder or a bucket), never read whole.
+      const records: AsyncIterable<OutputRecord> | OutputRecord[] = input.outputs ?? (input.manifest ? deps.storage.readLines<OutputRecord>(input.manifest) : []);
       const staging = path.join(dir, `.faultline-archive-${safeName(input.jobId)}-${input.round}`);
       const target = path.join(dir, `${safeName(input.jobId)}.tar.gz`);
       // A fresh name created exclusively: never written through a file or symlink someone left there.
@@ -75,8 +72,10 @@ export function createArchiveActivities(deps: { allowedRoots: string[]; logger: 
       const missingFiles: string[] = [];
       await rm(staging, { recursive: true, force: true });
       try {
-        for (const [index, record] of candidates.entries()) {
-          if (index % 50 === 0) Context.current().heartbeat({ staged: index });
+        let index = 0;
+        for await (const record of records) {
+          if (record.status !== 'Available' || !record.location?.startsWith('file:')) continue;
+          if (index++ % 50 === 0) Context.current().heartbeat({ staged: index });
           const source = fileURLToPath(record.location ?? '');
           const relative = path.relative(dir, source);
           const inside = !relative.startsWith('..') && !path.isAbsolute(relative);
@@ -94,23 +93,30 @@ export function createArchiveActivities(deps: { allowedRoots: string[]; logger: 
         }
         if (packed.length === 0) {
           deps.logger.warn({ jobId: input.jobId, missing: missingFiles.length }, 'archive skipped: nothing to pack');
-          return { files: 0, missing: missingFiles.length, missingFiles, skipped: 'nothing to pack: no Available output files' };
+          return { files: 0, missing: missingFiles.length, missingFiles: missingFiles.slice(0, MISSING_LISTED), skipped: 'nothing to pack: no Available output files' };
         }
         await mkdir(staging, { recursive: true });
         await writeFile(path.join(staging, 'manifest.json'), JSON.stringify({ jobId: input.jobId, round: input.round, files: packed, missing: missingFiles }, null, 2));
+        // Packing a large job takes longer than the heartbeat timeout: beat by time meanwhile.
+        const beating = setInterval(() => Context.current().heartbeat({ packing: packed.length }), 5_000);
         try {
-          await pipeline(tar.c({ gzip: true, cwd: staging, portable: true }, ['manifest.json', ...packed.map((entry) => entry.path)]), createWriteStream(temp, { flags: 'wx' }));
+          await pipeline(tar.c({ gzip: true, cwd: staging, portable: true }, ['manifest.json', ...packed.map((entry) => entry.path)]), createWriteStream(temp, { flags: 'wx' }), {
+            signal: Context.current().cancellationSignal,
+          });
           await rename(temp, target);
         } catch (error) {
           await rm(temp, { force: true });
           throw error;
+        } finally {
+          clearInterval(beating);
         }
       } finally {
         await rm(staging, { recursive: true, force: true });
         await rm(temp, { force: true });
       }
-      if (missingFiles.length > 0) deps.logger.warn({ jobId: input.jobId, missingFiles }, 'archive: some output files had vanished');
-      return { location: pathToFileURL(target).toString(), files: packed.length, missing: missingFiles.length, missingFiles };
+      if (missingFiles.length > 0) deps.logger.warn({ jobId: input.jobId, missing: missingFiles.length, first: missingFiles.slice(0, 10) }, 'archive: some output files had vanished');
+      // The count is exact; the list (in the result, a payload) names the first ones only. The archive's manifest.json lists them all.
+      return { location: pathToFileURL(target).toString(), files: packed.length, missing: missingFiles.length, missingFiles: missingFiles.slice(0, MISSING_LISTED) };
     },
   };
 }
