@@ -31,7 +31,8 @@ import { legacyJobWorkflow } from './legacy/job-v1';
 import type { JobInput as LegacyJobInput } from './legacy/types-v1';
 
 export async function jobWorkflow(raw: JobInput): Promise<JobResult> {
-  if (!patched(PATCHES.engineV2)) return legacyJobWorkflow(raw as unknown as LegacyJobInput);
+  // A v1 job that continues as new after the upgrade carries its v1 `resume`: it finishes on v1.
+  if (isV1Resume(raw) || !patched(PATCHES.engineV2)) return legacyJobWorkflow(raw as unknown as LegacyJobInput);
   const input = normalizeJobInput(raw);
   if (!input) throw invalidSpec([{ path: '(root)', code: 'missing_spec', message: 'the job input has no spec (expected {job: {kind, ...}})' }]);
   const job = new JobRun(input);
@@ -57,4 +58,8 @@ export async function jobWorkflow(raw: JobInput): Promise<JobResult> {
 
 function unreachable(): never {
   throw ApplicationFailure.create({ type: 'InternalError', message: 'an update got no answer', nonRetryable: true });
+}
+
+function isV1Resume(raw: unknown): boolean {
+  return !!raw && typeof raw === 'object' && 'resume' in raw && !('job' in raw) && (raw as LegacyJobInput).resume !== undefined;
 }

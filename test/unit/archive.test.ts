@@ -10,7 +10,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { createArchiveActivities } from '../../src/activities/archive';
+import { type ArchiveSummary, createArchiveActivities } from '../../src/activities/archive';
 import { createLogger } from '../../src/logger';
 import type { OutputRecord } from '../../src/shared';
 import { createStorage } from '../../src/storage';
@@ -39,7 +39,7 @@ describe('archive activity', () => {
     const part = await storage.writeRecordsPart('job-a', 'all', records);
     const manifest = await storage.assembleManifest('job-a', 1, [part]);
     const activities = createArchiveActivities({ allowedRoots: [dir], logger: createLogger({ level: 'error', format: 'json' }), storage });
-    const summary = await new MockActivityEnvironment().run(activities.packArchive, { jobId: 'job-a', round: 1, destination: pathToFileURL(out).toString(), manifest });
+    const summary: ArchiveSummary = await new MockActivityEnvironment().run(activities.packArchive, { jobId: 'job-a', round: 1, destination: pathToFileURL(out).toString(), manifest });
     assert.equal(summary.files, 2);
     assert.equal(summary.missing, 250, 'the count is exact');
     assert.equal(summary.missingFiles.length, 100, 'the list is capped');
