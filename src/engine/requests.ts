@@ -126,6 +126,8 @@ export class RequestDesk {
     for (const request of cancels) {
       if (request.kind !== 'cancel') continue;
       this.s.stopWith({ kind: 'cancelled', reason: request.reason });
+      // Already stopped by a fatal error: the cancel is still answered, and its reason kept in the result.
+      if (this.s.v3) this.s.cancelReason ??= request.reason;
       this.answer(request, { accepted: true, effect: 'stopped' });
     }
   }

@@ -67,7 +67,8 @@ export class RoundRunner {
       items: prepared.source,
       batchSize: prepared.options.batchSize,
       concurrency: prepared.options.concurrency,
-      ...(prepared.allowed !== undefined ? { allowedFailures: prepared.allowed - round.baseFailed } : {}),
+      // An allowance lowered below the failures a retry round does not touch allows no new failure (never a negative count).
+      ...(prepared.allowed !== undefined ? { allowedFailures: this.s.v3 ? Math.max(0, prepared.allowed - round.baseFailed) : prepared.allowed - round.baseFailed } : {}),
       reportFailures: false,
       mode,
       keep: 'inline',

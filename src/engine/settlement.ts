@@ -118,7 +118,7 @@ export class Settlement {
       failuresByReason: tally.failuresByReason,
       ...(tally.truncated ? { truncated: true } : {}),
       retryable: { items: tally.failedItems, types: Object.keys(tally.failureCounts) },
-      ...(this.s.stop?.kind === 'cancelled' ? { cancelReason: this.s.stop.reason } : {}),
+      ...(this.s.stop?.kind === 'cancelled' ? { cancelReason: this.s.stop.reason } : this.s.v3 && this.s.cancelReason ? { cancelReason: this.s.cancelReason } : {}),
       ...(this.s.input.retryOf ? { retryOf: this.s.input.retryOf } : {}),
       ...(this.s.limitsChanged.length > 0 ? { limitsChanged: [...this.s.limitsChanged] } : {}),
       ...(this.s.flags.length > 0 ? { flags: [...this.s.flags] } : {}),
