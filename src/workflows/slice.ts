@@ -46,14 +46,20 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
   let latest = reported;
   let sending: Promise<void> | undefined;
   const parent = info.parent ? getExternalWorkflowHandle(info.parent.workflowId, info.parent.runId) : undefined;
+  let unreachable = false;
   const report = () => {
-    if (!parent || sending || latest === reported) return;
+    // Engine v3: a slice the job stopped needs to report nothing more; one whose report could not
+    // be sent (the job cancelled it meanwhile) stops trying rather than retrying forever.
+    if (!parent || sending || latest === reported || (v3 && (stop !== undefined || unreachable))) return;
     const count = latest;
     sending = parent
       .signal(sliceFailuresSignal, { sliceIndex: input.sliceIndex, round: input.round, newFailures: count })
       .then(
         () => void (reported = count),
-        (error: unknown) => log.warn('could not report failures to the job', { error: String(error) }),
+        (error: unknown) => {
+          unreachable = true;
+          log.warn('could not report failures to the job', { error: String(error) });
+        },
       )
       .then(async () => {
         // Engine v3: at most one report a second while failures keep coming, so a slice with

@@ -150,7 +150,7 @@ async function check(s: Scenario): Promise<void> {
         if (type && DECLARED.has(type)) return type;
         // Admitted to a run that then closed or continued as new: the server aborts it (the client re-sends those).
         if (error instanceof WorkflowNotFoundError) return 'aborted';
-        throw error;
+        throw new Error(`an update was not answered with a declared type: ${String(error)}; cause: ${String((error as { cause?: unknown }).cause)}`, { cause: error });
       },
     );
   const selectionOf = (selection: 'all' | 'type' | 'item') => (selection === 'all' ? {} : selection === 'type' ? { types: [ErrorTypes.ItemUnprocessable] } : { items: [ids[0] ?? 'none'] });
