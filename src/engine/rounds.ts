@@ -157,7 +157,10 @@ export class RoundRunner {
         this.s.liveFailures.delete(index);
         if (summary.stop?.kind === 'fatal') {
           const local = summary.stop.report.type === ErrorTypes.ToleratedFailureThresholdExceeded;
-          this.s.stopWith(local && prepared.allowed !== undefined ? { kind: 'fatal', report: thresholdReport(this.allowance.failedSoFar(round), prepared.allowed) } : summary.stop);
+          const failed = this.allowance.failedSoFar(round);
+          // A slice that stopped on the share it had then, before a raised limit reached it, keeps its own (true) report.
+          const jobWide = local && prepared.allowed !== undefined && (!this.s.v3 || failed > prepared.allowed);
+          this.s.stopWith(jobWide && prepared.allowed !== undefined ? { kind: 'fatal', report: thresholdReport(failed, prepared.allowed) } : summary.stop);
         }
       } catch (error) {
         // Its failures are counted once, by the fill below, not also as live reports.
