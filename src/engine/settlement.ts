@@ -270,6 +270,8 @@ export class Settlement {
     if (patched(PATCHES.retention)) result = await this.releaseStorage(result);
     this.s.result = result;
     this.publish(result);
+    // A result read (the only update a closed job accepts) that came while storage was released finishes first.
+    if (this.s.v3) await condition(allHandlersFinished);
     if (patched(PATCHES.failedExecutions)) endAsExecution(result, this.s.cancelledThroughTemporal);
     return result;
   }
