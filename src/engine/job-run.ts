@@ -55,37 +55,36 @@ export class JobRun {
   async run(): Promise<JobResult> {
     if (this.s.v3) {
       // Heard during prepare too: a cancel then stops the import and closes the job with a result.
-      CancellationScope.current().cancelRequested.catch(() => {
-        this.s.cancelledThroughTemporal = true;
-        this.requests.enqueue({ kind: 'cancel', origin: 'signal', reason: 'cancellation requested through Temporal' });
-      });
+      this.listenForTemporalCancel();
       const prepared = await CancellationScope.nonCancellable(() => this.prepareOrClose());
       if (prepared === 'cancelled') return CancellationScope.nonCancellable(() => this.settlement.closeUnprepared());
+      this.publishRunning(prepared);
       return this.runPrepared(prepared);
     }
     const prepared = await this.prepare();
+    this.publishRunning(prepared);
+    this.listenForTemporalCancel();
+    return this.runPrepared(prepared);
+  }
+
+  /** A cancel through Temporal (Web UI, `temporal workflow cancel`) becomes a queued cancel request. */
+  private listenForTemporalCancel(): void {
+    CancellationScope.current().cancelRequested.catch(() => {
+      this.s.cancelledThroughTemporal = true;
+      this.requests.enqueue({ kind: 'cancel', origin: 'signal', reason: 'cancellation requested through Temporal' });
+    });
+  }
+
+  private publishRunning(prepared: Prepared): void {
     upsertSearchAttributes([
       { key: SearchKeys.pipeline, value: prepared.head.pipeline },
       { key: SearchKeys.status, value: this.s.paused ? 'Paused' : 'Running' },
       { key: SearchKeys.hasErrors, value: this.s.result ? this.s.result.counts.Failed > 0 : false },
       { key: SearchKeys.failedCount, value: this.s.result?.counts.Failed ?? 0 },
     ]);
-    CancellationScope.current().cancelRequested.catch(() => {
-      this.s.cancelledThroughTemporal = true;
-      this.requests.enqueue({ kind: 'cancel', origin: 'signal', reason: 'cancellation requested through Temporal' });
-    });
-    return this.runPrepared(prepared);
   }
 
   private runPrepared(prepared: Prepared): Promise<JobResult> {
-    if (this.s.v3) {
-      upsertSearchAttributes([
-        { key: SearchKeys.pipeline, value: prepared.head.pipeline },
-        { key: SearchKeys.status, value: this.s.paused ? 'Paused' : 'Running' },
-        { key: SearchKeys.hasErrors, value: this.s.result ? this.s.result.counts.Failed > 0 : false },
-        { key: SearchKeys.failedCount, value: this.s.result?.counts.Failed ?? 0 },
-      ]);
-    }
     return CancellationScope.nonCancellable(async () => {
       let round: RoundRun | undefined = this.resumeRound();
       if (!round && !this.s.result) round = { baseFailed: 0 };

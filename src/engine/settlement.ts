@@ -120,9 +120,7 @@ export class Settlement {
       retryable: { items: tally.failedItems, types: Object.keys(tally.failureCounts) },
       ...(this.s.stop?.kind === 'cancelled' ? { cancelReason: this.s.stop.reason } : this.s.v3 && this.s.cancelReason ? { cancelReason: this.s.cancelReason } : {}),
       ...(this.s.input.retryOf ? { retryOf: this.s.input.retryOf } : {}),
-      ...(this.s.limitsChanged.length > 0 ? { limitsChanged: [...this.s.limitsChanged] } : {}),
-      ...(this.s.flags.length > 0 ? { flags: [...this.s.flags] } : {}),
-      ...(this.s.omitted ? { omitted: this.s.omitted } : {}),
+      ...this.operatorLists(),
       ...(this.s.result?.notifications ? { notifications: this.s.result.notifications } : {}),
       metrics: {
         startedAt: new Date(this.s.startedAt).toISOString(),
