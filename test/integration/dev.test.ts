@@ -13,7 +13,7 @@ import { freePort } from '../../src/devserver/temporal-cli';
 import { EncryptionCodec, parsePayloadKey } from '../../src/codec';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { randomBytes } from 'node:crypto';
-import { ROOT, syntheticSpec } from '../helpers/env';
+import { ROOT, eventually, syntheticSpec } from '../helpers/env';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'faultline.js');
@@ -106,7 +106,17 @@ describe('faultline dev (a real terminal process group)', () => {
     const key = randomBytes(32).toString('hex');
     const dev = await startDev(['--ephemeral'], { FAULTLINE_PAYLOAD_KEY: key });
     try {
-      const settings = (await (await fetch(`http://localhost:${ports.ui}/api/v1/settings`)).json()) as { Codec?: { Endpoint?: string } };
+      // The UI server may still be binding its port when dev prints its address: wait until it answers.
+      let settings: { Codec?: { Endpoint?: string } } = {};
+      await eventually(
+        async () =>
+          fetch(`http://localhost:${ports.ui}/api/v1/settings`).then(
+            async (answer) => ((settings = (await answer.json()) as typeof settings), true),
+            () => false,
+          ),
+        30_000,
+        'the Web UI to answer',
+      );
       const endpoint = settings.Codec?.Endpoint ?? '';
       assert.match(endpoint, /^http:\/\/127\.0\.0\.1:\d+$/, 'the UI knows the codec endpoint');
       const [sealed] = await new EncryptionCodec(parsePayloadKey(key, 'key')).encode([defaultPayloadConverter.toPayload({ item: 'dev-decoded' })]);
