@@ -62,7 +62,7 @@ export function createSyntheticPipeline(deps: SyntheticDeps): PipelineImplementa
           return record('Unsolved', 'the item declared no solution exists');
         case 'unprocessable': {
           let cause: Error | undefined;
-          for (let depth = params.causeDepth ?? 0; depth > 0; depth--) cause = new Error(`cause ${depth}: ${'c'.repeat(Math.min(params.errorBytes ?? 0, 100_000))}`, cause ? { cause } : undefined);
+          for (let depth = params.causeDepth ?? 0; depth > 0; depth--) cause = new Error(`cause ${depth}: ${'c'.repeat(Math.min(params.errorBytes ?? 0, 2_000))}`, cause ? { cause } : undefined);
           const message = `the item declared itself unprocessable${params.errorBytes ? ` ${'x'.repeat(params.errorBytes)}` : ''}`;
           throw new ItemError({ type: ErrorTypes.ItemUnprocessable, message, step: STEP, details: { outcome }, ...(cause ? { cause } : {}) });
         }
