@@ -20,7 +20,8 @@ import {
 import { ApplicationFailure, CancelledFailure, ServiceError, WorkflowFailedError } from '@temporalio/client';
 import type { Config } from './config';
 import { connectionOptions } from './connection';
-import { builtInPipelines } from './pipelines';
+import { pipelineRegistry } from './pipelines';
+import type { Pipeline } from './define-pipeline';
 import { encryptSecret, loadSecretKey } from './secrets';
 import {
   type ClientErrorCode,
@@ -47,6 +48,7 @@ import {
   setLimitsUpdate,
   itemsToRetry,
   type PipelineRegistry,
+  type PipelineDefinition,
   type RetryRequest,
   type RetryResponse,
   SearchKeys,
@@ -90,6 +92,9 @@ export const INLINE_SPEC_LIMIT_BYTES = 256 * 1024;
 export interface FaultlineClientOptions {
   config: Pick<Config, 'address' | 'namespace' | 'apiKey' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsServerName' | 'storage' | 'secretKey'> &
     Partial<Pick<Config, 'payloadKey' | 'payloadKeysOld' | 's3'>> & { taskQueue?: string };
+  /** Your own pipelines (from `definePipeline`): specs naming them are validated here, before anything starts. */
+  pipelines?: readonly Pipeline[];
+  /** @deprecated give `pipelines`; a registry of definitions replaces the built-in ones. */
   registry?: PipelineRegistry;
   /** Reuse an existing connection (tests, embedding). */
   connection?: Connection;
@@ -222,10 +227,23 @@ export class FaultlineClient {
 
   /** Schema + extended validation with the same pipeline definitions the workers use. */
   validate(spec: unknown): JobSpec {
-    const validation = validateJobSpec(spec, this.options.registry ?? builtInPipelines);
-    if (!validation.ok) throw new FaultlineClientError('invalid', `invalid job spec (${validation.issues.length} issue(s))`, validation.issues);
-    return validation.spec;
+    const validation = validateJobSpec(spec, this.registry);
+    if (validation.ok) return validation.spec;
+    // A pipeline this client does not know is validated by a worker that does, when the job starts.
+    if (validation.issues.length === 1 && validation.issues[0]?.code === 'unknown_pipeline') {
+      const general = validateJobSpec(spec, { [(spec as { pipeline: string }).pipeline]: openPipeline((spec as { pipeline: string }).pipeline) });
+      if (general.ok) return general.spec;
+      throw new FaultlineClientError('invalid', `invalid job spec (${general.issues.length} issue(s))`, general.issues);
+    }
+    throw new FaultlineClientError('invalid', `invalid job spec (${validation.issues.length} issue(s))`, validation.issues);
   }
+
+  /** The pipelines this client validates specs with. */
+  get registry(): PipelineRegistry {
+    this.knownPipelines ??= this.options.registry ?? pipelineRegistry(this.options.pipelines ?? []);
+    return this.knownPipelines;
+  }
+  private knownPipelines?: PipelineRegistry;
 
   /** Validates, seals secrets, moves large specs to storage, and starts the job. Idempotent per `jobId`. */
   async start(rawSpec: unknown, options: { jobId?: string; retryOf?: string } = {}): Promise<{ jobId: string; existing: boolean }> {
@@ -293,7 +311,7 @@ export class FaultlineClient {
         throw issue('itemsFrom', 'unreadable', `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
       }
     }
-    const items = checkedItemLines(head, fileLines(), this.options.registry ?? builtInPipelines, file);
+    const items = checkedItemLines(head, fileLines(), this.registry, file);
     const storage = this.storage();
     let written: Awaited<ReturnType<typeof writeItemsFile>>;
     try {
@@ -481,7 +499,7 @@ export class FaultlineClient {
    * Re-runs failed items. In the retry window (or while running) they merge into the same job;
    * on a closed job a follow-up job with just those items is started.
    */
-  async retry(jobId: string, request: RetryRequest): Promise<RetryResponse & { jobId: string; followUp: boolean }> {
+  async retry(jobId: string, request: RetryRequest = {}): Promise<RetryResponse & { jobId: string; followUp: boolean }> {
     const handle = this.handle(jobId);
     try {
       const description = await handle.describe();
@@ -692,6 +710,13 @@ export class FaultlineClient {
     if (error instanceof WorkflowNotFoundError || (error instanceof ServiceError && (error as { code?: number }).code === 5)) {
       return new FaultlineClientError('not_found', `no such job: ${jobId ?? '?'}`, [], { cause: error });
     }
+    if (error instanceof WorkflowFailedError && error.cause instanceof ApplicationFailure) {
+      // A job that failed before it had a result: its typed report, never a bare "Workflow execution failed".
+      const cause = error.cause;
+      const report = cause.details?.[0] as { details?: { issues?: SpecIssue[] } } | undefined;
+      const issues = Array.isArray(report?.details?.issues) ? report.details.issues : [];
+      return new FaultlineClientError(cause.type === ErrorTypes.InvalidSpec ? 'invalid' : 'failed', `${cause.type ?? 'Failed'}: ${cause.message}`, issues, { cause: error });
+    }
     if (isUnavailable(error)) return new FaultlineClientError('unreachable', `cannot reach Temporal at ${this.options.config.address}`, [], { cause: error });
     return error instanceof Error ? error : new Error(String(error));
   }
@@ -704,4 +729,9 @@ export class FaultlineClient {
 async function abortedByContinueAsNew(handle: WorkflowHandle<typeof jobWorkflow>, error: unknown): Promise<boolean> {
   if (!(error instanceof WorkflowNotFoundError)) return false;
   return (await handle.describe().catch(() => undefined))?.status.name === 'RUNNING';
+}
+
+/** A stand-in for a pipeline only workers know: the spec's general rules apply, the pipeline's own at the worker. */
+function openPipeline(name: string): PipelineDefinition {
+  return { name, description: name, outputs: [], defaultOutputs: [], steps: [], source: 'optional', destination: 'optional', openOutputs: true };
 }

@@ -4,7 +4,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
-import type { Config } from './config';
+import { type Config, ConfigError } from './config';
 import { connectionOptions } from './connection';
 import { createArchiveActivities } from './activities/archive';
 import { createEngineActivities } from './activities/engine';
@@ -15,7 +15,10 @@ import { createSyntheticPipeline } from './activities/synthetic';
 import type { PipelineImplementation } from './activities/types';
 import type { Logger } from './logger';
 import { installTemporalLogging } from './logger';
-import { builtInPipelines } from './pipelines';
+import { pipelineRegistry } from './pipelines';
+import { type Pipeline, useCheckpointStorage } from './define-pipeline';
+import { createLogger } from './logger';
+import { temporal } from '@temporalio/proto';
 import { loadSecretKey } from './secrets';
 import { ENV } from './shared/constants';
 import { createStorage, localStateDir } from './storage';
@@ -25,11 +28,19 @@ import { SearchAttributesMissing, missingSearchAttributes } from './search-attri
 
 export interface FaultlineWorkerOptions {
   config: Config;
-  logger: Logger;
+  /** Default: a logger at the config's level and format. */
+  logger?: Logger;
   connection?: NativeConnection;
+  /** Your own pipelines (from `definePipeline`), next to the built-in ones. */
+  pipelines?: readonly Pipeline[];
+  /**
+   * Serve this task queue instead of the main one: a worker for pipelines that declare their own
+   * `taskQueue` (e.g. GPU hosts). It runs only those pipelines' batches, no workflows.
+   */
+  taskQueue?: string;
   /** Prebuilt workflow bundle (tests build it once); otherwise bundled from src/workflows. */
   workflowBundle?: WorkerOptions['workflowBundle'];
-  /** Extra pipelines (user code) next to the built-in ones. */
+  /** Pipeline implementations without a definition of their own (they must be built-in names). */
   extraPipelines?: PipelineImplementation[];
   /** How a synthetic `crash` item ends the process (default: SIGKILL ourselves, like a real crash). */
   crashProcess?: () => void;
@@ -41,7 +52,8 @@ export interface FaultlineWorkerOptions {
 }
 
 export async function createFaultlineWorker(options: FaultlineWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection; ownsConnection: boolean }> {
-  const { config, logger } = options;
+  const { config } = options;
+  const logger = options.logger ?? createLogger({ level: config.logLevel, format: config.logFormat, name: 'faultline-worker' });
   installTemporalLogging(logger);
   const connection = options.connection ?? (await connectWorker(config, logger));
   const missing = await missingSearchAttributes(connection.operatorService, config.namespace);
@@ -63,11 +75,49 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     createSyntheticPipeline({ crashProcess: options.crashProcess ?? (() => process.kill(process.pid, 'SIGKILL')), allowedRoots: config.allowedRoots }),
     createImagesPipeline({ storage, allowedRoots: config.allowedRoots, allowedHosts: config.allowedHosts, logger }),
     ...(options.extraPipelines ?? []),
+    ...(options.pipelines ?? []).map((pipeline) => pipeline.implementation),
   ]) {
     implementations[implementation.name] = implementation;
   }
+  const registry = pipelineRegistry(options.pipelines ?? []);
+  useCheckpointStorage(storage);
+  const taskQueue = options.taskQueue ?? config.taskQueue;
+  const engineActivities = createEngineActivities({
+    implementations,
+    registry,
+    storage,
+    logger,
+    allowedHosts: config.allowedHosts,
+    s3: config.s3,
+    taskQueue,
+    pollersOf: async (queue) => {
+      const described = await connection.workflowService.describeTaskQueue({
+        namespace: config.namespace,
+        taskQueue: { name: queue },
+        taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+      });
+      return described.pollers?.length ?? 0;
+    },
+  });
+  if (taskQueue !== config.taskQueue) {
+    // A pipeline queue: batches of the pipelines that declare it, nothing else.
+    const served = (options.pipelines ?? []).filter((pipeline) => pipeline.definition.taskQueue === taskQueue);
+    if (served.length === 0) throw new ConfigError([{ path: 'taskQueue', message: `no pipeline given to this worker declares task queue "${taskQueue}"` }]);
+    const dataConverter = dataConverterFor(config);
+    const worker = await Worker.create({
+      connection,
+      ...(dataConverter ? { dataConverter } : {}),
+      namespace: config.namespace,
+      taskQueue,
+      activities: { runBatch: engineActivities.runBatch },
+      maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
+      shutdownGraceTime: config.shutdownGraceMs,
+      maxHeartbeatThrottleInterval: '1s',
+    });
+    return { worker, connection, ownsConnection: !options.connection };
+  }
   const activities = {
-    ...createEngineActivities({ implementations, registry: builtInPipelines, storage, logger, allowedHosts: config.allowedHosts, s3: config.s3 }),
+    ...engineActivities,
     ...createArchiveActivities({ allowedRoots: config.allowedRoots, logger, storage }),
     ...createNotifyActivities({ allowedHosts: config.allowedHosts, secretKey: loadSecretKey(config.secretKey, localStateDir(config.storage), false), env: options.env ?? process.env, logger }),
     ...options.extraActivities,
@@ -121,7 +171,8 @@ function workflowCode(options: FaultlineWorkerOptions): Pick<WorkerOptions, 'wor
 }
 
 /** Runs a worker until SIGTERM/SIGINT, then shuts down gracefully. */
-export async function runWorker(options: FaultlineWorkerOptions): Promise<void> {
+export async function runWorker(given: FaultlineWorkerOptions): Promise<void> {
+  const options = { ...given, logger: given.logger ?? createLogger({ level: given.config.logLevel, format: given.config.logFormat, name: 'faultline-worker' }) };
   const { worker, connection, ownsConnection } = await createFaultlineWorker(options);
   // Ctrl-C reaches every process of the terminal's group and `faultline dev` sends SIGTERM too:
   // the first signal shuts down, later ones only say it is under way.
@@ -138,7 +189,7 @@ export async function runWorker(options: FaultlineWorkerOptions): Promise<void> 
   // Under a supervisor: if it vanishes (kill -9), shut down instead of running on unsupervised.
   const orphaned = () => stop('SIGHUP');
   process.on('disconnect', orphaned);
-  options.logger.info({ taskQueue: options.config.taskQueue, address: options.config.address, namespace: options.config.namespace }, 'worker started');
+  options.logger.info({ taskQueue: options.taskQueue ?? options.config.taskQueue, address: options.config.address, namespace: options.config.namespace }, 'worker started');
   // Liveness for container health checks: touched while the worker is running.
   const healthFile = (options.env ?? process.env)[ENV.healthFile];
   const touch = () => {

@@ -22,6 +22,9 @@ import {
   type JobItem,
   type OutputRecord,
   type PipelineRegistry,
+  type PipelinePlan,
+  type SpecIssue,
+  planOf,
   type RunBatchInput,
   type RunBatchResult,
   type SpecHead,
@@ -46,7 +49,14 @@ export interface EngineDeps {
   /** For `itemsFrom` sources: hosts that may be private, and the S3 settings. */
   allowedHosts: readonly string[];
   s3: S3Options;
+  /** The task queue this worker serves, named in PipelineUnavailable reports. */
+  taskQueue?: string;
+  /** How many workers poll a task queue for activities (a pipeline on its own queue needs one). */
+  pollersOf?: (taskQueue: string) => Promise<number>;
 }
+
+/** A worker's answer on a job's spec: the pipeline's plan, the spec's issues, or why no worker can run it. */
+export type SpecDescription = { ok: true; plan: PipelinePlan } | { ok: false; issues: SpecIssue[] } | { ok: false; unavailable: string };
 
 async function inspectItemsFile(
   reader: ItemsFileReader,
@@ -314,6 +324,28 @@ export function createEngineActivities(deps: EngineDeps) {
 
     async assembleManifest(input: { jobId: string; round: number; parts: string[] }): Promise<string> {
       return storageCall(() => deps.storage.assembleManifest(input.jobId, input.round, input.parts));
+    },
+
+    /**
+     * Validates a spec (or a stored spec's head) with this worker's pipelines, schemas included, and
+     * describes the pipeline as plain data for the workflow. A pipeline this worker does not know,
+     * or whose own task queue no worker polls, is unavailable: the job fails at once, typed.
+     */
+    async describeSpec(input: { spec: unknown }): Promise<SpecDescription> {
+      const validation = validateJobSpec(input.spec, deps.registry);
+      if (!validation.ok) {
+        const unknown = validation.issues.find((issue) => issue.code === 'unknown_pipeline');
+        if (unknown) {
+          const name = (input.spec as { pipeline?: unknown }).pipeline;
+          return { ok: false, unavailable: `no worker on task queue "${deps.taskQueue ?? '?'}" knows pipeline "${String(name)}" (it knows ${Object.keys(deps.registry).join(', ')}); start a worker with it (faultline worker --pipelines <module>)` };
+        }
+        return { ok: false, issues: validation.issues };
+      }
+      const plan = planOf(validation.pipeline);
+      if (plan.taskQueue !== undefined && plan.taskQueue !== deps.taskQueue && deps.pollersOf && (await deps.pollersOf(plan.taskQueue)) === 0) {
+        return { ok: false, unavailable: `no worker polls task queue "${plan.taskQueue}" of pipeline "${plan.name}"; start one (faultline worker --pipelines <module>)` };
+      }
+      return { ok: true, plan };
     },
 
     /** Re-validates a spec passed by reference; returns its shape, never its items. */

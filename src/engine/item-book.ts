@@ -16,7 +16,7 @@ import {
   boundReport,
   type emptyStatusCounts,
   type JobContext,
-  type PipelineDefinition,
+  type PipelinePlan,
   type ResolvedOptions,
   type RunnerSnapshotData,
 } from '../shared';
@@ -24,7 +24,7 @@ import { backoffEntries, completeRecords, countsSoFar, finalRecords, hasFailed, 
 
 export interface RunnerConfig {
   job: JobContext;
-  pipeline: PipelineDefinition;
+  pipeline: PipelinePlan;
   options: ResolvedOptions;
   /** Used in activity ids: `<scopeId>/batch-N`. */
   scopeId: string;

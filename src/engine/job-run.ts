@@ -5,15 +5,19 @@
  * continue-as-new and before closing. Every interleaving of messages therefore has one outcome,
  * and a request is always carried out, carried over, or rejected with a declared type.
  */
-import { CancellationScope, allHandlersFinished, condition, continueAsNew, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
-import { builtInPipelines } from '../pipelines';
+import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, patched, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
 import {
   ErrorTypes,
   INLINE_OUTPUT_LIMIT,
   type ItemsSource,
   type JobInput,
   type JobResult,
-  type PipelineDefinition,
+  type JobSpec,
+  PATCHES,
+  type PipelinePlan,
+  legacyRegistry,
+  makeReport,
+  planOf,
   type RetryRequest,
   SearchKeys,
   type SpecSource,
@@ -132,20 +136,17 @@ export class JobRun {
     try {
       const source = this.s.source;
       let head: SpecHead;
-      let pipeline: PipelineDefinition;
+      let pipeline: PipelinePlan;
       let items: ItemsSource;
       let itemCount: number;
       if (source.kind === 'inline') {
-        const validation = validateJobSpec(source.spec, builtInPipelines);
-        if (!validation.ok) throw invalidSpec(validation.issues);
-        const { items: all, ...rest } = normalizeSpec(validation.spec);
+        pipeline = await this.pipelinePlan(source.spec);
+        const { items: all, ...rest } = normalizeSpec(source.spec);
         head = rest;
-        pipeline = validation.pipeline;
         items = { kind: 'inline', items: all };
         itemCount = all.length;
       } else {
-        const headCheck = validateJobSpec({ ...source.head, items: [] }, builtInPipelines);
-        if (!headCheck.ok) throw invalidSpec(headCheck.issues);
+        pipeline = await this.pipelinePlan({ ...source.head, items: [] });
         let stored: Extract<SpecSource, { kind: 'stored' }>;
         if (source.kind === 'remote') {
           // A worker reads the source once into job storage (validating it); from then on the job is a stored one.
@@ -162,7 +163,6 @@ export class JobRun {
           }
         }
         head = stored.head;
-        pipeline = headCheck.pipeline;
         itemCount = stored.itemCount;
         items = { kind: 'stored', ref: stored.ref, from: 0, to: itemCount };
       }
@@ -194,6 +194,26 @@ export class JobRun {
       ]);
       throw error;
     }
+  }
+
+  /**
+   * The pipeline of this job, as plain data: described by a worker that knows it (which also
+   * validates the spec with the pipeline's own schemas), then carried, so every later run and round
+   * keeps the version the job started with. Jobs recorded before workers described pipelines
+   * validate against the built-ins' legacy plans, as they did.
+   */
+  private async pipelinePlan(spec: JobSpec): Promise<PipelinePlan> {
+    if (this.s.plan) return this.s.plan;
+    if (!patched(PATCHES.workerPipelines)) {
+      const validation = validateJobSpec(spec, legacyRegistry());
+      if (!validation.ok) throw invalidSpec(validation.issues);
+      return (this.s.plan = planOf(validation.pipeline));
+    }
+    const described = await engine.describeSpec({ spec });
+    if (described.ok) return (this.s.plan = described.plan);
+    if ('issues' in described) throw invalidSpec(described.issues);
+    const report = makeReport({ type: ErrorTypes.PipelineUnavailable, message: described.unavailable, details: { pipeline: spec.pipeline }, at: new Date().toISOString() });
+    throw ApplicationFailure.create({ type: ErrorTypes.PipelineUnavailable, message: report.message, nonRetryable: true, details: [report] });
   }
 
   private resumeRound(): RoundRun | undefined {

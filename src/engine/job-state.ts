@@ -21,7 +21,7 @@ import {
   type LimitsChange,
   type LimitsRequest,
   PATCHES,
-  type PipelineDefinition,
+  type PipelinePlan,
   RESULT_MEMO_KEY,
   type RejectedRequest,
   type ResolvedOptions,
@@ -57,7 +57,7 @@ export const QUEUED_IDS_LISTED = 1_000;
 
 export interface Prepared {
   head: SpecHead;
-  pipeline: PipelineDefinition;
+  pipeline: PipelinePlan;
   options: ResolvedOptions;
   itemCount: number;
   source: ItemsSource;
@@ -213,6 +213,8 @@ export class JobState {
   readonly sliceHandles = new Map<number, ChildWorkflowHandle<typeof sliceWorkflow>>();
   /** The spec as this run knows it: an imported `itemsFrom` becomes the stored items file it was read into. */
   source: SpecSource;
+  /** The pipeline as a worker described it when the job started (plain data). */
+  plan?: PipelinePlan;
 
   constructor(readonly input: JobInput) {
     this.source = input.job;
@@ -232,6 +234,7 @@ export class JobState {
     this.limitsChanged = carry?.limitsChanged ?? [];
     this.flags = carry?.flags ?? [];
     if (carry?.omitted) this.omitted = carry.omitted;
+    if (carry?.plan) this.plan = carry.plan;
   }
 
   /** The next run's input: continue-as-new is a function of this state alone. */
@@ -255,6 +258,7 @@ export class JobState {
       ...(this.limitsChanged.length > 0 ? { limitsChanged: this.limitsChanged } : {}),
       ...(this.flags.length > 0 ? { flags: this.flags } : {}),
       ...(this.omitted ? { omitted: this.omitted } : {}),
+      ...(this.plan ? { plan: this.plan } : {}),
     };
   }
 

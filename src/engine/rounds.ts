@@ -125,6 +125,7 @@ export class RoundRunner {
         mode: round.selection && base ? { kind: 'retry', selection: round.selection, base: { kind: 'stored', location: base } } : { kind: 'first' },
         keep: 'stored',
         ...(this.s.paused ? { paused: true } : {}),
+        plan: prepared.pipeline,
       };
       this.s.slicesInFlight += 1;
       let started = false;

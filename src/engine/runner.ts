@@ -162,6 +162,8 @@ export class ItemRunner extends ItemBook {
       // The workflow owns every retry decision; Temporal runs each batch once.
       retry: { maximumAttempts: 1 },
       cancellationType: 'WAIT_CANCELLATION_COMPLETED',
+      // A pipeline on its own workers (`taskQueue: 'gpu'`) gets its batches there; the job stays on the main queue.
+      ...(this.config.pipeline.taskQueue !== undefined ? { taskQueue: this.config.pipeline.taskQueue } : {}),
       activityId: batchActivityId(this.config.scopeId, seq),
       summary: `${batch.length} item(s)${isolated ? ' in isolation' : ''}: ${batch[0]?.item.id ?? ''}${batch.length > 1 ? ' …' : ''}`,
     });

@@ -105,6 +105,7 @@ export class Settlement {
       schemaVersion: RESULT_SCHEMA_VERSION,
       jobId: this.s.jobId,
       pipeline: prepared.head.pipeline,
+      pipelineVersion: prepared.pipeline.version,
       success: isSuccess(status),
       status,
       round: this.s.round,

@@ -9,7 +9,7 @@ import type { createEngineActivities } from '../activities/engine';
 import {
   type JobItem,
   type OutputRecord,
-  type PipelineDefinition,
+  type PipelinePlan,
   type RecordsLocation,
   type SliceCarry,
   type SliceInput,
@@ -64,14 +64,14 @@ async function itemsToRun(input: SliceInput): Promise<JobItem[]> {
   return items.filter((item) => ids.has(item.id)).map((item) => (selection.sources?.[item.id] ? { ...item, source: selection.sources[item.id] } : item));
 }
 
-export async function runSlice(input: SliceInput, pipeline: PipelineDefinition, scopeId: string, hooks: SliceHooks = {}): Promise<SliceOutcome> {
+export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeId: string, hooks: SliceHooks = {}): Promise<SliceOutcome> {
   const carry = input.resume;
   const snapshot = carry?.snapshot ?? ItemRunner.initialState((await itemsToRun(input)).map((item) => ({ item, outputs: outputsForItem(input.head, item, pipeline) })));
   const ran = carry ? undefined : snapshot.items.length;
   const options = { ...resolveJobOptions(input.head, snapshot.items.length), batchSize: input.batchSize, concurrency: input.concurrency };
   const runner = new ItemRunner(
     {
-      job: { jobId: input.jobId, pipeline: input.head.pipeline, params: input.head.params, destination: input.head.destination },
+      job: { jobId: input.jobId, pipeline: input.head.pipeline, params: input.head.params, destination: input.head.destination, round: input.round },
       pipeline,
       options,
       scopeId,

@@ -1,6 +1,6 @@
 /** `images`: fetch → process (sharp) → deliver. Definition only; the work is in src/activities/images.ts. */
 import { z } from 'zod';
-import { RetryPresets, definePipeline } from '../shared/pipeline';
+import { RetryPresets, definePipelineDefinition } from '../shared/pipeline';
 
 export const ImageOutputs = ['thumbnail', 'preview', 'metadata', 'exif', 'fit'] as const;
 export const ImageFormats = ['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif', 'heif', 'svg'] as const;
@@ -32,7 +32,7 @@ export const ImagesParams = z
   .strict();
 export type ImagesParams = z.infer<typeof ImagesParams>;
 
-export const imagesPipeline = definePipeline({
+export const imagesPipeline = definePipelineDefinition({
   name: 'images',
   description: 'Fetch images (file or http), make thumbnail/preview/metadata/exif/fit, deliver to a directory or pre-signed PUT URLs.',
   outputs: ImageOutputs,

@@ -1,5 +1,5 @@
 /** The pipelines this build ships. Clients, the CLI and workflows validate specs against these. */
-import type { PipelineRegistry } from '../shared/pipeline';
+import type { PipelineDefinition, PipelineRegistry } from '../shared/pipeline';
 import { imagesPipeline } from './images';
 import { syntheticPipeline } from './synthetic';
 
@@ -7,3 +7,14 @@ export const builtInPipelines: PipelineRegistry = {
   [syntheticPipeline.name]: syntheticPipeline,
   [imagesPipeline.name]: imagesPipeline,
 };
+
+/** The built-in pipelines and the given ones; a given pipeline may not reuse a built-in's name. */
+export function pipelineRegistry(pipelines: readonly { definition: PipelineDefinition }[]): PipelineRegistry {
+  const registry: Record<string, PipelineDefinition> = { ...builtInPipelines };
+  for (const { definition } of pipelines) {
+    if (registry[definition.name] && builtInPipelines[definition.name]) throw new Error(`pipeline "${definition.name}" is a built-in pipeline's name; choose another`);
+    if (registry[definition.name]) throw new Error(`two pipelines are named "${definition.name}"`);
+    registry[definition.name] = definition;
+  }
+  return registry;
+}

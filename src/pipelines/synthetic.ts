@@ -1,6 +1,6 @@
 /** `synthetic`: items declare their own work and failure (CONTRACT.md) — for tests, chaos and benchmarks. */
 import { z } from 'zod';
-import { definePipeline } from '../shared/pipeline';
+import { definePipelineDefinition } from '../shared/pipeline';
 
 export const SyntheticOutcomes = ['ok', 'missing', 'unsolved', 'unprocessable', 'fatal', 'crash', 'crashOnce', 'hang'] as const;
 
@@ -19,7 +19,7 @@ export const SyntheticItemParams = z
   .strict();
 export type SyntheticItemParams = z.infer<typeof SyntheticItemParams>;
 
-export const syntheticPipeline = definePipeline({
+export const syntheticPipeline = definePipelineDefinition({
   name: 'synthetic',
   description: 'Items that declare their own CPU work, transient failures and outcome.',
   outputs: ['result'],

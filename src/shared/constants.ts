@@ -55,6 +55,8 @@ export const PATCHES = {
   failedExecutions: 'faultline-failed-executions',
   /** Engine v3: byte budgets, the carried failure allowance, prompt thresholds, reads by query. */
   engineV3: 'faultline-engine-v3',
+  /** A worker validates the spec and describes the pipeline (plain data); the workflow holds no pipeline. */
+  workerPipelines: 'faultline-worker-pipelines',
 } as const;
 
 /** Slice child workflows running at once per job. */

@@ -4,9 +4,10 @@ import type { RetryRequest } from './messages';
 import type { OutputRecord, OutputStatus, StatusCounts } from './result';
 import type { RunnerSnapshotData } from './snapshot';
 import type { JobItem, JobSpec } from './spec';
+import type { PipelinePlan } from './pipeline';
 
 /** The spec without its items: what every batch needs to know about the job. */
-export type JobContext = Pick<JobSpec, 'pipeline' | 'params' | 'destination'> & { jobId: string };
+export type JobContext = Pick<JobSpec, 'pipeline' | 'params' | 'destination'> & { jobId: string; /** The job's round (absent from jobs started before pipelines had steps). */ round?: number };
 
 /** The spec minus its items, for specs passed by reference. */
 export type SpecHead = Omit<JobSpec, 'items'>;
@@ -86,6 +87,8 @@ export interface SliceInput {
   resume?: SliceCarry;
   /** Start held: the job is paused (`sliceControl` signals release it). */
   paused?: boolean;
+  /** The job's pipeline as its worker described it (absent in slices of older jobs: the built-ins' legacy plans). */
+  plan?: PipelinePlan;
 }
 
 export interface SliceSummary {

@@ -48,6 +48,8 @@ export const ErrorTypes = {
   ToleratedFailureThresholdExceeded: 'ToleratedFailureThresholdExceeded',
   ChildJobFailed: 'ChildJobFailed',
   WorkflowLimitExceeded: 'WorkflowLimitExceeded',
+  /** No worker serves the job's pipeline (unknown to the workers of the main queue, or no worker polls its task queue). */
+  PipelineUnavailable: 'PipelineUnavailable',
   // cancellation
   JobCancelled: 'JobCancelled',
   // not an error of the job: an awaitResult call must be repeated on the next run
@@ -95,6 +97,7 @@ export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
   ToleratedFailureThresholdExceeded: 'fatal',
   ChildJobFailed: 'fatal',
   WorkflowLimitExceeded: 'fatal',
+  PipelineUnavailable: 'fatal',
   JobCancelled: 'fatal',
   JobRotating: 'transient',
   JobClosed: 'invalid',

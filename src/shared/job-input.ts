@@ -4,6 +4,7 @@ import type { JobResult, OmittedCounts, StatusCounts } from './result';
 import type { RunnerSnapshotData } from './snapshot';
 import type { SpecHead } from './engine-types';
 import type { JobSpec } from './spec';
+import type { PipelinePlan } from './pipeline';
 
 /**
  * The job's spec: inline (small), stored in job storage and passed by reference (large), or its
@@ -50,6 +51,8 @@ export interface JobCarry {
   limitsChanged?: LimitsChange[];
   flags?: Flag[];
   omitted?: OmittedCounts;
+  /** The pipeline the job pinned when a worker validated its spec. */
+  plan?: PipelinePlan;
 }
 
 /** Accepts the v1 input shape (`{spec}` / `{specRef}`) too, e.g. from older clients or scripts. */

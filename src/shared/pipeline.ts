@@ -22,19 +22,34 @@ export interface StepDefinition {
   itemTimeoutMs: number;
 }
 
-export interface PipelineDefinition {
+/**
+ * What a job workflow needs of a pipeline: plain data, returned by the worker that validates the
+ * job's spec and carried by the job (so the workflow bundle holds no pipeline code or schema, and
+ * a running job keeps the `name@version` it started with).
+ */
+export interface PipelinePlan {
   name: string;
-  description: string;
+  version: string;
   /** Every output this pipeline can produce. */
   outputs: readonly string[];
   /** Outputs produced when a spec names none. */
   defaultOutputs: readonly string[];
   steps: readonly StepDefinition[];
+  /** The task queue its batches run on; the main queue when absent. */
+  taskQueue?: string;
+}
+
+export interface PipelineDefinition extends Omit<PipelinePlan, 'version'> {
+  /** Reported in results; defaults to "1". */
+  version?: string;
+  description: string;
   source: 'required' | 'optional' | 'none';
   destination: 'required' | 'optional' | 'none';
   /** zod schema of `params` (job level) and of each item's `params`. */
   params?: z.ZodTypeAny;
   itemParams?: z.ZodTypeAny;
+  /** Outputs are not known here (a client validating a pipeline only workers know): any name passes. */
+  openOutputs?: boolean;
   /** Extended validation that a schema cannot express. */
   validate?: (spec: JobSpec) => SpecIssue[];
 }
@@ -48,8 +63,54 @@ export const RetryPresets = {
   local: { maxAttempts: 3, initialIntervalMs: 200, backoffCoefficient: 2, maximumIntervalMs: 5_000 },
 } as const satisfies Record<string, RetryPolicy>;
 
-export function definePipeline(definition: PipelineDefinition): PipelineDefinition {
+export function definePipelineDefinition(definition: PipelineDefinition): PipelineDefinition {
   return definition;
+}
+
+/** The data a job carries of a pipeline definition. */
+export function planOf(definition: PipelineDefinition): PipelinePlan {
+  return {
+    name: definition.name,
+    version: definition.version ?? '1',
+    outputs: [...definition.outputs],
+    defaultOutputs: [...definition.defaultOutputs],
+    steps: definition.steps.map((step) => ({ name: step.name, retry: { ...step.retry }, itemTimeoutMs: step.itemTimeoutMs })),
+    ...(definition.taskQueue !== undefined ? { taskQueue: definition.taskQueue } : {}),
+  };
+}
+
+/**
+ * The built-in pipelines' plans as they were when jobs validated specs inside the workflow: only
+ * for replaying and continuing jobs started before pipelines were described by workers.
+ */
+export const LEGACY_PLANS: Readonly<Record<string, PipelinePlan & Pick<PipelineDefinition, 'source' | 'destination'>>> = {
+  synthetic: {
+    name: 'synthetic',
+    version: '1',
+    outputs: ['result'],
+    defaultOutputs: ['result'],
+    steps: [{ name: 'work', retry: { maxAttempts: 3, initialIntervalMs: 100, backoffCoefficient: 2, maximumIntervalMs: 10_000 }, itemTimeoutMs: 10 * 60_000 }],
+    source: 'none',
+    destination: 'optional',
+  },
+  images: {
+    name: 'images',
+    version: '1',
+    outputs: ['thumbnail', 'preview', 'metadata', 'exif', 'fit'],
+    defaultOutputs: ['thumbnail', 'preview', 'metadata', 'exif'],
+    steps: [
+      { name: 'fetch', retry: { maxAttempts: 5, initialIntervalMs: 1_000, backoffCoefficient: 2, maximumIntervalMs: 60_000 }, itemTimeoutMs: 5 * 60_000 },
+      { name: 'process', retry: { maxAttempts: 3, initialIntervalMs: 200, backoffCoefficient: 2, maximumIntervalMs: 5_000 }, itemTimeoutMs: 5 * 60_000 },
+      { name: 'deliver', retry: { maxAttempts: 5, initialIntervalMs: 1_000, backoffCoefficient: 2, maximumIntervalMs: 60_000 }, itemTimeoutMs: 5 * 60_000 },
+    ],
+    source: 'required',
+    destination: 'optional',
+  },
+};
+
+/** A registry of the legacy plans, for validating specs of jobs that predate worker-side validation. */
+export function legacyRegistry(): PipelineRegistry {
+  return Object.fromEntries(Object.entries(LEGACY_PLANS).map(([name, plan]) => [name, { ...plan, description: name }]));
 }
 
 /** Delay before attempt `attempt + 1`, after `attempt` failed attempts. */

@@ -25,6 +25,8 @@ export interface OutputRecord {
   location?: string;
   bytes?: number;
   sha256?: string;
+  /** A small JSON value a pipeline step returned for this output (e.g. `{ n: 3 }`). */
+  value?: unknown;
   reason?: string;
   error?: ErrorReport;
   /** Extra facts about the output (e.g. the best size reached by an Unsolved fit). */
@@ -73,6 +75,8 @@ export interface JobResult {
   schemaVersion: number;
   jobId: string;
   pipeline: string;
+  /** The version of the pipeline the job pinned when it started. */
+  pipelineVersion?: string;
   success: boolean;
   status: JobStatus;
   /** 1 for the first run; +1 for every retry round. */

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { DurationSchema } from './duration';
-import type { PipelineDefinition, PipelineRegistry, RetryPolicy } from './pipeline';
+import type { PipelineDefinition, PipelinePlan, PipelineRegistry, RetryPolicy } from './pipeline';
 
 export const LIMITS = {
   maxItems: 1_000_000,
@@ -141,7 +141,7 @@ export function validateJobSpec(input: unknown, registry: PipelineRegistry): Spe
   const checkOutputs = (outputs: readonly string[] | undefined, path: string) => {
     const seen = new Set<string>();
     outputs?.forEach((name, index) => {
-      if (!known.has(name)) add(`${path}[${index}]`, 'unknown_output', `pipeline "${pipeline.name}" has no output "${name}"; known: ${pipeline.outputs.join(', ')}`);
+      if (!pipeline.openOutputs && !known.has(name)) add(`${path}[${index}]`, 'unknown_output', `pipeline "${pipeline.name}" has no output "${name}"; known: ${pipeline.outputs.join(', ')}`);
       if (seen.has(name)) add(`${path}[${index}]`, 'duplicate_output', `output "${name}" is listed twice`);
       seen.add(name);
     });
@@ -346,6 +346,6 @@ export function normalizeSpec(spec: JobSpec): JobSpec {
   };
 }
 
-export function outputsForItem(spec: Pick<JobSpec, 'outputs'>, item: Pick<JobItem, 'outputs'>, pipeline: PipelineDefinition): readonly string[] {
+export function outputsForItem(spec: Pick<JobSpec, 'outputs'>, item: Pick<JobItem, 'outputs'>, pipeline: Pick<PipelinePlan, 'defaultOutputs'>): readonly string[] {
   return item.outputs ?? spec.outputs ?? pipeline.defaultOutputs;
 }

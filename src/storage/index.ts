@@ -64,6 +64,9 @@ export interface Storage {
   writeRecordsPart(jobId: string, part: string, lines: readonly unknown[]): Promise<string>;
   /** The full form of an error report whose payload copy was cut to its budget. */
   writeErrorReport(jobId: string, name: string, report: unknown): Promise<string>;
+  /** An item's step checkpoints (finished steps' values, attempts), or undefined. */
+  readCheckpoint(jobId: string, item: string): Promise<unknown>;
+  writeCheckpoint(jobId: string, item: string, checkpoint: unknown): Promise<void>;
   assembleManifest(jobId: string, round: number, parts: readonly string[]): Promise<string>;
   joinParts(jobId: string, part: string, parts: readonly string[]): Promise<string>;
   /** Where a slice's records of one round live (the newest round ≤ N is the slice's current state). */
@@ -169,6 +172,13 @@ function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
       const key = `${jobKey(jobId)}errors/${safeSegment(name)}.json`;
       await store.put(key, JSON.stringify(report));
       return store.uri(key);
+    },
+    async readCheckpoint(jobId, item) {
+      const data = await store.get(`${jobKey(jobId)}checkpoints/${safeSegment(item)}.json`).catch(() => undefined);
+      return data ? (JSON.parse(data.toString('utf8')) as unknown) : undefined;
+    },
+    async writeCheckpoint(jobId, item, checkpoint) {
+      await store.put(`${jobKey(jobId)}checkpoints/${safeSegment(item)}.json`, JSON.stringify(checkpoint));
     },
     assembleManifest: (jobId, round, parts) => concatenate(`${jobKey(jobId)}manifest-round-${round}.ndjson`, parts),
     joinParts: (jobId, part, parts) => concatenate(`${jobKey(jobId)}parts/${safeSegment(part)}.ndjson`, parts),

@@ -6,14 +6,13 @@
 import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, getExternalWorkflowHandle, log, patched, setHandler, sleep, workflowInfo } from '@temporalio/workflow';
 import { runSlice } from '../engine/slice';
 import type { ItemRunner } from '../engine/runner';
-import { builtInPipelines } from '../pipelines';
-import { ErrorTypes, PATCHES, type SliceControl, type SliceInput, type SliceSummary, type StopReason, itemFailuresSignal, sliceControlSignal, sliceFailuresSignal } from '../shared';
+import { ErrorTypes, LEGACY_PLANS, PATCHES, type SliceControl, type SliceInput, type SliceSummary, type StopReason, itemFailuresSignal, sliceControlSignal, sliceFailuresSignal } from '../shared';
 
 /** Shortest time between two failure reports of a slice to its job (after the first). */
 const REPORT_EVERY_MS = 1_000;
 
 export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
-  const pipeline = builtInPipelines[input.head.pipeline];
+  const pipeline = input.plan ?? LEGACY_PLANS[input.head.pipeline];
   if (!pipeline) throw ApplicationFailure.create({ type: ErrorTypes.InvalidSpec, message: `unknown pipeline "${input.head.pipeline}"`, nonRetryable: true });
   const info = workflowInfo();
   const v3 = patched(PATCHES.engineV3);

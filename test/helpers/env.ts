@@ -14,6 +14,7 @@ import { createLogger, installTemporalLogging } from '../../src/logger';
 import { type DevServer, startDevServer } from '../../src/devserver/temporal-cli';
 import type { JobSpec } from '../../src/shared';
 import { createFaultlineWorker } from '../../src/worker';
+import type { Pipeline } from '../../src/define-pipeline';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 const TEST_KEY = 'a'.repeat(64);
@@ -32,9 +33,16 @@ export interface TestEnv {
   dir: string;
   env: NodeJS.ProcessEnv;
   /** An in-process worker; `activities` replace real ones by name (mocked batches). */
-  startWorker(overrides?: Partial<Config>, options?: { activities?: Record<string, (...args: never[]) => Promise<unknown>> }): Promise<RunningWorker>;
+  startWorker(overrides?: Partial<Config>, options?: StartWorkerOptions): Promise<RunningWorker>;
   spawnWorker(extraEnv?: NodeJS.ProcessEnv): WorkerProcess;
   teardown(): Promise<void>;
+}
+
+export interface StartWorkerOptions {
+  activities?: Record<string, (...args: never[]) => Promise<unknown>>;
+  pipelines?: readonly Pipeline[];
+  /** A pipeline queue instead of the main one. */
+  taskQueue?: string;
 }
 
 export interface RunningWorker {
@@ -86,7 +94,7 @@ export async function createTestEnv(options: { taskQueue?: string; envExtra?: No
   const processes: WorkerProcess[] = [];
   let nativeConnection: NativeConnection | undefined;
 
-  const startWorker = async (overrides: Partial<Config> = {}, options: { activities?: Record<string, (...args: never[]) => Promise<unknown>> } = {}): Promise<RunningWorker> => {
+  const startWorker = async (overrides: Partial<Config> = {}, options: StartWorkerOptions = {}): Promise<RunningWorker> => {
     // The runtime exists only while in-process workers do: it shuts down with the last one.
     installTemporalLogging(logger);
     nativeConnection ??= await NativeConnection.connect({ address: server.address });
@@ -100,6 +108,8 @@ export async function createTestEnv(options: { taskQueue?: string; envExtra?: No
       },
       env,
       ...(options.activities ? { extraActivities: options.activities } : {}),
+      ...(options.pipelines ? { pipelines: options.pipelines } : {}),
+      ...(options.taskQueue ? { taskQueue: options.taskQueue } : {}),
     });
     const running = worker.run();
     const handle: RunningWorker = {

@@ -327,6 +327,32 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
     );
   });
 
+  it('1,000 corrupt images in one slice (real sharp errors, stacks and causes): the job closes with 3,000 Failed outputs grouped by type', async () => {
+    // Issue 18's first reproduction: on engine v2 every workflow task failed with PayloadsTooLarge and the job hung.
+    const dir = path.join(env.dir, 'corrupt');
+    await mkdir(dir, { recursive: true });
+    const items = [];
+    for (let i = 0; i < 1_000; i += 1) {
+      const file = path.join(dir, `c${i}.jpg`);
+      await copyFile(path.join(SAMPLES, i % 2 === 0 ? 'truncated.jpg' : 'not-an-image.jpg'), file);
+      items.push({ id: `c${i}`, source: pathToFileURL(file).toString() });
+    }
+    const result = await runImages({
+      items,
+      outputs: ['thumbnail', 'preview', 'metadata'],
+      destination: pathToFileURL(path.join(env.dir, 'corrupt-out')).toString(),
+      options: { shardSize: 1_000, toleratedFailurePercent: 100 },
+    });
+    assert.equal(result.status, 'Failed');
+    assert.equal(result.counts.Failed, 3_000);
+    assert.deepEqual(Object.keys(result.failureCounts).sort(), [ErrorTypes.CorruptImage, ErrorTypes.UnsupportedFormat]);
+    const records = await env.client.records(result);
+    assert.equal(records.length, 3_000);
+    const grouped = new Map<string, number>();
+    for (const record of records) grouped.set(record.error?.type ?? 'none', (grouped.get(record.error?.type ?? 'none') ?? 0) + 1);
+    assert.deepEqual(Object.fromEntries(grouped), { [ErrorTypes.CorruptImage]: 1_500, [ErrorTypes.UnsupportedFormat]: 1_500 });
+  });
+
   it('all items filtered out → Empty', async () => {
     const result = await runImages({
       items: [{ id: 'small', source: sample('tiny.png') }],

@@ -7,10 +7,11 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { WorkflowUpdateFailedError, WorkflowUpdateStage } from '@temporalio/client';
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { type FaultlineClient, closedJobResult } from '../../src/client';
-import { ErrorTypes, type JobResult, type JobSpec, normalizeSpec, type RunBatchInput, type RunBatchResult, SearchKeys, awaitResultUpdate, cancelSignal, retryUpdate } from '../../src/shared';
+import { ErrorTypes, type JobResult, type JobSpec, normalizeSpec, type RunBatchInput, type RunBatchResult, SearchKeys, awaitResultUpdate, cancelSignal, cancelUpdate, retryUpdate } from '../../src/shared';
 import { eventually, syntheticSpec, workflowBundle } from '../helpers/env';
 import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
 
@@ -103,12 +104,26 @@ async function deliverWebhook(input: { webhook: { url: string }; result: JobResu
   return { kind: 'webhook' as const, url: input.webhook.url, delivered: true, attempts: 1, lastStatus: 204, round: input.result.round, at: new Date().toISOString() };
 }
 
+/** `itemsFrom` imports: `…/hang` runs until cancelled (heartbeating), `…/invalid` waits at the gate, then reports a bad line. */
+async function importItems(input: { from: string }): Promise<{ ok: false; issues: { path: string; code: string; message: string }[] }> {
+  if (input.from.endsWith('/hang')) {
+    const ctx = Context.current();
+    gate.release('import-started');
+    for (;;) {
+      ctx.heartbeat();
+      await ctx.sleep(100); // throws CancelledFailure once the job cancels the import
+    }
+  }
+  await gate.pass('import');
+  return { ok: false, issues: [{ path: 'items[3].id', code: 'invalid_type', message: 'expected string (line 4)' }] };
+}
+
 let ts: TimeSkippingEnv;
 const startWorker = () => ts.startWorker();
 const stopWorker = () => ts.stopWorker();
 
 before(async () => {
-  ts = await createTimeSkippingEnv({ taskQueue: TASK_QUEUE, activities: { runBatch, packArchive, deliverWebhook }, bundle: racesBundle });
+  ts = await createTimeSkippingEnv({ taskQueue: TASK_QUEUE, activities: { runBatch, packArchive, deliverWebhook, importItems }, bundle: racesBundle });
   testEnv = ts.testEnv;
   client = ts.client;
 });
@@ -272,5 +287,38 @@ describe('message races (time-skipping server, one activation)', () => {
     assert.equal(result.rejectedRequests?.[0]?.type, ErrorTypes.NothingToRetry);
     const description = await client.handle(jobId).describe();
     assert.equal(description.searchAttributes[SearchKeys.status.name]?.[0], 'Succeeded');
+  });
+
+  it('a cancel while the job imports its itemsFrom stops the import and closes the job Cancelled with a result', PER_TEST, async () => {
+    const { jobId } = await client.start({ pipeline: 'synthetic', itemsFrom: 'https://items.example/hang' }, { jobId: 'race-cancel-import' });
+    await gate.entered('import-started');
+    const handle = client.handle(jobId);
+    const answer = await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'wrong file' }] });
+    assert.equal(answer.accepted, true);
+    const result = await finalResult(jobId);
+    assert.deepEqual([result.status, result.counts.items, result.cancelReason], ['Cancelled', 0, 'wrong file']);
+  });
+
+  it('requests accepted while the spec is validated are answered JobClosed when it turns out invalid', PER_TEST, async () => {
+    const { jobId } = await client.start({ pipeline: 'synthetic', itemsFrom: 'https://items.example/invalid' }, { jobId: 'race-invalid-import' });
+    await gate.entered('import');
+    const handle = client.handle(jobId);
+    const retry = await handle.startUpdate(retryUpdate, { args: [{}], waitForStage: WorkflowUpdateStage.ACCEPTED });
+    gate.release('import');
+    await assert.rejects(retry.result(), (error) => rejectionType(error) === ErrorTypes.JobClosed);
+    await assert.rejects(client.result(jobId), (error: Error) => /items\[3\]\.id/.test(error.message));
+  });
+
+  it('a retry re-sent with the same update id runs one round, not two', PER_TEST, async () => {
+    const { jobId } = await startJob(syntheticSpec([{ id: 'ok' }, { id: 'flaky' }, failing('bad')], { retryWindow: '1h' }), 'race-retry-same-id');
+    await client.result(jobId);
+    const handle = client.handle(jobId);
+    const first = await handle.executeUpdate(retryUpdate, { args: [{}], updateId: 'retry-once' });
+    const again = await handle.executeUpdate(retryUpdate, { args: [{}], updateId: 'retry-once' });
+    assert.deepEqual(again, first);
+    const round2 = await client.result(jobId, { round: 2 });
+    assert.equal(round2.round, 2);
+    await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'done' }] });
+    assert.equal((await finalResult(jobId)).round, 2, 'no third round');
   });
 });

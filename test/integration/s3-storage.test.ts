@@ -15,6 +15,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
+import { FaultlineClientError } from '../../src/client';
 import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { importItems } from '../../src/activities/items-import';
 import { builtInPipelines } from '../../src/pipelines';
@@ -83,9 +84,12 @@ async function keys(prefix: string): Promise<string[]> {
 /** The job failed as InvalidSpec, its first issue matching `issue`. */
 function invalidSpec(issue: RegExp) {
   return (error: unknown) => {
-    assert.ok(error instanceof WorkflowFailedError && error.cause instanceof ApplicationFailure, String(error));
-    assert.equal(error.cause.type, ErrorTypes.InvalidSpec);
-    assert.match(error.cause.message, issue);
+    // The client's typed error, with Temporal's failure as its cause.
+    assert.ok(error instanceof FaultlineClientError && error.code === 'invalid', String(error));
+    const failed = error.cause;
+    assert.ok(failed instanceof WorkflowFailedError && failed.cause instanceof ApplicationFailure, String(failed));
+    assert.equal(failed.cause.type, ErrorTypes.InvalidSpec);
+    assert.match(failed.cause.message, issue);
     return true;
   };
 }

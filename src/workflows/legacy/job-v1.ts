@@ -21,7 +21,6 @@ import type { createEngineActivities } from '../../activities/engine';
 import type { createNotifyActivities } from '../../activities/notify';
 import { ItemRunner, type StopReason, thresholdReport } from './runner-v1';
 import { type Tally, addError, emptyTally, mergeShard, tallyRecords } from './summary-v1';
-import { builtInPipelines } from '../../pipelines';
 import {
   archiveEntry,
   type ErrorReport,
@@ -55,6 +54,7 @@ import {
   shardWorkflowId,
   toErrorReport,
   validateJobSpec,
+  legacyRegistry,
 } from '../../shared';
 import type { JobInput, ShardInput, ShardSummary, SpecHead } from './types-v1';
 import type { archiveWorkflow } from '../archive';
@@ -93,13 +93,13 @@ interface Prepared {
 
 async function prepare(input: JobInput): Promise<Prepared> {
   if (input.spec) {
-    const validation = validateJobSpec(input.spec, builtInPipelines);
+    const validation = validateJobSpec(input.spec, legacyRegistry());
     if (!validation.ok) throw invalidSpec(validation.issues);
     const { items, ...head } = validation.spec;
     return { head, pipeline: validation.pipeline, options: resolveJobOptions(head, items.length), itemCount: items.length, items };
   }
   if (input.specRef) {
-    const headCheck = validateJobSpec({ ...input.specRef.head, items: [] }, builtInPipelines);
+    const headCheck = validateJobSpec({ ...input.specRef.head, items: [] }, legacyRegistry());
     if (!headCheck.ok) throw invalidSpec(headCheck.issues);
     const full = await engine.inspectStoredSpec(input.specRef.ref);
     if (!full.ok) throw invalidSpec(full.issues);

@@ -6,9 +6,8 @@ import { CancellationScope, condition, continueAsNew, proxyActivities, workflowI
 import type { createEngineActivities } from '../../activities/engine';
 import { ItemRunner } from './runner-v1';
 import { emptyTally, tallyRecords } from './summary-v1';
-import { builtInPipelines } from '../../pipelines';
 import { ApplicationFailure } from '@temporalio/workflow';
-import { type OutputRecord, ErrorTypes, outputsForItem, resolveJobOptions } from '../../shared';
+import { type OutputRecord, ErrorTypes, outputsForItem, legacyRegistry, resolveJobOptions } from '../../shared';
 import type { ShardInput, ShardSummary } from './types-v1';
 
 const RECORDS_PER_PAYLOAD = 2_000;
@@ -29,7 +28,7 @@ async function writeRecordsInChunks(jobId: string, part: string, records: Output
 }
 
 export async function shardWorkflow(input: ShardInput): Promise<ShardSummary> {
-  const pipeline = builtInPipelines[input.head.pipeline];
+  const pipeline = legacyRegistry()[input.head.pipeline];
   if (!pipeline) throw ApplicationFailure.create({ type: ErrorTypes.InvalidSpec, message: `unknown pipeline ${input.head.pipeline}`, nonRetryable: true });
   const items = input.items ?? (input.itemsRef ? await engine.loadItems(input.itemsRef) : []);
   const options = { ...resolveJobOptions(input.head, items.length), batchSize: input.batchSize };

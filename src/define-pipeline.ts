@@ -1,0 +1,247 @@
+/**
+ * The public way to write a pipeline: typed steps whose return values are checkpointed, so a
+ * transient retry of a later step, or a retry of the job, resumes an item at the step that failed.
+ * `definePipeline` gives one object that a worker runs, a client validates specs with, and whose
+ * plain-data plan (steps, retry policies, timeouts, outputs) is all the job workflow ever sees.
+ */
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import type { ItemContext, ItemWork, PipelineImplementation } from './activities/types';
+import { ItemError } from './activities/types';
+import { ErrorTypes, type JobSpec, type OutputRecord, type PipelineDefinition, type RetryPolicy, type SpecIssue, serializedSize } from './shared';
+import type { Storage } from './storage';
+
+/** What a step says about one output of its item. */
+export type OutputResult =
+  | { status: 'Available'; value?: unknown; location?: string; bytes?: number; sha256?: string; reason?: string; details?: Record<string, unknown> }
+  | { status: 'Missing' | 'Unsolved' | 'Skipped'; reason?: string; details?: Record<string, unknown> };
+
+/** A status per declared output; the last step returns this (and any step may, through `endItem`). */
+export type ItemOutputs<O extends string> = { [K in O]?: OutputResult };
+
+const ENDED = Symbol.for('faultline.endItem');
+/** An item finished early by a step before the last: its outputs, as the last step would return them. */
+export interface EndedItem<O extends string> {
+  readonly [ENDED]: true;
+  readonly outputs: ItemOutputs<O>;
+}
+export function endItem<O extends string>(outputs: ItemOutputs<O>): EndedItem<O> {
+  return { [ENDED]: true, outputs };
+}
+function isEnded(value: unknown): value is EndedItem<string> {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[ENDED] === true;
+}
+
+export interface StepItem<P> {
+  id: string;
+  params: P;
+  source?: string;
+  /** The outputs requested of this item. */
+  outputs: readonly string[];
+}
+
+export interface StepContext<P, I> {
+  item: StepItem<P>;
+  /** The previous step's return value (undefined for the first step). */
+  input: I;
+  /** Attempts of this step for this item in this round, 1-based. */
+  attempt: number;
+  step: string;
+  job: { jobId: string; round: number; params: unknown; destination?: string };
+  /** Aborted when the job is cancelled, the worker shuts down or the item passes its deadline. */
+  signal: AbortSignal;
+  log: Logger;
+}
+
+export interface StepDefinitionInput<P, I, R> {
+  name: string;
+  /** Transient-error policy for this step (defaults: 3 attempts, 1 s doubling to 60 s). */
+  retry?: Partial<RetryPolicy>;
+  /** Upper bound for one item in this step (default 5 min). */
+  itemTimeoutMs?: number;
+  run: (ctx: StepContext<P, I>) => Promise<R> | R;
+}
+
+type Value<R> = Exclude<Awaited<R>, EndedItem<string>>;
+type Mid<P, I, R, O extends string> = StepDefinitionInput<P, I, R | EndedItem<NoInfer<O>>>;
+type Last<P, I, O extends string> = StepDefinitionInput<P, I, ItemOutputs<NoInfer<O>>>;
+
+export interface PipelineInput<S extends z.ZodTypeAny, O extends string> {
+  name: string;
+  /** Pinned by each job that starts with it and reported in its result. */
+  version: string;
+  description?: string;
+  outputs: readonly O[];
+  /** Outputs an item gets when its spec names none (default: all). */
+  defaultOutputs?: readonly O[];
+  itemParams?: S;
+  /** Schema of the job's `params`. */
+  params?: z.ZodTypeAny;
+  source?: PipelineDefinition['source'];
+  destination?: PipelineDefinition['destination'];
+  /** Run this pipeline's batches on their own workers (e.g. `'gpu'`); the job stays on the main queue. */
+  taskQueue?: string;
+  /** Checks a schema cannot express, over the whole spec. */
+  validate?: (spec: JobSpec) => SpecIssue[];
+}
+
+/** A pipeline a worker runs and a client validates with. */
+export interface Pipeline<P = unknown, O extends string = string> {
+  readonly definition: PipelineDefinition;
+  readonly implementation: PipelineImplementation;
+  /** Types only: the item params and output names. */
+  readonly types?: { params: P; outputs: O };
+}
+
+type Params<S extends z.ZodTypeAny> = z.output<S>;
+
+export function definePipeline<S extends z.ZodTypeAny, const O extends string>(input: PipelineInput<S, O> & { steps: readonly [Last<Params<S>, undefined, O>] }): Pipeline<Params<S>, O>;
+export function definePipeline<S extends z.ZodTypeAny, const O extends string, A>(
+  input: PipelineInput<S, O> & { steps: readonly [Mid<Params<S>, undefined, A, O>, Last<Params<S>, Value<A>, O>] },
+): Pipeline<Params<S>, O>;
+export function definePipeline<S extends z.ZodTypeAny, const O extends string, A, B>(
+  input: PipelineInput<S, O> & { steps: readonly [Mid<Params<S>, undefined, A, O>, Mid<Params<S>, Value<A>, B, O>, Last<Params<S>, Value<B>, O>] },
+): Pipeline<Params<S>, O>;
+export function definePipeline<S extends z.ZodTypeAny, const O extends string, A, B, C>(
+  input: PipelineInput<S, O> & {
+    steps: readonly [Mid<Params<S>, undefined, A, O>, Mid<Params<S>, Value<A>, B, O>, Mid<Params<S>, Value<B>, C, O>, Last<Params<S>, Value<C>, O>];
+  },
+): Pipeline<Params<S>, O>;
+export function definePipeline<S extends z.ZodTypeAny, const O extends string, A, B, C, D>(
+  input: PipelineInput<S, O> & {
+    steps: readonly [Mid<Params<S>, undefined, A, O>, Mid<Params<S>, Value<A>, B, O>, Mid<Params<S>, Value<B>, C, O>, Mid<Params<S>, Value<C>, D, O>, Last<Params<S>, Value<D>, O>];
+  },
+): Pipeline<Params<S>, O>;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the overloads above carry the types
+export function definePipeline(input: PipelineInput<z.ZodTypeAny, string> & { steps: readonly StepDefinitionInput<any, any, any>[] }): Pipeline<any, any> {
+  return buildPipeline(input as PipelineInput<z.ZodTypeAny, string> & { steps: readonly StepDefinitionInput<unknown, unknown, unknown>[] });
+}
+
+const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 3, initialIntervalMs: 1_000, backoffCoefficient: 2, maximumIntervalMs: 60_000 };
+const DEFAULT_ITEM_TIMEOUT_MS = 5 * 60_000;
+/** A checkpoint value above this is refused with a typed error: keep big data in storage and return its location. */
+const MAX_CHECKPOINT_BYTES = 1_000_000;
+/** An output's `value` travels in records and results: small JSON only. */
+const MAX_VALUE_BYTES = 16_000;
+
+/** What is kept per item between attempts and rounds. */
+interface Checkpoint {
+  round: number;
+  /** Values of finished steps, by step name. */
+  values: Record<string, unknown>;
+  /** Failed attempts of each step in `round`. */
+  attempts: Record<string, number>;
+}
+
+/** Where checkpoints live; the worker injects its job storage. */
+export interface CheckpointStore {
+  read(jobId: string, item: string): Promise<unknown>;
+  write(jobId: string, item: string, checkpoint: unknown): Promise<void>;
+}
+
+let checkpointStore: CheckpointStore | undefined;
+/** Set by the worker once it has job storage. */
+export function useCheckpointStorage(storage: Pick<Storage, 'readCheckpoint' | 'writeCheckpoint'>): void {
+  checkpointStore = { read: (jobId, item) => storage.readCheckpoint(jobId, item), write: (jobId, item, checkpoint) => storage.writeCheckpoint(jobId, item, checkpoint) };
+}
+
+function buildPipeline(input: PipelineInput<z.ZodTypeAny, string> & { steps: readonly StepDefinitionInput<unknown, unknown, unknown>[] }): Pipeline {
+  if (input.steps.length === 0) throw new Error(`pipeline "${input.name}" has no steps`);
+  const names = new Set<string>();
+  for (const step of input.steps) {
+    if (names.has(step.name)) throw new Error(`pipeline "${input.name}" has two steps named "${step.name}"`);
+    names.add(step.name);
+  }
+  const definition: PipelineDefinition = {
+    name: input.name,
+    version: input.version,
+    description: input.description ?? input.name,
+    outputs: [...input.outputs],
+    defaultOutputs: [...(input.defaultOutputs ?? input.outputs)],
+    steps: input.steps.map((step) => ({ name: step.name, retry: { ...DEFAULT_RETRY, ...step.retry }, itemTimeoutMs: step.itemTimeoutMs ?? DEFAULT_ITEM_TIMEOUT_MS })),
+    source: input.source ?? 'optional',
+    destination: input.destination ?? 'optional',
+    ...(input.taskQueue !== undefined ? { taskQueue: input.taskQueue } : {}),
+    ...(input.itemParams ? { itemParams: input.itemParams } : {}),
+    ...(input.params ? { params: input.params } : {}),
+    ...(input.validate ? { validate: input.validate } : {}),
+  };
+  const multiStep = input.steps.length > 1;
+
+  async function processItem(ctx: ItemContext): Promise<ItemWork> {
+    const { entry, job } = ctx;
+    const round = job.round ?? 1;
+    const store = checkpointStore;
+    // Only a later attempt or round can find a checkpoint: first runs never read storage.
+    const stored = store && (entry.run > 1 || round > 1) ? ((await store.read(job.jobId, entry.item.id)) as Checkpoint | undefined) : undefined;
+    const checkpoint: Checkpoint = { round, values: stored?.values ?? {}, attempts: stored?.round === round ? stored.attempts : {} };
+    const params: unknown = input.itemParams ? input.itemParams.parse(entry.item.params ?? {}) : (entry.item.params ?? {});
+    const item: StepItem<unknown> = { id: entry.item.id, params, outputs: entry.outputs, ...(entry.item.source !== undefined ? { source: entry.item.source } : {}) };
+    let value: unknown = undefined;
+    for (const [index, step] of input.steps.entries()) {
+      const last = index === input.steps.length - 1;
+      if (!last && step.name in checkpoint.values) {
+        value = checkpoint.values[step.name];
+        continue;
+      }
+      const attempt = (checkpoint.attempts[step.name] ?? 0) + 1;
+      let result: unknown;
+      try {
+        result = await step.run({ item, input: value, attempt, step: step.name, job: { jobId: job.jobId, round, params: job.params, ...(job.destination !== undefined ? { destination: job.destination } : {}) }, signal: ctx.signal, log: ctx.log });
+      } catch (error) {
+        checkpoint.attempts[step.name] = attempt;
+        if (store) await store.write(job.jobId, entry.item.id, checkpoint);
+        throw asItemError(error, step.name);
+      }
+      if (last || isEnded(result)) return toWork(entry.item.id, entry.outputs, isEnded(result) ? result.outputs : (result as ItemOutputs<string>));
+      if (serializedSize(result) > MAX_CHECKPOINT_BYTES) {
+        throw new ItemError({ type: ErrorTypes.ItemUnprocessable, message: `step "${step.name}" returned more than ${MAX_CHECKPOINT_BYTES} bytes of JSON; keep large data in storage and return its location`, step: step.name });
+      }
+      checkpoint.values[step.name] = result;
+      // Kept before the next step runs, so a crash in it does not repeat this step's side effects.
+      if (store && multiStep) await store.write(job.jobId, entry.item.id, checkpoint);
+      value = result;
+    }
+    throw new Error('unreachable: the last step returns');
+  }
+
+  return { definition, implementation: { name: input.name, processItem } };
+}
+
+/** A step's error, with the step named; anything not an ItemError is unexpected, its cause chain kept. */
+function asItemError(error: unknown, step: string): unknown {
+  if (error instanceof ItemError) {
+    error.report.step ??= step;
+    return error;
+  }
+  if (!(error instanceof Error)) return error;
+  return new ItemError({ type: ErrorTypes.UnexpectedItemError, class: 'unprocessable', message: error.message, step, cause: error });
+}
+
+function toWork(item: string, requested: readonly string[], outputs: ItemOutputs<string>): ItemWork {
+  const records: OutputRecord[] = [];
+  let bytesOut = 0;
+  for (const output of requested) {
+    const result = outputs[output];
+    if (!result) continue; // the engine records "no status" as a Failed output
+    const record: OutputRecord = { item, output, status: result.status };
+    if (result.reason !== undefined) record.reason = result.reason;
+    if (result.details !== undefined) record.details = result.details;
+    if (result.status === 'Available') {
+      if (result.location !== undefined) record.location = result.location;
+      if (result.bytes !== undefined) {
+        record.bytes = result.bytes;
+        bytesOut += result.bytes;
+      }
+      if (result.sha256 !== undefined) record.sha256 = result.sha256;
+      if (result.value !== undefined) {
+        if (serializedSize(result.value) > MAX_VALUE_BYTES) {
+          throw new ItemError({ type: ErrorTypes.ItemUnprocessable, message: `output "${output}" has a value of more than ${MAX_VALUE_BYTES} bytes of JSON; write it as a file and return its location` });
+        }
+        record.value = result.value;
+      }
+    }
+    records.push(record);
+  }
+  return { records, bytesIn: 0, bytesOut };
+}

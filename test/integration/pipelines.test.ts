@@ -1,0 +1,103 @@
+/**
+ * Your own pipelines, on a real dev server: the README's word-count example (typed steps, statuses,
+ * values, transient step retries that do not repeat finished steps, a job retry that resumes at the
+ * failed step), worker-side validation of specs the client cannot validate, a pipeline on its own
+ * task queue served by its own worker, and a pipeline no worker serves failing promptly and typed.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { FaultlineClient, FaultlineClientError } from '../../src/client';
+import { ErrorTypes, type JobResult } from '../../src/shared';
+import { type RunningWorker, type TestEnv, createTestEnv } from '../helpers/env';
+import { countQueues, splitRuns, wordCount, wordCountOnQueue } from '../fixtures/word-count';
+
+let env: TestEnv;
+let worker: RunningWorker;
+const GPU_QUEUE = 'faultline-pipelines-gpu';
+const queued = wordCountOnQueue(GPU_QUEUE);
+
+before(async () => {
+  env = await createTestEnv({ taskQueue: 'faultline-pipelines' });
+  worker = await env.startWorker({}, { pipelines: [wordCount, queued] });
+});
+after(async () => {
+  await worker?.stop();
+  await env?.teardown();
+});
+
+const output = (result: JobResult, item: string) => result.outputs?.find((record) => record.item === item && record.output === 'counts');
+
+describe('your own pipelines (real dev server)', () => {
+  it('the word-count example: statuses, values, grouped errors, step retries without repeats, a retry that resumes at the failed step', async () => {
+    const client = await FaultlineClient.connect({ config: env.config, pipelines: [wordCount], connection: env.connection });
+    const { jobId } = await client.start({
+      pipeline: 'word-count',
+      items: [
+        { id: 'a', params: { text: 'a b c' } },
+        { id: 'empty', params: { text: '  ' } },
+        { id: 'poison', params: { text: 'one poison word' } },
+        { id: 'busy', params: { text: 'x y', failTimes: 2 } },
+      ],
+      options: { retryWindow: '10m' },
+    });
+    const result = await client.result(jobId);
+    assert.equal(result.status, 'PartiallySucceeded');
+    assert.equal(result.pipelineVersion, '1');
+    assert.deepEqual(output(result, 'a')?.value, { n: 3 });
+    assert.equal(output(result, 'a')?.status, 'Available');
+    assert.deepEqual([output(result, 'empty')?.status, output(result, 'empty')?.reason], ['Missing', 'no words']);
+    assert.deepEqual(output(result, 'busy')?.value, { n: 2 });
+    const poison = output(result, 'poison');
+    assert.deepEqual([poison?.status, poison?.error?.type, poison?.error?.class, poison?.error?.step], ['Failed', 'PoisonWord', 'unprocessable', 'count']);
+    assert.deepEqual(result.failureCounts, { PoisonWord: 1 });
+    assert.equal(splitRuns.get('busy'), 1, 'split ran once for an item whose count step failed twice');
+    assert.equal(splitRuns.get('poison'), 1);
+
+    await client.retry(jobId);
+    const again = await client.result(jobId, { round: 2 });
+    assert.equal(again.round, 2);
+    assert.equal(output(again, 'poison')?.error?.type, 'PoisonWord');
+    assert.equal(splitRuns.get('poison'), 1, 'round 2 resumed the failed item at its failed step: split did not run again');
+    assert.deepEqual(output(again, 'a')?.value, { n: 3 }, 'items that did not fail keep their records');
+    await client.cancel(jobId, 'done');
+  });
+
+  it('a spec the client cannot validate is validated by a worker that knows the pipeline; bad params come back with JSON paths', async () => {
+    // env.client knows only the built-ins.
+    assert.throws(() => env.client.validate({ pipeline: 'word-count', items: [{ id: 'x', nope: 1 }] }), /invalid job spec/);
+    const { jobId } = await env.client.start({ pipeline: 'word-count', items: [{ id: 'ok', params: { text: 'fine' } }, { id: 'bad', params: { text: 3 } }] });
+    await assert.rejects(
+      env.client.result(jobId),
+      (error: unknown) => error instanceof FaultlineClientError && error.code === 'invalid' && error.exitCode === 2 && error.issues.some((issue) => issue.path === 'items[1].params.text'),
+    );
+    const client = await FaultlineClient.connect({ config: env.config, pipelines: [wordCount], connection: env.connection });
+    assert.throws(
+      () => client.validate({ pipeline: 'word-count', items: [{ id: 'bad', params: { text: 3 } }] }),
+      (error: Error & { issues: { path: string }[] }) => error.issues.some((issue) => issue.path === 'items[0].params.text'),
+    );
+  });
+
+  it('a pipeline no worker knows fails the job at once with PipelineUnavailable', async () => {
+    const started = Date.now();
+    const { jobId } = await env.client.start({ pipeline: 'nobody-runs-this', items: [{ id: 'x' }] });
+    await assert.rejects(env.client.result(jobId), (error: unknown) => error instanceof FaultlineClientError && error.code === 'failed' && error.message.startsWith(`${ErrorTypes.PipelineUnavailable}: no worker on task queue`));
+    assert.ok(Date.now() - started < 20_000, `took ${Date.now() - started} ms`);
+  });
+
+  it('a pipeline on its own task queue runs its batches on its own worker, and fails promptly while none polls it', async () => {
+    const early = await env.client.start({ pipeline: 'word-count-queued', items: [{ id: 'q', params: { text: 'on the gpu' } }] });
+    await assert.rejects(env.client.result(early.jobId), (error: unknown) => error instanceof FaultlineClientError && error.message.startsWith(`${ErrorTypes.PipelineUnavailable}: no worker polls task queue "${GPU_QUEUE}"`));
+    const gpu = await env.startWorker({}, { pipelines: [queued], taskQueue: GPU_QUEUE });
+    try {
+      countQueues.clear();
+      const { jobId } = await env.client.start({ pipeline: 'word-count-queued', items: [{ id: 'q', params: { text: 'on the gpu' } }] });
+      const result = await env.client.result(jobId);
+      assert.equal(result.status, 'Succeeded');
+      assert.deepEqual(output(result, 'q')?.value, { n: 3 });
+      assert.equal(result.pipelineVersion, '2');
+      assert.deepEqual([...countQueues], [GPU_QUEUE]);
+    } finally {
+      await gpu.stop();
+    }
+  });
+});
