@@ -52,6 +52,10 @@ export const workflowImportRestriction = {
       allowTypeImports: true,
       message: 'Workflows may import activities only as types (import type ...), and never the worker, client, logger or config.',
     },
+    {
+      group: ['**/pipelines', '**/pipelines/*', '**/define-pipeline'],
+      message: 'The workflow bundle holds no pipeline code or schema: a worker describes the pipeline as plain data (PipelinePlan) when the job starts.',
+    },
   ],
 };
 

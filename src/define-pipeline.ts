@@ -174,7 +174,9 @@ function buildPipeline(input: PipelineInput<z.ZodTypeAny, string> & { steps: rea
     const store = checkpointStore;
     // Only a later attempt or round can find a checkpoint: first runs never read storage.
     const stored = store && (entry.run > 1 || round > 1) ? ((await store.read(job.jobId, entry.item.id)) as Checkpoint | undefined) : undefined;
-    const checkpoint: Checkpoint = { round, values: stored?.values ?? {}, attempts: stored?.round === round ? stored.attempts : {} };
+    // `retry --from-start` keeps only what this round itself finished.
+    const values = job.fromStart && stored?.round !== round ? {} : (stored?.values ?? {});
+    const checkpoint: Checkpoint = { round, values, attempts: stored?.round === round ? stored.attempts : {} };
     const params: unknown = input.itemParams ? input.itemParams.parse(entry.item.params ?? {}) : (entry.item.params ?? {});
     const item: StepItem<unknown> = { id: entry.item.id, params, outputs: entry.outputs, ...(entry.item.source !== undefined ? { source: entry.item.source } : {}) };
     let value: unknown = undefined;
@@ -187,7 +189,15 @@ function buildPipeline(input: PipelineInput<z.ZodTypeAny, string> & { steps: rea
       const attempt = (checkpoint.attempts[step.name] ?? 0) + 1;
       let result: unknown;
       try {
-        result = await step.run({ item, input: value, attempt, step: step.name, job: { jobId: job.jobId, round, params: job.params, ...(job.destination !== undefined ? { destination: job.destination } : {}) }, signal: ctx.signal, log: ctx.log });
+        result = await step.run({
+          item,
+          input: value,
+          attempt,
+          step: step.name,
+          job: { jobId: job.jobId, round, params: job.params, ...(job.destination !== undefined ? { destination: job.destination } : {}) },
+          signal: ctx.signal,
+          log: ctx.log,
+        });
       } catch (error) {
         checkpoint.attempts[step.name] = attempt;
         if (store) await store.write(job.jobId, entry.item.id, checkpoint);
@@ -195,7 +205,11 @@ function buildPipeline(input: PipelineInput<z.ZodTypeAny, string> & { steps: rea
       }
       if (last || isEnded(result)) return toWork(entry.item.id, entry.outputs, isEnded(result) ? result.outputs : (result as ItemOutputs<string>));
       if (serializedSize(result) > MAX_CHECKPOINT_BYTES) {
-        throw new ItemError({ type: ErrorTypes.ItemUnprocessable, message: `step "${step.name}" returned more than ${MAX_CHECKPOINT_BYTES} bytes of JSON; keep large data in storage and return its location`, step: step.name });
+        throw new ItemError({
+          type: ErrorTypes.ItemUnprocessable,
+          message: `step "${step.name}" returned more than ${MAX_CHECKPOINT_BYTES} bytes of JSON; keep large data in storage and return its location`,
+          step: step.name,
+        });
       }
       checkpoint.values[step.name] = result;
       // Kept before the next step runs, so a crash in it does not repeat this step's side effects.
@@ -236,7 +250,10 @@ function toWork(item: string, requested: readonly string[], outputs: ItemOutputs
       if (result.sha256 !== undefined) record.sha256 = result.sha256;
       if (result.value !== undefined) {
         if (serializedSize(result.value) > MAX_VALUE_BYTES) {
-          throw new ItemError({ type: ErrorTypes.ItemUnprocessable, message: `output "${output}" has a value of more than ${MAX_VALUE_BYTES} bytes of JSON; write it as a file and return its location` });
+          throw new ItemError({
+            type: ErrorTypes.ItemUnprocessable,
+            message: `output "${output}" has a value of more than ${MAX_VALUE_BYTES} bytes of JSON; write it as a file and return its location`,
+          });
         }
         record.value = result.value;
       }

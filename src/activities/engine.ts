@@ -337,7 +337,10 @@ export function createEngineActivities(deps: EngineDeps) {
         const unknown = validation.issues.find((issue) => issue.code === 'unknown_pipeline');
         if (unknown) {
           const name = (input.spec as { pipeline?: unknown }).pipeline;
-          return { ok: false, unavailable: `no worker on task queue "${deps.taskQueue ?? '?'}" knows pipeline "${String(name)}" (it knows ${Object.keys(deps.registry).join(', ')}); start a worker with it (faultline worker --pipelines <module>)` };
+          return {
+            ok: false,
+            unavailable: `no worker on task queue "${deps.taskQueue ?? '?'}" knows pipeline "${String(name)}" (it knows ${Object.keys(deps.registry).join(', ')}); start a worker with it (faultline worker --pipelines <module>)`,
+          };
         }
         return { ok: false, issues: validation.issues };
       }

@@ -5,7 +5,8 @@
  */
 import { lookup as dnsLookup } from 'node:dns';
 import { constants as fsConstants } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, open, stat } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { PathMismatch, verifyDescriptorWithin } from '../storage';
 import net, { BlockList } from 'node:net';
 import { Agent, type Dispatcher, request } from 'undici';
@@ -290,4 +291,19 @@ function localReadError(error: unknown, file: string): unknown {
   if (code === 'ELOOP')
     return new ItemError({ type: ErrorTypes.SourceOutsideAllowedRoots, class: 'invalid', message: `source ${file} became a symlink after its check`, details: { path: file }, step: STEP });
   return error;
+}
+
+/**
+ * What a kept copy of a source depends on, where it is cheap to know: size and modification time
+ * of a local file (a file fixed in place invalidates the copy). Undefined for remote sources and
+ * for files that cannot be read now (the next fetch reports why).
+ */
+export async function localFingerprint(source: string): Promise<string | undefined> {
+  if (!source.startsWith('file:')) return undefined;
+  try {
+    const info = await stat(fileURLToPath(source));
+    return `${info.size}:${info.mtimeMs}`;
+  } catch {
+    return undefined;
+  }
 }

@@ -11,7 +11,7 @@ import { request } from 'undici';
 import { ImagesParams } from '../pipelines/images';
 import { ErrorTypes, type OutputRecord, redactUrl } from '../shared';
 import type { Storage } from '../storage';
-import { fetchSource, guardedAgent, httpStatusError, refuseHost, refusedAddress, refusedLiteral } from './fetch';
+import { fetchSource, guardedAgent, localFingerprint, httpStatusError, refuseHost, refusedAddress, refusedLiteral } from './fetch';
 import { resolveAllowedPath, writeOutputFile } from './files';
 import { ItemError, type ItemContext, type ItemWork, type PipelineImplementation } from './types';
 
@@ -171,8 +171,10 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
       // fetch: into the job's working storage, with size and sha256 recorded. A working copy kept
       // from an earlier attempt of the same source is used again (a retry does not re-fetch).
       const source = entry.item.source ?? '';
-      const copy = await deps.storage.readWorkingCopy(job.jobId, itemId);
-      const kept = copy?.source === source ? copy : undefined;
+      // Not kept: after `retry --from-start`, or when the file changed since (fixed in place).
+      const copy = job.fromStart ? undefined : await deps.storage.readWorkingCopy(job.jobId, itemId);
+      const fingerprint = await localFingerprint(source);
+      const kept = copy?.source === source && copy.fingerprint === fingerprint ? copy : undefined;
       const fetched =
         kept ??
         (await fetchSource(source, {
@@ -184,7 +186,7 @@ export function createImagesPipeline(deps: ImagesDeps): PipelineImplementation {
           signal,
         }));
       const sourceSha = sha256(fetched.data);
-      if (!kept) await deps.storage.writeWorkingCopy(job.jobId, itemId, { source, sha256: sourceSha, data: fetched.data });
+      if (!kept) await deps.storage.writeWorkingCopy(job.jobId, itemId, { source, sha256: sourceSha, data: fetched.data, ...(fingerprint !== undefined ? { fingerprint } : {}) });
       log.debug({ bytes: fetched.data.length, sha256: sourceSha, reused: kept !== undefined }, kept ? 'working copy reused' : 'fetched');
       // Every output is final once the item returns: its working copy is not needed again.
       const done = async (work: ItemWork): Promise<ItemWork> => {

@@ -230,8 +230,9 @@ export function buildProgram(): Command {
     .option('--type <errorType>', 'only items that failed with this error type (repeatable)', collect)
     .option('--source <id=uri>', 'corrected source for an item given with --item (repeatable)', collect)
     .option('--include-cancelled', 'also items whose outputs were Cancelled (a closed job: resume after a mistaken cancel)')
+    .option('--from-start', 'run every step again, ignoring checkpoints and working copies (after fixing a source in place)')
     .option('--json', 'print JSON only')
-    .action(async (jobId: string | undefined, opts: { item?: string[]; type?: string[]; source?: string[]; json?: boolean; query?: string; includeCancelled?: boolean }) => {
+    .action(async (jobId: string | undefined, opts: { item?: string[]; type?: string[]; source?: string[]; json?: boolean; query?: string; includeCancelled?: boolean; fromStart?: boolean }) => {
       const target = oneTarget(jobId, opts.query);
       const sources: Record<string, string> = {};
       for (const pair of opts.source ?? []) {
@@ -244,6 +245,7 @@ export function buildProgram(): Command {
         ...(opts.type ? { types: opts.type } : {}),
         ...(Object.keys(sources).length > 0 ? { sources } : {}),
         ...(opts.includeCancelled ? { includeCancelled: true } : {}),
+        ...(opts.fromStart ? { fromStart: true } : {}),
       };
       const describeRetry = (id: string, response: Awaited<ReturnType<FaultlineClient['retry']>>) => {
         const more = response.queuedCount > response.queued.length ? ` … (+${response.queuedCount - response.queued.length} more)` : '';

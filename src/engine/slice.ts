@@ -71,7 +71,14 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
   const options = { ...resolveJobOptions(input.head, snapshot.items.length), batchSize: input.batchSize, concurrency: input.concurrency };
   const runner = new ItemRunner(
     {
-      job: { jobId: input.jobId, pipeline: input.head.pipeline, params: input.head.params, destination: input.head.destination, round: input.round },
+      job: {
+        jobId: input.jobId,
+        pipeline: input.head.pipeline,
+        params: input.head.params,
+        destination: input.head.destination,
+        round: input.round,
+        ...(input.mode.kind === 'retry' && input.mode.selection.fromStart ? { fromStart: true } : {}),
+      },
       pipeline,
       options,
       scopeId,

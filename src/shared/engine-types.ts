@@ -7,7 +7,11 @@ import type { JobItem, JobSpec } from './spec';
 import type { PipelinePlan } from './pipeline';
 
 /** The spec without its items: what every batch needs to know about the job. */
-export type JobContext = Pick<JobSpec, 'pipeline' | 'params' | 'destination'> & { jobId: string; /** The job's round (absent from jobs started before pipelines had steps). */ round?: number };
+export type JobContext = Pick<JobSpec, 'pipeline' | 'params' | 'destination'> & {
+  jobId: string;
+  /** The job's round (absent from jobs started before pipelines had steps). */ round?: number;
+  /** A retry asked to run every step again (`retry --from-start`). */ fromStart?: boolean;
+};
 
 /** The spec minus its items, for specs passed by reference. */
 export type SpecHead = Omit<JobSpec, 'items'>;

@@ -60,6 +60,8 @@ export interface RetryRequest {
   sources?: Record<string, string>;
   /** Also items whose outputs were Cancelled (a closed job's follow-up: resume after a mistaken cancel). */
   includeCancelled?: boolean;
+  /** Run every step again: ignore checkpoints and working copies kept from earlier rounds (a source fixed in place). */
+  fromStart?: boolean;
 }
 export interface RetryResponse {
   queued: string[];

@@ -39,6 +39,8 @@ export interface WorkingCopy {
   source: string;
   sha256: string;
   data: Buffer;
+  /** What the copy depends on (a local file's size and mtime); a different one means the source changed. */
+  fingerprint?: string;
 }
 
 export interface Storage {
@@ -208,17 +210,21 @@ function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
       const meta = await store.get(`${workKey(jobId, item)}source.json`).catch(() => undefined);
       if (!meta) return undefined;
       try {
-        const { source, sha256 } = JSON.parse(meta.toString('utf8')) as { source?: unknown; sha256?: unknown };
+        const { source, sha256, fingerprint } = JSON.parse(meta.toString('utf8')) as { source?: unknown; sha256?: unknown; fingerprint?: unknown };
         const data = await store.get(`${workKey(jobId, item)}source`);
         if (typeof source !== 'string' || typeof sha256 !== 'string' || !data) return undefined;
-        return createHash('sha256').update(data).digest('hex') === sha256 ? { source, sha256, data } : undefined;
+        if (createHash('sha256').update(data).digest('hex') !== sha256) return undefined;
+        return { source, sha256, data, ...(typeof fingerprint === 'string' ? { fingerprint } : {}) };
       } catch {
         return undefined;
       }
     },
     async writeWorkingCopy(jobId, item, copy) {
       await store.put(`${workKey(jobId, item)}source`, copy.data);
-      await store.put(`${workKey(jobId, item)}source.json`, JSON.stringify({ source: copy.source, sha256: copy.sha256, bytes: copy.data.length }));
+      await store.put(
+        `${workKey(jobId, item)}source.json`,
+        JSON.stringify({ source: copy.source, sha256: copy.sha256, bytes: copy.data.length, ...(copy.fingerprint !== undefined ? { fingerprint: copy.fingerprint } : {}) }),
+      );
     },
     dropWorkingCopy: (jobId, item) => store.remove(workKey(jobId, item)),
     async releaseWorkingCopies(jobId) {

@@ -353,6 +353,23 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
     assert.deepEqual(Object.fromEntries(grouped), { [ErrorTypes.CorruptImage]: 1_500, [ErrorTypes.UnsupportedFormat]: 1_500 });
   });
 
+  it('a source fixed in place is read again on retry: the working copy kept from round 1 depended on the file', async () => {
+    const file = path.join(env.dir, 'fixed-in-place.jpg');
+    await copyFile(path.join(SAMPLES, 'not-an-image.jpg'), file);
+    const { jobId } = await env.client.start({
+      pipeline: 'images',
+      items: [{ id: 'fix', source: pathToFileURL(file).toString(), outputs: ['metadata'] }],
+      destination: pathToFileURL(path.join(env.dir, 'fixed-out')).toString(),
+      options: { retryWindow: '10m' },
+    });
+    const first = await env.client.result(jobId);
+    assert.equal(out(first, 'fix', 'metadata').error?.type, ErrorTypes.UnsupportedFormat);
+    await copyFile(path.join(SAMPLES, 'no-exif.jpg'), file);
+    await env.client.retry(jobId, { items: ['fix'] });
+    const second = await env.client.result(jobId, { round: 2 });
+    assert.equal(out(second, 'fix', 'metadata').status, 'Available', 'the fixed file was read, not the kept corrupt copy');
+  });
+
   it('all items filtered out → Empty', async () => {
     const result = await runImages({
       items: [{ id: 'small', source: sample('tiny.png') }],

@@ -59,13 +59,24 @@ describe('your own pipelines (real dev server)', () => {
     assert.equal(output(again, 'poison')?.error?.type, 'PoisonWord');
     assert.equal(splitRuns.get('poison'), 1, 'round 2 resumed the failed item at its failed step: split did not run again');
     assert.deepEqual(output(again, 'a')?.value, { n: 3 }, 'items that did not fail keep their records');
+
+    await client.retry(jobId, { fromStart: true });
+    const third = await client.result(jobId, { round: 3 });
+    assert.equal(third.round, 3);
+    assert.equal(splitRuns.get('poison'), 2, '--from-start ran split again');
     await client.cancel(jobId, 'done');
   });
 
   it('a spec the client cannot validate is validated by a worker that knows the pipeline; bad params come back with JSON paths', async () => {
     // env.client knows only the built-ins.
     assert.throws(() => env.client.validate({ pipeline: 'word-count', items: [{ id: 'x', nope: 1 }] }), /invalid job spec/);
-    const { jobId } = await env.client.start({ pipeline: 'word-count', items: [{ id: 'ok', params: { text: 'fine' } }, { id: 'bad', params: { text: 3 } }] });
+    const { jobId } = await env.client.start({
+      pipeline: 'word-count',
+      items: [
+        { id: 'ok', params: { text: 'fine' } },
+        { id: 'bad', params: { text: 3 } },
+      ],
+    });
     await assert.rejects(
       env.client.result(jobId),
       (error: unknown) => error instanceof FaultlineClientError && error.code === 'invalid' && error.exitCode === 2 && error.issues.some((issue) => issue.path === 'items[1].params.text'),
@@ -80,13 +91,19 @@ describe('your own pipelines (real dev server)', () => {
   it('a pipeline no worker knows fails the job at once with PipelineUnavailable', async () => {
     const started = Date.now();
     const { jobId } = await env.client.start({ pipeline: 'nobody-runs-this', items: [{ id: 'x' }] });
-    await assert.rejects(env.client.result(jobId), (error: unknown) => error instanceof FaultlineClientError && error.code === 'failed' && error.message.startsWith(`${ErrorTypes.PipelineUnavailable}: no worker on task queue`));
+    await assert.rejects(
+      env.client.result(jobId),
+      (error: unknown) => error instanceof FaultlineClientError && error.code === 'failed' && error.message.startsWith(`${ErrorTypes.PipelineUnavailable}: no worker on task queue`),
+    );
     assert.ok(Date.now() - started < 20_000, `took ${Date.now() - started} ms`);
   });
 
   it('a pipeline on its own task queue runs its batches on its own worker, and fails promptly while none polls it', async () => {
     const early = await env.client.start({ pipeline: 'word-count-queued', items: [{ id: 'q', params: { text: 'on the gpu' } }] });
-    await assert.rejects(env.client.result(early.jobId), (error: unknown) => error instanceof FaultlineClientError && error.message.startsWith(`${ErrorTypes.PipelineUnavailable}: no worker polls task queue "${GPU_QUEUE}"`));
+    await assert.rejects(
+      env.client.result(early.jobId),
+      (error: unknown) => error instanceof FaultlineClientError && error.message.startsWith(`${ErrorTypes.PipelineUnavailable}: no worker polls task queue "${GPU_QUEUE}"`),
+    );
     const gpu = await env.startWorker({}, { pipelines: [queued], taskQueue: GPU_QUEUE });
     try {
       countQueues.clear();

@@ -11,7 +11,19 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { type FaultlineClient, closedJobResult } from '../../src/client';
-import { ErrorTypes, type JobResult, type JobSpec, normalizeSpec, type RunBatchInput, type RunBatchResult, SearchKeys, awaitResultUpdate, cancelSignal, cancelUpdate, retryUpdate } from '../../src/shared';
+import {
+  ErrorTypes,
+  type JobResult,
+  type JobSpec,
+  normalizeSpec,
+  type RunBatchInput,
+  type RunBatchResult,
+  SearchKeys,
+  awaitResultUpdate,
+  cancelSignal,
+  cancelUpdate,
+  retryUpdate,
+} from '../../src/shared';
 import { eventually, syntheticSpec, workflowBundle } from '../helpers/env';
 import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
 

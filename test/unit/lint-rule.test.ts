@@ -37,6 +37,16 @@ describe('workflow import restriction (ESLint)', () => {
     }
   });
 
+  it('rejects any import of a pipeline (code or schema), even a type-only one', async () => {
+    for (const line of ["import { builtInPipelines } from '../pipelines';", "import { imagesPipeline } from '../pipelines/images';", "import type { Pipeline } from '../define-pipeline';"]) {
+      for (const file of ['src/workflows/probe.ts', 'src/engine/probe.ts']) {
+        const messages = await lintAsWorkflow(`${line}\nexport const x = 1;\n`, file);
+        assert.equal(messages.length, 1, `${file} should reject: ${line}`);
+        assert.match(messages[0]?.message ?? '', /no pipeline code or schema/);
+      }
+    }
+  });
+
   it('allows type-only imports of activities and the workflow SDK', async () => {
     const messages = await lintAsWorkflow(
       "import type { createEngineActivities } from '../activities/engine';\nimport { proxyActivities } from '@temporalio/workflow';\nexport type A = typeof createEngineActivities;\nexport const p = proxyActivities;\n",

@@ -70,6 +70,10 @@ describe("README's request table", () => {
         assert.ok(source.includes(title), `${file} has no test "${title}" (README row "${row}")`);
       }
     }
-    assert.deepEqual(Object.keys(CHECKED_BY).filter((row) => !rows.includes(row)), [], 'rows named here that README no longer has');
+    assert.deepEqual(
+      Object.keys(CHECKED_BY).filter((row) => !rows.includes(row)),
+      [],
+      'rows named here that README no longer has',
+    );
   });
 });
