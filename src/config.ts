@@ -45,6 +45,10 @@ export const ConfigSchema = z.object({
   workerProcesses: z.coerce.number().int().min(1).max(256).default(os.availableParallelism()),
   /** V8 heap limit per supervised worker process in MB; 0 leaves V8's default. */
   workerMaxHeapMb: z.coerce.number().int().min(0).max(65_536).default(256),
+  /** Modules of user pipelines (absolute paths) the workers load. */
+  pipelineModules: z.array(z.string().min(1)).default([]),
+  /** Serve this pipeline task queue instead of the main one. */
+  pipelineQueue: optionalString,
 });
 export type Config = z.infer<typeof ConfigSchema>;
 
@@ -103,6 +107,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     shutdownGraceMs: parsedGrace?.success ? parsedGrace.data : undefined,
     workerProcesses: env[ENV.workerProcesses] || undefined,
     workerMaxHeapMb: env[ENV.workerMaxHeapMb] || undefined,
+    pipelineModules: list(env[ENV.pipelines], path.delimiter).map((module) => path.resolve(cwd, module)),
+    pipelineQueue: env[ENV.pipelineQueue] || undefined,
   };
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {

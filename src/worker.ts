@@ -17,6 +17,7 @@ import type { Logger } from './logger';
 import { installTemporalLogging } from './logger';
 import { pipelineRegistry } from './pipelines';
 import { type Pipeline, useCheckpointStorage } from './define-pipeline';
+import { loadPipelineModules } from './pipeline-modules';
 import { createLogger } from './logger';
 import { temporal } from '@temporalio/proto';
 import { loadSecretKey } from './secrets';
@@ -70,18 +71,26 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     throw error;
   }
   if (storage.localRoot) protectFromSpecs(storage.localRoot);
+  let pipelines: readonly Pipeline[];
+  try {
+    pipelines = options.pipelines ?? (await loadPipelineModules(config.pipelineModules));
+    pipelineRegistry(pipelines); // names checked before anything polls
+  } catch (error) {
+    if (!options.connection) await connection.close();
+    throw error instanceof ConfigError ? error : new ConfigError([{ path: ENV.pipelines, message: (error as Error).message }]);
+  }
   const implementations: Record<string, PipelineImplementation> = {};
   for (const implementation of [
     createSyntheticPipeline({ crashProcess: options.crashProcess ?? (() => process.kill(process.pid, 'SIGKILL')), allowedRoots: config.allowedRoots }),
     createImagesPipeline({ storage, allowedRoots: config.allowedRoots, allowedHosts: config.allowedHosts, logger }),
     ...(options.extraPipelines ?? []),
-    ...(options.pipelines ?? []).map((pipeline) => pipeline.implementation),
+    ...pipelines.map((pipeline) => pipeline.implementation),
   ]) {
     implementations[implementation.name] = implementation;
   }
-  const registry = pipelineRegistry(options.pipelines ?? []);
+  const registry = pipelineRegistry(pipelines);
   useCheckpointStorage(storage);
-  const taskQueue = options.taskQueue ?? config.taskQueue;
+  const taskQueue = options.taskQueue ?? config.pipelineQueue ?? config.taskQueue;
   const engineActivities = createEngineActivities({
     implementations,
     registry,
@@ -101,7 +110,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   });
   if (taskQueue !== config.taskQueue) {
     // A pipeline queue: batches of the pipelines that declare it, nothing else.
-    const served = (options.pipelines ?? []).filter((pipeline) => pipeline.definition.taskQueue === taskQueue);
+    const served = pipelines.filter((pipeline) => pipeline.definition.taskQueue === taskQueue);
     if (served.length === 0) throw new ConfigError([{ path: 'taskQueue', message: `no pipeline given to this worker declares task queue "${taskQueue}"` }]);
     const dataConverter = dataConverterFor(config);
     const worker = await Worker.create({

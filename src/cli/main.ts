@@ -8,7 +8,9 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { FaultlineClient, FaultlineClientError } from '../client';
 import { ConfigError, loadConfig } from '../config';
 import { createLogger } from '../logger';
-import { type CancelResponse, exitCodeForStatus } from '../shared';
+import { type CancelResponse, exitCodeForStatus, planOf } from '../shared';
+import { loadPipelineModules } from '../pipeline-modules';
+import { pipelineRegistry } from '../pipelines';
 import { printProgress, printResult, watchJob } from './output';
 import { runBulk } from './bulk';
 import { collectGarbage, parseAge } from './gc';
@@ -40,7 +42,8 @@ Exit codes:
 
 async function withClient<T>(fn: (client: FaultlineClient) => Promise<T>): Promise<T> {
   const config = loadConfig();
-  const client = await FaultlineClient.connect({ config });
+  // With FAULTLINE_PIPELINES set, specs of those pipelines are validated here before anything starts.
+  const client = await FaultlineClient.connect({ config, pipelines: await loadPipelineModules(config.pipelineModules) });
   try {
     return await fn(client);
   } finally {
@@ -116,8 +119,15 @@ export function buildProgram(): Command {
     .command('worker')
     .description('run worker processes against TEMPORAL_ADDRESS, one per core by default (graceful shutdown on SIGTERM/SIGINT)')
     .option('--processes <n>', `worker processes on this host, restarted when they die (default: ${ENV.workerProcesses} or one per core)`)
-    .action(async (opts: { processes?: string }) => {
+    .option('--pipelines <module>', `a module whose exported pipelines (definePipeline) this worker serves too (repeatable; or ${ENV.pipelines})`, collect)
+    .option('--pipeline-queue <name>', `serve the task queue of pipelines that declare one (e.g. gpu) instead of the main queue (or ${ENV.pipelineQueue})`)
+    .action(async (opts: { processes?: string; pipelines?: string[]; pipelineQueue?: string }) => {
+      // Through the environment, so supervised worker processes load them too.
+      if (opts.pipelines) process.env[ENV.pipelines] = opts.pipelines.map((module) => path.resolve(module)).join(path.delimiter);
+      if (opts.pipelineQueue) process.env[ENV.pipelineQueue] = opts.pipelineQueue;
       const config = loadConfig();
+      // Loaded once here: a module that cannot load is one line and exit 2, not a restart loop.
+      await loadPipelineModules(config.pipelineModules);
       const processes = opts.processes === undefined ? config.workerProcesses : parseCount(opts.processes, '--processes');
       const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'faultline-worker' });
       if (processes === 1) await runWorker({ config, logger });
@@ -125,6 +135,23 @@ export function buildProgram(): Command {
         // Checked once here too: processes that cannot start would only be restarted over and over.
         await createStorage(config.storage, config.s3).check();
         process.exitCode = await superviseWorkers({ processes, logger, shutdownGraceMs: config.shutdownGraceMs, maxHeapMb: config.workerMaxHeapMb });
+      }
+    });
+
+  program
+    .command('pipelines')
+    .description('list the pipelines a worker serves: the built-ins and those of --pipelines modules (name, version, outputs, steps, task queue)')
+    .option('--pipelines <module>', `a module of your own pipelines (repeatable; or ${ENV.pipelines})`, collect)
+    .option('--json', 'print JSON only')
+    .action(async (opts: { pipelines?: string[]; json?: boolean }) => {
+      const config = loadConfig();
+      const modules = opts.pipelines ? opts.pipelines.map((module) => path.resolve(module)) : config.pipelineModules;
+      const registry = pipelineRegistry(await loadPipelineModules(modules));
+      const rows = Object.values(registry).map((definition) => ({ ...planOf(definition), description: definition.description }));
+      if (opts.json) return void console.log(JSON.stringify(rows, null, 2));
+      for (const row of rows) {
+        const steps = row.steps.map((step) => `${step.name} (${step.retry.maxAttempts === 0 ? 'unlimited' : step.retry.maxAttempts} attempts)`).join(' → ');
+        console.log(`${row.name}@${row.version}  outputs: ${row.outputs.join(', ')}  steps: ${steps}  queue: ${row.taskQueue ?? `${config.taskQueue} (main)`}`);
       }
     });
 

@@ -36,6 +36,10 @@ export const ENV = {
   workerProcesses: 'FAULTLINE_WORKER_PROCESSES',
   workerMaxHeapMb: 'FAULTLINE_WORKER_MAX_HEAP_MB',
   workerNodeArgs: 'FAULTLINE_WORKER_NODE_ARGS',
+  /** Modules (`:`-separated paths) whose exported pipelines workers serve beside the built-ins. */
+  pipelines: 'FAULTLINE_PIPELINES',
+  /** A worker for pipelines on their own task queue: it serves that queue instead of the main one. */
+  pipelineQueue: 'FAULTLINE_PIPELINE_QUEUE',
   payloadKey: 'FAULTLINE_PAYLOAD_KEY',
   payloadKeysOld: 'FAULTLINE_PAYLOAD_KEYS_OLD',
   codecToken: 'FAULTLINE_CODEC_TOKEN',

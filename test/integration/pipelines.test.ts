@@ -8,17 +8,20 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { FaultlineClient, FaultlineClientError } from '../../src/client';
 import { ErrorTypes, type JobResult } from '../../src/shared';
-import { type RunningWorker, type TestEnv, createTestEnv } from '../helpers/env';
+import path from 'node:path';
+import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually } from '../helpers/env';
+import { CLI_QUEUE, cliWordCount } from '../fixtures/cli-pipelines';
 import { countQueues, splitRuns, wordCount, wordCountOnQueue } from '../fixtures/word-count';
 
 let env: TestEnv;
 let worker: RunningWorker;
 const GPU_QUEUE = 'faultline-pipelines-gpu';
 const queued = wordCountOnQueue(GPU_QUEUE);
+const FIXTURES = path.join(ROOT, 'test', 'fixtures');
 
 before(async () => {
   env = await createTestEnv({ taskQueue: 'faultline-pipelines' });
-  worker = await env.startWorker({}, { pipelines: [wordCount, queued] });
+  worker = await env.startWorker({}, { pipelines: [wordCount, queued, cliWordCount] });
 });
 after(async () => {
   await worker?.stop();
@@ -110,11 +113,32 @@ describe('your own pipelines (real dev server)', () => {
       const { jobId } = await env.client.start({ pipeline: 'word-count-queued', items: [{ id: 'q', params: { text: 'on the gpu' } }] });
       const result = await env.client.result(jobId);
       assert.equal(result.status, 'Succeeded');
-      assert.deepEqual(output(result, 'q')?.value, { n: 3 });
+      assert.deepEqual(output(result, 'q')?.value, { n: 3, pid: process.pid });
       assert.equal(result.pipelineVersion, '2');
       assert.deepEqual([...countQueues], [GPU_QUEUE]);
     } finally {
       await gpu.stop();
+    }
+  });
+
+  it('`faultline worker --pipelines <module> --pipeline-queue <queue>` serves a user module from the CLI, in its own process', async () => {
+    const cli = env.spawnWorker({ FAULTLINE_PIPELINES: path.join(FIXTURES, 'cli-pipelines.ts'), FAULTLINE_PIPELINE_QUEUE: CLI_QUEUE, FAULTLINE_WORKER_PROCESSES: '1' });
+    try {
+      await eventually(
+        async () => {
+          const { pollers } = await env.connection.workflowService.describeTaskQueue({ namespace: 'default', taskQueue: { name: CLI_QUEUE }, taskQueueType: 2 });
+          return (pollers?.length ?? 0) > 0;
+        },
+        60_000,
+        'the CLI worker polls its pipeline queue',
+      );
+      const { jobId } = await env.client.start({ pipeline: 'word-count-cli', items: [{ id: 'c', params: { text: 'from the cli' } }] });
+      const result = await env.client.result(jobId);
+      const value = output(result, 'c')?.value as { n: number; pid: number };
+      assert.equal(value.n, 3);
+      assert.notEqual(value.pid, process.pid, 'counted in the CLI worker process');
+    } finally {
+      await cli.stop();
     }
   });
 });
