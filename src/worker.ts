@@ -97,6 +97,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     storage,
     logger,
     allowedHosts: config.allowedHosts,
+    allowedRoots: config.allowedRoots,
     s3: config.s3,
     taskQueue,
     pollersOf: async (queue) => {

@@ -20,6 +20,7 @@ import {
   tallyRecords,
   type ItemOutcome,
   type JobItem,
+  type JobSpec,
   type OutputRecord,
   type PipelineRegistry,
   type PipelinePlan,
@@ -40,6 +41,7 @@ import {
 import { type S3Options, type Storage, permanentStorageError } from '../storage';
 import { type ImportResult, importItems } from './items-import';
 import { ItemError, type PipelineImplementation } from './types';
+import { resolveAllowedPath } from './files';
 
 export interface EngineDeps {
   implementations: Readonly<Record<string, PipelineImplementation>>;
@@ -49,6 +51,8 @@ export interface EngineDeps {
   /** For `itemsFrom` sources: hosts that may be private, and the S3 settings. */
   allowedHosts: readonly string[];
   s3: S3Options;
+  /** Directories `file://` sources and destinations may touch: checked for the whole spec before anything runs. */
+  allowedRoots?: readonly string[];
   /** The task queue this worker serves, named in PipelineUnavailable reports. */
   taskQueue?: string;
   /** How many workers poll a task queue for activities (a pipeline on its own queue needs one). */
@@ -344,6 +348,8 @@ export function createEngineActivities(deps: EngineDeps) {
         }
         return { ok: false, issues: validation.issues };
       }
+      const outside = deps.allowedRoots ? await pathsOutsideRoots(validation.spec, deps.allowedRoots) : [];
+      if (outside.length > 0) return { ok: false, issues: outside };
       const plan = planOf(validation.pipeline);
       if (plan.taskQueue !== undefined && plan.taskQueue !== deps.taskQueue && deps.pollersOf && (await deps.pollersOf(plan.taskQueue)) === 0) {
         return { ok: false, unavailable: `no worker polls task queue "${plan.taskQueue}" of pipeline "${plan.name}"; start one (faultline worker --pipelines <module>)` };
@@ -477,3 +483,28 @@ async function withDeadline<T>(timeoutMs: number | undefined, parent: AbortSigna
     parent.removeEventListener('abort', onAbort);
   }
 }
+
+/**
+ * Every `file://` source and destination of a spec that lies outside this worker's allowed roots
+ * (or inside job storage), as spec issues: a spec that cannot work here fails before anything runs.
+ */
+async function pathsOutsideRoots(spec: JobSpec, roots: readonly string[]): Promise<SpecIssue[]> {
+  const issues: SpecIssue[] = [];
+  let outside = 0;
+  const check = async (uri: string | undefined, at: string, kind: 'source' | 'destination') => {
+    if (!uri?.startsWith('file:')) return;
+    try {
+      await resolveAllowedPath(uri, roots, kind, 'prepare');
+    } catch (error) {
+      if (!(error instanceof ItemError)) throw error;
+      outside += 1;
+      if (issues.length < MAX_PATH_ISSUES) issues.push({ path: at, code: error.report.type, message: error.report.message });
+    }
+  };
+  await check(spec.destination, 'destination', 'destination');
+  for (const [index, item] of spec.items.entries()) await check(item.source, `items[${index}].source`, 'source');
+  if (outside > issues.length) issues.push({ path: 'items', code: 'more_outside_allowed_roots', message: `${outside - issues.length} more paths outside the allowed roots` });
+  return issues;
+}
+
+const MAX_PATH_ISSUES = 100;

@@ -148,10 +148,12 @@ describe('job engine (real dev server)', () => {
     assert.match(e1.sha256 ?? '', /^[0-9a-f]{64}$/);
   });
 
-  it('a destination outside the allowed roots is refused as fatal', async () => {
-    const result = await run(syntheticSpec([{ id: 'x' }], {}, { destination: 'file:///etc/faultline-out' }));
-    assert.equal(result.status, 'Failed');
-    assert.equal(output(result, 'x').error?.type, ErrorTypes.DestinationOutsideAllowedRoots);
+  it('a destination outside the allowed roots fails the spec at the worker before anything runs', async () => {
+    await assert.rejects(
+      run(syntheticSpec([{ id: 'x' }], {}, { destination: 'file:///etc/faultline-out' })),
+      (error: unknown) =>
+        error instanceof FaultlineClientError && error.code === 'invalid' && error.issues.some((issue) => issue.path === 'destination' && issue.code === ErrorTypes.DestinationOutsideAllowedRoots),
+    );
   });
 
   it('rejects invalid specs in the client before starting anything', async () => {
