@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { ItemContext, ItemWork, PipelineImplementation } from './activities/types';
 import { ItemError } from './activities/types';
+import { type StepTools, stepAgents, stepTools } from './activities/step-tools';
 import { ErrorTypes, type JobSpec, type OutputRecord, type PipelineDefinition, type RetryPolicy, type SpecIssue, serializedSize } from './shared';
 import type { Storage } from './storage';
 
@@ -51,6 +52,14 @@ export interface StepContext<P, I> {
   /** Aborted when the job is cancelled, the worker shuts down or the item passes its deadline. */
   signal: AbortSignal;
   log: Logger;
+  /** HTTP through the outbound guard (private targets refused unless allowed; network errors transient). */
+  fetch: StepTools['fetch'];
+  /** The built-ins' classification of an HTTP status (404 → SourceNotFound, 429/5xx → transient with Retry-After …). */
+  statusError: StepTools['statusError'];
+  /** A source's bytes: file:// within the allowed roots, http(s) through the guard. */
+  openSource: StepTools['openSource'];
+  /** Writes `<destination>/<item>/<name>` atomically; returns `{ location, bytes, sha256 }` for an Available output. */
+  writeOutput: StepTools['writeOutput'];
 }
 
 export interface StepDefinitionInput<P, I, R> {
@@ -167,6 +176,7 @@ function buildPipeline(input: PipelineInput<z.ZodTypeAny, string> & { steps: rea
     ...(input.validate ? { validate: input.validate } : {}),
   };
   const multiStep = input.steps.length > 1;
+  let agents: ReturnType<typeof stepAgents> | undefined;
 
   async function processItem(ctx: ItemContext): Promise<ItemWork> {
     const { entry, job } = ctx;
@@ -187,6 +197,9 @@ function buildPipeline(input: PipelineInput<z.ZodTypeAny, string> & { steps: rea
         continue;
       }
       const attempt = (checkpoint.attempts[step.name] ?? 0) + 1;
+      const services = ctx.services ?? { allowedRoots: [], allowedHosts: [] };
+      agents ??= stepAgents(services);
+      const tools = stepTools(services, { item: entry.item.id, step: step.name, signal: ctx.signal, ...(job.destination !== undefined ? { destination: job.destination } : {}) }, agents);
       let result: unknown;
       try {
         result = await step.run({
@@ -197,6 +210,7 @@ function buildPipeline(input: PipelineInput<z.ZodTypeAny, string> & { steps: rea
           job: { jobId: job.jobId, round, params: job.params, ...(job.destination !== undefined ? { destination: job.destination } : {}) },
           signal: ctx.signal,
           log: ctx.log,
+          ...tools,
         });
       } catch (error) {
         checkpoint.attempts[step.name] = attempt;

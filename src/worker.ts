@@ -15,7 +15,7 @@ import { createSyntheticPipeline } from './activities/synthetic';
 import type { PipelineImplementation } from './activities/types';
 import type { Logger } from './logger';
 import { installTemporalLogging } from './logger';
-import { pipelineRegistry } from './pipelines';
+import { builtInApiPipelines, pipelineRegistry } from './pipelines';
 import { type Pipeline, useCheckpointStorage } from './define-pipeline';
 import { loadPipelineModules } from './pipeline-modules';
 import { createLogger } from './logger';
@@ -84,6 +84,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     createSyntheticPipeline({ crashProcess: options.crashProcess ?? (() => process.kill(process.pid, 'SIGKILL')), allowedRoots: config.allowedRoots }),
     createImagesPipeline({ storage, allowedRoots: config.allowedRoots, allowedHosts: config.allowedHosts, logger }),
     ...(options.extraPipelines ?? []),
+    ...builtInApiPipelines.map((pipeline) => pipeline.implementation),
     ...pipelines.map((pipeline) => pipeline.implementation),
   ]) {
     implementations[implementation.name] = implementation;

@@ -91,6 +91,7 @@ export function createEngineActivities(deps: EngineDeps) {
     return spec as { items: JobItem[] };
   };
 
+  const services = { allowedRoots: deps.allowedRoots ?? [], allowedHosts: deps.allowedHosts };
   return {
     async runBatch(input: RunBatchInput): Promise<RunBatchResult> {
       const ctx = Context.current();
@@ -150,6 +151,7 @@ export function createEngineActivities(deps: EngineDeps) {
                 job: input.job,
                 entry,
                 signal,
+                services,
                 get log() {
                   return itemLogger();
                 },

@@ -1,5 +1,6 @@
 /** What a pipeline implementation provides to the engine's batch activity. */
 import type { Logger } from 'pino';
+import type { StepServices } from './step-tools';
 import type { BatchEntry, ErrorClass, ErrorReport, JobContext, OutputRecord } from '../shared';
 import { makeReport, toErrorReport } from '../shared';
 
@@ -9,6 +10,8 @@ export interface ItemContext {
   /** Aborted when the activity is cancelled (job cancel, worker shutdown). */
   signal: AbortSignal;
   log: Logger;
+  /** The worker's allowed roots and hosts, for the safety tools steps use. */
+  services?: StepServices;
 }
 
 export interface ItemWork {

@@ -1,11 +1,16 @@
-/** The pipelines this build ships. Clients, the CLI and workflows validate specs against these. */
+/** The pipelines this build ships. Clients and workers validate specs against these (workflows never see them). */
 import type { PipelineDefinition, PipelineRegistry } from '../shared/pipeline';
 import { imagesPipeline } from './images';
 import { syntheticPipeline } from './synthetic';
+import { deliverPipeline } from './deliver';
+
+/** Built-ins written on the public `definePipeline` API: a worker runs their implementation as is. */
+export const builtInApiPipelines = [deliverPipeline] as const;
 
 export const builtInPipelines: PipelineRegistry = {
   [syntheticPipeline.name]: syntheticPipeline,
   [imagesPipeline.name]: imagesPipeline,
+  [deliverPipeline.definition.name]: deliverPipeline.definition,
 };
 
 /** The built-in pipelines and the given ones; a given pipeline may not reuse a built-in's name. */

@@ -28,6 +28,8 @@ export const ErrorTypes = {
   ImageTooLarge: 'ImageTooLarge',
   ItemUnprocessable: 'ItemUnprocessable',
   UnexpectedItemError: 'UnexpectedItemError',
+  /** An endpoint refused a delivered record with a 4xx (deliver). */
+  DeliveryRejected: 'DeliveryRejected',
   // transient: worth trying again
   EndpointUnavailable: 'EndpointUnavailable',
   RateLimited: 'RateLimited',
@@ -82,6 +84,7 @@ export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
   ImageTooLarge: 'unprocessable',
   ItemUnprocessable: 'unprocessable',
   UnexpectedItemError: 'unprocessable',
+  DeliveryRejected: 'unprocessable',
   EndpointUnavailable: 'transient',
   RateLimited: 'transient',
   NetworkError: 'transient',

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ESLint } from 'eslint';
+import { workflowBundle } from '../helpers/env';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -57,5 +58,12 @@ describe('workflow import restriction (ESLint)', () => {
   it('applies to the engine helpers workflows import, not to activities', async () => {
     assert.equal((await lintAsWorkflow("import fs from 'node:fs';\nexport const x = fs;\n", 'src/engine/probe.ts')).length, 1);
     assert.equal((await lintAsWorkflow("import fs from 'node:fs';\nexport const x = fs;\n", 'src/activities/probe.ts')).length, 0);
+  });
+
+  it('the workflow bundle holds no pipeline code or schema (descriptions, params schemas, step code of every built-in)', async () => {
+    const { code } = await workflowBundle();
+    for (const marker of ['Fetch images (file or http)', 'maxSourceBytes', 'Items that declare their own CPU work', 'idempotencyHeader', 'faultline.endItem', 'sharp']) {
+      assert.ok(!code.includes(marker), `the workflow bundle contains "${marker}"`);
+    }
   });
 });
