@@ -5,11 +5,10 @@
  * plain-data plan (steps, retry policies, timeouts, outputs) is all the job workflow ever sees.
  */
 import type { Logger } from 'pino';
-import type { z } from 'zod';
 import type { ItemContext, ItemWork, PipelineImplementation } from './activities/types';
 import { ItemError } from './activities/types';
 import { type StepTools, stepAgents, stepTools } from './activities/step-tools';
-import { ErrorTypes, type JobSpec, type OutputRecord, type PipelineDefinition, type RetryPolicy, type SpecIssue, serializedSize } from './shared';
+import { type StandardSchemaV1, validateWithSchema, ErrorTypes, type JobSpec, type OutputRecord, type PipelineDefinition, type RetryPolicy, type SpecIssue, serializedSize } from './shared';
 import type { Storage } from './storage';
 
 /** What a step says about one output of its item. */
@@ -75,7 +74,7 @@ type Value<R> = Exclude<Awaited<R>, EndedItem<string>>;
 type Mid<P, I, R, O extends string> = StepDefinitionInput<P, I, R | EndedItem<NoInfer<O>>>;
 type Last<P, I, O extends string> = StepDefinitionInput<P, I, ItemOutputs<NoInfer<O>>>;
 
-export interface PipelineInput<S extends z.ZodTypeAny, O extends string> {
+export interface PipelineInput<S extends StandardSchemaV1, O extends string> {
   name: string;
   /** Pinned by each job that starts with it and reported in its result. */
   version: string;
@@ -85,7 +84,7 @@ export interface PipelineInput<S extends z.ZodTypeAny, O extends string> {
   defaultOutputs?: readonly O[];
   itemParams?: S;
   /** Schema of the job's `params`. */
-  params?: z.ZodTypeAny;
+  params?: StandardSchemaV1;
   source?: PipelineDefinition['source'];
   destination?: PipelineDefinition['destination'];
   /** Run this pipeline's batches on their own workers (e.g. `'gpu'`); the job stays on the main queue. */
@@ -102,28 +101,28 @@ export interface Pipeline<P = unknown, O extends string = string> {
   readonly types?: { params: P; outputs: O };
 }
 
-type Params<S extends z.ZodTypeAny> = z.output<S>;
+type Params<S extends StandardSchemaV1> = StandardSchemaV1.InferOutput<S>;
 
-export function definePipeline<S extends z.ZodTypeAny, const O extends string>(input: PipelineInput<S, O> & { steps: readonly [Last<Params<S>, undefined, O>] }): Pipeline<Params<S>, O>;
-export function definePipeline<S extends z.ZodTypeAny, const O extends string, A>(
+export function definePipeline<S extends StandardSchemaV1, const O extends string>(input: PipelineInput<S, O> & { steps: readonly [Last<Params<S>, undefined, O>] }): Pipeline<Params<S>, O>;
+export function definePipeline<S extends StandardSchemaV1, const O extends string, A>(
   input: PipelineInput<S, O> & { steps: readonly [Mid<Params<S>, undefined, A, O>, Last<Params<S>, Value<A>, O>] },
 ): Pipeline<Params<S>, O>;
-export function definePipeline<S extends z.ZodTypeAny, const O extends string, A, B>(
+export function definePipeline<S extends StandardSchemaV1, const O extends string, A, B>(
   input: PipelineInput<S, O> & { steps: readonly [Mid<Params<S>, undefined, A, O>, Mid<Params<S>, Value<A>, B, O>, Last<Params<S>, Value<B>, O>] },
 ): Pipeline<Params<S>, O>;
-export function definePipeline<S extends z.ZodTypeAny, const O extends string, A, B, C>(
+export function definePipeline<S extends StandardSchemaV1, const O extends string, A, B, C>(
   input: PipelineInput<S, O> & {
     steps: readonly [Mid<Params<S>, undefined, A, O>, Mid<Params<S>, Value<A>, B, O>, Mid<Params<S>, Value<B>, C, O>, Last<Params<S>, Value<C>, O>];
   },
 ): Pipeline<Params<S>, O>;
-export function definePipeline<S extends z.ZodTypeAny, const O extends string, A, B, C, D>(
+export function definePipeline<S extends StandardSchemaV1, const O extends string, A, B, C, D>(
   input: PipelineInput<S, O> & {
     steps: readonly [Mid<Params<S>, undefined, A, O>, Mid<Params<S>, Value<A>, B, O>, Mid<Params<S>, Value<B>, C, O>, Mid<Params<S>, Value<C>, D, O>, Last<Params<S>, Value<D>, O>];
   },
 ): Pipeline<Params<S>, O>;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the overloads above carry the types
-export function definePipeline(input: PipelineInput<z.ZodTypeAny, string> & { steps: readonly StepDefinitionInput<any, any, any>[] }): Pipeline<any, any> {
-  return buildPipeline(input as PipelineInput<z.ZodTypeAny, string> & { steps: readonly StepDefinitionInput<unknown, unknown, unknown>[] });
+export function definePipeline(input: PipelineInput<StandardSchemaV1, string> & { steps: readonly StepDefinitionInput<any, any, any>[] }): Pipeline<any, any> {
+  return buildPipeline(input as PipelineInput<StandardSchemaV1, string> & { steps: readonly StepDefinitionInput<unknown, unknown, unknown>[] });
 }
 
 const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 3, initialIntervalMs: 1_000, backoffCoefficient: 2, maximumIntervalMs: 60_000 };
@@ -154,7 +153,7 @@ export function useCheckpointStorage(storage: Pick<Storage, 'readCheckpoint' | '
   checkpointStore = { read: (jobId, item) => storage.readCheckpoint(jobId, item), write: (jobId, item, checkpoint) => storage.writeCheckpoint(jobId, item, checkpoint) };
 }
 
-function buildPipeline(input: PipelineInput<z.ZodTypeAny, string> & { steps: readonly StepDefinitionInput<unknown, unknown, unknown>[] }): Pipeline {
+function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps: readonly StepDefinitionInput<unknown, unknown, unknown>[] }): Pipeline {
   if (input.steps.length === 0) throw new Error(`pipeline "${input.name}" has no steps`);
   const names = new Set<string>();
   for (const step of input.steps) {
@@ -187,7 +186,9 @@ function buildPipeline(input: PipelineInput<z.ZodTypeAny, string> & { steps: rea
     // `retry --from-start` keeps only what this round itself finished.
     const values = job.fromStart && stored?.round !== round ? {} : (stored?.values ?? {});
     const checkpoint: Checkpoint = { round, values, attempts: stored?.round === round ? stored.attempts : {} };
-    const params: unknown = input.itemParams ? input.itemParams.parse(entry.item.params ?? {}) : (entry.item.params ?? {});
+    const parsed = input.itemParams ? validateWithSchema(input.itemParams, entry.item.params ?? {}) : { ok: true as const, value: entry.item.params ?? {} };
+    if (!parsed.ok) throw new ItemError({ type: ErrorTypes.InvalidSpec, class: 'invalid', message: `item params: ${parsed.issues[0]?.message ?? 'invalid'}`, details: { issues: parsed.issues } });
+    const params = parsed.value;
     const item: StepItem<unknown> = { id: entry.item.id, params, outputs: entry.outputs, ...(entry.item.source !== undefined ? { source: entry.item.source } : {}) };
     let value: unknown = undefined;
     for (const [index, step] of input.steps.entries()) {

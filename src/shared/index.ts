@@ -14,3 +14,4 @@ export * from './job-input';
 export * from './snapshot';
 export * from './tally';
 export * from './client-errors';
+export * from './standard-schema';

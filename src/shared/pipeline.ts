@@ -3,7 +3,7 @@
  * CLI and the workflow validate specs with exactly the definitions the workers run.
  * The code that does the work lives in `src/activities/<pipeline>.ts`.
  */
-import type { z } from 'zod';
+import type { StandardSchemaV1 } from './standard-schema';
 import type { JobSpec, SpecIssue } from './spec';
 
 export interface RetryPolicy {
@@ -46,8 +46,8 @@ export interface PipelineDefinition extends Omit<PipelinePlan, 'version'> {
   source: 'required' | 'optional' | 'none';
   destination: 'required' | 'optional' | 'none';
   /** zod schema of `params` (job level) and of each item's `params`. */
-  params?: z.ZodTypeAny;
-  itemParams?: z.ZodTypeAny;
+  params?: StandardSchemaV1;
+  itemParams?: StandardSchemaV1;
   /** Outputs are not known here (a client validating a pipeline only workers know): any name passes. */
   openOutputs?: boolean;
   /** Extended validation that a schema cannot express. */

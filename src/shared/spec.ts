@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { DurationSchema } from './duration';
 import type { PipelineDefinition, PipelinePlan, PipelineRegistry, RetryPolicy } from './pipeline';
+import { validateWithSchema } from './standard-schema';
 
 export const LIMITS = {
   maxItems: 1_000_000,
@@ -91,7 +92,7 @@ export const OptionsSchema = z
 
 export const JobSpecSchema = z
   .object({
-    pipeline: z.string().min(1),
+    pipeline: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'a pipeline name: letters, digits, . _ - (at most 100)'),
     items: z.array(ItemSchema).max(LIMITS.maxItems),
     outputs: z.array(z.string().min(1)).min(1).optional(),
     params: z.record(z.unknown()).optional(),
@@ -149,8 +150,8 @@ export function validateJobSpec(input: unknown, registry: PipelineRegistry): Spe
   checkOutputs(spec.outputs, 'outputs');
 
   if (pipeline.params && spec.params !== undefined) {
-    const result = pipeline.params.safeParse(spec.params);
-    if (!result.success) for (const issue of result.error.issues) add(formatPath(['params', ...issue.path]), issue.code, issue.message);
+    const result = validateWithSchema(pipeline.params, spec.params);
+    if (!result.ok) for (const issue of result.issues) add(formatPath(['params', ...issue.path]), issue.code, issue.message);
   }
   if (pipeline.destination === 'required' && !spec.destination) add('destination', 'missing_destination', `pipeline "${pipeline.name}" needs a destination`);
   if (pipeline.destination === 'none' && spec.destination) add('destination', 'unexpected_destination', `pipeline "${pipeline.name}" takes no destination`);
@@ -167,8 +168,8 @@ export function validateJobSpec(input: unknown, registry: PipelineRegistry): Spe
     if (item.source) checkUri(item.source, `${path}.source`, add, SUPPORTED_SOURCE_SCHEMES);
     checkOutputs(item.outputs, `${path}.outputs`);
     if (pipeline.itemParams) {
-      const result = pipeline.itemParams.safeParse(item.params ?? {});
-      if (!result.success) for (const issue of result.error.issues) add(formatPath(['items', index, 'params', ...issue.path]), issue.code, issue.message);
+      const result = validateWithSchema(pipeline.itemParams, item.params ?? {});
+      if (!result.ok) for (const issue of result.issues) add(formatPath(['items', index, 'params', ...issue.path]), issue.code, issue.message);
     }
     if (JSON.stringify(item).length > LIMITS.maxItemJsonBytes) add(path, 'item_too_large', `item is larger than ${LIMITS.maxItemJsonBytes} bytes of JSON`);
   });
