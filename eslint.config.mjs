@@ -68,6 +68,7 @@ export default tseslint.config(
       '.faultline/**',
       'test-artifacts/**',
       'test/fixtures/lint/**',
+      'examples/**' /* a user project of its own, type-checked against the packed package: test/integration/package.test.ts */,
       'bin/**',
       '*.mjs',
       'samples/client-example.ts' /* type-checked against the packed package: test/integration/package.test.ts */,

@@ -125,6 +125,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
       shutdownGraceTime: config.shutdownGraceMs,
       maxHeartbeatThrottleInterval: '1s',
     });
+    if (!options.connection) closeWithWorker(worker, connection);
     return { worker, connection, ownsConnection: !options.connection };
   }
   const activities = {
@@ -148,7 +149,27 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     maxHeartbeatThrottleInterval: '1s',
     ...options.workerOptions,
   });
+  if (!options.connection) closeWithWorker(worker, connection);
   return { worker, connection, ownsConnection: !options.connection };
+}
+
+/**
+ * A connection the worker opened itself closes when the worker stops, so a process that runs
+ * `await worker.run()` and nothing else can exit (an open native connection keeps it alive).
+ * Closing is idempotent: callers that close it themselves, as before, still may.
+ */
+function closeWithWorker(worker: Worker, connection: NativeConnection): void {
+  let closing: Promise<void> | undefined;
+  const close = connection.close.bind(connection);
+  connection.close = () => (closing ??= close());
+  const run = worker.run.bind(worker);
+  worker.run = async () => {
+    try {
+      await run();
+    } finally {
+      await connection.close();
+    }
+  };
 }
 
 /** How long a starting worker waits for an unreachable server (restarting, not up yet) before giving up in one line. */

@@ -46,7 +46,7 @@ export class OperatorControls {
       phase: this.s.paused && this.s.phase === 'running' ? 'paused' : this.s.phase,
       settled: this.s.settled,
       round: this.s.round,
-      counts: { items: prepared?.itemCount ?? 0, ...statusCounts },
+      counts: { items: prepared?.itemCount ?? this.knownItemCount(), ...statusCounts },
       inFlight: this.s.runner?.busy ?? this.s.slicesInFlight,
       backoff: this.s.runner?.backoffEntries() ?? [],
       shards: { done: sliced ? Math.max(0, sliced.next - this.s.slicesInFlight) : 0, total: totalSlices },
@@ -56,6 +56,13 @@ export class OperatorControls {
       paused: this.s.paused,
       limits: this.effectiveLimits(),
     };
+  }
+
+  /** Items of a job still validating its spec: known at once unless a worker is still importing them. */
+  private knownItemCount(): number {
+    const source = this.s.source;
+    if (source.kind === 'inline') return Array.isArray(source.spec.items) ? source.spec.items.length : 0;
+    return source.kind === 'stored' ? source.itemCount : 0;
   }
 
   /** Validator of pause, resume and set: only a closed job (or invalid limits) refuses them. */

@@ -211,7 +211,9 @@ export class JobRun {
       if (!validation.ok) throw invalidSpec(validation.issues);
       return (this.s.plan = planOf(validation.pipeline));
     }
-    const described = await engine.describeSpec({ spec });
+    // Not cancellable: a cancel that arrives while a worker checks the spec (a moment) waits for it,
+    // so the job knows its items and closes with each one Cancelled; only an import is cut short.
+    const described = await CancellationScope.nonCancellable(() => engine.describeSpec({ spec }));
     if (described.ok) return (this.s.plan = described.plan);
     if ('issues' in described) throw invalidSpec(described.issues);
     const report = makeReport({ type: ErrorTypes.PipelineUnavailable, message: described.unavailable, details: { pipeline: spec.pipeline }, at: new Date().toISOString() });

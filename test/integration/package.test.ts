@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +19,8 @@ const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 let dir: string;
 let server: DevServer;
 let worker: ChildProcess | undefined;
+/** The packed package, shared by the tests after the first. */
+let tarball: string | undefined;
 
 before(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-package-'));
@@ -35,6 +37,7 @@ describe('the packed package', () => {
     const { stdout } = await run(NPM, ['pack', '--json', '--pack-destination', dir], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024, timeout: 180_000 });
     const [packed] = JSON.parse(stdout.slice(stdout.indexOf('['))) as { filename: string; files: { path: string }[] }[];
     assert.ok(packed);
+    tarball = path.join(dir, packed.filename);
     const files = packed.files.map((file) => file.path);
     for (const wanted of ['dist/index.js', 'dist/index.d.ts', 'dist/workflows.bundle.js', 'bin/faultline.js', 'docs/CONTRACT.md', 'README.md'])
       assert.ok(files.includes(wanted), `${wanted} is packed`);
@@ -81,5 +84,25 @@ describe('the packed package', () => {
     const line = JSON.parse(example.stdout.trim().split('\n').pop() ?? '{}') as { status?: string; counts?: { Available: number; Failed: number } };
     assert.equal(line.status, 'PartiallySucceeded');
     assert.deepEqual([line.counts?.Available, line.counts?.Failed], [1, 1]);
+  });
+
+  it('examples/word-count, a user project of its own, installs the tarball and zod 4, type-checks strictly and passes its own test', async () => {
+    assert.ok(tarball, 'the package was packed by the test before');
+    const project = path.join(dir, 'word-count');
+    await cp(path.join(ROOT, 'examples', 'word-count'), project, { recursive: true, filter: (source) => !/node_modules|[/\\]dist$/.test(source) });
+    const manifest = JSON.parse(await readFile(path.join(project, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    manifest.dependencies.faultline = `file:${tarball}`;
+    await writeFile(path.join(project, 'package.json'), JSON.stringify(manifest, null, 2));
+    await run(NPM, ['install', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: project, timeout: 240_000, maxBuffer: 64 * 1024 * 1024 });
+    const zod = JSON.parse(await readFile(path.join(project, 'node_modules', 'zod', 'package.json'), 'utf8')) as { version: string };
+    assert.match(zod.version, /^4\./, 'the user gets zod 4');
+    const build = await run(NPM, ['run', 'build'], { cwd: project }).catch((error: { stdout: string }) => error);
+    assert.doesNotMatch(build.stdout, /error TS/, `tsc: ${build.stdout}`);
+    // Without NODE_TEST_CONTEXT: the example's own `node --test` is a test run of its own, not a nested one.
+    const { NODE_TEST_CONTEXT: _nested, ...parentEnv } = process.env;
+    const env = { ...parentEnv, TEMPORAL_ADDRESS: server.address, FAULTLINE_TASK_QUEUE: 'faultline-word-count', FAULTLINE_STORAGE: path.join(dir, 'wc-storage'), FAULTLINE_LOG_LEVEL: 'warn' };
+    const tested = await run(process.execPath, ['--test', path.join(project, 'dist', 'test.js')], { cwd: project, env, timeout: 180_000 }).catch((error: { stdout: string; stderr: string }) => error);
+    assert.match(tested.stdout, /# pass 1/, `${tested.stdout}\n${tested.stderr}`);
+    assert.match(tested.stdout, /# fail 0/);
   });
 });
