@@ -93,6 +93,8 @@ describe('the packed package', () => {
     const manifest = JSON.parse(await readFile(path.join(project, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
     manifest.dependencies.faultline = `file:${tarball}`;
     await writeFile(path.join(project, 'package.json'), JSON.stringify(manifest, null, 2));
+    const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8');
+    assert.ok(readme.includes(await readFile(path.join(project, 'src', 'pipeline.ts'), 'utf8')), 'the README shows exactly this pipeline');
     await run(NPM, ['install', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: project, timeout: 240_000, maxBuffer: 64 * 1024 * 1024 });
     const zod = JSON.parse(await readFile(path.join(project, 'node_modules', 'zod', 'package.json'), 'utf8')) as { version: string };
     assert.match(zod.version, /^4\./, 'the user gets zod 4');
