@@ -1,7 +1,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
-import { burnCpu } from '../src/activities/synthetic';
+import { burnCpu } from '../src/pipelines/synthetic';
 
 /** The same work for raw, naive and (through its pipelines) Faultline. */
 export async function thumbnailWork(source: string, outDir: string, id: string): Promise<number> {

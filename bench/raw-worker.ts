@@ -2,7 +2,7 @@
  * One process of the `raw` baseline: the bench forks one per core and hands each a share of the
  * items, so raw is the machine's limit for the work itself (no Temporal, no Faultline).
  */
-import { burnCpu } from '../src/activities/synthetic';
+import { burnCpu } from '../src/pipelines/synthetic';
 import { thumbnailWork } from './naive-activities';
 
 export interface RawShare {

@@ -46,6 +46,8 @@ export interface StepContext<P, I> {
   input: I;
   /** Attempts of this step for this item in this round, 1-based. */
   attempt: number;
+  /** Times the engine has run this item in this round, this one included (crash re-runs count too). */
+  dispatch: number;
   step: string;
   job: { jobId: string; round: number; params: unknown; destination?: string };
   /** Aborted when the job is cancelled, the worker shuts down or the item passes its deadline. */
@@ -207,16 +209,22 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
           item,
           input: value,
           attempt,
+          dispatch: entry.run,
           step: step.name,
           job: { jobId: job.jobId, round, params: job.params, ...(job.destination !== undefined ? { destination: job.destination } : {}) },
           signal: ctx.signal,
           log: ctx.log,
           ...tools,
         });
-      } catch (error) {
-        checkpoint.attempts[step.name] = attempt;
-        if (store) await store.write(job.jobId, entry.item.id, checkpoint);
-        throw asItemError(error, step.name);
+      } catch (thrown) {
+        // A cancelled batch hands its items back as they are; anything else is this item's failure.
+        const error = ctx.signal.aborted && !(thrown instanceof ItemError) ? thrown : asItemError(thrown, step.name);
+        // Only an attempt that will be retried in this round needs counting (rounds start afresh).
+        if (store && error instanceof ItemError && error.report.class === 'transient') {
+          checkpoint.attempts[step.name] = attempt;
+          await store.write(job.jobId, entry.item.id, checkpoint);
+        }
+        throw error;
       }
       if (last || isEnded(result)) return toWork(entry.item.id, entry.outputs, isEnded(result) ? result.outputs : (result as ItemOutputs<string>));
       if (serializedSize(result) > MAX_CHECKPOINT_BYTES) {

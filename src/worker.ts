@@ -11,7 +11,7 @@ import { createEngineActivities } from './activities/engine';
 import { createImagesPipeline } from './activities/images';
 import { protectFromSpecs } from './activities/files';
 import { createNotifyActivities } from './activities/notify';
-import { createSyntheticPipeline } from './activities/synthetic';
+import { createSyntheticPipeline } from './pipelines/synthetic';
 import type { PipelineImplementation } from './activities/types';
 import type { Logger } from './logger';
 import { installTemporalLogging } from './logger';
@@ -81,7 +81,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   }
   const implementations: Record<string, PipelineImplementation> = {};
   for (const implementation of [
-    createSyntheticPipeline({ crashProcess: options.crashProcess ?? (() => process.kill(process.pid, 'SIGKILL')), allowedRoots: config.allowedRoots }),
+    createSyntheticPipeline({ crashProcess: options.crashProcess ?? (() => process.kill(process.pid, 'SIGKILL')) }).implementation,
     createImagesPipeline({ storage, allowedRoots: config.allowedRoots, allowedHosts: config.allowedHosts, logger }),
     ...(options.extraPipelines ?? []),
     ...builtInApiPipelines.map((pipeline) => pipeline.implementation),

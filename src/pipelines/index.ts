@@ -8,7 +8,7 @@ import { deliverPipeline } from './deliver';
 export const builtInApiPipelines = [deliverPipeline] as const;
 
 export const builtInPipelines: PipelineRegistry = {
-  [syntheticPipeline.name]: syntheticPipeline,
+  [syntheticPipeline.definition.name]: syntheticPipeline.definition,
   [imagesPipeline.name]: imagesPipeline,
   [deliverPipeline.definition.name]: deliverPipeline.definition,
 };

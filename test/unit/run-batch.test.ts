@@ -7,14 +7,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createEngineActivities } from '../../src/activities/engine';
-import { createSyntheticPipeline } from '../../src/activities/synthetic';
+import { createSyntheticPipeline } from '../../src/pipelines/synthetic';
 import { createLogger } from '../../src/logger';
 import { builtInPipelines } from '../../src/pipelines';
 import { ErrorTypes, type RunBatchInput, type RunBatchResult } from '../../src/shared';
 import { createStorage } from '../../src/storage';
 
 const activities = createEngineActivities({
-  implementations: { synthetic: createSyntheticPipeline({ crashProcess: () => assert.fail('no crash here'), allowedRoots: [] }) },
+  implementations: { synthetic: createSyntheticPipeline({ crashProcess: () => assert.fail('no crash here') }).implementation },
   registry: builtInPipelines,
   storage: createStorage('/nonexistent-faultline-storage'),
   logger: createLogger({ level: 'silent', format: 'json' }),
