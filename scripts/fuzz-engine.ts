@@ -15,6 +15,6 @@ if (!Number.isInteger(runs) || runs < 1) {
 const test = path.resolve(__dirname, '..', 'test', 'integration', 'interleavings.test.ts');
 const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-timeout=${Math.max(300_000, runs * 5_000)}`, test], {
   stdio: 'inherit',
-  env: { ...process.env, FAULTLINE_FUZZ_RUNS: String(runs), ...(values.seed ? { FAULTLINE_FUZZ_SEED: values.seed } : {}) },
+  env: { ...process.env, FAULTLINE_FUZZ_RUNS: String(runs), FAULTLINE_FUZZ_SEED: values.seed ?? String(Date.now() % 2 ** 31) },
 });
 process.exit(result.status ?? 1);
