@@ -213,7 +213,10 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
           step: step.name,
           job: { jobId: job.jobId, round, params: job.params, ...(job.destination !== undefined ? { destination: job.destination } : {}) },
           signal: ctx.signal,
-          log: ctx.log,
+          // Lazy, as the batch gives it: a child logger per item costs more than most items' work.
+          get log() {
+            return ctx.log;
+          },
           ...tools,
         });
       } catch (thrown) {
