@@ -96,6 +96,13 @@ async function runBatch(input: RunBatchInput): Promise<RunBatchResult> {
     // `flaky*` items fail on their first run in each test only, so a retry succeeds.
     const flakyRuns = (flakySeen.get(entry.item.id) ?? 0) + 1;
     if (entry.item.id.startsWith('flaky')) flakySeen.set(entry.item.id, flakyRuns);
+    if (params.outcome === 'fatal') {
+      outcomes.push({
+        item: entry.item.id,
+        error: { schemaVersion: 1, type: ErrorTypes.FatalItemError, class: 'fatal', message: 'declared fatal', details: {}, item: entry.item.id, at: new Date().toISOString() },
+      });
+      continue;
+    }
     if (params.outcome === 'unprocessable' || (entry.item.id.startsWith('flaky') && flakyRuns === 1)) {
       outcomes.push({
         item: entry.item.id,
@@ -345,5 +352,21 @@ describe('message races (time-skipping server, one activation)', () => {
     assert.equal(round2.round, 2);
     await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'done' }] });
     assert.equal((await finalResult(jobId)).round, 2, 'no third round');
+  });
+
+  it('a cancel that arrives after a fatal stop is answered, and its reason is in the result beside the fatal report', PER_TEST, async () => {
+    held.add('slow');
+    const { jobId } = await startJob(syntheticSpec([{ id: 'slow' }, { id: 'boom', params: { outcome: 'fatal' } }], { batchSize: 1 }), 'race-cancel-after-fatal');
+    await gate.entered('slow');
+    await eventually(async () => (await client.progress(jobId)).counts.Failed > 0, 30_000, 'the fatal item to be recorded');
+    // Accepted now; answered by the main loop (here once the held batch is released).
+    const cancel = await client.handle(jobId).startUpdate(cancelUpdate, { args: [{ reason: 'operator gave up too' }], waitForStage: WorkflowUpdateStage.ACCEPTED });
+    gate.release('slow');
+    const answer = await cancel.result();
+    const result = await finalResult(jobId);
+    assert.ok(['stopped', 'closed'].includes(answer.effect), answer.effect);
+    assert.equal(result.status, 'Failed');
+    assert.equal(result.stoppedBy?.type, ErrorTypes.FatalItemError);
+    assert.equal(result.cancelReason, 'operator gave up too');
   });
 });
