@@ -46,6 +46,12 @@ export const importer = proxyActivities<Pick<ReturnType<typeof createEngineActiv
   retry: { maximumAttempts: 5, initialInterval: '2s', maximumInterval: '1m' },
 });
 
+/** The worker's check of a spec: quick, so a worker lost while doing it is noticed in seconds, not minutes. */
+export const describer = proxyActivities<Pick<ReturnType<typeof createEngineActivities>, 'describeSpec'>>({
+  startToCloseTimeout: '30s',
+  retry: { maximumAttempts: 10, initialInterval: '1s', maximumInterval: '10s' },
+});
+
 export const notify = proxyActivities<ReturnType<typeof createNotifyActivities>>({
   startToCloseTimeout: '2m',
   heartbeatTimeout: '30s',

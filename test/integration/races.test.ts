@@ -281,7 +281,8 @@ describe('message races (time-skipping server, one activation)', () => {
     const { jobId } = await startJob(syntheticSpec(items, { shardSize: 10 }), 'race-resume-cancel-paused');
     await client.handle(jobId).signal('pause');
     await startWorker();
-    await eventually(async () => (await client.progress(jobId)).paused === true, 30_000, 'paused');
+    // Prepared (a worker has described the spec) and paused: phase 'paused', not 'validating'.
+    await eventually(async () => (await client.progress(jobId)).phase === 'paused', 30_000, 'prepared and paused');
     await stopWorker();
     await client.handle(jobId).signal('resume');
     await client.handle(jobId).signal(cancelSignal, { reason: 'resume then cancel' });
