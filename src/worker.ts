@@ -72,9 +72,10 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   }
   if (storage.localRoot) protectFromSpecs(storage.localRoot);
   let pipelines: readonly Pipeline[];
+  let registry: ReturnType<typeof pipelineRegistry>;
   try {
     pipelines = options.pipelines ?? (await loadPipelineModules(config.pipelineModules));
-    pipelineRegistry(pipelines); // names checked before anything polls
+    registry = pipelineRegistry(pipelines); // names checked before anything polls
   } catch (error) {
     if (!options.connection) await connection.close();
     throw error instanceof ConfigError ? error : new ConfigError([{ path: ENV.pipelines, message: (error as Error).message }]);
@@ -89,7 +90,6 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   ]) {
     implementations[implementation.name] = implementation;
   }
-  const registry = pipelineRegistry(pipelines);
   useCheckpointStorage(storage);
   const taskQueue = options.taskQueue ?? config.pipelineQueue ?? config.taskQueue;
   const engineActivities = createEngineActivities({

@@ -5,7 +5,7 @@
  * continue-as-new and before closing. Every interleaving of messages therefore has one outcome,
  * and a request is always carried out, carried over, or rejected with a declared type.
  */
-import { ActivityFailure, ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, patched, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, patched, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
 import {
   ErrorTypes,
   INLINE_OUTPUT_LIMIT,
@@ -121,9 +121,7 @@ export class JobRun {
     try {
       return await scope.run(() => this.prepare());
     } catch (error) {
-      // A cancelled import surfaces as an ActivityFailure whose cause is the cancellation.
-      const cancelled = isCancellation(error) || (error instanceof ActivityFailure && isCancellation(error.cause));
-      if (cancelled && this.s.pending.some((request) => request.kind === 'cancel')) return 'cancelled';
+      if (isCancellation(error) && this.s.pending.some((request) => request.kind === 'cancel')) return 'cancelled';
       for (const request of this.s.pending) this.requests.rejectRequest(request, ErrorTypes.JobClosed, 'the job failed before it started: its spec is invalid');
       this.s.pending = [];
       await condition(allHandlersFinished);

@@ -1,7 +1,18 @@
 /**
  * A job run's state, owned by one object, and the definitions its parts share.
  */
-import { ApplicationFailure, type CancellationScope, CancelledFailure, ChildWorkflowFailure, type ChildWorkflowHandle, patched, proxyActivities, upsertMemo, workflowInfo } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  type CancellationScope,
+  CancelledFailure,
+  ChildWorkflowFailure,
+  type ChildWorkflowHandle,
+  patched,
+  proxyActivities,
+  upsertMemo,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { createNotifyActivities } from '../activities/notify';
 import type { createEngineActivities } from '../activities/engine';
 import {
@@ -152,8 +163,9 @@ export function historyIsLong(options: ResolvedOptions): boolean {
   return info.continueAsNewSuggested || info.historyLength > options.rotateAfterEvents;
 }
 
+/** A cancellation, directly or as the cause of a failed child or activity (a cancelled import arrives as an ActivityFailure). */
 export function isCancellation(error: unknown): boolean {
-  return error instanceof ChildWorkflowFailure ? error.cause?.name === 'CancelledFailure' : (error as { name?: string } | null)?.name === 'CancelledFailure';
+  return error instanceof ChildWorkflowFailure || error instanceof ActivityFailure ? error.cause?.name === 'CancelledFailure' : (error as { name?: string } | null)?.name === 'CancelledFailure';
 }
 
 export function sameReport(a: ErrorReport, b: ErrorReport): boolean {
