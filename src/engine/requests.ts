@@ -2,8 +2,8 @@
  * Request intake and answers: update validators, the request queue, rejections with declared
  * types, and the closed/rotating gates. Handlers only queue; the main loop answers.
  */
-import { CancellationScope, condition } from '@temporalio/workflow';
-import { type CancelResponse, ErrorTypes, type JobRequest, type JobResult, type RejectedRequest, type RequestOrigin, type RetryRequest, type RetryResponse, unknownTypeMessage } from '../shared';
+import { CancellationScope, condition, patched } from '@temporalio/workflow';
+import { type CancelResponse, ErrorTypes, PATCHES, type JobRequest, type JobResult, type RejectedRequest, type RequestOrigin, type RetryRequest, type RetryResponse, unknownTypeMessage } from '../shared';
 import { QUEUED_IDS_LISTED, rejection, type JobState } from './job-state';
 
 export class RequestDesk {
@@ -123,6 +123,9 @@ export class RequestDesk {
     const cancels = this.s.pending.filter((request) => request.kind === 'cancel');
     if (cancels.length === 0) return;
     this.s.pending = this.s.pending.filter((request) => request.kind !== 'cancel');
+    // A round already stopped by a fatal error keeps that stop: the cancel does not replace it.
+    const stopped = this.s.runner?.stop;
+    if (stopped && patched(PATCHES.answerWhileStopping)) this.s.stopWith(stopped);
     for (const request of cancels) {
       if (request.kind !== 'cancel') continue;
       this.s.stopWith({ kind: 'cancelled', reason: request.reason });

@@ -8,7 +8,7 @@
  * runs strictly alone next, so only the poison item is ever charged. A graceful worker shutdown
  * hands work back for free. Any other batch failure is reported with its own type and class.
  */
-import { ActivityFailure, ApplicationFailure, CancellationScope, TimeoutFailure, condition, log, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, CancellationScope, TimeoutFailure, condition, log, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import { TimeoutType } from '@temporalio/common';
 import type { createEngineActivities } from '../activities/engine';
 import { ItemBook, type RunnerConfig, type RunnerSnapshot } from './item-book';
@@ -17,7 +17,7 @@ import { progressFrom, thresholdReport, unfinishedReason } from './item-records'
 export type { RunnerConfig, RunnerSnapshot };
 
 export { thresholdReport, unfinishedReason };
-import { type BatchEntry, ErrorTypes, type ItemState, type RunBatchResult, type StopReason, batchActivityId, boundReport, makeReport, toErrorReport } from '../shared';
+import { type BatchEntry, ErrorTypes, type ItemState, PATCHES, type RunBatchResult, type StopReason, batchActivityId, boundReport, makeReport, toErrorReport } from '../shared';
 
 type EngineActivities = ReturnType<typeof createEngineActivities>;
 
@@ -101,8 +101,12 @@ export class ItemRunner extends ItemBook {
       if (due !== undefined) await condition(wake, Math.max(1, due - now));
       else await condition(wake);
     }
-    await condition(() => this.inFlight === 0);
-    return 'stopped';
+    // Requests that arrive while in-flight batches finish are answered now, not when they end.
+    for (;;) {
+      await condition(() => this.inFlight === 0 || ((hooks?.pending() ?? false) && patched(PATCHES.answerWhileStopping)));
+      if (this.inFlight === 0) return 'stopped';
+      hooks?.drain();
+    }
   }
 
   private historyIsLong(): boolean {

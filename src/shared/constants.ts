@@ -61,6 +61,8 @@ export const PATCHES = {
   engineV3: 'faultline-engine-v3',
   /** A worker validates the spec and describes the pipeline (plain data); the workflow holds no pipeline. */
   workerPipelines: 'faultline-worker-pipelines',
+  /** A round stopped by a fatal error still answers cancels while its in-flight batches finish. */
+  answerWhileStopping: 'faultline-answer-while-stopping',
 } as const;
 
 /** Slice child workflows running at once per job. */

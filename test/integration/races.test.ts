@@ -24,7 +24,9 @@ import {
   awaitResultUpdate,
   cancelSignal,
   cancelUpdate,
+  flagSignal,
   retryUpdate,
+  setLimitsSignal,
 } from '../../src/shared';
 import { eventually, syntheticSpec, workflowBundle } from '../helpers/env';
 import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
@@ -120,7 +122,10 @@ async function packArchive(): Promise<{ files: number; missing: number; missingF
   return { files: 1, missing: 0, missingFiles: [] };
 }
 
+/** What each round's webhook was sent, by job id and round. */
+const webhookResults = new Map<string, JobResult>();
 async function deliverWebhook(input: { webhook: { url: string }; result: JobResult }) {
+  webhookResults.set(`${input.result.jobId}#${input.result.round}`, input.result);
   await gate.pass(`webhook-${input.result.round}`);
   return { kind: 'webhook' as const, url: input.webhook.url, delivered: true, attempts: 1, lastStatus: 204, round: input.result.round, at: new Date().toISOString() };
 }
@@ -355,19 +360,45 @@ describe('message races (time-skipping server, one activation)', () => {
     assert.equal((await finalResult(jobId)).round, 2, 'no third round');
   });
 
-  it('a cancel that arrives after a fatal stop is answered, and its reason is in the result beside the fatal report', PER_TEST, async () => {
+  it('a cancel that arrives after a fatal stop is answered while in-flight batches finish, and its reason is in the result beside the fatal report', PER_TEST, async () => {
     held.add('slow');
     const { jobId } = await startJob(syntheticSpec([{ id: 'slow' }, { id: 'boom', params: { outcome: 'fatal' } }], { batchSize: 1 }), 'race-cancel-after-fatal');
     await gate.entered('slow');
     await eventually(async () => (await client.progress(jobId)).counts.Failed > 0, 30_000, 'the fatal item to be recorded');
-    // Accepted now; answered by the main loop (here once the held batch is released).
-    const cancel = await client.handle(jobId).startUpdate(cancelUpdate, { args: [{ reason: 'operator gave up too' }], waitForStage: WorkflowUpdateStage.ACCEPTED });
+    const cancel = client.handle(jobId).executeUpdate(cancelUpdate, { args: [{ reason: 'operator gave up too' }] });
+    // Answered while the slow batch still runs: the stopped round drains requests as they come.
+    const answer = await Promise.race([cancel, new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), 15_000))]);
     gate.release('slow');
-    const answer = await cancel.result();
+    assert.notEqual(answer, 'late', 'the cancel was not answered until the in-flight batch ended');
+    if (answer !== 'late') assert.equal(answer.effect, 'stopped');
     const result = await finalResult(jobId);
-    assert.ok(['stopped', 'closed'].includes(answer.effect), answer.effect);
     assert.equal(result.status, 'Failed');
     assert.equal(result.stoppedBy?.type, ErrorTypes.FatalItemError);
     assert.equal(result.cancelReason, 'operator gave up too');
+  });
+
+  it('flags and limit changes that arrive during the archive are in the final result and its webhook', PER_TEST, async () => {
+    const { jobId } = await startJob(
+      syntheticSpec(
+        [{ id: 'a' }, { id: 'b' }],
+        { archive: true, webhook: { url: 'http://127.0.0.1:9/hook', secretRef: 'env:NONE' } },
+        { destination: pathToFileURL(path.join(ts.config.allowedRoots[0] ?? '.', 'races-flag-archive')).toString() },
+      ),
+      'race-flag-archive',
+    );
+    await gate.entered('archive');
+    const handle = client.handle(jobId);
+    // Recorded before the archive's completion, so the job sees them first.
+    await handle.signal(flagSignal, { reason: 'spot-check the archive' });
+    await handle.signal(setLimitsSignal, { concurrency: 3 });
+    gate.release('archive');
+    gate.release('webhook-1');
+    const result = await finalResult(jobId);
+    assert.equal(result.status, 'Succeeded');
+    assert.deepEqual(result.flags?.map((flag) => flag.reason), ['spot-check the archive']);
+    assert.deepEqual(result.limitsChanged?.map((change) => change.concurrency), [3]);
+    const sent = webhookResults.get(`${jobId}#1`);
+    assert.deepEqual(sent?.flags?.map((flag) => flag.reason), ['spot-check the archive'], 'the webhook carries the flag');
+    assert.deepEqual(sent?.limitsChanged?.map((change) => change.concurrency), [3], 'the webhook carries the limit change');
   });
 });
