@@ -49,7 +49,7 @@ export interface FaultlineWorkerOptions {
   /** More activities on the same worker (embedding, benchmarks). */
   extraActivities?: Record<string, (...args: never[]) => Promise<unknown>>;
   /** Tuning for tests (e.g. no sticky cache, so a restarted worker takes the next task at once). */
-  workerOptions?: Pick<WorkerOptions, 'maxCachedWorkflows'>;
+  workerOptions?: Pick<WorkerOptions, 'maxCachedWorkflows' | 'sinks'>;
 }
 
 export async function createFaultlineWorker(options: FaultlineWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection; ownsConnection: boolean }> {

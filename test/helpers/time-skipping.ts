@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { temporal } from '@temporalio/proto';
-import type { Worker } from '@temporalio/worker';
+import type { Worker, WorkerOptions } from '@temporalio/worker';
 import { FaultlineClient } from '../../src/client';
 import { type Config, loadConfig } from '../../src/config';
 import { ensureTestServer } from '../../src/devserver/temporal-cli';
@@ -20,7 +20,11 @@ export interface TimeSkippingEnv {
   testEnv: TestWorkflowEnvironment;
   client: FaultlineClient;
   config: Config;
-  startWorker(): Promise<void>;
+  /**
+   * Without a sticky cache by default, so a restarted worker takes a job's next task at once.
+   * `cached`: with one, which lets other runs go on while a sink holds one run's activation.
+   */
+  startWorker(options?: { cached?: boolean }): Promise<void>;
   stopWorker(): Promise<void>;
   readonly workerRunning: boolean;
   teardown(): Promise<void>;
@@ -31,6 +35,8 @@ export async function createTimeSkippingEnv(options: {
   /** Activities replacing the real ones (by name). */
   activities?: Record<string, unknown>;
   bundle?: () => ReturnType<typeof workflowBundle>;
+  /** Worker sinks (e.g. the activation hold of test/fixtures/hold-interceptors). */
+  sinks?: WorkerOptions['sinks'];
 }): Promise<TimeSkippingEnv> {
   const testEnv = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: ensureTestServer() } } });
   const types = {
@@ -49,15 +55,14 @@ export async function createTimeSkippingEnv(options: {
   );
   const client = await FaultlineClient.connect({ config, connection: testEnv.connection });
   let worker: { worker: Worker; running: Promise<void> } | undefined;
-  const startWorker = async () => {
+  const startWorker = async (startOptions: { cached?: boolean } = {}) => {
     const created = await createFaultlineWorker({
       config,
       logger: createLogger({ level: 'error', format: 'json' }),
       connection: testEnv.nativeConnection,
       workflowBundle: await (options.bundle ?? workflowBundle)(),
       ...(options.activities ? { extraActivities: options.activities as never } : {}),
-      // No sticky cache: a restarted worker takes the job's next task at once.
-      workerOptions: { maxCachedWorkflows: 0 },
+      workerOptions: { maxCachedWorkflows: startOptions.cached ? 100 : 0, ...(options.sinks ? { sinks: options.sinks } : {}) },
     });
     worker = { worker: created.worker, running: created.worker.run() };
   };

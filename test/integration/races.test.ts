@@ -21,14 +21,17 @@ import {
   type RunBatchInput,
   type RunBatchResult,
   SearchKeys,
+  type SliceControl,
+  type SliceInput,
   awaitResultUpdate,
   cancelSignal,
   cancelUpdate,
   flagSignal,
   retryUpdate,
   setLimitsSignal,
+  sliceWorkflowId,
 } from '../../src/shared';
-import { eventually, syntheticSpec, workflowBundle } from '../helpers/env';
+import { eventually, syntheticSpec, type workflowBundle } from '../helpers/env';
 import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
 
 const TASK_QUEUE = 'faultline-races';
@@ -41,10 +44,11 @@ const ENGINE = process.env.FAULTLINE_RACES_ENGINE === 'v1' ? 'v1' : 'v2';
 const PER_TEST = { timeout: 60_000 };
 let bundle: ReturnType<typeof workflowBundle> | undefined;
 function racesBundle(): ReturnType<typeof workflowBundle> {
-  bundle ??=
-    ENGINE === 'v1'
-      ? bundleWorkflowCode({ workflowsPath: require.resolve('../fixtures/v1-only-workflows'), logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} } })
-      : workflowBundle();
+  bundle ??= bundleWorkflowCode({
+    workflowsPath: ENGINE === 'v1' ? require.resolve('../fixtures/v1-only-workflows') : require.resolve('../../src/workflows'),
+    workflowInterceptorModules: [require.resolve('../fixtures/hold-interceptors')],
+    logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} },
+  });
   return bundle;
 }
 
@@ -81,7 +85,9 @@ class Gate {
   release(key: string): void {
     this.slot(key).release();
   }
+  /** Lets everything waiting go (a failed test must not leave activities held) and starts afresh. */
   reset(): void {
+    for (const slot of this.slots.values()) slot.release();
     this.slots = new Map();
   }
 }
@@ -144,6 +150,53 @@ async function importItems(input: { from: string }): Promise<{ ok: false; issues
   return { ok: false, issues: [{ path: 'items[3].id', code: 'invalid_type', message: 'expected string (line 4)' }] };
 }
 
+/**
+ * Holds one live activation of a job (matched by a command it issues) before its completion is
+ * sent, so messages sent meanwhile land in the job's next activation (test/fixtures/hold-interceptors).
+ */
+class ActivationHolds {
+  private waiting: { workflowId: string; kind: string; hit: (target: string | undefined) => void; released: Promise<void> }[] = [];
+  private releases: (() => void)[] = [];
+  /** Lets every held activation go (a failed test must not leave the worker unable to stop). */
+  releaseAll(): void {
+    this.waiting = [];
+    for (const release of this.releases.splice(0)) release();
+  }
+  /** `kind` is a command the activation issues, or `*` for the run's next activation. */
+  hold(workflowId: string, kind: string): { entered: Promise<string | undefined>; release: () => void } {
+    let hit: (target: string | undefined) => void = () => {};
+    let release: () => void = () => {};
+    const entered = new Promise<string | undefined>((resolve) => (hit = resolve));
+    const released = new Promise<void>((resolve) => (release = resolve));
+    this.waiting.push({ workflowId, kind, hit, released });
+    this.releases.push(release);
+    return { entered, release };
+  }
+  async concluded(workflowId: string, commands: { kind: string; target?: string }[]): Promise<void> {
+    const index = this.waiting.findIndex((entry) => entry.workflowId === workflowId && (entry.kind === '*' || commands.some((command) => command.kind === entry.kind)));
+    const entry = this.waiting[index];
+    if (!entry) return;
+    this.waiting.splice(index, 1);
+    entry.hit(commands.find((command) => command.kind === entry.kind)?.target);
+    await entry.released;
+  }
+}
+const holds = new ActivationHolds();
+
+/** The slice's input and the control signals it received, from its history. */
+async function sliceMessages(jobId: string, index: number): Promise<{ input?: SliceInput; controls: SliceControl[]; status?: string }> {
+  const handle = testEnv.client.workflow.getHandle(sliceWorkflowId(jobId, index, 1));
+  const history = await handle.fetchHistory().catch(() => undefined);
+  const decode = (payload: { data?: Uint8Array | null } | undefined) => (payload?.data ? JSON.parse(Buffer.from(payload.data).toString()) : undefined);
+  const events = history?.events ?? [];
+  const input = decode(events[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0]) as SliceInput | undefined;
+  const controls = events
+    .filter((event) => event.workflowExecutionSignaledEventAttributes?.signalName === 'sliceControl')
+    .map((event) => decode(event.workflowExecutionSignaledEventAttributes?.input?.payloads?.[0]) as SliceControl);
+  const status = history ? (await handle.describe()).status.name : undefined;
+  return { ...(input ? { input } : {}), controls, ...(status ? { status } : {}) };
+}
+
 const importStarted = (() => {
   let resolve = () => {};
   const promise = new Promise<void>((done) => (resolve = done));
@@ -154,12 +207,18 @@ const startWorker = () => ts.startWorker();
 const stopWorker = () => ts.stopWorker();
 
 before(async () => {
-  ts = await createTimeSkippingEnv({ taskQueue: TASK_QUEUE, activities: { runBatch, packArchive, deliverWebhook, importItems }, bundle: racesBundle });
+  ts = await createTimeSkippingEnv({
+    taskQueue: TASK_QUEUE,
+    activities: { runBatch, packArchive, deliverWebhook, importItems },
+    bundle: racesBundle,
+    sinks: { activationHold: { concluded: { fn: (_info, workflowId: string, commands: { kind: string; target?: string }[]) => holds.concluded(workflowId, commands) } } },
+  });
   testEnv = ts.testEnv;
   client = ts.client;
 });
 
 beforeEach(async () => {
+  holds.releaseAll();
   gate.reset();
   held.clear();
   flakySeen.clear();
@@ -167,6 +226,7 @@ beforeEach(async () => {
 });
 
 after(async () => {
+  holds.releaseAll();
   await ts?.teardown();
 });
 
@@ -395,10 +455,134 @@ describe('message races (time-skipping server, one activation)', () => {
     gate.release('webhook-1');
     const result = await finalResult(jobId);
     assert.equal(result.status, 'Succeeded');
-    assert.deepEqual(result.flags?.map((flag) => flag.reason), ['spot-check the archive']);
-    assert.deepEqual(result.limitsChanged?.map((change) => change.concurrency), [3]);
+    assert.deepEqual(
+      result.flags?.map((flag) => flag.reason),
+      ['spot-check the archive'],
+    );
+    assert.deepEqual(
+      result.limitsChanged?.map((change) => change.concurrency),
+      [3],
+    );
     const sent = webhookResults.get(`${jobId}#1`);
-    assert.deepEqual(sent?.flags?.map((flag) => flag.reason), ['spot-check the archive'], 'the webhook carries the flag');
-    assert.deepEqual(sent?.limitsChanged?.map((change) => change.concurrency), [3], 'the webhook carries the limit change');
+    assert.deepEqual(
+      sent?.flags?.map((flag) => flag.reason),
+      ['spot-check the archive'],
+      'the webhook carries the flag',
+    );
+    assert.deepEqual(
+      sent?.limitsChanged?.map((change) => change.concurrency),
+      [3],
+      'the webhook carries the limit change',
+    );
+  });
+
+  it('new limits set while a slice is starting reach that slice', PER_TEST, async () => {
+    const items = Array.from({ length: 20 }, (_, index) => ({ id: `s${index}` }));
+    for (const item of items) held.add(item.id);
+    const jobId = 'race-set-starting';
+    const starting = holds.hold(jobId, 'startChildWorkflowExecution');
+    await startJob(syntheticSpec(items, { shardSize: 10, concurrency: 1 }), jobId);
+    await starting.entered;
+    // Lands in the job's next activation, while both slices are still starting.
+    await client.handle(jobId).signal(setLimitsSignal, { concurrency: 4 });
+    starting.release();
+    for (const index of [0, 1]) {
+      await eventually(
+        async () => {
+          const { input, controls } = await sliceMessages(jobId, index);
+          return input?.concurrency === 4 || controls.some((control) => control.concurrency === 4);
+        },
+        20_000,
+        `slice ${index} to hear of concurrency 4`,
+      );
+    }
+    for (const item of items) gate.release(item.id);
+    const result = await finalResult(jobId);
+    assert.equal(result.status, 'Succeeded');
+    assert.deepEqual(
+      result.limitsChanged?.map((change) => change.concurrency),
+      [4],
+    );
+  });
+
+  it('a pause that cannot reach a just-started slice (it has already finished) is not a slice failure', PER_TEST, async () => {
+    // With a sticky cache, the slice runs on while the job's activation is held (without one it waits).
+    await stopWorker();
+    await ts.startWorker({ cached: true });
+    try {
+      await pauseAfterSliceFinished();
+    } finally {
+      holds.releaseAll();
+      await stopWorker();
+    }
   });
 });
+
+async function pauseAfterSliceFinished(): Promise<void> {
+  const items = Array.from({ length: 20 }, (_, index) => ({ id: `q${index}` }));
+  const jobId = 'race-pause-finished-slice';
+  const starting = holds.hold(jobId, 'startChildWorkflowExecution');
+  await startJob(syntheticSpec(items, { shardSize: 10 }), jobId);
+  await starting.entered;
+  const signalling = holds.hold(jobId, 'signalExternalWorkflowExecution');
+  await client.handle(jobId).signal('pause');
+  starting.release();
+  // The job tells a just-started slice to pause; that activation is held until the slice has finished.
+  const target = await signalling.entered;
+  const index = [0, 1].find((candidate) => sliceWorkflowId(jobId, candidate, 1) === target);
+  assert.ok(index !== undefined, `the held signal goes to a slice (${target})`);
+  await eventually(async () => (await sliceMessages(jobId, index)).status === 'COMPLETED', 20_000, 'the slice to finish');
+  signalling.release();
+  await client.handle(jobId).signal('resume');
+  const result = await finalResult(jobId);
+  assert.equal(result.stoppedBy?.type, undefined, JSON.stringify(result.stoppedBy));
+  assert.equal(result.status, 'Succeeded');
+  assert.equal(result.counts.Available, 20, 'the finished slice keeps its good records');
+}
+
+describe('message races across activations held apart (a sink holds one activation of the job)', () => {
+  it('a cancel that arrives while the job waits for a pause to reach its slices before continuing as new is answered, and the job closes', PER_TEST, async () => {
+    await stopWorker();
+    await ts.startWorker({ cached: true });
+    try {
+      await cancelWhileRotating();
+    } finally {
+      holds.releaseAll();
+      await stopWorker();
+    }
+  });
+});
+
+async function cancelWhileRotating(): Promise<void> {
+  // 9 slices of 10, 8 at a time; the history is past its mark before the first ends, so the job continues as new after them.
+  const items = Array.from({ length: 90 }, (_, index) => ({ id: `r${index}` }));
+  for (const item of items) held.add(item.id);
+  const jobId = 'race-cancel-rotating';
+  await startJob(syntheticSpec(items, { shardSize: 10, rotateAfterEvents: 100 }), jobId);
+  for (let index = 0; index < 8; index++) await gate.entered(`r${index * 10}`);
+  // Past the mark before a lane would start slice 8 (each flag adds a few events).
+  while (((await client.handle(jobId).fetchHistory()).events?.length ?? 0) <= 105) await client.handle(jobId).signal(flagSignal, { reason: 'history filler' });
+  // Slices 1–7 finish; slice 0 runs on.
+  for (let index = 10; index < 80; index++) gate.release(`r${index}`);
+  for (let index = 1; index < 8; index++) await eventually(async () => (await sliceMessages(jobId, index)).status === 'COMPLETED', 20_000, `slice ${index} to finish`);
+  // Hold one activation of the job; meanwhile slice 0 finishes and a pause arrives: the next activation has both.
+  const idle = holds.hold(jobId, '*');
+  await client.handle(jobId).signal(flagSignal, { reason: 'wake the job' });
+  await idle.entered;
+  for (let index = 0; index < 10; index++) gate.release(`r${index}`);
+  await eventually(async () => (await sliceMessages(jobId, 0)).status === 'COMPLETED', 20_000, 'slice 0 to finish');
+  await client.handle(jobId).signal('pause');
+  // That activation tells slice 0 to pause (a signal in flight) and, its slices done, waits to continue as new.
+  const rotating = holds.hold(jobId, 'signalExternalWorkflowExecution');
+  idle.release();
+  await rotating.entered;
+  const cancel = client.cancel(jobId, 'while rotating');
+  rotating.release();
+  const answer = await Promise.race([cancel, new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), 20_000))]);
+  for (let index = 80; index < 90; index++) gate.release(`r${index}`);
+  assert.notEqual(answer, 'late', 'the cancel was never answered: the job waits for its handler before continuing as new');
+  const result = await finalResult(jobId);
+  assert.equal(result.status, 'Cancelled');
+  assert.equal(result.cancelReason, 'while rotating');
+  assert.equal(result.counts.outputs, 90);
+}

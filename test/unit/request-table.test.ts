@@ -19,6 +19,13 @@ const CHECKED_BY: Record<string, [string, string][]> = {
     ['integration/operations.test.ts', 'cancel by CLI and by native Temporal cancellation, with hanging items in flight'],
     ['integration/controls.test.ts', 'cancel works while paused: the held items become Cancelled'],
   ],
+  'while a round runs: `cancel` after a fatal stop': [['integration/races.test.ts', 'a cancel that arrives after a fatal stop is answered while in-flight batches finish']],
+  'while a round runs: `pause`, `resume`, `set`': [
+    ['integration/races.test.ts', 'new limits set while a slice is starting reach that slice'],
+    ['integration/races.test.ts', 'a pause that cannot reach a just-started slice (it has already finished) is not a slice failure'],
+    ['integration/races.test.ts', 'flags and limit changes that arrive during the archive are in the final result and its webhook'],
+    ['integration/controls.test.ts', 'cancel works while paused: the held items become Cancelled'],
+  ],
   'while a round runs: `retry --item X` of items still in this round': [
     ['integration/operations.test.ts', 'while running: progress shows items in backoff, and retry runs a waiting item now'],
     ['integration/interleavings.test.ts', 'every job closes, every request is answered'],
@@ -39,6 +46,7 @@ const CHECKED_BY: Record<string, [string, string][]> = {
   ],
   'while the job continues-as-new': [
     ['integration/races.test.ts', 'a cancel that arrives while the runner waits to continue as new is not lost'],
+    ['integration/races.test.ts', 'a cancel that arrives while the job waits for a pause to reach its slices before continuing as new is answered'],
     ['integration/interleavings.test.ts', 'every job closes, every request is answered'],
   ],
   '`result` of a settled round': [['integration/engine-v3.test.ts', 'reading a settled result many times adds nothing to the history']],
