@@ -3,7 +3,18 @@
  * types, and the closed/rotating gates. Handlers only queue; the main loop answers.
  */
 import { CancellationScope, condition, patched } from '@temporalio/workflow';
-import { type CancelResponse, ErrorTypes, PATCHES, type JobRequest, type JobResult, type RejectedRequest, type RequestOrigin, type RetryRequest, type RetryResponse, unknownTypeMessage } from '../shared';
+import {
+  type CancelResponse,
+  ErrorTypes,
+  PATCHES,
+  type JobRequest,
+  type JobResult,
+  type RejectedRequest,
+  type RequestOrigin,
+  type RetryRequest,
+  type RetryResponse,
+  unknownTypeMessage,
+} from '../shared';
 import { QUEUED_IDS_LISTED, rejection, type JobState } from './job-state';
 
 export class RequestDesk {
