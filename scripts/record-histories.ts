@@ -15,6 +15,27 @@ import { pathToFileURL } from 'node:url';
 import { closedJobResult } from '../src/client';
 import { cancelSignal, flagSignal, pauseSignal, resumeSignal, retrySignal } from '../src/shared';
 import { type TestEnv, createTestEnv, eventually, syntheticSpec } from '../test/helpers/env';
+import { wordCount } from '../test/fixtures/word-count';
+import { ItemError, definePipeline } from '../src';
+import { z } from 'zod';
+
+/** A user pipeline whose items can declare a fatal error or a pause that ignores cancellation (recording only). */
+const recorderSteps = definePipeline({
+  name: 'recorder-steps',
+  version: '1',
+  outputs: ['out'],
+  itemParams: z.object({ sleepMs: z.number().int().optional(), fatal: z.boolean().optional() }),
+  steps: [
+    {
+      name: 'work',
+      run: async ({ item }) => {
+        if (item.params.fatal) throw new ItemError({ type: 'RecorderFatal', class: 'fatal', message: 'declared fatal' });
+        if (item.params.sleepMs) await new Promise((resolve) => setTimeout(resolve, item.params.sleepMs));
+        return { out: { status: 'Available', value: { done: true } } };
+      },
+    },
+  ],
+});
 
 const SET = process.argv[2] ?? 'latest';
 if (!/^[a-z0-9-]+$/.test(SET)) throw new Error(`history set names are lower-case words, got "${SET}"`);
@@ -49,7 +70,7 @@ async function main(): Promise<void> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const hookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
   const env = await createTestEnv({ taskQueue: 'faultline-record', envExtra: { RECORD_WEBHOOK_SECRET: 'recording-secret', FAULTLINE_ALLOWED_HOSTS: '127.0.0.1' } });
-  const worker = await env.startWorker();
+  const worker = await env.startWorker({}, { pipelines: [wordCount, recorderSteps] });
   const out = (name: string) => pathToFileURL(path.join(env.dir, 'out', name)).toString();
   try {
     // `-- <set> <job> …`: only those jobs are recorded again, the set's others kept.
@@ -170,6 +191,33 @@ async function main(): Promise<void> {
       'items-from-https': {
         spec: { pipeline: 'synthetic', itemsFrom: `${hookUrl.replace(/\/hook$/, '')}/items.ndjson`, options: { shardSize: 10 } },
         children: true,
+      },
+      // Worker-described pipelines: a user's pipeline, retried in place; a cancel answered while a fatal stop drains.
+      'v4-user-pipeline': {
+        spec: {
+          pipeline: 'word-count',
+          items: [
+            { id: 'a', params: { text: 'a b c' } },
+            { id: 'busy', params: { text: 'x y', failTimes: 1 } },
+            { id: 'empty', params: { text: ' ' } },
+            { id: 'poison', params: { text: 'poison word' } },
+          ],
+          options: { retryWindow: '1m' },
+        },
+        during: async (jobId) => {
+          await env.client.result(jobId);
+          await env.client.retry(jobId, {});
+          await env.client.result(jobId, { round: 2 });
+          await env.client.cancel(jobId, 'recorded');
+        },
+      },
+      'v4-cancel-after-fatal': {
+        spec: { pipeline: 'recorder-steps', items: [{ id: 'slow', params: { sleepMs: 4000 } }, { id: 'boom', params: { fatal: true } }], options: { batchSize: 1 } },
+        during: async (jobId) => {
+          await eventually(async () => (await env.client.progress(jobId)).counts.Failed > 0, 20_000, 'the fatal item');
+          const answer = await env.client.cancel(jobId, 'after the fatal stop');
+          if (answer.effect !== 'stopped') throw new Error(`the cancel was answered ${answer.effect}, not while the round stopped`);
+        },
       },
       rotation: {
         spec: syntheticSpec(

@@ -6,6 +6,7 @@ import { temporal } from '@temporalio/proto';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { workflowBundle } from '../helpers/env';
+import { PATCHES } from '../../src/shared';
 
 const DIR = path.resolve(__dirname, '..', 'histories');
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} };
@@ -37,12 +38,40 @@ describe('replay: recorded histories still replay against the current workflow c
       `history sets: ${SETS.join(', ')}`,
     );
     const histories = SETS.flatMap((set) => load(set));
-    const features = ['mixed', 'fatal', 'cancel', 'retry-window', 'sharded-retry', 'slice-', 'threshold', 'archive', 'rotation.run2', 'shard-1', 'pause-set-flag', 'sharded-paused'];
+    const features = [
+      'mixed',
+      'fatal',
+      'cancel',
+      'retry-window',
+      'sharded-retry',
+      'slice-',
+      'threshold',
+      'archive',
+      'rotation.run2',
+      'shard-1',
+      'pause-set-flag',
+      'sharded-paused',
+      'v4-user-pipeline',
+      'v4-cancel-after-fatal',
+    ];
     for (const feature of features)
       assert.ok(
         histories.some((entry) => entry.file.includes(feature)),
         `a recorded history covers ${feature}`,
       );
+    // Every patch has a recorded history that took its new path (a patch marker names it).
+    const markers = new Set(
+      histories.flatMap((entry) =>
+        (entry.history.events ?? []).flatMap((event) =>
+          (event.markerRecordedEventAttributes?.details?.['patch-data']?.payloads ?? []).map((payload) => (JSON.parse(Buffer.from(payload.data ?? []).toString()) as { id: string }).id),
+        ),
+      ),
+    );
+    assert.deepEqual(
+      Object.values(PATCHES).filter((patch) => !markers.has(patch)),
+      [],
+      'patches no recorded history covers: run npm run record-histories -- <new set>',
+    );
     const results = await replay(await workflowBundle(), histories);
     const failures = results.filter((result) => result.error).map((result) => `${result.workflowId}: ${String(result.error)}`);
     assert.deepEqual(failures, []);
