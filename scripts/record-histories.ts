@@ -212,7 +212,14 @@ async function main(): Promise<void> {
         },
       },
       'v4-cancel-after-fatal': {
-        spec: { pipeline: 'recorder-steps', items: [{ id: 'slow', params: { sleepMs: 4000 } }, { id: 'boom', params: { fatal: true } }], options: { batchSize: 1 } },
+        spec: {
+          pipeline: 'recorder-steps',
+          items: [
+            { id: 'slow', params: { sleepMs: 4000 } },
+            { id: 'boom', params: { fatal: true } },
+          ],
+          options: { batchSize: 1 },
+        },
         during: async (jobId) => {
           await eventually(async () => (await env.client.progress(jobId)).counts.Failed > 0, 20_000, 'the fatal item');
           const answer = await env.client.cancel(jobId, 'after the fatal stop');

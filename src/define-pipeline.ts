@@ -38,6 +38,8 @@ export interface StepItem<P> {
   source?: string;
   /** The outputs requested of this item. */
   outputs: readonly string[];
+  /** Pre-signed PUT URLs per output, when the spec gives them (`items[].putUrls`). */
+  putUrls?: Record<string, string>;
 }
 
 export interface StepContext<P, I> {
@@ -61,6 +63,10 @@ export interface StepContext<P, I> {
   openSource: StepTools['openSource'];
   /** Writes `<destination>/<item>/<name>` atomically; returns `{ location, bytes, sha256 }` for an Available output. */
   writeOutput: StepTools['writeOutput'];
+  /** A file's size+mtime or a URL's ETag/Last-Modified: what a step's `dependsOn` usually returns. */
+  sourceFingerprint: StepTools['sourceFingerprint'];
+  /** This item's working files in job storage, for values too large to return (a checkpoint holds JSON up to 1 MB). */
+  storage: StepTools['storage'];
 }
 
 export interface StepDefinitionInput<P, I, R> {
@@ -69,6 +75,12 @@ export interface StepDefinitionInput<P, I, R> {
   retry?: Partial<RetryPolicy>;
   /** Upper bound for one item in this step (default 5 min). */
   itemTimeoutMs?: number;
+  /**
+   * What this step's value depends on (e.g. `ctx.sourceFingerprint(ctx.item.source)`), told when the
+   * step has finished and again before its kept value is used: when it has changed, a retry runs the
+   * step again instead of resuming after it.
+   */
+  dependsOn?: (ctx: StepContext<P, I>) => Promise<string | undefined> | string | undefined;
   run: (ctx: StepContext<P, I>) => Promise<R> | R;
 }
 
@@ -141,6 +153,8 @@ interface Checkpoint {
   values: Record<string, unknown>;
   /** Failed attempts of each step in `round`. */
   attempts: Record<string, number>;
+  /** What each kept value depended on when it was made (steps with `dependsOn`). */
+  depends?: Record<string, string | null>;
 }
 
 /** Where checkpoints live; the worker injects its job storage. */
@@ -187,38 +201,63 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
     const stored = store && (entry.run > 1 || round > 1) ? ((await store.read(job.jobId, entry.item.id)) as Checkpoint | undefined) : undefined;
     // `retry --from-start` keeps only what this round itself finished.
     const values = job.fromStart && stored?.round !== round ? {} : (stored?.values ?? {});
-    const checkpoint: Checkpoint = { round, values, attempts: stored?.round === round ? stored.attempts : {} };
+    const checkpoint: Checkpoint = { round, values, attempts: stored?.round === round ? stored.attempts : {}, depends: { ...stored?.depends } };
     const parsed = input.itemParams ? validateWithSchema(input.itemParams, entry.item.params ?? {}) : { ok: true as const, value: entry.item.params ?? {} };
     if (!parsed.ok) throw new ItemError({ type: ErrorTypes.InvalidSpec, class: 'invalid', message: `item params: ${parsed.issues[0]?.message ?? 'invalid'}`, details: { issues: parsed.issues } });
     const params = parsed.value;
-    const item: StepItem<unknown> = { id: entry.item.id, params, outputs: entry.outputs, ...(entry.item.source !== undefined ? { source: entry.item.source } : {}) };
+    const item: StepItem<unknown> = {
+      id: entry.item.id,
+      params,
+      outputs: entry.outputs,
+      ...(entry.item.source !== undefined ? { source: entry.item.source } : {}),
+      ...(entry.item.putUrls !== undefined ? { putUrls: entry.item.putUrls } : {}),
+    };
+    const services = ctx.services ?? { allowedRoots: [], allowedHosts: [] };
     let value: unknown = undefined;
+    // Source bytes read by this run of the item, for the job's metrics.
+    let bytesIn = 0;
+    // Validators of the sources this run read, so a fresh step's dependsOn needs no extra request.
+    const validators = new Map<string, string | undefined>();
     for (const [index, step] of input.steps.entries()) {
       const last = index === input.steps.length - 1;
-      if (!last && step.name in checkpoint.values) {
-        value = checkpoint.values[step.name];
-        continue;
-      }
-      const attempt = (checkpoint.attempts[step.name] ?? 0) + 1;
-      const services = ctx.services ?? { allowedRoots: [], allowedHosts: [] };
       agents ??= stepAgents(services);
-      const tools = stepTools(services, { item: entry.item.id, step: step.name, signal: ctx.signal, ...(job.destination !== undefined ? { destination: job.destination } : {}) }, agents);
+      const tools = stepTools(
+        services,
+        { jobId: job.jobId, item: entry.item.id, step: step.name, signal: ctx.signal, validators, ...(job.destination !== undefined ? { destination: job.destination } : {}) },
+        agents,
+      );
+      const attempt = (checkpoint.attempts[step.name] ?? 0) + 1;
+      const stepCtx: StepContext<unknown, unknown> = {
+        item,
+        input: value,
+        attempt,
+        dispatch: entry.run,
+        step: step.name,
+        job: { jobId: job.jobId, round, params: job.params, ...(job.destination !== undefined ? { destination: job.destination } : {}) },
+        signal: ctx.signal,
+        // Lazy, as the batch gives it: a child logger per item costs more than most items' work.
+        get log() {
+          return ctx.log;
+        },
+        ...tools,
+        openSource: async (uri, options) => {
+          const data = await tools.openSource(uri, options);
+          bytesIn += data.length;
+          return data;
+        },
+      };
+      const tracked = step.dependsOn !== undefined && store !== undefined && multiStep;
+      if (!last && step.name in checkpoint.values) {
+        // Kept from an earlier attempt or round, unless what it was made from has changed since.
+        if (!tracked || checkpoint.depends?.[step.name] === ((await step.dependsOn?.(stepCtx)) ?? null)) {
+          value = checkpoint.values[step.name];
+          continue;
+        }
+        for (const later of input.steps.slice(index)) delete checkpoint.values[later.name];
+      }
       let result: unknown;
       try {
-        result = await step.run({
-          item,
-          input: value,
-          attempt,
-          dispatch: entry.run,
-          step: step.name,
-          job: { jobId: job.jobId, round, params: job.params, ...(job.destination !== undefined ? { destination: job.destination } : {}) },
-          signal: ctx.signal,
-          // Lazy, as the batch gives it: a child logger per item costs more than most items' work.
-          get log() {
-            return ctx.log;
-          },
-          ...tools,
-        });
+        result = await step.run(stepCtx);
       } catch (thrown) {
         // A cancelled batch hands its items back as they are; anything else is this item's failure.
         const error = ctx.signal.aborted && !(thrown instanceof ItemError) ? thrown : asItemError(thrown, step.name);
@@ -229,15 +268,17 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
         }
         throw error;
       }
-      if (last || isEnded(result)) return toWork(entry.item.id, entry.outputs, isEnded(result) ? result.outputs : (result as ItemOutputs<string>));
+      if (last || isEnded(result)) return toWork(entry.item.id, entry.outputs, isEnded(result) ? result.outputs : (result as ItemOutputs<string>), bytesIn);
       if (serializedSize(result) > MAX_CHECKPOINT_BYTES) {
         throw new ItemError({
           type: ErrorTypes.ItemUnprocessable,
-          message: `step "${step.name}" returned more than ${MAX_CHECKPOINT_BYTES} bytes of JSON; keep large data in storage and return its location`,
+          message: `step "${step.name}" returned more than ${MAX_CHECKPOINT_BYTES} bytes of JSON; keep large data with ctx.storage and return its name`,
           step: step.name,
         });
       }
       checkpoint.values[step.name] = result;
+      // Told after the step, so a source it read over http(s) answers from that response.
+      if (tracked) (checkpoint.depends ??= {})[step.name] = (await step.dependsOn?.(stepCtx)) ?? null;
       // Kept before the next step runs, so a crash in it does not repeat this step's side effects.
       if (store && multiStep) await store.write(job.jobId, entry.item.id, checkpoint);
       value = result;
@@ -258,7 +299,7 @@ function asItemError(error: unknown, step: string): unknown {
   return new ItemError({ type: ErrorTypes.UnexpectedItemError, class: 'unprocessable', message: error.message, step, cause: error });
 }
 
-function toWork(item: string, requested: readonly string[], outputs: ItemOutputs<string>): ItemWork {
+function toWork(item: string, requested: readonly string[], outputs: ItemOutputs<string>, bytesIn: number): ItemWork {
   const records: OutputRecord[] = [];
   let bytesOut = 0;
   for (const output of requested) {
@@ -286,5 +327,5 @@ function toWork(item: string, requested: readonly string[], outputs: ItemOutputs
     }
     records.push(record);
   }
-  return { records, bytesIn: 0, bytesOut };
+  return { records, bytesIn, bytesOut };
 }

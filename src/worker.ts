@@ -8,7 +8,6 @@ import { type Config, ConfigError } from './config';
 import { connectionOptions } from './connection';
 import { createArchiveActivities } from './activities/archive';
 import { createEngineActivities } from './activities/engine';
-import { createImagesPipeline } from './activities/images';
 import { protectFromSpecs } from './activities/files';
 import { createNotifyActivities } from './activities/notify';
 import { createSyntheticPipeline } from './pipelines/synthetic';
@@ -83,7 +82,6 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   const implementations: Record<string, PipelineImplementation> = {};
   for (const implementation of [
     createSyntheticPipeline({ crashProcess: options.crashProcess ?? (() => process.kill(process.pid, 'SIGKILL')) }).implementation,
-    createImagesPipeline({ storage, allowedRoots: config.allowedRoots, allowedHosts: config.allowedHosts, logger }),
     ...(options.extraPipelines ?? []),
     ...builtInApiPipelines.map((pipeline) => pipeline.implementation),
     ...pipelines.map((pipeline) => pipeline.implementation),

@@ -66,6 +66,8 @@ export interface Fetched {
   data: Buffer;
   /** The final URL after redirects (redacted) or the local path. */
   from: string;
+  /** What this content was, as the source tells it: an http(s) response's ETag or Last-Modified. */
+  validator?: string;
 }
 
 const STEP = 'fetch';
@@ -205,7 +207,8 @@ export async function fetchSource(source: string, options: FetchOptions): Promis
     } catch (error) {
       throw networkError(error, current.toString());
     }
-    return { data: Buffer.concat(chunks), from: redactUrl(current.toString()) };
+    const validator = httpValidator(response.headers);
+    return { data: Buffer.concat(chunks), from: redactUrl(current.toString()), ...(validator !== undefined ? { validator } : {}) };
   } finally {
     await agent.close().catch(() => undefined);
   }
@@ -298,6 +301,12 @@ function localReadError(error: unknown, file: string): unknown {
  * of a local file (a file fixed in place invalidates the copy). Undefined for remote sources and
  * for files that cannot be read now (the next fetch reports why).
  */
+/** An http(s) response's ETag, else its Last-Modified: what says the content changed (a HEAD answers the same as a GET). */
+export function httpValidator(headers: Record<string, string | string[] | undefined>): string | undefined {
+  const tag = headers.etag ?? headers['last-modified'];
+  return typeof tag === 'string' ? tag : undefined;
+}
+
 export async function localFingerprint(source: string): Promise<string | undefined> {
   if (!source.startsWith('file:')) return undefined;
   try {

@@ -6,14 +6,26 @@
  */
 import { type Dispatcher, request } from 'undici';
 import { ErrorTypes, redactUrl } from '../shared';
-import { fetchSource, guardedAgent, httpStatusError, refuseHost, refusedAddress, refusedLiteral } from './fetch';
+import type { Storage, WorkFile } from '../storage';
+import { fetchSource, guardedAgent, httpStatusError, httpValidator, localFingerprint, refuseHost, refusedAddress, refusedLiteral } from './fetch';
 import { type WrittenFile, resolveAllowedPath, writeOutputFile } from './files';
 import { ItemError } from './types';
 
-/** What a worker gives every step: its allowed roots and hosts. */
+/** What a worker gives every step: its allowed roots and hosts, and job storage for working files. */
 export interface StepServices {
   allowedRoots: readonly string[];
   allowedHosts: readonly string[];
+  storage?: Pick<Storage, 'readWorkFile' | 'writeWorkFile' | 'dropWorkFiles'>;
+}
+
+/** Files of one item in the job's working storage: kept across its steps, attempts and rounds until the item is final or the job closes. */
+export interface ItemStorage {
+  /** Keeps bytes under a plain name (a re-put replaces them); returns what a later step needs to read them back. */
+  put(name: string, data: Buffer | string): Promise<WorkFile>;
+  /** The bytes kept under `name`, or undefined (never kept, dropped, or — given `sha256` — not those bytes). */
+  get(name: string, expected?: { sha256: string }): Promise<Buffer | undefined>;
+  /** Drops every working file of this item (call it once the item's outputs are final). */
+  drop(): Promise<void>;
 }
 
 export interface GuardedResponse {
@@ -43,7 +55,14 @@ export interface StepTools {
   /** The built-ins' classification of an HTTP status: undefined for 2xx, else a typed ItemError (429/503 with Retry-After). */
   statusError(response: GuardedResponse, url: string): ItemError | undefined;
   /** A source's bytes (file:// within the allowed roots, opened without following a final symlink; http(s) through the guard, size-capped). */
-  openSource(uri: string, options?: { maxBytes?: number }): Promise<Buffer>;
+  openSource(uri: string, options?: { maxBytes?: number; connectTimeoutMs?: number; readTimeoutMs?: number }): Promise<Buffer>;
+  /**
+   * What a source's content depends on now: a file's size and mtime, an http(s) URL's ETag or
+   * Last-Modified (from the response `openSource` read in this run, else one HEAD request).
+   * Undefined when it cannot be told. For a step's `dependsOn`.
+   */
+  sourceFingerprint(uri: string): Promise<string | undefined>;
+  storage: ItemStorage;
   /** Writes `<destination>/<item>/<name>` atomically (a re-run replaces it); returns location, bytes and sha256 for an Available output. */
   writeOutput(name: string, data: Buffer | string): Promise<WrittenFile>;
 }
@@ -51,8 +70,16 @@ export interface StepTools {
 const DEFAULT_SOURCE_BYTES = 100_000_000;
 const DEFAULT_BODY_BYTES = 1_000_000;
 
-export function stepTools(services: StepServices, context: { item: string; step: string; destination?: string; signal: AbortSignal }, agents: { guarded: Dispatcher }): StepTools {
+export function stepTools(
+  services: StepServices,
+  context: { jobId: string; item: string; step: string; destination?: string; signal: AbortSignal; validators?: Map<string, string | undefined> },
+  agents: { guarded: Dispatcher },
+): StepTools {
   const { step, signal } = context;
+  const storage = () => {
+    if (!services.storage) throw new ItemError({ type: ErrorTypes.StorageUnwritable, message: "ctx.storage needs the worker's job storage", step });
+    return services.storage;
+  };
   return {
     async fetch(url, init = {}) {
       const target = new URL(url);
@@ -90,8 +117,35 @@ export function stepTools(services: StepServices, context: { item: string; step:
       return httpStatusError(response.status, url, step, response.headers);
     },
     async openSource(uri, options = {}) {
-      const fetched = await fetchSource(uri, { allowedRoots: services.allowedRoots, allowedHosts: services.allowedHosts, maxBytes: options.maxBytes ?? DEFAULT_SOURCE_BYTES, signal });
+      const fetched = await fetchSource(uri, {
+        allowedRoots: services.allowedRoots,
+        allowedHosts: services.allowedHosts,
+        maxBytes: options.maxBytes ?? DEFAULT_SOURCE_BYTES,
+        ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
+        ...(options.readTimeoutMs !== undefined ? { readTimeoutMs: options.readTimeoutMs } : {}),
+        signal,
+      });
+      context.validators?.set(uri, fetched.validator);
       return fetched.data;
+    },
+    async sourceFingerprint(uri) {
+      if (uri.startsWith('file:')) return localFingerprint(uri);
+      // Told by the response this item's run already read: no second request.
+      if (context.validators?.has(uri)) return context.validators.get(uri);
+      if (!/^https?:/.test(uri) || refusedLiteral(new URL(uri), services.allowedHosts)) return undefined;
+      try {
+        const response = await request(uri, { dispatcher: agents.guarded, method: 'HEAD', signal, headersTimeout: 10_000, bodyTimeout: 10_000 });
+        await response.body.dump();
+        if (response.statusCode < 200 || response.statusCode >= 300) return undefined;
+        return httpValidator(response.headers);
+      } catch {
+        return undefined;
+      }
+    },
+    storage: {
+      put: (name, data) => storage().writeWorkFile(context.jobId, context.item, name, typeof data === 'string' ? Buffer.from(data) : data),
+      get: (name, expected) => storage().readWorkFile(context.jobId, context.item, name, expected?.sha256),
+      drop: () => storage().dropWorkFiles(context.jobId, context.item),
     },
     async writeOutput(name, data) {
       if (!context.destination) throw new ItemError({ type: ErrorTypes.InvalidSpec, class: 'invalid', message: 'ctx.writeOutput needs a destination in the job spec', step });

@@ -1,6 +1,15 @@
-/** `images`: fetch → process (sharp) → deliver. Definition only; the work is in src/activities/images.ts. */
+/**
+ * `images`, written on the public API: fetch (a working copy kept in job storage) → process with
+ * sharp → deliver to a directory or to per-output pre-signed PUT URLs. A retry resumes at the
+ * step that failed; a source changed since it was fetched is fetched again.
+ */
 import { z } from 'zod';
-import { RetryPresets, definePipelineDefinition } from '../shared/pipeline';
+import { type ItemOutputs, type OutputResult, type StepContext, definePipeline, endItem } from '../define-pipeline';
+import { ItemError } from '../activities/types';
+import { ErrorTypes, redactUrl } from '../shared';
+import { RetryPresets } from '../shared/pipeline';
+import type { WorkFile } from '../storage';
+import type * as ImageWork from '../activities/images';
 
 export const ImageOutputs = ['thumbnail', 'preview', 'metadata', 'exif', 'fit'] as const;
 export const ImageFormats = ['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif', 'heif', 'svg'] as const;
@@ -32,16 +41,63 @@ export const ImagesParams = z
   .strict();
 export type ImagesParams = z.infer<typeof ImagesParams>;
 
-export const imagesPipeline = definePipelineDefinition({
+const DEFAULT_MAX_SOURCE_BYTES = 50 * 1024 * 1024;
+const STEP_TIMEOUT_MS = 5 * 60_000;
+
+/** sharp loads on a worker's first image, not in every client that validates specs. */
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- a lazy load, by design
+const work = (): typeof ImageWork => require('../activities/images') as typeof ImageWork;
+
+/** What the process step keeps for deliver: a status, or bytes in the item's working files. */
+interface MadeOutput {
+  output: string;
+  ext: string;
+  contentType: string;
+  file?: WorkFile;
+  status?: 'Missing' | 'Unsolved' | 'Skipped';
+  reason?: string;
+  details?: Record<string, unknown>;
+}
+
+/** Tries of one pre-signed PUT in place before the item is handed back to its step's retry policy. */
+const PUT_ATTEMPTS = 3;
+
+/**
+ * PUTs one output to its pre-signed URL through the outbound guard, with a few quick tries in
+ * place for transient answers; 401/403 means the URLs are no good, for every item (fatal).
+ */
+async function putOutput(ctx: Pick<StepContext<unknown, unknown>, 'fetch' | 'statusError'>, url: string, output: string, contentType: string, bytes: Buffer, attempts: number): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    let failure: ItemError | undefined;
+    try {
+      const response = await ctx.fetch(url, { method: 'PUT', body: bytes, headers: { 'content-type': contentType, 'content-length': String(bytes.length) }, maxBodyBytes: 4_096 });
+      if (response.status === 401 || response.status === 403) {
+        throw new ItemError({
+          type: ErrorTypes.DestinationRejected,
+          class: 'fatal',
+          message: `destination refused the upload (${response.status}); credentials or pre-signed URLs are invalid`,
+          details: { httpStatus: response.status, url: redactUrl(url) },
+          output,
+        });
+      }
+      failure = ctx.statusError(response, url);
+      if (!failure) return redactUrl(url);
+    } catch (error) {
+      if (!(error instanceof ItemError)) throw error;
+      failure = error;
+    }
+    failure.report.output ??= output;
+    if (failure.report.class !== 'transient' || attempt >= attempts) throw failure;
+    await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** (attempt - 1)));
+  }
+}
+
+export const imagesPipeline = definePipeline({
   name: 'images',
+  version: '2',
   description: 'Fetch images (file or http), make thumbnail/preview/metadata/exif/fit, deliver to a directory or pre-signed PUT URLs.',
   outputs: ImageOutputs,
   defaultOutputs: ['thumbnail', 'preview', 'metadata', 'exif'],
-  steps: [
-    { name: 'fetch', retry: RetryPresets.network, itemTimeoutMs: 5 * 60_000 },
-    { name: 'process', retry: RetryPresets.local, itemTimeoutMs: 5 * 60_000 },
-    { name: 'deliver', retry: RetryPresets.network, itemTimeoutMs: 5 * 60_000 },
-  ],
   source: 'required',
   destination: 'optional',
   params: ImagesParams,
@@ -57,4 +113,91 @@ export const imagesPipeline = definePipelineDefinition({
     }
     return issues;
   },
+  steps: [
+    {
+      name: 'fetch',
+      retry: RetryPresets.network,
+      itemTimeoutMs: STEP_TIMEOUT_MS,
+      // A source fixed in place (or changed upstream) is fetched again by a retry.
+      dependsOn: ({ item, sourceFingerprint }) => sourceFingerprint(item.source ?? ''),
+      run: async ({ item, job, openSource, storage, log }) => {
+        const params = ImagesParams.parse(job.params ?? {});
+        const data = await openSource(item.source ?? '', {
+          maxBytes: params.maxSourceBytes ?? DEFAULT_MAX_SOURCE_BYTES,
+          ...(params.timeouts?.connectMs !== undefined ? { connectTimeoutMs: params.timeouts.connectMs } : {}),
+          ...(params.timeouts?.readMs !== undefined ? { readTimeoutMs: params.timeouts.readMs } : {}),
+        });
+        const source = await storage.put('source', data);
+        log.debug({ bytes: source.bytes, sha256: source.sha256 }, 'fetched');
+        return { source };
+      },
+    },
+    {
+      name: 'process',
+      retry: RetryPresets.local,
+      itemTimeoutMs: STEP_TIMEOUT_MS,
+      run: async ({ item, job, input, storage, openSource }) => {
+        const params = ImagesParams.parse(job.params ?? {});
+        // The working copy, or (gone from storage) the source again.
+        const data = (await storage.get('source', input.source)) ?? (await openSource(item.source ?? '', { maxBytes: params.maxSourceBytes ?? DEFAULT_MAX_SOURCE_BYTES }));
+        const made = await work().makeOutputs(data, params, new Set(item.outputs), input.source.sha256);
+        if ('skipped' in made) {
+          await storage.drop();
+          const skipped: OutputResult = { status: 'Skipped', reason: made.skipped };
+          return endItem(Object.fromEntries(item.outputs.map((output) => [output, skipped])) as ItemOutputs<(typeof ImageOutputs)[number]>);
+        }
+        const outputs: MadeOutput[] = [];
+        for (const { data: bytes, ...produced } of made.produced) {
+          outputs.push(bytes ? { ...produced, file: await storage.put(`${produced.output}.${produced.ext}`, bytes) } : produced);
+        }
+        return { outputs };
+      },
+    },
+    {
+      name: 'deliver',
+      retry: RetryPresets.network,
+      itemTimeoutMs: STEP_TIMEOUT_MS,
+      run: async ({ item, job, input, storage, writeOutput, fetch, statusError }) => {
+        const params = ImagesParams.parse(job.params ?? {});
+        const results: Record<string, OutputResult> = {};
+        for (const out of input.outputs) {
+          if (!out.file) {
+            results[out.output] = { status: out.status ?? 'Missing', ...(out.reason ? { reason: out.reason } : {}), ...(out.details ? { details: out.details } : {}) };
+            continue;
+          }
+          const bytes = await storage.get(out.file.name, out.file);
+          if (!bytes) {
+            throw new ItemError({
+              type: ErrorTypes.WorkingFileLost,
+              message: `the made ${out.output} is gone from job storage; retry with --from-start`,
+              details: { file: out.file.name },
+              step: 'deliver',
+              output: out.output,
+            });
+          }
+          const putUrl = item.putUrls?.[out.output] ?? params.putUrls?.[item.id]?.[out.output];
+          const details = out.details ? { details: out.details } : {};
+          if (putUrl) {
+            const location = await putOutput({ fetch, statusError }, putUrl, out.output, out.contentType, bytes, PUT_ATTEMPTS);
+            results[out.output] = { status: 'Available', location, bytes: bytes.length, sha256: out.file.sha256, ...details };
+          } else if (job.destination) {
+            const written = await writeOutput(`${out.output}.${out.ext}`, bytes);
+            results[out.output] = { status: 'Available', ...written, ...details };
+          } else {
+            throw new ItemError({
+              type: 'NoDestination',
+              class: 'fatal',
+              message: `no destination directory and no pre-signed URL for ${item.id}/${out.output}`,
+              details: { item: item.id, output: out.output },
+              step: 'deliver',
+              output: out.output,
+            });
+          }
+        }
+        // Every output is final: the item's working files are not needed again.
+        await storage.drop();
+        return results as ItemOutputs<(typeof ImageOutputs)[number]>;
+      },
+    },
+  ],
 });

@@ -5,11 +5,11 @@ import { syntheticPipeline } from './synthetic';
 import { deliverPipeline } from './deliver';
 
 /** Built-ins written on the public `definePipeline` API: a worker runs their implementation as is. */
-export const builtInApiPipelines = [deliverPipeline] as const;
+export const builtInApiPipelines = [deliverPipeline, imagesPipeline] as const;
 
 export const builtInPipelines: PipelineRegistry = {
   [syntheticPipeline.definition.name]: syntheticPipeline.definition,
-  [imagesPipeline.name]: imagesPipeline,
+  [imagesPipeline.definition.name]: imagesPipeline.definition,
   [deliverPipeline.definition.name]: deliverPipeline.definition,
 };
 

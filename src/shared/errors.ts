@@ -24,6 +24,8 @@ export const ErrorTypes = {
   SourceForbidden: 'SourceForbidden',
   SourceTooLarge: 'SourceTooLarge',
   CorruptImage: 'CorruptImage',
+  /** A step's working file is gone from job storage (a later step cannot go on without it). */
+  WorkingFileLost: 'WorkingFileLost',
   UnsupportedFormat: 'UnsupportedFormat',
   ImageTooLarge: 'ImageTooLarge',
   ItemUnprocessable: 'ItemUnprocessable',
@@ -80,6 +82,7 @@ export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
   SourceForbidden: 'unprocessable',
   SourceTooLarge: 'unprocessable',
   CorruptImage: 'unprocessable',
+  WorkingFileLost: 'unprocessable',
   UnsupportedFormat: 'unprocessable',
   ImageTooLarge: 'unprocessable',
   ItemUnprocessable: 'unprocessable',

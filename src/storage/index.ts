@@ -35,12 +35,11 @@ export function localStateDir(storage: string, cwd = process.cwd()): string {
   return location.kind === 'file' ? location.root : path.resolve(cwd, '.faultline');
 }
 
-export interface WorkingCopy {
-  source: string;
+/** A file an item's step kept in the job's working storage (`ctx.storage.put`). */
+export interface WorkFile {
+  name: string;
+  bytes: number;
   sha256: string;
-  data: Buffer;
-  /** What the copy depends on (a local file's size and mtime); a different one means the source changed. */
-  fingerprint?: string;
 }
 
 export interface Storage {
@@ -78,10 +77,11 @@ export interface Storage {
   readLines<T>(uri: string): AsyncIterable<T>;
   /** For each slice index, the newest round ≤ `round` that has records. */
   latestSliceRounds(jobId: string, round: number): Promise<Map<number, number>>;
-  /** One item's working copy of its source, kept for a retry so it is not fetched again. */
-  readWorkingCopy(jobId: string, item: string): Promise<WorkingCopy | undefined>;
-  writeWorkingCopy(jobId: string, item: string, copy: WorkingCopy): Promise<void>;
-  dropWorkingCopy(jobId: string, item: string): Promise<void>;
+  /** A file an item's step kept for its later steps, attempts and rounds; undefined if absent or (given `sha256`) not those bytes. */
+  readWorkFile(jobId: string, item: string, name: string, sha256?: string): Promise<Buffer | undefined>;
+  writeWorkFile(jobId: string, item: string, name: string, data: Buffer): Promise<WorkFile>;
+  /** Drops every working file of one item (it is final). */
+  dropWorkFiles(jobId: string, item: string): Promise<void>;
   /** At a job's close: its working copies go; says what is released and what the job keeps. */
   releaseWorkingCopies(jobId: string): Promise<{ releasedBytes: number; keptBytes: number }>;
   /** Every job with storage: its id (as stored), bytes and newest write. */
@@ -205,28 +205,17 @@ function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
       }
       return latest;
     },
-    async readWorkingCopy(jobId, item) {
-      // The meta is written last: without it (or with bytes that do not match it) there is no copy.
-      const meta = await store.get(`${workKey(jobId, item)}source.json`).catch(() => undefined);
-      if (!meta) return undefined;
-      try {
-        const { source, sha256, fingerprint } = JSON.parse(meta.toString('utf8')) as { source?: unknown; sha256?: unknown; fingerprint?: unknown };
-        const data = await store.get(`${workKey(jobId, item)}source`);
-        if (typeof source !== 'string' || typeof sha256 !== 'string' || !data) return undefined;
-        if (createHash('sha256').update(data).digest('hex') !== sha256) return undefined;
-        return { source, sha256, data, ...(typeof fingerprint === 'string' ? { fingerprint } : {}) };
-      } catch {
-        return undefined;
-      }
+    async readWorkFile(jobId, item, name, sha256) {
+      const data = await store.get(`${workKey(jobId, item)}${safeSegment(name)}`).catch(() => undefined);
+      if (!data) return undefined;
+      if (sha256 !== undefined && createHash('sha256').update(data).digest('hex') !== sha256) return undefined;
+      return data;
     },
-    async writeWorkingCopy(jobId, item, copy) {
-      await store.put(`${workKey(jobId, item)}source`, copy.data);
-      await store.put(
-        `${workKey(jobId, item)}source.json`,
-        JSON.stringify({ source: copy.source, sha256: copy.sha256, bytes: copy.data.length, ...(copy.fingerprint !== undefined ? { fingerprint: copy.fingerprint } : {}) }),
-      );
+    async writeWorkFile(jobId, item, name, data) {
+      await store.put(`${workKey(jobId, item)}${safeSegment(name)}`, data);
+      return { name, bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') };
     },
-    dropWorkingCopy: (jobId, item) => store.remove(workKey(jobId, item)),
+    dropWorkFiles: (jobId, item) => store.remove(workKey(jobId, item)),
     async releaseWorkingCopies(jobId) {
       const work = `${jobKey(jobId)}work/`;
       const releasedBytes = await bytesBelow(work);

@@ -21,8 +21,10 @@ let worker: RunningWorker;
 let server: http.Server;
 let base = '';
 let endpointUp = false;
-/** GETs per path of `/counted/…` sources. */
+/** GETs per path of `/counted/…` and `/versioned/…` sources. */
 const gets = new Map<string, number>();
+/** `/versioned/…` serves this sample with this ETag (a source that changes upstream). */
+const versioned = { sample: 'not-an-image.jpg', etag: '"v1"' };
 
 before(async () => {
   // A flaky endpoint: 503 until the test says it has recovered.
@@ -32,7 +34,12 @@ before(async () => {
       req.resume();
       return void res.writeHead(!endpointUp && req.url?.startsWith('/put-flaky') ? 503 : 200).end();
     }
-    if (req.url?.startsWith('/counted/')) gets.set(req.url, (gets.get(req.url) ?? 0) + 1);
+    if ((req.url?.startsWith('/counted/') || req.url?.startsWith('/versioned/')) && req.method === 'GET') gets.set(req.url, (gets.get(req.url) ?? 0) + 1);
+    if (req.url?.startsWith('/versioned/')) {
+      res.setHeader('etag', versioned.etag);
+      if (req.method === 'HEAD') return void res.end();
+      return void import('node:fs/promises').then(({ readFile }) => readFile(path.join(SAMPLES, versioned.sample))).then((data) => res.end(data));
+    }
     if (req.url?.startsWith('/missing')) return void res.writeHead(404).end();
     import('node:fs/promises')
       .then(({ readFile }) => readFile(path.join(SAMPLES, 'no-exif.jpg')))
@@ -455,6 +462,26 @@ describe('engine v2 at the seams: retry and thresholds across slices', () => {
 });
 
 describe('job storage: working copies and gc', () => {
+  it('a source changed upstream (a new ETag) is fetched again by a retry; an unchanged one is not', async () => {
+    const { jobId } = await env.client.start({
+      pipeline: 'images',
+      items: [{ id: 'v', source: `${base}/versioned/v`, outputs: ['metadata'] }],
+      destination: pathToFileURL(path.join(env.dir, 'versioned-out')).toString(),
+      options: { retryWindow: '10m' },
+    });
+    const first = await env.client.result(jobId);
+    assert.equal(first.outputs?.[0]?.error?.type, ErrorTypes.UnsupportedFormat);
+    // Same ETag: the kept copy stands, and it is still not an image.
+    await env.client.retry(jobId, { items: ['v'] });
+    assert.equal((await env.client.result(jobId, { round: 2 })).outputs?.[0]?.error?.type, ErrorTypes.UnsupportedFormat);
+    assert.equal(gets.get('/versioned/v'), 1, 'round 2 used the kept copy');
+    Object.assign(versioned, { sample: 'no-exif.jpg', etag: '"v2"' });
+    await env.client.retry(jobId, { items: ['v'] });
+    const third = await env.client.result(jobId, { round: 3 });
+    assert.equal(third.outputs?.[0]?.status, 'Available', 'the new version was fetched');
+    assert.equal(gets.get('/versioned/v'), 2);
+  });
+
   it('a failed item keeps its working copy, so a retry does not fetch again; copies go once final, and at close', async () => {
     endpointUp = false;
     const { jobId } = await env.client.start({

@@ -204,20 +204,20 @@ describe('job storage on S3 (MinIO)', () => {
 });
 
 describe('the Storage interface on S3', () => {
-  it('keeps, checks, drops and releases working copies, and lists and removes jobs, in the bucket', async () => {
+  it('keeps, checks, drops and releases working files, and lists and removes jobs, in the bucket', async () => {
     const storage = createStorage(`s3://${s3.bucket}/contract`, { endpoint: s3.endpoint, credentials: { accessKeyId: s3.env.AWS_ACCESS_KEY_ID!, secretAccessKey: s3.env.AWS_SECRET_ACCESS_KEY! } });
     const data = Buffer.from('source bytes');
     const sha256 = createHash('sha256').update(data).digest('hex');
-    await storage.writeWorkingCopy('job-a', 'item-1', { source: 'https://example.org/a.png', sha256, data });
-    await storage.writeWorkingCopy('job-a', 'item-2', { source: 'https://example.org/b.png', sha256, data });
-    assert.deepEqual(await storage.readWorkingCopy('job-a', 'item-1'), { source: 'https://example.org/a.png', sha256, data });
+    assert.deepEqual(await storage.writeWorkFile('job-a', 'item-1', 'source', data), { name: 'source', bytes: data.length, sha256 });
+    await storage.writeWorkFile('job-a', 'item-2', 'source', data);
+    assert.deepEqual(await storage.readWorkFile('job-a', 'item-1', 'source', sha256), data);
 
-    // Bytes that no longer match the recorded sha256 are no working copy.
+    // Bytes that no longer match the sha256 a step kept are no working file.
     await bucket.send(new PutObjectCommand({ Bucket: s3.bucket, Key: 'contract/jobs/job-a/work/item-2/source', Body: 'tampered' }));
-    assert.equal(await storage.readWorkingCopy('job-a', 'item-2'), undefined);
+    assert.equal(await storage.readWorkFile('job-a', 'item-2', 'source', sha256), undefined);
 
-    await storage.dropWorkingCopy('job-a', 'item-1');
-    assert.equal(await storage.readWorkingCopy('job-a', 'item-1'), undefined);
+    await storage.dropWorkFiles('job-a', 'item-1');
+    assert.equal(await storage.readWorkFile('job-a', 'item-1', 'source'), undefined);
     await storage.writeLines(storage.sliceRecordsUri('job-a', 0, 1), [{ item: 'x', output: 'result', status: 'Available' }]);
     const released = await storage.releaseWorkingCopies('job-a');
     assert.ok(released.releasedBytes > 0 && released.keptBytes > 0, JSON.stringify(released));
