@@ -361,16 +361,22 @@ export function createEngineActivities(deps: EngineDeps) {
 
     /** Re-validates a spec passed by reference; returns its shape, never its items. */
     async inspectStoredSpec(ref: string): Promise<{ ok: true; itemCount: number } | { ok: false; issues: { path: string; code: string; message: string }[] }> {
-      if (isItemsRef(ref)) return inspectItemsFile(itemsFiles, ref, deps.registry);
+      if (isItemsRef(ref)) {
+        const inspected = await inspectItemsFile(itemsFiles, ref, deps.registry);
+        const outside = inspected.ok && deps.allowedRoots ? await storedItemsOutsideRoots(itemsFiles, ref, deps.allowedRoots) : [];
+        return outside.length > 0 ? { ok: false, issues: outside } : inspected;
+      }
       const spec = await loadSpec(ref);
       const validation = validateJobSpec(spec, deps.registry);
-      return validation.ok ? { ok: true, itemCount: validation.spec.items.length } : { ok: false, issues: validation.issues };
+      if (!validation.ok) return { ok: false, issues: validation.issues };
+      const outside = deps.allowedRoots ? await pathsOutsideRoots(validation.spec, deps.allowedRoots) : [];
+      return outside.length > 0 ? { ok: false, issues: outside } : { ok: true, itemCount: validation.spec.items.length };
     },
 
     /** `itemsFrom` an s3:// or https:// source: read once by this worker into the job's items file. */
     async importItems(input: { jobId: string; from: string; head: SpecHead }): Promise<ImportResult> {
       const ctx = Context.current();
-      return importItems(input, {
+      const imported = await importItems(input, {
         storage: deps.storage,
         registry: deps.registry,
         allowedHosts: deps.allowedHosts,
@@ -378,6 +384,12 @@ export function createEngineActivities(deps: EngineDeps) {
         heartbeat: (details) => ctx.heartbeat(details),
         signal: ctx.cancellationSignal,
       });
+      if (!imported.ok || !deps.allowedRoots) return imported;
+      const outside = await storedItemsOutsideRoots(itemsFiles, imported.ref, deps.allowedRoots);
+      if (outside.length === 0) return imported;
+      // Nothing is kept of a job that cannot run.
+      await deps.storage.removeRef(imported.ref);
+      return { ok: false, issues: outside };
     },
 
     async loadItems(input: { ref: string; from: number; to: number }): Promise<JobItem[]> {
@@ -490,23 +502,44 @@ async function withDeadline<T>(timeoutMs: number | undefined, parent: AbortSigna
  * Every `file://` source and destination of a spec that lies outside this worker's allowed roots
  * (or inside job storage), as spec issues: a spec that cannot work here fails before anything runs.
  */
-async function pathsOutsideRoots(spec: JobSpec, roots: readonly string[]): Promise<SpecIssue[]> {
+/** Collects the destination and `file://` sources that lie outside the worker's allowed roots (the first 100 listed, the rest counted). */
+function rootCheck(roots: readonly string[]) {
   const issues: SpecIssue[] = [];
   let outside = 0;
-  const check = async (uri: string | undefined, at: string, kind: 'source' | 'destination') => {
-    if (!uri?.startsWith('file:')) return;
-    try {
-      await resolveAllowedPath(uri, roots, kind, 'prepare');
-    } catch (error) {
-      if (!(error instanceof ItemError)) throw error;
-      outside += 1;
-      if (issues.length < MAX_PATH_ISSUES) issues.push({ path: at, code: error.report.type, message: error.report.message });
-    }
+  return {
+    async check(uri: string | undefined, at: string, kind: 'source' | 'destination'): Promise<void> {
+      if (!uri?.startsWith('file:')) return;
+      try {
+        await resolveAllowedPath(uri, roots, kind, 'prepare');
+      } catch (error) {
+        if (!(error instanceof ItemError)) throw error;
+        outside += 1;
+        if (issues.length < MAX_PATH_ISSUES) issues.push({ path: at, code: error.report.type, message: error.report.message });
+      }
+    },
+    async items(items: readonly { source?: string }[], offset = 0): Promise<void> {
+      for (const [index, item] of items.entries()) await this.check(item.source, `items[${offset + index}].source`, 'source');
+    },
+    issues(): SpecIssue[] {
+      return outside > issues.length ? [...issues, { path: 'items', code: 'more_outside_allowed_roots', message: `${outside - issues.length} more paths outside the allowed roots` }] : issues;
+    },
   };
-  await check(spec.destination, 'destination', 'destination');
-  for (const [index, item] of spec.items.entries()) await check(item.source, `items[${index}].source`, 'source');
-  if (outside > issues.length) issues.push({ path: 'items', code: 'more_outside_allowed_roots', message: `${outside - issues.length} more paths outside the allowed roots` });
-  return issues;
+}
+
+async function pathsOutsideRoots(spec: JobSpec, roots: readonly string[]): Promise<SpecIssue[]> {
+  const check = rootCheck(roots);
+  await check.check(spec.destination, 'destination', 'destination');
+  await check.items(spec.items);
+  return check.issues();
+}
+
+/** The same check over a stored items file, chunk by chunk (the destination is in the spec's head, checked with it). */
+async function storedItemsOutsideRoots(reader: ItemsFileReader, ref: string, roots: readonly string[]): Promise<SpecIssue[]> {
+  const check = rootCheck(roots);
+  const { head, count } = await reader.index(ref);
+  await check.check((head as { destination?: string }).destination, 'destination', 'destination');
+  for (let from = 0; from < count; from += ITEMS_CHUNK) await check.items((await reader.read(ref, from, from + ITEMS_CHUNK)) as { source?: string }[], from);
+  return check.issues();
 }
 
 const MAX_PATH_ISSUES = 100;

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
@@ -98,6 +99,43 @@ describe('items from an NDJSON file', () => {
     });
   });
 
+  it('sources of a stored items file or spec outside the allowed roots fail the job as InvalidSpec before anything runs', async () => {
+    const storage = createStorage(env.config.storage);
+    await writeFile(path.join(env.dir, 'inside.txt'), 'a source inside the roots');
+    const inside = pathToFileURL(path.join(env.dir, 'inside.txt')).toString();
+    async function* lines() {
+      for (let i = 0; i < 3_000; i++) yield JSON.stringify({ id: `f-${i}`, source: i === 2_500 ? 'file:///etc/hostname' : inside });
+    }
+    const head = { pipeline: 'images', destination: pathToFileURL(path.join(env.dir, 'roots-out')).toString() };
+    const { ref, itemCount } = await writeItemsFile(storage, head, lines());
+    const specRef = await storage.putSpec(
+      JSON.stringify({
+        ...head,
+        items: [
+          { id: 'a', source: inside },
+          { id: 'b', source: 'file:///etc/passwd' },
+        ],
+      }),
+    );
+    const cases: [string, { kind: 'stored'; ref: string; head: typeof head; itemCount: number }, string][] = [
+      ['items-file-roots', { kind: 'stored', ref, head, itemCount }, 'items[2500].source'],
+      ['stored-spec-roots', { kind: 'stored', ref: specRef, head, itemCount: 2 }, 'items[1].source'],
+    ];
+    for (const [workflowId, job, offending] of cases) {
+      const handle = await env.client.client.workflow.start(WORKFLOW_TYPES.job, { taskQueue: env.config.taskQueue, workflowId, args: [{ job }] });
+      await assert.rejects(handle.result(), (error: unknown) => {
+        assert.ok(error instanceof WorkflowFailedError && error.cause instanceof ApplicationFailure, String(error));
+        assert.equal(error.cause.type, ErrorTypes.InvalidSpec);
+        const report = error.cause.details?.[0] as { details: { issues: { path: string; code: string }[] } };
+        assert.deepEqual(
+          report.details.issues.map((issue) => [issue.path, issue.code]),
+          [[offending, ErrorTypes.SourceOutsideAllowedRoots]],
+        );
+        return true;
+      });
+    }
+  });
+
   it('bad lines are typed invalid errors naming the item path and the line; nothing starts', async () => {
     await writeFile(path.join(env.dir, 'head.json'), JSON.stringify({ pipeline: 'synthetic' }));
     await writeFile(path.join(env.dir, 'bad-json.ndjson'), '{"id":"a"}\n\n{"id":"b"}\n{not json\n');
@@ -122,7 +160,7 @@ describe('items from an NDJSON file', () => {
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /cannot read .*nope\.ndjson: ENOENT/);
     assert.ok(
-      (await env.client.list()).every((job) => job.jobId.startsWith('from-file') || job.jobId === 'items-file-direct'),
+      (await env.client.list()).every((job) => job.jobId.startsWith('from-file') || ['items-file-direct', 'items-file-roots', 'stored-spec-roots'].includes(job.jobId)),
       'no job was started by a bad file',
     );
   });
