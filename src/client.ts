@@ -496,6 +496,32 @@ export class FaultlineClient {
   }
 
   /**
+   * Waits until a worker has checked the job's spec — for a pipeline this client does not know,
+   * the only check — and throws its issues as `invalid` (or `PipelineUnavailable` as `failed`).
+   * Queries only: nothing is added to the job's history.
+   */
+  async awaitSpecCheck(jobId: string, options: { onSlow?: () => void; pollMs?: number } = {}): Promise<void> {
+    const handle = this.handle(jobId);
+    const slowAt = Date.now() + 2_000;
+    for (;;) {
+      try {
+        if ((await handle.describe()).status.name !== 'RUNNING') {
+          await this.result(jobId);
+          return;
+        }
+        if ((await handle.query(progressQuery)).phase !== 'validating') return;
+      } catch (error) {
+        throw error instanceof FaultlineClientError ? error : this.wrap(error, jobId);
+      }
+      if (options.onSlow && Date.now() > slowAt) {
+        options.onSlow();
+        options.onSlow = undefined;
+      }
+      await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 100));
+    }
+  }
+
+  /**
    * Re-runs failed items. In the retry window (or while running) they merge into the same job;
    * on a closed job a follow-up job with just those items is started.
    */

@@ -207,6 +207,11 @@ export function buildProgram(): Command {
       }
       await withClient(async (client) => {
         const started = await client.start(spec, opts.id ? { jobId: opts.id } : {});
+        const pipeline = (spec as { pipeline?: unknown } | null)?.pipeline;
+        // A pipeline this CLI does not know was checked by no one yet: a worker's issues still exit 2.
+        if (!opts.wait && typeof pipeline === 'string' && client.registry[pipeline] === undefined) {
+          await client.awaitSpecCheck(started.jobId, { onSlow: () => opts.json || console.error(`job ${started.jobId}: waiting for a worker that knows pipeline "${pipeline}" to check the spec…`) });
+        }
         if (!opts.wait) {
           if (opts.json) console.log(JSON.stringify({ jobId: started.jobId, existing: started.existing }));
           else console.log(started.jobId);

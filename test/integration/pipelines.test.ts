@@ -5,6 +5,9 @@
  * task queue served by its own worker, and a pipeline no worker serves failing promptly and typed.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { FaultlineClient, FaultlineClientError } from '../../src/client';
 import { ErrorTypes, type JobResult } from '../../src/shared';
@@ -18,6 +21,7 @@ let worker: RunningWorker;
 const GPU_QUEUE = 'faultline-pipelines-gpu';
 const queued = wordCountOnQueue(GPU_QUEUE);
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
+const run = promisify(execFile);
 
 before(async () => {
   env = await createTestEnv({ taskQueue: 'faultline-pipelines' });
@@ -89,6 +93,24 @@ describe('your own pipelines (real dev server)', () => {
       () => client.validate({ pipeline: 'word-count', items: [{ id: 'bad', params: { text: 3 } }] }),
       (error: Error & { issues: { path: string }[] }) => error.issues.some((issue) => issue.path === 'items[0].params.text'),
     );
+  });
+
+  it("faultline start of a pipeline the CLI does not know waits for the worker's check: its issues exit 2, a good spec prints the job id", async () => {
+    const cli = async (spec: unknown) => {
+      const file = path.join(env.dir, `cli-start-${Math.random().toString(36).slice(2)}.json`);
+      await writeFile(file, JSON.stringify(spec));
+      return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'start', file], { env: env.env, cwd: env.dir }).then(
+        ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+        (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+      );
+    };
+    const bad = await cli({ pipeline: 'word-count', items: [{ id: 'bad', params: { text: 3 } }] });
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /items\[0\]\.params\.text/);
+    const good = await cli({ pipeline: 'word-count', items: [{ id: 'good', params: { text: 'a b' } }] });
+    assert.equal(good.code, 0, good.stderr);
+    const jobId = good.stdout.trim();
+    assert.deepEqual(output(await env.client.result(jobId), 'good')?.value, { n: 2 });
   });
 
   it('a pipeline no worker knows fails the job at once with PipelineUnavailable', async () => {
