@@ -55,6 +55,11 @@ export interface StepContext<P, I> {
   /** Aborted when the job is cancelled, the worker shuts down or the item passes its deadline. */
   signal: AbortSignal;
   log: Logger;
+  /**
+   * Small JSON progress of this item (at most 4 KB), sent with its batch's next heartbeat and shown
+   * with the activity in Temporal's UI. The batch heartbeats by itself: call this to say what a long step is doing.
+   */
+  heartbeat(details: unknown): void;
   /** HTTP through the outbound guard (private targets refused unless allowed; network errors transient). */
   fetch: StepTools['fetch'];
   /** The built-ins' classification of an HTTP status (404 → SourceNotFound, 429/5xx → transient with Retry-After …). */
@@ -239,6 +244,7 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
         get log() {
           return ctx.log;
         },
+        heartbeat: (details) => ctx.heartbeat?.(details),
         ...tools,
         openSource: async (uri, options) => {
           const data = await tools.openSource(uri, options);

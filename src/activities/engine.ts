@@ -155,6 +155,10 @@ export function createEngineActivities(deps: EngineDeps) {
                 get log() {
                   return itemLogger();
                 },
+                heartbeat(details) {
+                  // Small only: the heartbeat also carries the batch's finished outcomes.
+                  if (serializedSize(details) <= MAX_ITEM_HEARTBEAT_BYTES) progress.current = { item: entry.item.id, details };
+                },
               }),
             );
             outcome = { item: entry.item.id, records: work.records, bytesIn: work.bytesIn, bytesOut: work.bytesOut };
@@ -166,6 +170,7 @@ export function createEngineActivities(deps: EngineDeps) {
             outcome = await withinBudget(failureOutcome(entry.item.id, error), entry.run);
             itemLogger().warn({ errorType: outcome.error.type, errorClass: outcome.error.class }, 'item failed: %s', truncateText(outcome.error.message, BUDGET.message));
           }
+          delete progress.current;
           progress.done.push(outcome);
           progressBytes += serializedSize(outcome);
           if ('error' in outcome && outcome.error.class !== 'transient') early.add(outcome.item);
@@ -399,6 +404,9 @@ export function createEngineActivities(deps: EngineDeps) {
     },
   };
 }
+
+/** A step's `ctx.heartbeat` details above this size are not sent. */
+const MAX_ITEM_HEARTBEAT_BYTES = 4_096;
 
 /** Failures told to the runner at most this often per batch (one signal carries all since the last). */
 const EARLY_FAILURES_EVERY_MS = 250;

@@ -12,6 +12,8 @@ export interface ItemContext {
   log: Logger;
   /** The worker's allowed roots and hosts, for the safety tools steps use. */
   services?: StepServices;
+  /** Small JSON progress of this item, sent with the batch's next heartbeat. */
+  heartbeat?(details: unknown): void;
 }
 
 export interface ItemWork {

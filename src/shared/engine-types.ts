@@ -44,6 +44,8 @@ export type ItemOutcome = { item: string; records: OutputRecord[]; bytesIn: numb
 
 export interface BatchProgress {
   done: ItemOutcome[];
+  /** What the running item's step said last (`ctx.heartbeat`), shown with the activity's heartbeat. */
+  current?: { item: string; details: unknown };
 }
 
 export interface RunBatchResult {

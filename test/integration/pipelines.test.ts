@@ -10,6 +10,7 @@ import { writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { FaultlineClient, FaultlineClientError } from '../../src/client';
+import { definePipeline } from '../../src';
 import { ErrorTypes, type JobResult } from '../../src/shared';
 import path from 'node:path';
 import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually } from '../helpers/env';
@@ -20,12 +21,29 @@ let env: TestEnv;
 let worker: RunningWorker;
 const GPU_QUEUE = 'faultline-pipelines-gpu';
 const queued = wordCountOnQueue(GPU_QUEUE);
+/** A step that says where it is with ctx.heartbeat, then waits until the test lets it finish. */
+let releaseHeartbeating: () => void = () => {};
+const heartbeating = definePipeline({
+  name: 'heartbeating',
+  version: '1',
+  outputs: ['done'],
+  steps: [
+    {
+      name: 'long',
+      run: async ({ heartbeat, item }) => {
+        heartbeat({ phase: 'halfway', item: item.id });
+        await new Promise<void>((resolve) => (releaseHeartbeating = resolve));
+        return { done: { status: 'Available' } };
+      },
+    },
+  ],
+});
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
 const run = promisify(execFile);
 
 before(async () => {
   env = await createTestEnv({ taskQueue: 'faultline-pipelines' });
-  worker = await env.startWorker({}, { pipelines: [wordCount, queued, cliWordCount] });
+  worker = await env.startWorker({}, { pipelines: [wordCount, queued, cliWordCount, heartbeating] });
 });
 after(async () => {
   await worker?.stop();
@@ -111,6 +129,25 @@ describe('your own pipelines (real dev server)', () => {
     assert.equal(good.code, 0, good.stderr);
     const jobId = good.stdout.trim();
     assert.deepEqual(output(await env.client.result(jobId), 'good')?.value, { n: 2 });
+  });
+
+  it("a step's ctx.heartbeat details travel with its batch's heartbeat (seen with the pending activity)", async () => {
+    const { jobId } = await env.client.start({ pipeline: 'heartbeating', items: [{ id: 'h' }] });
+    await eventually(
+      async () => {
+        const pending = (await env.client.handle(jobId).describe()).raw.pendingActivities ?? [];
+        return pending.some((activity) => {
+          const payload = activity.heartbeatDetails?.payloads?.[0];
+          if (!payload?.data) return false;
+          const progress = JSON.parse(Buffer.from(payload.data).toString()) as { current?: { item: string; details: { phase?: string } } };
+          return progress.current?.item === 'h' && progress.current.details.phase === 'halfway';
+        });
+      },
+      20_000,
+      'the step heartbeat to show',
+    );
+    releaseHeartbeating();
+    assert.equal((await env.client.result(jobId)).status, 'Succeeded');
   });
 
   it('a pipeline no worker knows fails the job at once with PipelineUnavailable', async () => {
