@@ -4,6 +4,7 @@
  * `definePipeline` gives one object that a worker runs, a client validates specs with, and whose
  * plain-data plan (steps, retry policies, timeouts, outputs) is all the job workflow ever sees.
  */
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ItemContext, ItemWork, PipelineImplementation } from './activities/types';
 import { ItemError } from './activities/types';
@@ -86,6 +87,13 @@ export interface StepDefinitionInput<P, I, R> {
    * step again instead of resuming after it.
    */
   dependsOn?: (ctx: StepContext<P, I>) => Promise<string | undefined> | string | undefined;
+  /**
+   * `false` for a step that changes nothing outside its item's working files (reads, decodes,
+   * computes): its value and `ctx.storage` files are then written only if a later step fails, so
+   * an item that succeeds at once writes nothing to job storage; a crash runs it again. Default: it
+   * has side effects, and its value is kept before the next step runs.
+   */
+  sideEffects?: boolean;
   run: (ctx: StepContext<P, I>) => Promise<R> | R;
 }
 
@@ -223,6 +231,40 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
     let bytesIn = 0;
     // Validators of the sources this run read, so a fresh step's dependsOn needs no extra request.
     const validators = new Map<string, string | undefined>();
+    // Working files of side-effect-free steps stay in memory until something must be kept.
+    const buffered = new Map<string, Buffer>();
+    let deferring = false;
+    let mayHaveStored = stored !== undefined;
+    const files = () => {
+      if (!services.storage) throw new ItemError({ type: ErrorTypes.StorageUnwritable, message: "ctx.storage needs the worker's job storage" });
+      return services.storage;
+    };
+    const itemStorage: StepContext<unknown, unknown>['storage'] = {
+      async put(name, data) {
+        const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+        if (!deferring) {
+          mayHaveStored = true;
+          return files().writeWorkFile(job.jobId, entry.item.id, name, bytes);
+        }
+        buffered.set(name, bytes);
+        return { name, bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+      },
+      async get(name, expected) {
+        return buffered.get(name) ?? (await files().readWorkFile(job.jobId, entry.item.id, name, expected?.sha256));
+      },
+      async drop() {
+        buffered.clear();
+        if (mayHaveStored) await files().dropWorkFiles(job.jobId, entry.item.id);
+      },
+    };
+    /** Writes what a later attempt or round needs: buffered working files first, then the checkpoint. */
+    const persist = async () => {
+      if (!store) return;
+      for (const [name, data] of buffered) await files().writeWorkFile(job.jobId, entry.item.id, name, data);
+      if (buffered.size > 0) mayHaveStored = true;
+      buffered.clear();
+      await store.write(job.jobId, entry.item.id, checkpoint);
+    };
     for (const [index, step] of input.steps.entries()) {
       const last = index === input.steps.length - 1;
       agents ??= stepAgents(services);
@@ -251,7 +293,9 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
           bytesIn += data.length;
           return data;
         },
+        storage: itemStorage,
       };
+      deferring = step.sideEffects === false;
       const tracked = step.dependsOn !== undefined && store !== undefined && multiStep;
       if (!last && step.name in checkpoint.values) {
         // Kept from an earlier attempt or round, unless what it was made from has changed since.
@@ -267,10 +311,11 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
       } catch (thrown) {
         // A cancelled batch hands its items back as they are; anything else is this item's failure.
         const error = ctx.signal.aborted && !(thrown instanceof ItemError) ? thrown : asItemError(thrown, step.name);
-        // Only an attempt that will be retried in this round needs counting (rounds start afresh).
-        if (store && error instanceof ItemError && error.report.class === 'transient') {
-          checkpoint.attempts[step.name] = attempt;
-          await store.write(job.jobId, entry.item.id, checkpoint);
+        if (store && error instanceof ItemError) {
+          // Only an attempt that will be retried in this round needs counting (rounds start afresh).
+          if (error.report.class === 'transient') checkpoint.attempts[step.name] = attempt;
+          // Finished steps are kept for the retry (a later attempt or round resumes here).
+          if (error.report.class === 'transient' || index > 0) await persist();
         }
         throw error;
       }
@@ -285,8 +330,9 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
       checkpoint.values[step.name] = result;
       // Told after the step, so a source it read over http(s) answers from that response.
       if (tracked) (checkpoint.depends ??= {})[step.name] = (await step.dependsOn?.(stepCtx)) ?? null;
-      // Kept before the next step runs, so a crash in it does not repeat this step's side effects.
-      if (store && multiStep) await store.write(job.jobId, entry.item.id, checkpoint);
+      // Kept before the next step runs, so a crash in it does not repeat this step's side effects;
+      // a step without any is kept only if a later one fails (a crash then runs it again).
+      if (store && multiStep && step.sideEffects !== false) await persist();
       value = result;
     }
     throw new Error('unreachable: the last step returns');

@@ -118,6 +118,7 @@ export const imagesPipeline = definePipeline({
       name: 'fetch',
       retry: RetryPresets.network,
       itemTimeoutMs: STEP_TIMEOUT_MS,
+      sideEffects: false,
       // A source fixed in place (or changed upstream) is fetched again by a retry.
       dependsOn: ({ item, sourceFingerprint }) => sourceFingerprint(item.source ?? ''),
       run: async ({ item, job, openSource, storage, log }) => {
@@ -136,6 +137,7 @@ export const imagesPipeline = definePipeline({
       name: 'process',
       retry: RetryPresets.local,
       itemTimeoutMs: STEP_TIMEOUT_MS,
+      sideEffects: false,
       run: async ({ item, job, input, storage, openSource }) => {
         const params = ImagesParams.parse(job.params ?? {});
         // The working copy, or (gone from storage) the source again.

@@ -89,13 +89,27 @@ function processAlive(pid: number): boolean {
  * rename): those of this host whose process is gone. Other jobs may write the same target at the
  * same time, and other hosts' writers cannot be checked, so their temps are left alone.
  */
+/** Folders this process has swept already (bounded: cleared when large). */
+const swept = new Set<string>();
+const SWEPT_REMEMBERED = 10_000;
+
+/**
+ * Removes temps of `target` left by dead processes on this host. Once per folder per process:
+ * temps are left only by a crash, and listing a folder of thousands of checkpoints on every write
+ * made writes cost O(files in the folder).
+ */
 async function sweepStaleTemps(target: string): Promise<void> {
-  const prefix = `${path.basename(target)}.tmp-${HOST}-`;
-  const entries = await readdir(path.dirname(target)).catch(() => [] as string[]);
+  const dir = path.dirname(target);
+  if (swept.has(dir)) return;
+  if (swept.size >= SWEPT_REMEMBERED) swept.clear();
+  swept.add(dir);
+  const prefix = `.tmp-${HOST}-`;
+  const entries = await readdir(dir).catch(() => [] as string[]);
   for (const entry of entries) {
-    if (!entry.startsWith(prefix)) continue;
-    const pid = /^(\d+)-[0-9a-f]{12}$/.exec(entry.slice(prefix.length))?.[1];
-    if (pid && Number(pid) !== process.pid && !processAlive(Number(pid))) await rm(path.join(path.dirname(target), entry), { force: true });
+    const at = entry.indexOf(prefix);
+    if (at < 0) continue;
+    const pid = /^(\d+)-[0-9a-f]{12}$/.exec(entry.slice(at + prefix.length))?.[1];
+    if (pid && Number(pid) !== process.pid && !processAlive(Number(pid))) await rm(path.join(dir, entry), { force: true });
   }
 }
 

@@ -3,6 +3,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { copyFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
@@ -153,6 +154,12 @@ describe('images pipeline (real sharp, real files, real HTTP on 127.0.0.1)', () 
     assert.equal(out(result, 'gone', 'thumbnail').error?.type, ErrorTypes.SourceNotFound);
     assert.deepEqual(Object.keys(result.failuresByReason).sort(), ['CorruptImage', 'SourceNotFound', 'UnsupportedFormat']);
     assert.ok(result.metrics.bytesIn > 0 && result.metrics.bytesOut > 0);
+    // fetch and process have no side effects: an item that succeeds at once writes nothing to job
+    // storage; one that failed after fetching kept its working copy and checkpoint for a retry.
+    const checkpoints = path.join(env.config.storage, 'jobs', result.jobId, 'checkpoints');
+    assert.ok(!existsSync(path.join(checkpoints, 'plain.json')), 'no checkpoint for an item that succeeded');
+    assert.ok(!existsSync(path.join(env.config.storage, 'jobs', result.jobId, 'work', 'plain')), 'no working files for it either');
+    assert.ok(existsSync(path.join(checkpoints, 'truncated.json')), 'the item that failed in process is kept at its fetch');
   });
 
   it('a spec with sources outside the allowed roots (a symlink, ../, another dir) fails as InvalidSpec listing each, with nothing run; pixel bombs', async () => {
