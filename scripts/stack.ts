@@ -73,7 +73,7 @@ export function ensureBinaries(layout: Layout, log: (line: string) => void): { s
     [sql, 'go.temporal.io/server/cmd/tools/sql'],
   ] as const) {
     if (existsSync(binary)) continue;
-    log(`building ${pkg}@v${TEMPORAL_SERVER_VERSION} from its Go module into ${layout.bin} (first time: ~4 min on 2 cores)`);
+    log(`building ${pkg}@v${TEMPORAL_SERVER_VERSION} from its Go module into ${layout.bin} (first time: about 2.5–4 min on 2 cores)`);
     goInstall(`${pkg}@v${TEMPORAL_SERVER_VERSION}`, layout.bin);
   }
   const modCache = execFileSync(goBinary(), ['env', 'GOMODCACHE'], { encoding: 'utf8' }).trim();

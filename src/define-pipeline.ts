@@ -8,9 +8,9 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ItemContext, ItemWork, PipelineImplementation } from './activities/types';
 import { ItemError } from './activities/types';
-import { type StepTools, stepAgents, stepTools } from './activities/step-tools';
+import { type ItemStorage, type StepServices, type StepTools, stepAgents, stepTools } from './activities/step-tools';
 import { type StandardSchemaV1, validateWithSchema, ErrorTypes, type JobSpec, type OutputRecord, type PipelineDefinition, type RetryPolicy, type SpecIssue, serializedSize } from './shared';
-import type { Storage } from './storage';
+import type { Storage, WorkFile } from './storage';
 
 /** What a step says about one output of its item. */
 export type OutputResult =
@@ -217,85 +217,13 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
     const checkpoint: Checkpoint = { round, values, attempts: stored?.round === round ? stored.attempts : {}, depends: { ...stored?.depends } };
     const parsed = input.itemParams ? validateWithSchema(input.itemParams, entry.item.params ?? {}) : { ok: true as const, value: entry.item.params ?? {} };
     if (!parsed.ok) throw new ItemError({ type: ErrorTypes.InvalidSpec, class: 'invalid', message: `item params: ${parsed.issues[0]?.message ?? 'invalid'}`, details: { issues: parsed.issues } });
-    const params = parsed.value;
-    const item: StepItem<unknown> = {
-      id: entry.item.id,
-      params,
-      outputs: entry.outputs,
-      ...(entry.item.source !== undefined ? { source: entry.item.source } : {}),
-      ...(entry.item.putUrls !== undefined ? { putUrls: entry.item.putUrls } : {}),
-    };
     const services = ctx.services ?? { allowedRoots: [], allowedHosts: [] };
+    agents ??= stepAgents(services);
+    const run = new ItemRun(ctx, parsed.value, services, agents, checkpoint, store, stored !== undefined);
     let value: unknown = undefined;
-    // Source bytes read by this run of the item, for the job's metrics.
-    let bytesIn = 0;
-    // Validators of the sources this run read, so a fresh step's dependsOn needs no extra request.
-    const validators = new Map<string, string | undefined>();
-    // Working files of side-effect-free steps stay in memory until something must be kept.
-    const buffered = new Map<string, Buffer>();
-    let deferring = false;
-    let mayHaveStored = stored !== undefined;
-    const files = () => {
-      if (!services.storage) throw new ItemError({ type: ErrorTypes.StorageUnwritable, message: "ctx.storage needs the worker's job storage" });
-      return services.storage;
-    };
-    const itemStorage: StepContext<unknown, unknown>['storage'] = {
-      async put(name, data) {
-        const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-        if (!deferring) {
-          mayHaveStored = true;
-          return files().writeWorkFile(job.jobId, entry.item.id, name, bytes);
-        }
-        buffered.set(name, bytes);
-        return { name, bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
-      },
-      async get(name, expected) {
-        return buffered.get(name) ?? (await files().readWorkFile(job.jobId, entry.item.id, name, expected?.sha256));
-      },
-      async drop() {
-        buffered.clear();
-        if (mayHaveStored) await files().dropWorkFiles(job.jobId, entry.item.id);
-      },
-    };
-    /** Writes what a later attempt or round needs: buffered working files first, then the checkpoint. */
-    const persist = async () => {
-      if (!store) return;
-      for (const [name, data] of buffered) await files().writeWorkFile(job.jobId, entry.item.id, name, data);
-      if (buffered.size > 0) mayHaveStored = true;
-      buffered.clear();
-      await store.write(job.jobId, entry.item.id, checkpoint);
-    };
     for (const [index, step] of input.steps.entries()) {
       const last = index === input.steps.length - 1;
-      agents ??= stepAgents(services);
-      const tools = stepTools(
-        services,
-        { jobId: job.jobId, item: entry.item.id, step: step.name, signal: ctx.signal, validators, ...(job.destination !== undefined ? { destination: job.destination } : {}) },
-        agents,
-      );
-      const attempt = (checkpoint.attempts[step.name] ?? 0) + 1;
-      const stepCtx: StepContext<unknown, unknown> = {
-        item,
-        input: value,
-        attempt,
-        dispatch: entry.run,
-        step: step.name,
-        job: { jobId: job.jobId, round, params: job.params, ...(job.destination !== undefined ? { destination: job.destination } : {}) },
-        signal: ctx.signal,
-        // Lazy, as the batch gives it: a child logger per item costs more than most items' work.
-        get log() {
-          return ctx.log;
-        },
-        heartbeat: (details) => ctx.heartbeat?.(details),
-        ...tools,
-        openSource: async (uri, options) => {
-          const data = await tools.openSource(uri, options);
-          bytesIn += data.length;
-          return data;
-        },
-        storage: itemStorage,
-      };
-      deferring = step.sideEffects === false;
+      const stepCtx = new StepRun(run, step.name, value, (checkpoint.attempts[step.name] ?? 0) + 1);
       const tracked = step.dependsOn !== undefined && store !== undefined && multiStep;
       if (!last && step.name in checkpoint.values) {
         // Kept from an earlier attempt or round, unless what it was made from has changed since.
@@ -305,6 +233,7 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
         }
         for (const later of input.steps.slice(index)) delete checkpoint.values[later.name];
       }
+      run.deferring = step.sideEffects === false;
       let result: unknown;
       try {
         result = await step.run(stepCtx);
@@ -313,13 +242,13 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
         const error = ctx.signal.aborted && !(thrown instanceof ItemError) ? thrown : asItemError(thrown, step.name);
         if (store && error instanceof ItemError) {
           // Only an attempt that will be retried in this round needs counting (rounds start afresh).
-          if (error.report.class === 'transient') checkpoint.attempts[step.name] = attempt;
+          if (error.report.class === 'transient') checkpoint.attempts[step.name] = stepCtx.attempt;
           // Finished steps are kept for the retry (a later attempt or round resumes here).
-          if (error.report.class === 'transient' || index > 0) await persist();
+          if (error.report.class === 'transient' || index > 0) await run.persist();
         }
         throw error;
       }
-      if (last || isEnded(result)) return toWork(entry.item.id, entry.outputs, isEnded(result) ? result.outputs : (result as ItemOutputs<string>), bytesIn);
+      if (last || isEnded(result)) return toWork(entry.item.id, entry.outputs, isEnded(result) ? result.outputs : (result as ItemOutputs<string>), run.bytesIn);
       if (serializedSize(result) > MAX_CHECKPOINT_BYTES) {
         throw new ItemError({
           type: ErrorTypes.ItemUnprocessable,
@@ -332,13 +261,156 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
       if (tracked) (checkpoint.depends ??= {})[step.name] = (await step.dependsOn?.(stepCtx)) ?? null;
       // Kept before the next step runs, so a crash in it does not repeat this step's side effects;
       // a step without any is kept only if a later one fails (a crash then runs it again).
-      if (store && multiStep && step.sideEffects !== false) await persist();
+      if (store && multiStep && step.sideEffects !== false) await run.persist();
       value = result;
     }
     throw new Error('unreachable: the last step returns');
   }
 
   return { definition, implementation: { name: input.name, processItem } };
+}
+
+/**
+ * One run of one item through its steps: what their contexts share. Built per item, so what it
+ * holds is made on first use (most items of most pipelines touch no tool and no storage).
+ */
+class ItemRun {
+  /** Source bytes this run read, for the job's metrics. */
+  bytesIn = 0;
+  /** The running step declared no side effects: its working files stay in memory until something must be kept. */
+  deferring = false;
+  readonly item: StepItem<unknown>;
+  readonly job: StepContext<unknown, unknown>['job'];
+  /** Validators of the sources this run read, so a fresh step's dependsOn needs no extra request. */
+  private validatorsMap?: Map<string, string | undefined>;
+  private buffered?: Map<string, Buffer>;
+  private storageApi?: ItemStorage;
+
+  constructor(
+    readonly ctx: ItemContext,
+    params: unknown,
+    readonly services: StepServices,
+    readonly agents: ReturnType<typeof stepAgents>,
+    private readonly checkpoint: Checkpoint,
+    private readonly store: CheckpointStore | undefined,
+    private mayHaveStored: boolean,
+  ) {
+    const { entry, job } = ctx;
+    this.item = {
+      id: entry.item.id,
+      params,
+      outputs: entry.outputs,
+      ...(entry.item.source !== undefined ? { source: entry.item.source } : {}),
+      ...(entry.item.putUrls !== undefined ? { putUrls: entry.item.putUrls } : {}),
+    };
+    this.job = { jobId: job.jobId, round: job.round ?? 1, params: job.params, ...(job.destination !== undefined ? { destination: job.destination } : {}) };
+  }
+
+  get validators(): Map<string, string | undefined> {
+    return (this.validatorsMap ??= new Map());
+  }
+
+  get storage(): ItemStorage {
+    return (this.storageApi ??= { put: (name, data) => this.put(name, data), get: (name, expected) => this.get(name, expected), drop: () => this.drop() });
+  }
+
+  private files(): NonNullable<StepServices['storage']> {
+    if (!this.services.storage) throw new ItemError({ type: ErrorTypes.StorageUnwritable, message: "ctx.storage needs the worker's job storage" });
+    return this.services.storage;
+  }
+
+  private async put(name: string, data: Buffer | string): Promise<WorkFile> {
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    if (!this.deferring) {
+      this.mayHaveStored = true;
+      return this.files().writeWorkFile(this.job.jobId, this.item.id, name, bytes);
+    }
+    (this.buffered ??= new Map()).set(name, bytes);
+    return { name, bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+  }
+
+  private async get(name: string, expected?: { sha256: string }): Promise<Buffer | undefined> {
+    return this.buffered?.get(name) ?? (await this.files().readWorkFile(this.job.jobId, this.item.id, name, expected?.sha256));
+  }
+
+  private async drop(): Promise<void> {
+    this.buffered?.clear();
+    if (this.mayHaveStored) await this.files().dropWorkFiles(this.job.jobId, this.item.id);
+  }
+
+  /** Writes what a later attempt or round needs: buffered working files first, then the checkpoint. */
+  async persist(): Promise<void> {
+    if (!this.store) return;
+    for (const [name, data] of this.buffered ?? []) await this.files().writeWorkFile(this.job.jobId, this.item.id, name, data);
+    if (this.buffered?.size) this.mayHaveStored = true;
+    this.buffered?.clear();
+    await this.store.write(this.job.jobId, this.item.id, this.checkpoint);
+  }
+}
+
+/** A step's context: its tools are made when a step first reads them (a destructured tool works too). */
+class StepRun implements StepContext<unknown, unknown> {
+  private toolbox?: StepTools;
+  constructor(
+    private readonly run: ItemRun,
+    readonly step: string,
+    readonly input: unknown,
+    readonly attempt: number,
+  ) {}
+  get item(): StepItem<unknown> {
+    return this.run.item;
+  }
+  get dispatch(): number {
+    return this.run.ctx.entry.run;
+  }
+  get job(): StepContext<unknown, unknown>['job'] {
+    return this.run.job;
+  }
+  get signal(): AbortSignal {
+    return this.run.ctx.signal;
+  }
+  // Lazy, as the batch gives it: a child logger per item costs more than most items' work.
+  get log(): Logger {
+    return this.run.ctx.log;
+  }
+  get heartbeat(): (details: unknown) => void {
+    const ctx = this.run.ctx;
+    return (details) => ctx.heartbeat?.(details);
+  }
+  private tools(): StepTools {
+    const { run } = this;
+    const { job, item } = run;
+    this.toolbox ??= stepTools(
+      run.services,
+      { jobId: job.jobId, item: item.id, step: this.step, signal: run.ctx.signal, validators: run.validators, ...(job.destination !== undefined ? { destination: job.destination } : {}) },
+      run.agents,
+    );
+    return this.toolbox;
+  }
+  get fetch(): StepTools['fetch'] {
+    return this.tools().fetch;
+  }
+  get statusError(): StepTools['statusError'] {
+    return this.tools().statusError;
+  }
+  get openSource(): StepTools['openSource'] {
+    const { run } = this;
+    const open = this.tools().openSource;
+    return async (uri, options) => {
+      const data = await open(uri, options);
+      run.bytesIn += data.length;
+      return data;
+    };
+  }
+  get writeOutput(): StepTools['writeOutput'] {
+    return this.tools().writeOutput;
+  }
+  get sourceFingerprint(): StepTools['sourceFingerprint'] {
+    return this.tools().sourceFingerprint;
+  }
+  get storage(): ItemStorage {
+    return this.run.storage;
+  }
 }
 
 /** A step's error, with the step named; anything not an ItemError is unexpected, its cause chain kept. */

@@ -8,7 +8,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { FaultlineClient, FaultlineClientError } from '../client';
 import { ConfigError, loadConfig } from '../config';
 import { createLogger } from '../logger';
-import { type CancelResponse, exitCodeForStatus, planOf } from '../shared';
+import { type CancelResponse, exitCodeForStatus, limitsProblems, planOf } from '../shared';
 import { loadPipelineModules } from '../pipeline-modules';
 import { pipelineRegistry } from '../pipelines';
 import { printProgress, printResult, watchJob } from './output';
@@ -243,12 +243,13 @@ export function buildProgram(): Command {
 
   program
     .command('watch')
-    .description('live progress bar until the job settles')
+    .description('progress until the job settles: a live bar on a terminal, else a line per change (--json: JSON lines on stdout)')
     .argument('<jobId>')
-    .action(async (jobId: string) => {
+    .option('--json', 'a JSON line per change, then the result as one JSON line')
+    .action(async (jobId: string, opts: { json?: boolean }) => {
       await withClient(async (client) => {
-        const result = await watchJob(client, jobId);
-        printResult(result, false);
+        const result = await watchJob(client, jobId, { json: opts.json === true });
+        printResult(result, opts.json === true);
         process.exitCode = exitCodeForStatus(result.status);
       });
     });
@@ -365,12 +366,18 @@ export function buildProgram(): Command {
     .option('--tolerated-failure-percent <p>', 'failed items tolerated, as a share of all items (replaces the threshold)', parseNumber)
     .option('--json', 'print JSON only')
     .action(async (jobId: string, opts: { concurrency?: number; toleratedFailureCount?: number; toleratedFailurePercent?: number; json?: boolean }) => {
+      const request = {
+        ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
+        ...(opts.toleratedFailureCount !== undefined ? { toleratedFailureCount: opts.toleratedFailureCount } : {}),
+        ...(opts.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: opts.toleratedFailurePercent } : {}),
+      };
+      // Told in the flags' names, not the request's fields.
+      const problems = limitsProblems(request).map((problem) =>
+        problem.replace('toleratedFailureCount', '--tolerated-failure-count').replace('toleratedFailurePercent', '--tolerated-failure-percent').replace(/\bconcurrency\b/, '--concurrency'),
+      );
+      if (problems.length > 0) throw new UsageError(problems.join('; '));
       await withClient(async (client) => {
-        const limits = await client.setLimits(jobId, {
-          ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
-          ...(opts.toleratedFailureCount !== undefined ? { toleratedFailureCount: opts.toleratedFailureCount } : {}),
-          ...(opts.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: opts.toleratedFailurePercent } : {}),
-        });
+        const limits = await client.setLimits(jobId, request);
         const threshold = limits.allowedFailures === undefined ? 'no failure threshold' : `at most ${limits.allowedFailures} failed item(s)`;
         console.log(opts.json ? JSON.stringify({ jobId, ...limits }) : `${jobId}: concurrency ${limits.concurrency}, ${threshold}`);
       });

@@ -100,13 +100,17 @@ function doneOutputs(progress: JobProgress): number {
   return c.Available + c.Missing + c.Failed + c.Unsolved + c.Skipped + c.Cancelled;
 }
 
-/** Live progress bar until the job settles; returns the result. */
-export async function watchJob(client: FaultlineClient, jobId: string, intervalMs = 500): Promise<JobResult> {
-  const bar = new SingleBar(
-    { format: ' {bar} {percentage}% | {value}/{total} outputs | {phase} | failed {failed} | backoff {backoff}', stream: process.stderr, hideCursor: true },
-    Presets.shades_classic,
-  );
+/**
+ * Progress until the job settles; returns the result. On a terminal: a live bar on stderr. Without
+ * one (a script, a log): a line per change on stderr, or with `json` a JSON line per change on stdout.
+ */
+export async function watchJob(client: FaultlineClient, jobId: string, options: { json?: boolean; intervalMs?: number; interactive?: boolean } = {}): Promise<JobResult> {
+  const interactive = options.interactive ?? (process.stderr.isTTY === true && !options.json);
+  const bar = interactive
+    ? new SingleBar({ format: ' {bar} {percentage}% | {value}/{total} outputs | {phase} | failed {failed} | backoff {backoff}', stream: process.stderr, hideCursor: true }, Presets.shades_classic)
+    : undefined;
   let started = false;
+  let last = '';
   try {
     for (;;) {
       let progress: JobProgress;
@@ -115,17 +119,28 @@ export async function watchJob(client: FaultlineClient, jobId: string, intervalM
       } catch {
         break; // closed job without a worker to answer queries: fall through to the result
       }
-      if (!started) {
-        bar.start(Math.max(1, progress.counts.outputs), 0, { phase: progress.phase, failed: 0, backoff: 0 });
+      const done = doneOutputs(progress);
+      if (bar) {
+        if (!started) bar.start(Math.max(1, progress.counts.outputs), 0, { phase: progress.phase, failed: 0, backoff: 0 });
         started = true;
+        bar.setTotal(Math.max(1, progress.counts.outputs));
+        bar.update(done, { phase: progress.phase, failed: progress.counts.Failed, backoff: progress.backoff.length });
+      } else {
+        const change = JSON.stringify([progress.phase, progress.round, progress.counts, progress.backoff.length, progress.paused]);
+        if (change !== last) {
+          last = change;
+          if (options.json) {
+            console.log(JSON.stringify({ jobId, at: new Date().toISOString(), phase: progress.phase, round: progress.round, paused: progress.paused, counts: progress.counts, backoff: progress.backoff.length }));
+          } else {
+            console.error(`${new Date().toISOString()} ${jobId}: ${progress.phase}${progress.paused ? ' (paused)' : ''}, ${done}/${progress.counts.outputs} outputs, ${progress.counts.Failed} failed, ${progress.backoff.length} in backoff`);
+          }
+        }
       }
-      bar.setTotal(Math.max(1, progress.counts.outputs));
-      bar.update(doneOutputs(progress), { phase: progress.phase, failed: progress.counts.Failed, backoff: progress.backoff.length });
       if (progress.settled) break;
-      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+      await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 500));
     }
   } finally {
-    if (started) bar.stop();
+    if (started) bar?.stop();
   }
   return client.result(jobId);
 }
