@@ -159,10 +159,37 @@ describe('pause, resume and live limits (real dev server, CLI)', () => {
     assert.equal(closed.stderr.trim().split('\n').length, 1);
     const bad = await cli(['set', jobId, '--concurrency', '0']);
     assert.equal(bad.code, 2);
-    assert.match(bad.stderr, /concurrency must be a whole number/);
+    assert.match(bad.stderr, /--concurrency must be a whole number/);
     const none = await cli(['set', jobId]);
     assert.equal(none.code, 2);
-    assert.match(none.stderr, /at least one/);
+    // The flags a user types, not the request's field names.
+    assert.match(none.stderr, /give at least one of --concurrency, --tolerated-failure-count, --tolerated-failure-percent/);
+    assert.doesNotMatch(none.stderr, /toleratedFailureCount/);
+  });
+
+  it('watch without a terminal prints a line per change (a JSON line with --json), then the result', async () => {
+    const { jobId } = await env.client.start(
+      syntheticSpec(
+        Array.from({ length: 6 }, (_, index) => ({ id: `w${index}`, params: { cpuMs: 150 } })),
+        { batchSize: 1, concurrency: 1 },
+      ),
+    );
+    const text = await cli(['watch', jobId]);
+    assert.equal(text.code, 0, text.stderr);
+    const lines = text.stderr
+      .trim()
+      .split('\n')
+      .filter((line) => line.includes(jobId));
+    assert.ok(lines.length >= 2, `a line per change, got: ${text.stderr}`);
+    assert.match(lines[0] ?? '', /outputs, \d+ failed, \d+ in backoff/);
+    const json = await cli(['watch', jobId, '--json']);
+    assert.equal(json.code, 0, json.stderr);
+    const records = json.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { jobId?: string; phase?: string; status?: string });
+    assert.equal(records.at(-1)?.status, 'Succeeded', 'the last line is the result');
+    assert.ok(records.slice(0, -1).every((record) => record.jobId === jobId && typeof record.phase === 'string'));
   });
 
   it('flags: a running job by signal, a closed job by the CLI; both found by FaultlineFlagged and list --flagged', async () => {
