@@ -660,13 +660,29 @@ export class FaultlineClient {
   }
 
   /** Ids of the jobs (job workflows, every status) a Temporal visibility query matches. */
-  async jobIds(query: string): Promise<string[]> {
+  /** Ids of the jobs a visibility query matches (`runningOnly`: of those still running). */
+  async jobIds(query: string, options: { runningOnly?: boolean } = {}): Promise<string[]> {
     if (query.trim() === '') throw new FaultlineClientError('invalid', '--query is empty');
+    const problem = queryProblem(query);
+    if (problem) {
+      const message = `invalid visibility query at character ${problem.at + 1} (${JSON.stringify(query.slice(problem.at, problem.at + 20))}): ${problem.message}`;
+      throw new FaultlineClientError('invalid', message, [{ path: 'query', code: 'invalid_query', message }]);
+    }
+    // Asked alone first, so the server's complaint (a position, a field) is about the user's text, not ours around it.
+    try {
+      await this.client.workflow.count(query);
+    } catch (error) {
+      const why = invalidQueryReason(error);
+      if (why) throw new FaultlineClientError('invalid', `invalid visibility query ${JSON.stringify(query)}: ${why}`, [{ path: 'query', code: 'invalid_query', message: why }], { cause: error });
+      throw this.wrap(error);
+    }
     const ids = new Set<string>();
     try {
-      for await (const execution of this.client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPES.job}' AND (${query})` })) ids.add(execution.workflowId);
+      const running = options.runningOnly ? ` AND ExecutionStatus = 'Running'` : '';
+      for await (const execution of this.client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPES.job}' AND (${query})${running}` })) ids.add(execution.workflowId);
     } catch (error) {
-      if (error instanceof ServiceError && (error as { code?: number }).code === 3) throw new FaultlineClientError('invalid', `invalid visibility query: ${error.message}`, [], { cause: error });
+      const why = invalidQueryReason(error);
+      if (why) throw new FaultlineClientError('invalid', `invalid visibility query ${JSON.stringify(query)}: ${why}`, [{ path: 'query', code: 'invalid_query', message: why }], { cause: error });
       throw this.wrap(error);
     }
     return [...ids];
@@ -760,4 +776,38 @@ async function abortedByContinueAsNew(handle: WorkflowHandle<typeof jobWorkflow>
 /** A stand-in for a pipeline only workers know: the spec's general rules apply, the pipeline's own at the worker. */
 function openPipeline(name: string): PipelineDefinition {
   return { name, description: name, outputs: [], defaultOutputs: [], steps: [], source: 'optional', destination: 'optional', openOutputs: true };
+}
+
+/** The server's reason when it refused a visibility query (gRPC INVALID_ARGUMENT, possibly wrapped by the SDK). */
+function invalidQueryReason(error: unknown): string | undefined {
+  for (let at: unknown = error, depth = 0; at && depth < 3; at = (at as { cause?: unknown }).cause, depth++) {
+    const grpc = at as { code?: unknown; details?: unknown; message?: unknown };
+    if (grpc.code === 3) {
+      const reason = typeof grpc.details === 'string' && grpc.details ? grpc.details : String(grpc.message);
+      // The server's positions count in its own SQL around the query, not in the user's text.
+      return reason.replace(/ at position \d+/, '');
+    }
+  }
+  return undefined;
+}
+
+/**
+ * What is wrong with a visibility query's shape, pointed at in the user's own text: an unclosed
+ * quote or parenthesis, a `)` without its `(`, or `==` (visibility queries compare with `=`).
+ */
+export function queryProblem(query: string): { at: number; message: string } | undefined {
+  const open: number[] = [];
+  for (let at = 0; at < query.length; at++) {
+    const char = query[at];
+    if (char === "'" || char === '"' || char === '`') {
+      const end = query.indexOf(char, at + 1);
+      if (end < 0) return { at, message: `the string opened here with ${char} is never closed` };
+      at = end;
+    } else if (char === '(') open.push(at);
+    else if (char === ')') {
+      if (open.pop() === undefined) return { at, message: 'this ) closes no (' };
+    } else if (char === '=' && query[at + 1] === '=') return { at, message: 'compare with = (not ==)' };
+  }
+  const unclosed = open.pop();
+  return unclosed === undefined ? undefined : { at: unclosed, message: 'this ( is never closed' };
 }

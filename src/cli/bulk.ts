@@ -26,9 +26,9 @@ export async function runBulk(
   query: string,
   verb: string,
   operate: (jobId: string) => Promise<{ message: string; detail?: unknown }>,
-  options: { json?: boolean },
+  options: { json?: boolean; runningOnly?: boolean },
 ): Promise<number> {
-  const jobIds = await client.jobIds(query);
+  const jobIds = await client.jobIds(query, { runningOnly: options.runningOnly === true });
   const outcomes: BulkOutcome[] = [];
   const bar =
     !options.json && process.stderr.isTTY && jobIds.length >= BAR_FROM

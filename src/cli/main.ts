@@ -320,13 +320,13 @@ export function buildProgram(): Command {
         if (target.kind === 'query') {
           process.exitCode = await runBulk(
             client,
-            `(${target.query}) AND ExecutionStatus = 'Running'`,
+            target.query,
             'cancel',
             async (id) => {
               const response = await client.cancel(id, opts.reason);
               return { message: describeCancel(id, response), detail: response };
             },
-            opts,
+            { ...opts, runningOnly: true },
           );
           return;
         }
@@ -373,7 +373,10 @@ export function buildProgram(): Command {
       };
       // Told in the flags' names, not the request's fields.
       const problems = limitsProblems(request).map((problem) =>
-        problem.replace('toleratedFailureCount', '--tolerated-failure-count').replace('toleratedFailurePercent', '--tolerated-failure-percent').replace(/\bconcurrency\b/, '--concurrency'),
+        problem
+          .replace('toleratedFailureCount', '--tolerated-failure-count')
+          .replace('toleratedFailurePercent', '--tolerated-failure-percent')
+          .replace(/\bconcurrency\b/, '--concurrency'),
       );
       if (problems.length > 0) throw new UsageError(problems.join('; '));
       await withClient(async (client) => {

@@ -130,9 +130,13 @@ export async function watchJob(client: FaultlineClient, jobId: string, options: 
         if (change !== last) {
           last = change;
           if (options.json) {
-            console.log(JSON.stringify({ jobId, at: new Date().toISOString(), phase: progress.phase, round: progress.round, paused: progress.paused, counts: progress.counts, backoff: progress.backoff.length }));
+            console.log(
+              JSON.stringify({ jobId, at: new Date().toISOString(), phase: progress.phase, round: progress.round, paused: progress.paused, counts: progress.counts, backoff: progress.backoff.length }),
+            );
           } else {
-            console.error(`${new Date().toISOString()} ${jobId}: ${progress.phase}${progress.paused ? ' (paused)' : ''}, ${done}/${progress.counts.outputs} outputs, ${progress.counts.Failed} failed, ${progress.backoff.length} in backoff`);
+            console.error(
+              `${new Date().toISOString()} ${jobId}: ${progress.phase}${progress.paused ? ' (paused)' : ''}, ${done}/${progress.counts.outputs} outputs, ${progress.counts.Failed} failed, ${progress.backoff.length} in backoff`,
+            );
           }
         }
       }

@@ -199,6 +199,14 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     const usage = await cli(['cancel', hanging[0] ?? '', '--query', cancelQuery]);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /not both/);
+    // A bad query is invalid input (exit 2), told about the user's own text.
+    const unclosed = await cli(['cancel', '--query', "WorkflowId = 'oops", '--reason', 'x']);
+    assert.equal(unclosed.code, 2, unclosed.stderr);
+    assert.match(unclosed.stderr, /at character 14 \("'oops"\): the string opened here with ' is never closed/);
+    const unknownField = await cli(['retry', '--query', "NoSuchField = 'x'"]);
+    assert.equal(unknownField.code, 2, unknownField.stderr);
+    assert.match(unknownField.stderr, /invalid visibility query "NoSuchField = 'x'".*NoSuchField/);
+    assert.doesNotMatch(unknownField.stderr, /ExecutionStatus|WorkflowType/, "none of Faultline's own clauses");
   });
 
   it("operator messages: an unknown --type lists the job's types; --include-cancelled resumes a mistakenly cancelled job", async () => {

@@ -15,6 +15,7 @@ import { httpStatusError } from '../../src/activities/fetch';
 import { writeError, writeOutputFile } from '../../src/activities/files';
 import { createNotifyActivities } from '../../src/activities/notify';
 import { ItemError } from '../../src/activities/types';
+import { queryProblem } from '../../src/client';
 import { ErrorTypes, type JobResult } from '../../src/shared';
 import { PathMismatch, verifyDescriptorWithin, writeFileAtomic } from '../../src/storage';
 
@@ -150,5 +151,15 @@ describe('ItemError', () => {
     assert.equal(cause.message, 'VipsJpeg: premature end of input');
     assert.equal(cause.details.cause?.message, 'read 0 bytes');
     assert.equal(error.cause, decoder);
+  });
+});
+
+describe('visibility query shapes, pointed at in the user text', () => {
+  it('finds unclosed strings and parentheses, a stray ), and ==; accepts good queries', () => {
+    assert.deepEqual(queryProblem("WorkflowId = 'a"), { at: 13, message: "the string opened here with ' is never closed" });
+    assert.deepEqual(queryProblem("(FaultlineStatus = 'Failed'"), { at: 0, message: 'this ( is never closed' });
+    assert.deepEqual(queryProblem("FaultlineStatus = 'Failed')"), { at: 26, message: 'this ) closes no (' });
+    assert.equal(queryProblem("FaultlineStatus == 'Failed'")?.at, 16);
+    assert.equal(queryProblem("WorkflowId IN ('a', 'b)c') AND (FaultlineHasErrors = true OR FaultlinePipeline = \"x\")"), undefined);
   });
 });
