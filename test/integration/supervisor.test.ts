@@ -4,6 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { msToTs } from '@temporalio/common/lib/time';
@@ -104,5 +106,45 @@ describe('faultline worker --processes', () => {
     const supervisor = startSupervisor('0');
     assert.equal(await supervisor.exited, 2);
     assert.match(supervisor.logs(), /^error: --processes wants a whole number from 1 to 256, got "0"$/m);
+  });
+});
+
+describe('a command whose parent exits without passing a signal on (npx given SIGINT by a script)', () => {
+  it('notices it was orphaned and stops, instead of running on', { timeout: 60_000 }, async () => {
+    // The parent starts `faultline codec-server` and, like npx, exits on SIGINT without forwarding it.
+    const port = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address() as net.AddressInfo;
+        probe.close(() => resolve(free));
+      });
+    });
+    const wrapper = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const child = require('node:child_process').spawn(process.execPath, [${JSON.stringify(path.join(ROOT, 'bin', 'faultline.js'))}, 'codec-server', '--port', '${port}'], { stdio: ['ignore', 'ignore', 'inherit'] });
+         console.log(child.pid);
+         process.on('SIGINT', () => process.exit(0));
+         setInterval(() => {}, 1000);`,
+      ],
+      { env: { ...process.env, FAULTLINE_PAYLOAD_KEY: Buffer.alloc(32, 7).toString('hex') }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stderr = '';
+    wrapper.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const [line] = (await once(wrapper.stdout!, 'data')) as [Buffer];
+    const childPid = Number(line.toString().trim());
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await eventually(async () => stderr.includes('codec server on'), 20_000, 'the codec server to start');
+    wrapper.kill('SIGINT');
+    await once(wrapper, 'exit');
+    assert.ok(alive(childPid), 'the command outlived its parent for a moment (the signal was not passed on)');
+    await eventually(async () => !alive(childPid), 10_000, 'the orphaned command to stop by itself');
   });
 });
