@@ -47,12 +47,19 @@ export function renderOutputsTable(outputs: readonly OutputRecord[]): string {
   return [line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(row)].join('\n');
 }
 
+/** Running time apart from time spent waiting in retry windows (older results have only the total). */
+function timing(metrics: JobResult['metrics']): string {
+  if (metrics.runMs === undefined || !metrics.waitingMs) return `${metrics.elapsedMs} ms`;
+  const round = metrics.round ? `; this round ${metrics.round.runMs} ms for ${metrics.round.items} item(s), ${metrics.round.itemsPerSec} items/s` : '';
+  return `ran ${metrics.runMs} ms, waited ${metrics.waitingMs} ms in retry windows${round}`;
+}
+
 export function renderResult(result: JobResult): string {
   const c = result.counts;
   const lines = [
     `job ${result.jobId} (${result.pipeline}, round ${result.round}): ${result.status}, success=${result.success}`,
     `  ${c.items} item(s), ${c.outputs} output(s): Available ${c.Available} · Missing ${c.Missing} · Failed ${c.Failed} · Unsolved ${c.Unsolved} · Skipped ${c.Skipped} · Cancelled ${c.Cancelled}`,
-    `  ${result.metrics.elapsedMs} ms, ${result.metrics.attempts} item run(s), ${result.metrics.itemsPerSec} items/s`,
+    `  ${timing(result.metrics)}, ${result.metrics.attempts} item run(s), ${result.metrics.itemsPerSec} items/s`,
   ];
   if (result.cancelReason) lines.push(`  cancelled: ${result.cancelReason}`);
   if (result.outputs) lines.push('', renderOutputsTable(result.outputs));

@@ -257,6 +257,7 @@ export class JobRun {
           continue;
         }
         this.s.round += 1;
+        this.s.startRound();
         this.s.windowEndsAt = undefined;
         this.requests.answer(request, { queued: plan.ids.slice(0, QUEUED_IDS_LISTED), queuedCount: count, round: this.s.round });
         const baseFailed = result.retryable.items - count;

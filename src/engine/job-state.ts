@@ -233,6 +233,10 @@ export class JobState {
   source: SpecSource;
   /** The pipeline as a worker described it when the job started (plain data). */
   plan?: PipelinePlan;
+  /** When this round began to run (the job's start for round 1, until it is prepared). */
+  roundStartedAt: number;
+  /** Run time of the rounds before this one (not the retry windows between them). */
+  runMsBefore: number;
 
   constructor(readonly input: JobInput) {
     this.source = input.job;
@@ -253,6 +257,14 @@ export class JobState {
     this.flags = carry?.flags ?? [];
     if (carry?.omitted) this.omitted = carry.omitted;
     if (carry?.plan) this.plan = carry.plan;
+    this.roundStartedAt = carry?.roundStartedAt ?? this.startedAt;
+    this.runMsBefore = carry?.runMsBefore ?? 0;
+  }
+
+  /** A new round starts running now: the time since the last settled round was waiting. */
+  startRound(): void {
+    this.runMsBefore = this.result?.metrics.runMs ?? this.runMsBefore;
+    this.roundStartedAt = Date.now();
   }
 
   /** The next run's input: continue-as-new is a function of this state alone. */
@@ -277,6 +289,8 @@ export class JobState {
       ...(this.flags.length > 0 ? { flags: this.flags } : {}),
       ...(this.omitted ? { omitted: this.omitted } : {}),
       ...(this.plan ? { plan: this.plan } : {}),
+      roundStartedAt: this.roundStartedAt,
+      ...(this.runMsBefore > 0 ? { runMsBefore: this.runMsBefore } : {}),
     };
   }
 

@@ -8,6 +8,7 @@ import {
   type ErrorReport,
   ErrorTypes,
   INLINE_OUTPUT_LIMIT,
+  type JobMetrics,
   type JobResult,
   PATCHES,
   type Notification,
@@ -101,6 +102,8 @@ export class Settlement {
     this.s.extraErrors = [];
     const finishedAt = Date.now();
     const itemsDone = tally.counts.outputs > 0 ? prepared.itemCount : 0;
+    // The items this round ran (a retry round runs only the selected ones).
+    const roundItems = round.selection ? Math.max(0, (this.s.result?.retryable.items ?? 0) - round.baseFailed) : itemsDone;
     let result: JobResult = {
       schemaVersion: RESULT_SCHEMA_VERSION,
       jobId: this.s.jobId,
@@ -123,13 +126,7 @@ export class Settlement {
       ...(this.s.input.retryOf ? { retryOf: this.s.input.retryOf } : {}),
       ...this.operatorLists(),
       ...(this.s.result?.notifications ? { notifications: this.s.result.notifications } : {}),
-      metrics: {
-        startedAt: new Date(this.s.startedAt).toISOString(),
-        finishedAt: new Date(finishedAt).toISOString(),
-        elapsedMs: finishedAt - this.s.startedAt,
-        ...metrics,
-        itemsPerSec: finishedAt > this.s.startedAt ? Math.round((itemsDone / ((finishedAt - this.s.startedAt) / 1000)) * 100) / 100 : itemsDone,
-      },
+      metrics: runMetrics(this.s, finishedAt, itemsDone, roundItems, metrics),
     };
     if (prepared.options.archive && prepared.head.destination && !ended) {
       const archive = await this.runArchive(prepared.head.destination, result);
@@ -295,4 +292,23 @@ export class Settlement {
     ]);
     setCurrentDetails(describe(current));
   }
+}
+
+const perSecond = (items: number, ms: number) => (ms > 0 ? Math.round((items / (ms / 1000)) * 100) / 100 : items);
+
+/** Times and throughput of a settled round: running apart from waiting in retry windows. */
+function runMetrics(s: JobState, finishedAt: number, itemsDone: number, roundItems: number, counted: Pick<JobMetrics, 'bytesIn' | 'bytesOut' | 'attempts'>): JobMetrics {
+  const elapsedMs = finishedAt - s.startedAt;
+  const roundRunMs = Math.max(0, finishedAt - s.roundStartedAt);
+  const runMs = Math.min(elapsedMs, s.runMsBefore + roundRunMs);
+  return {
+    startedAt: new Date(s.startedAt).toISOString(),
+    finishedAt: new Date(finishedAt).toISOString(),
+    elapsedMs,
+    runMs,
+    waitingMs: elapsedMs - runMs,
+    round: { runMs: roundRunMs, items: roundItems, itemsPerSec: perSecond(roundItems, roundRunMs) },
+    ...counted,
+    itemsPerSec: perSecond(itemsDone, runMs),
+  };
 }

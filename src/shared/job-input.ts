@@ -53,6 +53,9 @@ export interface JobCarry {
   omitted?: OmittedCounts;
   /** The pipeline the job pinned when a worker validated its spec. */
   plan?: PipelinePlan;
+  /** When the current (or last) round began to run, and the run time of the rounds before it: results tell running from waiting. */
+  roundStartedAt?: number;
+  runMsBefore?: number;
 }
 
 /** Accepts the v1 input shape (`{spec}` / `{specRef}`) too, e.g. from older clients or scripts. */

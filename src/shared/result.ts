@@ -53,10 +53,18 @@ export interface Notification {
 export interface JobMetrics {
   startedAt: string;
   finishedAt: string;
+  /** From the job's start to this result, retry windows included. */
   elapsedMs: number;
+  /** Time the rounds spent running (preparing, items, settling), without the retry windows between them. */
+  runMs?: number;
+  /** Time spent waiting in retry windows (`elapsedMs - runMs`). */
+  waitingMs?: number;
+  /** This round alone: how long it ran, and its items per second. */
+  round?: { runMs: number; items: number; itemsPerSec: number };
   bytesIn: number;
   bytesOut: number;
   attempts: number;
+  /** Items per second of running time (`runMs`), not of `elapsedMs`. */
   itemsPerSec: number;
   /** Bytes the job keeps in job storage once it closed (records, manifests; working copies are released). */
   storageBytes?: number;
