@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { silenceNodeVersionNotice } from '../src/storage/s3';
 import { goInstall } from './go';
 import { freePort } from '../src/devserver/temporal-cli';
 
@@ -66,6 +67,7 @@ export async function readyBucket(endpoint: string, credentials: MinioCredential
     if (Date.now() > deadline) throw new Error(`MinIO at ${endpoint} did not come up in ${timeoutMs / 1000} s`);
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
+  silenceNodeVersionNotice();
   const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
   try {
     await client.send(new CreateBucketCommand({ Bucket: bucket }));

@@ -50,9 +50,7 @@ export class S3Store implements ObjectStore {
       maxAttempts: 4,
     };
     if (options.endpoint) config.endpoint = options.endpoint;
-    // The SDK warns on every command under Node 20 that its releases after January 2027 need Node 22;
-    // the lockfile pins this release, so the notice only clutters one-line CLI output. Set the variable to see it.
-    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    silenceNodeVersionNotice();
     if (options.credentials) config.credentials = options.credentials;
     this.client = new S3Client(config);
   }
@@ -164,4 +162,13 @@ export const PERMANENT_S3_ERRORS = new Set(['AccessDenied', 'NoSuchBucket', 'Inv
 export function unrecoverableS3Error(error: unknown): string | undefined {
   const name = (error as { name?: string }).name ?? 'NotFound';
   return isNotFound(error) || PERMANENT_S3_ERRORS.has(name) ? name : undefined;
+}
+
+/**
+ * The SDK warns on every command under Node 20 that its releases after January 2027 need Node 22;
+ * the lockfile pins this release, so the notice only clutters one-line CLI output. Set
+ * AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=false to see it.
+ */
+export function silenceNodeVersionNotice(): void {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 }
