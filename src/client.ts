@@ -69,6 +69,7 @@ import {
   redactUrl,
 } from './shared';
 import { type Storage, createStorage, localStateDir } from './storage';
+import { type ExportManifest, type ExportOptions, exportRecords, exportStore } from './export';
 import type { jobWorkflow } from './workflows';
 import type { flagWorkflow } from './workflows/flag';
 
@@ -581,6 +582,23 @@ export class FaultlineClient {
     const records: OutputRecord[] = [];
     for await (const record of this.outputRecords(result)) records.push(record);
     return records;
+  }
+
+  /**
+   * Writes a job's output records grouped by status (one file per status, `manifest.json` last)
+   * to a folder or s3://bucket/prefix, streamed from its manifest. The job's latest settled result
+   * unless `round` names one.
+   */
+  async export(jobId: string, destination: string, options: ExportOptions & { round?: number } = {}): Promise<ExportManifest> {
+    const { round, ...filters } = options;
+    const result = await this.result(jobId, round !== undefined ? { round } : {});
+    let store;
+    try {
+      store = exportStore(destination, this.options.config.s3);
+    } catch (error) {
+      throw new FaultlineClientError('invalid', `export destination: ${(error as Error).message}`, [{ path: 'destination', code: 'invalid_destination', message: (error as Error).message }]);
+    }
+    return exportRecords(result, this.outputRecords(result), store, filters);
   }
 
   /** The same records one at a time, for results too large to hold. */

@@ -8,7 +8,8 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { FaultlineClient, FaultlineClientError } from '../client';
 import { ConfigError, loadConfig } from '../config';
 import { createLogger } from '../logger';
-import { type CancelResponse, exitCodeForStatus, limitsProblems, planOf } from '../shared';
+import { type CancelResponse, type OutputStatus, OutputStatuses, exitCodeForStatus, limitsProblems, planOf } from '../shared';
+import { type ExportFormat, ExportFormats } from '../export';
 import { loadPipelineModules } from '../pipeline-modules';
 import { pipelineRegistry } from '../pipelines';
 import { printProgress, printResult, watchJob } from './output';
@@ -230,6 +231,36 @@ export function buildProgram(): Command {
     .option('--outputs', "print every output record as NDJSON (one per line), read from the job's manifest in job storage")
     .action(async (jobId: string, opts: { json?: boolean; outputs?: boolean }) => {
       await withClient((client) => printResultOf(client, jobId, opts.json === true, opts.outputs === true));
+    });
+
+  program
+    .command('export')
+    .description("write a job's output records grouped by status (one file per status + manifest.json) to a folder or s3://bucket/prefix")
+    .argument('<jobId>')
+    .argument('<destination>', 'a folder, or s3://bucket/prefix (FAULTLINE_S3_* settings)')
+    .option('--status <statuses>', 'only these statuses, comma-separated (e.g. Failed,Missing)')
+    .option('--type <errorType>', 'only records that failed with this error type (repeatable)', collect)
+    .option('--format <format>', 'ndjson or csv (fixed column order)', 'ndjson')
+    .option('--round <n>', 'a settled round (default: the latest)', parseNumber)
+    .option('--json', 'print the manifest as JSON')
+    .action(async (jobId: string, destination: string, opts: { status?: string; type?: string[]; format: string; round?: number; json?: boolean }) => {
+      if (!(ExportFormats as readonly string[]).includes(opts.format)) throw new UsageError(`--format is ndjson or csv, not "${opts.format}"`);
+      const statuses = opts.status?.split(',').map((status) => status.trim()).filter(Boolean);
+      const unknown = statuses?.filter((status) => !(OutputStatuses as readonly string[]).includes(status)) ?? [];
+      if (unknown.length > 0) throw new UsageError(`--status takes ${OutputStatuses.join(', ')}; not ${unknown.join(', ')}`);
+      await withClient(async (client) => {
+        const manifest = await client.export(jobId, destination, {
+          format: opts.format as ExportFormat,
+          ...(statuses ? { statuses: statuses as OutputStatus[] } : {}),
+          ...(opts.type ? { types: opts.type } : {}),
+          ...(opts.round !== undefined ? { round: opts.round } : {}),
+        });
+        if (opts.json) console.log(JSON.stringify(manifest));
+        else {
+          for (const file of manifest.files) console.log(`${file.file}\t${file.records} record(s)\t${file.bytes} bytes\tsha256 ${file.sha256}`);
+          console.error(`exported ${manifest.files.reduce((sum, file) => sum + file.records, 0)} record(s) of ${jobId} (round ${manifest.round}) to ${manifest.destination} with manifest.json`);
+        }
+      });
     });
 
   program

@@ -140,6 +140,25 @@ describe('job storage on S3 (MinIO)', () => {
     assert.deepEqual(await keys('faultline/jobs/s3-thousand/'), []);
   });
 
+  it('`faultline export` to s3://bucket/prefix writes a file per status and manifest.json last, matching the records', async () => {
+    const items = Array.from({ length: 3_000 }, (_, index) => (index % 5 === 0 ? { id: `x${index}`, params: { outcome: 'missing' } } : { id: `x${index}` }));
+    const { jobId } = await env.client.start({ pipeline: 'synthetic', items });
+    const result = await env.client.result(jobId);
+    const exported = await cli(['export', jobId, `s3://${s3.bucket}/exports/${jobId}`, '--json']);
+    assert.equal(exported.code, 0, exported.stderr);
+    const manifest = JSON.parse(exported.stdout) as { counts: Record<string, number>; files: { file: string; records: number }[] };
+    assert.deepEqual(manifest.counts, { Available: result.counts.Available, Missing: result.counts.Missing });
+    assert.deepEqual(
+      (await keys(`exports/${jobId}/`)).sort(),
+      ['Available.ndjson', 'Missing.ndjson', 'manifest.json'].map((name) => `exports/${jobId}/${name}`),
+    );
+    const stored = createStorage(`s3://${s3.bucket}/exports/${jobId}`, env.config.s3);
+    const lines: OutputRecord[] = [];
+    for (const file of manifest.files) for await (const record of stored.readLines<OutputRecord>(`s3://${s3.bucket}/exports/${jobId}/${file.file}`)) lines.push(record);
+    const expected = await env.client.records(result);
+    assert.deepEqual(lines.map((record) => JSON.stringify(record)).sort(), expected.map((record) => JSON.stringify(record)).sort());
+  });
+
   it('the images pipeline keeps working copies in the bucket, and the job releases them at close', async () => {
     const inputs = path.join(env.dir, 'images-in');
     await mkdir(inputs, { recursive: true });
