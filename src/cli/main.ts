@@ -245,7 +245,10 @@ export function buildProgram(): Command {
     .option('--json', 'print the manifest as JSON')
     .action(async (jobId: string, destination: string, opts: { status?: string; type?: string[]; format: string; round?: number; json?: boolean }) => {
       if (!(ExportFormats as readonly string[]).includes(opts.format)) throw new UsageError(`--format is ndjson or csv, not "${opts.format}"`);
-      const statuses = opts.status?.split(',').map((status) => status.trim()).filter(Boolean);
+      const statuses = opts.status
+        ?.split(',')
+        .map((status) => status.trim())
+        .filter(Boolean);
       const unknown = statuses?.filter((status) => !(OutputStatuses as readonly string[]).includes(status)) ?? [];
       if (unknown.length > 0) throw new UsageError(`--status takes ${OutputStatuses.join(', ')}; not ${unknown.join(', ')}`);
       await withClient(async (client) => {
