@@ -382,7 +382,15 @@ class StepRun implements StepContext<unknown, unknown> {
     const { job, item } = run;
     this.toolbox ??= stepTools(
       run.services,
-      { jobId: job.jobId, item: item.id, step: this.step, signal: run.ctx.signal, validators: run.validators, ...(job.destination !== undefined ? { destination: job.destination } : {}) },
+      {
+        jobId: job.jobId,
+        item: item.id,
+        step: this.step,
+        signal: run.ctx.signal,
+        validators: run.validators,
+        ...(job.destination !== undefined ? { destination: job.destination } : {}),
+        ...(item.putUrls !== undefined ? { putUrls: item.putUrls } : {}),
+      },
       run.agents,
     );
     return this.toolbox;

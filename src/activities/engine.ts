@@ -91,7 +91,7 @@ export function createEngineActivities(deps: EngineDeps) {
     return spec as { items: JobItem[] };
   };
 
-  const services = { allowedRoots: deps.allowedRoots ?? [], allowedHosts: deps.allowedHosts, storage: deps.storage };
+  const services = { allowedRoots: deps.allowedRoots ?? [], allowedHosts: deps.allowedHosts, storage: deps.storage, ...(deps.s3 ? { s3: deps.s3 } : {}) };
   return {
     async runBatch(input: RunBatchInput): Promise<RunBatchResult> {
       const ctx = Context.current();

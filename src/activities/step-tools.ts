@@ -4,9 +4,11 @@
  * Retry-After), sources read within the allowed roots, and outputs written atomically under the
  * job's destination. Every failure is a typed ItemError the engine classifies.
  */
+import { createHash } from 'node:crypto';
 import { type Dispatcher, request } from 'undici';
 import { ErrorTypes, redactUrl } from '../shared';
-import type { Storage, WorkFile } from '../storage';
+import { type S3Options, type Storage, type WorkFile, parseStorageLocation, safeSegment } from '../storage';
+import { S3Store } from '../storage/s3';
 import { fetchSource, guardedAgent, httpStatusError, httpValidator, localFingerprint, refuseHost, refusedAddress, refusedLiteral } from './fetch';
 import { type WrittenFile, resolveAllowedPath, writeOutputFile } from './files';
 import { ItemError } from './types';
@@ -16,6 +18,18 @@ export interface StepServices {
   allowedRoots: readonly string[];
   allowedHosts: readonly string[];
   storage?: Pick<Storage, 'readWorkFile' | 'writeWorkFile' | 'dropWorkFiles'>;
+  /** For s3:// destinations (endpoint, credentials), as for job storage. */
+  s3?: S3Options;
+}
+
+/** Where `writeOutput` puts one output, besides the job's destination. */
+export interface WriteOutputOptions {
+  /** The output this file is: its pre-signed PUT URL (`items[].putUrls[output]`) takes it instead of the destination. */
+  output?: string;
+  /** Sent with a PUT (default application/octet-stream). */
+  contentType?: string;
+  /** A PUT URL to use instead of the item's own for `output`. */
+  putUrl?: string;
 }
 
 /** Files of one item in the job's working storage: kept across its steps, attempts and rounds until the item is final or the job closes. */
@@ -63,8 +77,13 @@ export interface StepTools {
    */
   sourceFingerprint(uri: string): Promise<string | undefined>;
   storage: ItemStorage;
-  /** Writes `<destination>/<item>/<name>` atomically (a re-run replaces it); returns location, bytes and sha256 for an Available output. */
-  writeOutput(name: string, data: Buffer | string): Promise<WrittenFile>;
+  /**
+   * Writes one output file and returns location, bytes and sha256 for an Available output: to the
+   * item's pre-signed PUT URL for `options.output` when the spec gives one (through the guard, a few
+   * quick tries; 401/403 is a fatal `DestinationRejected`), else to `<destination>/<item>/<name>`:
+   * a folder (atomic, descriptor-checked, inside the allowed roots) or an s3:// prefix. A re-run replaces it.
+   */
+  writeOutput(name: string, data: Buffer | string, options?: WriteOutputOptions): Promise<WrittenFile>;
 }
 
 const DEFAULT_SOURCE_BYTES = 100_000_000;
@@ -72,15 +91,15 @@ const DEFAULT_BODY_BYTES = 1_000_000;
 
 export function stepTools(
   services: StepServices,
-  context: { jobId: string; item: string; step: string; destination?: string; signal: AbortSignal; validators?: Map<string, string | undefined> },
-  agents: { guarded: Dispatcher },
+  context: { jobId: string; item: string; step: string; destination?: string; putUrls?: Record<string, string>; signal: AbortSignal; validators?: Map<string, string | undefined> },
+  agents: StepAgents,
 ): StepTools {
   const { step, signal } = context;
   const storage = () => {
     if (!services.storage) throw new ItemError({ type: ErrorTypes.StorageUnwritable, message: "ctx.storage needs the worker's job storage", step });
     return services.storage;
   };
-  return {
+  const tools: StepTools = {
     async fetch(url, init = {}) {
       const target = new URL(url);
       if (target.protocol !== 'http:' && target.protocol !== 'https:') {
@@ -147,21 +166,88 @@ export function stepTools(
       get: (name, expected) => storage().readWorkFile(context.jobId, context.item, name, expected?.sha256),
       drop: () => storage().dropWorkFiles(context.jobId, context.item),
     },
-    async writeOutput(name, data) {
-      if (!context.destination) throw new ItemError({ type: ErrorTypes.InvalidSpec, class: 'invalid', message: 'ctx.writeOutput needs a destination in the job spec', step });
-      if (!context.destination.startsWith('file:')) {
-        throw new ItemError({ type: ErrorTypes.UnsupportedSource, class: 'invalid', message: 'ctx.writeOutput writes to file:// destinations', step });
-      }
+    async writeOutput(name, data, options = {}) {
       if (name.includes('/') || name.includes('\\') || name === '..' || name === '.') {
         throw new ItemError({ type: ErrorTypes.InvalidSpec, class: 'invalid', message: `output file name "${name}" must be a plain file name`, step });
       }
+      const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+      const putUrl = options.putUrl ?? (options.output !== undefined ? context.putUrls?.[options.output] : undefined);
+      if (putUrl) return { location: await putWithTries(tools, putUrl, bytes, options), bytes: bytes.length, sha256: sha256(bytes) };
+      if (!context.destination)
+        throw new ItemError({ type: ErrorTypes.InvalidSpec, class: 'invalid', message: 'ctx.writeOutput needs a destination in the job spec (or a PUT URL for the output)', step });
+      if (context.destination.startsWith('s3:')) {
+        const location = parseStorageLocation(context.destination);
+        if (location.kind !== 's3') throw new ItemError({ type: ErrorTypes.InvalidSpec, class: 'invalid', message: `destination ${context.destination} is not s3://bucket/prefix`, step });
+        const key = `${location.bucket}/${location.prefix}`;
+        let store = agents.s3.get(key);
+        if (!store) agents.s3.set(key, (store = new S3Store(location.bucket, location.prefix, services.s3 ?? {})));
+        const objectKey = `${safeSegment(context.item)}/${name}`;
+        try {
+          await store.put(objectKey, bytes);
+        } catch (error) {
+          throw new ItemError({ type: ErrorTypes.DestinationUnwritable, class: 'transient', message: `cannot write ${store.uri(objectKey)}: ${(error as Error).message}`, step, cause: error });
+        }
+        return { location: store.uri(objectKey), bytes: bytes.length, sha256: sha256(bytes) };
+      }
+      if (!context.destination.startsWith('file:')) {
+        throw new ItemError({ type: ErrorTypes.UnsupportedSource, class: 'invalid', message: 'ctx.writeOutput writes to file:// and s3:// destinations', step });
+      }
       const dir = await resolveAllowedPath(context.destination, services.allowedRoots, 'destination', step);
-      return writeOutputFile(dir, context.item, name, data, step);
+      return writeOutputFile(dir, context.item, name, bytes, step);
     },
   };
+  return tools;
 }
 
-/** One guarded agent per worker, shared by every step. */
-export function stepAgents(services: StepServices): { guarded: Dispatcher } {
-  return { guarded: guardedAgent({ allowedHosts: services.allowedHosts }) };
+/** What every step of a worker shares: one guarded agent, one S3 client per destination. */
+export interface StepAgents {
+  guarded: Dispatcher;
+  s3: Map<string, S3Store>;
+}
+
+export function stepAgents(services: StepServices): StepAgents {
+  return { guarded: guardedAgent({ allowedHosts: services.allowedHosts }), s3: new Map() };
+}
+
+function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** Tries of one PUT in place before the item is handed back to its step's retry policy. */
+const PUT_ATTEMPTS = 3;
+
+/**
+ * PUTs one output to its pre-signed URL through the outbound guard, with a few quick tries in
+ * place for transient answers; 401/403 means the URLs are no good, for every item (fatal).
+ */
+async function putWithTries(tools: Pick<StepTools, 'fetch' | 'statusError'>, url: string, bytes: Buffer, options: WriteOutputOptions): Promise<string> {
+  const output = options.output;
+  for (let attempt = 1; ; attempt++) {
+    let failure: ItemError | undefined;
+    try {
+      const response = await tools.fetch(url, {
+        method: 'PUT',
+        body: bytes,
+        headers: { 'content-type': options.contentType ?? 'application/octet-stream', 'content-length': String(bytes.length) },
+        maxBodyBytes: 4_096,
+      });
+      if (response.status === 401 || response.status === 403) {
+        throw new ItemError({
+          type: ErrorTypes.DestinationRejected,
+          class: 'fatal',
+          message: `destination refused the upload (${response.status}); credentials or pre-signed URLs are invalid`,
+          details: { httpStatus: response.status, url: redactUrl(url) },
+          ...(output !== undefined ? { output } : {}),
+        });
+      }
+      failure = tools.statusError(response, url);
+      if (!failure) return redactUrl(url);
+    } catch (error) {
+      if (!(error instanceof ItemError)) throw error;
+      failure = error;
+    }
+    if (output !== undefined) failure.report.output ??= output;
+    if (failure.report.class !== 'transient' || attempt >= PUT_ATTEMPTS) throw failure;
+    await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** (attempt - 1)));
+  }
 }

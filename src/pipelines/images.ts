@@ -4,9 +4,9 @@
  * step that failed; a source changed since it was fetched is fetched again.
  */
 import { z } from 'zod';
-import { type ItemOutputs, type OutputResult, type StepContext, definePipeline, endItem } from '../define-pipeline';
+import { type ItemOutputs, type OutputResult, definePipeline, endItem } from '../define-pipeline';
 import { ItemError } from '../activities/types';
-import { ErrorTypes, redactUrl } from '../shared';
+import { ErrorTypes } from '../shared';
 import { RetryPresets } from '../shared/pipeline';
 import type { WorkFile } from '../storage';
 import type * as ImageWork from '../activities/images';
@@ -57,39 +57,6 @@ interface MadeOutput {
   status?: 'Missing' | 'Unsolved' | 'Skipped';
   reason?: string;
   details?: Record<string, unknown>;
-}
-
-/** Tries of one pre-signed PUT in place before the item is handed back to its step's retry policy. */
-const PUT_ATTEMPTS = 3;
-
-/**
- * PUTs one output to its pre-signed URL through the outbound guard, with a few quick tries in
- * place for transient answers; 401/403 means the URLs are no good, for every item (fatal).
- */
-async function putOutput(ctx: Pick<StepContext<unknown, unknown>, 'fetch' | 'statusError'>, url: string, output: string, contentType: string, bytes: Buffer, attempts: number): Promise<string> {
-  for (let attempt = 1; ; attempt++) {
-    let failure: ItemError | undefined;
-    try {
-      const response = await ctx.fetch(url, { method: 'PUT', body: bytes, headers: { 'content-type': contentType, 'content-length': String(bytes.length) }, maxBodyBytes: 4_096 });
-      if (response.status === 401 || response.status === 403) {
-        throw new ItemError({
-          type: ErrorTypes.DestinationRejected,
-          class: 'fatal',
-          message: `destination refused the upload (${response.status}); credentials or pre-signed URLs are invalid`,
-          details: { httpStatus: response.status, url: redactUrl(url) },
-          output,
-        });
-      }
-      failure = ctx.statusError(response, url);
-      if (!failure) return redactUrl(url);
-    } catch (error) {
-      if (!(error instanceof ItemError)) throw error;
-      failure = error;
-    }
-    failure.report.output ??= output;
-    if (failure.report.class !== 'transient' || attempt >= attempts) throw failure;
-    await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** (attempt - 1)));
-  }
 }
 
 export const imagesPipeline = definePipeline({
@@ -159,7 +126,7 @@ export const imagesPipeline = definePipeline({
       name: 'deliver',
       retry: RetryPresets.network,
       itemTimeoutMs: STEP_TIMEOUT_MS,
-      run: async ({ item, job, input, storage, writeOutput, fetch, statusError }) => {
+      run: async ({ item, job, input, storage, writeOutput }) => {
         const params = ImagesParams.parse(job.params ?? {});
         const results: Record<string, OutputResult> = {};
         for (const out of input.outputs) {
@@ -177,15 +144,9 @@ export const imagesPipeline = definePipeline({
               output: out.output,
             });
           }
+          // The older params.putUrls map, for jobs started before clients moved it onto the items.
           const putUrl = item.putUrls?.[out.output] ?? params.putUrls?.[item.id]?.[out.output];
-          const details = out.details ? { details: out.details } : {};
-          if (putUrl) {
-            const location = await putOutput({ fetch, statusError }, putUrl, out.output, out.contentType, bytes, PUT_ATTEMPTS);
-            results[out.output] = { status: 'Available', location, bytes: bytes.length, sha256: out.file.sha256, ...details };
-          } else if (job.destination) {
-            const written = await writeOutput(`${out.output}.${out.ext}`, bytes);
-            results[out.output] = { status: 'Available', ...written, ...details };
-          } else {
+          if (!putUrl && !job.destination) {
             throw new ItemError({
               type: 'NoDestination',
               class: 'fatal',
@@ -195,6 +156,8 @@ export const imagesPipeline = definePipeline({
               output: out.output,
             });
           }
+          const written = await writeOutput(`${out.output}.${out.ext}`, bytes, { output: out.output, contentType: out.contentType, ...(putUrl ? { putUrl } : {}) });
+          results[out.output] = { status: 'Available', ...written, ...(out.details ? { details: out.details } : {}) };
         }
         // Every output is final: the item's working files are not needed again.
         await storage.drop();

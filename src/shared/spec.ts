@@ -155,7 +155,8 @@ export function validateJobSpec(input: unknown, registry: PipelineRegistry): Spe
   }
   if (pipeline.destination === 'required' && !spec.destination) add('destination', 'missing_destination', `pipeline "${pipeline.name}" needs a destination`);
   if (pipeline.destination === 'none' && spec.destination) add('destination', 'unexpected_destination', `pipeline "${pipeline.name}" takes no destination`);
-  if (spec.destination) checkUri(spec.destination, 'destination', add, ['file:']);
+  if (spec.destination) checkUri(spec.destination, 'destination', add, ['file:', 's3:']);
+  if (spec.destination?.startsWith('s3:') && spec.options?.archive) add('options.archive', 'archive_needs_folder', 'options.archive packs a file:// destination; an s3:// destination has no archive');
 
   const ids = new Map<string, number>();
   spec.items.forEach((item, index) => {

@@ -159,6 +159,27 @@ describe('job storage on S3 (MinIO)', () => {
     assert.deepEqual(lines.map((record) => JSON.stringify(record)).sort(), expected.map((record) => JSON.stringify(record)).sort());
   });
 
+  it('ctx.writeOutput writes to an s3:// destination: images land under <prefix>/<item>/ with s3:// locations; archive needs a folder', async () => {
+    const inputs = path.join(env.dir, 'images-s3-in');
+    await mkdir(inputs, { recursive: true });
+    await copyFile(path.join(ROOT, 'samples', 'images', 'with-exif.jpg'), path.join(inputs, 'with-exif.jpg'));
+    const destination = `s3://${s3.bucket}/outputs/run-1`;
+    const { jobId } = await env.client.start({
+      pipeline: 'images',
+      items: [{ id: 'photo', source: pathToFileURL(path.join(inputs, 'with-exif.jpg')).toString() }],
+      outputs: ['thumbnail', 'metadata'],
+      destination,
+    });
+    const result = await env.client.result(jobId);
+    assert.equal(result.status, 'Succeeded', JSON.stringify(result.errors));
+    assert.deepEqual((result.outputs ?? []).map((record) => record.location).sort(), [`${destination}/photo/metadata.json`, `${destination}/photo/thumbnail.webp`]);
+    assert.deepEqual((await keys('outputs/run-1/')).sort(), ['outputs/run-1/photo/metadata.json', 'outputs/run-1/photo/thumbnail.webp']);
+    await assert.rejects(
+      env.client.start({ pipeline: 'images', items: [{ id: 'a', source: 'https://example.org/a.png' }], destination, options: { archive: true } }),
+      (error: unknown) => error instanceof FaultlineClientError && error.issues.some((issue) => issue.path === 'options.archive' && issue.code === 'archive_needs_folder'),
+    );
+  });
+
   it('the images pipeline keeps working copies in the bucket, and the job releases them at close', async () => {
     const inputs = path.join(env.dir, 'images-in');
     await mkdir(inputs, { recursive: true });
