@@ -108,24 +108,62 @@ interface Layout {
   rss: () => number;
   /** CPU seconds so far of each party worth naming (work processes, Temporal server, this bench process). */
   cpu: () => Record<string, number>;
+  /** The work processes, sampled one by one: one that exits or is restarted mid-run keeps the CPU it used. */
+  workPids?: () => number[];
+}
+
+/** CPU of a changing set of processes over a run: each pid's last sample minus its first (0 for pids born during the run). */
+function workCpuTracker(pids: () => number[]): { sample(): void; seconds(): number } {
+  const first = new Map<number, number>();
+  const last = new Map<number, number>();
+  let initial = true;
+  return {
+    sample() {
+      for (const pid of pids()) {
+        let seconds: number;
+        try {
+          seconds = cpuOf(pid);
+        } catch {
+          continue; // gone between listing and reading
+        }
+        if (!first.has(pid)) first.set(pid, initial ? seconds : 0);
+        last.set(pid, seconds);
+      }
+      initial = false;
+    },
+    seconds() {
+      let total = 0;
+      for (const [pid, seconds] of last) total += seconds - (first.get(pid) ?? 0);
+      return total;
+    },
+  };
 }
 
 /** Samples memory and CPU of the processes doing the work while `fn` runs. */
 async function measure(
   items: number,
   layout: Layout,
-  fn: () => Promise<{ completed: boolean; events: number | null; outcome?: string; maxHistoryBytes?: number; elapsedMs?: number }>,
+  fn: () => Promise<{ completed: boolean; events: number | null; outcome?: string; maxHistoryBytes?: number; elapsedMs?: number; workCpuSeconds?: number }>,
 ): Promise<ModeResult> {
   let peak = layout.rss();
   const cpuBefore = layout.cpu();
-  const timer = setInterval(() => (peak = Math.max(peak, layout.rss())), 200);
+  const work = layout.workPids ? workCpuTracker(layout.workPids) : undefined;
+  work?.sample();
+  const timer = setInterval(() => {
+    peak = Math.max(peak, layout.rss());
+    work?.sample();
+  }, 200);
   const started = performance.now();
   try {
-    const { completed, events, outcome, maxHistoryBytes, elapsedMs: measured } = await fn();
+    const { completed, events, outcome, maxHistoryBytes, elapsedMs: measured, workCpuSeconds } = await fn();
     const elapsedMs = measured ?? Math.round(performance.now() - started);
     peak = Math.max(peak, layout.rss());
     const cpuAfter = layout.cpu();
     const cpuSeconds = Object.fromEntries(Object.entries(cpuAfter).map(([party, seconds]) => [party, Math.round((seconds - (cpuBefore[party] ?? 0)) * 10) / 10]));
+    work?.sample();
+    if (work) cpuSeconds.work = Math.round(work.seconds() * 10) / 10;
+    // Work processes that exit before the end (raw) told their own CPU.
+    if (workCpuSeconds !== undefined) cpuSeconds.work = Math.round(workCpuSeconds * 10) / 10;
     return {
       itemsPerSec: Math.round((items / (elapsedMs / 1000)) * 10) / 10,
       elapsedMs,
@@ -150,7 +188,7 @@ async function runRaw(
   processes: number,
   rss: { pids: number[] },
   share: Omit<RawShare, 'kind' | 'from' | 'to'>,
-): Promise<{ completed: boolean; events: null; elapsedMs: number }> {
+): Promise<{ completed: boolean; events: null; elapsedMs: number; workCpuSeconds: number }> {
   const children: ChildProcess[] = Array.from({ length: processes }, () =>
     fork(path.join(__dirname, 'raw-worker.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
   );
@@ -158,13 +196,15 @@ async function runRaw(
   await Promise.all(children.map((child) => new Promise((resolve) => child.once('message', resolve))));
   const started = performance.now();
   let done = 0;
+  let workCpuSeconds = 0;
   await Promise.all(
     children.map((child, index) => {
       const from = Math.floor((count * index) / processes);
       const to = Math.floor((count * (index + 1)) / processes);
       return new Promise<void>((resolve, reject) => {
-        child.once('message', (message: { done: number }) => {
+        child.once('message', (message: { done: number; cpuSeconds?: number }) => {
           done += message.done;
+          workCpuSeconds += message.cpuSeconds ?? 0;
           resolve();
         });
         child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`raw process exited with ${code}`))));
@@ -175,7 +215,7 @@ async function runRaw(
   const elapsedMs = Math.round(performance.now() - started);
   await Promise.all(children.map((child) => (child.exitCode === null ? new Promise((resolve) => child.once('exit', resolve)) : undefined)));
   rss.pids = [];
-  return { completed: done === count, events: null, elapsedMs };
+  return { completed: done === count, events: null, elapsedMs, workCpuSeconds };
 }
 
 async function main(): Promise<void> {
@@ -221,7 +261,8 @@ async function main(): Promise<void> {
     }
     // Worker RSS is the worker processes only; the supervisor (a few MB of its own, more under tsx in a clone) is reported apart.
     const workerPids = () => processTree(supervisor.pid ?? -1).filter((pid) => pid !== supervisor.pid);
-    return { supervisor, layout: { workers: processes, rss: () => sumOver(workerPids(), rssOf), cpu: parties(() => processTree(supervisor.pid ?? -1)) } };
+    const tree = () => processTree(supervisor.pid ?? -1);
+    return { supervisor, layout: { workers: processes, rss: () => sumOver(workerPids(), rssOf), cpu: parties(tree), workPids: tree } };
   };
   const stopWorkers = async (supervisor: ChildProcess) => {
     const gone = new Promise((resolve) => supervisor.once('exit', resolve));
@@ -232,7 +273,8 @@ async function main(): Promise<void> {
   say(`faultline worker: ${processes} processes; raw: ${cores} processes; naive: one worker`);
   const naiveLayout: Layout = { workers: 1, rss: () => process.memoryUsage().rss, cpu: parties(() => []) };
   const rawPids = { pids: [] as number[] };
-  const rawLayout: Layout = { workers: cores, rss: () => sumOver(rawPids.pids, rssOf), cpu: parties(() => []) }; // raw processes are gone when the run ends: their CPU is elapsed × cores
+  // Raw processes are gone when the run ends: they report their own CPU (runRaw's workCpuSeconds).
+  const rawLayout: Layout = { workers: cores, rss: () => sumOver(rawPids.pids, rssOf), cpu: parties(() => []) };
   let supervisorPeakRss = 0;
   const supervisorSampler = setInterval(() => (supervisorPeakRss = Math.max(supervisorPeakRss, sumOver([faultlineWorkers.pid ?? -1], rssOf))), 1_000);
   const connection = await Connection.connect({ address: server.address });
