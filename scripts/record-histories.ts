@@ -226,6 +226,10 @@ async function main(): Promise<void> {
           if (answer.effect !== 'stopped') throw new Error(`the cancel was answered ${answer.effect}, not while the round stopped`);
         },
       },
+      // A settling round writes its records where options.export says (patched('faultline-result-export')).
+      'v4-export': {
+        spec: syntheticSpec([{ id: 'a' }, { id: 'bad', params: { outcome: 'unprocessable' } }], { export: { destination: out('export'), format: 'csv' } }),
+      },
       rotation: {
         spec: syntheticSpec(
           Array.from({ length: 40 }, (_, i) => flakyOnce(`r${i}`)),

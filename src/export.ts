@@ -25,6 +25,8 @@ export interface ExportOptions {
   /** Only records whose error has one of these types. */
   types?: readonly string[];
   format?: ExportFormat;
+  /** Called every 10,000 records (an activity's heartbeat). */
+  progress?: (records: number) => void;
 }
 
 export interface ExportedFile {
@@ -120,14 +122,16 @@ export function exportStore(destination: string, s3: S3Options = {}): ObjectStor
 }
 
 /** Writes `records` (one job's, streamed) to `store` grouped by status; returns the manifest it wrote. */
-export async function exportRecords(result: JobResult, records: AsyncIterable<OutputRecord>, store: ObjectStore, options: ExportOptions = {}): Promise<ExportManifest> {
+export async function exportRecords(result: JobResult, records: AsyncIterable<OutputRecord> | Iterable<OutputRecord>, store: ObjectStore, options: ExportOptions = {}): Promise<ExportManifest> {
   const format = options.format ?? 'ndjson';
   const statuses = options.statuses ? new Set(options.statuses) : undefined;
   const types = options.types && options.types.length > 0 ? new Set(options.types) : undefined;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-export-'));
   const files = new Map<OutputStatus, StatusFile>();
   try {
+    let seen = 0;
     for await (const record of records) {
+      if (++seen % 10_000 === 0) options.progress?.(seen);
       if (statuses && !statuses.has(record.status)) continue;
       if (types && !(record.error && types.has(record.error.type))) continue;
       let file = files.get(record.status);

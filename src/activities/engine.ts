@@ -37,8 +37,11 @@ import {
   makeReport,
   toErrorReport,
   validateJobSpec,
+  type JobResult,
+  type ResolvedOptions,
 } from '../shared';
 import { type S3Options, type Storage, permanentStorageError } from '../storage';
+import { exportRecords, exportStore } from '../export';
 import { type ImportResult, importItems } from './items-import';
 import { ItemError, type PipelineImplementation } from './types';
 import { resolveAllowedPath } from './files';
@@ -395,6 +398,28 @@ export function createEngineActivities(deps: EngineDeps) {
       // Nothing is kept of a job that cannot run.
       await deps.storage.removeRef(imported.ref);
       return { ok: false, issues: outside };
+    },
+
+    /** `options.export`: the round's records grouped by status, where the spec says (inside the allowed roots for a folder). */
+    async exportResult(input: { result: JobResult; export: NonNullable<ResolvedOptions['export']> }): Promise<NonNullable<JobResult['exported']>> {
+      const ctx = Context.current();
+      const { destination } = input.export;
+      if (destination.startsWith('file:') && deps.allowedRoots) {
+        try {
+          await resolveAllowedPath(destination, deps.allowedRoots, 'destination', 'export');
+        } catch (error) {
+          // Typed, and not retried: no attempt changes where the roots are.
+          if (error instanceof ItemError) throw ApplicationFailure.create({ type: error.report.type, message: error.message, nonRetryable: true, cause: error });
+          throw error;
+        }
+      }
+      const records = input.result.outputs ? input.result.outputs : input.result.manifest ? deps.storage.readLines<OutputRecord>(input.result.manifest) : [];
+      const manifest = await exportRecords(input.result, records, exportStore(destination, deps.s3 ?? {}), {
+        ...(input.export.format ? { format: input.export.format } : {}),
+        ...(input.export.statuses ? { statuses: input.export.statuses } : {}),
+        progress: (seen: number) => ctx.heartbeat(seen),
+      });
+      return { destination: manifest.destination, counts: manifest.counts, files: manifest.files.length };
     },
 
     async loadItems(input: { ref: string; from: number; to: number }): Promise<JobItem[]> {

@@ -134,6 +134,8 @@ export class Settlement {
       // Flags and limit changes that came while the archive ran belong in this result and its webhook.
       if (this.s.v3) result = { ...result, ...this.operatorLists() };
     }
+    // The records grouped by status, where the spec says: even for a failed or cancelled job (its truthful account).
+    if (prepared.options.export && patched(PATCHES.resultExport)) result = await this.runExport(prepared.options.export, result);
     this.s.result = result;
     this.s.runner = undefined;
     this.publish(result);
@@ -188,6 +190,17 @@ export class Settlement {
     } finally {
       done = true;
       await watcher;
+    }
+  }
+
+  private async runExport(target: NonNullable<Prepared['options']['export']>, result: JobResult): Promise<JobResult> {
+    try {
+      return { ...result, exported: await engine.exportResult({ result, export: target }) };
+    } catch (error) {
+      // An extra, like the archive: its failure is reported, the outputs stand.
+      const cause = toErrorReport(error, { at: new Date().toISOString(), step: 'export' });
+      const report = { ...cause, type: ErrorTypes.ExportFailed, class: 'transient' as const, details: { ...cause.details, cause } };
+      return { ...result, errors: [...result.errors, report] };
     }
   }
 

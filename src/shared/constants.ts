@@ -63,6 +63,8 @@ export const PATCHES = {
   workerPipelines: 'faultline-worker-pipelines',
   /** A round stopped by a fatal error still answers cancels while its in-flight batches finish. */
   answerWhileStopping: 'faultline-answer-while-stopping',
+  /** A settling round writes its records where `options.export` says. */
+  resultExport: 'faultline-result-export',
 } as const;
 
 /** Slice child workflows running at once per job. */

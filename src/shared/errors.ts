@@ -26,6 +26,8 @@ export const ErrorTypes = {
   CorruptImage: 'CorruptImage',
   /** A step's working file is gone from job storage (a later step cannot go on without it). */
   WorkingFileLost: 'WorkingFileLost',
+  /** `options.export` could not write the job's records (the job's own outcome stands). */
+  ExportFailed: 'ExportFailed',
   UnsupportedFormat: 'UnsupportedFormat',
   ImageTooLarge: 'ImageTooLarge',
   ItemUnprocessable: 'ItemUnprocessable',
@@ -83,6 +85,7 @@ export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
   SourceTooLarge: 'unprocessable',
   CorruptImage: 'unprocessable',
   WorkingFileLost: 'unprocessable',
+  ExportFailed: 'transient',
   UnsupportedFormat: 'unprocessable',
   ImageTooLarge: 'unprocessable',
   ItemUnprocessable: 'unprocessable',

@@ -111,6 +111,8 @@ export interface JobResult {
   retryable: { items: number; types: string[] };
   cancelReason?: string;
   archive?: { location?: string; files: number; missing: number; missingFiles?: string[]; skipped?: string; error?: ErrorReport };
+  /** What `options.export` wrote when this round settled: where, and the records per status (manifest.json there lists the files). */
+  exported?: { destination: string; counts: Partial<Record<OutputStatus, number>>; files: number };
   notifications?: Notification[];
   /** Set when this job is a follow-up of another job's failed items. */
   retryOf?: string;

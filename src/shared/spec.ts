@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { DurationSchema } from './duration';
 import type { PipelineDefinition, PipelinePlan, PipelineRegistry, RetryPolicy } from './pipeline';
 import { validateWithSchema } from './standard-schema';
+import { OutputStatuses, type OutputStatus } from './result';
 
 export const LIMITS = {
   maxItems: 1_000_000,
@@ -86,6 +87,15 @@ export const OptionsSchema = z
     /** Advanced: history length at which job and shard workflows continue-as-new. */
     rotateAfterEvents: z.number().int().min(100).max(40_000).optional(),
     archive: z.boolean().optional(),
+    /** The job writes its records grouped by status there when a round settles (like `faultline export`). */
+    export: z
+      .object({
+        destination: z.string().min(1),
+        format: z.enum(['ndjson', 'csv']).optional(),
+        statuses: z.array(z.enum(OutputStatuses)).min(1).optional(),
+      })
+      .strict()
+      .optional(),
     webhook: WebhookSchema.optional(),
   })
   .strict();
@@ -156,6 +166,7 @@ export function validateJobSpec(input: unknown, registry: PipelineRegistry): Spe
   if (pipeline.destination === 'required' && !spec.destination) add('destination', 'missing_destination', `pipeline "${pipeline.name}" needs a destination`);
   if (pipeline.destination === 'none' && spec.destination) add('destination', 'unexpected_destination', `pipeline "${pipeline.name}" takes no destination`);
   if (spec.destination) checkUri(spec.destination, 'destination', add, ['file:', 's3:']);
+  if (spec.options?.export) checkUri(spec.options.export.destination, 'options.export.destination', add, ['file:', 's3:']);
   if (spec.destination?.startsWith('s3:') && spec.options?.archive) add('options.archive', 'archive_needs_folder', 'options.archive packs a file:// destination; an s3:// destination has no archive');
 
   const ids = new Map<string, number>();
@@ -243,6 +254,7 @@ export interface ResolvedOptions {
   /** Overrides every step's policy when set. */
   retryOverride?: Partial<RetryPolicy>;
   archive: boolean;
+  export?: { destination: string; format?: 'ndjson' | 'csv'; statuses?: OutputStatus[] };
 }
 
 export const DEFAULTS = {
@@ -289,6 +301,7 @@ export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: num
     ...(options.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: options.toleratedFailurePercent } : {}),
     ...(retryOverride ? { retryOverride } : {}),
     archive: options.archive ?? false,
+    ...(options.export ? { export: options.export } : {}),
   };
 }
 

@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { CSV_COLUMNS, type ExportManifest } from '../../src/export';
@@ -99,5 +100,25 @@ describe('faultline export', () => {
       assert.equal(bad.code, 2, bad.stderr);
       assert.match(bad.stderr, message);
     }
+  });
+
+  it('options.export: the job writes its records itself when the round settles; a destination it may not write is an ExportFailed error, the outcome stands', { timeout: 120_000 }, async () => {
+    const items = Array.from({ length: 50 }, (_, index) => ({ id: `o${index}`, ...(index % 5 === 0 ? { params: { outcome: 'unprocessable' } } : {}) }));
+    const folder = path.join(env.dir, 'export-by-job');
+    const { jobId: own } = await env.client.start(syntheticSpec(items, { export: { destination: pathToFileURL(folder).toString(), format: 'csv', statuses: ['Failed'] } }));
+    const result = await env.client.result(own);
+    assert.equal(result.status, 'PartiallySucceeded');
+    assert.deepEqual(result.exported, { destination: folder, counts: { Failed: 10 }, files: 1 });
+    assert.equal((await readFile(path.join(folder, 'Failed.csv'), 'utf8')).trimEnd().split('\n').length, 11);
+    const manifest = JSON.parse(await readFile(path.join(folder, 'manifest.json'), 'utf8')) as ExportManifest;
+    assert.equal(manifest.jobId, own);
+
+    const { jobId: outside } = await env.client.start(syntheticSpec(items, { export: { destination: 'file:///etc/faultline-export' } }));
+    const refused = await env.client.result(outside);
+    assert.equal(refused.status, 'PartiallySucceeded', 'the export is an extra: the outcome stands');
+    assert.equal(refused.exported, undefined);
+    const error = refused.errors.find((report) => report.type === 'ExportFailed');
+    assert.ok(error, JSON.stringify(refused.errors.map((report) => report.type)));
+    assert.match(JSON.stringify(error), /DestinationOutsideAllowedRoots/, 'the cause chain says why');
   });
 });
