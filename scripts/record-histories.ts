@@ -230,14 +230,6 @@ async function main(): Promise<void> {
       'v4-export': {
         spec: syntheticSpec([{ id: 'a' }, { id: 'bad', params: { outcome: 'unprocessable' } }], { export: { destination: out('export'), format: 'csv' } }),
       },
-      // The spec check as a local activity of the job's worker (patched('faultline-local-spec-check')).
-      'v4-local-spec-check': {
-        spec: syntheticSpec([{ id: 'ok' }, { id: 'bad', params: { outcome: 'unprocessable' } }], { retryWindow: '1m' }),
-        during: async (jobId) => {
-          await env.client.result(jobId);
-          await env.client.cancel(jobId, 'recorded');
-        },
-      },
       rotation: {
         spec: syntheticSpec(
           Array.from({ length: 40 }, (_, i) => flakyOnce(`r${i}`)),

@@ -10,7 +10,6 @@ import {
   type ChildWorkflowHandle,
   patched,
   proxyActivities,
-  proxyLocalActivities,
   upsertMemo,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -59,10 +58,10 @@ export const importer = proxyActivities<Pick<ReturnType<typeof createEngineActiv
 });
 
 /** The worker's check of a spec: quick, so a worker lost while doing it is noticed in seconds, not minutes. */
-const specCheck = { startToCloseTimeout: '30s', retry: { maximumAttempts: 10, initialInterval: '1s', maximumInterval: '10s' } } as const;
-export const describer = proxyActivities<Pick<ReturnType<typeof createEngineActivities>, 'describeSpec'>>(specCheck);
-/** The same check run by the worker that runs the job's workflow task: no round trip through the server. */
-export const localDescriber = proxyLocalActivities<Pick<ReturnType<typeof createEngineActivities>, 'describeSpec'>>(specCheck);
+export const describer = proxyActivities<Pick<ReturnType<typeof createEngineActivities>, 'describeSpec'>>({
+  startToCloseTimeout: '30s',
+  retry: { maximumAttempts: 10, initialInterval: '1s', maximumInterval: '10s' },
+});
 
 export const notify = proxyActivities<ReturnType<typeof createNotifyActivities>>({
   startToCloseTimeout: '2m',

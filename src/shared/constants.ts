@@ -65,8 +65,6 @@ export const PATCHES = {
   answerWhileStopping: 'faultline-answer-while-stopping',
   /** A settling round writes its records where `options.export` says. */
   resultExport: 'faultline-result-export',
-  /** The spec check runs as a local activity of the worker running the job (one-item jobs: one trip less). */
-  localSpecCheck: 'faultline-local-spec-check',
 } as const;
 
 /** Slice child workflows running at once per job. */
