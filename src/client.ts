@@ -506,11 +506,13 @@ export class FaultlineClient {
     const slowAt = Date.now() + 2_000;
     for (;;) {
       try {
+        // The phase first, then the status: a job that failed its check in between is seen failed.
+        const phase = (await handle.query(progressQuery).catch(() => undefined))?.phase;
         if ((await handle.describe()).status.name !== 'RUNNING') {
           await this.result(jobId);
           return;
         }
-        if ((await handle.query(progressQuery)).phase !== 'validating') return;
+        if (phase !== undefined && phase !== 'validating') return;
       } catch (error) {
         throw error instanceof FaultlineClientError ? error : this.wrap(error, jobId);
       }
