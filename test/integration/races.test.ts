@@ -506,17 +506,24 @@ describe('message races (time-skipping server, one activation)', () => {
   });
 
   it('a pause that cannot reach a just-started slice (it has already finished) is not a slice failure', PER_TEST, async () => {
-    // With a sticky cache, the slice runs on while the job's activation is held (without one it waits).
-    await stopWorker();
-    await ts.startWorker({ cached: true });
-    try {
-      await pauseAfterSliceFinished();
-    } finally {
-      holds.releaseAll();
-      await stopWorker();
-    }
+    await withCachedWorker(pauseAfterSliceFinished);
   });
 });
+
+/**
+ * Runs `race` on a worker with a sticky cache: other runs (slices) go on while a sink holds one
+ * activation of the job (without the cache they wait). The usual uncached worker comes back after.
+ */
+async function withCachedWorker(race: () => Promise<void>): Promise<void> {
+  await stopWorker();
+  await ts.startWorker({ cached: true });
+  try {
+    await race();
+  } finally {
+    holds.releaseAll();
+    await stopWorker();
+  }
+}
 
 async function pauseAfterSliceFinished(): Promise<void> {
   const items = Array.from({ length: 20 }, (_, index) => ({ id: `q${index}` }));
@@ -542,14 +549,7 @@ async function pauseAfterSliceFinished(): Promise<void> {
 
 describe('message races across activations held apart (a sink holds one activation of the job)', () => {
   it('a cancel that arrives while the job waits for a pause to reach its slices before continuing as new is answered, and the job closes', PER_TEST, async () => {
-    await stopWorker();
-    await ts.startWorker({ cached: true });
-    try {
-      await cancelWhileRotating();
-    } finally {
-      holds.releaseAll();
-      await stopWorker();
-    }
+    await withCachedWorker(cancelWhileRotating);
   });
 });
 

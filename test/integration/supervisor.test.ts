@@ -133,14 +133,6 @@ describe('a command whose parent exits without passing a signal on (npx given SI
     wrapper.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const [line] = (await once(wrapper.stdout!, 'data')) as [Buffer];
     const childPid = Number(line.toString().trim());
-    const alive = (pid: number) => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    };
     await eventually(async () => stderr.includes('codec server on'), 20_000, 'the codec server to start');
     wrapper.kill('SIGINT');
     await once(wrapper, 'exit');
