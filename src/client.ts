@@ -120,6 +120,21 @@ export interface JobListEntry {
   startedAt: string;
 }
 
+/** `snapshot()`: a job as it is now. */
+export interface JobSnapshot {
+  jobId: string;
+  /** Temporal's execution status (RUNNING, COMPLETED, FAILED, CANCELLED, TERMINATED, …). */
+  execution: string;
+  open: boolean;
+  startedAt: string;
+  closedAt?: string;
+  pipeline: string | null;
+  /** An open job's progress (absent while it cannot answer queries, e.g. no worker). */
+  progress?: JobProgress;
+  /** The last settled round of an open job, or the final result of a closed one. */
+  result?: JobResult;
+}
+
 /**
  * The JobResult of a closed job. A Failed job fails its execution with an `ApplicationFailure` of
  * type `JobFailed` that carries the JobResult in its details; a job cancelled through Temporal is
@@ -491,6 +506,59 @@ export class FaultlineClient {
   async progress(jobId: string): Promise<JobProgress> {
     try {
       return await this.handle(jobId).query(progressQuery);
+    } catch (error) {
+      throw this.wrap(error, jobId);
+    }
+  }
+
+  /**
+   * What a job shows right now, without waiting and without adding to its history: the progress
+   * of an open job and its last settled round's result, or a closed job's final result.
+   */
+  async snapshot(jobId: string): Promise<JobSnapshot> {
+    const handle = this.handle(jobId);
+    try {
+      const description = await handle.describe();
+      const base = {
+        jobId,
+        execution: description.status.name,
+        startedAt: description.startTime.toISOString(),
+        ...(description.closeTime ? { closedAt: description.closeTime.toISOString() } : {}),
+        pipeline: description.typedSearchAttributes.get(SearchKeys.pipeline) ?? null,
+      };
+      if (description.status.name !== 'RUNNING') {
+        // A terminated job has no result: its execution status says what happened.
+        const result = await closedJobResult(handle).then(
+          (closed) => this.withLaterFlags(jobId, closed),
+          () => undefined,
+        );
+        return { ...base, open: false, ...(result ? { result } : {}) };
+      }
+      const [progress, settled] = await Promise.all([handle.query(progressQuery).catch(() => undefined), handle.query(resultQuery).catch(() => null)]);
+      return { ...base, open: true, ...(progress ? { progress } : {}), ...(settled ? { result: settled } : {}) };
+    } catch (error) {
+      throw this.wrap(error, jobId);
+    }
+  }
+
+  /** The job's spec without its items (and how many items it has), read from the first event of its current run only. */
+  async specHead(jobId: string): Promise<{ head: Record<string, unknown>; itemCount?: number; itemsFrom?: string }> {
+    try {
+      const response = await this.client.workflowService.getWorkflowExecutionHistory({
+        namespace: this.options.config.namespace,
+        execution: { workflowId: jobId },
+        maximumPageSize: 1,
+      });
+      const payloads = response.history?.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads;
+      const input = normalizeJobInput(await decodeFromPayloadsAtIndex(this.client.options.loadedDataConverter, 0, payloads));
+      if (!input) throw new FaultlineClientError('not_found', `job ${jobId} has no spec`);
+      const job = input.job;
+      if (job.kind === 'inline') {
+        const { items, ...head } = job.spec;
+        return { head, itemCount: items.length };
+      }
+      if (job.kind === 'stored') return { head: job.head as Record<string, unknown>, itemCount: job.itemCount };
+      return { head: job.head as Record<string, unknown>, itemsFrom: redactUrl(job.from) };
     } catch (error) {
       throw this.wrap(error, jobId);
     }

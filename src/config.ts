@@ -37,6 +37,17 @@ export const ConfigSchema = z.object({
   payloadKeysOld: optionalString,
   /** Bearer token `faultline codec-server` requires, when set. */
   codecToken: optionalString,
+  /** Token `faultline web` requires; it refuses to bind beyond loopback without one. */
+  webToken: optionalString,
+  temporalUi: z
+    .string()
+    .regex(/^https?:\/\/[^\s]+$/, `${ENV.temporalUi} is http(s)://host[:port]`)
+    .optional(),
+  /** host:port for Prometheus /metrics on worker processes (port 0: any free port). */
+  metricsAddress: z
+    .string()
+    .regex(/^[^\s:]+:\d+$/, `${ENV.metricsAddress} is host:port`)
+    .optional(),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   logFormat: z.enum(['json', 'pretty', 'auto']).default('auto'),
   maxConcurrentActivities: z.coerce.number().int().min(1).max(10_000).default(100),
@@ -101,6 +112,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     payloadKey: env[ENV.payloadKey],
     payloadKeysOld: env[ENV.payloadKeysOld],
     codecToken: env[ENV.codecToken],
+    webToken: env[ENV.webToken],
+    temporalUi: env[ENV.temporalUi]?.replace(/\/+$/, '') || undefined,
+    metricsAddress: env[ENV.metricsAddress] || undefined,
     logLevel: env[ENV.logLevel] || undefined,
     logFormat: env[ENV.logFormat] || undefined,
     maxConcurrentActivities: env[ENV.maxConcurrentActivities] || undefined,

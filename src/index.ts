@@ -1,5 +1,5 @@
 /** Public API of the faultline package. */
-export { FaultlineClient, FaultlineClientError, type FaultlineClientOptions, type JobListEntry, type ListFilter } from './client';
+export { FaultlineClient, FaultlineClientError, type FaultlineClientOptions, type JobListEntry, type JobSnapshot, type ListFilter } from './client';
 export { loadConfig, type Config } from './config';
 export { verifyWebhookSignature, SIGNATURE_HEADER } from './secrets';
 export { createFaultlineWorker, runWorker } from './worker';

@@ -10,6 +10,9 @@ import { WorkerSupervisor } from '../supervisor';
 import { untilStopSignal } from '../stop-signal';
 import { codecFromConfig } from '../codec';
 import { startCodecServer, uiOrigins } from '../codec-server';
+import { FaultlineClient } from '../client';
+import { type WebServer, startWebFor } from '../web/server';
+import type { Config } from '../config';
 
 /** Where the dev server keeps its state: a SQLite file (default: `dev.db` in job storage, git-ignored) or memory. */
 export type DevDatabase = { kind: 'file'; path?: string } | { kind: 'memory' };
@@ -17,14 +20,11 @@ export type DevDatabase = { kind: 'file'; path?: string } | { kind: 'memory' };
 /** A one-line refusal, exit 2 (the CLI's usage class). */
 export class DevPortBusy extends Error {}
 
-export async function runDev(options: { port: number; uiPort: number; db: DevDatabase }): Promise<number> {
+export async function runDev(options: { port: number; uiPort: number; webPort: number; db: DevDatabase }): Promise<number> {
   const config = loadConfig();
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'faultline-dev' });
   // Another dev server (or anything else) on our ports: refuse instead of attaching to it.
-  for (const [port, what] of [
-    [options.port, '--port'],
-    [options.uiPort, '--ui-port'],
-  ] as const) {
+  for (const [port, what] of [[options.port, '--port'], [options.uiPort, '--ui-port'], ...(options.webPort > 0 ? ([[options.webPort, '--web-port']] as const) : [])] as const) {
     if (await isReachable(`127.0.0.1:${port}`, 500)) throw new DevPortBusy(`port ${port} is already in use (another faultline dev or Temporal server?); stop it or pick another ${what}`);
   }
   loadSecretKey(config.secretKey, localStateDir(config.storage), true); // one shared key for webhook secrets, git-ignored
@@ -54,11 +54,39 @@ export async function runDev(options: { port: number; uiPort: number; db: DevDat
   });
   const signal = untilStopSignal((repeated) => logger.info({ signal: repeated }, 'already stopping'));
   await workers.start();
+  // Faultline's own pages (items, failures by type, actions) beside Temporal's Web UI; dev runs on without them if they cannot start.
+  const devConfig = { ...config, address: server.address };
+  const started =
+    options.webPort > 0 ? await startDevWeb(devConfig, options.webPort, server.uiUrl).catch((error: unknown) => (logger.warn({ err: error }, 'faultline web did not start'), undefined)) : undefined;
+  const web = started?.web;
+  const webClient = started?.client;
+  if (web) console.error(`Faultline web: ${web.url}`);
   const ended = await Promise.race([signal.stopped.then(() => 0), workers.configurationExit]);
   logger.info('stopping workers and dev server');
+  await web?.close();
+  await webClient?.close();
   await workers.stop();
   await server.stop();
   await codecServer?.close();
   signal.release();
   return ended;
+}
+
+/** The web app for dev, its client connecting with retries (a dev server reopening its database can be slow to answer). */
+async function startDevWeb(config: Config, port: number, temporalUi: string | undefined): Promise<{ client: FaultlineClient; web: WebServer }> {
+  const deadline = Date.now() + 30_000;
+  let client: FaultlineClient | undefined;
+  while (!client) {
+    try {
+      client = await FaultlineClient.connect({ config });
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+    }
+  }
+  try {
+    return { client, web: await startWebFor(client, config, { port, ...(temporalUi ? { temporalUi } : {}) }) };
+  } catch (error) {
+    await client.close();
+    throw error;
+  }
 }

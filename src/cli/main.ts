@@ -24,6 +24,7 @@ import { PayloadKeyError, codecFromConfig } from '../codec';
 import { SearchAttributesMissing } from '../search-attributes-check';
 import { StorageUnusable, createStorage } from '../storage';
 import { startCodecServer, uiOrigins } from '../codec-server';
+import { WEB_DEFAULT_PORT, WebRefused, startWebFor } from '../web/server';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ENV } from '../shared/constants';
@@ -105,13 +106,15 @@ export function buildProgram(): Command {
     .description('start the embedded Temporal dev server (Web UI on) and a worker; Ctrl-C stops both')
     .option('--port <n>', 'gRPC port of the dev server', '7233')
     .option('--ui-port <n>', 'Web UI port', '8233')
+    .option('--web-port <n>', 'port of Faultline web (jobs, items, actions); 0: off', String(WEB_DEFAULT_PORT))
     .option('--db <file>', 'SQLite file that keeps jobs across restarts (default: dev.db in the job storage folder)')
     .option('--ephemeral', 'keep nothing: the dev server runs in memory')
-    .action(async (opts: { port: string; uiPort: string; db?: string; ephemeral?: boolean }) => {
+    .action(async (opts: { port: string; uiPort: string; webPort: string; db?: string; ephemeral?: boolean }) => {
       if (opts.db && opts.ephemeral) throw new UsageError('give --db or --ephemeral, not both');
       process.exitCode = await runDev({
         port: parsePort(opts.port, '--port'),
         uiPort: parsePort(opts.uiPort, '--ui-port'),
+        webPort: opts.webPort === '0' ? 0 : parsePort(opts.webPort, '--web-port'),
         db: opts.ephemeral ? { kind: 'memory' } : { kind: 'file', ...(opts.db ? { path: opts.db } : {}) },
       });
     });
@@ -180,6 +183,23 @@ export function buildProgram(): Command {
       await signal.stopped;
       await server.close();
       signal.release();
+    });
+
+  program
+    .command('web')
+    .description("serve the web app: jobs, a job page (counts, progress, failures by type, items, an item's report) and its actions")
+    .option('--port <n>', "port to listen on (8233 is the Temporal Web UI's in faultline dev)", String(WEB_DEFAULT_PORT))
+    .option('--host <address>', `address to listen on; beyond loopback only with ${ENV.webToken} set`, '127.0.0.1')
+    .action(async (opts: { port: string; host: string }) => {
+      await withClient(async (client) => {
+        const config = loadConfig();
+        const web = await startWebFor(client, config, { port: parsePort(opts.port, '--port'), host: opts.host }, (line) => console.error(line));
+        console.error(`Faultline web on ${web.url}${config.webToken ? ' (sign in with FAULTLINE_WEB_TOKEN)' : ''}; Ctrl-C stops it`);
+        const signal = untilStopSignal();
+        await signal.stopped;
+        await web.close();
+        signal.release();
+      });
     });
 
   program
@@ -530,6 +550,7 @@ function reportError(error: unknown): number {
     error instanceof UsageError ||
     error instanceof ConfigError ||
     error instanceof DevPortBusy ||
+    error instanceof WebRefused ||
     error instanceof PayloadKeyError ||
     error instanceof SearchAttributesMissing ||
     error instanceof StorageUnusable

@@ -43,6 +43,12 @@ export const ENV = {
   payloadKey: 'FAULTLINE_PAYLOAD_KEY',
   payloadKeysOld: 'FAULTLINE_PAYLOAD_KEYS_OLD',
   codecToken: 'FAULTLINE_CODEC_TOKEN',
+  /** Token `faultline web` requires (sign-in or `Authorization: Bearer`); required when it binds beyond loopback. */
+  webToken: 'FAULTLINE_WEB_TOKEN',
+  /** The Temporal Web UI's URL, for `faultline web`'s links to the same workflow there. */
+  temporalUi: 'FAULTLINE_TEMPORAL_UI',
+  /** host:port where a worker process serves Prometheus /metrics. */
+  metricsAddress: 'FAULTLINE_METRICS_ADDRESS',
   /** Set by a supervisor for its processes: the workflow bundle it built once. */
   workflowBundle: 'FAULTLINE_WORKFLOW_BUNDLE',
 } as const;

@@ -18,12 +18,12 @@ import { ROOT, eventually, syntheticSpec } from '../helpers/env';
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'faultline.js');
 let dir: string;
-let ports: { grpc: number; ui: number };
+let ports: { grpc: number; ui: number; web: number };
 const running = new Set<ChildProcess>();
 
 before(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-dev-'));
-  ports = { grpc: await freePort(), ui: await freePort() };
+  ports = { grpc: await freePort(), ui: await freePort(), web: await freePort() };
 });
 
 after(async () => {
@@ -35,7 +35,7 @@ const env = () => ({ ...process.env, TEMPORAL_ADDRESS: `127.0.0.1:${ports.grpc}`
 
 /** `faultline dev` in its own process group, as a terminal runs it; resolves once the dev server is up. */
 async function startDev(extra: string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; output: () => string; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, [CLI, 'dev', '--port', String(ports.grpc), '--ui-port', String(ports.ui), ...extra], {
+  const child = spawn(process.execPath, [CLI, 'dev', '--port', String(ports.grpc), '--ui-port', String(ports.ui), '--web-port', String(ports.web), ...extra], {
     cwd: dir,
     env: { ...env(), ...extraEnv },
     detached: true,
@@ -76,6 +76,11 @@ describe('faultline dev (a real terminal process group)', () => {
     const started = await cli(['start', specFile, '--wait', '--json', '--id', 'dev-kept']);
     assert.equal(started.code, 0, started.stderr);
     assert.equal((JSON.parse(started.stdout) as { status: string }).status, 'Succeeded');
+    // Faultline web comes up with dev, on --web-port, linked to the Temporal Web UI.
+    await eventually(async () => dev.output().includes('Faultline web:'), 30_000, 'faultline web to start');
+    const jobPage = await (await fetch(`http://127.0.0.1:${ports.web}/jobs/dev-kept`)).text();
+    assert.match(jobPage, /Succeeded/);
+    assert.match(jobPage, new RegExp(`localhost:${ports.ui}/namespaces/default/workflows/dev-kept`));
 
     const second = spawn(process.execPath, [CLI, 'dev', '--port', String(ports.grpc), '--ui-port', String(ports.ui)], { cwd: dir, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
     let secondErr = '';
