@@ -4,6 +4,7 @@
  * `definePipeline` gives one object that a worker runs, a client validates specs with, and whose
  * plain-data plan (steps, retry policies, timeouts, outputs) is all the job workflow ever sees.
  */
+import { workerMetrics } from './metrics';
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ItemContext, ItemWork, PipelineImplementation } from './activities/types';
@@ -220,6 +221,7 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
     const services = ctx.services ?? { allowedRoots: [], allowedHosts: [] };
     agents ??= stepAgents(services);
     const run = new ItemRun(ctx, parsed.value, services, agents, checkpoint, store, stored !== undefined);
+    const metrics = workerMetrics();
     let value: unknown = undefined;
     for (const [index, step] of input.steps.entries()) {
       const last = index === input.steps.length - 1;
@@ -235,9 +237,12 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
       }
       run.deferring = step.sideEffects === false;
       let result: unknown;
+      const stepStarted = metrics ? performance.now() : 0;
       try {
         result = await step.run(stepCtx);
+        metrics?.stepDuration.observe({ pipeline: input.name, step: step.name }, (performance.now() - stepStarted) / 1000);
       } catch (thrown) {
+        metrics?.stepDuration.observe({ pipeline: input.name, step: step.name }, (performance.now() - stepStarted) / 1000);
         // A cancelled batch hands its items back as they are; anything else is this item's failure.
         const error = ctx.signal.aborted && !(thrown instanceof ItemError) ? thrown : asItemError(thrown, step.name);
         if (store && error instanceof ItemError) {

@@ -43,9 +43,15 @@ export class PinoTemporalLogger implements TemporalLogger {
 }
 
 /** Bridges Temporal runtime logs into pino (the runtime is a singleton, created here if absent). */
-export function installTemporalLogging(logger: Logger): void {
+export function installTemporalLogging(logger: Logger, options: { prometheusAddress?: string } = {}): void {
   try {
-    Runtime.install({ logger: new PinoTemporalLogger(logger.child({ component: 'temporal' })), telemetryOptions: { logging: { forward: {}, filter: 'WARN' } } });
+    Runtime.install({
+      logger: new PinoTemporalLogger(logger.child({ component: 'temporal' })),
+      telemetryOptions: {
+        logging: { forward: {}, filter: 'WARN' },
+        ...(options.prometheusAddress ? { metrics: { prometheus: { bindAddress: options.prometheusAddress, countersTotalSuffix: true } } } : {}),
+      },
+    });
   } catch {
     // The runtime already exists (a connection was made first, e.g. when embedding); keep its logger.
   }

@@ -5,6 +5,7 @@
  * restarted; one SIGINT/SIGTERM shuts every process down gracefully; a process whose supervisor
  * vanishes (SIGKILL) notices through its IPC channel and shuts itself down.
  */
+import { metricsAddressFor } from './metrics';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -94,7 +95,11 @@ export class WorkerSupervisor {
 
   private launch(slot: Slot): void {
     if (this.stopping) return;
-    const env = { ...(this.options.env ?? process.env), [ENV.workerProcesses]: '1', ...(this.bundle ? { [ENV.workflowBundle]: this.bundle } : {}) };
+    const parent = this.options.env ?? process.env;
+    // Each process serves its own /metrics: the N-th on the configured port + N.
+    const metricsAddress = parent[ENV.metricsAddress];
+    const metrics = metricsAddress ? { [ENV.metricsAddress]: metricsAddressFor(metricsAddress, slot.index) } : {};
+    const env = { ...parent, [ENV.workerProcesses]: '1', ...metrics, ...(this.bundle ? { [ENV.workflowBundle]: this.bundle } : {}) };
     const heap = this.options.maxHeapMb ? [`--max-old-space-size=${this.options.maxHeapMb}`] : [];
     // Extra node flags for the worker processes only, e.g. `--cpu-prof` (not allowed in NODE_OPTIONS).
     const nodeArgs = ((this.options.env ?? process.env)[ENV.workerNodeArgs] ?? '').split(' ').filter(Boolean);

@@ -3,7 +3,10 @@
  * Graceful shutdown on SIGTERM/SIGINT hands in-flight batches back without spending budgets.
  */
 import { writeFileSync } from 'node:fs';
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { type InjectedSinks, NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { type MetricsServer, enableWorkerMetrics, startMetricsServer, workerMetrics } from './metrics';
+import type { FaultlineSinks } from './shared/sinks';
+import { freePort } from './devserver/temporal-cli';
 import { type Config, ConfigError } from './config';
 import { connectionOptions } from './connection';
 import { createArchiveActivities } from './activities/archive';
@@ -54,7 +57,15 @@ export interface FaultlineWorkerOptions {
 export async function createFaultlineWorker(options: FaultlineWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection; ownsConnection: boolean }> {
   const { config } = options;
   const logger = options.logger ?? createLogger({ level: config.logLevel, format: config.logFormat, name: 'faultline-worker' });
-  installTemporalLogging(logger);
+  // Metrics: Faultline's counters, and the SDK's exporter on a private loopback port, both served at FAULTLINE_METRICS_ADDRESS.
+  const sdkMetricsAddress = config.metricsAddress ? `127.0.0.1:${await freePort()}` : undefined;
+  installTemporalLogging(logger, sdkMetricsAddress ? { prometheusAddress: sdkMetricsAddress } : {});
+  const metricsServer = config.metricsAddress
+    ? await startMetricsServer({ address: config.metricsAddress, metrics: enableWorkerMetrics(), ...(sdkMetricsAddress ? { sdkAddress: sdkMetricsAddress } : {}) }).catch((error: unknown) => {
+        throw new ConfigError([{ path: ENV.metricsAddress, message: `cannot serve metrics on ${config.metricsAddress}: ${(error as Error).message}` }]);
+      })
+    : undefined;
+  if (metricsServer) logger.info({ metrics: metricsServer.url }, 'serving Prometheus metrics');
   const connection = options.connection ?? (await connectWorker(config, logger));
   const missing = await missingSearchAttributes(connection.operatorService, config.namespace);
   if (missing && missing.length > 0) {
@@ -124,6 +135,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
       maxHeartbeatThrottleInterval: '1s',
     });
     if (!options.connection) closeWithWorker(worker, connection);
+    if (metricsServer) closeMetricsWithWorker(worker, metricsServer);
     return { worker, connection, ownsConnection: !options.connection };
   }
   const activities = {
@@ -146,8 +158,10 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     // throttles heartbeats to 80% of the heartbeat timeout, so a stopped job's batches run on.
     maxHeartbeatThrottleInterval: '1s',
     ...options.workerOptions,
+    sinks: { ...metricsSinks(), ...options.workerOptions?.sinks },
   });
   if (!options.connection) closeWithWorker(worker, connection);
+  if (metricsServer) closeMetricsWithWorker(worker, metricsServer);
   return { worker, connection, ownsConnection: !options.connection };
 }
 
@@ -167,6 +181,33 @@ function closeWithWorker(worker: Worker, connection: NativeConnection): void {
     } finally {
       await connection.close();
     }
+  };
+}
+
+function closeMetricsWithWorker(worker: Worker, server: MetricsServer): void {
+  const run = worker.run.bind(worker);
+  worker.run = async () => {
+    try {
+      await run();
+    } finally {
+      await server.close();
+    }
+  };
+}
+
+/** The workflow's sink for settled rounds: counted when metrics are on, ignored otherwise (never during replay). */
+function metricsSinks(): InjectedSinks<FaultlineSinks> {
+  return {
+    faultlineMetrics: {
+      roundSettled: {
+        fn(_info, pipeline, status, runSeconds) {
+          const metrics = workerMetrics();
+          metrics?.jobs.inc({ pipeline, status });
+          metrics?.jobDuration.observe({ pipeline }, runSeconds);
+        },
+        callDuringReplay: false,
+      },
+    },
   };
 }
 

@@ -2,6 +2,7 @@
  * The engine's activities: run a batch of items through a pipeline (heartbeating per-item
  * progress), and move what must not travel in payloads through job storage.
  */
+import { type WorkerMetrics, workerMetrics } from '../metrics';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
 import { ITEMS_CHUNK, ItemsFileReader, checkItemsChunk, isItemsRef } from '../items-file';
@@ -27,6 +28,7 @@ import {
   type SpecIssue,
   planOf,
   type RunBatchInput,
+  type BatchEntry,
   type RunBatchResult,
   type SpecHead,
   BUDGET,
@@ -136,6 +138,9 @@ export function createEngineActivities(deps: EngineDeps) {
       };
       let lastYield = performance.now();
       const early = earlyFailureReporter(ctx, input.reportFailures === true, log);
+      const metrics = workerMetrics();
+      const pipeline = input.job.pipeline;
+      metrics?.batchesInFlight.inc();
       try {
         beat();
         for (const entry of input.entries) {
@@ -174,6 +179,7 @@ export function createEngineActivities(deps: EngineDeps) {
             itemLogger().warn({ errorType: outcome.error.type, errorClass: outcome.error.class }, 'item failed: %s', truncateText(outcome.error.message, BUDGET.message));
           }
           delete progress.current;
+          if (metrics) countOutcome(metrics, pipeline, entry, outcome);
           progress.done.push(outcome);
           progressBytes += serializedSize(outcome);
           if ('error' in outcome && outcome.error.class !== 'transient') early.add(outcome.item);
@@ -190,6 +196,7 @@ export function createEngineActivities(deps: EngineDeps) {
           }
         }
       } finally {
+        metrics?.batchesInFlight.dec();
         clearInterval(timer);
         await early.close();
       }
@@ -576,3 +583,15 @@ async function storedItemsOutsideRoots(reader: ItemsFileReader, ref: string, roo
 }
 
 const MAX_PATH_ISSUES = 100;
+
+/** One item's outcome in the worker's metrics: its outputs' statuses, or its error (an unprocessable or fatal one fails every output). */
+function countOutcome(metrics: WorkerMetrics, pipeline: string, entry: BatchEntry, outcome: ItemOutcome): void {
+  if (entry.run > 1) metrics.crashes.inc({ pipeline });
+  if ('error' in outcome) {
+    metrics.itemErrors.inc({ pipeline, type: outcome.error.type, class: outcome.error.class });
+    if (outcome.error.class === 'transient') metrics.retries.inc({ pipeline });
+    else metrics.items.inc({ pipeline, status: 'Failed' }, entry.outputs.length);
+    return;
+  }
+  for (const record of outcome.records) metrics.items.inc({ pipeline, status: record.status });
+}

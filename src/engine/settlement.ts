@@ -2,7 +2,7 @@
  * Settling and closing: the round's result (counts, errors, manifest), archive, webhook,
  * publishing to search attributes and the Web UI, and releasing storage at close.
  */
-import { CancellationScope, allHandlersFinished, condition, patched, executeChild, log, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, allHandlersFinished, condition, patched, executeChild, log, proxySinks, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
 import {
   ERRORS_LIMIT,
   type ErrorReport,
@@ -36,6 +36,10 @@ import { storageActivities as engine, writeParts } from './slice';
 import type { archiveWorkflow } from '../workflows/archive';
 import { notify, type Prepared, type RoundRun, endAsExecution, isCancellation, sameReport, describe, type JobState } from './job-state';
 import type { RequestDesk } from './requests';
+import type { FaultlineSinks } from '../shared/sinks';
+
+/** Outside history: a replay sends nothing. */
+const sinks = proxySinks<FaultlineSinks>();
 
 export class Settlement {
   constructor(
@@ -139,6 +143,7 @@ export class Settlement {
     this.s.result = result;
     this.s.runner = undefined;
     this.publish(result);
+    sinks.faultlineMetrics.roundSettled(result.pipeline, result.status, (result.metrics.round?.runMs ?? result.metrics.runMs ?? result.metrics.elapsedMs) / 1000);
     this.s.settled = true;
     log.info('job settled', { jobId: this.s.jobId, status, round: this.s.round });
     const notification = await this.sendWebhook(result, prepared.head);

@@ -15,3 +15,4 @@ export * from './snapshot';
 export * from './tally';
 export * from './client-errors';
 export * from './standard-schema';
+export * from './sinks';
