@@ -6,6 +6,8 @@ import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import { fileURLToPath } from 'node:url';
 import { dataConverterFor } from './codec';
+import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry/lib/client';
+import { activeTracing, startTracing, tracingWanted } from './tracing';
 import { InvalidItems, ItemsFileReader, checkedItemLines, isItemsRef, ndjsonLines, writeItemsFile } from './items-file';
 import { SearchAttributesMissing, missingSearchAttributes } from './search-attributes-check';
 import {
@@ -99,6 +101,8 @@ export interface FaultlineClientOptions {
   registry?: PipelineRegistry;
   /** Reuse an existing connection (tests, embedding). */
   connection?: Connection;
+  /** Propagate the caller's OpenTelemetry trace into jobs (default: when OTEL_EXPORTER_OTLP_ENDPOINT or _TRACES_ENDPOINT is set). */
+  tracing?: boolean;
 }
 
 export interface ListFilter {
@@ -229,11 +233,17 @@ export class FaultlineClient {
       }
     }
     const dataConverter = dataConverterFor(options.config);
-    const client = new Client({ connection, namespace: options.config.namespace, ...(dataConverter ? { dataConverter } : {}) });
+    // With OTEL_EXPORTER_OTLP_* set, starts and messages carry the caller's trace into the job.
+    const traced = options.tracing ?? tracingWanted();
+    if (traced) startTracing('faultline-client');
+    const interceptors = traced ? { workflow: [new OpenTelemetryWorkflowClientInterceptor()] } : undefined;
+    const client = new Client({ connection, namespace: options.config.namespace, ...(dataConverter ? { dataConverter } : {}), ...(interceptors ? { interceptors } : {}) });
     return new FaultlineClient(client, connection, owns, options);
   }
 
   async close(): Promise<void> {
+    // Spans of this client's calls go out before it is gone (a CLI process ends right after).
+    await activeTracing()?.spanProcessor.forceFlush();
     if (this.ownsConnection) await this.connection.close();
   }
 

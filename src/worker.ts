@@ -7,6 +7,9 @@ import { type InjectedSinks, NativeConnection, Worker, type WorkerOptions } from
 import { type MetricsServer, enableWorkerMetrics, startMetricsServer, workerMetrics } from './metrics';
 import type { FaultlineSinks } from './shared/sinks';
 import { freePort } from './devserver/temporal-cli';
+import type { Context as ActivityContext } from '@temporalio/activity';
+import { OpenTelemetryActivityInboundInterceptor, makeWorkflowExporter } from '@temporalio/interceptors-opentelemetry/lib/worker';
+import { type Tracing, activeTracing, recordSpan, startTracing, workflowTracingModule } from './tracing';
 import { type Config, ConfigError } from './config';
 import { connectionOptions } from './connection';
 import { createArchiveActivities } from './activities/archive';
@@ -66,6 +69,13 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
       })
     : undefined;
   if (metricsServer) logger.info({ metrics: metricsServer.url }, 'serving Prometheus metrics');
+  const tracing = startTracing('faultline-worker', options.env ?? process.env);
+  const tracingOptions = tracing
+    ? {
+        interceptors: { activity: [(ctx: ActivityContext) => ({ inbound: new OpenTelemetryActivityInboundInterceptor(ctx) })], workflowModules: [workflowTracingModule()] },
+        sinks: { exporter: makeWorkflowExporter(tracing.spanProcessor, tracing.resource) },
+      }
+    : undefined;
   const connection = options.connection ?? (await connectWorker(config, logger));
   const missing = await missingSearchAttributes(connection.operatorService, config.namespace);
   if (missing && missing.length > 0) {
@@ -133,9 +143,10 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
       maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
       shutdownGraceTime: config.shutdownGraceMs,
       maxHeartbeatThrottleInterval: '1s',
+      ...(tracingOptions ? { interceptors: { activity: tracingOptions.interceptors.activity } } : {}),
     });
     if (!options.connection) closeWithWorker(worker, connection);
-    if (metricsServer) closeMetricsWithWorker(worker, metricsServer);
+    closeObservabilityWithWorker(worker, metricsServer, tracing);
     return { worker, connection, ownsConnection: !options.connection };
   }
   const activities = {
@@ -151,17 +162,18 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     namespace: config.namespace,
     taskQueue: config.taskQueue,
     activities,
-    ...workflowCode(options),
+    ...workflowCode(options, tracing !== undefined),
+    ...(tracingOptions ? { interceptors: tracingOptions.interceptors } : {}),
     maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
     shutdownGraceTime: config.shutdownGraceMs,
     // Cancellation reaches an activity only with a heartbeat response: without this cap the SDK
     // throttles heartbeats to 80% of the heartbeat timeout, so a stopped job's batches run on.
     maxHeartbeatThrottleInterval: '1s',
     ...options.workerOptions,
-    sinks: { ...metricsSinks(), ...options.workerOptions?.sinks },
+    sinks: { ...metricsSinks(), ...tracingOptions?.sinks, ...options.workerOptions?.sinks },
   });
   if (!options.connection) closeWithWorker(worker, connection);
-  if (metricsServer) closeMetricsWithWorker(worker, metricsServer);
+  closeObservabilityWithWorker(worker, metricsServer, tracing);
   return { worker, connection, ownsConnection: !options.connection };
 }
 
@@ -184,13 +196,16 @@ function closeWithWorker(worker: Worker, connection: NativeConnection): void {
   };
 }
 
-function closeMetricsWithWorker(worker: Worker, server: MetricsServer): void {
+/** The metrics server stops, and buffered spans are sent, when the worker stops. */
+function closeObservabilityWithWorker(worker: Worker, server: MetricsServer | undefined, tracing: Tracing | undefined): void {
+  if (!server && !tracing) return;
   const run = worker.run.bind(worker);
   worker.run = async () => {
     try {
       await run();
     } finally {
-      await server.close();
+      await server?.close();
+      await tracing?.shutdown();
     }
   };
 }
@@ -200,10 +215,17 @@ function metricsSinks(): InjectedSinks<FaultlineSinks> {
   return {
     faultlineMetrics: {
       roundSettled: {
-        fn(_info, pipeline, status, runSeconds) {
+        fn(info, pipeline, status, runSeconds, round) {
           const metrics = workerMetrics();
           metrics?.jobs.inc({ pipeline, status });
           metrics?.jobDuration.observe({ pipeline }, runSeconds);
+          if (activeTracing())
+            recordSpan('faultline.round', Date.now() - runSeconds * 1000, {
+              'faultline.job_id': info.workflowId,
+              'faultline.pipeline': pipeline,
+              'faultline.round': round,
+              'faultline.status': status,
+            });
         },
         callDuringReplay: false,
       },
@@ -235,9 +257,10 @@ async function connectWorker(config: Config, logger: Logger): Promise<NativeConn
 }
 
 /** A bundle given by the caller or a supervisor, else the prebuilt one, else bundled now (development). */
-function workflowCode(options: FaultlineWorkerOptions): Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'> {
+function workflowCode(options: FaultlineWorkerOptions, tracing: boolean): Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'> {
   if (options.workflowBundle) return { workflowBundle: options.workflowBundle };
-  const codePath = (options.env ?? process.env)[ENV.workflowBundle] || prebuiltWorkflowBundle();
+  // A supervisor's bundle has the tracing interceptors when tracing is on (it bundles with the same environment); the prebuilt one never does.
+  const codePath = (options.env ?? process.env)[ENV.workflowBundle] || (tracing ? undefined : prebuiltWorkflowBundle());
   return codePath ? { workflowBundle: { codePath } } : { workflowsPath: require.resolve('./workflows') };
 }
 

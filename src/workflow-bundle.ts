@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
+import { tracingWanted, workflowTracingModule } from './tracing';
 
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} };
 
@@ -19,7 +20,8 @@ export function prebuiltWorkflowBundle(): string | undefined {
 
 /** Bundles src/workflows into `file` (written whole, then renamed, so a reader never sees half a bundle). */
 export async function writeWorkflowBundle(file: string): Promise<string> {
-  const { code } = await bundleWorkflowCode({ workflowsPath: require.resolve('./workflows'), logger: quiet });
+  // With tracing on, the interceptors that carry trace context through workflows are bundled too.
+  const { code } = await bundleWorkflowCode({ workflowsPath: require.resolve('./workflows'), logger: quiet, ...(tracingWanted() ? { workflowInterceptorModules: [workflowTracingModule()] } : {}) });
   await mkdir(path.dirname(file), { recursive: true });
   const partial = `${file}.${process.pid}.partial`;
   await writeFile(partial, code);

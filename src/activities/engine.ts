@@ -2,6 +2,7 @@
  * The engine's activities: run a batch of items through a pipeline (heartbeating per-item
  * progress), and move what must not travel in payloads through job storage.
  */
+import { ITEM_SPAN_EVERY, activeTracing, faultlineTracer, recordSpan } from '../tracing';
 import { type WorkerMetrics, workerMetrics } from '../metrics';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
@@ -141,6 +142,13 @@ export function createEngineActivities(deps: EngineDeps) {
       const metrics = workerMetrics();
       const pipeline = input.job.pipeline;
       metrics?.batchesInFlight.inc();
+      const traced = activeTracing() !== undefined;
+      const batchSpan = traced
+        ? faultlineTracer().startSpan('faultline.batch', {
+            attributes: { 'faultline.job_id': input.job.jobId, 'faultline.pipeline': pipeline, 'faultline.round': input.job.round ?? 1, 'faultline.items': input.entries.length },
+          })
+        : undefined;
+      let itemIndex = 0;
       try {
         beat();
         for (const entry of input.entries) {
@@ -153,6 +161,7 @@ export function createEngineActivities(deps: EngineDeps) {
           let itemLog: Logger | undefined;
           const itemLogger = () => (itemLog ??= log.child({ item: entry.item.id, run: entry.run }));
           let outcome: ItemOutcome;
+          const itemStarted = batchSpan ? Date.now() : 0;
           try {
             const work = await withDeadline(input.itemTimeoutMs, ctx.cancellationSignal, (signal) =>
               implementation.processItem({
@@ -180,6 +189,23 @@ export function createEngineActivities(deps: EngineDeps) {
           }
           delete progress.current;
           if (metrics) countOutcome(metrics, pipeline, entry, outcome);
+          if (batchSpan && ('error' in outcome || itemIndex % ITEM_SPAN_EVERY === 0)) {
+            const error = 'error' in outcome ? outcome.error : undefined;
+            recordSpan(
+              'faultline.item',
+              itemStarted,
+              {
+                'faultline.job_id': input.job.jobId,
+                'faultline.pipeline': pipeline,
+                'faultline.item_id': entry.item.id,
+                'faultline.run': entry.run,
+                ...(error ? { 'faultline.error_type': error.type, 'faultline.error_class': error.class } : {}),
+              },
+              error,
+              batchSpan,
+            );
+          }
+          itemIndex++;
           progress.done.push(outcome);
           progressBytes += serializedSize(outcome);
           if ('error' in outcome && outcome.error.class !== 'transient') early.add(outcome.item);
@@ -196,6 +222,8 @@ export function createEngineActivities(deps: EngineDeps) {
           }
         }
       } finally {
+        batchSpan?.setAttribute('faultline.not_started', notStarted.length);
+        batchSpan?.end();
         metrics?.batchesInFlight.dec();
         clearInterval(timer);
         await early.close();

@@ -143,7 +143,7 @@ export class Settlement {
     this.s.result = result;
     this.s.runner = undefined;
     this.publish(result);
-    sinks.faultlineMetrics.roundSettled(result.pipeline, result.status, (result.metrics.round?.runMs ?? result.metrics.runMs ?? result.metrics.elapsedMs) / 1000);
+    sinks.faultlineMetrics.roundSettled(result.pipeline, result.status, (result.metrics.round?.runMs ?? result.metrics.runMs ?? result.metrics.elapsedMs) / 1000, result.round);
     this.s.settled = true;
     log.info('job settled', { jobId: this.s.jobId, status, round: this.s.round });
     const notification = await this.sendWebhook(result, prepared.head);
