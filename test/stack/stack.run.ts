@@ -21,7 +21,7 @@ import { workerChildren } from '../helpers/processes';
 import { STACK_S3, ensureBinaries, stackLayout, stackWorkerSettings, startStack, startTemporal, stopStack, workerEnv } from '../../scripts/stack';
 
 const dir = path.join(os.tmpdir(), `faultline-stack-test-${process.pid}`);
-const options = { dir, port: 18233, pgPort: 15433, s3Port: 19100, uiPort: 18180, workers: 2, log: (line: string) => console.error(`[stack] ${line}`) };
+const options = { dir, port: 18233, pgPort: 15433, s3Port: 19100, uiPort: 18180, webPort: 18334, metricsPort: 19564, workers: 2, log: (line: string) => console.error(`[stack] ${line}`) };
 let client: FaultlineClient;
 let connection: Connection;
 let out: string;
@@ -106,5 +106,18 @@ describe('the production-like stack (PostgreSQL + Temporal server from its Go mo
       workflowExecutionInfo?: { status?: string; type?: { name?: string } };
     };
     assert.deepEqual([described.workflowExecutionInfo?.type?.name, described.workflowExecutionInfo?.status], ['jobWorkflow', 'WORKFLOW_EXECUTION_STATUS_COMPLETED']);
+
+    // Faultline web shows the job, its items read from the manifest in MinIO.
+    const page = await (await fetch(`http://127.0.0.1:${layout.webPort}/jobs/${jobId}?status=Available`)).text();
+    assert.match(page, /Succeeded/);
+    assert.match(page, /href="\/jobs\/[^"]+\/items\/s\d+"/, 'items listed from the manifest');
+    // Each worker process serves /metrics (the first on metricsPort, the next on +1); together they counted items.
+    let available = 0;
+    for (const port of [layout.metricsPort, layout.metricsPort + 1]) {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      available += Number(/^faultline_items_total\{pipeline="synthetic",status="Available"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+      assert.match(text, /^temporal_/m, "the SDK's metrics too");
+    }
+    assert.ok(available > 0, 'items counted by the workers (the killed one started over)');
   });
 });

@@ -85,6 +85,26 @@ describe('docker-compose.yml is consistent with the code', () => {
     }
   });
 
+  it('runs faultline web with a token, and Prometheus scrapes every worker process the compose worker runs', () => {
+    const web = compose.services['faultline-web'] ?? {};
+    assert.deepEqual(web.command, ['node', 'bin/faultline.js', 'web', '--host', '0.0.0.0', '--port', '8234']);
+    assert.match(envOf(web)[ENV.webToken] ?? '', /^\$\{FAULTLINE_WEB_TOKEN:\?/, 'bound beyond loopback, so a token is required');
+    const worker = envOf(compose.services['faultline-worker'] ?? {});
+    const first = Number((worker[ENV.metricsAddress] ?? '').split(':')[1]);
+    const processes = Number(worker[ENV.workerProcesses]);
+    const scrape = parse(readFileSync(path.join(ROOT, 'docker', 'prometheus.yml'), 'utf8')) as { scrape_configs: { dns_sd_configs: { names: string[]; port: number }[] }[] };
+    const ports = scrape.scrape_configs.flatMap((config) => config.dns_sd_configs.map((sd) => sd.port)).sort();
+    assert.deepEqual(
+      ports,
+      Array.from({ length: processes }, (_, index) => first + index),
+      'one scrape port per worker process (the N-th on the first port + N)',
+    );
+    const provisioned = readFileSync(path.join(ROOT, 'docker', 'grafana', 'provisioning', 'dashboards', 'faultline.yml'), 'utf8');
+    assert.match(provisioned, /path: \/var\/lib\/grafana\/dashboards/);
+    const dashboard = JSON.parse(readFileSync(path.join(ROOT, 'docker', 'grafana', 'dashboards', 'faultline.json'), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
+    assert.ok(dashboard.panels.length >= 8);
+  });
+
   it('the Dockerfile is multi-stage, production-only and non-root', () => {
     const dockerfile = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
     assert.equal(dockerfile.match(/^FROM /gm)?.length, 2);
