@@ -137,10 +137,26 @@ describe('faultline web (headless Debian chromium)', () => {
     await page.goto(`${web.url}/jobs/${jobId}`);
     await page.getByRole('button', { name: 'Resume' }).waitFor();
     await eventually(async () => ((await page.locator('[data-field="phase"]').textContent()) ?? '') === 'paused', 10_000, 'the page to say paused');
+    // Limits and a flag from the page's forms, confirmed like every action.
+    await page.getByLabel('Concurrency').fill('2');
+    assert.match(await act(page, 'Change limits'), /Concurrency 2/);
+    assert.equal((await client.progress(jobId)).limits?.concurrency, 2);
+    await page.goto(`${web.url}/jobs/${jobId}`);
+    await page.getByLabel('Reason').fill('slow items under review');
+    assert.match(await act(page, 'Flag'), /1 flag/);
+    await page.goto(`${web.url}/jobs/${jobId}`);
     assert.match(await act(page, 'Resume'), /is running/);
     const result = await client.result(jobId);
     assert.equal(result.status, 'Succeeded');
     assert.equal(result.counts.Available, 30);
+    assert.deepEqual(
+      result.limitsChanged?.map((change) => change.concurrency),
+      [2],
+    );
+    assert.deepEqual(
+      result.flags?.map((flag) => flag.reason),
+      ['slow items under review'],
+    );
   });
 
   it("renders a 100,000-item job's page in under 2 s, with paging through its items", { skip: chromiumMissing }, async () => {
