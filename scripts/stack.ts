@@ -11,7 +11,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ensureTemporalCli, isReachable } from '../src/devserver/temporal-cli';
+import { FAIRNESS_DYNAMIC_CONFIG, ensureTemporalCli, isReachable } from '../src/devserver/temporal-cli';
 import { SEARCH_ATTRIBUTES } from '../src/shared/constants';
 import { goBinary, goInstall } from './go';
 import { ensureMinio, readyBucket, startMinio } from './minio';
@@ -299,10 +299,7 @@ export async function startStack(options: StackOptions = {}): Promise<Layout> {
   await readyBucket(`http://127.0.0.1:${layout.s3Port}`, STACK_S3, STACK_S3.bucket);
   createSchema(layout, tools, log);
   writeFileSync(path.join(layout.dir, 'config', 'stack.yaml'), serverConfig(layout));
-  writeFileSync(
-    path.join(layout.dir, 'config', 'dynamicconfig.yaml'),
-    'frontend.enableUpdateWorkflowExecution:\n  - value: true\nfrontend.enableUpdateWorkflowExecutionAsyncAccepted:\n  - value: true\n',
-  );
+  writeFileSync(path.join(layout.dir, 'config', 'dynamicconfig.yaml'), stackDynamicConfig());
   if (!readPid(layout, 'temporal')) {
     log(`starting Temporal server v${TEMPORAL_SERVER_VERSION} on ${layout.address}`);
     await startTemporal(layout, tools.server);
@@ -396,6 +393,18 @@ export async function startStack(options: StackOptions = {}): Promise<Layout> {
     );
   }
   return layout;
+}
+
+/** The server's dynamic config: updates, and task queue fairness as the dev server has it (docker/dynamicconfig.yaml is the same). */
+export function stackDynamicConfig(): string {
+  const values: Record<string, boolean | number> = {
+    'frontend.enableUpdateWorkflowExecution': true,
+    'frontend.enableUpdateWorkflowExecutionAsyncAccepted': true,
+    ...FAIRNESS_DYNAMIC_CONFIG,
+  };
+  return Object.entries(values)
+    .map(([key, value]) => `${key}:\n  - value: ${String(value)}\n`)
+    .join('');
 }
 
 export function ensurePrometheus(layout: Layout, log: (line: string) => void): string {

@@ -68,6 +68,7 @@ import {
   retryUpdate,
   resultQuery,
   validateJobSpec,
+  DEFAULTS,
   redactUrl,
 } from './shared';
 import { type Storage, createStorage, localStateDir } from './storage';
@@ -122,6 +123,11 @@ export interface JobListEntry {
   /** Flagged for investigation (while it ran, or afterwards by a flag record). */
   flagged: boolean;
   startedAt: string;
+}
+
+/** Temporal priority of a job's tasks: its priority key, and its tenant as the fairness key with the tenant's weight. */
+export function schedulingOf(spec: Pick<JobSpec, 'options'>, jobId: string): { priorityKey: number; fairnessKey: string; fairnessWeight: number } {
+  return { priorityKey: spec.options?.priority ?? DEFAULTS.priority, fairnessKey: spec.options?.tenant ?? jobId, fairnessWeight: spec.options?.weight ?? DEFAULTS.weight };
 }
 
 /** `snapshot()`: a job as it is now. */
@@ -392,6 +398,8 @@ export class FaultlineClient {
               .join('\n')
           : undefined,
         workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        // Its slices, batches and workflow tasks inherit these: a job's tenant shares the workers fairly with others.
+        priority: schedulingOf(spec, jobId),
       });
       return { jobId, existing: false };
     } catch (error) {

@@ -78,6 +78,22 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** `start --priority/--tenant/--weight` into the spec's options (the spec's own values are replaced); the spec's schema checks them. */
+function withScheduling(spec: unknown, opts: { priority?: string; tenant?: string; weight?: string }): unknown {
+  if (opts.priority === undefined && opts.tenant === undefined && opts.weight === undefined) return spec;
+  if (!spec || typeof spec !== 'object' || Array.isArray(spec)) throw new UsageError('the spec must be a JSON object');
+  const number = (value: string, flag: string) => {
+    const parsed = Number(value);
+    if (value.trim() === '' || !Number.isFinite(parsed)) throw new UsageError(`${flag} must be a number, not "${value}"`);
+    return parsed;
+  };
+  const options = { ...((spec as { options?: object }).options ?? {}) };
+  if (opts.priority !== undefined) Object.assign(options, { priority: number(opts.priority, '--priority') });
+  if (opts.tenant !== undefined) Object.assign(options, { tenant: opts.tenant });
+  if (opts.weight !== undefined) Object.assign(options, { weight: number(opts.weight, '--weight') });
+  return { ...spec, options };
+}
+
 /** Waits for the result, prints it, and sets the CONTRACT exit code from its status. */
 async function printResultOf(client: FaultlineClient, jobId: string, json: boolean, outputs = false): Promise<void> {
   const result = await client.result(jobId);
@@ -218,9 +234,12 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON only')
     .option('--id <jobId>', 'job id; also an idempotency key')
     .option('--items <file>', 'items from an NDJSON file (one item per line) instead of the spec\'s "items": streamed into job storage, validated on the way; workers read it slice by slice')
-    .action(async (file: string, opts: { wait?: boolean; json?: boolean; id?: string; items?: string }) => {
+    .option('--priority <n>', 'options.priority: 1 (first) … 5 (last), default 3')
+    .option('--tenant <name>', "options.tenant: jobs of one tenant share that tenant's fair share of the workers (default: the job id)")
+    .option('--weight <w>', "options.weight: the tenant's share relative to others (default 1)")
+    .action(async (file: string, opts: { wait?: boolean; json?: boolean; id?: string; items?: string; priority?: string; tenant?: string; weight?: string }) => {
       const read = await readSpec(file);
-      let spec = read;
+      let spec = withScheduling(read, opts);
       if (opts.items) {
         if (!read || typeof read !== 'object' || Array.isArray(read)) throw new UsageError('the spec must be a JSON object');
         if ('items' in read || 'itemsFrom' in read) throw new UsageError('--items replaces the spec\'s "items"/"itemsFrom": leave them out of the spec');

@@ -1,7 +1,7 @@
 /**
  * Operator controls: pause and resume, live limits and flags, passed on to running slices.
  */
-import { log, upsertSearchAttributes } from '@temporalio/workflow';
+import { log, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import {
   type EffectiveLimits,
   type FlagRequest,
@@ -55,6 +55,7 @@ export class OperatorControls {
       rejectedRequests: this.s.rejected.slice(-100),
       paused: this.s.paused,
       limits: this.effectiveLimits(),
+      ...schedulingOfRun(),
     };
   }
 
@@ -172,4 +173,17 @@ export class OperatorControls {
       ),
     );
   }
+}
+
+/** The priority the job started with (its tasks carry it), in the terms of its spec. */
+function schedulingOfRun(): Pick<JobProgress, 'scheduling'> {
+  const priority = workflowInfo().priority;
+  if (!priority || (priority.priorityKey === undefined && priority.fairnessKey === undefined)) return {};
+  return {
+    scheduling: {
+      ...(priority.priorityKey ? { priority: priority.priorityKey } : {}),
+      ...(priority.fairnessKey ? { tenant: priority.fairnessKey } : {}),
+      ...(priority.fairnessWeight ? { weight: priority.fairnessWeight } : {}),
+    },
+  };
 }

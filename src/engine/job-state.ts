@@ -1,18 +1,7 @@
 /**
  * A job run's state, owned by one object, and the definitions its parts share.
  */
-import {
-  ActivityFailure,
-  ApplicationFailure,
-  type CancellationScope,
-  CancelledFailure,
-  ChildWorkflowFailure,
-  type ChildWorkflowHandle,
-  patched,
-  proxyActivities,
-  upsertMemo,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, type CancellationScope, CancelledFailure, ChildWorkflowFailure, type ChildWorkflowHandle, patched, upsertMemo, workflowInfo } from '@temporalio/workflow';
 import type { createNotifyActivities } from '../activities/notify';
 import type { createEngineActivities } from '../activities/engine';
 import {
@@ -48,22 +37,23 @@ import {
   makeReport,
 } from '../shared';
 import type { ItemRunner } from './runner';
+import { prioritizedActivities } from './priority';
 import type { sliceWorkflow } from '../workflows/slice';
 
 /** Reading an `itemsFrom` source may take long for millions of items; it heartbeats per chunk. */
-export const importer = proxyActivities<Pick<ReturnType<typeof createEngineActivities>, 'importItems'>>({
+export const importer = prioritizedActivities<Pick<ReturnType<typeof createEngineActivities>, 'importItems'>>({
   startToCloseTimeout: '1h',
   heartbeatTimeout: '2m',
   retry: { maximumAttempts: 5, initialInterval: '2s', maximumInterval: '1m' },
 });
 
 /** The worker's check of a spec: quick, so a worker lost while doing it is noticed in seconds, not minutes. */
-export const describer = proxyActivities<Pick<ReturnType<typeof createEngineActivities>, 'describeSpec'>>({
+export const describer = prioritizedActivities<Pick<ReturnType<typeof createEngineActivities>, 'describeSpec'>>({
   startToCloseTimeout: '30s',
   retry: { maximumAttempts: 10, initialInterval: '1s', maximumInterval: '10s' },
 });
 
-export const notify = proxyActivities<ReturnType<typeof createNotifyActivities>>({
+export const notify = prioritizedActivities<ReturnType<typeof createNotifyActivities>>({
   startToCloseTimeout: '2m',
   heartbeatTimeout: '30s',
   retry: { maximumAttempts: 1 },

@@ -2,6 +2,7 @@
  * Running a round: inline (the only slice inside the job workflow) or as slice child workflows,
  * through the same slice code; slices that never ran get their records from an activity.
  */
+import { jobPriority } from './priority';
 import { CancellationScope, condition, log, setCurrentDetails, startChild, upsertSearchAttributes } from '@temporalio/workflow';
 import {
   type ErrorReport,
@@ -136,6 +137,7 @@ export class RoundRunner {
             args: [input],
             staticSummary: `slice ${index} of job ${this.s.jobId}, round ${this.s.round}: items ${from}–${to - 1}`,
             cancellationType: 'WAIT_CANCELLATION_COMPLETED',
+            ...jobPriority(),
           }),
         );
         started = true;

@@ -8,6 +8,7 @@
  * runs strictly alone next, so only the poison item is ever charged. A graceful worker shutdown
  * hands work back for free. Any other batch failure is reported with its own type and class.
  */
+import { jobPriority } from './priority';
 import { ActivityFailure, ApplicationFailure, CancellationScope, TimeoutFailure, condition, log, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import { TimeoutType } from '@temporalio/common';
 import type { createEngineActivities } from '../activities/engine';
@@ -166,6 +167,9 @@ export class ItemRunner extends ItemBook {
       // The workflow owns every retry decision; Temporal runs each batch once.
       retry: { maximumAttempts: 1 },
       cancellationType: 'WAIT_CANCELLATION_COMPLETED',
+      // Through the task queue, never eagerly to this worker: there priority and fairness decide which job's batch runs next.
+      allowEagerDispatch: false,
+      ...jobPriority(),
       // A pipeline on its own workers (`taskQueue: 'gpu'`) gets its batches there; the job stays on the main queue.
       ...(this.config.pipeline.taskQueue !== undefined ? { taskQueue: this.config.pipeline.taskQueue } : {}),
       activityId: batchActivityId(this.config.scopeId, seq),

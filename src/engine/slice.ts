@@ -4,7 +4,7 @@
  * job in a slice child workflow (records in job storage); both return the same summary.
  * A retry round runs only the selected failed items and merges their records into the slice's.
  */
-import { patched, proxyActivities } from '@temporalio/workflow';
+import { patched } from '@temporalio/workflow';
 import type { createEngineActivities } from '../activities/engine';
 import {
   type JobItem,
@@ -26,8 +26,9 @@ import {
   emptyTally,
 } from '../shared';
 import { ItemRunner, type RunnerHooks } from './runner';
+import { prioritizedActivities } from './priority';
 
-export const storageActivities = proxyActivities<ReturnType<typeof createEngineActivities>>({
+export const storageActivities = prioritizedActivities<ReturnType<typeof createEngineActivities>>({
   startToCloseTimeout: '10m',
   heartbeatTimeout: '2m',
   retry: { maximumAttempts: 5, initialInterval: '1s', nonRetryableErrorTypes },

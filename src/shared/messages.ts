@@ -30,6 +30,8 @@ export interface JobProgress {
   paused?: boolean;
   /** The limits in force (after any `set`). */
   limits?: EffectiveLimits;
+  /** The job's task priority (1 first … 5 last), tenant (fairness key) and weight, as it started. */
+  scheduling?: { priority?: number; tenant?: string; weight?: number };
 }
 
 /** `faultline set`: new limits for the work not yet started. */

@@ -97,6 +97,17 @@ export const OptionsSchema = z
       .strict()
       .optional(),
     webhook: WebhookSchema.optional(),
+    /** Task queue priority of the job's tasks: 1 (first) … 5 (last); default 3. */
+    priority: z.number().int().min(1).max(5).optional(),
+    /** Who the job is for: jobs of one tenant share the workers' fair share of that tenant (default: the job id). */
+    tenant: z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._:@-]*$/, 'a tenant is letters, digits, . _ : @ - (at most 64)')
+      .optional(),
+    /** The tenant's share relative to others (fairness weight); default 1. */
+    weight: z.number().min(0.001).max(1000).optional(),
   })
   .strict();
 
@@ -258,6 +269,8 @@ export interface ResolvedOptions {
 }
 
 export const DEFAULTS = {
+  priority: 3,
+  weight: 1,
   crashBudget: 3,
   heartbeatTimeoutMs: 20_000,
   retryWindowMs: 0,

@@ -289,6 +289,7 @@ export function jobPage(snapshot: JobSnapshot, spec: { head: Record<string, unkn
         <strong data-field="phase">${String(live.phase)}</strong>${snapshot.open ? html` · in flight <strong data-field="in-flight">${progress?.inFlight ?? ''}</strong>` : ''} · started
         ${snapshot.startedAt.replace('T', ' ').slice(0, 19)} UTC ${temporalLink(context, jobId)}
       </p>
+      ${progress?.scheduling ? html`<p class="muted">priority ${progress.scheduling.priority ?? 3} · tenant ${progress.scheduling.tenant ?? jobId} · weight ${progress.scheduling.weight ?? 1}</p>` : ''}
       ${result?.stoppedBy ? html`<p class="notice error">Stopped by <strong>${result.stoppedBy.type}</strong>: ${result.stoppedBy.message}</p>` : ''}
       ${result?.cancelReason ? html`<p class="notice">Cancelled: ${result.cancelReason}</p>` : ''}
       <div class="actions" aria-label="Job actions">

@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { DEFAULT_ADDRESS, ENV, SEARCH_ATTRIBUTES, TASK_QUEUE } from '../../src/shared/constants';
 import { MINIO_VERSION } from '../../scripts/minio';
-import { POSTGRES_MAJOR, STACK_S3, TEMPORAL_SERVER_VERSION, TEMPORAL_UI_VERSION, stackLayout, stackWorkerSettings } from '../../scripts/stack';
+import { POSTGRES_MAJOR, STACK_S3, TEMPORAL_SERVER_VERSION, TEMPORAL_UI_VERSION, stackDynamicConfig, stackLayout, stackWorkerSettings } from '../../scripts/stack';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -103,6 +103,14 @@ describe('docker-compose.yml is consistent with the code', () => {
     assert.match(provisioned, /path: \/var\/lib\/grafana\/dashboards/);
     const dashboard = JSON.parse(readFileSync(path.join(ROOT, 'docker', 'grafana', 'dashboards', 'faultline.json'), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
     assert.ok(dashboard.panels.length >= 8);
+  });
+
+  it("the server's dynamic config (updates, fairness) is the stack's, mounted where DYNAMIC_CONFIG_FILE_PATH points", () => {
+    assert.equal(readFileSync(path.join(ROOT, 'docker', 'dynamicconfig.yaml'), 'utf8'), stackDynamicConfig());
+    const temporal = compose.services.temporal as Service & { volumes?: string[] };
+    const file = envOf(temporal).DYNAMIC_CONFIG_FILE_PATH ?? '';
+    assert.ok(temporal.volumes?.includes(`./docker/dynamicconfig.yaml:${file}:ro`), `mounted at ${file}`);
+    assert.match(stackDynamicConfig(), /matching\.enableFairness:\n {2}- value: true/);
   });
 
   it('the Dockerfile is multi-stage, production-only and non-root', () => {

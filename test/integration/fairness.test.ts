@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { ROOT, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
+
+const run = promisify(execFile);
+
+let t: TestEnv;
+before(async () => {
+  t = await createTestEnv({ taskQueue: 'faultline-fairness' });
+});
+after(async () => {
+  await t?.teardown();
+});
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN;
+
+/** A one-item job's own time in Temporal: its workflow's start to its close (no client start-up). */
+async function oneItemLatency(tenant: string): Promise<number> {
+  const { jobId } = await t.client.start(syntheticSpec([{ id: 'one' }], { tenant }));
+  let closed: { startTime: Date; closeTime?: Date } | undefined;
+  await eventually(
+    async () => {
+      const description = await t.client.handle(jobId).describe();
+      if (description.status.name !== 'RUNNING') closed = description;
+      return closed !== undefined;
+    },
+    60_000,
+    `${jobId} to close`,
+  );
+  return (closed?.closeTime?.getTime() ?? NaN) - (closed?.startTime.getTime() ?? NaN);
+}
+
+/** Progress samples (Available per job) every 200 ms until one job is no longer running. */
+async function sampleUntilOneEnds(jobIds: string[]): Promise<number[][]> {
+  const samples: number[][] = [];
+  for (const deadline = Date.now() + 180_000; Date.now() < deadline;) {
+    const progress = await Promise.all(jobIds.map((jobId) => t.client.progress(jobId)));
+    samples.push(progress.map((one) => one.counts.Available));
+    if (progress.some((one) => one.settled || ['settling', 'retry-window', 'closed'].includes(one.phase))) return samples;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error('no job ended within 3 minutes');
+}
+
+async function cancelAll(jobIds: string[]): Promise<void> {
+  for (const jobId of jobIds) await t.client.cancel(jobId, 'test over').catch(() => undefined);
+}
+
+function cli(args: string[]) {
+  return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), ...args], { env: { ...t.env, FAULTLINE_LOG_LEVEL: 'error' }, cwd: t.dir }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+  );
+}
+
+describe('fair and polite: priority and tenants share the workers', () => {
+  it("start --priority/--tenant/--weight set the job's scheduling, which status shows; bad values exit 2", async () => {
+    const worker = await t.startWorker();
+    try {
+      const file = path.join(t.dir, 'fair-spec.json');
+      await writeFile(file, JSON.stringify(syntheticSpec([{ id: 'a' }], { retryWindow: '1m' })));
+      const started = await cli(['start', file, '--priority', '1', '--tenant', 'acme', '--weight', '2', '--json']);
+      assert.equal(started.code, 0, started.stderr);
+      const { jobId } = JSON.parse(started.stdout) as { jobId: string };
+      await t.client.result(jobId);
+      const status = await cli(['status', jobId, '--json']);
+      assert.deepEqual((JSON.parse(status.stdout) as { scheduling?: unknown }).scheduling, { priority: 1, tenant: 'acme', weight: 2 });
+      const priority = (await t.client.handle(jobId).describe()).raw.workflowExecutionInfo?.priority;
+      assert.deepEqual([priority?.priorityKey, priority?.fairnessKey, priority?.fairnessWeight], [1, 'acme', 2]);
+      const tooLow = await cli(['start', file, '--priority', '0']);
+      assert.equal(tooLow.code, 2);
+      assert.match(tooLow.stderr, /options\.priority/);
+      const notNumber = await cli(['start', file, '--weight', 'heavy']);
+      assert.equal(notNumber.code, 2);
+      assert.match(notNumber.stderr, /--weight must be a number/);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('two tenants of weights 1 and 3 with equal jobs on the same workers progress about 1:3', async () => {
+    // Four activity slots: the backlog waits in the task queue, where fairness orders it.
+    const worker = t.spawnWorker({ FAULTLINE_MAX_CONCURRENT_ACTIVITIES: '4' });
+    try {
+      // 1,000 items: run inside the job workflow, so progress counts every batch as it ends.
+      const items = Array.from({ length: 1_000 }, (_, n) => ({ id: `w${n}`, params: { cpuMs: 4 } }));
+      const options = { batchSize: 10, shardSize: 5_000 };
+      const light = await t.client.start(syntheticSpec(items, { ...options, tenant: 'light', weight: 1 }));
+      const heavy = await t.client.start(syntheticSpec(items, { ...options, tenant: 'heavy', weight: 3 }));
+      const samples = await sampleUntilOneEnds([light.jobId, heavy.jobId]);
+      await cancelAll([light.jobId, heavy.jobId]);
+      // From when both run (each past its first batches) to when one ends.
+      const from = samples.find((sample) => (sample[0] ?? 0) >= 50 && (sample[1] ?? 0) >= 50) ?? [0, 0];
+      const to = samples.at(-1) ?? [0, 0];
+      const lightDone = (to[0] ?? 0) - (from[0] ?? 0);
+      const heavyDone = (to[1] ?? 0) - (from[1] ?? 0);
+      const ratio = heavyDone / Math.max(1, lightDone);
+      console.log(`# weights 1:3 → items done while both ran ${lightDone}:${heavyDone} (ratio ${ratio.toFixed(2)})`);
+      assert.ok(lightDone + heavyDone >= 600, 'enough work measured');
+      assert.ok(ratio >= 2.25 && ratio <= 3.75, `throughput ratio ${ratio.toFixed(2)} is 3 ± 25 %`);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('a priority 1 job overtakes a priority 5 job started before it', async () => {
+    const worker = t.spawnWorker({ FAULTLINE_MAX_CONCURRENT_ACTIVITIES: '4' });
+    try {
+      const items = (prefix: string) => Array.from({ length: 1_000 }, (_, n) => ({ id: `${prefix}${n}`, params: { cpuMs: 4 } }));
+      const options = { batchSize: 10, shardSize: 5_000, tenant: 'one-tenant' };
+      const low = await t.client.start(syntheticSpec(items('l'), { ...options, priority: 5 }));
+      await eventually(async () => (await t.client.progress(low.jobId)).counts.Available >= 100, 60_000, 'the low-priority job under way');
+      const high = await t.client.start(syntheticSpec(items('h'), { ...options, priority: 1 }));
+      const samples = await sampleUntilOneEnds([low.jobId, high.jobId]);
+      await cancelAll([low.jobId, high.jobId]);
+      const [lowDone = 0, highDone = 0] = samples.at(-1) ?? [];
+      console.log(`# priority 5 job (started first) ${lowDone} of 1,000 done when the priority 1 job had ${highDone}`);
+      assert.equal(highDone, 1_000, 'the priority 1 job ended first');
+      assert.ok(lowDone < 700, `the priority 5 job had done ${lowDone}`);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('a one-item job started under a 60,000-item CPU job waits for a share of the workers, not behind the backlog', async () => {
+    // A CPU-bound pipeline's worker with few activity slots: the big job's backlog waits in the task queue, where fairness puts the small job's tasks first.
+    const worker = t.spawnWorker({ FAULTLINE_MAX_CONCURRENT_ACTIVITIES: '4' });
+    try {
+      await oneItemLatency('warm-up');
+      const idle: number[] = [];
+      for (let n = 0; n < 5; n++) idle.push(await oneItemLatency('small'));
+      const big = await t.client.start(
+        syntheticSpec(
+          Array.from({ length: 60_000 }, (_, n) => ({ id: `b${n}`, params: { cpuMs: 1 } })),
+          { tenant: 'big' },
+        ),
+      );
+      await eventually(async () => (await t.client.progress(big.jobId)).counts.Available >= 2_000, 120_000, 'the big job to be under way');
+      const loaded: number[] = [];
+      for (let n = 0; n < 5; n++) loaded.push(await oneItemLatency('small'));
+      const progress = await t.client.progress(big.jobId);
+      await t.client.cancel(big.jobId, 'test over');
+      console.log(
+        `# one-item job, workflow start → close: idle median ${median(idle)} ms [${idle.join(', ')}]; under the 60k job ${median(loaded)} ms [${loaded.join(', ')}]; big job had ${progress.counts.Available} done`,
+      );
+      assert.ok(progress.phase === 'running' && progress.counts.Available < 60_000, 'the big job was still running while the small ones ran');
+      // Behind the backlog (no fairness) it took about 10 s here; with fairness about 1.3 s (idle: ~0.13 s).
+      assert.ok(median(loaded) <= 3_000, `loaded median ${median(loaded)} ms vs idle ${median(idle)} ms`);
+    } finally {
+      await worker.stop();
+    }
+  });
+});
