@@ -437,10 +437,12 @@ export function buildProgram(): Command {
     .option('--concurrency <n>', 'batches (or slices: per slice) in flight', parseNumber)
     .option('--tolerated-failure-count <n>', 'failed items tolerated (replaces the threshold)', parseNumber)
     .option('--tolerated-failure-percent <p>', 'failed items tolerated, as a share of all items (replaces the threshold)', parseNumber)
+    .option('--priority <n>', 'task priority of the batches and slices scheduled from now on: 1 (first) … 5 (last)', parseNumber)
     .option('--json', 'print JSON only')
-    .action(async (jobId: string, opts: { concurrency?: number; toleratedFailureCount?: number; toleratedFailurePercent?: number; json?: boolean }) => {
+    .action(async (jobId: string, opts: { concurrency?: number; toleratedFailureCount?: number; toleratedFailurePercent?: number; priority?: number; json?: boolean }) => {
       const request = {
         ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
+        ...(opts.priority !== undefined ? { priority: opts.priority } : {}),
         ...(opts.toleratedFailureCount !== undefined ? { toleratedFailureCount: opts.toleratedFailureCount } : {}),
         ...(opts.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: opts.toleratedFailurePercent } : {}),
       };
@@ -449,13 +451,18 @@ export function buildProgram(): Command {
         problem
           .replace('toleratedFailureCount', '--tolerated-failure-count')
           .replace('toleratedFailurePercent', '--tolerated-failure-percent')
-          .replace(/\bconcurrency\b/, '--concurrency'),
+          .replace(/\bconcurrency\b/, '--concurrency')
+          .replace(/\bpriority\b/, '--priority'),
       );
       if (problems.length > 0) throw new UsageError(problems.join('; '));
       await withClient(async (client) => {
         const limits = await client.setLimits(jobId, request);
         const threshold = limits.allowedFailures === undefined ? 'no failure threshold' : `at most ${limits.allowedFailures} failed item(s)`;
-        console.log(opts.json ? JSON.stringify({ jobId, ...limits }) : `${jobId}: concurrency ${limits.concurrency}, ${threshold}`);
+        console.log(
+          opts.json
+            ? JSON.stringify({ jobId, ...limits })
+            : `${jobId}: concurrency ${limits.concurrency}, ${threshold}${request.priority !== undefined ? `, priority ${request.priority} for new batches` : ''}`,
+        );
       });
     });
 

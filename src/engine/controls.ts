@@ -55,7 +55,7 @@ export class OperatorControls {
       rejectedRequests: this.s.rejected.slice(-100),
       paused: this.s.paused,
       limits: this.effectiveLimits(),
-      ...schedulingOfRun(),
+      ...schedulingOfRun(this.s.prepared?.options.priority),
     };
   }
 
@@ -144,6 +144,7 @@ export class OperatorControls {
       this.allowance.checkThreshold(prepared, round);
       await this.controlSlices((index) => ({
         concurrency: prepared.options.concurrency,
+        ...(prepared.options.priority !== undefined ? { priority: prepared.options.priority } : {}),
         ...(allowed !== undefined ? { allowedFailures: Math.max(0, allowed - (this.allowance.failedSoFar(round) - (this.s.liveFailures.get(index) ?? 0))) } : {}),
       }));
     }
@@ -157,6 +158,7 @@ export class OperatorControls {
     return {
       paused: this.s.paused,
       concurrency: prepared?.options.concurrency ?? 1,
+      ...(prepared?.options.priority !== undefined ? { priority: prepared.options.priority } : {}),
       ...(allowed !== undefined ? { allowedFailures: Math.max(0, allowed - (this.allowance.failedSoFar(round) - (this.s.liveFailures.get(index) ?? 0))) } : {}),
     };
   }
@@ -176,12 +178,13 @@ export class OperatorControls {
 }
 
 /** The priority the job started with (its tasks carry it), in the terms of its spec. */
-function schedulingOfRun(): Pick<JobProgress, 'scheduling'> {
+function schedulingOfRun(changedKey: number | undefined): Pick<JobProgress, 'scheduling'> {
   const priority = workflowInfo().priority;
   if (!priority || (priority.priorityKey === undefined && priority.fairnessKey === undefined)) return {};
+  const key = changedKey ?? priority.priorityKey;
   return {
     scheduling: {
-      ...(priority.priorityKey ? { priority: priority.priorityKey } : {}),
+      ...(key ? { priority: key } : {}),
       ...(priority.fairnessKey ? { tenant: priority.fairnessKey } : {}),
       ...(priority.fairnessWeight ? { weight: priority.fairnessWeight } : {}),
     },

@@ -5,6 +5,7 @@
  * continue-as-new and before closing. Every interleaving of messages therefore has one outcome,
  * and a request is always carried out, carried over, or rejected with a declared type.
  */
+import { usePriorityKey } from './priority';
 import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, patched, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
 import {
   ErrorTypes,
@@ -54,6 +55,8 @@ export class JobRun {
     this.controls = new OperatorControls(this.s, this.requests, this.allowance);
     this.rounds = new RoundRunner(this.s, this.requests, this.controls, this.allowance);
     this.settlement = new Settlement(this.s, this.requests);
+    // A `set --priority` reaches every batch and slice scheduled after it.
+    usePriorityKey(() => this.s.prepared?.options.priority);
   }
 
   async run(): Promise<JobResult> {

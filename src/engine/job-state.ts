@@ -136,6 +136,7 @@ export function endAsExecution(result: JobResult, cancelledThroughTemporal: bool
 export function pickLimits(request: LimitsRequest): LimitsRequest {
   return {
     ...(request.concurrency !== undefined ? { concurrency: request.concurrency } : {}),
+    ...(request.priority !== undefined ? { priority: request.priority } : {}),
     ...(request.toleratedFailureCount !== undefined ? { toleratedFailureCount: request.toleratedFailureCount } : {}),
     ...(request.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: request.toleratedFailurePercent } : {}),
   };

@@ -5,10 +5,19 @@
  */
 import { type ActivityInterfaceFor, type ActivityOptions, proxyActivities, workflowInfo } from '@temporalio/workflow';
 
-/** The job's priority, or nothing (older jobs, started without one). */
+/** A priority key set while the workflow runs (`set --priority`): the job's prepared options, a slice's control. */
+let currentKey: () => number | undefined = () => undefined;
+
+export function usePriorityKey(key: () => number | undefined): void {
+  currentKey = key;
+}
+
+/** The job's priority (with a key set since it started), or nothing (older jobs, started without one). */
 export function jobPriority(): Pick<ActivityOptions, 'priority'> {
-  const priority = workflowInfo().priority;
-  return priority && (priority.priorityKey !== undefined || priority.fairnessKey !== undefined) ? { priority } : {};
+  const started = workflowInfo().priority;
+  const key = currentKey();
+  if (key !== undefined) return { priority: { ...started, priorityKey: key } };
+  return started && (started.priorityKey !== undefined || started.fairnessKey !== undefined) ? { priority: started } : {};
 }
 
 /** Like `proxyActivities`, with the running workflow's priority added at each call. */

@@ -79,6 +79,8 @@ export interface SliceInput {
   jobId: string;
   sliceIndex: number;
   round: number;
+  /** A task priority set since the job started (carried across the slice's continue-as-new). */
+  priority?: number;
   head: SpecHead;
   items: ItemsSource;
   batchSize: number;

@@ -37,6 +37,8 @@ export interface JobProgress {
 /** `faultline set`: new limits for the work not yet started. */
 export interface LimitsRequest {
   concurrency?: number;
+  /** Task priority (1 first … 5 last) of the batches and slices scheduled from now on. */
+  priority?: number;
   toleratedFailureCount?: number;
   toleratedFailurePercent?: number;
 }
@@ -135,6 +137,8 @@ export const sliceControlSignal = defineSignal<[SliceControl]>('sliceControl');
 export interface SliceControl {
   paused?: boolean;
   concurrency?: number;
+  /** The job's task priority after a `set --priority`. */
+  priority?: number;
   /** New failures the slice may still have (job-wide allowance minus failures elsewhere). */
   allowedFailures?: number;
 }

@@ -266,6 +266,8 @@ export interface ResolvedOptions {
   retryOverride?: Partial<RetryPolicy>;
   archive: boolean;
   export?: { destination: string; format?: 'ndjson' | 'csv'; statuses?: OutputStatus[] };
+  /** A task priority set while the job runs (`set --priority`); new batches and slices take it. */
+  priority?: number;
 }
 
 export const DEFAULTS = {
@@ -327,11 +329,12 @@ export function allowedFailures(options: ResolvedOptions, totalItems: number): n
 }
 
 /** A `set` request's problems, in words (empty when it is valid). */
-export function limitsProblems(request: { concurrency?: unknown; toleratedFailureCount?: unknown; toleratedFailurePercent?: unknown }): string[] {
+export function limitsProblems(request: { concurrency?: unknown; toleratedFailureCount?: unknown; toleratedFailurePercent?: unknown; priority?: unknown }): string[] {
   const problems: string[] = [];
   const isInt = (value: unknown): value is number => typeof value === 'number' && Number.isInteger(value);
-  if (request.concurrency === undefined && request.toleratedFailureCount === undefined && request.toleratedFailurePercent === undefined)
-    problems.push('give at least one of concurrency, toleratedFailureCount, toleratedFailurePercent');
+  if (request.concurrency === undefined && request.toleratedFailureCount === undefined && request.toleratedFailurePercent === undefined && request.priority === undefined)
+    problems.push('give at least one of concurrency, toleratedFailureCount, toleratedFailurePercent, priority');
+  if (request.priority !== undefined && !(isInt(request.priority) && request.priority >= 1 && request.priority <= 5)) problems.push('priority must be a whole number from 1 to 5');
   if (request.concurrency !== undefined && !(isInt(request.concurrency) && request.concurrency >= 1 && request.concurrency <= LIMITS.maxConcurrency))
     problems.push(`concurrency must be a whole number from 1 to ${LIMITS.maxConcurrency}`);
   if (request.toleratedFailureCount !== undefined && !(isInt(request.toleratedFailureCount) && request.toleratedFailureCount >= 0))
@@ -346,10 +349,14 @@ export function limitsProblems(request: { concurrency?: unknown; toleratedFailur
  * Options after operators' `set` requests, in order. A new tolerated count replaces the job's
  * threshold (a percent given before is dropped) and vice versa.
  */
-export function withLimits(options: ResolvedOptions, changes: readonly { concurrency?: number; toleratedFailureCount?: number; toleratedFailurePercent?: number }[]): ResolvedOptions {
+export function withLimits(
+  options: ResolvedOptions,
+  changes: readonly { concurrency?: number; toleratedFailureCount?: number; toleratedFailurePercent?: number; priority?: number }[],
+): ResolvedOptions {
   let next = { ...options };
   for (const change of changes) {
     if (change.concurrency !== undefined) next.concurrency = change.concurrency;
+    if (change.priority !== undefined) next.priority = change.priority;
     if (change.toleratedFailureCount !== undefined || change.toleratedFailurePercent !== undefined) {
       const { toleratedFailureCount: _count, toleratedFailurePercent: _percent, ...rest } = next;
       next = {

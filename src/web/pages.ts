@@ -318,6 +318,7 @@ export function jobPage(snapshot: JobSnapshot, spec: { head: Record<string, unkn
               <label>Concurrency <input name="concurrency" type="number" min="1" size="6" /></label>
               <label>Tolerated failures (count) <input name="toleratedFailureCount" type="number" min="0" size="6" /></label>
               <label>Tolerated failures (%) <input name="toleratedFailurePercent" type="number" min="0" max="100" size="6" /></label>
+              <label>Priority (1 first … 5 last) <input name="priority" type="number" min="1" max="5" size="4" /></label>
               <button type="submit">Change limits</button>
             </form>`
           : ''

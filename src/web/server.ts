@@ -341,10 +341,12 @@ async function runAction(client: FaultlineClient, jobId: string, action: string,
         const concurrency = positiveInt(form.get('concurrency'), 'concurrency', 1, 10_000);
         const count = positiveInt(form.get('toleratedFailureCount'), 'tolerated failures (count)', 0);
         const percent = positiveInt(form.get('toleratedFailurePercent'), 'tolerated failures (%)', 0, 100);
+        const priority = positiveInt(form.get('priority'), 'priority', 1, 5);
+        if (priority !== undefined) request.priority = priority;
         if (concurrency !== undefined) request.concurrency = concurrency;
         if (count !== undefined) request.toleratedFailureCount = count;
         if (percent !== undefined) request.toleratedFailurePercent = percent;
-        if (Object.keys(request).length === 0) throw new HttpError(400, 'give a concurrency or a tolerated-failure limit');
+        if (Object.keys(request).length === 0) throw new HttpError(400, 'give a concurrency, a tolerated-failure limit or a priority');
         const fields = Object.fromEntries(Object.entries(request).map(([name, value]) => [name, String(value)]));
         if (!confirmed)
           return ask(

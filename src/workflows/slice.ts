@@ -5,6 +5,7 @@
  */
 import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, getExternalWorkflowHandle, log, patched, setHandler, sleep, workflowInfo } from '@temporalio/workflow';
 import { runSlice } from '../engine/slice';
+import { usePriorityKey } from '../engine/priority';
 import type { ItemRunner } from '../engine/runner';
 import { ErrorTypes, LEGACY_PLANS, PATCHES, type SliceControl, type SliceInput, type SliceSummary, type StopReason, itemFailuresSignal, sliceControlSignal, sliceFailuresSignal } from '../shared';
 
@@ -19,7 +20,8 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
   let stop: StopReason | undefined;
   let runner: ItemRunner | undefined;
   // The job's pause/resume and new limits; kept so a runner created (or resumed) later gets them too.
-  const control: SliceControl = { paused: input.paused ?? false };
+  const control: SliceControl = { paused: input.paused ?? false, ...(input.priority !== undefined ? { priority: input.priority } : {}) };
+  usePriorityKey(() => control.priority);
   let reporting = input.reportFailures;
   const apply = () => {
     if (!runner) return;
@@ -97,6 +99,7 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
         reportFailures: reporting,
         ...(control.concurrency !== undefined ? { concurrency: control.concurrency } : {}),
         ...(control.allowedFailures !== undefined ? { allowedFailures: control.allowedFailures } : {}),
+        ...(control.priority !== undefined ? { priority: control.priority } : {}),
       });
     }
     await condition(allHandlersFinished);

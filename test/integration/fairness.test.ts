@@ -82,6 +82,36 @@ describe('fair and polite: priority and tenants share the workers', () => {
     }
   });
 
+  it('set --priority: batches scheduled after it carry the new priority; status shows it; a bad value exits 2', async () => {
+    const worker = await t.startWorker();
+    try {
+      const items = Array.from({ length: 60 }, (_, n) => ({ id: `p${n}`, params: { cpuMs: 40 } }));
+      const { jobId } = await t.client.start(syntheticSpec(items, { priority: 5, batchSize: 2, concurrency: 1, retryWindow: '1m' }));
+      await eventually(async () => (await t.client.progress(jobId)).counts.Available >= 4, 30_000, 'a few batches done');
+      const set = await cli(['set', jobId, '--priority', '1']);
+      assert.equal(set.code, 0, set.stderr);
+      assert.match(set.stdout, /priority 1 for new batches/);
+      const bad = await cli(['set', jobId, '--priority', '7']);
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, /--priority must be a whole number from 1 to 5/);
+      const result = await t.client.result(jobId);
+      assert.equal(result.counts.Available, 60);
+      assert.deepEqual(
+        result.limitsChanged?.map((change) => change.priority),
+        [1],
+      );
+      assert.equal((await t.client.progress(jobId)).scheduling?.priority, 1);
+      const keys = ((await t.client.handle(jobId).fetchHistory()).events ?? [])
+        .filter((event) => event.activityTaskScheduledEventAttributes?.activityType?.name === 'runBatch')
+        .map((event) => event.activityTaskScheduledEventAttributes?.priority?.priorityKey);
+      assert.equal(keys[0], 5, 'the first batches carried the priority the job started with');
+      assert.equal(keys.at(-1), 1, 'the last ones the new priority');
+      assert.deepEqual([...new Set(keys)], [5, 1], 'and nothing else, in that order');
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('two tenants of weights 1 and 3 with equal jobs on the same workers progress about 1:3', async () => {
     // Four activity slots: the backlog waits in the task queue, where fairness orders it.
     const worker = t.spawnWorker({ FAULTLINE_MAX_CONCURRENT_ACTIVITIES: '4' });
