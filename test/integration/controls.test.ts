@@ -2,7 +2,7 @@
  * Pause / resume and live limits on the real dev server, through the CLI where operators use it.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -174,13 +174,20 @@ describe('pause, resume and live limits (real dev server, CLI)', () => {
         { batchSize: 1, concurrency: 1 },
       ),
     );
-    const text = await cli(['watch', jobId]);
-    assert.equal(text.code, 0, text.stderr);
-    const lines = text.stderr
+    // Held until watch has printed its first line, so a slow CLI start-up cannot miss the changes.
+    await env.client.pause(jobId);
+    const watching = spawn(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'watch', jobId], { env: { ...env.env, FAULTLINE_LOG_LEVEL: 'error' }, cwd: env.dir });
+    let stderr = '';
+    watching.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => watching.once('exit', (code) => resolve(code)));
+    await eventually(() => stderr.includes(jobId), 60_000, 'watch to print its first line');
+    await env.client.resume(jobId);
+    assert.equal(await exited, 0, stderr);
+    const lines = stderr
       .trim()
       .split('\n')
       .filter((line) => line.includes(jobId));
-    assert.ok(lines.length >= 2, `a line per change, got: ${text.stderr}`);
+    assert.ok(lines.length >= 2, `a line per change, got: ${stderr}`);
     assert.match(lines[0] ?? '', /outputs, \d+ failed, \d+ in backoff/);
     const json = await cli(['watch', jobId, '--json']);
     assert.equal(json.code, 0, json.stderr);
