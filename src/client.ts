@@ -65,6 +65,9 @@ import {
   normalizeJobInput,
   normalizeSpec,
   progressQuery,
+  sliceProgressQuery,
+  sliceWorkflowId,
+  OutputStatuses,
   retryUpdate,
   resultQuery,
   validateJobSpec,
@@ -523,7 +526,24 @@ export class FaultlineClient {
 
   async progress(jobId: string): Promise<JobProgress> {
     try {
-      return await this.handle(jobId).query(progressQuery);
+      const progress = await this.handle(jobId).query(progressQuery);
+      if (!progress.slicesRunning?.length) return progress;
+      // A sliced job counts a slice when it ends: add what its running slices did so far (queries: nothing in any history).
+      const running = await Promise.all(
+        progress.slicesRunning.map((index) =>
+          this.client.workflow
+            .getHandle(sliceWorkflowId(jobId, index, progress.round))
+            .query(sliceProgressQuery)
+            .catch(() => null),
+        ),
+      );
+      const counts = { ...progress.counts };
+      for (const slice of running) {
+        if (!slice) continue;
+        for (const status of OutputStatuses) counts[status] += slice[status];
+        counts.outputs += slice.outputs;
+      }
+      return { ...progress, counts };
     } catch (error) {
       throw this.wrap(error, jobId);
     }

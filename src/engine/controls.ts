@@ -55,6 +55,7 @@ export class OperatorControls {
       rejectedRequests: this.s.rejected.slice(-100),
       paused: this.s.paused,
       limits: this.effectiveLimits(),
+      ...(sliced && this.s.round === 1 && this.s.sliceHandles.size > 0 ? { slicesRunning: [...this.s.sliceHandles.keys()] } : {}),
       ...schedulingOfRun(this.s.prepared?.options.priority),
     };
   }

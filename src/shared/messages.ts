@@ -30,6 +30,8 @@ export interface JobProgress {
   paused?: boolean;
   /** The limits in force (after any `set`). */
   limits?: EffectiveLimits;
+  /** Indexes of the slices running now (first rounds of sliced jobs); their counts are not yet in `counts`. */
+  slicesRunning?: number[];
   /** The job's task priority (1 first … 5 last), tenant (fairness key) and weight, as it started. */
   scheduling?: { priority?: number; tenant?: string; weight?: number };
 }
@@ -103,6 +105,8 @@ export interface RejectedRequest {
 export const progressQuery = defineQuery<JobProgress>('progress');
 /** The last settled round's JobResult (null before the first round settles): readable from the Web UI's Queries tab. */
 export const resultQuery = defineQuery<JobResult | null>('result');
+/** A running slice's counts so far (clients add them to the job's, so progress moves before a slice ends). */
+export const sliceProgressQuery = defineQuery<(StatusCounts & { outputs: number }) | null>('sliceProgress');
 /** Resolves with the result of `round` (default: the current round) once it has settled. */
 export const awaitResultUpdate = defineUpdate<JobResult, [{ round?: number }]>('awaitResult');
 export const retryUpdate = defineUpdate<RetryResponse, [RetryRequest]>('retry');

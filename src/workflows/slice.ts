@@ -7,7 +7,19 @@ import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, 
 import { runSlice } from '../engine/slice';
 import { usePriorityKey } from '../engine/priority';
 import type { ItemRunner } from '../engine/runner';
-import { ErrorTypes, LEGACY_PLANS, PATCHES, type SliceControl, type SliceInput, type SliceSummary, type StopReason, itemFailuresSignal, sliceControlSignal, sliceFailuresSignal } from '../shared';
+import {
+  ErrorTypes,
+  LEGACY_PLANS,
+  PATCHES,
+  type SliceControl,
+  type SliceInput,
+  type SliceSummary,
+  type StopReason,
+  itemFailuresSignal,
+  sliceControlSignal,
+  sliceFailuresSignal,
+  sliceProgressQuery,
+} from '../shared';
 
 /** Shortest time between two failure reports of a slice to its job (after the first). */
 const REPORT_EVERY_MS = 1_000;
@@ -38,6 +50,7 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
     apply();
   });
   setHandler(itemFailuresSignal, (report) => runner?.noteEarlyFailures(report.items));
+  setHandler(sliceProgressQuery, () => runner?.countsSoFar() ?? null);
   CancellationScope.current().cancelRequested.catch(() => {
     stop = { kind: 'cancelled', reason: 'the job stopped this slice' };
   });

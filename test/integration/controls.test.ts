@@ -6,8 +6,8 @@ import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { ErrorTypes, type JobResult, flagSignal, pauseSignal, resumeSignal } from '../../src/shared';
-import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
+import { ErrorTypes, type JobResult, flagSignal, pauseSignal, resumeSignal, sliceWorkflowId } from '../../src/shared';
+import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, historyLength, syntheticSpec } from '../helpers/env';
 
 const run = promisify(execFile);
 let env: TestEnv;
@@ -165,6 +165,34 @@ describe('pause, resume and live limits (real dev server, CLI)', () => {
     // The flags a user types, not the request's field names.
     assert.match(none.stderr, /give at least one of --concurrency, --tolerated-failure-count, --tolerated-failure-percent/);
     assert.doesNotMatch(none.stderr, /toleratedFailureCount/);
+  });
+
+  it("a sliced job's status moves while its slices run (their counts are queried), and reading it adds nothing to any history", async () => {
+    const { jobId } = await env.client.start(
+      syntheticSpec(
+        Array.from({ length: 2_000 }, (_, index) => ({ id: `s${index}`, params: { cpuMs: 4 } })),
+        { batchSize: 10, shardSize: 1_000 },
+      ),
+    );
+    const seen: number[] = [];
+    await eventually(
+      async () => {
+        const progress = await env.client.progress(jobId);
+        if (progress.phase === 'running') seen.push(progress.counts.Available);
+        return progress.settled;
+      },
+      120_000,
+      'the job to settle',
+    );
+    assert.ok(
+      seen.some((done) => done % 1_000 !== 0),
+      `counts moved within slices, not only when one ended: ${seen.join(' ')}`,
+    );
+    await eventually(async () => (await env.client.jobState(jobId)).kind === 'closed', 30_000, 'the job to close');
+    const slice = sliceWorkflowId(jobId, 0, 1);
+    const before = [await historyLength(env.client, jobId), await historyLength(env.client, slice)];
+    await env.client.progress(jobId);
+    assert.deepEqual([await historyLength(env.client, jobId), await historyLength(env.client, slice)], before);
   });
 
   it('watch without a terminal prints a line per change (a JSON line with --json), then the result', async () => {
