@@ -572,7 +572,7 @@ export class FaultlineClient {
         );
         return { ...base, open: false, ...(result ? { result } : {}) };
       }
-      const [progress, settled] = await Promise.all([handle.query(progressQuery).catch(() => undefined), handle.query(resultQuery).catch(() => null)]);
+      const [progress, settled] = await Promise.all([this.progress(jobId).catch(() => undefined), handle.query(resultQuery).catch(() => null)]);
       return { ...base, open: true, ...(progress ? { progress } : {}), ...(settled ? { result: settled } : {}) };
     } catch (error) {
       throw this.wrap(error, jobId);
