@@ -429,6 +429,45 @@ async function main(): Promise<void> {
   const percentile = (p: number) => Math.round(samples[Math.min(samples.length - 1, Math.floor((p / 100) * samples.length))] ?? 0);
   const latency = { jobs: latencyJobs, p50Ms: percentile(50), p95Ms: percentile(95), maxMs: Math.round(samples[samples.length - 1] ?? 0) };
 
+  // fairness: a one-item job's own time (workflow start → close) idle and under a big CPU-bound job, with and without task queue fairness.
+  const fairness: Record<string, { idleMedianMs: number; loadedMedianMs: number; loaded: number[]; bigItemsDoneMeanwhile: number }> = {};
+  if (wanted('fairness')) {
+    const bigItems = Math.round(60_000 * scale);
+    for (const on of [true, false]) {
+      say(`fairness ${on ? 'on' : 'off'}: one-item jobs idle, then under a ${bigItems}-item job (4 activity slots per worker process)`);
+      const fairServer = await startDevServer({ ui: false, fairness: on, log: say });
+      const fairEnv = { ...env, TEMPORAL_ADDRESS: fairServer.address, FAULTLINE_TASK_QUEUE: 'faultline-bench-fair', FAULTLINE_MAX_CONCURRENT_ACTIVITIES: '4' };
+      const fairWorkers = await startWorkers(fairEnv);
+      const fairConnection = await Connection.connect({ address: fairServer.address });
+      const fairClient = await FaultlineClient.connect({ config: loadConfig(fairEnv, dir), connection: fairConnection });
+      const oneItem = async (): Promise<number> => {
+        const { jobId } = await fairClient.start({ pipeline: 'synthetic', items: [{ id: 'one' }], options: { tenant: 'small' } });
+        await fairClient.result(jobId);
+        for (;;) {
+          const description = await fairClient.handle(jobId).describe();
+          if (description.closeTime) return description.closeTime.getTime() - description.startTime.getTime();
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      };
+      const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
+      await oneItem();
+      const idle: number[] = [];
+      for (let n = 0; n < 5; n++) idle.push(await oneItem());
+      const big = await fairClient.start({ pipeline: 'synthetic', items: Array.from({ length: bigItems }, (_, i) => ({ id: `f${i}`, params: { cpuMs: 1 } })), options: { tenant: 'big' } });
+      while ((await fairClient.progress(big.jobId)).counts.Available < bigItems / 30) await new Promise((resolve) => setTimeout(resolve, 200));
+      const before = (await fairClient.progress(big.jobId)).counts.Available;
+      const loaded: number[] = [];
+      for (let n = 0; n < 5; n++) loaded.push(await oneItem());
+      const meanwhile = (await fairClient.progress(big.jobId)).counts.Available - before;
+      await fairClient.cancel(big.jobId, 'bench over').catch(() => undefined);
+      fairness[on ? 'on' : 'off'] = { idleMedianMs: median(idle), loadedMedianMs: median(loaded), loaded, bigItemsDoneMeanwhile: meanwhile };
+      await fairClient.close();
+      await fairConnection.close();
+      await stopWorkers(fairWorkers.supervisor);
+      await fairServer.stop();
+    }
+  }
+
   const ratio = (a?: number, b?: number) => (a && b ? Math.round((a / b) * 100) / 100 : null);
   const report = {
     machine: {
@@ -441,6 +480,7 @@ async function main(): Promise<void> {
     },
     quick,
     workloads: { ...workloads, latency },
+    ...(Object.keys(fairness).length > 0 ? { fairness } : {}),
     latency: { p50Ms: latency.p50Ms, p95Ms: latency.p95Ms },
     ratios: {
       cpu1ms_faultline_vs_naive: ratio(workloads.cpu1ms?.faultline?.itemsPerSec, workloads.cpu1ms?.naive?.itemsPerSec),
@@ -474,6 +514,10 @@ async function main(): Promise<void> {
     }
   }
   if (latency.jobs > 0) console.log(`latency      1-item jobs: p50 ${latency.p50Ms} ms, p95 ${latency.p95Ms} ms (n=${latency.jobs})`);
+  for (const [mode, f] of Object.entries(fairness))
+    console.log(
+      `fairness ${mode.padEnd(3)} 1-item job, workflow start → close: idle median ${f.idleMedianMs} ms; under load median ${f.loadedMedianMs} ms [${f.loaded.join(', ')}]; big job meanwhile +${f.bigItemsDoneMeanwhile} items`,
+    );
   console.log(`ratios: ${JSON.stringify(report.ratios)}`);
 }
 
