@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+
 /** How often a command checks that the process that started it is still there. */
 const PARENT_CHECK_MS = 1_000;
 
@@ -20,9 +22,10 @@ export function untilStopSignal(onRepeat: (signal: NodeJS.Signals) => void = () 
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const parent = process.ppid;
-  // PID 1 (a container's init) has no parent to lose.
+  // PID 1 (a container's init) has no parent to lose; a process that leads its own group was
+  // detached on purpose (`npm run stack`, a shell's `cmd &`, nohup): outliving its parent is its job.
   const watch =
-    parent > 1
+    parent > 1 && !leadsOwnProcessGroup()
       ? setInterval(() => {
           if (process.ppid !== parent && !received) onSignal('SIGHUP');
         }, PARENT_CHECK_MS).unref()
@@ -35,4 +38,16 @@ export function untilStopSignal(onRepeat: (signal: NodeJS.Signals) => void = () 
       process.off('SIGTERM', onSignal);
     },
   };
+}
+
+/** Whether this process leads its own process group (Linux: /proc/self/stat; elsewhere assumed not). */
+export function leadsOwnProcessGroup(): boolean {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    // After "pid (comm) ": state, ppid, pgrp — comm may itself hold spaces and parentheses.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[2]) === process.pid;
+  } catch {
+    return false;
+  }
 }

@@ -139,4 +139,42 @@ describe('a command whose parent exits without passing a signal on (npx given SI
     assert.ok(alive(childPid), 'the command outlived its parent for a moment (the signal was not passed on)');
     await eventually(async () => !alive(childPid), 10_000, 'the orphaned command to stop by itself');
   });
+
+  it('a command started detached on purpose (its own process group, as npm run stack starts them) outlives its parent', { timeout: 60_000 }, async () => {
+    const port = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address() as net.AddressInfo;
+        probe.close(() => resolve(free));
+      });
+    });
+    const starter = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const child = require('node:child_process').spawn(process.execPath, [${JSON.stringify(path.join(ROOT, 'bin', 'faultline.js'))}, 'codec-server', '--port', '${port}'], { detached: true, stdio: 'ignore' });
+         child.unref();
+         console.log(child.pid);`,
+      ],
+      { env: { ...process.env, FAULTLINE_PAYLOAD_KEY: Buffer.alloc(32, 7).toString('hex') }, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const [line] = (await once(starter.stdout!, 'data')) as [Buffer];
+    const childPid = Number(line.toString().trim());
+    await once(starter, 'exit');
+    try {
+      await eventually(
+        () =>
+          fetch(`http://127.0.0.1:${port}/decode`, { method: 'POST', body: '{"payloads":[]}', headers: { 'content-type': 'application/json' } }).then(
+            () => true,
+            () => false,
+          ),
+        20_000,
+        'the detached codec server to answer',
+      );
+      // Three parent checks later it still runs: it was detached on purpose, not orphaned.
+      await new Promise((resolve) => setTimeout(resolve, 3_500));
+      assert.ok(alive(childPid), 'the detached command still runs after its parent exited');
+    } finally {
+      if (alive(childPid)) process.kill(childPid, 'SIGTERM');
+    }
+  });
 });
