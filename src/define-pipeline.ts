@@ -73,7 +73,7 @@ export interface StepContext<P, I> {
   /** A file's size+mtime or a URL's ETag/Last-Modified: what a step's `dependsOn` usually returns. */
   sourceFingerprint: StepTools['sourceFingerprint'];
   /** This item's working files in job storage, for values too large to return (a checkpoint holds JSON up to 1 MB). */
-  storage: StepTools['storage'];
+  storage: ItemStorage;
 }
 
 export interface StepDefinitionInput<P, I, R> {

@@ -76,7 +76,6 @@ export interface StepTools {
    * Undefined when it cannot be told. For a step's `dependsOn`.
    */
   sourceFingerprint(uri: string): Promise<string | undefined>;
-  storage: ItemStorage;
   /**
    * Writes one output file and returns location, bytes and sha256 for an Available output: to the
    * item's pre-signed PUT URL for `options.output` when the spec gives one (through the guard, a few
@@ -95,10 +94,6 @@ export function stepTools(
   agents: StepAgents,
 ): StepTools {
   const { step, signal } = context;
-  const storage = () => {
-    if (!services.storage) throw new ItemError({ type: ErrorTypes.StorageUnwritable, message: "ctx.storage needs the worker's job storage", step });
-    return services.storage;
-  };
   const tools: StepTools = {
     async fetch(url, init = {}) {
       const target = new URL(url);
@@ -160,11 +155,6 @@ export function stepTools(
       } catch {
         return undefined;
       }
-    },
-    storage: {
-      put: (name, data) => storage().writeWorkFile(context.jobId, context.item, name, typeof data === 'string' ? Buffer.from(data) : data),
-      get: (name, expected) => storage().readWorkFile(context.jobId, context.item, name, expected?.sha256),
-      drop: () => storage().dropWorkFiles(context.jobId, context.item),
     },
     async writeOutput(name, data, options = {}) {
       if (name.includes('/') || name.includes('\\') || name === '..' || name === '.') {

@@ -49,15 +49,7 @@ const STEP_TIMEOUT_MS = 5 * 60_000;
 const work = (): typeof ImageWork => require('../activities/images') as typeof ImageWork;
 
 /** What the process step keeps for deliver: a status, or bytes in the item's working files. */
-interface MadeOutput {
-  output: string;
-  ext: string;
-  contentType: string;
-  file?: WorkFile;
-  status?: 'Missing' | 'Unsolved' | 'Skipped';
-  reason?: string;
-  details?: Record<string, unknown>;
-}
+type MadeOutput = Omit<ImageWork.Produced, 'data'> & { file?: WorkFile };
 
 export const imagesPipeline = definePipeline({
   name: 'images',
