@@ -140,8 +140,8 @@ describe('job storage on S3 (MinIO)', () => {
     assert.deepEqual(await keys('faultline/jobs/s3-thousand/'), []);
   });
 
-  it('`faultline export` to s3://bucket/prefix writes a file per status and manifest.json last, matching the records', async () => {
-    const items = Array.from({ length: 3_000 }, (_, index) => (index % 5 === 0 ? { id: `x${index}`, params: { outcome: 'missing' } } : { id: `x${index}` }));
+  it('`faultline export` of a 100,000-item job to s3://bucket/prefix writes a file per status and manifest.json last, matching the records', { timeout: 600_000 }, async () => {
+    const items = Array.from({ length: 100_000 }, (_, index) => (index % 5 === 0 ? { id: `x${index}`, params: { outcome: 'missing' } } : { id: `x${index}` }));
     const { jobId } = await env.client.start({ pipeline: 'synthetic', items });
     const result = await env.client.result(jobId);
     const exported = await cli(['export', jobId, `s3://${s3.bucket}/exports/${jobId}`, '--json']);
