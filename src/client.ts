@@ -75,7 +75,7 @@ import {
   redactUrl,
 } from './shared';
 import { type Storage, createStorage, localStateDir } from './storage';
-import { type ExportManifest, type ExportOptions, exportRecords, exportStore } from './export';
+import { type ExportManifest, type ExportOptions, exportRecords, exportStore, resultRecords } from './export';
 import type { jobWorkflow } from './workflows';
 import type { flagWorkflow } from './workflows/flag';
 
@@ -710,9 +710,8 @@ export class FaultlineClient {
   }
 
   /** The same records one at a time, for results too large to hold. */
-  async *outputRecords(result: JobResult): AsyncIterable<OutputRecord> {
-    if (result.outputs) yield* result.outputs;
-    else if (result.manifest) yield* this.storage().readLines<OutputRecord>(result.manifest);
+  outputRecords(result: JobResult): AsyncIterable<OutputRecord> {
+    return resultRecords(result, this.storage());
   }
 
   private async originalSpec(jobId: string): Promise<JobSpec> {

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import { OutputStatuses, type JobResult, type OutputRecord, type OutputStatus } from './shared';
-import { type S3Options, parseStorageLocation } from './storage';
+import { type S3Options, type Storage, parseStorageLocation } from './storage';
 import { FileStore, type ObjectStore } from './storage/object-store';
 import { S3Store } from './storage/s3';
 
@@ -169,4 +169,10 @@ export async function exportRecords(result: JobResult, records: AsyncIterable<Ou
     for (const file of files.values()) await file.close().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A result's output records one at a time: inline, or streamed from its manifest in job storage (never all in memory). */
+export async function* resultRecords(result: JobResult, storage: Pick<Storage, 'readLines'>): AsyncIterable<OutputRecord> {
+  if (result.outputs) yield* result.outputs;
+  else if (result.manifest) yield* storage.readLines<OutputRecord>(result.manifest);
 }

@@ -4,12 +4,12 @@
  */
 import { writeFileSync } from 'node:fs';
 import { type InjectedSinks, NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
-import { type MetricsServer, enableWorkerMetrics, startMetricsServer, workerMetrics } from './metrics';
+import { enableWorkerMetrics, startMetricsServer, workerMetrics } from './metrics';
 import type { FaultlineSinks } from './shared/sinks';
 import { freePort } from './devserver/temporal-cli';
 import type { Context as ActivityContext } from '@temporalio/activity';
 import { OpenTelemetryActivityInboundInterceptor, makeWorkflowExporter } from '@temporalio/interceptors-opentelemetry/lib/worker';
-import { type Tracing, activeTracing, recordSpan, startTracing, workflowTracingModule } from './tracing';
+import { activeTracing, recordSpan, startTracing, workflowTracingModule } from './tracing';
 import { type Config, ConfigError } from './config';
 import { connectionOptions } from './connection';
 import { createArchiveActivities } from './activities/archive';
@@ -63,19 +63,6 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   // Metrics: Faultline's counters, and the SDK's exporter on a private loopback port, both served at FAULTLINE_METRICS_ADDRESS.
   const sdkMetricsAddress = config.metricsAddress ? `127.0.0.1:${await freePort()}` : undefined;
   installTemporalLogging(logger, sdkMetricsAddress ? { prometheusAddress: sdkMetricsAddress } : {});
-  const metricsServer = config.metricsAddress
-    ? await startMetricsServer({ address: config.metricsAddress, metrics: enableWorkerMetrics(), ...(sdkMetricsAddress ? { sdkAddress: sdkMetricsAddress } : {}) }).catch((error: unknown) => {
-        throw new ConfigError([{ path: ENV.metricsAddress, message: `cannot serve metrics on ${config.metricsAddress}: ${(error as Error).message}` }]);
-      })
-    : undefined;
-  if (metricsServer) logger.info({ metrics: metricsServer.url }, 'serving Prometheus metrics');
-  const tracing = startTracing('faultline-worker', options.env ?? process.env);
-  const tracingOptions = tracing
-    ? {
-        interceptors: { activity: [(ctx: ActivityContext) => ({ inbound: new OpenTelemetryActivityInboundInterceptor(ctx) })], workflowModules: [workflowTracingModule()] },
-        sinks: { exporter: makeWorkflowExporter(tracing.spanProcessor, tracing.resource) },
-      }
-    : undefined;
   const connection = options.connection ?? (await connectWorker(config, logger));
   const missing = await missingSearchAttributes(connection.operatorService, config.namespace);
   if (missing && missing.length > 0) {
@@ -129,25 +116,53 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
       return described.pollers?.length ?? 0;
     },
   });
+  // Traces, like metrics, once every check has passed.
+  const tracing = startTracing('faultline-worker', options.env ?? process.env);
+  const tracingOptions = tracing
+    ? {
+        interceptors: { activity: [(ctx: ActivityContext) => ({ inbound: new OpenTelemetryActivityInboundInterceptor(ctx) })], workflowModules: [workflowTracingModule()] },
+        sinks: { exporter: makeWorkflowExporter(tracing.spanProcessor, tracing.resource) },
+      }
+    : undefined;
+  /**
+   * Metrics are served once every check has passed (a worker refused at start leaves no port open);
+   * the worker's own connection, the metrics server and buffered spans close when it stops.
+   */
+  const created = async (create: () => Promise<Worker>) => {
+    const metricsServer = config.metricsAddress
+      ? await startMetricsServer({ address: config.metricsAddress, metrics: enableWorkerMetrics(), ...(sdkMetricsAddress ? { sdkAddress: sdkMetricsAddress } : {}) }).catch((error: unknown) => {
+          throw new ConfigError([{ path: ENV.metricsAddress, message: `cannot serve metrics on ${config.metricsAddress}: ${(error as Error).message}` }]);
+        })
+      : undefined;
+    if (metricsServer) logger.info({ metrics: metricsServer.url }, 'serving Prometheus metrics');
+    let worker: Worker;
+    try {
+      worker = await create();
+    } catch (error) {
+      await metricsServer?.close();
+      throw error;
+    }
+    afterRun(worker, [...(options.connection ? [] : [idempotentClose(connection)]), ...(metricsServer ? [() => metricsServer.close()] : []), ...(tracing ? [() => tracing.shutdown()] : [])]);
+    return { worker, connection, ownsConnection: !options.connection };
+  };
   if (taskQueue !== config.taskQueue) {
     // A pipeline queue: batches of the pipelines that declare it, nothing else.
     const served = pipelines.filter((pipeline) => pipeline.definition.taskQueue === taskQueue);
     if (served.length === 0) throw new ConfigError([{ path: 'taskQueue', message: `no pipeline given to this worker declares task queue "${taskQueue}"` }]);
     const dataConverter = dataConverterFor(config);
-    const worker = await Worker.create({
-      connection,
-      ...(dataConverter ? { dataConverter } : {}),
-      namespace: config.namespace,
-      taskQueue,
-      activities: { runBatch: engineActivities.runBatch },
-      maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
-      shutdownGraceTime: config.shutdownGraceMs,
-      maxHeartbeatThrottleInterval: '1s',
-      ...(tracingOptions ? { interceptors: { activity: tracingOptions.interceptors.activity } } : {}),
-    });
-    if (!options.connection) closeWithWorker(worker, connection);
-    closeObservabilityWithWorker(worker, metricsServer, tracing);
-    return { worker, connection, ownsConnection: !options.connection };
+    return created(() =>
+      Worker.create({
+        connection,
+        ...(dataConverter ? { dataConverter } : {}),
+        namespace: config.namespace,
+        taskQueue,
+        activities: { runBatch: engineActivities.runBatch },
+        maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
+        shutdownGraceTime: config.shutdownGraceMs,
+        maxHeartbeatThrottleInterval: '1s',
+        ...(tracingOptions ? { interceptors: { activity: tracingOptions.interceptors.activity } } : {}),
+      }),
+    );
   }
   const activities = {
     ...engineActivities,
@@ -156,56 +171,47 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     ...options.extraActivities,
   };
   const dataConverter = dataConverterFor(config);
-  const worker = await Worker.create({
-    connection,
-    ...(dataConverter ? { dataConverter } : {}),
-    namespace: config.namespace,
-    taskQueue: config.taskQueue,
-    activities,
-    ...workflowCode(options, tracing !== undefined),
-    ...(tracingOptions ? { interceptors: tracingOptions.interceptors } : {}),
-    maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
-    shutdownGraceTime: config.shutdownGraceMs,
-    // Cancellation reaches an activity only with a heartbeat response: without this cap the SDK
-    // throttles heartbeats to 80% of the heartbeat timeout, so a stopped job's batches run on.
-    maxHeartbeatThrottleInterval: '1s',
-    ...options.workerOptions,
-    sinks: { ...metricsSinks(), ...tracingOptions?.sinks, ...options.workerOptions?.sinks },
-  });
-  if (!options.connection) closeWithWorker(worker, connection);
-  closeObservabilityWithWorker(worker, metricsServer, tracing);
-  return { worker, connection, ownsConnection: !options.connection };
+  return created(() =>
+    Worker.create({
+      connection,
+      ...(dataConverter ? { dataConverter } : {}),
+      namespace: config.namespace,
+      taskQueue: config.taskQueue,
+      activities,
+      ...workflowCode(options, tracing !== undefined),
+      ...(tracingOptions ? { interceptors: tracingOptions.interceptors } : {}),
+      maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
+      shutdownGraceTime: config.shutdownGraceMs,
+      // Cancellation reaches an activity only with a heartbeat response: without this cap the SDK
+      // throttles heartbeats to 80% of the heartbeat timeout, so a stopped job's batches run on.
+      maxHeartbeatThrottleInterval: '1s',
+      ...options.workerOptions,
+      sinks: { ...metricsSinks(), ...tracingOptions?.sinks, ...options.workerOptions?.sinks },
+    }),
+  );
 }
 
 /**
  * A connection the worker opened itself closes when the worker stops, so a process that runs
  * `await worker.run()` and nothing else can exit (an open native connection keeps it alive).
- * Closing is idempotent: callers that close it themselves, as before, still may.
+ * Closing is made idempotent: callers that close it themselves, as before, still may.
  */
-function closeWithWorker(worker: Worker, connection: NativeConnection): void {
+function idempotentClose(connection: NativeConnection): () => Promise<void> {
   let closing: Promise<void> | undefined;
   const close = connection.close.bind(connection);
   connection.close = () => (closing ??= close());
-  const run = worker.run.bind(worker);
-  worker.run = async () => {
-    try {
-      await run();
-    } finally {
-      await connection.close();
-    }
-  };
+  return () => connection.close();
 }
 
-/** The metrics server stops, and buffered spans are sent, when the worker stops. */
-function closeObservabilityWithWorker(worker: Worker, server: MetricsServer | undefined, tracing: Tracing | undefined): void {
-  if (!server && !tracing) return;
+/** Runs `cleanups` in order once `worker.run()` ends, however it ends. */
+function afterRun(worker: Worker, cleanups: (() => Promise<void>)[]): void {
+  if (cleanups.length === 0) return;
   const run = worker.run.bind(worker);
   worker.run = async () => {
     try {
       await run();
     } finally {
-      await server?.close();
-      await tracing?.shutdown();
+      for (const cleanup of cleanups) await cleanup();
     }
   };
 }

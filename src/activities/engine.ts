@@ -44,7 +44,7 @@ import {
   type ResolvedOptions,
 } from '../shared';
 import { type S3Options, type Storage, permanentStorageError } from '../storage';
-import { exportRecords, exportStore } from '../export';
+import { exportRecords, exportStore, resultRecords } from '../export';
 import { type ImportResult, importItems } from './items-import';
 import { ItemError, type PipelineImplementation } from './types';
 import { resolveAllowedPath } from './files';
@@ -448,8 +448,7 @@ export function createEngineActivities(deps: EngineDeps) {
           throw error;
         }
       }
-      const records = input.result.outputs ? input.result.outputs : input.result.manifest ? deps.storage.readLines<OutputRecord>(input.result.manifest) : [];
-      const manifest = await exportRecords(input.result, records, exportStore(destination, deps.s3 ?? {}), {
+      const manifest = await exportRecords(input.result, resultRecords(input.result, deps.storage), exportStore(destination, deps.s3 ?? {}), {
         ...(input.export.format ? { format: input.export.format } : {}),
         ...(input.export.statuses ? { statuses: input.export.statuses } : {}),
         progress: (seen: number) => ctx.heartbeat(seen),

@@ -143,11 +143,11 @@ export class OperatorControls {
       const allowed = prepared.allowed;
       this.s.runner?.setLimits({ concurrency: prepared.options.concurrency, allowedFailures: allowed === undefined ? null : Math.max(0, allowed - round.baseFailed) });
       this.allowance.checkThreshold(prepared, round);
-      await this.controlSlices((index) => ({
-        concurrency: prepared.options.concurrency,
-        ...(prepared.options.priority !== undefined ? { priority: prepared.options.priority } : {}),
-        ...(allowed !== undefined ? { allowedFailures: Math.max(0, allowed - (this.allowance.failedSoFar(round) - (this.s.liveFailures.get(index) ?? 0))) } : {}),
-      }));
+      // The slices' new limits, as a starting slice gets them (a set never touches pause).
+      await this.controlSlices((index) => {
+        const { paused: _paused, ...limits } = this.sliceControlFor(index, round);
+        return limits;
+      });
     }
     return this.effectiveLimits();
   }

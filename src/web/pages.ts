@@ -76,8 +76,7 @@ export function jobsPage(jobs: JobListEntry[], params: ListParams, context: Page
         <label
           >Status
           <select name="status">
-            <option value="">any</option>
-            ${statuses.map((status) => html`<option${params.status === status ? html` selected` : ''}>${status}</option>`)}
+            ${choices(statuses, params.status)}
           </select></label
         >
         <label>Pipeline <input name="pipeline" value="${params.pipeline ?? ''}" size="14" /></label>
@@ -135,12 +134,21 @@ function csrfField(context: PageContext): Html {
   return html`<input type="hidden" name="csrf" value="${context.csrf}" />`;
 }
 
+/** An action's form fields: its CSRF token and what the action needs. */
+function hiddenFields(context: PageContext, fields: Record<string, string>): Html {
+  return html`${csrfField(context)}${Object.entries(fields).map(([name, value]) => html`<input type="hidden" name="${name}" value="${value}" />`)}`;
+}
+
+/** A filter's options: "any", then each value (the chosen one selected). */
+function choices(values: readonly string[], chosen: string | undefined): Html {
+  return html`<option value="">any</option>
+    ${values.map((value) => html`<option${chosen === value ? html` selected` : ''}>${value}</option>`)}`;
+}
+
 /** A POST form for one action; the server answers it with a confirmation page first. */
 function actionForm(context: PageContext, jobId: string, action: string, label: string, fields: Record<string, string> = {}, danger = false): Html {
   return html`<form class="inline" method="post" action="${jobHref(jobId)}/actions/${action}">
-    ${csrfField(context)}${Object.entries(fields).map(([name, value]) => html`<input type="hidden" name="${name}" value="${value}" />`)}<button type="submit" ${danger ? html` class="danger"` : ''}>
-      ${label}
-    </button>
+    ${hiddenFields(context, fields)}<button type="submit" ${danger ? html` class="danger"` : ''}>${label}</button>
   </form>`;
 }
 
@@ -222,15 +230,13 @@ function itemBrowser(jobId: string, result: JobResult | undefined, items: ItemPa
       <label
         >Status
         <select name="status">
-          <option value="">any</option>
-          ${OutputStatuses.map((status) => html`<option${items.status === status ? html` selected` : ''}>${status}</option>`)}
+          ${choices(OutputStatuses, items.status)}
         </select></label
       >
       <label
         >Error type
         <select name="type">
-          <option value="">any</option>
-          ${types.map((type) => html`<option${items.type === type ? html` selected` : ''}>${type}</option>`)}
+          ${choices(types, items.type)}
         </select></label
       >
       <button type="submit">Show items</button>
@@ -460,7 +466,7 @@ export function confirmPage(jobId: string, action: string, question: string, fie
     html`<h1>Confirm</h1>
       <p>${question}</p>
       <form method="post" action="${jobHref(jobId)}/actions/${action}" aria-label="Confirm">
-        ${csrfField(context)}${Object.entries(fields).map(([name, value]) => html`<input type="hidden" name="${name}" value="${value}" />`)}<input type="hidden" name="confirmed" value="yes" />
+        ${hiddenFields(context, fields)}<input type="hidden" name="confirmed" value="yes" />
         <div class="actions"><button type="submit">Confirm</button> <a href="${jobHref(jobId)}">Back</a></div>
       </form>`,
   );
