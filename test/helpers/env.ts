@@ -2,7 +2,7 @@
  * Test harness: a real Temporal dev server on a free port (always torn down), the workflow
  * bundle built once per test file, workers in-process or as real child processes.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, type ExecFileOptions, execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -207,4 +207,20 @@ export async function eventually(check: () => Promise<boolean> | boolean, timeou
 export async function historyLength(client: FaultlineClient, workflowId: string): Promise<number> {
   const history = await client.client.workflow.getHandle(workflowId).fetchHistory();
   return history.events?.length ?? 0;
+}
+
+export interface CliOutcome {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the `faultline` CLI as a user would; a non-zero exit is an outcome to check, not a throw. */
+export function runCli(args: string[], options: ExecFileOptions): Promise<CliOutcome> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), ...args], { ...options, encoding: 'utf8' }, (error, stdout, stderr) => {
+      // As execFile reports it: the exit code, or what stopped the command (a signal, a full buffer).
+      resolve({ code: error ? (error.code as number) : 0, stdout, stderr });
+    });
+  });
 }

@@ -4,16 +4,14 @@
  * "Failed to start Workflow", not "no jobs".
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { ensureTemporalCli, freePort, isReachable } from '../../src/devserver/temporal-cli';
-import { ROOT, eventually } from '../helpers/env';
+import { eventually, runCli } from '../helpers/env';
 
-const run = promisify(execFile);
 let server: ChildProcess;
 let address = '';
 let dir = '';
@@ -34,10 +32,7 @@ after(async () => {
 
 function cli(args: string[]) {
   const env = { ...process.env, TEMPORAL_ADDRESS: address, FAULTLINE_STORAGE: path.join(dir, 'storage'), FAULTLINE_ALLOWED_ROOTS: dir, FAULTLINE_LOG_FORMAT: 'json' };
-  return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), ...args], { env, cwd: dir, timeout: 120_000 }).then(
-    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
-  );
+  return runCli(args, { env, cwd: dir, timeout: 120_000 });
 }
 
 const MISSING =

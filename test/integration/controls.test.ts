@@ -7,7 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { ErrorTypes, type JobResult, flagSignal, pauseSignal, resumeSignal, sliceWorkflowId } from '../../src/shared';
-import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, historyLength, syntheticSpec } from '../helpers/env';
+import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, historyLength, syntheticSpec, runCli } from '../helpers/env';
 
 const run = promisify(execFile);
 let env: TestEnv;
@@ -24,10 +24,7 @@ after(async () => {
 });
 
 function cli(args: string[]) {
-  return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), ...args], { env: { ...env.env, FAULTLINE_LOG_LEVEL: 'error' }, cwd: env.dir }).then(
-    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
-  );
+  return runCli(args, { env: { ...env.env, FAULTLINE_LOG_LEVEL: 'error' }, cwd: env.dir });
 }
 
 describe('pause, resume and live limits (real dev server, CLI)', () => {

@@ -3,19 +3,17 @@
  * the whole group) stops it cleanly; a second one on a busy port is refused; jobs survive a restart.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { freePort } from '../../src/devserver/temporal-cli';
 import { EncryptionCodec, parsePayloadKey } from '../../src/codec';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { randomBytes } from 'node:crypto';
-import { ROOT, eventually, syntheticSpec } from '../helpers/env';
+import { ROOT, eventually, syntheticSpec, runCli } from '../helpers/env';
 
-const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'faultline.js');
 let dir: string;
 let ports: { grpc: number; ui: number; web: number };
@@ -62,10 +60,7 @@ async function startDev(extra: string[] = [], extraEnv: NodeJS.ProcessEnv = {}):
 }
 
 function cli(args: string[]) {
-  return run(process.execPath, [CLI, ...args], { env: env(), cwd: dir }).then(
-    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
-  );
+  return runCli(args, { env: env(), cwd: dir });
 }
 
 describe('faultline dev (a real terminal process group)', () => {

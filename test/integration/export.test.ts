@@ -3,18 +3,15 @@
  * CSV), matching `result --outputs` record for record; filters; bad flags exit 2.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { CSV_COLUMNS, type ExportManifest } from '../../src/export';
 import type { OutputRecord } from '../../src/shared';
-import { ROOT, type TestEnv, createTestEnv, syntheticSpec } from '../helpers/env';
+import { type TestEnv, createTestEnv, syntheticSpec, runCli } from '../helpers/env';
 
-const run = promisify(execFile);
 let env: TestEnv;
 before(async () => {
   env = await createTestEnv({ taskQueue: 'faultline-export' });
@@ -25,10 +22,7 @@ after(async () => {
 });
 
 function cli(args: string[]) {
-  return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), ...args], { env: env.env, cwd: env.dir, maxBuffer: 256 * 1024 * 1024 }).then(
-    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
-  );
+  return runCli(args, { env: env.env, cwd: env.dir, maxBuffer: 256 * 1024 * 1024 });
 }
 
 const ITEMS = 100_000;

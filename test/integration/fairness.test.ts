@@ -1,12 +1,8 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { ROOT, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
-
-const run = promisify(execFile);
+import { type TestEnv, createTestEnv, eventually, syntheticSpec, runCli } from '../helpers/env';
 
 let t: TestEnv;
 before(async () => {
@@ -51,10 +47,7 @@ async function cancelAll(jobIds: string[]): Promise<void> {
 }
 
 function cli(args: string[]) {
-  return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), ...args], { env: { ...t.env, FAULTLINE_LOG_LEVEL: 'error' }, cwd: t.dir }).then(
-    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
-  );
+  return runCli(args, { env: { ...t.env, FAULTLINE_LOG_LEVEL: 'error' }, cwd: t.dir });
 }
 
 describe('fair and polite: priority and tenants share the workers', () => {

@@ -4,19 +4,16 @@
  * and read each slice from a byte offset; the job's history never holds the items.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { ItemsFileReader, writeItemsFile } from '../../src/items-file';
 import { createStorage } from '../../src/storage';
 import { ErrorTypes, WORKFLOW_TYPES } from '../../src/shared';
-import { ROOT, type TestEnv, createTestEnv } from '../helpers/env';
+import { ROOT, type TestEnv, createTestEnv, runCli } from '../helpers/env';
 
-const run = promisify(execFile);
 let env: TestEnv;
 before(async () => {
   env = await createTestEnv({ taskQueue: 'faultline-items-file' });
@@ -27,10 +24,7 @@ after(async () => {
 });
 
 function cli(args: string[]) {
-  return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), ...args], { env: env.env, cwd: env.dir, maxBuffer: 64 * 1024 * 1024 }).then(
-    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
-  );
+  return runCli(args, { env: env.env, cwd: env.dir, maxBuffer: 64 * 1024 * 1024 });
 }
 
 const ndjson = (items: unknown[]) => items.map((item) => JSON.stringify(item)).join('\n') + '\n';

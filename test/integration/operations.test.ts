@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { FaultlineClientError, closedJobResult } from '../../src/client';
 import { ensureTemporalCli } from '../../src/devserver/temporal-cli';
 import { ErrorTypes, type JobResult, followUpJobId, resultQuery } from '../../src/shared';
-import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
+import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec, runCli } from '../helpers/env';
 
 const run = promisify(execFile);
 const SAMPLES = path.join(ROOT, 'samples', 'images');
@@ -63,10 +63,7 @@ after(async () => {
 });
 
 function cli(args: string[]) {
-  return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), ...args], { env: { ...env.env, FAULTLINE_LOG_LEVEL: 'error' }, cwd: env.dir }).then(
-    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
-  );
+  return runCli(args, { env: { ...env.env, FAULTLINE_LOG_LEVEL: 'error' }, cwd: env.dir });
 }
 
 function imagesSpec(items: { id: string; source: string }[], retryWindow = '10m') {

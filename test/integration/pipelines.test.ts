@@ -5,15 +5,13 @@
  * task queue served by its own worker, and a pipeline no worker serves failing promptly and typed.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { FaultlineClient, FaultlineClientError } from '../../src/client';
 import { definePipeline } from '../../src';
 import { ErrorTypes, type JobResult } from '../../src/shared';
 import path from 'node:path';
-import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually } from '../helpers/env';
+import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, runCli } from '../helpers/env';
 import { CLI_QUEUE, cliWordCount } from '../fixtures/cli-pipelines';
 import { countQueues, splitRuns, wordCount, wordCountOnQueue } from '../fixtures/word-count';
 
@@ -39,7 +37,6 @@ const heartbeating = definePipeline({
   ],
 });
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
-const run = promisify(execFile);
 
 before(async () => {
   env = await createTestEnv({ taskQueue: 'faultline-pipelines' });
@@ -117,10 +114,7 @@ describe('your own pipelines (real dev server)', () => {
     const cli = async (spec: unknown) => {
       const file = path.join(env.dir, `cli-start-${Math.random().toString(36).slice(2)}.json`);
       await writeFile(file, JSON.stringify(spec));
-      return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'start', file], { env: env.env, cwd: env.dir }).then(
-        ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-        (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
-      );
+      return runCli(['start', file], { env: env.env, cwd: env.dir });
     };
     const bad = await cli({ pipeline: 'word-count', items: [{ id: 'bad', params: { text: 3 } }] });
     assert.equal(bad.code, 2, bad.stderr);

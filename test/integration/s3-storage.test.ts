@@ -21,7 +21,7 @@ import { importItems } from '../../src/activities/items-import';
 import { builtInPipelines } from '../../src/pipelines';
 import { ErrorTypes, type JobResult, type OutputRecord } from '../../src/shared';
 import { type Storage, StorageRefOutside, createStorage, parseStorageLocation } from '../../src/storage';
-import { ROOT, type TestEnv, createTestEnv, eventually } from '../helpers/env';
+import { ROOT, type TestEnv, createTestEnv, eventually, runCli } from '../helpers/env';
 import { type TestS3, startTestS3 } from '../helpers/s3';
 
 const run = promisify(execFile);
@@ -64,10 +64,7 @@ after(async () => {
 });
 
 function cli(args: string[]) {
-  return run(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), ...args], { env: env.env, cwd: env.dir, maxBuffer: 64 * 1024 * 1024 }).then(
-    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
-  );
+  return runCli(args, { env: env.env, cwd: env.dir, maxBuffer: 64 * 1024 * 1024 });
 }
 
 async function keys(prefix: string): Promise<string[]> {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import net from 'node:net';
+import { freePort } from '../../src/devserver/temporal-cli';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { msToTs } from '@temporalio/common/lib/time';
@@ -112,12 +112,7 @@ describe('faultline worker --processes', () => {
 describe('a command whose parent exits without passing a signal on (npx given SIGINT by a script)', () => {
   it('notices it was orphaned and stops, instead of running on', { timeout: 60_000 }, async () => {
     // The parent starts `faultline codec-server` and, like npx, exits on SIGINT without forwarding it.
-    const port = await new Promise<number>((resolve) => {
-      const probe = net.createServer().listen(0, '127.0.0.1', () => {
-        const { port: free } = probe.address() as net.AddressInfo;
-        probe.close(() => resolve(free));
-      });
-    });
+    const port = await freePort();
     const wrapper = spawn(
       process.execPath,
       [
@@ -141,12 +136,7 @@ describe('a command whose parent exits without passing a signal on (npx given SI
   });
 
   it('a command started detached on purpose (its own process group, as npm run stack starts them) outlives its parent', { timeout: 60_000 }, async () => {
-    const port = await new Promise<number>((resolve) => {
-      const probe = net.createServer().listen(0, '127.0.0.1', () => {
-        const { port: free } = probe.address() as net.AddressInfo;
-        probe.close(() => resolve(free));
-      });
-    });
+    const port = await freePort();
     const starter = spawn(
       process.execPath,
       [
