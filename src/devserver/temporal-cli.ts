@@ -155,6 +155,23 @@ export const FAIRNESS_DYNAMIC_CONFIG = { 'matching.enableFairness': true, 'match
 
 /** Starts `temporal server start-dev` with the project's search attributes registered. */
 export async function startDevServer(options: DevServerOptions = {}): Promise<DevServer> {
+  // Ports picked by freePort() can be taken before the server binds them (tests start servers in
+  // parallel, and each server binds a few ports of its own): such a start is tried again on fresh ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDevServerOnce(options);
+    } catch (error) {
+      const portsChosenHere = options.port === undefined && (options.uiPort === undefined || options.ui === false);
+      if (!(error instanceof PortTaken) || !portsChosenHere || attempt >= 3) throw error;
+      options.log?.(`${error.message}; trying other ports`);
+    }
+  }
+}
+
+/** The dev server could not bind a port it was given. */
+export class PortTaken extends TemporalCliUnavailable {}
+
+async function startDevServerOnce(options: DevServerOptions): Promise<DevServer> {
   const binary = ensureTemporalCli(options.log);
   const port = options.port ?? (await freePort());
   const ui = options.ui ?? true;
@@ -169,12 +186,16 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=${type}`);
   if (options.fairness ?? process.env.FAULTLINE_DEV_FAIRNESS !== '0')
     for (const [key, value] of Object.entries(FAIRNESS_DYNAMIC_CONFIG)) args.push('--dynamic-config-value', `${key}=${String(value)}`);
-  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: false });
   let stderr = '';
   let firstLines = '';
+  let stdout = '';
   child.stderr?.on('data', (chunk: Buffer) => {
     if (firstLines.length < 2_000) firstLines += chunk.toString();
     stderr = (stderr + chunk.toString()).slice(-4_000);
+  });
+  child.stdout?.on('data', (chunk: Buffer) => {
+    if (stdout.length < 4_000) stdout += chunk.toString();
   });
   // Never leave a server behind when the owning process ends, however it ends.
   const killOnExit = () => child.kill('SIGKILL');
@@ -184,11 +205,14 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   const deadline = Date.now() + (options.readyTimeoutSec ?? 60) * 1000;
   let exited = false;
   child.once('exit', () => (exited = true));
-  while (!(await isReachable(address, 500))) {
+  // Ready when the server has said so and its port answers: a port that answers alone may be
+  // another process's (the server then exits with "address already in use").
+  while (!/Temporal Server:/.test(stdout) || !(await isReachable(address, 500)) || exited) {
     if (exited) {
       // A Go panic's first lines say why; its last ones are only the stack.
       const why = firstLines.split('\n').find((line) => /panic|error|fatal|address already in use/i.test(line)) ?? stderr.trim().split('\n').slice(-3).join(' | ');
-      throw new TemporalCliUnavailable(`temporal dev server exited early: ${why.trim().slice(0, 500)}`);
+      const message = `temporal dev server exited early: ${why.trim().slice(0, 500)}`;
+      throw /address already in use/i.test(why) ? new PortTaken(message) : new TemporalCliUnavailable(message);
     }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
@@ -196,6 +220,7 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+  child.stdout?.resume();
   const stop = async () => {
     if (exited) return;
     const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -18,7 +18,7 @@ import { EncryptionCodec, parsePayloadKey, payloadKeyId } from '../../src/codec'
 import { type CodecServer, startCodecServer, uiOrigins } from '../../src/codec-server';
 import { type FaultlineClient } from '../../src/client';
 import { loadConfig } from '../../src/config';
-import { type DevServer, freePort, startDevServer } from '../../src/devserver/temporal-cli';
+import { type DevServer, PortTaken, freePort, startDevServer } from '../../src/devserver/temporal-cli';
 import { ROOT, syntheticSpec } from '../helpers/env';
 import { everyText, workerAndClient } from '../helpers/processes';
 
@@ -57,10 +57,19 @@ describe('encrypted jobs (dev server with the Web UI wired to the codec server)'
   const token = randomBytes(8).toString('hex');
 
   before(async () => {
-    const uiPort = await freePort();
     const codec = new EncryptionCodec(parsePayloadKey(KEY, 'key'));
-    codecServer = await startCodecServer({ codec, port: 0, origins: uiOrigins(uiPort) });
-    server = await startDevServer({ ui: true, uiPort, uiCodecEndpoint: codecServer.url });
+    // The codec server must know the UI's port before the dev server binds it; a port taken in between is tried again.
+    for (let attempt = 1; ; attempt++) {
+      const uiPort = await freePort();
+      codecServer = await startCodecServer({ codec, port: 0, origins: uiOrigins(uiPort) });
+      try {
+        server = await startDevServer({ ui: true, uiPort, uiCodecEndpoint: codecServer.url });
+        break;
+      } catch (error) {
+        await codecServer.close();
+        if (attempt >= 3 || !(error instanceof PortTaken)) throw error;
+      }
+    }
     env = {
       ...process.env,
       TEMPORAL_ADDRESS: server.address,
