@@ -115,6 +115,10 @@ export interface ListFilter {
   pipeline?: string;
   /** Only jobs flagged for investigation. */
   flagged?: boolean;
+  /** Only jobs of this tenant (`options.tenant`; a job without one is its own tenant). */
+  tenant?: string;
+  /** Only jobs of this priority (1 = highest … 5). */
+  priority?: number;
   limit?: number;
 }
 export interface JobListEntry {
@@ -125,6 +129,9 @@ export interface JobListEntry {
   failedCount: number | null;
   /** Flagged for investigation (while it ran, or afterwards by a flag record). */
   flagged: boolean;
+  /** Null for jobs started before tenants were recorded. */
+  tenant: string | null;
+  priority: number | null;
   startedAt: string;
 }
 
@@ -384,6 +391,7 @@ export class FaultlineClient {
     const jobId = options.jobId ?? newJobId(randomBytes(6).toString('hex'));
     const [hash] = hashes;
     if (options.retryOf) input.retryOf = options.retryOf;
+    const scheduling = schedulingOf(spec, jobId);
     try {
       await this.client.workflow.start<typeof jobWorkflow>(WORKFLOW_TYPES.job, {
         taskQueue: this.taskQueue,
@@ -393,6 +401,8 @@ export class FaultlineClient {
         typedSearchAttributes: [
           { key: SearchKeys.pipeline, value: spec.pipeline },
           { key: SearchKeys.status, value: 'Running' },
+          { key: SearchKeys.tenant, value: scheduling.fairnessKey },
+          { key: SearchKeys.priority, value: scheduling.priorityKey },
         ],
         staticSummary: `Faultline job: ${typeof items === 'number' ? `${items} item(s)` : items}, pipeline ${spec.pipeline}${options.retryOf ? `, retry of ${options.retryOf}` : ''}`,
         staticDetails: spec.labels
@@ -402,7 +412,7 @@ export class FaultlineClient {
           : undefined,
         workflowIdReusePolicy: 'REJECT_DUPLICATE',
         // Its slices, batches and workflow tasks inherit these: a job's tenant shares the workers fairly with others.
-        priority: schedulingOf(spec, jobId),
+        priority: scheduling,
       });
       return { jobId, existing: false };
     } catch (error) {
@@ -819,6 +829,8 @@ export class FaultlineClient {
     if (filter.status) clauses.push(`FaultlineStatus = ${quote(filter.status)}`);
     if (filter.hasErrors !== undefined) clauses.push(`FaultlineHasErrors = ${filter.hasErrors}`);
     if (filter.pipeline) clauses.push(`FaultlinePipeline = ${quote(filter.pipeline)}`);
+    if (filter.tenant) clauses.push(`FaultlineTenant = ${quote(filter.tenant)}`);
+    if (filter.priority !== undefined) clauses.push(`FaultlinePriority = ${Math.trunc(filter.priority)}`);
     const entries: JobListEntry[] = [];
     try {
       // Jobs flagged after they closed are known by their flag records.
@@ -834,6 +846,8 @@ export class FaultlineClient {
           hasErrors: attrs.get(SearchKeys.hasErrors) ?? null,
           failedCount: attrs.get(SearchKeys.failedCount) ?? null,
           flagged: attrs.get(SearchKeys.flagged) === true || flaggedLater.has(execution.workflowId),
+          tenant: attrs.get(SearchKeys.tenant) ?? null,
+          priority: attrs.get(SearchKeys.priority) ?? null,
           startedAt: execution.startTime.toISOString(),
         });
         if (entries.length >= (filter.limit ?? 1_000)) break;

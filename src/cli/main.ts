@@ -525,15 +525,19 @@ export function buildProgram(): Command {
     .option('--has-errors', 'only jobs with errors')
     .option('--flagged', 'only jobs flagged for investigation')
     .option('--pipeline <name>', 'only this pipeline')
+    .option('--tenant <tenant>', 'only jobs of this tenant (options.tenant)')
+    .addOption(new Option('--priority <1-5>', 'only jobs of this priority').choices(['1', '2', '3', '4', '5']))
     .option('--limit <n>', 'at most this many', '100')
     .option('--json', 'print JSON only')
-    .action(async (opts: { status?: string; hasErrors?: boolean; flagged?: boolean; pipeline?: string; limit: string; json?: boolean }) => {
+    .action(async (opts: { status?: string; hasErrors?: boolean; flagged?: boolean; pipeline?: string; tenant?: string; priority?: string; limit: string; json?: boolean }) => {
       await withClient(async (client) => {
         const jobs = await client.list({
           ...(opts.status ? { status: opts.status } : {}),
           ...(opts.hasErrors ? { hasErrors: true } : {}),
           ...(opts.flagged ? { flagged: true } : {}),
           ...(opts.pipeline ? { pipeline: opts.pipeline } : {}),
+          ...(opts.tenant ? { tenant: opts.tenant } : {}),
+          ...(opts.priority ? { priority: Number(opts.priority) } : {}),
           limit: Number(opts.limit),
         });
         if (opts.json) {
@@ -543,7 +547,7 @@ export function buildProgram(): Command {
         if (jobs.length === 0) console.log('no jobs');
         for (const job of jobs) {
           console.log(
-            `${job.jobId.padEnd(32)} ${String(job.pipeline).padEnd(10)} ${String(job.status).padEnd(19)} failed outputs=${job.failedCount ?? 0}${job.flagged ? ' flagged' : ''} ${job.startedAt}`,
+            `${job.jobId.padEnd(32)} ${String(job.pipeline).padEnd(10)} ${String(job.status).padEnd(19)} failed outputs=${job.failedCount ?? 0}${job.flagged ? ' flagged' : ''}${job.tenant !== null && job.tenant !== job.jobId ? ` tenant=${job.tenant}` : ''}${job.priority !== null ? ` priority=${job.priority}` : ''} ${job.startedAt}`,
           );
         }
       });

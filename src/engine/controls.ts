@@ -1,7 +1,7 @@
 /**
  * Operator controls: pause and resume, live limits and flags, passed on to running slices.
  */
-import { log, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { log, patched, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import {
   type EffectiveLimits,
   type FlagRequest,
@@ -9,6 +9,7 @@ import {
   type JobProgress,
   type LimitsChange,
   type LimitsRequest,
+  PATCHES,
   type PauseResponse,
   type RequestOrigin,
   SearchKeys,
@@ -134,6 +135,7 @@ export class OperatorControls {
     this.s.limitsChanged.push(change);
     this.s.keepNewest('limitsChanged');
     log.info('job limits changed', { jobId: this.s.jobId, ...change });
+    if (request.priority !== undefined && patched(PATCHES.priorityAttribute)) upsertSearchAttributes([{ key: SearchKeys.priority, value: request.priority }]);
     const prepared = this.s.prepared;
     if (!prepared) return this.effectiveLimits();
     prepared.options = withLimits(prepared.options, [change]);

@@ -10,6 +10,8 @@ export const SEARCH_ATTRIBUTES = {
   FaultlineFailedCount: 'Int',
   FaultlinePipeline: 'Keyword',
   FaultlineFlagged: 'Bool',
+  FaultlineTenant: 'Keyword',
+  FaultlinePriority: 'Int',
 } as const;
 
 export const ENV = {
@@ -71,6 +73,8 @@ export const PATCHES = {
   answerWhileStopping: 'faultline-answer-while-stopping',
   /** A settling round writes its records where `options.export` says. */
   resultExport: 'faultline-result-export',
+  /** `set --priority` updates the job's FaultlinePriority search attribute. */
+  priorityAttribute: 'faultline-priority-attribute',
 } as const;
 
 /** Slice child workflows running at once per job. */

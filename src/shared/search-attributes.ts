@@ -7,4 +7,6 @@ export const SearchKeys = {
   failedCount: defineSearchAttributeKey('FaultlineFailedCount', SearchAttributeType.INT),
   pipeline: defineSearchAttributeKey('FaultlinePipeline', SearchAttributeType.KEYWORD),
   flagged: defineSearchAttributeKey('FaultlineFlagged', SearchAttributeType.BOOL),
+  tenant: defineSearchAttributeKey('FaultlineTenant', SearchAttributeType.KEYWORD),
+  priority: defineSearchAttributeKey('FaultlinePriority', SearchAttributeType.INT),
 } as const;

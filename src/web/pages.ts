@@ -40,6 +40,7 @@ const jobHref = (jobId: string, params: Record<string, string | number | undefin
 export interface ListParams {
   status?: string;
   pipeline?: string;
+  tenant?: string;
   hasErrors?: boolean;
   flagged?: boolean;
   q?: string;
@@ -48,13 +49,14 @@ export interface ListParams {
 export function jobRows(jobs: JobListEntry[], context: PageContext): Html {
   if (jobs.length === 0)
     return html`<tr>
-      <td colspan="7" class="muted">No jobs match.</td>
+      <td colspan="8" class="muted">No jobs match.</td>
     </tr>`;
   return html`${jobs.map(
     (job) =>
       html`<tr>
         <td><a href="${jobHref(job.jobId)}">${job.jobId}</a></td>
         <td>${job.pipeline ?? ''}</td>
+        <td>${job.tenant !== null && job.tenant !== job.jobId ? job.tenant : ''}${job.priority !== null && job.priority !== 3 ? html` <span class="muted">p${job.priority}</span>` : ''}</td>
         <td><span class="badge status-${job.status ?? ''}">${job.status ?? 'unknown'}</span></td>
         <td class="num">${job.failedCount ?? ''}</td>
         <td>${job.flagged ? 'flagged' : ''}</td>
@@ -66,7 +68,7 @@ export function jobRows(jobs: JobListEntry[], context: PageContext): Html {
 
 export function jobsPage(jobs: JobListEntry[], params: ListParams, context: PageContext, notice?: Html): string {
   const statuses = ['Running', 'Paused', ...JobStatuses];
-  const refresh = `/fragments/jobs${query({ status: params.status, pipeline: params.pipeline, hasErrors: params.hasErrors ? 'true' : undefined, flagged: params.flagged ? 'true' : undefined, q: params.q })}`;
+  const refresh = `/fragments/jobs${query({ status: params.status, pipeline: params.pipeline, tenant: params.tenant, hasErrors: params.hasErrors ? 'true' : undefined, flagged: params.flagged ? 'true' : undefined, q: params.q })}`;
   return layout(
     'Jobs',
     context,
@@ -80,6 +82,7 @@ export function jobsPage(jobs: JobListEntry[], params: ListParams, context: Page
           </select></label
         >
         <label>Pipeline <input name="pipeline" value="${params.pipeline ?? ''}" size="14" /></label>
+        <label>Tenant <input name="tenant" value="${params.tenant ?? ''}" size="12" /></label>
         <label>Job id contains <input name="q" value="${params.q ?? ''}" size="18" /></label>
         <label
           ><span><input type="checkbox" name="hasErrors" value="true" ${params.hasErrors ? html` checked` : ''} /> has errors</span></label
@@ -94,6 +97,7 @@ export function jobsPage(jobs: JobListEntry[], params: ListParams, context: Page
           <tr>
             <th>Job</th>
             <th>Pipeline</th>
+            <th>Tenant</th>
             <th>Status</th>
             <th class="num">Failed</th>
             <th>Flag</th>

@@ -132,10 +132,12 @@ function listParams(search: URLSearchParams): ListParams {
   const get = (name: string) => search.get(name)?.trim() || undefined;
   const status = get('status');
   const pipeline = get('pipeline');
+  const tenant = get('tenant');
   const q = get('q');
   return {
     ...(status ? { status } : {}),
     ...(pipeline ? { pipeline } : {}),
+    ...(tenant ? { tenant } : {}),
     ...(q ? { q } : {}),
     ...(search.get('hasErrors') === 'true' ? { hasErrors: true } : {}),
     ...(search.get('flagged') === 'true' ? { flagged: true } : {}),
@@ -147,6 +149,7 @@ async function listJobs(client: FaultlineClient, params: ListParams) {
   // "Running" and "Paused" are what FaultlineStatus says of open jobs.
   if (params.status) filter.status = params.status;
   if (params.pipeline) filter.pipeline = params.pipeline;
+  if (params.tenant) filter.tenant = params.tenant;
   if (params.hasErrors) filter.hasErrors = true;
   if (params.flagged) filter.flagged = true;
   const jobs = await client.list(filter);

@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type TestEnv, createTestEnv, eventually, syntheticSpec, runCli } from '../helpers/env';
+import { SearchKeys } from '../../src/shared';
 
 let t: TestEnv;
 before(async () => {
@@ -64,6 +65,24 @@ describe('fair and polite: priority and tenants share the workers', () => {
       assert.deepEqual((JSON.parse(status.stdout) as { scheduling?: unknown }).scheduling, { priority: 1, tenant: 'acme', weight: 2 });
       const priority = (await t.client.handle(jobId).describe()).raw.workflowExecutionInfo?.priority;
       assert.deepEqual([priority?.priorityKey, priority?.fairnessKey, priority?.fairnessWeight], [1, 'acme', 2]);
+      // FaultlineTenant and FaultlinePriority: list filters on them.
+      const other = await t.client.start(syntheticSpec([{ id: 'b' }], { tenant: 'globex' }));
+      await t.client.result(other.jobId);
+      await eventually(
+        async () => {
+          const listed = await cli(['list', '--tenant', 'acme', '--json']);
+          const jobs = JSON.parse(listed.stdout) as { jobId: string; tenant: string; priority: number }[];
+          return jobs.length === 1 && jobs[0]?.jobId === jobId && jobs[0].tenant === 'acme' && jobs[0].priority === 1;
+        },
+        10_000,
+        'list --tenant acme shows the acme job only',
+      );
+      const globex = JSON.parse((await cli(['list', '--tenant', 'globex', '--priority', '3', '--json'])).stdout) as { jobId: string }[];
+      assert.deepEqual(
+        globex.map((job) => job.jobId),
+        [other.jobId],
+      );
+      assert.match((await cli(['list', '--tenant', 'acme'])).stdout, /tenant=acme priority=1/);
       const tooLow = await cli(['start', file, '--priority', '0']);
       assert.equal(tooLow.code, 2);
       assert.match(tooLow.stderr, /options\.priority/);
@@ -81,12 +100,15 @@ describe('fair and polite: priority and tenants share the workers', () => {
       const items = Array.from({ length: 60 }, (_, n) => ({ id: `p${n}`, params: { cpuMs: 40 } }));
       const { jobId } = await t.client.start(syntheticSpec(items, { priority: 5, batchSize: 2, concurrency: 1, retryWindow: '1m' }));
       await eventually(async () => (await t.client.progress(jobId)).counts.Available >= 4, 30_000, 'a few batches done');
+      // Paused, so the job is still open when the CLI (seconds to start under load) reaches it.
+      await t.client.pause(jobId);
       const set = await cli(['set', jobId, '--priority', '1']);
       assert.equal(set.code, 0, set.stderr);
       assert.match(set.stdout, /priority 1 for new batches/);
       const bad = await cli(['set', jobId, '--priority', '7']);
       assert.equal(bad.code, 2);
       assert.match(bad.stderr, /--priority must be a whole number from 1 to 5/);
+      await t.client.resume(jobId);
       const result = await t.client.result(jobId);
       assert.equal(result.counts.Available, 60);
       assert.deepEqual(
@@ -100,6 +122,8 @@ describe('fair and polite: priority and tenants share the workers', () => {
       assert.equal(keys[0], 5, 'the first batches carried the priority the job started with');
       assert.equal(keys.at(-1), 1, 'the last ones the new priority');
       assert.deepEqual([...new Set(keys)], [5, 1], 'and nothing else, in that order');
+      const attributes = (await t.client.handle(jobId).describe()).typedSearchAttributes;
+      assert.equal(attributes.get(SearchKeys.priority), 1, 'FaultlinePriority follows set --priority');
     } finally {
       await worker.stop();
     }

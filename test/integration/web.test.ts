@@ -77,13 +77,17 @@ describe('faultline web (headless Debian chromium)', () => {
       { id: 'broken-2', params: { outcome: 'unprocessable' as const } },
       { id: 'gone-1', params: { outcome: 'missing' as const } },
     ];
-    await client.start(syntheticSpec(items, { retryWindow: '10m' }), { jobId });
+    await client.start(syntheticSpec(items, { retryWindow: '10m', tenant: 'web-tenant' }), { jobId });
     const first = await client.result(jobId);
     assert.equal(first.status, 'PartiallySucceeded');
     await eventually(async () => (await client.list({ hasErrors: true })).some((job) => job.jobId === jobId), 15_000, 'visibility');
 
-    const list = await openPage(`${web.url}/?hasErrors=true`);
+    const byTenant = await openPage(`${web.url}/?tenant=nobody`);
+    await byTenant.getByText('No jobs match.').waitFor();
+    await byTenant.close();
+    const list = await openPage(`${web.url}/?hasErrors=true&tenant=web-tenant`);
     await list.getByRole('link', { name: jobId }).waitFor();
+    assert.match((await list.getByRole('row', { name: new RegExp(jobId) }).textContent()) ?? '', /web-tenant/);
     await screenshot(list, 'web-jobs.png');
     await list.getByRole('link', { name: jobId }).click();
     await list.waitForURL(new RegExp(`/jobs/${jobId}$`));
