@@ -65,6 +65,9 @@ import {
   normalizeJobInput,
   normalizeSpec,
   progressQuery,
+  type LimiterView,
+  type RateKeyProgress,
+  limiterViewQuery,
   sliceProgressQuery,
   sliceWorkflowId,
   OutputStatuses,
@@ -534,9 +537,49 @@ export class FaultlineClient {
     }
   }
 
+  /** Every rate key's limiter running now (one per key in the namespace): leases, waiting requests and pauses. */
+  async rateLimiters(): Promise<LimiterView[]> {
+    const views: LimiterView[] = [];
+    try {
+      for await (const execution of this.client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPES.rateLimiter}' AND ExecutionStatus = 'Running'` })) {
+        const view = await this.client.workflow
+          .getHandle(execution.workflowId)
+          .query(limiterViewQuery)
+          .catch(() => undefined);
+        if (view) views.push(view);
+      }
+    } catch (error) {
+      throw this.wrap(error);
+    }
+    return views;
+  }
+
+  /** A running job's items waiting for or holding rate leases, per key. */
+  private async withRateLimits(progress: JobProgress): Promise<JobProgress> {
+    if (progress.phase !== 'running' && progress.phase !== 'paused') return progress;
+    const keys: RateKeyProgress[] = [];
+    for (const view of await this.rateLimiters().catch(() => [])) {
+      const mine = view.jobs[progress.jobId];
+      if (!mine) continue;
+      keys.push({
+        key: view.key,
+        perSecond: view.limit.perSecond,
+        concurrency: view.limit.concurrency,
+        waiting: mine.waiting,
+        inFlight: mine.inFlight,
+        keyWaiting: view.waiting,
+        keyInFlight: view.inFlight,
+        effectivePerSecond: view.effectivePerSecond,
+        backoffs: view.backoffs,
+        ...(view.blockedUntil ? { blockedUntil: view.blockedUntil } : {}),
+      });
+    }
+    return keys.length > 0 ? { ...progress, rateLimits: keys } : progress;
+  }
+
   async progress(jobId: string): Promise<JobProgress> {
     try {
-      const progress = await this.handle(jobId).query(progressQuery);
+      const progress = await this.withRateLimits(await this.handle(jobId).query(progressQuery));
       if (!progress.slicesRunning?.length) return progress;
       // A sliced job counts a slice when it ends: add what its running slices did so far (queries: nothing in any history).
       const running = await Promise.all(

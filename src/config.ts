@@ -4,6 +4,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_ADDRESS, DEFAULT_NAMESPACE, ENV, TASK_QUEUE } from './shared/constants';
 import { DurationSchema } from './shared/duration';
+import { RateLimitsSchema } from './shared/rate-limits';
 import { parseStorageLocation } from './storage';
 
 const optionalString = z.string().trim().min(1).optional().catch(undefined);
@@ -60,6 +61,8 @@ export const ConfigSchema = z.object({
   pipelineModules: z.array(z.string().min(1)).default([]),
   /** Serve this pipeline task queue instead of the main one. */
   pipelineQueue: optionalString,
+  /** Per-key rate limits this worker applies to every job (`{"<key or *>": {perSecond, concurrency}}`); a job's own are applied too. */
+  rateLimits: RateLimitsSchema.default({}),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 
@@ -67,6 +70,16 @@ export class ConfigError extends Error {
   constructor(readonly issues: { path: string; message: string }[]) {
     super(`invalid configuration: ${issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ')}`);
     this.name = 'ConfigError';
+  }
+}
+
+/** A setting whose value is JSON; not JSON is a ConfigError naming the setting. */
+function jsonSetting(value: string | undefined, name: string): unknown {
+  if (!value?.trim()) return undefined;
+  try {
+    return JSON.parse(value) as unknown;
+  } catch (error) {
+    throw new ConfigError([{ path: name, message: `is not JSON (${(error as Error).message})` }]);
   }
 }
 
@@ -123,10 +136,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     workerMaxHeapMb: env[ENV.workerMaxHeapMb] || undefined,
     pipelineModules: list(env[ENV.pipelines], path.delimiter).map((module) => path.resolve(cwd, module)),
     pipelineQueue: env[ENV.pipelineQueue] || undefined,
+    rateLimits: jsonSetting(env[ENV.rateLimits], ENV.rateLimits),
   };
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })));
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => ({ path: issue.path[0] === 'rateLimits' ? [ENV.rateLimits, ...issue.path.slice(1)].join('.') : issue.path.join('.'), message: issue.message })),
+    );
   }
   if (grace && !parsedGrace?.success) throw new ConfigError([{ path: ENV.shutdownGrace, message: `"${grace}" is not a duration` }]);
   return parsed.data;

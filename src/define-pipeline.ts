@@ -119,6 +119,23 @@ export interface PipelineInput<S extends StandardSchemaV1, O extends string> {
   taskQueue?: string;
   /** Checks a schema cannot express, over the whole spec. */
   validate?: (spec: JobSpec) => SpecIssue[];
+  /**
+   * The item's rate key, usually the host it talks to (`({ item }) => new URL(item.source ?? '').host`):
+   * where `options.rateLimits` or FAULTLINE_RATE_LIMITS limit the key, the item waits for a lease
+   * from the key's limiter before it runs, across every worker and job. Undefined: no limit.
+   */
+  rateKey?: (ctx: { item: StepItem<StandardSchemaV1.InferOutput<S>>; job: { jobId: string; params: unknown } }) => string | undefined;
+}
+
+/** The host (with its port) of an http(s) URL, the usual rate key; undefined for anything else. */
+export function httpHost(url: string | undefined): string | undefined {
+  if (!url) return undefined;
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed.host.toLowerCase() : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A pipeline a worker runs and a client validates with. */
@@ -272,7 +289,19 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
     throw new Error('unreachable: the last step returns');
   }
 
-  return { definition, implementation: { name: input.name, processItem } };
+  const rateKey = input.rateKey;
+  const implementation: PipelineImplementation = { name: input.name, processItem };
+  if (rateKey) {
+    implementation.rateKey = (job, item) => {
+      const parsed = input.itemParams ? validateWithSchema(input.itemParams, item.params ?? {}) : { ok: true as const, value: item.params ?? {} };
+      if (!parsed.ok) return undefined;
+      return rateKey({
+        item: { id: item.id, params: parsed.value, ...(item.source !== undefined ? { source: item.source } : {}), outputs: item.outputs ?? [] },
+        job: { jobId: job.jobId, params: job.params },
+      });
+    };
+  }
+  return { definition, implementation };
 }
 
 /**

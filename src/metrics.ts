@@ -50,6 +50,19 @@ export class WorkerMetrics {
     labelNames: ['pipeline'] as const,
     registers: [this.registry],
   });
+  readonly rateLimited = new Counter({ name: 'faultline_rate_limited_total', help: 'Items that waited for a lease of their rate key', labelNames: ['key'] as const, registers: [this.registry] });
+  readonly rateWaiting = new Gauge({
+    name: 'faultline_rate_waiting',
+    help: 'Items of this worker waiting for a lease of their rate key now',
+    labelNames: ['key'] as const,
+    registers: [this.registry],
+  });
+  readonly rateBackoffs = new Counter({
+    name: 'faultline_rate_backoffs_total',
+    help: 'Retry-After pauses a host asked for (429/503), which pause its key for every worker',
+    labelNames: ['key'] as const,
+    registers: [this.registry],
+  });
 }
 
 let current: WorkerMetrics | undefined;

@@ -107,6 +107,8 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     allowedRoots: config.allowedRoots,
     s3: config.s3,
     taskQueue,
+    rateLimits: config.rateLimits,
+    workflowTaskQueue: config.taskQueue,
     pollersOf: async (queue) => {
       const described = await connection.workflowService.describeTaskQueue({
         namespace: config.namespace,

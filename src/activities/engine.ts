@@ -42,12 +42,16 @@ import {
   validateJobSpec,
   type JobResult,
   type ResolvedOptions,
+  type RateLimits,
+  TASK_QUEUE,
+  rateLimitFor,
 } from '../shared';
 import { type S3Options, type Storage, permanentStorageError } from '../storage';
 import { exportRecords, exportStore, resultRecords } from '../export';
 import { type ImportResult, importItems } from './items-import';
 import { ItemError, type PipelineImplementation } from './types';
 import { resolveAllowedPath } from './files';
+import { RateLeases, type RateLease } from './rate-leases';
 
 export interface EngineDeps {
   implementations: Readonly<Record<string, PipelineImplementation>>;
@@ -63,6 +67,10 @@ export interface EngineDeps {
   taskQueue?: string;
   /** How many workers poll a task queue for activities (a pipeline on its own queue needs one). */
   pollersOf?: (taskQueue: string) => Promise<number>;
+  /** Per-key rate limits this worker applies to every job (FAULTLINE_RATE_LIMITS). */
+  rateLimits?: RateLimits;
+  /** The main task queue, where the limiter workflows run. */
+  workflowTaskQueue?: string;
 }
 
 /** A worker's answer on a job's spec: the pipeline's plan, the spec's issues, or why no worker can run it. */
@@ -97,6 +105,7 @@ export function createEngineActivities(deps: EngineDeps) {
     return spec as { items: JobItem[] };
   };
 
+  let rateLeases: RateLeases | undefined;
   const services = { allowedRoots: deps.allowedRoots ?? [], allowedHosts: deps.allowedHosts, storage: deps.storage, ...(deps.s3 ? { s3: deps.s3 } : {}) };
   return {
     async runBatch(input: RunBatchInput): Promise<RunBatchResult> {
@@ -149,6 +158,9 @@ export function createEngineActivities(deps: EngineDeps) {
           })
         : undefined;
       let itemIndex = 0;
+      // Waiting for rate leases ends before the batch's own deadline: the items left go back to the workflow, uncharged.
+      const startToCloseMs = ctx.info.startToCloseTimeoutMs;
+      const leaseWaitSignal = startToCloseMs > 0 ? AbortSignal.any([ctx.cancellationSignal, AbortSignal.timeout(Math.max(1_000, startToCloseMs - 60_000))]) : ctx.cancellationSignal;
       try {
         beat();
         for (const entry of input.entries) {
@@ -160,6 +172,21 @@ export function createEngineActivities(deps: EngineDeps) {
           }
           let itemLog: Logger | undefined;
           const itemLogger = () => (itemLog ??= log.child({ item: entry.item.id, run: entry.run }));
+          let lease: RateLease = RateLeases.none;
+          const rateKey = rateKeyOf(implementation, input.job, entry.item, itemLogger);
+          const limit = rateKey !== undefined ? rateLimitFor(rateKey, input.job.rateLimits, deps.rateLimits) : undefined;
+          if (rateKey !== undefined && limit) {
+            rateLeases ??= new RateLeases(ctx.client, deps.workflowTaskQueue ?? TASK_QUEUE, deps.logger);
+            try {
+              const ttlMs = (input.itemTimeoutMs ?? 30 * 60_000) + 60_000;
+              lease = await rateLeases.acquire(rateKey, limit, { jobId: input.job.jobId, ttlMs }, leaseWaitSignal);
+            } catch (error) {
+              if (!leaseWaitSignal.aborted) throw error;
+              // Cancelled, or the batch's time is up: this item and the rest were never started.
+              for (const rest of input.entries) if (!finished.has(rest.item.id) && !progress.done.some((done) => done.item === rest.item.id)) notStarted.push(rest.item.id);
+              break;
+            }
+          }
           let outcome: ItemOutcome;
           const itemStarted = batchSpan ? Date.now() : 0;
           try {
@@ -181,12 +208,15 @@ export function createEngineActivities(deps: EngineDeps) {
             outcome = { item: entry.item.id, records: work.records, bytesIn: work.bytesIn, bytesOut: work.bytesOut };
           } catch (error) {
             if (ctx.cancellationSignal.aborted) {
+              lease.release();
               notStarted.push(entry.item.id);
               continue;
             }
             outcome = await withinBudget(failureOutcome(entry.item.id, error), entry.run);
             itemLogger().warn({ errorType: outcome.error.type, errorClass: outcome.error.class }, 'item failed: %s', truncateText(outcome.error.message, BUDGET.message));
           }
+          // A 429/503 with Retry-After pauses the key for every worker and job, not just this item.
+          lease.release('error' in outcome ? outcome.retryAfterMs : undefined);
           delete progress.current;
           if (metrics) countOutcome(metrics, pipeline, entry, outcome);
           if (batchSpan && ('error' in outcome || itemIndex % ITEM_SPAN_EVERY === 0)) {
@@ -462,6 +492,17 @@ export function createEngineActivities(deps: EngineDeps) {
       return spec.items.slice(input.from, input.to);
     },
   };
+}
+
+/** The item's rate key, if its pipeline gives one; a rateKey that throws means no key (the item's own checks report bad params). */
+function rateKeyOf(implementation: PipelineImplementation, job: RunBatchInput['job'], item: JobItem, log: () => Logger): string | undefined {
+  if (!implementation.rateKey) return undefined;
+  try {
+    return implementation.rateKey(job, item);
+  } catch (error) {
+    log().debug({ err: error }, 'no rate key for this item');
+    return undefined;
+  }
 }
 
 /** A step's `ctx.heartbeat` details above this size are not sent. */

@@ -1,7 +1,7 @@
 /** What a pipeline implementation provides to the engine's batch activity. */
 import type { Logger } from 'pino';
 import type { StepServices } from './step-tools';
-import type { BatchEntry, ErrorClass, ErrorReport, JobContext, OutputRecord } from '../shared';
+import type { BatchEntry, ErrorClass, ErrorReport, JobContext, JobItem, OutputRecord } from '../shared';
 import { makeReport, toErrorReport } from '../shared';
 
 export interface ItemContext {
@@ -25,6 +25,8 @@ export interface ItemWork {
 export interface PipelineImplementation {
   name: string;
   processItem(ctx: ItemContext): Promise<ItemWork>;
+  /** The item's rate key (e.g. its source's host): its runs wait for a lease when a limit applies to the key. */
+  rateKey?(job: JobContext, item: JobItem): string | undefined;
 }
 
 /** Thrown by pipeline code to report a classified failure of one item. */

@@ -315,6 +315,26 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('rate-limits')
+    .description('every rate key limited now (one limiter per key, shared by all workers and jobs): leases, waiting items, pauses')
+    .option('--json', 'print JSON only')
+    .action(async (opts: { json?: boolean }) => {
+      await withClient(async (client) => {
+        const views = await client.rateLimiters();
+        if (opts.json) return void console.log(JSON.stringify(views));
+        if (views.length === 0) console.log('no rate key is limited now');
+        for (const view of views) {
+          const jobs = Object.entries(view.jobs)
+            .map(([jobId, counts]) => `${jobId} ${counts.inFlight}+${counts.waiting}`)
+            .join(', ');
+          console.log(
+            `${view.key}: ${view.limit.perSecond}/s, ${view.limit.concurrency} at once; ${view.inFlight} in flight, ${view.waiting} waiting; now ${view.effectivePerSecond}/s; granted ${view.granted}, host pauses ${view.backoffs}${view.blockedUntil ? ` (paused until ${view.blockedUntil})` : ''}${jobs ? `; jobs (in flight+waiting): ${jobs}` : ''}`,
+          );
+        }
+      });
+    });
+
+  program
     .command('watch')
     .description('progress until the job settles: a live bar on a terminal, else a line per change (--json: JSON lines on stdout)')
     .argument('<jobId>')

@@ -99,6 +99,11 @@ export function printProgress(progress: JobProgress, json: boolean): void {
   if (progress.paused) console.log(`  paused (faultline resume ${progress.jobId})`);
   if (progress.pendingRequests > 0) console.log(`  ${progress.pendingRequests} request(s) waiting for the round to settle`);
   for (const rejected of progress.rejectedRequests.slice(-5)) console.log(`  rejected ${rejected.kind} (${rejected.origin}): ${rejected.type}: ${rejected.reason}`);
+  for (const key of progress.rateLimits ?? []) {
+    console.log(
+      `  rate key ${key.key}: ${key.waiting} waiting, ${key.inFlight} in flight (all jobs: ${key.keyWaiting} waiting, ${key.keyInFlight} in flight); limit ${key.perSecond}/s, ${key.concurrency} at once; now ${key.effectivePerSecond}/s${key.blockedUntil ? `; paused by the host until ${key.blockedUntil}` : ''}`,
+    );
+  }
   for (const entry of progress.backoff) console.log(`  waiting: ${entry.item} after ${entry.attempts} failure(s) (${entry.errorType}); next attempt ${entry.nextAttemptAt}`);
 }
 

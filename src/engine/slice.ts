@@ -79,6 +79,7 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
         destination: input.head.destination,
         round: input.round,
         ...(input.mode.kind === 'retry' && input.mode.selection.fromStart ? { fromStart: true } : {}),
+        ...(input.head.options?.rateLimits ? { rateLimits: input.head.options.rateLimits } : {}),
       },
       pipeline,
       options,

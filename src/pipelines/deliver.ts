@@ -10,7 +10,7 @@
  * optional HMAC signature (`Faultline-Signature`, as webhooks) proves the sender.
  */
 import { z } from 'zod';
-import { definePipeline } from '../define-pipeline';
+import { definePipeline, httpHost } from '../define-pipeline';
 import { signWebhook, SIGNATURE_HEADER } from '../secrets';
 import { ErrorTypes, RetryPresets, redactUrl } from '../shared';
 import { ItemError } from '../activities/types';
@@ -86,6 +86,8 @@ export const deliverPipeline = definePipeline({
   destination: 'none',
   params: DeliverParams,
   itemParams: DeliverItemParams,
+  // Every item goes to the endpoint's host: options.rateLimits / FAULTLINE_RATE_LIMITS limit it.
+  rateKey: ({ job }) => httpHost((job.params as { url?: string } | undefined)?.url),
   validate(spec) {
     const issues = [];
     if (!DeliverParams.safeParse(spec.params ?? {}).success && spec.params === undefined) {

@@ -4,7 +4,7 @@
  * step that failed; a source changed since it was fetched is fetched again.
  */
 import { z } from 'zod';
-import { type ItemOutputs, type OutputResult, definePipeline, endItem } from '../define-pipeline';
+import { type ItemOutputs, type OutputResult, definePipeline, endItem, httpHost } from '../define-pipeline';
 import { ItemError } from '../activities/types';
 import { ErrorTypes } from '../shared';
 import { RetryPresets } from '../shared/pipeline';
@@ -60,6 +60,8 @@ export const imagesPipeline = definePipeline({
   source: 'required',
   destination: 'optional',
   params: ImagesParams,
+  // An http(s) source's host is limited by options.rateLimits / FAULTLINE_RATE_LIMITS; files are not.
+  rateKey: ({ item }) => httpHost(item.source),
   validate(spec) {
     const issues = [];
     const wantsFit = (spec.outputs ?? []).includes('fit') || spec.items.some((item) => item.outputs?.includes('fit'));

@@ -29,6 +29,7 @@ export const ENV = {
   s3ForcePathStyle: 'FAULTLINE_S3_FORCE_PATH_STYLE',
   allowedRoots: 'FAULTLINE_ALLOWED_ROOTS',
   allowedHosts: 'FAULTLINE_ALLOWED_HOSTS',
+  rateLimits: 'FAULTLINE_RATE_LIMITS',
   secretKey: 'FAULTLINE_SECRET_KEY',
   logLevel: 'FAULTLINE_LOG_LEVEL',
   logFormat: 'FAULTLINE_LOG_FORMAT',
@@ -55,7 +56,7 @@ export const ENV = {
   workflowBundle: 'FAULTLINE_WORKFLOW_BUNDLE',
 } as const;
 
-export const WORKFLOW_TYPES = { job: 'jobWorkflow', slice: 'sliceWorkflow', shard: 'shardWorkflow', archive: 'archiveWorkflow', flag: 'flagWorkflow' } as const;
+export const WORKFLOW_TYPES = { job: 'jobWorkflow', slice: 'sliceWorkflow', shard: 'shardWorkflow', archive: 'archiveWorkflow', flag: 'flagWorkflow', rateLimiter: 'rateLimiterWorkflow' } as const;
 
 /** `patched()` ids of workflow changes that running jobs may replay (never reuse or rename). */
 export const PATCHES = {

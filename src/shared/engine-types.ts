@@ -5,12 +5,15 @@ import type { OutputRecord, OutputStatus, StatusCounts } from './result';
 import type { RunnerSnapshotData } from './snapshot';
 import type { JobItem, JobSpec } from './spec';
 import type { PipelinePlan } from './pipeline';
+import type { RateLimits } from './rate-limits';
 
 /** The spec without its items: what every batch needs to know about the job. */
 export type JobContext = Pick<JobSpec, 'pipeline' | 'params' | 'destination'> & {
   jobId: string;
   /** The job's round (absent from jobs started before pipelines had steps). */ round?: number;
   /** A retry asked to run every step again (`retry --from-start`). */ fromStart?: boolean;
+  /** `options.rateLimits`: limits per rate key, on top of the worker's. */
+  rateLimits?: RateLimits;
 };
 
 /** The spec minus its items, for specs passed by reference. */

@@ -16,3 +16,4 @@ export * from './tally';
 export * from './client-errors';
 export * from './standard-schema';
 export * from './sinks';
+export * from './rate-limits';

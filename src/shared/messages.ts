@@ -34,6 +34,25 @@ export interface JobProgress {
   slicesRunning?: number[];
   /** The job's task priority (1 first … 5 last), tenant (fairness key) and weight, as it started. */
   scheduling?: { priority?: number; tenant?: string; weight?: number };
+  /** Rate keys this job's items hold or wait for now (added by the client from the keys' limiters). */
+  rateLimits?: RateKeyProgress[];
+}
+
+/** One rate key as a job sees it: its items waiting and in flight, and the key's whole state. */
+export interface RateKeyProgress {
+  key: string;
+  perSecond: number;
+  concurrency: number;
+  /** This job's items waiting for a lease, and holding one. */
+  waiting: number;
+  inFlight: number;
+  /** Every job's. */
+  keyWaiting: number;
+  keyInFlight: number;
+  effectivePerSecond: number;
+  /** Retry-After pauses so far, and the one in force. */
+  backoffs: number;
+  blockedUntil?: string;
 }
 
 /** `faultline set`: new limits for the work not yet started. */

@@ -8,6 +8,7 @@ import { DurationSchema } from './duration';
 import type { PipelineDefinition, PipelinePlan, PipelineRegistry, RetryPolicy } from './pipeline';
 import { validateWithSchema } from './standard-schema';
 import { OutputStatuses, type OutputStatus } from './result';
+import { RateLimitsSchema } from './rate-limits';
 
 export const LIMITS = {
   maxItems: 1_000_000,
@@ -108,6 +109,8 @@ export const OptionsSchema = z
       .optional(),
     /** The tenant's share relative to others (fairness weight); default 1. */
     weight: z.number().min(0.001).max(1000).optional(),
+    /** Per rate key (a host, or `*` for every key): `{perSecond, concurrency}`, held across every worker and job. */
+    rateLimits: RateLimitsSchema.optional(),
   })
   .strict();
 

@@ -36,7 +36,7 @@ function cli(args: string[]) {
 }
 
 const MISSING =
-  /^error: namespace default lacks Faultline's search attributes FaultlineStatus, FaultlineHasErrors, FaultlineFailedCount, FaultlinePipeline, FaultlineFlagged; register them once: temporal operator search-attribute create --namespace default --name FaultlineStatus --type Keyword && /m;
+  /^error: namespace default lacks Faultline's search attributes FaultlineStatus, FaultlineHasErrors, FaultlineFailedCount, FaultlinePipeline, FaultlineFlagged, FaultlineTenant, FaultlinePriority; register them once: temporal operator search-attribute create --namespace default --name FaultlineStatus --type Keyword && /m;
 
 describe('a namespace without the search attributes', () => {
   it('the worker refuses to start, start and list refuse, each in one line naming the fix', async () => {
