@@ -35,6 +35,7 @@ before(async () => {
         inFlight -= 1;
         res.writeHead(status, headers).end();
       };
+      if (behave === 'reject') return done(422);
       if (behave === 'throttle' && !throttled.has(`${job}/${n}`)) {
         throttled.add(`${job}/${n}`);
         throttledAt = Date.now();
@@ -111,6 +112,35 @@ describe('per-key rate limits (two worker processes, two jobs, one host on 127.0
     assert.ok(busiestSecond(times) <= 21, `at most 20 (+1 for clock edges) in any second: ${busiestSecond(times)}`);
     assert.ok(maxInFlight <= 4, `at most 4 at once: ${maxInFlight}`);
     assert.ok(new Set(arrivals.slice(0, 40).map((arrival) => arrival.job)).size === 2, 'both jobs were served while both ran');
+  });
+
+  it('cancel and the failure threshold work while items wait for a key: waiting items end Cancelled, their tickets withdrawn', async () => {
+    const slow = (job: string, behave: (n: number) => string): JobSpec => ({
+      ...deliverSpec(job, 30, behave),
+      options: { rateLimits: { [host]: { perSecond: 2, concurrency: 1 } }, toleratedFailureCount: 0 },
+    });
+    const waited = await t.client.start(slow('e', () => 'ok'));
+    await eventually(async () => (await t.client.progress(waited.jobId)).counts.Available >= 2, 30_000, 'two items delivered');
+    const cancelledAt = Date.now();
+    await t.client.cancel(waited.jobId, 'enough');
+    const cancelled = await t.client.result(waited.jobId);
+    const tookMs = Date.now() - cancelledAt;
+    assert.equal(cancelled.status, 'Cancelled');
+    assert.ok(cancelled.counts.Cancelled >= 20, JSON.stringify(cancelled.counts));
+    assert.equal(cancelled.counts.Failed, 0, 'waiting is not failing');
+    assert.ok(tookMs < 15_000, `the cancel did not wait for the queue: ${tookMs} ms`);
+    // A 422 fails the item for good: with no failures tolerated the job stops, its waiting items Cancelled.
+    const stopped = await t.client.result((await t.client.start(slow('f', (n) => (n === 1 ? 'reject' : 'ok')))).jobId);
+    assert.equal(stopped.status, 'Failed');
+    assert.ok(stopped.counts.Cancelled >= 20, JSON.stringify(stopped.counts));
+    await eventually(
+      async () => {
+        const view = (await t.client.rateLimiters()).find((candidate) => candidate.key === host);
+        return !view || (view.jobs[waited.jobId] === undefined && view.jobs[stopped.jobId] === undefined);
+      },
+      15_000,
+      'the limiter holds nothing of the closed jobs',
+    );
   });
 
   it('a 429 with Retry-After: 2 pauses the host for every job; every item still ends Available', async () => {
