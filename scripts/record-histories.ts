@@ -13,7 +13,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { closedJobResult } from '../src/client';
-import { cancelSignal, flagSignal, pauseSignal, resumeSignal, retrySignal } from '../src/shared';
+import { cancelSignal, flagSignal, pauseSignal, resumeSignal, retrySignal, limiterWorkflowId } from '../src/shared';
 import { type TestEnv, createTestEnv, eventually, syntheticSpec } from '../test/helpers/env';
 import { wordCount } from '../test/fixtures/word-count';
 import { ItemError, definePipeline } from '../src';
@@ -78,7 +78,7 @@ async function main(): Promise<void> {
     if (only.length === 0) await rm(OUT, { recursive: true, force: true });
     await mkdir(OUT, { recursive: true });
     const flakyOnce = (id: string) => ({ id, params: { transientFailures: 1 } });
-    const jobs: Record<string, { spec: unknown; during?: (jobId: string) => Promise<void>; children?: boolean }> = {
+    const jobs: Record<string, { spec: unknown; during?: (jobId: string) => Promise<void>; children?: boolean; limiter?: string }> = {
       mixed: {
         spec: syntheticSpec([{ id: 'ok' }, { id: 'missing', params: { outcome: 'missing' } }, { id: 'bad', params: { outcome: 'unprocessable' } }, flakyOnce('flaky')], {
           retry: { initialInterval: '10ms' },
@@ -171,7 +171,7 @@ async function main(): Promise<void> {
           await eventually(async () => (await env.client.progress(jobId)).counts.Available >= 4, 20_000, 'running');
           await env.client.pause(jobId);
           await env.client.handle(jobId).signal(flagSignal, { item: 'c3', reason: 'recording' });
-          await env.client.setLimits(jobId, { concurrency: 2, toleratedFailureCount: 0 });
+          await env.client.setLimits(jobId, { concurrency: 2, toleratedFailureCount: 0, priority: 2 });
           await env.client.resume(jobId);
         },
       },
@@ -237,7 +237,21 @@ async function main(): Promise<void> {
         ),
       },
     };
-    for (const [name, { spec, during, children }] of Object.entries(jobs)) {
+    const deliverHost = new URL(hookUrl).host;
+    // Items wait for leases of their host's limiter, whose history is recorded with the job's.
+    jobs['rate-limited'] = {
+      spec: {
+        pipeline: 'deliver',
+        params: { url: hookUrl.replace(/\/hook$/, '/deliver') },
+        items: Array.from({ length: 6 }, (_, i) => ({ id: `r${i}`, params: { record: { n: i } } })),
+        options: { rateLimits: { [deliverHost]: { perSecond: 5, concurrency: 2 } } },
+      },
+      during: async () => {
+        await eventually(async () => (await env.client.rateLimiters()).some((view) => view.key === deliverHost), 20_000, 'the limiter started');
+      },
+      limiter: limiterWorkflowId(deliverHost),
+    };
+    for (const [name, { spec, during, children, limiter }] of Object.entries(jobs)) {
       if (only.length > 0 && !only.includes(name)) continue;
       const jobId = `rec-${name}`;
       await env.client.start(spec, { jobId });
@@ -249,6 +263,7 @@ async function main(): Promise<void> {
         for await (const child of env.client.client.workflow.list({ query: `WorkflowId STARTS_WITH '${jobId}/'` })) childIds.add(child.workflowId);
         for (const childId of childIds) events += await recordAllRuns(env, childId);
       }
+      if (limiter) events += await recordAllRuns(env, limiter);
       console.log(`recorded ${jobId}: ${events} events`);
     }
     if (hooks.length === 0 && (only.length === 0 || only.includes('archive-webhook'))) throw new Error('the webhook was never delivered');

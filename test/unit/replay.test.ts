@@ -53,6 +53,8 @@ describe('replay: recorded histories still replay against the current workflow c
       'sharded-paused',
       'v4-user-pipeline',
       'v4-cancel-after-fatal',
+      'faultline-rate-limit__',
+      'rec-rate-limited',
     ];
     for (const feature of features)
       assert.ok(
