@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { builtInPipelines } from '../../src/pipelines';
 import { allowedFailures, resolveJobOptions, validateJobSpec } from '../../src/shared';
+import { ConfigError, loadConfig } from '../../src/config';
 
 function issuesOf(spec: unknown) {
   const validation = validateJobSpec(spec, builtInPipelines);
@@ -92,5 +93,30 @@ describe('options', () => {
     assert.equal(allowed(25), 2, '2.5 tolerated: 3 failures exceed it, 2 do not');
     assert.equal(allowed(0), 0);
     assert.equal(allowed(50, 2), 2, 'the stricter of both limits');
+  });
+});
+
+describe('rate limits', () => {
+  it('options.rateLimits: bad keys and limits are issues at their JSON path', () => {
+    const spec = (rateLimits: unknown) => ({ pipeline: 'synthetic', items: [{ id: 'a' }], options: { rateLimits } });
+    assert.ok(validateJobSpec(spec({ 'api.example.com': { perSecond: 20, concurrency: 4 }, '*': { perSecond: 0.5 } }), builtInPipelines).ok);
+    const bad = validateJobSpec(spec({ 'api.example.com': { perSecond: 0 }, 'bad key': { perSecond: 1 }, '127.0.0.1:80': { perSecond: 1, burst: 3 } }), builtInPipelines);
+    assert.ok(!bad.ok);
+    const paths = bad.issues.map((issue) => issue.path);
+    assert.ok(paths.includes('options.rateLimits.api.example.com.perSecond'), paths.join(', '));
+    assert.ok(paths.some((at) => at.startsWith('options.rateLimits')) && bad.issues.length >= 3, JSON.stringify(bad.issues));
+  });
+
+  it('FAULTLINE_RATE_LIMITS: JSON of the same shape, or a ConfigError naming the setting', () => {
+    assert.deepEqual(loadConfig({ FAULTLINE_RATE_LIMITS: '{"*":{"perSecond":5}}' }, '/tmp').rateLimits, { '*': { perSecond: 5 } });
+    assert.deepEqual(loadConfig({}, '/tmp').rateLimits, {});
+    assert.throws(
+      () => loadConfig({ FAULTLINE_RATE_LIMITS: '{not json' }, '/tmp'),
+      (error: Error) => error instanceof ConfigError && /FAULTLINE_RATE_LIMITS: is not JSON/.test(error.message),
+    );
+    assert.throws(
+      () => loadConfig({ FAULTLINE_RATE_LIMITS: '{"h":{"perSecond":-1}}' }, '/tmp'),
+      (error: Error) => error instanceof ConfigError && /FAULTLINE_RATE_LIMITS\.h\.perSecond/.test(error.message),
+    );
   });
 });
