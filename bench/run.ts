@@ -7,11 +7,14 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { FaultlineClient } from '../src/client';
 import { loadConfig } from '../src/config';
+import { limiterWorkflowId } from '../src/shared';
 import { ensureTemporalCli, startDevServer } from '../src/devserver/temporal-cli';
 import { createLogger, installTemporalLogging } from '../src/logger';
 import { startLocalS3 } from '../scripts/minio';
@@ -228,6 +231,8 @@ async function main(): Promise<void> {
     FAULTLINE_STORAGE: path.join(dir, 'storage'),
     FAULTLINE_ALLOWED_ROOTS: [dir, path.dirname(SOURCE)].join(path.delimiter),
     FAULTLINE_LOG_LEVEL: 'error',
+    // The ratelimit workload's receiver is on 127.0.0.1.
+    FAULTLINE_ALLOWED_HOSTS: '127.0.0.1',
   };
   const config = loadConfig(env, dir);
   installTemporalLogging(createLogger({ level: 'error', format: 'json' }));
@@ -429,6 +434,55 @@ async function main(): Promise<void> {
   const percentile = (p: number) => Math.round(samples[Math.min(samples.length - 1, Math.floor((p / 100) * samples.length))] ?? 0);
   const latency = { jobs: latencyJobs, p50Ms: percentile(50), p95Ms: percentile(95), maxMs: Math.round(samples[samples.length - 1] ?? 0) };
 
+  // ratelimit: deliver jobs to a receiver on 127.0.0.1 that answers at once: no limit, a limit that never binds (the limiter's own cost), and 50/s.
+  const ratelimit: Record<string, { items: number; elapsedMs: number; itemsPerSec: number; busiestSecond: number; limiterEvents?: number }> = {};
+  if (wanted('ratelimit')) {
+    const arrivals: number[] = [];
+    const receiver = http.createServer((req, res) => {
+      arrivals.push(Date.now());
+      req.resume();
+      req.on('end', () => res.writeHead(200).end());
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    const host = `127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+    const items = Math.max(100, Math.round(1_000 * scale));
+    const busiest = (times: number[]) => {
+      let most = 0;
+      for (let start = 0, end = 0; end < times.length; end++) {
+        while ((times[end] ?? 0) - (times[start] ?? 0) >= 1_000) start++;
+        most = Math.max(most, end - start + 1);
+      }
+      return most;
+    };
+    const modes: [string, number, Record<string, { perSecond: number; concurrency?: number }> | undefined][] = [
+      ['none', items, undefined],
+      ['unbound', items, { [host]: { perSecond: 10_000 } }],
+      ['50/s', Math.round(items / 4), { [host]: { perSecond: 50 } }],
+    ];
+    for (const [mode, count, rateLimits] of modes) {
+      say(`ratelimit ${mode}: ${count} deliver items`);
+      arrivals.length = 0;
+      const started = performance.now();
+      const { jobId } = await client.start({
+        pipeline: 'deliver',
+        params: { url: `http://${host}/r` },
+        items: Array.from({ length: count }, (_, n) => ({ id: `r${n}`, params: { record: { n } } })),
+        options: { ...(rateLimits ? { rateLimits } : {}), batchSize: 10 },
+      });
+      const result = await client.result(jobId);
+      const elapsedMs = Math.round(performance.now() - started);
+      if (result.counts.Available !== count) throw new Error(`ratelimit ${mode}: ${JSON.stringify(result.counts)}`);
+      let limiterEvents: number | undefined;
+      if (rateLimits) {
+        limiterEvents = 0;
+        for await (const run of client.client.workflow.list({ query: `WorkflowId = '${limiterWorkflowId(host)}'` }))
+          limiterEvents += (await client.client.workflow.getHandle(run.workflowId, run.runId).describe()).historyLength;
+      }
+      ratelimit[mode] = { items: count, elapsedMs, itemsPerSec: Math.round((count / elapsedMs) * 1000), busiestSecond: busiest(arrivals), ...(limiterEvents !== undefined ? { limiterEvents } : {}) };
+    }
+    receiver.close();
+  }
+
   // fairness: a one-item job's own time (workflow start → close) idle and under a big CPU-bound job, with and without task queue fairness.
   const fairness: Record<string, { idleMedianMs: number; loadedMedianMs: number; loaded: number[]; bigItemsDoneMeanwhile: number }> = {};
   if (wanted('fairness')) {
@@ -481,6 +535,7 @@ async function main(): Promise<void> {
     quick,
     workloads: { ...workloads, latency },
     ...(Object.keys(fairness).length > 0 ? { fairness } : {}),
+    ...(Object.keys(ratelimit).length > 0 ? { ratelimit } : {}),
     latency: { p50Ms: latency.p50Ms, p95Ms: latency.p95Ms },
     ratios: {
       cpu1ms_faultline_vs_naive: ratio(workloads.cpu1ms?.faultline?.itemsPerSec, workloads.cpu1ms?.naive?.itemsPerSec),
@@ -517,6 +572,10 @@ async function main(): Promise<void> {
   for (const [mode, f] of Object.entries(fairness))
     console.log(
       `fairness ${mode.padEnd(3)} 1-item job, workflow start → close: idle median ${f.idleMedianMs} ms; under load median ${f.loadedMedianMs} ms [${f.loaded.join(', ')}]; big job meanwhile +${f.bigItemsDoneMeanwhile} items`,
+    );
+  for (const [mode, r] of Object.entries(ratelimit))
+    console.log(
+      `ratelimit ${mode.padEnd(8)} ${r.items} deliver items: ${r.itemsPerSec} items/s (${r.elapsedMs} ms), busiest second ${r.busiestSecond}${r.limiterEvents !== undefined ? `, limiter history ${r.limiterEvents} events (${(r.limiterEvents / r.items).toFixed(2)}/item, all runs of the key so far)` : ''}`,
     );
   console.log(`ratios: ${JSON.stringify(report.ratios)}`);
 }

@@ -10,7 +10,18 @@ import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
-import { type HolderTickets, type LeaseRequest, type RateLimit, WORKFLOW_TYPES, holderQuery, limiterWorkflowId, releaseLeaseSignal, requestLeaseSignal } from '../shared';
+import {
+  type LeaseRequest,
+  type RateLimit,
+  type ReleaseRequest,
+  type TicketsState,
+  UNBOUNDED_CONCURRENCY,
+  WORKFLOW_TYPES,
+  limiterWorkflowId,
+  releaseLeaseSignal,
+  requestLeaseSignal,
+  ticketsQuery,
+} from '../shared';
 import type { rateLimiterWorkflow } from '../workflows/rate-limiter';
 import { workerMetrics } from '../metrics';
 
@@ -24,6 +35,8 @@ const NO_LEASE: RateLease = { release() {} };
 /** Polls while tickets wait: soon after the estimated turn, never busier than this nor lazier than that. */
 const MIN_POLL_MS = 20;
 const MAX_POLL_MS = 100;
+/** Leases given back within this long share one signal. */
+const RELEASE_EVERY_MS = 5;
 
 interface Waiting {
   request: LeaseRequest;
@@ -36,6 +49,7 @@ export class RateLeases {
   /** This process, as the limiters know it. */
   private readonly holder = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private readonly keys = new Map<string, Map<string, Waiting>>();
+  private readonly releases = new Map<string, ReleaseRequest[]>();
 
   constructor(
     private readonly client: Client,
@@ -65,14 +79,14 @@ export class RateLeases {
       // Given up (cancelled, or the batch's time is up): withdraw the ticket, granted or not.
       const entry = tickets.get(ticket);
       tickets.delete(ticket);
-      if (entry?.asked) this.lease(key, ticket).release();
+      if (entry?.asked) this.lease(key, ticket, true).release();
       throw error;
     } finally {
       if (onAbort) signal.removeEventListener('abort', onAbort);
       metrics?.rateWaiting.dec({ key });
     }
     if (Date.now() - started > 5) metrics?.rateLimited.inc({ key });
-    return this.lease(key, ticket);
+    return this.lease(key, ticket, limit.concurrency < UNBOUNDED_CONCURRENCY);
   }
 
   /** While this process has tickets of `key` waiting: ask for new ones, and hand out those granted. */
@@ -89,7 +103,7 @@ export class RateLeases {
           );
           for (const entry of unasked) entry.asked = true;
         }
-        const known: HolderTickets = await handle.query(holderQuery, this.holder);
+        const known: TicketsState = await handle.query(ticketsQuery, [...tickets.keys()]);
         const granted = new Set(known.granted);
         const waiting = new Set(known.waiting);
         const pause = known.blockedUntil - Date.now();
@@ -123,18 +137,35 @@ export class RateLeases {
     });
   }
 
-  private lease(key: string, ticket: string): RateLease {
+  /** A lease to give back when its item ends: always when it counts toward a concurrency bound, else only to pass on a host's pause. */
+  private lease(key: string, ticket: string, counted: boolean): RateLease {
     let released = false;
     return {
       release: (retryAfterMs) => {
         if (released) return;
         released = true;
         if (retryAfterMs !== undefined) workerMetrics()?.rateBackoffs.inc({ key });
-        this.client.workflow
-          .getHandle(limiterWorkflowId(key))
-          .signal(releaseLeaseSignal, { ticket, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) })
-          .catch((error: unknown) => this.log.warn({ err: error, key }, 'could not give a rate lease back (it lapses on its own)'));
+        if (counted || retryAfterMs !== undefined) this.giveBack(key, { ticket, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) });
       },
     };
+  }
+
+  /** Leases given back within a few ms go in one signal; a host's pause goes at once. */
+  private giveBack(key: string, request: ReleaseRequest): void {
+    let pending = this.releases.get(key);
+    if (!pending) this.releases.set(key, (pending = []));
+    pending.push(request);
+    if (request.retryAfterMs !== undefined) return void this.flushReleases(key);
+    if (pending.length === 1) setTimeout(() => this.flushReleases(key), RELEASE_EVERY_MS);
+  }
+
+  private flushReleases(key: string): void {
+    const pending = this.releases.get(key);
+    if (!pending?.length) return;
+    this.releases.delete(key);
+    this.client.workflow
+      .getHandle(limiterWorkflowId(key))
+      .signal(releaseLeaseSignal, pending)
+      .catch((error: unknown) => this.log.warn({ err: error, key }, 'could not give rate leases back (they lapse on their own)'));
   }
 }

@@ -27,8 +27,8 @@ export const RateKeySchema = z
 export const RateLimitsSchema = z.record(RateKeySchema, RateLimitSchema);
 export type RateLimits = z.infer<typeof RateLimitsSchema>;
 
-/** A limit without a concurrency bound still bounds leases in flight (a stuck holder cannot take everything). */
-const UNBOUNDED_CONCURRENCY = 10_000;
+/** The concurrency of a limit that gives none: its leases are not counted, and need no release (unless the host asks for a pause). */
+export const UNBOUNDED_CONCURRENCY = 10_000;
 
 /** The limit for one key: the job's own (by key, then `*`), then the worker's; the stricter of the two where both apply. */
 export function rateLimitFor(key: string, job: RateLimits | undefined, worker: RateLimits | undefined): Required<RateLimit> | undefined {
@@ -57,13 +57,13 @@ export interface LeaseRequest {
   ttlMs: number;
 }
 
-/** One worker process's tickets as the limiter sees them; a ticket in neither list is unknown (dropped, or asked of an earlier run: ask again). */
-export interface HolderTickets {
+/** The tickets a worker process asked about, as the limiter sees them; a ticket in neither list is unknown (dropped, or asked of an earlier run: ask again). */
+export interface TicketsState {
   granted: string[];
   waiting: string[];
   /** Until when the host asked for a pause (epoch ms): a granted lease starts no request before it. */
   blockedUntil: number;
-  /** When this holder's first waiting ticket's turn may come, in ms (an estimate for the next poll). */
+  /** When the first of them still waiting may have its turn, in ms (an estimate for the next poll). */
   etaMs?: number;
 }
 
@@ -94,7 +94,7 @@ export interface LimiterState {
   key: string;
   nextAt: number;
   blockedUntil: number;
-  leases: { ticket: string; jobId: string; holder: string; expiresAt: number; limit: Required<RateLimit>; waitedMs: number }[];
+  leases: { ticket: string; jobId: string; holder: string; expiresAt: number; limit: Required<RateLimit>; waitedMs: number; uncounted?: true }[];
   waiting: (LeaseRequest & { admittedAt: number })[];
   granted: number;
   backoffs: number;
@@ -103,7 +103,7 @@ export interface LimiterState {
 
 /** Signals, not updates: a key may have hundreds of waiting requests, and Temporal bounds updates in flight per workflow (10 by default). */
 export const requestLeaseSignal = defineSignal<[LeaseRequest[]]>('requestLeases');
-export const releaseLeaseSignal = defineSignal<[ReleaseRequest]>('releaseLease');
+export const releaseLeaseSignal = defineSignal<[ReleaseRequest[]]>('releaseLeases');
 /** Each worker process polls its tickets of a key with one query (nothing in history), however many of its items wait. */
-export const holderQuery = defineQuery<HolderTickets, [string]>('holderTickets');
+export const ticketsQuery = defineQuery<TicketsState, [string[]]>('tickets');
 export const limiterViewQuery = defineQuery<LimiterView>('limiterView');

@@ -4,13 +4,13 @@
  */
 import { setHandler } from '@temporalio/workflow';
 import { RateLimiter } from '../engine/limiter';
-import { type LimiterState, limiterViewQuery, holderQuery, releaseLeaseSignal, requestLeaseSignal } from '../shared';
+import { type LimiterState, limiterViewQuery, releaseLeaseSignal, requestLeaseSignal, ticketsQuery } from '../shared';
 
 export async function rateLimiterWorkflow(state: LimiterState): Promise<void> {
   const limiter = new RateLimiter(state);
   setHandler(requestLeaseSignal, (request) => limiter.request(request));
   setHandler(releaseLeaseSignal, (request) => limiter.release(request));
-  setHandler(holderQuery, (holder) => limiter.tickets(holder));
+  setHandler(ticketsQuery, (tickets) => limiter.tickets(tickets));
   setHandler(limiterViewQuery, () => limiter.view());
   await limiter.run();
 }
