@@ -1,6 +1,6 @@
 /** The web app's pages, rendered on the server from a client's snapshot of a job. */
 import type { JobListEntry, JobSnapshot } from '../client';
-import { type ErrorReport, type JobResult, type OutputRecord, OutputStatuses, JobStatuses } from '../shared';
+import { type ErrorReport, type JobResult, type OutputRecord, OutputStatuses, JobStatuses, UNBOUNDED_CONCURRENCY } from '../shared';
 import { type Html, html, query } from './html';
 
 export interface PageContext {
@@ -338,6 +338,38 @@ export function jobPage(snapshot: JobSnapshot, spec: { head: Record<string, unkn
           ? html`<ul aria-label="Limit changes">
               ${result.limitsChanged.map((change) => html`<li>${change.at}: ${JSON.stringify({ ...change, at: undefined, origin: undefined })} (${change.origin})</li>`)}
             </ul>`
+          : ''
+      }
+      ${
+        progress?.rateLimits?.length
+          ? html`<h2>Rate limits</h2>
+              <table aria-label="Rate keys">
+                <thead>
+                  <tr>
+                    <th>Key</th>
+                    <th class="num">Waiting</th>
+                    <th class="num">In flight</th>
+                    <th class="num">All jobs waiting</th>
+                    <th>Limit</th>
+                    <th class="num">Now /s</th>
+                    <th>Host pause</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  ${progress.rateLimits.map(
+                    (key) =>
+                      html`<tr>
+                        <td>${key.key}</td>
+                        <td class="num">${key.waiting}</td>
+                        <td class="num">${key.inFlight}</td>
+                        <td class="num">${key.keyWaiting}</td>
+                        <td>${key.perSecond}/s${key.concurrency < UNBOUNDED_CONCURRENCY ? `, ${key.concurrency} at once` : ''}</td>
+                        <td class="num">${key.effectivePerSecond}</td>
+                        <td>${key.blockedUntil ? `until ${key.blockedUntil}` : ''}${key.backoffs > 0 ? ` (${key.backoffs} so far)` : ''}</td>
+                      </tr>`,
+                  )}
+                </tbody>
+              </table>`
           : ''
       }
 
