@@ -183,7 +183,8 @@ export function createEngineActivities(deps: EngineDeps) {
             } catch (error) {
               if (!leaseWaitSignal.aborted) throw error;
               // Cancelled, or the batch's time is up: this item and the rest were never started.
-              for (const rest of input.entries) if (!finished.has(rest.item.id) && !progress.done.some((done) => done.item === rest.item.id)) notStarted.push(rest.item.id);
+              const handedBack = new Set([...finished, ...progress.done.map((done) => done.item), ...notStarted]);
+              for (const rest of input.entries) if (!handedBack.has(rest.item.id)) notStarted.push(rest.item.id);
               break;
             }
           }

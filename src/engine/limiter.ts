@@ -42,7 +42,7 @@ export class RateLimiter {
   private granted: number;
   private backoffs: number;
   private lastLimit: Required<RateLimit> | undefined;
-  private readonly recentGrants: number[] = [];
+  private readonly recentGrants: number[];
   private changed = false;
 
   constructor(private readonly state: LimiterState) {
@@ -53,6 +53,7 @@ export class RateLimiter {
     this.granted = state.granted;
     this.backoffs = state.backoffs;
     this.lastLimit = state.lastLimit;
+    this.recentGrants = [...(state.recentGrants ?? [])];
   }
 
   request(requests: LeaseRequest[]): void {
@@ -144,6 +145,7 @@ export class RateLimiter {
       granted: this.granted,
       backoffs: this.backoffs,
       ...(this.lastLimit ? { lastLimit: this.lastLimit } : {}),
+      recentGrants: this.recentGrants.filter((at) => at > Date.now() - WINDOW_MS),
     };
   }
 

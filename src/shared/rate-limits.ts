@@ -99,6 +99,8 @@ export interface LimiterState {
   granted: number;
   backoffs: number;
   lastLimit?: Required<RateLimit>;
+  /** Grant times of the last window, so a new run grants no burst. */
+  recentGrants?: number[];
 }
 
 /** Signals, not updates: a key may have hundreds of waiting requests, and Temporal bounds updates in flight per workflow (10 by default). */
