@@ -763,8 +763,8 @@ export class FaultlineClient {
   }
 
   /** The same records one at a time, for results too large to hold. */
-  outputRecords(result: JobResult): AsyncIterable<OutputRecord> {
-    return resultRecords(result, this.storage());
+  outputRecords(result: JobResult, options: { contains?: string } = {}): AsyncIterable<OutputRecord> {
+    return resultRecords(result, this.storage(), options.contains);
   }
 
   private async originalSpec(jobId: string): Promise<JobSpec> {

@@ -32,7 +32,21 @@ import {
   withLimits,
 } from '../shared';
 import { storageActivities as engine } from './slice';
-import { describer, isCancellation, importer, QUEUED_IDS_LISTED, type Prepared, type RetryPlan, type RoundRun, invalidSpec, emptySlicesTally, historyIsLong, describe, JobState } from './job-state';
+import {
+  describer,
+  localDescriber,
+  isCancellation,
+  importer,
+  QUEUED_IDS_LISTED,
+  type Prepared,
+  type RetryPlan,
+  type RoundRun,
+  invalidSpec,
+  emptySlicesTally,
+  historyIsLong,
+  describe,
+  JobState,
+} from './job-state';
 import { FailureAllowance } from './allowance';
 import { RequestDesk } from './requests';
 import { OperatorControls } from './controls';
@@ -214,7 +228,8 @@ export class JobRun {
     }
     // Not cancellable: a cancel that arrives while a worker checks the spec (a moment) waits for it,
     // so the job knows its items and closes with each one Cancelled; only an import is cut short.
-    const described = await CancellationScope.nonCancellable(() => describer.describeSpec({ spec }));
+    const check = patched(PATCHES.localSpecCheck) ? localDescriber : describer;
+    const described = await CancellationScope.nonCancellable(() => check.describeSpec({ spec }));
     if (described.ok) return (this.s.plan = described.plan);
     if ('issues' in described) throw invalidSpec(described.issues);
     const report = makeReport({ type: ErrorTypes.PipelineUnavailable, message: described.unavailable, details: { pipeline: spec.pipeline }, at: new Date().toISOString() });

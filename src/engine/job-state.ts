@@ -1,7 +1,18 @@
 /**
  * A job run's state, owned by one object, and the definitions its parts share.
  */
-import { ActivityFailure, ApplicationFailure, type CancellationScope, CancelledFailure, ChildWorkflowFailure, type ChildWorkflowHandle, patched, upsertMemo, workflowInfo } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  type CancellationScope,
+  CancelledFailure,
+  ChildWorkflowFailure,
+  type ChildWorkflowHandle,
+  patched,
+  proxyLocalActivities,
+  upsertMemo,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { createNotifyActivities } from '../activities/notify';
 import type { createEngineActivities } from '../activities/engine';
 import {
@@ -52,6 +63,23 @@ export const describer = prioritizedActivities<Pick<ReturnType<typeof createEngi
   startToCloseTimeout: '30s',
   retry: { maximumAttempts: 10, initialInterval: '1s', maximumInterval: '10s' },
 });
+
+/**
+ * The same check as a local activity, on the worker running the job's workflow task: no wait for an
+ * activity slot behind other jobs' batches (a small job under load waited for one per activity).
+ */
+export const localDescriber = proxyLocalActivities<Pick<ReturnType<typeof createEngineActivities>, 'describeSpec'>>({
+  startToCloseTimeout: '30s',
+  retry: { maximumAttempts: 10, initialInterval: '1s', maximumInterval: '10s' },
+});
+
+/** A small job's working copies go in a moment: released on the worker at hand, not behind other jobs' batches. */
+export const localHousekeeping = proxyLocalActivities<Pick<ReturnType<typeof createEngineActivities>, 'releaseWorkingCopies'>>({
+  startToCloseTimeout: '2m',
+  retry: { maximumAttempts: 5, initialInterval: '1s' },
+});
+/** Jobs up to this many items release their working copies by local activity. */
+export const LOCAL_RELEASE_MAX_ITEMS = 10_000;
 
 export const notify = prioritizedActivities<ReturnType<typeof createNotifyActivities>>({
   startToCloseTimeout: '2m',

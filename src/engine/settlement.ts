@@ -34,7 +34,7 @@ import {
 } from '../shared';
 import { storageActivities as engine, writeParts } from './slice';
 import type { archiveWorkflow } from '../workflows/archive';
-import { notify, type Prepared, type RoundRun, endAsExecution, isCancellation, sameReport, describe, type JobState } from './job-state';
+import { LOCAL_RELEASE_MAX_ITEMS, localHousekeeping, notify, type Prepared, type RoundRun, endAsExecution, isCancellation, sameReport, describe, type JobState } from './job-state';
 import type { RequestDesk } from './requests';
 import type { FaultlineSinks } from '../shared/sinks';
 
@@ -293,7 +293,9 @@ export class Settlement {
   /** No retry can come now: working copies go; the result says what the job keeps in storage. */
   private async releaseStorage(result: JobResult): Promise<JobResult> {
     try {
-      const { releasedBytes, keptBytes } = await engine.releaseWorkingCopies({ jobId: this.s.jobId });
+      const small = (this.s.prepared?.itemCount ?? Number.POSITIVE_INFINITY) <= LOCAL_RELEASE_MAX_ITEMS;
+      const housekeeping = small && patched(PATCHES.localRelease) ? localHousekeeping : engine;
+      const { releasedBytes, keptBytes } = await housekeeping.releaseWorkingCopies({ jobId: this.s.jobId });
       return { ...result, metrics: { ...result.metrics, storageBytes: keptBytes, storageReleasedBytes: releasedBytes } };
     } catch (error) {
       // Storage housekeeping never changes a job's outcome; `faultline gc` can clean up later.

@@ -74,6 +74,10 @@ export const PATCHES = {
   answerWhileStopping: 'faultline-answer-while-stopping',
   /** A settling round writes its records where `options.export` says. */
   resultExport: 'faultline-result-export',
+  /** The spec check (describeSpec) runs as a local activity. */
+  localSpecCheck: 'faultline-local-spec-check',
+  /** A small job releases its working copies by local activity. */
+  localRelease: 'faultline-local-release',
   /** `set --priority` updates the job's FaultlinePriority search attribute. */
   priorityAttribute: 'faultline-priority-attribute',
 } as const;

