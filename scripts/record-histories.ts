@@ -84,6 +84,8 @@ async function main(): Promise<void> {
           retry: { initialInterval: '10ms' },
         }),
       },
+      // A job that fits one batch runs it by local activity; its transient failure then runs through the task queue.
+      local: { spec: syntheticSpec([{ id: 'a' }, flakyOnce('flaky')], { batchSize: 2, retry: { initialInterval: '10ms' } }) },
       fatal: { spec: syntheticSpec([{ id: 'a' }, { id: 'boom', params: { outcome: 'fatal' } }, { id: 'b' }], { batchSize: 3 }) },
       'cancel-update': {
         spec: syntheticSpec([{ id: 'h', params: { outcome: 'hang' } }, { id: 'ok' }], { heartbeatTimeout: '2s' }),

@@ -39,6 +39,11 @@ export interface RunnerConfig {
    * batches run (and fail) early instead of queueing behind all of its siblings' batches.
    */
   rampFrom?: number;
+  /**
+   * Each item's first run goes out as a local activity on this worker (a job that fits one batch):
+   * no wait for an activity slot behind other jobs. Any later run goes through the task queue.
+   */
+  localFirstRun?: boolean;
 }
 
 export type RunnerSnapshot = RunnerSnapshotData;

@@ -9,7 +9,7 @@
  * hands work back for free. Any other batch failure is reported with its own type and class.
  */
 import { jobPriority } from './priority';
-import { ActivityFailure, ApplicationFailure, CancellationScope, TimeoutFailure, condition, log, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, CancellationScope, TimeoutFailure, condition, log, patched, proxyActivities, proxyLocalActivities, workflowInfo } from '@temporalio/workflow';
 import { TimeoutType } from '@temporalio/common';
 import type { createEngineActivities } from '../activities/engine';
 import { ItemBook, type RunnerConfig, type RunnerSnapshot } from './item-book';
@@ -160,21 +160,14 @@ export class ItemRunner extends ItemBook {
       1_000,
       steps.reduce((sum, step) => sum + step.itemTimeoutMs, 0),
     );
-    const activities = proxyActivities<EngineActivities>({
-      // A backstop only: each item has its own deadline inside the activity.
-      startToCloseTimeout: Math.min(itemTimeoutMs * batch.length + 60_000, 24 * 3600_000),
-      heartbeatTimeout: heartbeatTimeoutMs,
-      // The workflow owns every retry decision; Temporal runs each batch once.
-      retry: { maximumAttempts: 1 },
-      cancellationType: 'WAIT_CANCELLATION_COMPLETED',
-      // Through the task queue, never eagerly to this worker: there priority and fairness decide which job's batch runs next.
-      allowEagerDispatch: false,
-      ...jobPriority(),
-      // A pipeline on its own workers (`taskQueue: 'gpu'`) gets its batches there; the job stays on the main queue.
-      ...(this.config.pipeline.taskQueue !== undefined ? { taskQueue: this.config.pipeline.taskQueue } : {}),
-      activityId: batchActivityId(this.config.scopeId, seq),
-      summary: `${batch.length} item(s)${isolated ? ' in isolation' : ''}: ${batch[0]?.item.id ?? ''}${batch.length > 1 ? ' …' : ''}`,
-    });
+    // A backstop only: each item has its own deadline inside the activity.
+    const startToCloseTimeout = Math.min(itemTimeoutMs * batch.length + 60_000, 24 * 3600_000);
+    const summary = `${batch.length} item(s)${isolated ? ' in isolation' : ''}: ${batch[0]?.item.id ?? ''}${batch.length > 1 ? ' …' : ''}`;
+    const local = this.config.localFirstRun === true && kind === 'batch' && entries.every((entry) => entry.run === 1);
+    const activities = local
+      ? // Temporal runs it again from the start if this worker dies: the activity tells that apart (LocalBatchLost).
+        proxyLocalActivities<EngineActivities>({ startToCloseTimeout, retry: { maximumAttempts: 1 }, cancellationType: 'WAIT_CANCELLATION_COMPLETED', summary: `local: ${summary}` })
+      : this.queuedActivities(seq, startToCloseTimeout, summary);
     const input = { job: this.config.job, entries, heartbeatTimeoutMs, isolated, itemTimeoutMs, ...(this.config.allowedFailures !== undefined ? { reportFailures: true } : {}) };
     const othersIsolated = this.isolatedInFlight > 1;
     this.activityScope
@@ -191,6 +184,23 @@ export class ItemRunner extends ItemBook {
         this.changed = true;
       })
       .catch((error: unknown) => log.error('batch bookkeeping failed', { error: String(error) }));
+  }
+
+  private queuedActivities(seq: number, startToCloseTimeout: number, summary: string) {
+    return proxyActivities<EngineActivities>({
+      startToCloseTimeout,
+      heartbeatTimeout: this.config.options.heartbeatTimeoutMs,
+      // The workflow owns every retry decision; Temporal runs each batch once.
+      retry: { maximumAttempts: 1 },
+      cancellationType: 'WAIT_CANCELLATION_COMPLETED',
+      // Through the task queue, never eagerly to this worker: there priority and fairness decide which job's batch runs next.
+      allowEagerDispatch: false,
+      ...jobPriority(),
+      // A pipeline on its own workers (`taskQueue: 'gpu'`) gets its batches there; the job stays on the main queue.
+      ...(this.config.pipeline.taskQueue !== undefined ? { taskQueue: this.config.pipeline.taskQueue } : {}),
+      activityId: batchActivityId(this.config.scopeId, seq),
+      summary,
+    });
   }
 
   private onBatchResult(batch: ItemState[], result: RunBatchResult): void {
@@ -215,7 +225,7 @@ export class ItemRunner extends ItemBook {
     }
     const at = new Date().toISOString();
     const report = boundReport(toErrorReport(error, { at })).report;
-    const lostWorker = cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.HEARTBEAT;
+    const lostWorker = (cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.HEARTBEAT) || (cause instanceof ApplicationFailure && cause.type === ErrorTypes.LocalBatchLost);
     const overran = cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.START_TO_CLOSE;
     if (!lostWorker && !overran) {
       // Not a crash: the failure is reported with its own type and class on every unfinished item.

@@ -88,6 +88,7 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
       initialFailures: carry?.newFailures ?? 0,
       ...(patched(PATCHES.engineV3) ? { rampFrom: Math.ceil(input.concurrency / MAX_PARALLEL_SLICES) } : {}),
       ...(hooks.onFailure ? { onFailure: hooks.onFailure } : {}),
+      ...(runsLocally(input, pipeline, snapshot.items.length, options.batchSize) ? { localFirstRun: true } : {}),
     },
     snapshot,
   );
@@ -153,6 +154,11 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
       records,
     },
   };
+}
+
+/** A job whose items fit one batch, on the main queue's workers, runs it where its workflow runs. */
+function runsLocally(input: SliceInput, pipeline: PipelinePlan, items: number, batchSize: number): boolean {
+  return input.keep === 'inline' && input.head.options?.runLocally !== false && pipeline.taskQueue === undefined && items <= batchSize && patched(PATCHES.localSmallJob);
 }
 
 function chunkByCount<T>(entries: readonly T[], size: number): T[][] {

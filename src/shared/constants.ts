@@ -80,6 +80,8 @@ export const PATCHES = {
   localRelease: 'faultline-local-release',
   /** `set --priority` updates the job's FaultlinePriority search attribute. */
   priorityAttribute: 'faultline-priority-attribute',
+  /** A job whose items fit one batch runs that batch's first run as a local activity (no wait for an activity slot). */
+  localSmallJob: 'faultline-local-small-job',
 } as const;
 
 /** Slice child workflows running at once per job. */

@@ -44,6 +44,8 @@ export const ErrorTypes = {
   // crash: the process or the activity died without a report
   Crashed: 'Crashed',
   ItemTimedOut: 'ItemTimedOut',
+  /** A small job's batch, run on the workflow's own worker, was started before and never finished: that worker was lost. */
+  LocalBatchLost: 'LocalBatchLost',
   // handed back on graceful worker shutdown; not counted against any budget
   WorkerShutdown: 'WorkerShutdown',
   // fatal: the job as a whole cannot go on
@@ -98,6 +100,7 @@ export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
   DiskFull: 'transient',
   Crashed: 'crash',
   ItemTimedOut: 'transient',
+  LocalBatchLost: 'crash',
   WorkerShutdown: 'transient',
   FatalItemError: 'fatal',
   DestinationRejected: 'fatal',

@@ -111,6 +111,11 @@ export const OptionsSchema = z
     weight: z.number().min(0.001).max(1000).optional(),
     /** Per rate key (a host, or `*` for every key): `{perSecond, concurrency}`, held across every worker and job. */
     rateLimits: RateLimitsSchema.optional(),
+    /**
+     * A job that fits one batch runs it on the worker that runs its workflow (default true). Off for a
+     * long single item that must show heartbeats and answer `status` at once while it runs.
+     */
+    runLocally: z.boolean().optional(),
   })
   .strict();
 

@@ -68,6 +68,8 @@ export interface Storage {
   /** An item's step checkpoints (finished steps' values, attempts), or undefined. */
   readCheckpoint(jobId: string, item: string): Promise<unknown>;
   writeCheckpoint(jobId: string, item: string, checkpoint: unknown): Promise<void>;
+  /** Marks `name` as started for this job; false if it was marked before (a run that began and was lost). */
+  markStarted(jobId: string, name: string): Promise<boolean>;
   assembleManifest(jobId: string, round: number, parts: readonly string[]): Promise<string>;
   joinParts(jobId: string, part: string, parts: readonly string[]): Promise<string>;
   /** Where a slice's records of one round live (the newest round ≤ N is the slice's current state). */
@@ -182,6 +184,12 @@ function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
     },
     async writeCheckpoint(jobId, item, checkpoint) {
       await store.put(`${jobKey(jobId)}checkpoints/${safeSegment(item)}.json`, JSON.stringify(checkpoint));
+    },
+    async markStarted(jobId, name) {
+      const key = `${jobKey(jobId)}started/${safeSegment(name)}`;
+      if (await store.exists(key)) return false;
+      await store.put(key, new Date().toISOString());
+      return true;
     },
     assembleManifest: (jobId, round, parts) => concatenate(`${jobKey(jobId)}manifest-round-${round}.ndjson`, parts),
     joinParts: (jobId, part, parts) => concatenate(`${jobKey(jobId)}parts/${safeSegment(part)}.ndjson`, parts),

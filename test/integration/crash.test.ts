@@ -34,7 +34,46 @@ async function activityEvents(jobId: string) {
   };
 }
 
+/** The job's batches: run by local activity (with the failure type of each that failed) and scheduled on the task queue. */
+async function batchRuns(jobId: string) {
+  const history = await env.client.client.workflow.getHandle(jobId).fetchHistory();
+  const local: (string | undefined)[] = [];
+  let queued = 0;
+  for (const event of history.events ?? []) {
+    if (event.activityTaskScheduledEventAttributes?.activityType?.name === 'runBatch') queued++;
+    const marker = event.markerRecordedEventAttributes;
+    const data = marker?.markerName === 'core_local_activity' ? marker.details?.data?.payloads?.[0]?.data : undefined;
+    if (!data || (JSON.parse(Buffer.from(data).toString()) as { activity_type: string }).activity_type !== 'runBatch') continue;
+    local.push(marker?.failure?.applicationFailureInfo?.type ?? marker?.failure?.cause?.applicationFailureInfo?.type ?? undefined);
+  }
+  return { local, queued };
+}
+
 describe('crashes and graceful shutdown (real worker processes)', () => {
+  it('a job that fits one batch runs it where its workflow runs; a worker lost there sends its items through the queue, uncharged', async () => {
+    const workers = env.spawnWorker();
+    try {
+      // Small jobs get a batch per item by default (in parallel): two items fit one batch when asked to.
+      const quick = await env.client.start(syntheticSpec([{ id: 'q1' }, { id: 'q2' }], { batchSize: 2 }));
+      assert.equal((await env.client.result(quick.jobId)).counts.Available, 2);
+      assert.deepEqual(await batchRuns(quick.jobId), { local: [undefined], queued: 0 }, 'one local batch, nothing through the task queue');
+
+      // The worker dies inside the local batch. Temporal runs the local activity again on the restarted
+      // worker, which must not run the items again in place (a poison item would kill every worker forever).
+      const { jobId } = await env.client.start(syntheticSpec([{ id: 'once', params: { outcome: 'crashOnce' as const } }, { id: 'fine' }], { batchSize: 2, crashBudget: 1 }));
+      const result = await env.client.result(jobId);
+      assert.equal(result.status, 'Succeeded');
+      assert.equal(byItem(result).get('once'), 'Available', 'the lost local batch was not charged (crash budget 1)');
+      assert.equal(byItem(result).get('fine'), 'Available');
+      const runs = await batchRuns(jobId);
+      assert.deepEqual(runs.local, [ErrorTypes.LocalBatchLost], 'the second start of the local batch was told apart');
+      assert.equal(runs.queued, 2, 'each item then ran in isolation through the task queue');
+      assert.ok(workers.starts >= 2, 'the worker process really died and was restarted');
+    } finally {
+      await workers.stop();
+    }
+  });
+
   it('a poison item exhausts its crash budget; items merely in flight end Available', async () => {
     const workers = env.spawnWorker();
     try {
@@ -92,7 +131,8 @@ describe('crashes and graceful shutdown (real worker processes)', () => {
     try {
       const items = Array.from({ length: 12 }, (_, index) => ({ id: `t${index}`, params: { cpuMs: 150 } }));
       // No budget to spare: a single charged crash or retry would fail an item.
-      const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 12, heartbeatTimeout: '3s', crashBudget: 1, retry: { maxAttempts: 1 } }));
+      // Two batches: a job that fits one batch would run it by local activity, which has no activity events.
+      const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 6, concurrency: 2, heartbeatTimeout: '3s', crashBudget: 1, retry: { maxAttempts: 1 } }));
       await eventually(async () => (await env.client.progress(jobId)).inFlight > 0, 30_000, 'batch under way');
       await new Promise((resolve) => setTimeout(resolve, 600)); // a few items into the 1.8 s batch
       workers.current.kill('SIGTERM');

@@ -126,7 +126,8 @@ describe('your own pipelines (real dev server)', () => {
   });
 
   it("a step's ctx.heartbeat details travel with its batch's heartbeat (seen with the pending activity)", async () => {
-    const { jobId } = await env.client.start({ pipeline: 'heartbeating', items: [{ id: 'h' }] });
+    // A long single item that must show its heartbeats: not run locally (a local activity has none).
+    const { jobId } = await env.client.start({ pipeline: 'heartbeating', items: [{ id: 'h' }], options: { runLocally: false } });
     await eventually(
       async () => {
         const pending = (await env.client.handle(jobId).describe()).raw.pendingActivities ?? [];

@@ -374,7 +374,8 @@ describe('message races (time-skipping server, one activation)', () => {
   });
 
   it('signals that cannot be honoured are recorded in the result, never dropped', PER_TEST, async () => {
-    const { jobId } = await startJob(syntheticSpec([{ id: 'ok' }], {}), 'race-signal-rejected');
+    // Through the task queue: run locally, the one-item job would be over before the worker stops.
+    const { jobId } = await startJob(syntheticSpec([{ id: 'ok' }], { runLocally: false }), 'race-signal-rejected');
     await stopWorker();
     await client.handle(jobId).signal('retry', { types: ['Nope'] });
     await startWorker();

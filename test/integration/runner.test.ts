@@ -7,6 +7,7 @@ import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { ErrorTypes, type ErrorReport, type JobResult, type RunBatchInput, type RunBatchResult } from '../../src/shared';
 import { closedJobResult } from '../../src/client';
@@ -20,6 +21,8 @@ import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-ski
 let ts: TimeSkippingEnv;
 /** Every runBatch call: the item ids it carried. */
 const calls: string[][] = [];
+/** For each call: whether it ran as a local activity. */
+const ranLocally: boolean[] = [];
 /** Batches holding a `poison` item never return and never heartbeat: the worker looks dead. */
 const hung: (() => void)[] = [];
 
@@ -35,6 +38,7 @@ function failure(item: string, type: string, errorClass: ErrorReport['class']): 
  */
 async function runBatch(input: RunBatchInput): Promise<RunBatchResult> {
   calls.push(input.entries.map((entry) => entry.item.id));
+  ranLocally.push(Context.current().info.isLocal);
   if (input.entries.some((entry) => entry.item.id.startsWith('unimplemented'))) {
     throw ApplicationFailure.create({ type: ErrorTypes.InternalError, message: 'this worker has no implementation of pipeline "synthetic"', nonRetryable: true });
   }
@@ -77,6 +81,7 @@ after(async () => {
 /** Runs a job to its end, skipping time while it waits. */
 async function run(name: string, spec: ReturnType<typeof syntheticSpec>): Promise<{ result: JobResult }> {
   calls.length = 0;
+  ranLocally.length = 0;
   const { jobId } = await ts.client.start(spec, { jobId: name });
   return { result: await closedJobResult(ts.testEnv.client.workflow.getHandle(jobId)) };
 }
@@ -84,6 +89,16 @@ async function run(name: string, spec: ReturnType<typeof syntheticSpec>): Promis
 const record = (result: JobResult, item: string) => result.outputs?.find((entry) => entry.item === item);
 
 describe('item runner (time-skipping server, mocked batches)', () => {
+  it('a job that fits one batch runs its first run locally; a retry goes through the task queue', async () => {
+    const { result } = await run('runner-local', syntheticSpec([{ id: 'transient2-l' }], { retry: { maxAttempts: 5, initialInterval: '1m' } }));
+    assert.equal(result.status, 'Succeeded');
+    assert.deepEqual(ranLocally, [true, false, false]);
+    await run('runner-not-local', syntheticSpec([{ id: 'one' }], { runLocally: false }));
+    assert.deepEqual(ranLocally, [false], 'runLocally: false');
+    await run('runner-two-batches', syntheticSpec([{ id: 'one' }, { id: 'two' }], { batchSize: 1 }));
+    assert.deepEqual(ranLocally, [false, false], 'more than one batch');
+  });
+
   it('backoff follows the retry policy, in workflow time', async () => {
     const started = Date.now();
     const { result } = await run('runner-backoff', syntheticSpec([{ id: 'transient2-a' }], { retry: { maxAttempts: 5, initialInterval: '10m', backoffCoefficient: 2, maximumInterval: '1h' } }));
@@ -130,7 +145,7 @@ describe('item runner (time-skipping server, mocked batches)', () => {
   });
 
   it('crash isolation and the crash budget: the poison item is Crashed, its batch mates run isolated and end Available', async () => {
-    const { result } = await run('runner-crash', syntheticSpec([{ id: 'a' }, { id: 'poison-p' }, { id: 'b' }], { batchSize: 3, crashBudget: 2, heartbeatTimeout: '1s' }));
+    const { result } = await run('runner-crash', syntheticSpec([{ id: 'a' }, { id: 'poison-p' }, { id: 'b' }], { batchSize: 3, crashBudget: 2, heartbeatTimeout: '1s', runLocally: false }));
     assert.equal(record(result, 'a')?.status, 'Available');
     assert.equal(record(result, 'b')?.status, 'Available');
     const poisoned = record(result, 'poison-p');
