@@ -188,15 +188,16 @@ describe('fair and polite: priority and tenants share the workers', () => {
       );
       await eventually(async () => (await t.client.progress(big.jobId)).counts.Available >= 2_000, 120_000, 'the big job to be under way');
       const loaded: number[] = [];
-      for (let n = 0; n < 5; n++) loaded.push(await oneItemLatency('small'));
+      for (let n = 0; n < 7; n++) loaded.push(await oneItemLatency('small'));
       const progress = await t.client.progress(big.jobId);
       await t.client.cancel(big.jobId, 'test over');
       console.log(
         `# one-item job, workflow start → close: idle median ${median(idle)} ms [${idle.join(', ')}]; under the 60k job ${median(loaded)} ms [${loaded.join(', ')}]; big job had ${progress.counts.Available} done`,
       );
       assert.ok(progress.phase === 'running' && progress.counts.Available < 60_000, 'the big job was still running while the small ones ran');
-      // Behind the backlog (no fairness) it took about 10 s here; with fairness about 1.3 s (idle: ~0.13 s).
-      assert.ok(median(loaded) <= 3_000, `loaded median ${median(loaded)} ms vs idle ${median(idle)} ms`);
+      // Behind the backlog (no fairness) it took about 10 s here; with fairness 1.3 s, then 0.8 s with a local
+      // spec check; with its one batch run locally and batches yielding every 1 ms, 0.26 s (idle: 0.08 s).
+      assert.ok(median(loaded) <= 500, `loaded median ${median(loaded)} ms vs idle ${median(idle)} ms`);
     } finally {
       await worker.stop();
     }
