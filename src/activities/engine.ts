@@ -174,7 +174,13 @@ export function createEngineActivities(deps: EngineDeps) {
       let itemIndex = 0;
       // Waiting for rate leases ends before the batch's own deadline: the items left go back to the workflow, uncharged.
       const startToCloseMs = ctx.info.startToCloseTimeoutMs;
-      const leaseWaitSignal = startToCloseMs > 0 ? AbortSignal.any([ctx.cancellationSignal, AbortSignal.timeout(Math.max(1_000, startToCloseMs - 60_000))]) : ctx.cancellationSignal;
+      // Built at the first rate-limited item only: most batches wait for no lease.
+      let leaseWaitSignal: AbortSignal | undefined;
+      const leaseWait = () =>
+        (leaseWaitSignal ??=
+          startToCloseMs > 0
+            ? AbortSignal.any([ctx.cancellationSignal, AbortSignal.timeout(Math.max(1_000, Math.floor(startToCloseMs - 60_000 - (performance.now() - batchStarted))))])
+            : ctx.cancellationSignal);
       try {
         beat();
         for (const entry of input.entries) {
@@ -194,9 +200,9 @@ export function createEngineActivities(deps: EngineDeps) {
             rateLeases ??= new RateLeases(ctx.client, deps.workflowTaskQueue ?? TASK_QUEUE, deps.logger);
             try {
               const ttlMs = (input.itemTimeoutMs ?? 30 * 60_000) + 60_000;
-              lease = await rateLeases.acquire(rateKey, limit, { jobId: input.job.jobId, ttlMs }, leaseWaitSignal);
+              lease = await rateLeases.acquire(rateKey, limit, { jobId: input.job.jobId, ttlMs }, leaseWait());
             } catch (error) {
-              if (!leaseWaitSignal.aborted) throw error;
+              if (!leaseWait().aborted) throw error;
               // Cancelled, or the batch's time is up: this item and the rest were never started.
               const handedBack = new Set([...finished, ...progress.done.map((done) => done.item), ...notStarted]);
               for (const rest of input.entries) if (!handedBack.has(rest.item.id)) notStarted.push(rest.item.id);
