@@ -58,6 +58,16 @@ describe('crashes and graceful shutdown (real worker processes)', () => {
       assert.equal((await env.client.result(quick.jobId)).counts.Available, 2);
       assert.deepEqual(await batchRuns(quick.jobId), { local: [undefined], queued: 0 }, 'one local batch, nothing through the task queue');
 
+      // A local batch holds its job's workflow task: it starts items during its first second only, the rest go through the queue.
+      const slow = await env.client.start(
+        syntheticSpec(
+          [1, 2, 3].map((n) => ({ id: `s${n}`, params: { cpuMs: 700 } })),
+          { batchSize: 3 },
+        ),
+      );
+      assert.equal((await env.client.result(slow.jobId)).counts.Available, 3);
+      assert.deepEqual(await batchRuns(slow.jobId), { local: [undefined], queued: 1 }, 'two items ran locally, the third through the task queue');
+
       // The worker dies inside the local batch. Temporal runs the local activity again on the restarted
       // worker, which must not run the items again in place (a poison item would kill every worker forever).
       const { jobId } = await env.client.start(syntheticSpec([{ id: 'once', params: { outcome: 'crashOnce' as const } }, { id: 'fine' }], { batchSize: 2, crashBudget: 1 }));
