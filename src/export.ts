@@ -171,8 +171,10 @@ export async function exportRecords(result: JobResult, records: AsyncIterable<Ou
   }
 }
 
-/** A result's output records one at a time: inline, or streamed from its manifest in job storage (never all in memory). */
-/** A result's records, inline or streamed from its manifest; `contains` skips parsing manifest lines without that text (callers still filter exactly). */
+/**
+ * A result's output records one at a time: inline, or streamed from its manifest in job storage (never all in memory).
+ * `contains` skips parsing manifest lines without that text (callers still filter exactly).
+ */
 export async function* resultRecords(result: JobResult, storage: Pick<Storage, 'readLines'>, contains?: string): AsyncIterable<OutputRecord> {
   if (result.outputs) yield* result.outputs;
   else if (result.manifest) yield* storage.readLines<OutputRecord>(result.manifest, contains);

@@ -581,7 +581,6 @@ const LOCAL_START_BUDGET_MS = 1_000;
  */
 const YIELD_EVERY_MS = 1;
 
-/** Storage errors that retrying cannot fix become a non-retryable StorageUnwritable failure. */
 /** True the first time; false when marked before or when storage could not say (the safe answer: run it the normal way). */
 async function markLocalStart(storage: Storage, jobId: string, name: string, log: Logger): Promise<boolean> {
   try {
@@ -593,6 +592,7 @@ async function markLocalStart(storage: Storage, jobId: string, name: string, log
   }
 }
 
+/** Storage errors that retrying cannot fix become a non-retryable StorageUnwritable failure. */
 async function storageCall<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();

@@ -59,19 +59,14 @@ export const importer = prioritizedActivities<Pick<ReturnType<typeof createEngin
 });
 
 /** The worker's check of a spec: quick, so a worker lost while doing it is noticed in seconds, not minutes. */
-export const describer = prioritizedActivities<Pick<ReturnType<typeof createEngineActivities>, 'describeSpec'>>({
-  startToCloseTimeout: '30s',
-  retry: { maximumAttempts: 10, initialInterval: '1s', maximumInterval: '10s' },
-});
+const specCheckOptions = { startToCloseTimeout: '30s', retry: { maximumAttempts: 10, initialInterval: '1s', maximumInterval: '10s' } } as const;
+export const describer = prioritizedActivities<Pick<ReturnType<typeof createEngineActivities>, 'describeSpec'>>(specCheckOptions);
 
 /**
  * The same check as a local activity, on the worker running the job's workflow task: no wait for an
  * activity slot behind other jobs' batches (a small job under load waited for one per activity).
  */
-export const localDescriber = proxyLocalActivities<Pick<ReturnType<typeof createEngineActivities>, 'describeSpec'>>({
-  startToCloseTimeout: '30s',
-  retry: { maximumAttempts: 10, initialInterval: '1s', maximumInterval: '10s' },
-});
+export const localDescriber = proxyLocalActivities<Pick<ReturnType<typeof createEngineActivities>, 'describeSpec'>>(specCheckOptions);
 
 /** A small job's working copies go in a moment: released on the worker at hand, not behind other jobs' batches. */
 export const localHousekeeping = proxyLocalActivities<Pick<ReturnType<typeof createEngineActivities>, 'releaseWorkingCopies'>>({
