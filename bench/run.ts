@@ -58,6 +58,10 @@ interface ModeResult {
   outcome?: string;
   /** Largest history of the job or any of its slice runs, in bytes (the server's limit is 50 MB). */
   maxHistoryBytes?: number;
+  /** History bytes of the job and every run of its slices, per item. */
+  historyBytesPerItem?: number;
+  /** Temporal server CPU per item, in microseconds. */
+  serverCpuUsPerItem?: number;
 }
 
 const CLOCK_TICKS = 100; // USER_HZ on Linux
@@ -146,7 +150,7 @@ function workCpuTracker(pids: () => number[]): { sample(): void; seconds(): numb
 async function measure(
   items: number,
   layout: Layout,
-  fn: () => Promise<{ completed: boolean; events: number | null; outcome?: string; maxHistoryBytes?: number; elapsedMs?: number; workCpuSeconds?: number }>,
+  fn: () => Promise<{ completed: boolean; events: number | null; outcome?: string; maxHistoryBytes?: number; historyBytes?: number; elapsedMs?: number; workCpuSeconds?: number }>,
 ): Promise<ModeResult> {
   let peak = layout.rss();
   const cpuBefore = layout.cpu();
@@ -158,11 +162,12 @@ async function measure(
   }, 200);
   const started = performance.now();
   try {
-    const { completed, events, outcome, maxHistoryBytes, elapsedMs: measured, workCpuSeconds } = await fn();
+    const { completed, events, outcome, maxHistoryBytes, historyBytes, elapsedMs: measured, workCpuSeconds } = await fn();
     const elapsedMs = measured ?? Math.round(performance.now() - started);
     peak = Math.max(peak, layout.rss());
     const cpuAfter = layout.cpu();
-    const cpuSeconds = Object.fromEntries(Object.entries(cpuAfter).map(([party, seconds]) => [party, Math.round((seconds - (cpuBefore[party] ?? 0)) * 10) / 10]));
+    const cpuUsed = Object.fromEntries(Object.entries(cpuAfter).map(([party, seconds]) => [party, seconds - (cpuBefore[party] ?? 0)]));
+    const cpuSeconds = Object.fromEntries(Object.entries(cpuUsed).map(([party, seconds]) => [party, Math.round(seconds * 10) / 10]));
     work?.sample();
     if (work) cpuSeconds.work = Math.round(work.seconds() * 10) / 10;
     // Work processes that exit before the end (raw) told their own CPU.
@@ -178,6 +183,8 @@ async function measure(
       cpuSeconds,
       ...(outcome ? { outcome } : {}),
       ...(maxHistoryBytes !== undefined ? { maxHistoryBytes } : {}),
+      ...(historyBytes !== undefined ? { historyBytesPerItem: Math.round((historyBytes / items) * 10) / 10 } : {}),
+      ...(cpuUsed.server !== undefined ? { serverCpuUsPerItem: Math.round((cpuUsed.server * 1e6) / items) } : {}),
     };
   } finally {
     clearInterval(timer);
@@ -297,11 +304,17 @@ async function main(): Promise<void> {
     return total;
   };
 
-  const maxHistoryBytes = async (workflowId: string): Promise<number> => {
+  /** The largest history of the job and its slice runs, and all of their histories' bytes together. */
+  const historySizes = async (workflowId: string): Promise<{ largest: number; total: number }> => {
     const size = async (id: string, runId?: string) => Number((await raw.workflow.getHandle(id, runId).describe()).raw.workflowExecutionInfo?.historySizeBytes ?? 0);
-    let largest = await size(workflowId);
-    for await (const child of raw.workflow.list({ query: `WorkflowId STARTS_WITH '${workflowId}/'` })) largest = Math.max(largest, await size(child.workflowId, child.runId));
-    return largest;
+    const own = await size(workflowId);
+    const sizes = { largest: own, total: own };
+    for await (const child of raw.workflow.list({ query: `WorkflowId STARTS_WITH '${workflowId}/'` })) {
+      const bytes = await size(child.workflowId, child.runId);
+      sizes.largest = Math.max(sizes.largest, bytes);
+      sizes.total += bytes;
+    }
+    return sizes;
   };
 
   const runFaultline = async (spec: unknown, on: FaultlineClient = client) => {
@@ -316,7 +329,7 @@ async function main(): Promise<void> {
       completed: result.counts.Available === result.counts.items,
       events: await historyEvents(jobId, true),
       outcome: `${result.status}${accounted === result.counts.outputs ? '' : ` (only ${accounted} of ${result.counts.outputs} outputs accounted for)`}${result.stoppedBy ? `, stopped by ${result.stoppedBy.type}` : ''}, ${result.counts.Cancelled} Cancelled`,
-      maxHistoryBytes: await maxHistoryBytes(jobId),
+      ...(await historySizes(jobId).then((sizes) => ({ maxHistoryBytes: sizes.largest, historyBytes: sizes.total }))),
     };
   };
   const runNaive = async (kind: 'cpu1ms' | 'thumbnail', count: number, timeoutMs: number) => {
@@ -559,12 +572,12 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(report, null, 2));
     return;
   }
-  console.log('\nworkload     mode       procs    items   items/s   elapsed ms  events/item  peak RSS MB  max history  completed');
+  console.log('\nworkload     mode       procs    items   items/s   elapsed ms  events/item  B hist/item  srv µs/item  peak RSS MB  max history  completed');
   for (const [name, modes] of Object.entries(workloads)) {
     for (const [mode, r] of Object.entries(modes)) {
       const history = r.maxHistoryBytes === undefined ? '-' : `${(r.maxHistoryBytes / 1024 / 1024).toFixed(2)} MB`;
       console.log(
-        `${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.workers).padStart(5)} ${String(r.items).padStart(8)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}  cpu s ${JSON.stringify(r.cpuSeconds)}`,
+        `${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.workers).padStart(5)} ${String(r.items).padStart(8)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.historyBytesPerItem ?? '-').padStart(12)} ${String(r.serverCpuUsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}  cpu s ${JSON.stringify(r.cpuSeconds)}`,
       );
     }
   }

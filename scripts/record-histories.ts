@@ -232,6 +232,19 @@ async function main(): Promise<void> {
       'v4-export': {
         spec: syntheticSpec([{ id: 'a' }, { id: 'bad', params: { outcome: 'unprocessable' } }], { export: { destination: out('export'), format: 'csv' } }),
       },
+      // Items out of history: a stored spec's slices name their items by place and keep their records in job storage;
+      // a slice rotates, one item is retried after a transient failure, one fails.
+      'v7-by-place': {
+        spec: syntheticSpec(
+          Array.from({ length: 3_000 }, (_, i) => {
+            const id = `place-${i}-`.padEnd(100, 'x');
+            if (i === 1_234) return { id, params: { outcome: 'unprocessable' } };
+            return i % 1_000 === 7 ? { id, params: { transientFailures: 1 } } : { id };
+          }),
+          { shardSize: 1_000, batchSize: 20, rotateAfterEvents: 100, retry: { initialInterval: '10ms' } },
+        ),
+        children: true,
+      },
       rotation: {
         spec: syntheticSpec(
           Array.from({ length: 40 }, (_, i) => flakyOnce(`r${i}`)),

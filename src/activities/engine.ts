@@ -15,6 +15,8 @@ import {
   type RetryRequest,
   type Tally,
   TallyBuilder,
+  completeRecords,
+  emptyStatusCounts,
   emptyTally,
   mergeRecords,
   outputsForItem,
@@ -104,6 +106,33 @@ export function createEngineActivities(deps: EngineDeps) {
     }
     return spec as { items: JobItem[] };
   };
+  const readItems = async (ref: string, from: number, to: number): Promise<JobItem[]> => {
+    if (isItemsRef(ref)) return (await itemsFiles.read(ref, from, to)) as JobItem[]; // validated by inspectStoredSpec
+    return (await loadSpec(ref)).items.slice(from, to);
+  };
+  /** A batch's entries: carried in its input, or read from the job's pinned items by place. */
+  const batchEntries = async (input: RunBatchInput): Promise<BatchEntry[]> => {
+    const items = input.items ?? { kind: 'inline', entries: input.entries ?? [] };
+    if (items.kind === 'inline') return items.entries;
+    const entries: BatchEntry[] = [];
+    let expected = 0;
+    for (const [from, to] of items.ranges) {
+      expected += to - from;
+      for (const item of await storageCall(() => readItems(items.ref, from, to))) {
+        const run = typeof items.runs === 'number' ? items.runs : (items.runs[entries.length] ?? 1);
+        entries.push({ item, outputs: item.outputs ?? items.outputs, run });
+      }
+    }
+    if (entries.length !== expected) {
+      throw ApplicationFailure.create({
+        type: ErrorTypes.InternalError,
+        message: `the job's pinned items hold ${entries.length} of the batch's ${expected} items`,
+        nonRetryable: true,
+        details: [{ ref: items.ref, ranges: items.ranges }],
+      });
+    }
+    return entries;
+  };
 
   let rateLeases: RateLeases | undefined;
   const services = { allowedRoots: deps.allowedRoots ?? [], allowedHosts: deps.allowedHosts, storage: deps.storage, ...(deps.s3 ? { s3: deps.s3 } : {}) };
@@ -111,6 +140,7 @@ export function createEngineActivities(deps: EngineDeps) {
     async runBatch(input: RunBatchInput): Promise<RunBatchResult> {
       const ctx = Context.current();
       const log = deps.logger.child({ jobId: input.job.jobId, activityId: ctx.info.activityId });
+      const entries = await batchEntries(input);
       const implementation = deps.implementations[input.job.pipeline];
       if (!implementation) {
         throw ApplicationFailure.create({
@@ -126,7 +156,7 @@ export function createEngineActivities(deps: EngineDeps) {
         const report = makeReport({
           type: ErrorTypes.LocalBatchLost,
           message: 'this batch was started before on a worker that was lost (or its start could not be marked)',
-          details: { items: input.entries.length },
+          details: { items: entries.length },
           at: new Date().toISOString(),
         });
         throw ApplicationFailure.create({ type: ErrorTypes.LocalBatchLost, message: report.message, nonRetryable: true, details: [report] });
@@ -168,7 +198,7 @@ export function createEngineActivities(deps: EngineDeps) {
       const traced = activeTracing() !== undefined;
       const batchSpan = traced
         ? faultlineTracer().startSpan('faultline.batch', {
-            attributes: { 'faultline.job_id': input.job.jobId, 'faultline.pipeline': pipeline, 'faultline.round': input.job.round ?? 1, 'faultline.items': input.entries.length },
+            attributes: { 'faultline.job_id': input.job.jobId, 'faultline.pipeline': pipeline, 'faultline.round': input.job.round ?? 1, 'faultline.items': entries.length },
           })
         : undefined;
       let itemIndex = 0;
@@ -183,7 +213,7 @@ export function createEngineActivities(deps: EngineDeps) {
             : ctx.cancellationSignal);
       try {
         beat();
-        for (const entry of input.entries) {
+        for (const entry of entries) {
           if (finished.has(entry.item.id)) continue;
           // A full result payload ends the batch: the rest go back to the workflow, uncharged. So does a local
           // batch's time: it holds its job's workflow task (queries and messages wait), so it only starts items briefly.
@@ -205,7 +235,7 @@ export function createEngineActivities(deps: EngineDeps) {
               if (!leaseWait().aborted) throw error;
               // Cancelled, or the batch's time is up: this item and the rest were never started.
               const handedBack = new Set([...finished, ...progress.done.map((done) => done.item), ...notStarted]);
-              for (const rest of input.entries) if (!handedBack.has(rest.item.id)) notStarted.push(rest.item.id);
+              for (const rest of entries) if (!handedBack.has(rest.item.id)) notStarted.push(rest.item.id);
               break;
             }
           }
@@ -269,7 +299,7 @@ export function createEngineActivities(deps: EngineDeps) {
             lastYield = performance.now();
           }
           if ('error' in outcome && outcome.error.class === 'fatal') {
-            for (const rest of input.entries) if (!progress.done.some((o) => o.item === rest.item.id)) notStarted.push(rest.item.id);
+            for (const rest of entries) if (!progress.done.some((o) => o.item === rest.item.id)) notStarted.push(rest.item.id);
             break;
           }
         }
@@ -285,6 +315,7 @@ export function createEngineActivities(deps: EngineDeps) {
         const report = makeReport({ type: ErrorTypes.WorkerShutdown, message: 'worker shutting down; batch handed back', details: { notStarted: notStarted.length }, at: new Date().toISOString() });
         throw ApplicationFailure.create({ type: ErrorTypes.WorkerShutdown, message: report.message, details: [report, progress] });
       }
+      if (input.recordsPart !== undefined) return storeFinished(deps.storage, input.job.jobId, input.recordsPart, entries, progress.done, notStarted, log);
       return { outcomes: progress.done, notStarted };
     },
 
@@ -293,9 +324,26 @@ export function createEngineActivities(deps: EngineDeps) {
     },
 
     /** Writes a slice's records from the parts the workflow wrote in chunks; returns their tally. */
-    async writeSliceRecords(input: { jobId: string; sliceIndex: number; round: number; parts: string[] }): Promise<{ location: string; counts: Tally['counts']; failedItems: number }> {
+    async writeSliceRecords(input: {
+      jobId: string;
+      sliceIndex: number;
+      round: number;
+      parts: string[];
+      /** The slice's items, whose order its records take (parts written by batches come in the order they finished). */
+      order?: { ref: string; from: number; to: number };
+    }): Promise<{ location: string; counts: Tally['counts']; failedItems: number }> {
       const uri = deps.storage.sliceRecordsUri(input.jobId, input.sliceIndex, input.round);
-      await storageCall(() => deps.storage.concatenateInto(uri, input.parts));
+      const order = input.order;
+      if (order) {
+        const place = new Map((await storageCall(() => readItems(order.ref, order.from, order.to))).map((item, index) => [item.id, index]));
+        const records: OutputRecord[] = [];
+        for (const part of input.parts) for await (const record of deps.storage.readLines<OutputRecord>(part)) records.push(record);
+        // Stable: an item's records keep their output order.
+        records.sort((a, b) => (place.get(a.item) ?? Infinity) - (place.get(b.item) ?? Infinity));
+        await storageCall(() => deps.storage.writeLines(uri, records));
+      } else {
+        await storageCall(() => deps.storage.concatenateInto(uri, input.parts));
+      }
       const builder = new TallyBuilder();
       for await (const record of deps.storage.readLines<OutputRecord>(uri)) builder.add(record);
       return { location: uri, counts: builder.tally.counts, failedItems: builder.tally.failedItems };
@@ -509,9 +557,17 @@ export function createEngineActivities(deps: EngineDeps) {
     },
 
     async loadItems(input: { ref: string; from: number; to: number }): Promise<JobItem[]> {
-      if (isItemsRef(input.ref)) return (await itemsFiles.read(input.ref, input.from, input.to)) as JobItem[]; // validated by inspectStoredSpec
-      const spec = await loadSpec(input.ref);
-      return spec.items.slice(input.from, input.to);
+      return readItems(input.ref, input.from, input.to);
+    },
+
+    /** What a slice keeps of its items when batches name them by place: ids, and outputs where an item names its own. */
+    async loadItemIds(input: { ref: string; from: number; to: number }): Promise<{ ids: string[]; outputs: Record<number, string[]> }> {
+      const items = await readItems(input.ref, input.from, input.to);
+      const outputs: Record<number, string[]> = {};
+      items.forEach((item, index) => {
+        if (item.outputs) outputs[index] = item.outputs;
+      });
+      return { ids: items.map((item) => item.id), outputs };
     },
   };
 }
@@ -590,6 +646,46 @@ async function markLocalStart(storage: Storage, jobId: string, name: string, log
     log.warn({ err: error }, 'could not mark a local batch as started; it runs as a normal activity');
     return false;
   }
+}
+
+/**
+ * A batch's finished items' records go to job storage (`part`), and its result carries counts and
+ * the items that did not finish. If storage cannot take them, they come back in the result as
+ * before: the batch kept its outcomes within the payload budget, so that always fits.
+ */
+async function storeFinished(storage: Storage, jobId: string, part: string, entries: readonly BatchEntry[], done: readonly ItemOutcome[], notStarted: string[], log: Logger): Promise<RunBatchResult> {
+  const finished = new Map<string, Extract<ItemOutcome, { records: unknown }>>();
+  const outcomes: ItemOutcome[] = [];
+  for (const outcome of done) {
+    if ('records' in outcome) finished.set(outcome.item, outcome);
+    else outcomes.push(outcome);
+  }
+  if (finished.size === 0) return { outcomes, notStarted };
+  const records: OutputRecord[] = [];
+  const counts = emptyStatusCounts();
+  const failedItems: string[] = [];
+  let bytesIn = 0;
+  let bytesOut = 0;
+  let mask = '';
+  for (const entry of entries) {
+    const outcome = finished.get(entry.item.id);
+    mask += outcome ? '1' : '0';
+    if (!outcome) continue;
+    const complete = completeRecords(entry.item.id, entry.outputs, outcome.records);
+    for (const record of complete) counts[record.status] += 1;
+    if (complete.some((record) => record.status === 'Failed')) failedItems.push(entry.item.id);
+    records.push(...complete);
+    bytesIn += outcome.bytesIn;
+    bytesOut += outcome.bytesOut;
+  }
+  let location: string;
+  try {
+    location = await storage.writeRecordsPart(jobId, part, records);
+  } catch (error) {
+    log.warn({ err: error }, 'could not write the records of %d finished item(s) to job storage; they go back in the result', finished.size);
+    return { outcomes: [...done], notStarted };
+  }
+  return { outcomes, notStarted, stored: { location, finished: finished.size === entries.length ? 'all' : mask, counts, failedItems, bytesIn, bytesOut } };
 }
 
 /** Storage errors that retrying cannot fix become a non-retryable StorageUnwritable failure. */

@@ -14,13 +14,16 @@ import {
   type StopReason,
   backoffDelayMs,
   boundReport,
-  type emptyStatusCounts,
   type JobContext,
   type PipelinePlan,
   type ResolvedOptions,
   type RunnerSnapshotData,
+  type StatusCounts,
+  type StoredBatchRecords,
+  completeRecords,
+  emptyStatusCounts as noCounts,
 } from '../shared';
-import { backoffEntries, completeRecords, countsSoFar, finalRecords, hasFailed, thresholdReport } from './item-records';
+import { backoffEntries, countsSoFar, finalRecords, hasFailed, thresholdReport } from './item-records';
 
 export interface RunnerConfig {
   job: JobContext;
@@ -44,6 +47,11 @@ export interface RunnerConfig {
    * no wait for an activity slot behind other jobs. Any later run goes through the task queue.
    */
   localFirstRun?: boolean;
+  /**
+   * Items out of history (a stored slice): batches name items that have a place (`at`) by reference
+   * to the pinned items, and write their records to job storage parts named `<recordsPrefix>-b<seq>`.
+   */
+  byReference?: { itemsRef?: string; outputs: readonly string[]; recordsPrefix: string };
 }
 
 export type RunnerSnapshot = RunnerSnapshotData;
@@ -60,6 +68,8 @@ export abstract class ItemBook {
   failedItems = 0;
   /** Items a running batch said failed for good, before its result arrived (counted against the allowance). */
   protected readonly earlyFailures = new Set<string>();
+  /** Records of finished items that batches wrote to job storage (not held here): where, how many, bytes. */
+  private stored = { parts: [] as string[], counts: noCounts(), bytesIn: 0, bytesOut: 0 };
 
   constructor(
     protected readonly config: RunnerConfig,
@@ -76,10 +86,11 @@ export abstract class ItemBook {
 
   abstract requestStop(reason: StopReason): void;
 
-  static initialState(entries: { item: JobItem; outputs: readonly string[] }[]): RunnerSnapshot {
+  static initialState(entries: { item: JobItem; outputs: readonly string[]; at?: number }[]): RunnerSnapshot {
     return {
-      items: entries.map(({ item, outputs }) => ({
+      items: entries.map(({ item, outputs, at }) => ({
         item,
+        ...(at !== undefined ? { at } : {}),
         outputs: [...outputs],
         phase: 'queued',
         runs: 0,
@@ -146,9 +157,10 @@ export abstract class ItemBook {
     return this.failedItems + this.earlyFailures.size;
   }
 
-  /** Removes finished items and returns their records (written to storage before continue-as-new). */
-  takeFinished(): { records: OutputRecord[]; bytesIn: number; bytesOut: number } {
-    const taken = { records: [] as OutputRecord[], bytesIn: 0, bytesOut: 0 };
+  /** Removes finished items and returns their records (written to storage before continue-as-new) and the parts batches wrote. */
+  takeFinished(): { records: OutputRecord[]; parts: string[]; bytesIn: number; bytesOut: number } {
+    const { parts, bytesIn, bytesOut } = this.takeStored();
+    const taken = { records: [] as OutputRecord[], parts, bytesIn, bytesOut };
     const kept = this.states.filter((state) => {
       if (state.phase !== 'done') return true;
       taken.records.push(...(state.records ?? []));
@@ -161,12 +173,19 @@ export abstract class ItemBook {
     return taken;
   }
 
+  /** The parts batches wrote records of finished items to, and their bytes; forgotten here. */
+  takeStored(): { parts: string[]; bytesIn: number; bytesOut: number } {
+    const { parts, bytesIn, bytesOut } = this.stored;
+    this.stored = { parts: [], counts: noCounts(), bytesIn: 0, bytesOut: 0 };
+    return { parts, bytesIn, bytesOut };
+  }
+
   backoffEntries(limit = 100): BackoffEntry[] {
     return backoffEntries(this.states, limit);
   }
 
-  countsSoFar(): ReturnType<typeof emptyStatusCounts> & { outputs: number } {
-    return countsSoFar(this.states);
+  countsSoFar(): StatusCounts & { outputs: number } {
+    return countsSoFar(this.states, this.stored.counts);
   }
 
   /** One record per item × requested output; unfinished items become Cancelled. */
@@ -195,12 +214,33 @@ export abstract class ItemBook {
     for (const state of batch) if (state.phase === 'running') state.phase = 'queued';
   }
 
+  /** Items of a batch whose records it wrote to job storage: finished, their records not held here. */
+  protected applyStored(batch: readonly ItemState[], stored: StoredBatchRecords): void {
+    const failed = new Set(stored.failedItems);
+    let finished = 0;
+    batch.forEach((state, index) => {
+      if (stored.finished !== 'all' && stored.finished[index] !== '1') return;
+      // Only this batch runs its items, so each is still running here: its records are in no other part.
+      if (state.phase !== 'running') return;
+      this.earlyFailures.delete(state.item.id);
+      state.phase = 'done';
+      delete state.lastError;
+      finished += 1;
+      if (failed.has(state.item.id)) this.noteFailure();
+    });
+    if (finished === 0) return;
+    this.stored.parts.push(stored.location);
+    for (const [status, count] of Object.entries(stored.counts)) this.stored.counts[status as keyof StatusCounts] += count;
+    this.stored.bytesIn += stored.bytesIn;
+    this.stored.bytesOut += stored.bytesOut;
+  }
+
   protected apply(outcome: ItemOutcome): void {
     this.earlyFailures.delete(outcome.item);
     const state = this.byId.get(outcome.item);
     if (!state || state.phase === 'done') return; // at-least-once: a re-reported item counts once
     if ('records' in outcome) {
-      state.records = completeRecords(state, outcome.records);
+      state.records = completeRecords(state.item.id, state.outputs, outcome.records);
       state.bytesIn = outcome.bytesIn;
       state.bytesOut = outcome.bytesOut;
       state.phase = 'done';

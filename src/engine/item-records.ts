@@ -3,7 +3,7 @@
  * (one per item × output), counts, backoff entries, and the reports it makes itself.
  */
 import { ApplicationFailure, TimeoutFailure } from '@temporalio/workflow';
-import { type BackoffEntry, type BatchProgress, type ErrorReport, ErrorTypes, type ItemState, type OutputRecord, type StopReason, emptyStatusCounts, makeReport } from '../shared';
+import { type BackoffEntry, type BatchProgress, type ErrorReport, ErrorTypes, type ItemState, type OutputRecord, type StatusCounts, type StopReason, emptyStatusCounts, makeReport } from '../shared';
 
 /** Items waiting in backoff, for progress. */
 export function backoffEntries(states: readonly ItemState[], limit = 100): BackoffEntry[] {
@@ -18,8 +18,9 @@ export function backoffEntries(states: readonly ItemState[], limit = 100): Backo
     }));
 }
 
-export function countsSoFar(states: readonly ItemState[]): ReturnType<typeof emptyStatusCounts> & { outputs: number } {
-  const counts = { ...emptyStatusCounts(), outputs: 0 };
+/** Counts of the states' records, plus those of records kept in job storage (`stored`). */
+export function countsSoFar(states: readonly ItemState[], stored?: StatusCounts): StatusCounts & { outputs: number } {
+  const counts = { ...emptyStatusCounts(), ...stored, outputs: 0 };
   for (const state of states) {
     counts.outputs += state.outputs.length;
     for (const record of state.records ?? []) counts[record.status] += 1;
@@ -31,8 +32,9 @@ export function countsSoFar(states: readonly ItemState[]): ReturnType<typeof emp
 export function finalRecords(states: readonly ItemState[], stop: StopReason | undefined): OutputRecord[] {
   const records: OutputRecord[] = [];
   for (const state of states) {
-    if (state.phase === 'done' && state.records) {
-      records.push(...state.records);
+    if (state.phase === 'done') {
+      // Without records here, its batch wrote them to job storage.
+      records.push(...(state.records ?? []));
       continue;
     }
     const reason = unfinishedReason(stop);
@@ -66,27 +68,6 @@ export function thresholdReport(failed: number, allowed: number): ErrorReport {
 
 export function hasFailed(state: ItemState): boolean {
   return (state.records ?? []).some((record) => record.status === 'Failed');
-}
-
-/** Exactly one record per requested output, whatever the pipeline returned. */
-export function completeRecords(state: ItemState, records: OutputRecord[]): OutputRecord[] {
-  return state.outputs.map((output) => {
-    const found = records.find((record) => record.output === output);
-    if (found) return { ...found, item: state.item.id };
-    return {
-      item: state.item.id,
-      output,
-      status: 'Failed',
-      error: makeReport({
-        type: ErrorTypes.InternalError,
-        message: `the pipeline reported no status for output "${output}"`,
-        details: {},
-        item: state.item.id,
-        output,
-        at: new Date().toISOString(),
-      }),
-    };
-  });
 }
 
 /** Finished items reported before a batch failed: last heartbeat, or the shutdown hand-back. */

@@ -18,7 +18,7 @@ import { progressFrom, thresholdReport, unfinishedReason } from './item-records'
 export type { RunnerConfig, RunnerSnapshot };
 
 export { thresholdReport, unfinishedReason };
-import { type BatchEntry, ErrorTypes, type ItemState, PATCHES, type RunBatchResult, type StopReason, batchActivityId, boundReport, makeReport, toErrorReport } from '../shared';
+import { ErrorTypes, type ItemState, PATCHES, type RunBatchInput, type RunBatchResult, type StopReason, batchActivityId, boundReport, makeReport, toErrorReport } from '../shared';
 
 type EngineActivities = ReturnType<typeof createEngineActivities>;
 
@@ -145,11 +145,10 @@ export class ItemRunner extends ItemBook {
   private launch(batch: ItemState[], kind: 'batch' | 'isolated' | 'solo'): void {
     const seq = ++this.batchSeq;
     const isolated = kind !== 'batch';
-    const entries: BatchEntry[] = batch.map((state) => {
+    for (const state of batch) {
       state.phase = 'running';
       state.runs += 1;
-      return { item: state.item, outputs: state.outputs, run: state.runs };
-    });
+    }
     this.attempts += batch.length;
     this.inFlight += 1;
     if (isolated) this.isolatedInFlight += 1;
@@ -163,12 +162,19 @@ export class ItemRunner extends ItemBook {
     // A backstop only: each item has its own deadline inside the activity.
     const startToCloseTimeout = Math.min(itemTimeoutMs * batch.length + 60_000, 24 * 3600_000);
     const summary = `${batch.length} item(s)${isolated ? ' in isolation' : ''}: ${batch[0]?.item.id ?? ''}${batch.length > 1 ? ' …' : ''}`;
-    const local = this.config.localFirstRun === true && kind === 'batch' && entries.every((entry) => entry.run === 1);
+    const local = this.config.localFirstRun === true && kind === 'batch' && batch.every((state) => state.runs === 1);
     const activities = local
       ? // Temporal runs it again from the start if this worker dies: the activity tells that apart (LocalBatchLost).
         proxyLocalActivities<EngineActivities>({ startToCloseTimeout, retry: { maximumAttempts: 1 }, cancellationType: 'WAIT_CANCELLATION_COMPLETED', summary: `local: ${summary}` })
       : this.queuedActivities(seq, startToCloseTimeout, summary);
-    const input = { job: this.config.job, entries, heartbeatTimeoutMs, isolated, itemTimeoutMs, ...(this.config.allowedFailures !== undefined ? { reportFailures: true } : {}) };
+    const input: RunBatchInput = {
+      job: this.config.job,
+      ...this.batchItems(batch, seq),
+      heartbeatTimeoutMs,
+      isolated,
+      itemTimeoutMs,
+      ...(this.config.allowedFailures !== undefined ? { reportFailures: true } : {}),
+    };
     const othersIsolated = this.isolatedInFlight > 1;
     this.activityScope
       .run(() => activities.runBatch(input))
@@ -184,6 +190,26 @@ export class ItemRunner extends ItemBook {
         this.changed = true;
       })
       .catch((error: unknown) => log.error('batch bookkeeping failed', { error: String(error) }));
+  }
+
+  /** The batch's items, by reference to the pinned items where they have a place, and where its records go. */
+  private batchItems(batch: readonly ItemState[], seq: number): Pick<RunBatchInput, 'entries' | 'items' | 'recordsPart'> {
+    const byReference = this.config.byReference;
+    if (!byReference) return { entries: batch.map((state) => ({ item: state.item, outputs: state.outputs, run: state.runs })) };
+    const recordsPart = `${byReference.recordsPrefix}-b${seq}`;
+    const itemsRef = byReference.itemsRef;
+    const named = itemsRef !== undefined && batch.every((state) => state.at !== undefined && sameList(state.outputs, byReference.outputs));
+    if (!named) return { items: { kind: 'inline', entries: batch.map((state) => ({ item: state.item, outputs: state.outputs, run: state.runs })) }, recordsPart };
+    const ranges: [number, number][] = [];
+    for (const state of batch) {
+      const at = state.at ?? 0;
+      const last = ranges[ranges.length - 1];
+      if (last && last[1] === at) last[1] = at + 1;
+      else ranges.push([at, at + 1]);
+    }
+    const firstRun = batch[0]?.runs ?? 1;
+    const runs = batch.every((state) => state.runs === firstRun) ? firstRun : batch.map((state) => state.runs);
+    return { items: { kind: 'stored', ref: itemsRef, ranges, runs, outputs: [...byReference.outputs] }, recordsPart };
   }
 
   private queuedActivities(seq: number, startToCloseTimeout: number, summary: string) {
@@ -206,6 +232,7 @@ export class ItemRunner extends ItemBook {
   private onBatchResult(batch: ItemState[], result: RunBatchResult): void {
     if (this.ramp !== Infinity) this.ramp = this.ramp >= this.config.options.concurrency ? Infinity : this.ramp + 1;
     for (const outcome of result.outcomes) this.apply(outcome);
+    if (result.stored) this.applyStored(batch, result.stored);
     this.requeueUnfinished(batch);
   }
 
@@ -268,4 +295,8 @@ export class ItemRunner extends ItemBook {
       }
     }
   }
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((value, index) => value === b[index]);
 }

@@ -65,9 +65,25 @@ async function itemsToRun(input: SliceInput): Promise<JobItem[]> {
   return items.filter((item) => ids.has(item.id)).map((item) => (selection.sources?.[item.id] ? { ...item, source: selection.sources[item.id] } : item));
 }
 
+/**
+ * A stored slice's first run keeps only its items' ids: its batches read the items from the pinned
+ * items themselves, by place. Other runs (retries: selected items, corrected sources) carry them.
+ */
+async function statesToRun(input: SliceInput, pipeline: PipelinePlan, byReference: boolean): Promise<{ item: JobItem; outputs: readonly string[]; at?: number }[]> {
+  if (byReference && input.items.kind === 'stored' && input.mode.kind === 'first') {
+    const { ref, from, to } = input.items;
+    const { ids, outputs } = await storageActivities.loadItemIds({ ref, from, to });
+    const shared = outputsForItem(input.head, {}, pipeline);
+    return ids.map((id, index) => ({ item: { id }, outputs: outputs[index] ?? shared, at: from + index }));
+  }
+  return (await itemsToRun(input)).map((item) => ({ item, outputs: outputsForItem(input.head, item, pipeline) }));
+}
+
 export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeId: string, hooks: SliceHooks = {}): Promise<SliceOutcome> {
   const carry = input.resume;
-  const snapshot = carry?.snapshot ?? ItemRunner.initialState((await itemsToRun(input)).map((item) => ({ item, outputs: outputsForItem(input.head, item, pipeline) })));
+  // Items and records out of history: a slice whose records live in job storage (patched: running slices replay as they ran).
+  const byReference = input.keep === 'stored' && patched(PATCHES.itemsByReference);
+  const snapshot = carry?.snapshot ?? ItemRunner.initialState(await statesToRun(input, pipeline, byReference));
   const ran = carry ? undefined : snapshot.items.length;
   const options = { ...resolveJobOptions(input.head, snapshot.items.length), batchSize: input.batchSize, concurrency: input.concurrency };
   const runner = new ItemRunner(
@@ -89,6 +105,15 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
       ...(patched(PATCHES.engineV3) ? { rampFrom: Math.ceil(input.concurrency / MAX_PARALLEL_SLICES) } : {}),
       ...(hooks.onFailure ? { onFailure: hooks.onFailure } : {}),
       ...(runsLocally(input, pipeline, snapshot.items.length, options.batchSize) ? { localFirstRun: true } : {}),
+      ...(byReference
+        ? {
+            byReference: {
+              ...(input.items.kind === 'stored' ? { itemsRef: input.items.ref } : {}),
+              outputs: outputsForItem(input.head, {}, pipeline),
+              recordsPrefix: `slice-${input.sliceIndex}-r${input.round}`,
+            },
+          }
+        : {}),
     },
     snapshot,
   );
@@ -101,7 +126,7 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
     if (input.keep === 'stored') {
       // Finished records go to storage so the carried state stays small.
       const taken = runner.takeFinished();
-      segments.push(...(await writeParts(input.jobId, `slice-${input.sliceIndex}-r${input.round}-seg${segments.length}`, taken.records)));
+      segments.push(...taken.parts, ...(await writeParts(input.jobId, `slice-${input.sliceIndex}-r${input.round}-seg${segments.length}`, taken.records)));
       bytesIn += taken.bytesIn;
       bytesOut += taken.bytesOut;
     }
@@ -111,6 +136,10 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
     bytesIn += state.bytesIn ?? 0;
     bytesOut += state.bytesOut ?? 0;
   }
+  const stored = runner.takeStored();
+  segments.push(...stored.parts);
+  bytesIn += stored.bytesIn;
+  bytesOut += stored.bytesOut;
   // In a retry round only finished items replace their records; the rest keep their earlier ones.
   const own = input.mode.kind === 'first' ? runner.finalRecords() : runner.states.flatMap((state) => (state.phase === 'done' ? (state.records ?? []) : []));
   let records: RecordsLocation;
@@ -132,7 +161,8 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
       counts = merged.counts;
       failedItems = merged.failedItems;
     } else {
-      const written = await storageActivities.writeSliceRecords({ jobId: input.jobId, sliceIndex: input.sliceIndex, round: input.round, parts });
+      const order = byReference && input.items.kind === 'stored' ? { order: { ref: input.items.ref, from: input.items.from, to: input.items.to } } : {};
+      const written = await storageActivities.writeSliceRecords({ jobId: input.jobId, sliceIndex: input.sliceIndex, round: input.round, parts, ...order });
       records = { kind: 'stored', location: written.location };
       counts = written.counts;
       failedItems = written.failedItems;

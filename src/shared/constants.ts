@@ -82,6 +82,8 @@ export const PATCHES = {
   priorityAttribute: 'faultline-priority-attribute',
   /** A job whose items fit one batch runs that batch's first run as a local activity (no wait for an activity slot). */
   localSmallJob: 'faultline-local-small-job',
+  /** A stored slice's batches name their items by place in the pinned items and keep their records in job storage. */
+  itemsByReference: 'faultline-items-by-reference',
 } as const;
 
 /** Slice child workflows running at once per job. */

@@ -26,15 +26,45 @@ export interface BatchEntry {
   run: number;
 }
 
+/**
+ * A batch's items: carried in the input, or named by their place in the job's pinned items (a stored
+ * slice's first runs), which the activity reads itself: no item travels through history.
+ */
+export type BatchItems =
+  | { kind: 'inline'; entries: BatchEntry[] }
+  | {
+      kind: 'stored';
+      ref: string;
+      /** [from, to) index ranges in the pinned items, in batch order. */
+      ranges: [number, number][];
+      /** Each item's run in batch order, or one run for all of them. */
+      runs: number | number[];
+      /** Outputs of every item that names none of its own. */
+      outputs: string[];
+    };
+
 export interface RunBatchInput {
   job: JobContext;
-  entries: BatchEntry[];
+  /** Batches of workflows before `items`. */
+  entries?: BatchEntry[];
+  items?: BatchItems;
+  /**
+   * The part of job storage this batch writes its finished items' records to: the result then
+   * carries counts, not records (a stored slice's batches).
+   */
+  recordsPart?: string;
   heartbeatTimeoutMs: number;
   isolated: boolean;
   /** Deadline of one item; past it the item is a transient `ItemTimedOut` attempt and the batch goes on. */
   itemTimeoutMs?: number;
   /** The runner has a failure allowance: signal items that fail for good as they fail (`itemFailures`). */
   reportFailures?: boolean;
+}
+
+/** A batch's entries when its input carries them (small jobs; mocked batches in tests). */
+export function carriedEntries(input: Pick<RunBatchInput, 'entries' | 'items'>): BatchEntry[] {
+  if (input.items?.kind === 'stored') throw new TypeError('this batch names its items by place in the pinned items; they are read by the worker');
+  return input.items?.entries ?? input.entries ?? [];
 }
 
 /** Items of a running batch that failed for good (not transient), told before the batch ends. */
@@ -52,9 +82,24 @@ export interface BatchProgress {
 }
 
 export interface RunBatchResult {
+  /** With `recordsPart`: only the items that did not finish (errors); the finished ones are in `stored`. */
   outcomes: ItemOutcome[];
   /** Items not started because the batch was cancelled. */
   notStarted: string[];
+  stored?: StoredBatchRecords;
+}
+
+/** Finished items whose records a batch wrote to job storage (`recordsPart`). */
+export interface StoredBatchRecords {
+  location: string;
+  /** One character per batch item, in batch order: '1' finished (its records are at `location`), '0' not; or 'all'. */
+  finished: string;
+  /** Records at `location` by status. */
+  counts: StatusCounts;
+  /** Finished items with a Failed record (counted against the failure allowance). */
+  failedItems: string[];
+  bytesIn: number;
+  bytesOut: number;
 }
 
 /** Where a slice's items come from: carried inline (small specs) or read from the stored spec. */

@@ -1,5 +1,5 @@
 /** JobResult (CONTRACT.md "JobResult") and the per-output records it is built from. */
-import type { ErrorReport } from './errors';
+import { type ErrorReport, ErrorTypes, makeReport } from './errors';
 import type { Flag, LimitsChange, RejectedRequest } from './messages';
 
 export const OutputStatuses = ['Available', 'Missing', 'Failed', 'Unsolved', 'Skipped', 'Cancelled'] as const;
@@ -160,4 +160,25 @@ export function exitCodeForStatus(status: JobStatus): number {
     default:
       return 1;
   }
+}
+
+/** Exactly one record per requested output of an item, whatever its pipeline returned. */
+export function completeRecords(item: string, outputs: readonly string[], records: readonly OutputRecord[]): OutputRecord[] {
+  return outputs.map((output) => {
+    const found = records.find((record) => record.output === output);
+    if (found) return { ...found, item };
+    return {
+      item,
+      output,
+      status: 'Failed',
+      error: makeReport({
+        type: ErrorTypes.InternalError,
+        message: `the pipeline reported no status for output "${output}"`,
+        details: {},
+        item,
+        output,
+        at: new Date().toISOString(),
+      }),
+    };
+  });
 }

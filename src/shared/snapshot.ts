@@ -6,7 +6,10 @@ export type ItemPhase = 'queued' | 'running' | 'backoff' | 'done';
 
 /** Serializable state of one item (plain JSON so it can be carried over continue-as-new). */
 export interface ItemState {
+  /** Just `{ id }` when the item is named by its place in the pinned items (`at`). */
   item: JobItem;
+  /** The item's index in the job's pinned items, when batches name it by place. */
+  at?: number;
   outputs: string[];
   phase: ItemPhase;
   runs: number;

@@ -20,6 +20,7 @@ import {
   ErrorTypes,
   type JobResult,
   type RunBatchInput,
+  carriedEntries,
   type RunBatchResult,
   cancelSignal,
   cancelUpdate,
@@ -43,7 +44,7 @@ const DECLARED = new Set<string>(Object.values(ErrorTypes));
 const flakySeen = new Map<string, number>();
 async function runBatch(input: RunBatchInput): Promise<RunBatchResult> {
   const outcomes: RunBatchResult['outcomes'] = [];
-  for (const entry of input.entries) {
+  for (const entry of carriedEntries(input)) {
     const id = entry.item.id;
     const key = `${input.job.jobId}/${id}`;
     const runs = (flakySeen.get(key) ?? 0) + 1;

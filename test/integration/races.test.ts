@@ -19,6 +19,7 @@ import {
   type JobSpec,
   normalizeSpec,
   type RunBatchInput,
+  carriedEntries,
   type RunBatchResult,
   SearchKeys,
   type SliceControl,
@@ -98,7 +99,7 @@ const flakySeen = new Map<string, number>();
 
 async function runBatch(input: RunBatchInput): Promise<RunBatchResult> {
   const outcomes: RunBatchResult['outcomes'] = [];
-  for (const entry of input.entries) {
+  for (const entry of carriedEntries(input)) {
     const params = (entry.item.params ?? {}) as { outcome?: string };
     if (held.has(entry.item.id)) await gate.pass(entry.item.id);
     // `flaky*` items fail on their first run in each test only, so a retry succeeds.

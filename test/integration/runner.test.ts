@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { ErrorTypes, type ErrorReport, type JobResult, type RunBatchInput, type RunBatchResult } from '../../src/shared';
+import { ErrorTypes, type ErrorReport, type JobResult, type RunBatchInput, type RunBatchResult, carriedEntries } from '../../src/shared';
 import { closedJobResult } from '../../src/client';
 import { createEngineActivities } from '../../src/activities/engine';
 import { createLogger } from '../../src/logger';
@@ -37,16 +37,16 @@ function failure(item: string, type: string, errorClass: ErrorReport['class']): 
  * as a worker without the pipeline does; anything else is Available.
  */
 async function runBatch(input: RunBatchInput): Promise<RunBatchResult> {
-  calls.push(input.entries.map((entry) => entry.item.id));
+  calls.push(carriedEntries(input).map((entry) => entry.item.id));
   ranLocally.push(Context.current().info.isLocal);
-  if (input.entries.some((entry) => entry.item.id.startsWith('unimplemented'))) {
+  if (carriedEntries(input).some((entry) => entry.item.id.startsWith('unimplemented'))) {
     throw ApplicationFailure.create({ type: ErrorTypes.InternalError, message: 'this worker has no implementation of pipeline "synthetic"', nonRetryable: true });
   }
-  if (input.entries.some((entry) => entry.item.id.startsWith('poison'))) {
+  if (carriedEntries(input).some((entry) => entry.item.id.startsWith('poison'))) {
     await new Promise<void>((resolve) => hung.push(resolve));
-    return { outcomes: [], notStarted: input.entries.map((entry) => entry.item.id) };
+    return { outcomes: [], notStarted: carriedEntries(input).map((entry) => entry.item.id) };
   }
-  const outcomes: RunBatchResult['outcomes'] = input.entries.map((entry) => {
+  const outcomes: RunBatchResult['outcomes'] = carriedEntries(input).map((entry) => {
     const id = entry.item.id;
     if (id.startsWith('transient2') && entry.run <= 2) return { item: id, error: failure(id, ErrorTypes.EndpointUnavailable, 'transient') };
     if (id.startsWith('after3h') && entry.run === 1) return { item: id, error: failure(id, ErrorTypes.RateLimited, 'transient'), retryAfterMs: 3 * 3_600_000 };

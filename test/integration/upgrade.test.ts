@@ -10,7 +10,7 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { closedJobResult } from '../../src/client';
-import { ErrorTypes, type RunBatchInput, type RunBatchResult, normalizeSpec } from '../../src/shared';
+import { ErrorTypes, type RunBatchInput, type RunBatchResult, carriedEntries, normalizeSpec } from '../../src/shared';
 import { syntheticSpec, workflowBundle } from '../helpers/env';
 import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
 
@@ -26,7 +26,7 @@ const heldEntered = new Promise<void>((resolve) => (held = resolve));
 
 async function runBatch(input: RunBatchInput): Promise<RunBatchResult> {
   const outcomes: RunBatchResult['outcomes'] = [];
-  for (const entry of input.entries) {
+  for (const entry of carriedEntries(input)) {
     const id = entry.item.id;
     runs.set(id, (runs.get(id) ?? 0) + 1);
     if (id === holdItem) {

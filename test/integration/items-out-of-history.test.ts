@@ -1,0 +1,110 @@
+/**
+ * Items out of history (real dev server): a stored spec's slices keep only their items' ids; each
+ * batch names its items by place in the pinned items and writes its finished items' records to job
+ * storage, so no item and no record of a finished item passes through a batch's history events.
+ * The result still holds every record once, in item order, and retries, failures and rotation work.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { temporal } from '@temporalio/proto';
+import type { RunBatchInput, RunBatchResult } from '../../src/shared';
+import { type RunningWorker, type TestEnv, createTestEnv, syntheticSpec } from '../helpers/env';
+
+let env: TestEnv;
+let worker: RunningWorker;
+
+before(async () => {
+  env = await createTestEnv({ taskQueue: 'faultline-by-place' });
+  worker = await env.startWorker();
+});
+after(async () => {
+  await worker?.stop();
+  await env?.teardown();
+});
+
+interface SliceHistory {
+  workflowId: string;
+  bytes: Buffer;
+  batches: { input: RunBatchInput; result?: RunBatchResult }[];
+}
+
+const json = (payloads: temporal.api.common.v1.IPayloads | null | undefined): unknown => JSON.parse(Buffer.from(payloads?.payloads?.[0]?.data ?? []).toString());
+
+/** Every run of every slice of the job: its encoded history, and its runBatch inputs and results. */
+async function sliceHistories(jobId: string): Promise<SliceHistory[]> {
+  const histories: SliceHistory[] = [];
+  for await (const execution of env.client.client.workflow.list({ query: `WorkflowId STARTS_WITH '${jobId}/slice-'` })) {
+    const history = await env.client.client.workflow.getHandle(execution.workflowId, execution.runId).fetchHistory();
+    const batches = new Map<string, SliceHistory['batches'][number]>();
+    for (const event of history.events ?? []) {
+      const scheduled = event.activityTaskScheduledEventAttributes;
+      if (scheduled?.activityType?.name === 'runBatch') batches.set(String(event.eventId), { input: json(scheduled.input) as RunBatchInput });
+      const completed = event.activityTaskCompletedEventAttributes;
+      const batch = completed ? batches.get(String(completed.scheduledEventId)) : undefined;
+      if (completed && batch) batch.result = json(completed.result) as RunBatchResult;
+    }
+    histories.push({ workflowId: execution.workflowId, bytes: Buffer.from(temporal.api.history.v1.History.encode(history).finish()), batches: [...batches.values()] });
+  }
+  return histories;
+}
+
+function occurrences(haystack: Buffer, needle: string): number {
+  let count = 0;
+  for (let at = haystack.indexOf(needle); at !== -1; at = haystack.indexOf(needle, at + 1)) count += 1;
+  return count;
+}
+
+describe('items out of history (real dev server)', () => {
+  it('batches of a stored spec carry no items and return no records of finished items; the result has every record once, in item order', async () => {
+    // Long ids make the spec larger than an inline payload: it is pinned in job storage.
+    const id = (i: number) => `item-${String(i).padStart(5, '0')}-`.padEnd(64, 'z');
+    const items = Array.from({ length: 6_000 }, (_, i) => {
+      if (i === 4_321) return { id: id(i), params: { outcome: 'unprocessable' as const } };
+      if (i === 77) return { id: id(i), params: { outcome: 'missing' as const } };
+      return i % 2_000 === 5 ? { id: id(i), params: { transientFailures: 1 } } : { id: id(i) };
+    });
+    const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 2_000, batchSize: 50, concurrency: 4, rotateAfterEvents: 100, retry: { initialInterval: '10ms' } }), {
+      jobId: 'by-place',
+    });
+    const result = await env.client.result(jobId);
+    assert.equal(result.status, 'PartiallySucceeded');
+    assert.deepEqual([result.counts.items, result.counts.Available, result.counts.Missing, result.counts.Failed, result.counts.Cancelled], [6_000, 5_998, 1, 1, 0]);
+
+    const records = await env.client.records(result);
+    assert.deepEqual(
+      records.map((record) => record.item),
+      items.map((item) => item.id),
+      'one record per item, in item order',
+    );
+    assert.equal(records[77]?.status, 'Missing');
+    assert.equal(records[4_321]?.error?.type, 'ItemUnprocessable');
+    assert.equal(records[5]?.status, 'Available', 'the item that failed once was retried');
+
+    const slices = await sliceHistories(jobId);
+    assert.ok(slices.length > 3, `the slices rotated (${slices.length} runs of 3 slices)`);
+    const batches = slices.flatMap((slice) => slice.batches);
+    assert.ok(batches.length >= 60, `${batches.length} batches`);
+    for (const { input, result: batchResult } of batches) {
+      assert.equal(input.entries, undefined, 'no batch carries its items');
+      assert.equal(input.items?.kind, 'stored');
+      assert.ok(input.recordsPart, 'each batch has its own records part');
+      assert.ok(batchResult, 'every batch completed');
+      assert.ok(
+        batchResult.outcomes.every((outcome) => 'error' in outcome),
+        'a result names only the items that did not finish',
+      );
+    }
+    assert.equal(new Set(batches.map((batch) => batch.input.recordsPart)).size, batches.length, 'records parts are never shared');
+    // An item of a slice's first batch is in its slice's history once: where the slice learnt its ids.
+    const plain = id(10);
+    const slice = slices.filter((candidate) => candidate.workflowId.endsWith('/slice-0-r1'));
+    assert.equal(
+      slice.reduce((sum, run) => sum + occurrences(run.bytes, plain), 0),
+      1,
+      'an item that finished at once appears once in its slice',
+    );
+    const flaky = id(2_005);
+    const flakySlice = slices.filter((candidate) => candidate.workflowId.endsWith('/slice-1-r1'));
+    assert.ok(flakySlice.reduce((sum, run) => sum + occurrences(run.bytes, flaky), 0) >= 2, 'an item whose first run failed is named by its failure');
+  });
+});
