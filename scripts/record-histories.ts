@@ -233,7 +233,7 @@ async function main(): Promise<void> {
         spec: syntheticSpec([{ id: 'a' }, { id: 'bad', params: { outcome: 'unprocessable' } }], { export: { destination: out('export'), format: 'csv' } }),
       },
       // Items out of history: a stored spec's slices name their items by place and keep their records in job storage;
-      // a slice rotates, one item is retried after a transient failure, one fails.
+      // slices rotate, one item fails for good, three fail (no retries) and run again in a retry round, by place too.
       'v7-by-place': {
         spec: syntheticSpec(
           Array.from({ length: 3_000 }, (_, i) => {
@@ -241,9 +241,16 @@ async function main(): Promise<void> {
             if (i === 1_234) return { id, params: { outcome: 'unprocessable' } };
             return i % 1_000 === 7 ? { id, params: { transientFailures: 1 } } : { id };
           }),
-          { shardSize: 1_000, batchSize: 20, rotateAfterEvents: 100, retry: { initialInterval: '10ms' } },
+          { shardSize: 1_000, batchSize: 20, rotateAfterEvents: 100, retry: { maxAttempts: 1 }, retryWindow: '1m' },
         ),
         children: true,
+        during: async (jobId) => {
+          await env.client.result(jobId);
+          await env.client.retry(jobId, { types: ['TransientItemError'] });
+          const second = await env.client.result(jobId, { round: 2 });
+          if (second.counts.items !== 3_000 || second.counts.Failed !== 4) throw new Error(`round 2 counts ${JSON.stringify(second.counts)}`);
+          await env.client.cancel(jobId, 'recorded');
+        },
       },
       rotation: {
         spec: syntheticSpec(

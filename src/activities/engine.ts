@@ -561,13 +561,19 @@ export function createEngineActivities(deps: EngineDeps) {
     },
 
     /** What a slice keeps of its items when batches name them by place: ids, and outputs where an item names its own. */
-    async loadItemIds(input: { ref: string; from: number; to: number }): Promise<{ ids: string[]; outputs: Record<number, string[]> }> {
+    async loadItemIds(input: { ref: string; from: number; to: number }): Promise<{ ids: string[]; outputs: Record<number, string[]>; next?: number }> {
       const items = await readItems(input.ref, input.from, input.to);
+      const ids: string[] = [];
       const outputs: Record<number, string[]> = {};
-      items.forEach((item, index) => {
+      let bytes = 0;
+      for (const [index, item] of items.entries()) {
+        bytes += item.id.length + 3 + (item.outputs ? serializedSize(item.outputs) + 8 : 0);
+        // Long ids page within the payload budget: the rest from `next` on.
+        if (bytes > BUDGET.payload && ids.length > 0) return { ids, outputs, next: input.from + index };
+        ids.push(item.id);
         if (item.outputs) outputs[index] = item.outputs;
-      });
-      return { ids: items.map((item) => item.id), outputs };
+      }
+      return { ids, outputs };
     },
   };
 }

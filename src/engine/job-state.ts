@@ -247,6 +247,8 @@ export class JobState {
   source: SpecSource;
   /** The pipeline as a worker described it when the job started (plain data). */
   plan?: PipelinePlan;
+  /** Large jobs get larger batches and slices; decided in the job's first run and carried, since slices of later rounds must match. */
+  readonly largeJobSizing: boolean;
   /** When this round began to run (the job's start for round 1, until it is prepared). */
   roundStartedAt: number;
   /** Run time of the rounds before this one (not the retry windows between them). */
@@ -273,6 +275,7 @@ export class JobState {
     if (carry?.plan) this.plan = carry.plan;
     this.roundStartedAt = carry?.roundStartedAt ?? this.startedAt;
     this.runMsBefore = carry?.runMsBefore ?? 0;
+    this.largeJobSizing = carry ? carry.largeJobSizing === true : patched(PATCHES.largeJobSizing);
   }
 
   /** A new round starts running now: the time since the last settled round was waiting. */
@@ -305,6 +308,7 @@ export class JobState {
       ...(this.plan ? { plan: this.plan } : {}),
       roundStartedAt: this.roundStartedAt,
       ...(this.runMsBefore > 0 ? { runMsBefore: this.runMsBefore } : {}),
+      ...(this.largeJobSizing ? { largeJobSizing: true } : {}),
     };
   }
 

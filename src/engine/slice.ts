@@ -60,8 +60,8 @@ async function loadItems(input: SliceInput): Promise<JobItem[]> {
 async function itemsToRun(input: SliceInput): Promise<JobItem[]> {
   const items = await loadItems(input);
   if (input.mode.kind === 'first') return items;
-  const { selection, base } = input.mode;
-  const ids = new Set(base.kind === 'inline' ? itemsToRetry(base.records, selection) : await storageActivities.selectRetryItems({ base: base.location, selection }));
+  const { selection } = input.mode;
+  const ids = new Set(await retrySelection(input.mode));
   return items.filter((item) => ids.has(item.id)).map((item) => (selection.sources?.[item.id] ? { ...item, source: selection.sources[item.id] } : item));
 }
 
@@ -70,13 +70,28 @@ async function itemsToRun(input: SliceInput): Promise<JobItem[]> {
  * items themselves, by place. Other runs (retries: selected items, corrected sources) carry them.
  */
 async function statesToRun(input: SliceInput, pipeline: PipelinePlan, byReference: boolean): Promise<{ item: JobItem; outputs: readonly string[]; at?: number }[]> {
-  if (byReference && input.items.kind === 'stored' && input.mode.kind === 'first') {
-    const { ref, from, to } = input.items;
-    const { ids, outputs } = await storageActivities.loadItemIds({ ref, from, to });
+  const { items, mode } = input;
+  // A retry that corrects sources carries those items: the pinned ones have the old sources.
+  if (byReference && items.kind === 'stored' && (mode.kind === 'first' || !mode.selection.sources)) {
     const shared = outputsForItem(input.head, {}, pipeline);
-    return ids.map((id, index) => ({ item: { id }, outputs: outputs[index] ?? shared, at: from + index }));
+    const named: { item: JobItem; outputs: readonly string[]; at: number }[] = [];
+    for (let at = items.from; at < items.to;) {
+      const page = await storageActivities.loadItemIds({ ref: items.ref, from: at, to: items.to });
+      const first = at;
+      page.ids.forEach((id, index) => named.push({ item: { id }, outputs: page.outputs[index] ?? shared, at: first + index }));
+      at = page.next ?? items.to;
+    }
+    if (mode.kind === 'first') return named;
+    const selected = new Set(await retrySelection(mode));
+    return named.filter((state) => selected.has(state.item.id));
   }
   return (await itemsToRun(input)).map((item) => ({ item, outputs: outputsForItem(input.head, item, pipeline) }));
+}
+
+/** Ids of the items a retry round runs again, read from the slice's records. */
+async function retrySelection(mode: Extract<SliceInput['mode'], { kind: 'retry' }>): Promise<string[]> {
+  const { selection, base } = mode;
+  return base.kind === 'inline' ? itemsToRetry(base.records, selection) : storageActivities.selectRetryItems({ base: base.location, selection });
 }
 
 export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeId: string, hooks: SliceHooks = {}): Promise<SliceOutcome> {

@@ -84,6 +84,8 @@ export const PATCHES = {
   localSmallJob: 'faultline-local-small-job',
   /** A stored slice's batches name their items by place in the pinned items and keep their records in job storage. */
   itemsByReference: 'faultline-items-by-reference',
+  /** Jobs above 100,000 items default to batches of up to 1,000 items and slices of up to 10,000. */
+  largeJobSizing: 'faultline-large-job-sizing',
 } as const;
 
 /** Slice child workflows running at once per job. */

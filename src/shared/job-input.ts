@@ -56,6 +56,8 @@ export interface JobCarry {
   /** When the current (or last) round began to run, and the run time of the rounds before it: results tell running from waiting. */
   roundStartedAt?: number;
   runMsBefore?: number;
+  /** The job sizes large jobs' batches and slices for items out of history (decided in its first run). */
+  largeJobSizing?: boolean;
 }
 
 /** Accepts the v1 input shape (`{spec}` / `{specRef}`) too, e.g. from older clients or scripts. */

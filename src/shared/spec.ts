@@ -289,19 +289,29 @@ export const DEFAULTS = {
   maxShardSize: 2_000,
   rotateAfterEvents: 8_000,
   maxAutoBatchSize: 100,
+  /** Jobs above this many items get larger batches and slices (`largeJobSizing`). */
+  largeJobItems: 100_000,
+  largeJobMaxBatchSize: 1_000,
+  largeJobMaxShardSize: 10_000,
 } as const;
 
-/** Default batch size grows with the job: one activity per item for small jobs, up to 100 items per activity. */
-export function defaultBatchSize(itemCount: number): number {
+/**
+ * Default batch size grows with the job: one activity per item for small jobs, up to 100 items per
+ * activity; with `largeJobs`, jobs above 100,000 items grow it to 1,000 (one batch per 1,000th of
+ * the job), since each batch costs the server the same whatever its size.
+ */
+export function defaultBatchSize(itemCount: number, largeJobs = false): number {
+  if (largeJobs && itemCount > DEFAULTS.largeJobItems) return Math.min(DEFAULTS.largeJobMaxBatchSize, Math.max(DEFAULTS.maxAutoBatchSize, Math.ceil(itemCount / 1_000)));
   return Math.max(1, Math.min(DEFAULTS.maxAutoBatchSize, Math.ceil(itemCount / 64)));
 }
 
-/** About twenty batches per shard: small shard histories, few shards. */
-export function defaultShardSize(batchSize: number): number {
-  return Math.min(DEFAULTS.maxShardSize, Math.max(DEFAULTS.shardSize, batchSize * 20));
+/** About twenty batches per shard: small shard histories, few shards (larger for large jobs, whose slices keep items out of history). */
+export function defaultShardSize(batchSize: number, largeJobs = false): number {
+  return Math.min(largeJobs ? DEFAULTS.largeJobMaxShardSize : DEFAULTS.maxShardSize, Math.max(DEFAULTS.shardSize, batchSize * 20));
 }
 
-export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: number): ResolvedOptions {
+/** `largeJobs`: size a large job's batches and slices for items out of history (jobs started since; see `defaultBatchSize`). */
+export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: number, largeJobs = false): ResolvedOptions {
   const options = spec.options ?? {};
   const retry = options.retry;
   const retryOverride: Partial<RetryPolicy> | undefined = retry
@@ -313,12 +323,12 @@ export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: num
       }
     : undefined;
   return {
-    batchSize: options.batchSize ?? defaultBatchSize(itemCount),
+    batchSize: options.batchSize ?? defaultBatchSize(itemCount, largeJobs),
     concurrency: options.concurrency ?? DEFAULTS.concurrency,
     crashBudget: options.crashBudget ?? DEFAULTS.crashBudget,
     heartbeatTimeoutMs: options.heartbeatTimeout ? DurationSchema.parse(options.heartbeatTimeout) : DEFAULTS.heartbeatTimeoutMs,
     retryWindowMs: options.retryWindow ? DurationSchema.parse(options.retryWindow) : DEFAULTS.retryWindowMs,
-    shardSize: options.shardSize ?? defaultShardSize(options.batchSize ?? defaultBatchSize(itemCount)),
+    shardSize: options.shardSize ?? defaultShardSize(options.batchSize ?? defaultBatchSize(itemCount, largeJobs), largeJobs),
     rotateAfterEvents: options.rotateAfterEvents ?? DEFAULTS.rotateAfterEvents,
     ...(options.toleratedFailureCount !== undefined ? { toleratedFailureCount: options.toleratedFailureCount } : {}),
     ...(options.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: options.toleratedFailurePercent } : {}),

@@ -82,6 +82,19 @@ describe('options', () => {
     assert.equal(options.crashBudget, 3);
   });
 
+  it('large-job sizing: batches grow to 1,000 items and slices to 10,000 above 100,000 items; jobs started before keep the old sizes', () => {
+    const sizes = (items: number, large: boolean) => {
+      const options = resolveJobOptions({}, items, large);
+      return [options.batchSize, options.shardSize];
+    };
+    assert.deepEqual(sizes(100_000, true), [100, 2_000], 'up to 100,000 items nothing changes');
+    assert.deepEqual(sizes(250_000, true), [250, 5_000]);
+    assert.deepEqual(sizes(1_000_000, true), [1_000, 10_000]);
+    assert.deepEqual(sizes(10_000_000, true), [1_000, 10_000]);
+    assert.deepEqual(sizes(1_000_000, false), [100, 2_000], 'a job started before the change keeps its sizes');
+    assert.deepEqual(resolveJobOptions({ options: { batchSize: 10, shardSize: 500 } }, 1_000_000, true).shardSize, 500, 'the spec wins');
+  });
+
   it('tolerated failures: share of all items, strictly greater fails', () => {
     const allowed = (percent?: number, count?: number, total = 10) =>
       allowedFailures(
