@@ -283,6 +283,11 @@ async function main(): Promise<void> {
   };
   const { supervisor: faultlineWorkers, layout: faultlineLayout } = await startWorkers(env);
   say(`faultline worker: ${processes} processes; raw: ${cores} processes; naive: one worker`);
+  // What the server spends with nothing to do (its own timers, pollers waiting): part of every run's server CPU.
+  const idleFrom = { cpu: sumOver(processTree(serverPid), cpuOf), at: performance.now() };
+  await new Promise((resolve) => setTimeout(resolve, 10_000));
+  const serverIdleCores = Math.round(((sumOver(processTree(serverPid), cpuOf) - idleFrom.cpu) / ((performance.now() - idleFrom.at) / 1000)) * 1000) / 1000;
+  say(`Temporal server idle: ${serverIdleCores} cores`);
   const naiveLayout: Layout = { workers: 1, rss: () => process.memoryUsage().rss, cpu: parties(() => []) };
   const rawPids = { pids: [] as number[] };
   // Raw processes are gone when the run ends: they report their own CPU (runRaw's workCpuSeconds).
@@ -541,6 +546,8 @@ async function main(): Promise<void> {
       cores,
       faultlineWorkerProcesses: processes,
       faultlineSupervisorPeakRssMb: Math.round(supervisorPeakRss / 1024 / 1024),
+      /** CPU the Temporal server used per second with workers connected and no job (10 s before the workloads). */
+      serverIdleCores,
       memoryGb: Math.round(os.totalmem() / 1024 ** 3),
       node: process.version,
       temporalCli: execFileSync(ensureTemporalCli(), ['--version']).toString().trim(),
@@ -591,6 +598,7 @@ async function main(): Promise<void> {
       `ratelimit ${mode.padEnd(8)} ${r.items} deliver items: ${r.itemsPerSec} items/s (${r.elapsedMs} ms), busiest second ${r.busiestSecond}${r.limiterEvents !== undefined ? `, limiter history ${r.limiterEvents} events (${(r.limiterEvents / r.items).toFixed(2)}/item, all runs of the key so far)` : ''}`,
     );
   console.log(`ratios: ${JSON.stringify(report.ratios)}`);
+  console.log(`Temporal server idle: ${serverIdleCores} cores (part of every run's server CPU)`);
 }
 
 main().catch((error: unknown) => {

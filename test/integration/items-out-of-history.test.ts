@@ -107,4 +107,39 @@ describe('items out of history (real dev server)', () => {
     const flakySlice = slices.filter((candidate) => candidate.workflowId.endsWith('/slice-1-r1'));
     assert.ok(flakySlice.reduce((sum, run) => sum + occurrences(run.bytes, flaky), 0) >= 2, 'an item whose first run failed is named by its failure');
   });
+
+  it('a retry round of a stored spec runs the selected items by place and keeps every record in item order', async () => {
+    const id = (i: number) => `again-${String(i).padStart(5, '0')}-`.padEnd(64, 'z');
+    const items = Array.from({ length: 4_500 }, (_, i) => (i % 1_000 === 3 ? { id: id(i), params: { outcome: 'unprocessable' as const } } : { id: id(i) }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 2_000, batchSize: 100, retryWindow: '1m' }), { jobId: 'by-place-retry' });
+    const first = await env.client.result(jobId);
+    assert.equal(first.counts.Failed, 5);
+    await env.client.retry(jobId, { types: ['ItemUnprocessable'] });
+    const second = await env.client.result(jobId, { round: 2 });
+    assert.deepEqual([second.counts.items, second.counts.Available, second.counts.Failed], [4_500, 4_495, 5]);
+    const records = await env.client.records(second);
+    assert.deepEqual(
+      records.map((record) => record.item),
+      items.map((item) => item.id),
+    );
+    const retried = (await sliceHistories(jobId)).filter((slice) => slice.workflowId.includes('-r2'));
+    assert.equal(retried.length, 3, 'every slice with a failed item ran again');
+    const batches = retried.flatMap((slice) => slice.batches.map((batch) => batch.input.items));
+    assert.ok(
+      batches.every((batch) => batch?.kind === 'stored'),
+      'retried items are named by place',
+    );
+    assert.deepEqual(
+      batches.flatMap((batch) => (batch?.kind === 'stored' ? batch.ranges : [])).sort((a, b) => a[0] - b[0]),
+      [
+        [3, 4],
+        [1_003, 1_004],
+        [2_003, 2_004],
+        [3_003, 3_004],
+        [4_003, 4_004],
+      ],
+      'the selected items, nothing else',
+    );
+    await env.client.cancel(jobId, 'done');
+  });
 });
