@@ -20,3 +20,8 @@ export async function naiveWorkflow(input: { kind: 'cpu1ms' | 'thumbnail'; count
   await Promise.all(Array.from({ length: Math.min(1_000, input.count) }, lane));
   return done;
 }
+
+/** The floor of a one-item job's latency: a workflow that does nothing, started and awaited by a client. */
+export async function emptyWorkflow(): Promise<number> {
+  return 1;
+}
