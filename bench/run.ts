@@ -3,7 +3,8 @@
  * same items and work function, one dev server started here on a free port for the whole run.
  */
 import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { createWriteStream, readFileSync, readdirSync } from 'node:fs';
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -62,6 +63,8 @@ interface ModeResult {
   historyBytesPerItem?: number;
   /** Temporal server CPU per item, in microseconds. */
   serverCpuUsPerItem?: number;
+  /** scale10m: how long `progress` took while the job ran (asked every 5 s). */
+  progress?: { samples: number; p50Ms: number; maxMs: number; error?: string };
 }
 
 const CLOCK_TICKS = 100; // USER_HZ on Linux
@@ -322,9 +325,18 @@ async function main(): Promise<void> {
     return sizes;
   };
 
-  const runFaultline = async (spec: unknown, on: FaultlineClient = client) => {
+  /** `poll`: called every 5 s while the job runs (status latency). */
+  const runFaultline = async (spec: unknown, on: FaultlineClient = client, poll?: (jobId: string) => Promise<void>) => {
     const { jobId } = await on.start(spec);
-    const result = await on.result(jobId);
+    let polling = true;
+    const polled = (async () => {
+      while (poll && polling) {
+        await new Promise((resolve) => setTimeout(resolve, 5_000));
+        if (polling) await poll(jobId);
+      }
+    })();
+    const result = await on.result(jobId).finally(() => (polling = false));
+    await polled;
     await raw.workflow
       .getHandle(jobId)
       .result()
@@ -422,6 +434,43 @@ async function main(): Promise<void> {
     workloads.scale1m = {
       faultline: await measure(millionItems, faultlineLayout, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: millionItems }, (_, i) => ({ id: `m${i}` })) })),
     };
+  }
+  // Opt-in only (`--only=scale10m`; `--quick`: 1,000,000): 10,000,000 items from an NDJSON file, status polled throughout.
+  if (only?.includes('scale10m')) {
+    const count = Math.round(10_000_000 * scale);
+    const file = path.join(dir, 'scale10m.ndjson');
+    const out = createWriteStream(file);
+    for (let i = 0; i < count; i++) if (!out.write(`{"id":"t${i}"}\n`)) await once(out, 'drain');
+    out.end();
+    await once(out, 'finish');
+    say(`scale10m: ${count} items from ${file}`);
+    const progressMs: number[] = [];
+    let statusError: string | undefined;
+    workloads.scale10m = {
+      faultline: await measure(count, faultlineLayout, async () => {
+        const run = runFaultline({ pipeline: 'synthetic', itemsFrom: pathToFileURL(file).toString() }, client, async (jobId) => {
+          // status answers while the job runs: how long each `progress` takes, every 5 s.
+          const started = performance.now();
+          await client.progress(jobId).then(
+            () => progressMs.push(performance.now() - started),
+            (error: unknown) => (statusError ??= String(error)),
+          );
+        });
+        return run;
+      }),
+    };
+    const sorted = [...progressMs].sort((a, b) => a - b);
+    const measured = workloads.scale10m.faultline;
+    if (measured)
+      measured.progress = {
+        samples: sorted.length,
+        p50Ms: Math.round(sorted[Math.floor(sorted.length / 2)] ?? 0),
+        maxMs: Math.round(sorted[sorted.length - 1] ?? 0),
+        ...(statusError ? { error: statusError } : {}),
+      };
+    say(
+      `scale10m: progress answered ${sorted.length} times, p50 ${Math.round(sorted[Math.floor(sorted.length / 2)] ?? 0)} ms, max ${Math.round(sorted[sorted.length - 1] ?? 0)} ms${statusError ? `; an error: ${statusError}` : ''}`,
+    );
   }
   if (wanted('stop1m')) {
     // The first item breaks a zero tolerance: the never-started rest becomes Cancelled by activity, not through history.

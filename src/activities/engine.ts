@@ -4,7 +4,6 @@
  */
 import { ITEM_SPAN_EVERY, activeTracing, faultlineTracer, recordSpan } from '../tracing';
 import { type WorkerMetrics, workerMetrics } from '../metrics';
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
 import { ITEMS_CHUNK, ItemsFileReader, checkItemsChunk, isItemsRef } from '../items-file';
 import type { Logger } from 'pino';
@@ -54,6 +53,7 @@ import { type ImportResult, importItems } from './items-import';
 import { ItemError, type PipelineImplementation } from './types';
 import { resolveAllowedPath } from './files';
 import { RateLeases, type RateLease } from './rate-leases';
+import { nextItemTurn } from './item-turns';
 
 export interface EngineDeps {
   implementations: Readonly<Record<string, PipelineImplementation>>;
@@ -190,7 +190,6 @@ export function createEngineActivities(deps: EngineDeps) {
         }
         return { ...outcome, error: bounded.report };
       };
-      let lastYield = performance.now();
       const early = earlyFailureReporter(ctx, input.reportFailures === true, log);
       const metrics = workerMetrics();
       const pipeline = input.job.pipeline;
@@ -292,12 +291,8 @@ export function createEngineActivities(deps: EngineDeps) {
           progressBytes += serializedSize(outcome);
           if ('error' in outcome && outcome.error.class !== 'transient') early.add(outcome.item);
           if (Date.now() - lastBeat >= beatEveryMs) beat();
-          // Short synchronous items never yield on their own: without this, many concurrent batches
-          // starve the worker's event loop, so workflow tasks, heartbeats and cancellation stall.
-          if (performance.now() - lastYield >= YIELD_EVERY_MS) {
-            await yieldToEventLoop();
-            lastYield = performance.now();
-          }
+          // Short synchronous items never yield on their own: batches take turns of the event loop.
+          await nextItemTurn();
           if ('error' in outcome && outcome.error.class === 'fatal') {
             for (const rest of entries) if (!progress.done.some((o) => o.item === rest.item.id)) notStarted.push(rest.item.id);
             break;
@@ -635,13 +630,6 @@ function earlyFailureReporter(ctx: Context, enabled: boolean, log: Logger): { ad
 
 /** A local batch starts no item after this long: the rest go through the task queue. */
 const LOCAL_START_BUDGET_MS = 1_000;
-
-/**
- * How long a batch may run item work without letting the worker's event loop breathe. Workflow
- * tasks and local activities pass through this loop several times each: with 4 CPU-bound batches,
- * 5 ms here made each pass wait ~25 ms and a one-item job under load take 0.7 s; 1 ms: 0.2 s.
- */
-const YIELD_EVERY_MS = 1;
 
 /** True the first time; false when marked before or when storage could not say (the safe answer: run it the normal way). */
 async function markLocalStart(storage: Storage, jobId: string, name: string, log: Logger): Promise<boolean> {
