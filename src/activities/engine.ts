@@ -82,11 +82,15 @@ async function inspectItemsFile(
   reader: ItemsFileReader,
   ref: string,
   registry: PipelineRegistry,
+  ctx?: Context,
 ): Promise<{ ok: true; itemCount: number } | { ok: false; issues: { path: string; code: string; message: string }[] }> {
   const { head, count } = await reader.index(ref);
   const issues: { path: string; code: string; message: string }[] = [];
   const seen = new Set<string>();
   for (let from = 0; from < count && issues.length < 100; from += ITEMS_CHUNK) {
+    // Millions of items take minutes: say how far the check got, and stop when told to.
+    ctx?.heartbeat({ checked: from, of: count });
+    if (ctx?.cancellationSignal.aborted) throw new CancelledFailure('the spec check was cancelled');
     const checked = checkItemsChunk(head as object, await reader.read(ref, from, from + ITEMS_CHUNK), from, seen, registry);
     if (!checked.ok) issues.push(...checked.issues.map(({ index: _index, ...issue }) => issue));
   }
@@ -500,7 +504,7 @@ export function createEngineActivities(deps: EngineDeps) {
     /** Re-validates a spec passed by reference; returns its shape, never its items. */
     async inspectStoredSpec(ref: string): Promise<{ ok: true; itemCount: number } | { ok: false; issues: { path: string; code: string; message: string }[] }> {
       if (isItemsRef(ref)) {
-        const inspected = await inspectItemsFile(itemsFiles, ref, deps.registry);
+        const inspected = await inspectItemsFile(itemsFiles, ref, deps.registry, Context.current());
         const outside = inspected.ok && deps.allowedRoots ? await storedItemsOutsideRoots(itemsFiles, ref, deps.allowedRoots) : [];
         return outside.length > 0 ? { ok: false, issues: outside } : inspected;
       }
