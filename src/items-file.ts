@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { ITEMS_FILE_SUFFIX, type Storage } from './storage';
 import { type JobSpec, type PipelineRegistry, type SpecIssue, normalizeSpec, validateJobSpec } from './shared';
+import { CompactIdSet } from './compact-id-set';
 
 export { ITEMS_FILE_SUFFIX } from './storage';
 /** Items validated at a time, by the client streaming a file in and by workers checking it: bounded memory, exact paths. */
@@ -22,7 +23,13 @@ export type ChunkIssue = SpecIssue & { index?: number };
  * Validates one chunk of an items file against the spec head. Issue paths are file-wide
  * (`items[from + i]`), and ids must be unique across chunks: `seen` carries them from chunk to chunk.
  */
-export function checkItemsChunk(head: object, chunk: unknown[], from: number, seen: Set<string>, registry: PipelineRegistry): { ok: true; spec: JobSpec } | { ok: false; issues: ChunkIssue[] } {
+export function checkItemsChunk(
+  head: object,
+  chunk: unknown[],
+  from: number,
+  seen: { has(id: string): boolean; add(id: string): unknown },
+  registry: PipelineRegistry,
+): { ok: true; spec: JobSpec } | { ok: false; issues: ChunkIssue[] } {
   const validation = validateJobSpec({ ...head, items: chunk }, registry);
   if (!validation.ok) {
     return {
@@ -83,7 +90,7 @@ export class InvalidItems extends Error {
  * there are no items (`source` names the input in that message).
  */
 export async function* checkedItemLines(head: object, lines: AsyncIterable<{ line: string; number: number }>, registry: PipelineRegistry, source: string): AsyncGenerator<string[]> {
-  const seen = new Set<string>();
+  const seen = new CompactIdSet();
   let chunk: { item: unknown; number: number }[] = [];
   let count = 0;
   const flush = function* (): Generator<string[]> {

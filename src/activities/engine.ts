@@ -54,6 +54,7 @@ import { ItemError, type PipelineImplementation } from './types';
 import { resolveAllowedPath } from './files';
 import { RateLeases, type RateLease } from './rate-leases';
 import { nextItemTurn } from './item-turns';
+import { CompactIdSet } from '../compact-id-set';
 
 export interface EngineDeps {
   implementations: Readonly<Record<string, PipelineImplementation>>;
@@ -86,7 +87,7 @@ async function inspectItemsFile(
 ): Promise<{ ok: true; itemCount: number } | { ok: false; issues: { path: string; code: string; message: string }[] }> {
   const { head, count } = await reader.index(ref);
   const issues: { path: string; code: string; message: string }[] = [];
-  const seen = new Set<string>();
+  const seen = new CompactIdSet();
   for (let from = 0; from < count && issues.length < 100; from += ITEMS_CHUNK) {
     // Millions of items take minutes: say how far the check got, and stop when told to.
     ctx?.heartbeat({ checked: from, of: count });

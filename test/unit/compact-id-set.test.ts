@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { CompactIdSet } from '../../src/compact-id-set';
+
+describe('CompactIdSet', () => {
+  it('answers has/add exactly as a Set<string> does, for any ids (fast-check)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.boolean(), fc.oneof(fc.string({ maxLength: 6 }), fc.string({ unit: 'grapheme', maxLength: 40 }), fc.constantFrom('a', 'b', 'item-1', 'é'))), { maxLength: 400 }),
+        (operations) => {
+          const compact = new CompactIdSet();
+          const reference = new Set<string>();
+          for (const [add, id] of operations) {
+            assert.equal(compact.has(id), reference.has(id), `has(${JSON.stringify(id)})`);
+            if (add) {
+              compact.add(id);
+              reference.add(id);
+            }
+          }
+          assert.equal(compact.size, reference.size);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('holds a million ids with their duplicates found, outside the JS heap', () => {
+    const ids = new CompactIdSet();
+    const heapBefore = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 1_000_000; i++) ids.add(`item-${i}`);
+    const heapGrowth = process.memoryUsage().heapUsed - heapBefore;
+    assert.equal(ids.size, 1_000_000);
+    assert.ok(ids.has('item-0') && ids.has('item-999999') && !ids.has('item-1000000') && !ids.has('item-'));
+    ids.add('item-500000');
+    assert.equal(ids.size, 1_000_000, 'a duplicate is not added twice');
+    // A Set<string> of the same ids grows the heap by ~50 MB.
+    assert.ok(heapGrowth < 10 * 1024 * 1024, `heap grew ${Math.round(heapGrowth / 1024 / 1024)} MB`);
+  });
+});
