@@ -40,7 +40,10 @@ export interface StackOptions {
   metricsPort?: number;
   /** Also run Prometheus (built from its Go module on first use). */
   prometheus?: boolean;
+  /** Worker processes under `faultline worker`; 0 starts none (chaos runs its own supervisor). */
   workers?: number;
+  /** Also run `faultline web` (default true). */
+  web?: boolean;
   log?: (line: string) => void;
 }
 
@@ -130,13 +133,39 @@ function startPostgres(layout: Layout, log: (line: string) => void): void {
     run(pgBin('initdb'), ['-D', layout.pgData, '-U', 'postgres', '--auth=trust'], { asPostgres: true });
   }
   if (process.getuid?.() === 0) run('chown', ['postgres', layout.logs]);
+  if (postgresRunning(layout)) return;
+  run(pgBin('pg_ctl'), ['-D', layout.pgData, '-l', path.join(layout.logs, 'postgres.log'), '-o', `-p ${layout.pgPort} -k /tmp -c listen_addresses=127.0.0.1`, '-w', 'start'], { asPostgres: true });
+}
+
+function postgresRunning(layout: Layout): boolean {
   try {
     run(pgBin('pg_ctl'), ['-D', layout.pgData, 'status'], { asPostgres: true });
-    return; // already running
+    return true;
   } catch {
-    // not running: start it
+    return false;
   }
-  run(pgBin('pg_ctl'), ['-D', layout.pgData, '-l', path.join(layout.logs, 'postgres.log'), '-o', `-p ${layout.pgPort} -k /tmp -c listen_addresses=127.0.0.1`, '-w', 'start'], { asPostgres: true });
+}
+
+/** Stops the stack's PostgreSQL (fast shutdown: open connections are cut), waits `pauseMs`, starts it again. */
+export async function restartPostgres(layout: Layout, pauseMs = 0): Promise<void> {
+  run(pgBin('pg_ctl'), ['-D', layout.pgData, '-m', 'fast', '-w', 'stop'], { asPostgres: true });
+  if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+  startPostgres(layout, () => undefined);
+}
+
+/** Starts the stack's MinIO (detached, its pid in the stack's pid folder) and waits for its bucket. */
+export async function startStackMinio(layout: Layout, log: (line: string) => void = () => undefined): Promise<void> {
+  const child = startMinio({ binary: ensureMinio(log), dataDir: layout.s3Data, port: layout.s3Port, credentials: STACK_S3, logFile: path.join(layout.logs, 'minio.log') });
+  writeFileSync(pidFile(layout, 'minio'), String(child.pid));
+  await readyBucket(`http://127.0.0.1:${layout.s3Port}`, STACK_S3, STACK_S3.bucket);
+}
+
+/** SIGKILLs one of the stack's processes by its pid file and waits until it is gone. */
+export async function killStackProcess(layout: Layout, name: 'temporal' | 'minio' | 'workers'): Promise<void> {
+  const pid = readPid(layout, name);
+  if (pid === undefined) return;
+  process.kill(pid, 'SIGKILL');
+  while (alive(pid)) await new Promise((resolve) => setTimeout(resolve, 50));
 }
 
 function createSchema(layout: Layout, tools: { sql: string; schema: string }, log: (line: string) => void): void {
@@ -288,15 +317,12 @@ export async function startStack(options: StackOptions = {}): Promise<Layout> {
   const layout = stackLayout(options);
   for (const dir of [layout.dir, layout.logs, layout.pids, path.join(layout.dir, 'config')]) mkdirSync(dir, { recursive: true });
   const tools = ensureBinaries(layout, log);
-  const minio = ensureMinio(log);
   const ui = ensureUiServer(layout, log);
   startPostgres(layout, log);
   if (!readPid(layout, 'minio')) {
     log(`starting MinIO on 127.0.0.1:${layout.s3Port}`);
-    const child = startMinio({ binary: minio, dataDir: layout.s3Data, port: layout.s3Port, credentials: STACK_S3, logFile: path.join(layout.logs, 'minio.log') });
-    writeFileSync(pidFile(layout, 'minio'), String(child.pid));
-  }
-  await readyBucket(`http://127.0.0.1:${layout.s3Port}`, STACK_S3, STACK_S3.bucket);
+    await startStackMinio(layout, log);
+  } else await readyBucket(`http://127.0.0.1:${layout.s3Port}`, STACK_S3, STACK_S3.bucket);
   createSchema(layout, tools, log);
   writeFileSync(path.join(layout.dir, 'config', 'stack.yaml'), serverConfig(layout));
   writeFileSync(path.join(layout.dir, 'config', 'dynamicconfig.yaml'), stackDynamicConfig());
@@ -353,13 +379,13 @@ export async function startStack(options: StackOptions = {}): Promise<Layout> {
     },
     90_000,
   );
-  if (!readPid(layout, 'workers')) {
-    const workers = options.workers ?? 2;
+  const workers = options.workers ?? 2;
+  if (workers > 0 && !readPid(layout, 'workers')) {
     log(`starting faultline worker --processes ${workers}`);
     startDetached(layout, 'workers', process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'worker', '--processes', String(workers)], workerEnv(layout));
     await waitFor('the workers', () => readFileSync(path.join(layout.logs, 'workers.log'), 'utf8').split('"worker started"').length - 1 >= workers, 120_000);
   }
-  if (!readPid(layout, 'web')) {
+  if (options.web !== false && !readPid(layout, 'web')) {
     log(`starting faultline web on http://127.0.0.1:${layout.webPort}`);
     startDetached(layout, 'web', process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'web', '--port', String(layout.webPort)], {
       ...workerEnv(layout),
@@ -377,7 +403,6 @@ export async function startStack(options: StackOptions = {}): Promise<Layout> {
   }
   if (options.prometheus && !readPid(layout, 'prometheus')) {
     const prometheus = ensurePrometheus(layout, log);
-    const workers = options.workers ?? 2;
     const targets = Array.from({ length: workers }, (_, index) => `'127.0.0.1:${layout.metricsPort + index}'`).join(', ');
     writeFileSync(
       path.join(layout.dir, 'config', 'prometheus.yml'),
@@ -447,14 +472,7 @@ async function main(): Promise<void> {
   });
   if (values.status) {
     const layout = stackLayout(values.port ? { port: Number(values.port) } : {});
-    let postgres = false;
-    try {
-      run(pgBin('pg_ctl'), ['-D', layout.pgData, 'status'], { asPostgres: true });
-      postgres = true;
-    } catch {
-      // not running
-    }
-    console.log(`postgresql  ${postgres ? 'running' : 'stopped'}`);
+    console.log(`postgresql  ${postgresRunning(layout) ? 'running' : 'stopped'}`);
     for (const name of ['temporal', 'ui', 'minio', 'workers', 'web', 'prometheus']) {
       const pid = readPid(layout, name);
       console.log(`${name.padEnd(11)} ${pid === undefined ? 'stopped' : `running (pid ${pid})`}`);

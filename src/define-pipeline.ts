@@ -262,7 +262,8 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
         metrics?.stepDuration.observe({ pipeline: input.name, step: step.name }, (performance.now() - stepStarted) / 1000);
         // A cancelled batch hands its items back as they are; anything else is this item's failure.
         const error = ctx.signal.aborted && !(thrown instanceof ItemError) ? thrown : asItemError(thrown, step.name);
-        if (store && error instanceof ItemError) {
+        // Job storage away: nothing can be kept now, and the batch runs the item again once it answers.
+        if (store && error instanceof ItemError && error.report.type !== ErrorTypes.StorageUnavailable) {
           // Only an attempt that will be retried in this round needs counting (rounds start afresh).
           if (error.report.class === 'transient') checkpoint.attempts[step.name] = stepCtx.attempt;
           // Finished steps are kept for the retry (a later attempt or round resumes here).

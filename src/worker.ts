@@ -22,6 +22,7 @@ import type { Logger } from './logger';
 import { installTemporalLogging } from './logger';
 import { builtInApiPipelines, pipelineRegistry } from './pipelines';
 import { type Pipeline, useCheckpointStorage } from './define-pipeline';
+import { guardItemFiles } from './activities/step-tools';
 import { loadPipelineModules } from './pipeline-modules';
 import { createLogger } from './logger';
 import { temporal } from '@temporalio/proto';
@@ -96,7 +97,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   ]) {
     implementations[implementation.name] = implementation;
   }
-  useCheckpointStorage(storage);
+  useCheckpointStorage(guardItemFiles(storage));
   const taskQueue = options.taskQueue ?? config.pipelineQueue ?? config.taskQueue;
   const engineActivities = createEngineActivities({
     implementations,

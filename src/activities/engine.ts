@@ -51,6 +51,7 @@ import { type S3Options, type Storage, permanentStorageError } from '../storage'
 import { exportRecords, exportStore, resultRecords } from '../export';
 import { type ImportResult, importItems } from './items-import';
 import { ItemError, type PipelineImplementation } from './types';
+import { guardItemFiles } from './step-tools';
 import { resolveAllowedPath } from './files';
 import { RateLeases, type RateLease } from './rate-leases';
 import { nextItemTurn } from './item-turns';
@@ -140,7 +141,7 @@ export function createEngineActivities(deps: EngineDeps) {
   };
 
   let rateLeases: RateLeases | undefined;
-  const services = { allowedRoots: deps.allowedRoots ?? [], allowedHosts: deps.allowedHosts, storage: deps.storage, ...(deps.s3 ? { s3: deps.s3 } : {}) };
+  const services = { allowedRoots: deps.allowedRoots ?? [], allowedHosts: deps.allowedHosts, storage: guardItemFiles(deps.storage), ...(deps.s3 ? { s3: deps.s3 } : {}) };
   return {
     async runBatch(input: RunBatchInput): Promise<RunBatchResult> {
       const ctx = Context.current();
@@ -243,33 +244,43 @@ export function createEngineActivities(deps: EngineDeps) {
               break;
             }
           }
-          let outcome: ItemOutcome;
+          let outcome: ItemOutcome | undefined;
           const itemStarted = batchSpan ? Date.now() : 0;
-          try {
-            const work = await withDeadline(input.itemTimeoutMs, ctx.cancellationSignal, (signal) =>
-              implementation.processItem({
-                job: input.job,
-                entry,
-                signal,
-                services,
-                get log() {
-                  return itemLogger();
-                },
-                heartbeat(details) {
-                  // Small only: the heartbeat also carries the batch's finished outcomes.
-                  if (serializedSize(details) <= MAX_ITEM_HEARTBEAT_BYTES) progress.current = { item: entry.item.id, details };
-                },
-              }),
-            );
-            outcome = { item: entry.item.id, records: work.records, bytesIn: work.bytesIn, bytesOut: work.bytesOut };
-          } catch (error) {
-            if (ctx.cancellationSignal.aborted) {
-              lease.release();
-              notStarted.push(entry.item.id);
-              continue;
+          for (let storageWaits = 0; outcome === undefined; storageWaits++) {
+            try {
+              const work = await withDeadline(input.itemTimeoutMs, ctx.cancellationSignal, (signal) =>
+                implementation.processItem({
+                  job: input.job,
+                  entry,
+                  signal,
+                  services,
+                  get log() {
+                    return itemLogger();
+                  },
+                  heartbeat(details) {
+                    // Small only: the heartbeat also carries the batch's finished outcomes.
+                    if (serializedSize(details) <= MAX_ITEM_HEARTBEAT_BYTES) progress.current = { item: entry.item.id, details };
+                  },
+                }),
+              );
+              outcome = { item: entry.item.id, records: work.records, bytesIn: work.bytesIn, bytesOut: work.bytesOut };
+            } catch (error) {
+              if (ctx.cancellationSignal.aborted) break;
+              // Job storage away (MinIO restarting, a connection cut) is no fault of the item: it waits, uncharged, and runs again.
+              const waitMs = storageWaitMs(error, storageWaits);
+              if (waitMs !== undefined && !local && (startToCloseMs <= 0 || waitMs < startToCloseMs - (performance.now() - batchStarted) - 60_000)) {
+                itemLogger().warn({ errorType: ErrorTypes.StorageUnavailable, waitMs }, 'job storage did not answer; the item waits for it');
+                await sleepUnlessAborted(waitMs, ctx.cancellationSignal);
+                continue;
+              }
+              outcome = await withinBudget(failureOutcome(entry.item.id, error), entry.run);
+              itemLogger().warn({ errorType: outcome.error.type, errorClass: outcome.error.class }, 'item failed: %s', truncateText(outcome.error.message, BUDGET.message));
             }
-            outcome = await withinBudget(failureOutcome(entry.item.id, error), entry.run);
-            itemLogger().warn({ errorType: outcome.error.type, errorClass: outcome.error.class }, 'item failed: %s', truncateText(outcome.error.message, BUDGET.message));
+          }
+          if (outcome === undefined) {
+            lease.release();
+            notStarted.push(entry.item.id);
+            continue;
           }
           // A 429/503 with Retry-After pauses the key for every worker and job, not just this item.
           lease.release('error' in outcome ? outcome.retryAfterMs : undefined);
@@ -685,6 +696,30 @@ async function storeFinished(storage: Storage, jobId: string, part: string, entr
     return { outcomes: [...done], notStarted };
   }
   return { outcomes, notStarted, stored: { location, finished: finished.size === entries.length ? 'all' : mask, counts, failedItems, bytesIn, bytesOut } };
+}
+
+/** An item waits this long in all for job storage to answer before it fails with `StorageUnavailable`. */
+const STORAGE_WAIT_LIMIT_MS = 5 * 60_000;
+
+/** How long an item waits before its `storageWaits`-th run when `error` says job storage is away (1 s doubling to 15 s), else undefined. */
+function storageWaitMs(error: unknown, storageWaits: number): number | undefined {
+  if (!(error instanceof ItemError) || error.report.type !== ErrorTypes.StorageUnavailable) return undefined;
+  let waited = 0;
+  for (let n = 0; n < storageWaits; n++) waited += Math.min(15_000, 1_000 * 2 ** n);
+  const next = Math.min(15_000, 1_000 * 2 ** storageWaits);
+  return waited + next <= STORAGE_WAIT_LIMIT_MS ? next : undefined;
+}
+
+function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** Storage errors that retrying cannot fix become a non-retryable StorageUnwritable failure. */

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { type Dispatcher, request } from 'undici';
 import { ErrorTypes, redactUrl } from '../shared';
-import { type S3Options, type Storage, type WorkFile, parseStorageLocation, safeSegment } from '../storage';
+import { type S3Options, type Storage, type WorkFile, parseStorageLocation, permanentStorageError, safeSegment } from '../storage';
 import { S3Store } from '../storage/s3';
 import { fetchSource, guardedAgent, httpStatusError, httpValidator, localFingerprint, refuseHost, refusedAddress, refusedLiteral } from './fetch';
 import { type WrittenFile, resolveAllowedPath, writeOutputFile } from './files';
@@ -20,6 +20,46 @@ export interface StepServices {
   storage?: Pick<Storage, 'readWorkFile' | 'writeWorkFile' | 'dropWorkFiles'>;
   /** For s3:// destinations (endpoint, credentials), as for job storage. */
   s3?: S3Options;
+}
+
+/** What items keep in job storage: working files and checkpoints. */
+export type ItemFiles = Pick<Storage, 'readWorkFile' | 'writeWorkFile' | 'dropWorkFiles' | 'readCheckpoint' | 'writeCheckpoint'>;
+
+/**
+ * Job storage as items use it, its failures typed: one no retry can fix is a fatal
+ * `StorageUnwritable`, a full disk `DiskFull`, an I/O or network failure (S3 unreachable, a
+ * connection reset, a 5xx) `StorageUnavailable`, which a batch waits out without charging the item.
+ */
+export function guardItemFiles(storage: ItemFiles): ItemFiles {
+  return {
+    readWorkFile: (...args) => storage.readWorkFile(...args).catch(itemStorageError),
+    writeWorkFile: (...args) => storage.writeWorkFile(...args).catch(itemStorageError),
+    dropWorkFiles: (...args) => storage.dropWorkFiles(...args).catch(itemStorageError),
+    readCheckpoint: (...args) => storage.readCheckpoint(...args).catch(itemStorageError),
+    writeCheckpoint: (...args) => storage.writeCheckpoint(...args).catch(itemStorageError),
+  };
+}
+
+const FULL_DISK = new Set(['ENOSPC', 'EDQUOT']);
+
+function itemStorageError(error: unknown): never {
+  if (error instanceof ItemError) throw error;
+  const permanent = permanentStorageError(error);
+  if (permanent) throw new ItemError({ type: ErrorTypes.StorageUnwritable, message: `job storage is not writable (${permanent})`, details: { code: permanent }, cause: error });
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code && FULL_DISK.has(code)) throw new ItemError({ type: ErrorTypes.DiskFull, message: `job storage is full (${code})`, details: { code }, cause: error });
+  // Errno and network codes, S3 service errors ($metadata) and the SDK's timeouts; anything else (a bug, bad JSON) stays as it is.
+  const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+  const name = (error as { name?: string }).name;
+  if (code !== undefined || (status !== undefined && status >= 500) || name === 'TimeoutError') {
+    throw new ItemError({
+      type: ErrorTypes.StorageUnavailable,
+      message: `job storage did not answer: ${(error as Error).message}`,
+      details: { ...(code !== undefined ? { code } : {}), ...(status !== undefined ? { status } : {}) },
+      cause: error,
+    });
+  }
+  throw error;
 }
 
 /** Where `writeOutput` puts one output, besides the job's destination. */

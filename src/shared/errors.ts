@@ -41,6 +41,8 @@ export const ErrorTypes = {
   TransientItemError: 'TransientItemError',
   /** No space left (or quota exceeded) writing an output or job storage: worth trying again once space is freed. */
   DiskFull: 'DiskFull',
+  /** Job storage did not answer (MinIO restarting, a connection cut): the item waited for it, uncharged, and it stayed away. */
+  StorageUnavailable: 'StorageUnavailable',
   // crash: the process or the activity died without a report
   Crashed: 'Crashed',
   ItemTimedOut: 'ItemTimedOut',
@@ -98,6 +100,7 @@ export const ErrorTypeClass: Readonly<Record<ErrorType, ErrorClass>> = {
   NetworkError: 'transient',
   TransientItemError: 'transient',
   DiskFull: 'transient',
+  StorageUnavailable: 'transient',
   Crashed: 'crash',
   ItemTimedOut: 'transient',
   LocalBatchLost: 'crash',

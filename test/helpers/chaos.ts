@@ -1,14 +1,18 @@
 /**
- * The fault suite behind `npm run chaos` and its short version in `npm test`: a real dev server
- * on a SQLite file, `faultline worker --processes N` as a real supervisor, a flaky HTTP source,
- * and a seeded schedule of worker SIGKILLs and Temporal server kills and restarts while rounds of
- * jobs run. Every round is checked: every output exactly once, exact counts, every Available file
- * present with its recorded size and sha256, nothing else in the destinations.
+ * The fault suite behind `npm run chaos` and its short versions in `npm test` and `test:stack`:
+ * `faultline worker --processes N` as a real supervisor, a flaky HTTP source, and a seeded
+ * schedule of faults while rounds of jobs run, against one of two targets:
+ * - `dev`: the dev server on a SQLite file; worker SIGKILLs and Temporal server kills + restarts;
+ * - `stack`: PostgreSQL + the Temporal server built from its Go module + MinIO holding job storage,
+ *   the workers reaching MinIO through a fault-injecting TCP proxy; in addition PostgreSQL
+ *   restarts (fast, and stopped for a pause), MinIO killed for a while, and proxy resets and stalls.
+ * Every round is checked: every output exactly once, exact counts, every Available file present
+ * with its recorded size and sha256, nothing else in the destinations.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -19,6 +23,8 @@ import { FaultlineClient } from '../../src/client';
 import { loadConfig } from '../../src/config';
 import { type DevServer, freePort, startDevServer } from '../../src/devserver/temporal-cli';
 import type { JobResult, JobSpec, OutputRecord } from '../../src/shared';
+import { ensureBinaries, killStackProcess, restartPostgres, stackLayout, stackWorkerSettings, startStack, startStackMinio, startTemporal, stopStack } from '../../scripts/stack';
+import { startFaultProxy } from './fault-proxy';
 import { workerChildren } from './processes';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -31,10 +37,34 @@ export interface ChaosPlan {
   imagesPerRound: number;
   syntheticPerRound: number;
   workerKills: number;
-  serverRestarts: number;
+  temporalRestarts: number;
   /** Worker processes under the supervisor. */
   processes: number;
+  target: ChaosTarget;
   log?: (line: string) => void;
+}
+
+/** Where the jobs run, and the faults only that target can take. */
+export type ChaosTarget =
+  | { kind: 'dev' }
+  | {
+      kind: 'stack';
+      /** Every other one fast (stop + start at once), the rest stopped for `postgresPauseMs`. */
+      postgresRestarts: number;
+      postgresPauseMs: number;
+      /** MinIO SIGKILLed and kept down for a time in `minioOutageMs`. */
+      minioOutages: number;
+      minioOutageMs: [number, number];
+      /** Every other one resets the workers' connections to MinIO, the rest stall them. */
+      proxyFaults: number;
+    };
+
+export interface ChaosFaults {
+  workerKills: number;
+  temporalRestarts: number;
+  postgresRestarts: number;
+  minioOutages: number;
+  proxyFaults: number;
 }
 
 export type HttpFault = 'ok' | 'unavailable' | 'reset' | 'drip';
@@ -42,16 +72,21 @@ export type HttpFault = 'ok' | 'unavailable' | 'reset' | 'drip';
 export interface RoundReport {
   round: number;
   jobs: { jobId: string; pipeline: string; status: string; items: number; counts: JobResult['counts'] }[];
-  workerKills: number;
-  serverRestarts: number;
+  faults: ChaosFaults;
   elapsedMs: number;
 }
 
 export interface ChaosReport {
   seed: number;
+  target: ChaosTarget['kind'];
   processes: number;
   rounds: RoundReport[];
-  faults: { workerKills: number; serverRestarts: number; workerRestartsSeen: number; http: Record<HttpFault, number> };
+  faults: ChaosFaults & {
+    workerRestartsSeen: number;
+    http: Record<HttpFault, number>;
+    /** Connections to MinIO the proxy's resets cut, and the milliseconds it held bytes. */
+    proxy: { connectionsCut: number; stalledMs: number };
+  };
   items: number;
   /** Temp files of writes cut short by a SIGKILL (never an output: outputs are renamed into place whole). */
   strayTempFiles: number;
@@ -144,19 +179,103 @@ async function persist<T>(what: string, fn: () => Promise<T>, timeoutMs = 180_00
   }
 }
 
+/** A target the jobs run on: what workers and the client are told, and how to hurt it. */
+interface ChaosBackend {
+  address: string;
+  /** Storage and S3 settings for the workers (through the proxy on the stack). */
+  workerSettings: Record<string, string>;
+  /** The same for the client that checks the results (straight to storage). */
+  clientSettings: Record<string, string>;
+  inject(fault: Exclude<keyof ChaosFaults, 'workerKills'>, index: number, report: ChaosReport): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function devBackend(dir: string, random: () => number): Promise<ChaosBackend> {
+  const port = await freePort();
+  const db = path.join(dir, 'chaos.db');
+  let server: DevServer = await startDevServer({ port, db, ui: false });
+  const settings = { FAULTLINE_STORAGE: path.join(dir, 'storage') };
+  return {
+    address: server.address,
+    workerSettings: settings,
+    clientSettings: settings,
+    async inject(fault) {
+      if (fault !== 'temporalRestarts') throw new Error(`the dev server target cannot inject ${fault}`);
+      server.process.kill('SIGKILL');
+      await new Promise((resolve) => (server.process.exitCode !== null || server.process.signalCode !== null ? resolve(undefined) : server.process.once('exit', resolve)));
+      await sleep(200 + Math.floor(random() * 1_000)); // down for a moment: workers and clients see it gone
+      server = await startDevServer({ port, db, ui: false });
+    },
+    stop: () => server.stop(),
+  };
+}
+
+/** Ports of the chaos stack: apart from `npm run stack` (17233…) and test:stack (18233…). */
+const CHAOS_STACK = { port: 16233, pgPort: 15434, s3Port: 19200, uiPort: 18280, webPort: 18434, metricsPort: 19664 } as const;
+
+async function stackBackend(target: Extract<ChaosTarget, { kind: 'stack' }>, random: () => number, log: (line: string) => void): Promise<ChaosBackend> {
+  // A fixed folder (PostgreSQL runs as its own user and must reach it), cleared of any run cut short.
+  const options = { ...CHAOS_STACK, dir: path.join(os.tmpdir(), 'faultline-chaos-stack'), workers: 0, web: false, log: (line: string) => log(`[stack] ${line}`) };
+  await stopStack(options).catch(() => undefined);
+  await rm(options.dir, { recursive: true, force: true });
+  await mkdir(options.dir, { recursive: true, mode: 0o755 });
+  const layout = stackLayout(options);
+  await startStack(options);
+  const proxy = await startFaultProxy({ host: '127.0.0.1', port: layout.s3Port });
+  const { FAULTLINE_METRICS_ADDRESS: _metrics, FAULTLINE_ALLOWED_ROOTS: _roots, ...settings } = stackWorkerSettings(layout);
+  const between = (range: [number, number]) => range[0] + Math.floor(random() * (range[1] - range[0] + 1));
+  return {
+    address: layout.address,
+    workerSettings: { ...settings, FAULTLINE_S3_ENDPOINT: proxy.url },
+    clientSettings: settings,
+    async inject(fault, index, report) {
+      if (fault === 'temporalRestarts') {
+        await killStackProcess(layout, 'temporal');
+        await sleep(200 + Math.floor(random() * 1_000));
+        await startTemporal(layout, ensureBinaries(layout, () => undefined).server);
+      } else if (fault === 'postgresRestarts') {
+        const pauseMs = index % 2 === 1 ? target.postgresPauseMs : 0;
+        log(`PostgreSQL ${pauseMs > 0 ? `stopped for ${pauseMs / 1000} s` : 'restarted (fast)'}`);
+        await restartPostgres(layout, pauseMs);
+      } else if (fault === 'minioOutages') {
+        const downMs = between(target.minioOutageMs);
+        log(`MinIO killed for ${downMs / 1000} s`);
+        await killStackProcess(layout, 'minio');
+        await sleep(downMs);
+        await startStackMinio(layout);
+      } else if (index % 2 === 0) {
+        report.faults.proxy.connectionsCut += proxy.reset();
+      } else {
+        const ms = between([2_000, 6_000]);
+        report.faults.proxy.stalledMs += ms;
+        await proxy.stall(ms);
+      }
+    },
+    async stop() {
+      await proxy.close();
+      await stopStack(options);
+      await rm(options.dir, { recursive: true, force: true });
+    },
+  };
+}
+
 export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
   const log = plan.log ?? (() => undefined);
   const started = Date.now();
   const random = seededRandom(plan.seed);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-chaos-'));
-  const port = await freePort();
-  const db = path.join(dir, 'chaos.db');
-  let server: DevServer = await startDevServer({ port, db, ui: false });
+  const backend = plan.target.kind === 'stack' ? await stackBackend(plan.target, random, log) : await devBackend(dir, random);
+  const planned: ChaosFaults = {
+    workerKills: plan.workerKills,
+    temporalRestarts: plan.temporalRestarts,
+    postgresRestarts: plan.target.kind === 'stack' ? plan.target.postgresRestarts : 0,
+    minioOutages: plan.target.kind === 'stack' ? plan.target.minioOutages : 0,
+    proxyFaults: plan.target.kind === 'stack' ? plan.target.proxyFaults : 0,
+  };
   const source = await startFlakySource(plan.seed);
-  const env: NodeJS.ProcessEnv = {
+  const common: NodeJS.ProcessEnv = {
     ...process.env,
-    TEMPORAL_ADDRESS: server.address,
-    FAULTLINE_STORAGE: path.join(dir, 'storage'),
+    TEMPORAL_ADDRESS: backend.address,
     FAULTLINE_ALLOWED_ROOTS: path.join(dir, 'out'),
     FAULTLINE_ALLOWED_HOSTS: '127.0.0.1',
     FAULTLINE_TASK_QUEUE: 'faultline-chaos',
@@ -165,7 +284,8 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
     FAULTLINE_SHUTDOWN_GRACE: '2s',
     FAULTLINE_WORKER_PROCESSES: String(plan.processes),
   };
-  const config = loadConfig(env, dir);
+  const env = { ...common, ...backend.workerSettings };
+  const config = loadConfig({ ...common, ...backend.clientSettings }, dir);
   let supervisorLog = '';
   const supervisor: ChildProcess = spawn(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'worker'], { env, cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
   supervisor.stderr?.on('data', (chunk: Buffer) => {
@@ -174,14 +294,15 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
   });
   const killSupervisor = () => supervisor.kill('SIGKILL');
   process.once('exit', killSupervisor);
-  const connection = await Connection.connect({ address: server.address });
+  const connection = await Connection.connect({ address: backend.address });
   const client = await FaultlineClient.connect({ config, connection });
 
   const report: ChaosReport = {
     seed: plan.seed,
+    target: plan.target.kind,
     processes: plan.processes,
     rounds: [],
-    faults: { workerKills: 0, serverRestarts: 0, workerRestartsSeen: 0, http: source.counts },
+    faults: { workerKills: 0, temporalRestarts: 0, postgresRestarts: 0, minioOutages: 0, proxyFaults: 0, workerRestartsSeen: 0, http: source.counts, proxy: { connectionsCut: 0, stalledMs: 0 } },
     items: 0,
     strayTempFiles: 0,
     elapsedMs: 0,
@@ -191,32 +312,28 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
     report.violations.push(line);
     log(`VIOLATION ${line}`);
   };
+  const kinds = Object.keys(planned) as (keyof ChaosFaults)[];
+  const owed = () => kinds.some((kind) => report.faults[kind] < planned[kind]);
 
-  const killWorker = async (): Promise<boolean> => {
-    const pids = workerChildren(supervisor.pid ?? -1);
-    const victim = pids[Math.floor(random() * pids.length)];
-    if (victim === undefined) return false;
-    process.kill(victim, 'SIGKILL');
-    report.faults.workerKills += 1;
+  /** Injects one fault; false when there was nothing to hit (no worker process up at that moment). */
+  const inject = async (fault: keyof ChaosFaults): Promise<boolean> => {
+    if (fault === 'workerKills') {
+      const pids = workerChildren(supervisor.pid ?? -1);
+      const victim = pids[Math.floor(random() * pids.length)];
+      if (victim === undefined) return false;
+      process.kill(victim, 'SIGKILL');
+    } else await backend.inject(fault, report.faults[fault], report);
+    report.faults[fault] += 1;
     return true;
-  };
-  const restartServer = async () => {
-    server.process.kill('SIGKILL');
-    await new Promise((resolve) => (server.process.exitCode !== null || server.process.signalCode !== null ? resolve(undefined) : server.process.once('exit', resolve)));
-    await sleep(200 + Math.floor(random() * 1_000)); // down for a moment: workers and clients see it gone
-    server = await startDevServer({ port, db, ui: false });
-    report.faults.serverRestarts += 1;
   };
 
   try {
     await persist('workers polling', async () => {
       if (workerChildren(supervisor.pid ?? -1).length < plan.processes) throw new Error('not yet');
     });
-    for (let round = 1; round <= plan.rounds || report.faults.workerKills < plan.workerKills || report.faults.serverRestarts < plan.serverRestarts; round++) {
+    for (let round = 1; round <= plan.rounds || owed(); round++) {
       const roundStarted = Date.now();
       const roundsLeft = Math.max(1, plan.rounds - round + 1);
-      const killsThisRound = Math.ceil(Math.max(0, plan.workerKills - report.faults.workerKills) / roundsLeft);
-      const restartsThisRound = Math.ceil(Math.max(0, plan.serverRestarts - report.faults.serverRestarts) / roundsLeft);
       const out = path.join(dir, 'out', `round-${round}`);
       const specs: { name: string; spec: JobSpec }[] = [
         {
@@ -256,30 +373,27 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
         }),
       ).finally(() => (closed = true));
 
-      // Faults, in a seeded order, while the round's jobs run.
-      const faults = [...Array<'kill'>(killsThisRound).fill('kill'), ...Array<'restart'>(restartsThisRound).fill('restart')].sort(() => random() - 0.5);
-      let kills = 0;
-      let restarts = 0;
+      // Faults, in a seeded order, while the round's jobs run; what a round could not inject moves to the next.
+      const faults = kinds.flatMap((kind) => Array<keyof ChaosFaults>(Math.ceil(Math.max(0, planned[kind] - report.faults[kind]) / roundsLeft)).fill(kind)).sort(() => random() - 0.5);
+      const before = { ...report.faults };
       for (const fault of faults) {
         await sleep(300 + Math.floor(random() * 1_200));
         if (closed) break;
-        if (fault === 'kill') kills += (await killWorker()) ? 1 : 0;
-        else {
-          await restartServer();
-          restarts += 1;
-        }
+        await inject(fault);
       }
       const finished = await results;
-      const roundReport: RoundReport = { round, jobs: [], workerKills: kills, serverRestarts: restarts, elapsedMs: Date.now() - roundStarted };
+      const injected = Object.fromEntries(kinds.map((kind) => [kind, report.faults[kind] - before[kind]])) as unknown as ChaosFaults;
+      const roundReport: RoundReport = { round, jobs: [], faults: injected, elapsedMs: Date.now() - roundStarted };
       for (const { name, spec, jobId, result } of finished) {
         roundReport.jobs.push({ jobId, pipeline: spec.pipeline, status: result.status, items: spec.items.length, counts: result.counts });
         report.items += spec.items.length;
-        const records = await client.records(result);
+        const records = await persist(`${jobId} records`, () => client.records(result));
         await checkJob(name, spec, result, records, violation, report);
       }
       report.rounds.push(roundReport);
       log(
-        `round ${round}: ${roundReport.jobs.map((job) => `${job.pipeline} ${job.items} ${job.status}`).join(', ')}; ${kills} worker kills, ${restarts} server restarts, ${Math.round(roundReport.elapsedMs / 1000)} s`,
+        `round ${round}: ${roundReport.jobs.map((job) => `${job.pipeline} ${job.items} ${job.status}`).join(', ')}; ` +
+          `${kinds.map((kind) => `${injected[kind]} ${kind}`).join(', ')}; ${Math.round(roundReport.elapsedMs / 1000)} s`,
       );
       if (report.violations.length > 0) break;
       if (round > plan.rounds + 50) {
@@ -297,7 +411,7 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
     process.off('exit', killSupervisor);
     await client.close();
     await connection.close();
-    await server.stop();
+    await backend.stop();
     await source.close();
     await rm(dir, { recursive: true, force: true });
   }

@@ -23,10 +23,10 @@ describe('chaos (short)', () => {
   });
 
   it('worker kills, a server kill and a flaky source: every output exactly once, exact counts, every file present', async () => {
-    const report = await runChaos({ seed: 7, rounds: 1, imagesPerRound: 120, syntheticPerRound: 2_000, workerKills: 5, serverRestarts: 1, processes: 2 });
+    const report = await runChaos({ seed: 7, rounds: 1, imagesPerRound: 120, syntheticPerRound: 2_000, workerKills: 5, temporalRestarts: 1, processes: 2, target: { kind: 'dev' } });
     assert.deepEqual(report.violations, []);
     assert.ok(report.faults.workerKills >= 5, `worker kills: ${report.faults.workerKills}`);
-    assert.ok(report.faults.serverRestarts >= 1, `server restarts: ${report.faults.serverRestarts}`);
+    assert.ok(report.faults.temporalRestarts >= 1, `Temporal restarts: ${report.faults.temporalRestarts}`);
     assert.ok(report.faults.workerRestartsSeen >= report.faults.workerKills, 'the supervisor restarted every killed worker');
     assert.ok(report.faults.http.unavailable > 0 && report.faults.http.reset > 0 && report.faults.http.drip > 0, JSON.stringify(report.faults.http));
     assert.equal(report.strayTempFiles, 0, 'writes cut short leave no temp files once the item is written again');

@@ -1,11 +1,16 @@
 /**
  * The batch activity itself (Temporal's MockActivityEnvironment, the real synthetic pipeline): a
  * hung item is cut off at its step's deadline as a transient `ItemTimedOut` attempt while the
- * rest of its batch goes on, and cancellation hands unstarted items back.
+ * rest of its batch goes on, and cancellation hands unstarted items back. Job storage that does
+ * not answer makes an item wait, uncharged; storage that refuses it for good is a fatal error.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import { MockActivityEnvironment } from '@temporalio/testing';
+import { definePipeline } from '../../src';
 import { createEngineActivities } from '../../src/activities/engine';
 import { createSyntheticPipeline } from '../../src/pipelines/synthetic';
 import { createLogger } from '../../src/logger';
@@ -60,5 +65,70 @@ describe('runBatch activity', () => {
       ['done'],
     );
     assert.deepEqual(result.notStarted, ['stuck', 'never']);
+  });
+
+  /** A pipeline whose one step keeps a working file, on job storage whose first writes fail with `failure`. */
+  async function keepingBatch(failure: Error, failures: number) {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-run-batch-'));
+    const storage = createStorage(dir);
+    const write = storage.writeWorkFile.bind(storage);
+    let writes = 0;
+    storage.writeWorkFile = async (...args) => {
+      writes += 1;
+      if (writes <= failures) throw failure;
+      return write(...args);
+    };
+    const keeping = definePipeline({
+      name: 'keeping',
+      version: '1',
+      outputs: ['result'],
+      steps: [
+        {
+          name: 'keep',
+          run: async ({ storage: files }) => {
+            const kept = await files.put('note.txt', 'kept');
+            return { result: { status: 'Available' as const, value: { bytes: kept.bytes } } };
+          },
+        },
+      ],
+    });
+    const engine = createEngineActivities({
+      implementations: { keeping: keeping.implementation },
+      registry: builtInPipelines,
+      storage,
+      logger: createLogger({ level: 'silent', format: 'json' }),
+      allowedHosts: [],
+      s3: {},
+    });
+    const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000 });
+    const input: RunBatchInput = { job: { jobId: 'unit', pipeline: 'keeping' }, entries: [{ item: { id: 'a' }, outputs: ['result'], run: 1 }], heartbeatTimeoutMs: 20_000, isolated: false };
+    const started = performance.now();
+    try {
+      const result = (await env.run(engine.runBatch, input)) as RunBatchResult;
+      return { result, writes: () => writes, elapsedMs: performance.now() - started };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('job storage that does not answer: the item waits for it, uncharged, and finishes once it answers', async () => {
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:19200'), { code: 'ECONNREFUSED' });
+    const { result, writes, elapsedMs } = await keepingBatch(refused, 2);
+    const [outcome] = result.outcomes;
+    assert.ok(outcome && 'records' in outcome, `finished, not ${JSON.stringify(outcome)}`);
+    assert.equal(outcome.records[0]?.status, 'Available');
+    assert.equal(writes(), 3, 'ran again after each refusal');
+    assert.ok(elapsedMs >= 2_900, `waited 1 s, then 2 s (${Math.round(elapsedMs)} ms)`);
+  });
+
+  it('job storage that refuses for good (AccessDenied) is a fatal StorageUnwritable, its cause kept', async () => {
+    const denied = Object.assign(new Error('Access Denied'), { name: 'AccessDenied' });
+    const { result, writes } = await keepingBatch(denied, 1);
+    const [outcome] = result.outcomes;
+    assert.ok(outcome && 'error' in outcome);
+    assert.equal(outcome.error.type, ErrorTypes.StorageUnwritable);
+    assert.equal(outcome.error.class, 'fatal');
+    assert.equal((outcome.error.details.cause as { message?: string } | undefined)?.message, 'Access Denied');
+    assert.equal(writes(), 1, 'not tried again');
   });
 });
