@@ -1,9 +1,12 @@
 /**
- * `npm run bench [-- --json] [-- --quick]`: raw work vs a naive Temporal workflow vs Faultline,
- * same items and work function, one dev server started here on a free port for the whole run.
+ * `npm run bench [-- --json] [-- --quick] [-- --stack]`: raw work vs a naive Temporal workflow vs
+ * Faultline, same items and work function, one dev server started here on a free port for the
+ * whole run. `--stack` also runs the scale workloads on the production-like stack (PostgreSQL +
+ * the Temporal server built from its Go module + MinIO job storage), with PostgreSQL's CPU, rows
+ * and WAL bytes per item beside the server's.
  */
 import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
-import { createWriteStream, readFileSync, readdirSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -19,6 +22,7 @@ import { limiterWorkflowId } from '../src/shared';
 import { ensureTemporalCli, startDevServer } from '../src/devserver/temporal-cli';
 import { createLogger, installTemporalLogging } from '../src/logger';
 import { startLocalS3 } from '../scripts/minio';
+import { psql, stackLayout, stackWorkerSettings, startStack, stopStack } from '../scripts/stack';
 import { createNaiveActivities } from './naive-activities';
 import type { RawShare } from './raw-worker';
 
@@ -36,6 +40,9 @@ const modes = process.argv
   ?.slice(8)
   .split(',');
 const modeWanted = (name: string) => !modes || modes.includes(name);
+const onStack = process.argv.includes('--stack');
+/** The workloads `--stack` runs on the stack too. */
+const STACK_WORKLOADS = ['scale10k', 'scale100k', 'scale1m'];
 const scale = quick ? 0.1 : 1;
 const ROOT = path.resolve(__dirname, '..');
 const SOURCE = path.join(ROOT, 'samples', 'images', 'with-exif.jpg');
@@ -63,6 +70,10 @@ interface ModeResult {
   historyBytesPerItem?: number;
   /** Temporal server CPU per item, in microseconds. */
   serverCpuUsPerItem?: number;
+  /** `--stack`: PostgreSQL's CPU per item (µs), rows it inserted, updated or deleted per item, and WAL bytes it wrote per item. */
+  postgresCpuUsPerItem?: number;
+  postgresRowsPerItem?: number;
+  postgresWalBytesPerItem?: number;
   /** scale10m: how long `progress` took while the job ran (asked every 5 s). */
   progress?: { samples: number; p50Ms: number; maxMs: number; error?: string };
 }
@@ -188,6 +199,7 @@ async function measure(
       ...(maxHistoryBytes !== undefined ? { maxHistoryBytes } : {}),
       ...(historyBytes !== undefined ? { historyBytesPerItem: Math.round((historyBytes / items) * 10) / 10 } : {}),
       ...(cpuUsed.server !== undefined ? { serverCpuUsPerItem: Math.round((cpuUsed.server * 1e6) / items) } : {}),
+      ...(cpuUsed.postgres !== undefined ? { postgresCpuUsPerItem: Math.round((cpuUsed.postgres * 1e6) / items) } : {}),
     };
   } finally {
     clearInterval(timer);
@@ -301,11 +313,11 @@ async function main(): Promise<void> {
   const raw = new Client({ connection });
   const client = await FaultlineClient.connect({ config, connection });
 
-  const historyEvents = async (workflowId: string, withChildren: boolean): Promise<number> => {
-    let total = (await raw.workflow.getHandle(workflowId).fetchHistory()).events?.length ?? 0;
+  const historyEvents = async (workflowId: string, withChildren: boolean, temporal: Client = raw): Promise<number> => {
+    let total = (await temporal.workflow.getHandle(workflowId).fetchHistory()).events?.length ?? 0;
     if (withChildren) {
-      for await (const child of raw.workflow.list({ query: `WorkflowId STARTS_WITH '${workflowId}/'` })) {
-        total += (await raw.workflow.getHandle(child.workflowId, child.runId).fetchHistory()).events?.length ?? 0;
+      for await (const child of temporal.workflow.list({ query: `WorkflowId STARTS_WITH '${workflowId}/'` })) {
+        total += (await temporal.workflow.getHandle(child.workflowId, child.runId).fetchHistory()).events?.length ?? 0;
         // continued-as-new runs of shards share the id; count every run
       }
     }
@@ -313,11 +325,11 @@ async function main(): Promise<void> {
   };
 
   /** The largest history of the job and its slice runs, and all of their histories' bytes together. */
-  const historySizes = async (workflowId: string): Promise<{ largest: number; total: number }> => {
-    const size = async (id: string, runId?: string) => Number((await raw.workflow.getHandle(id, runId).describe()).raw.workflowExecutionInfo?.historySizeBytes ?? 0);
+  const historySizes = async (workflowId: string, temporal: Client = raw): Promise<{ largest: number; total: number }> => {
+    const size = async (id: string, runId?: string) => Number((await temporal.workflow.getHandle(id, runId).describe()).raw.workflowExecutionInfo?.historySizeBytes ?? 0);
     const own = await size(workflowId);
     const sizes = { largest: own, total: own };
-    for await (const child of raw.workflow.list({ query: `WorkflowId STARTS_WITH '${workflowId}/'` })) {
+    for await (const child of temporal.workflow.list({ query: `WorkflowId STARTS_WITH '${workflowId}/'` })) {
       const bytes = await size(child.workflowId, child.runId);
       sizes.largest = Math.max(sizes.largest, bytes);
       sizes.total += bytes;
@@ -326,7 +338,7 @@ async function main(): Promise<void> {
   };
 
   /** `poll`: called every 5 s while the job runs (status latency). */
-  const runFaultline = async (spec: unknown, on: FaultlineClient = client, poll?: (jobId: string) => Promise<void>) => {
+  const runFaultline = async (spec: unknown, on: FaultlineClient = client, poll?: (jobId: string) => Promise<void>, temporal: Client = raw) => {
     const { jobId } = await on.start(spec);
     let polling = true;
     const polled = (async () => {
@@ -337,16 +349,16 @@ async function main(): Promise<void> {
     })();
     const result = await on.result(jobId).finally(() => (polling = false));
     await polled;
-    await raw.workflow
+    await temporal.workflow
       .getHandle(jobId)
       .result()
       .catch(() => undefined); // closed, so every child history is final
     const accounted = result.counts.Available + result.counts.Failed + result.counts.Cancelled + result.counts.Missing + result.counts.Unsolved + result.counts.Skipped;
     return {
       completed: result.counts.Available === result.counts.items,
-      events: await historyEvents(jobId, true),
+      events: await historyEvents(jobId, true, temporal),
       outcome: `${result.status}${accounted === result.counts.outputs ? '' : ` (only ${accounted} of ${result.counts.outputs} outputs accounted for)`}${result.stoppedBy ? `, stopped by ${result.stoppedBy.type}` : ''}, ${result.counts.Cancelled} Cancelled`,
-      ...(await historySizes(jobId).then((sizes) => ({ maxHistoryBytes: sizes.largest, historyBytes: sizes.total }))),
+      ...(await historySizes(jobId, temporal).then((sizes) => ({ maxHistoryBytes: sizes.largest, historyBytes: sizes.total }))),
     };
   };
   const runNaive = async (kind: 'cpu1ms' | 'thumbnail', count: number, timeoutMs: number) => {
@@ -396,16 +408,19 @@ async function main(): Promise<void> {
       ),
     };
   }
+  /** The scale workloads' jobs: `count` synthetic items of no work in one job. */
+  const scaleSpec = (prefix: string, count: number) => ({ pipeline: 'synthetic', items: Array.from({ length: count }, (_, i) => ({ id: `${prefix}${i}` })) });
+  const scaleItems: Record<string, number> = { scale10k: Math.round(10_000 * scale), scale100k: Math.round(100_000 * scale), scale1m: Math.round(1_000_000 * scale) };
   if (wanted('scale10k')) {
-    const items = Math.round(10_000 * scale);
+    const items = scaleItems.scale10k ?? 0;
     say(`scale10k: ${items} items`);
-    workloads.scale10k = { faultline: await measure(items, faultlineLayout, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: items }, (_, i) => ({ id: `k${i}` })) })) };
+    workloads.scale10k = { faultline: await measure(items, faultlineLayout, () => runFaultline(scaleSpec('k', items))) };
   }
   if (wanted('scale100k')) {
-    const bigItems = Math.round(100_000 * scale);
+    const bigItems = scaleItems.scale100k ?? 0;
     say(`scale100k: ${bigItems} items`);
     workloads.scale100k = {
-      faultline: await measure(bigItems, faultlineLayout, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: bigItems }, (_, i) => ({ id: `b${i}` })) })),
+      faultline: await measure(bigItems, faultlineLayout, () => runFaultline(scaleSpec('b', bigItems))),
       ...(modeWanted('naive') ? { naive: await measure(bigItems, naiveLayout, () => runNaive('cpu1ms', bigItems, (quick ? 3 : 6) * 60_000)) } : {}),
     };
   }
@@ -429,11 +444,9 @@ async function main(): Promise<void> {
   }
 
   if (wanted('scale1m')) {
-    const millionItems = Math.round(1_000_000 * scale);
+    const millionItems = scaleItems.scale1m ?? 0;
     say(`scale1m: ${millionItems} items in one job`);
-    workloads.scale1m = {
-      faultline: await measure(millionItems, faultlineLayout, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: millionItems }, (_, i) => ({ id: `m${i}` })) })),
-    };
+    workloads.scale1m = { faultline: await measure(millionItems, faultlineLayout, () => runFaultline(scaleSpec('m', millionItems))) };
   }
   // Opt-in only (`--only=scale10m`; `--quick`: 1,000,000): 10,000,000 items from an NDJSON file, status polled throughout.
   if (only?.includes('scale10m')) {
@@ -606,6 +619,59 @@ async function main(): Promise<void> {
     }
   }
 
+  // The same scale workloads on the production-like stack: PostgreSQL holds Temporal's state, MinIO the job storage.
+  const stackWorkloads: Record<string, Record<string, ModeResult>> = {};
+  if (onStack && STACK_WORKLOADS.some(wanted)) {
+    const stackOptions = { dir: path.join(os.tmpdir(), 'faultline-bench-stack'), port: 15233, pgPort: 15435, s3Port: 19300, uiPort: 18380, webPort: 18534, metricsPort: 19764, workers: 0, web: false, log: say };
+    await stopStack(stackOptions).catch(() => undefined);
+    rmSync(stackOptions.dir, { recursive: true, force: true });
+    mkdirSync(stackOptions.dir, { recursive: true, mode: 0o755 }); // PostgreSQL runs as its own user and must reach its folder
+    const layout = stackLayout(stackOptions);
+    await startStack(stackOptions);
+    const { FAULTLINE_METRICS_ADDRESS: _metrics, FAULTLINE_ALLOWED_ROOTS: _roots, ...settings } = stackWorkerSettings(layout);
+    const stackEnv = { ...env, ...settings, FAULTLINE_TASK_QUEUE: 'faultline-bench-stack' };
+    const stackWorkers = await startWorkers(stackEnv);
+    const stackConnection = await Connection.connect({ address: layout.address });
+    const stackTemporal = new Client({ connection: stackConnection });
+    const stackClient = await FaultlineClient.connect({ config: loadConfig(stackEnv, dir), connection: stackConnection });
+    const pidOf = (file: string) => Number(readFileSync(file, 'utf8').split('\n')[0]);
+    const workerTree = stackWorkers.layout.workPids ?? (() => []);
+    const stackLayoutOfWork: Layout = {
+      ...stackWorkers.layout,
+      cpu: () => ({
+        work: sumOver(workerTree(), cpuOf),
+        server: sumOver(processTree(pidOf(path.join(layout.pids, 'temporal.pid'))), cpuOf),
+        postgres: sumOver(processTree(pidOf(path.join(layout.pgData, 'postmaster.pid'))), cpuOf),
+        bench: cpuOf(process.pid),
+      }),
+    };
+    /** Rows inserted, updated or deleted in Temporal's databases, and WAL bytes written, so far. */
+    const postgresWrites = () => ({
+      rows: Number(psql(layout, 'postgres', "SELECT sum(tup_inserted + tup_updated + tup_deleted) FROM pg_stat_database WHERE datname IN ('temporal', 'temporal_visibility')")),
+      walBytes: Number(psql(layout, 'postgres', "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')")),
+    });
+    // Backends report their counters at most once a second: settle before each reading.
+    const settledWrites = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      return postgresWrites();
+    };
+    for (const name of STACK_WORKLOADS.filter(wanted)) {
+      const items = scaleItems[name] ?? 0;
+      say(`stack ${name}: ${items} items on PostgreSQL + MinIO`);
+      const before = await settledWrites();
+      const result = await measure(items, stackLayoutOfWork, () => runFaultline(scaleSpec(`${name}-`, items), stackClient, undefined, stackTemporal));
+      const after = await settledWrites();
+      result.postgresRowsPerItem = Math.round(((after.rows - before.rows) / items) * 100) / 100;
+      result.postgresWalBytesPerItem = Math.round((after.walBytes - before.walBytes) / items);
+      stackWorkloads[name] = { faultline: result };
+    }
+    await stackClient.close();
+    await stackConnection.close();
+    await stopWorkers(stackWorkers.supervisor);
+    await stopStack(stackOptions);
+    rmSync(stackOptions.dir, { recursive: true, force: true });
+  }
+
   const ratio = (a?: number, b?: number) => (a && b ? Math.round((a / b) * 100) / 100 : null);
   const report = {
     machine: {
@@ -620,6 +686,7 @@ async function main(): Promise<void> {
     },
     quick,
     workloads: { ...workloads, latency },
+    ...(Object.keys(stackWorkloads).length > 0 ? { stack: { workloads: stackWorkloads } } : {}),
     ...(Object.keys(fairness).length > 0 ? { fairness } : {}),
     ...(Object.keys(ratelimit).length > 0 ? { ratelimit } : {}),
     latency: { p50Ms: latency.p50Ms, p95Ms: latency.p95Ms },
@@ -646,11 +713,12 @@ async function main(): Promise<void> {
     return;
   }
   console.log('\nworkload     mode       procs    items   items/s   elapsed ms  events/item  B hist/item  srv µs/item  peak RSS MB  max history  completed');
-  for (const [name, modes] of Object.entries(workloads)) {
+  const rows = [...Object.entries(workloads), ...Object.entries(stackWorkloads).map(([name, modes]) => [`stack:${name}`, modes] as const)];
+  for (const [name, modes] of rows) {
     for (const [mode, r] of Object.entries(modes)) {
       const history = r.maxHistoryBytes === undefined ? '-' : `${(r.maxHistoryBytes / 1024 / 1024).toFixed(2)} MB`;
       console.log(
-        `${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.workers).padStart(5)} ${String(r.items).padStart(8)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.historyBytesPerItem ?? '-').padStart(12)} ${String(r.serverCpuUsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}  cpu s ${JSON.stringify(r.cpuSeconds)}`,
+        `${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.workers).padStart(5)} ${String(r.items).padStart(8)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.historyBytesPerItem ?? '-').padStart(12)} ${String(r.serverCpuUsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}  cpu s ${JSON.stringify(r.cpuSeconds)}${r.postgresRowsPerItem !== undefined ? `  postgres: ${r.postgresCpuUsPerItem} µs, ${r.postgresRowsPerItem} rows, ${r.postgresWalBytesPerItem} WAL bytes per item` : ''}`,
       );
     }
   }

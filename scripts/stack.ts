@@ -146,6 +146,11 @@ function postgresRunning(layout: Layout): boolean {
   }
 }
 
+/** One query's rows from the stack's PostgreSQL as text (psql over TCP, as the superuser the stack trusts). */
+export function psql(layout: Layout, database: string, query: string): string {
+  return run(pgBin('psql'), ['-h', '127.0.0.1', '-p', String(layout.pgPort), '-U', 'postgres', '-d', database, '-Atc', query]).trim();
+}
+
 /** Stops the stack's PostgreSQL (fast shutdown: open connections are cut), waits `pauseMs`, starts it again. */
 export async function restartPostgres(layout: Layout, pauseMs = 0): Promise<void> {
   run(pgBin('pg_ctl'), ['-D', layout.pgData, '-m', 'fast', '-w', 'stop'], { asPostgres: true });

@@ -179,6 +179,10 @@ export async function closedJobResult(handle: { result(): Promise<unknown>; desc
 }
 
 /** A job without a retry window closes as soon as its first round settles. */
+function withFlags(result: JobResult, later: readonly Flag[]): JobResult {
+  return later.length > 0 ? { ...result, flags: [...(result.flags ?? []), ...later] } : result;
+}
+
 function closesWhenSettled(spec: Pick<JobSpec, 'options'>): boolean {
   return DurationSchema.parse(spec.options?.retryWindow ?? '0s') === 0;
 }
@@ -404,13 +408,14 @@ export class FaultlineClient {
     const [hash] = hashes;
     if (options.retryOf) input.retryOf = options.retryOf;
     const scheduling = schedulingOf(spec, jobId);
+    const closing = closesWhenSettled(spec);
     try {
       await this.client.workflow.start<typeof jobWorkflow>(WORKFLOW_TYPES.job, {
         taskQueue: this.taskQueue,
         workflowId: jobId,
         args: [input],
         // A job with no retry window closes when its first round settles: its result is then read from the close, not by query.
-        memo: { specHash: hash, ...(closesWhenSettled(spec) ? { closesWhenSettled: true } : {}) },
+        memo: { specHash: hash, ...(closing ? { closesWhenSettled: true } : {}) },
         typedSearchAttributes: [
           { key: SearchKeys.pipeline, value: spec.pipeline },
           { key: SearchKeys.status, value: 'Running' },
@@ -427,7 +432,7 @@ export class FaultlineClient {
         // Its slices, batches and workflow tasks inherit these: a job's tenant shares the workers fairly with others.
         priority: scheduling,
       });
-      if (closesWhenSettled(spec)) {
+      if (closing) {
         if (this.startedClosing.size >= 10_000) this.startedClosing.clear();
         this.startedClosing.add(jobId);
       }
@@ -485,13 +490,12 @@ export class FaultlineClient {
    */
   private async closedResult(jobId: string, handle: WorkflowHandle<typeof jobWorkflow>): Promise<JobResult> {
     const [result, later] = await Promise.all([closedJobResult(handle), this.flagRecords(jobId)]);
-    return later.length > 0 ? { ...result, flags: [...(result.flags ?? []), ...later] } : result;
+    return withFlags(result, later);
   }
 
   /** A closed job's result with the flags recorded after it closed (flag records `<jobId>/flag-N`). */
   private async withLaterFlags(jobId: string, result: JobResult): Promise<JobResult> {
-    const later = await this.flagRecords(jobId);
-    return later.length > 0 ? { ...result, flags: [...(result.flags ?? []), ...later] } : result;
+    return withFlags(result, await this.flagRecords(jobId));
   }
 
   private async flagRecords(jobId: string): Promise<Flag[]> {

@@ -28,7 +28,7 @@ import { createLogger } from './logger';
 import { temporal } from '@temporalio/proto';
 import { loadSecretKey } from './secrets';
 import { ENV } from './shared/constants';
-import { createStorage, localStateDir } from './storage';
+import { type Storage, StorageUnusable, createStorage, localStateDir } from './storage';
 import { prebuiltWorkflowBundle } from './workflow-bundle';
 import { dataConverterFor } from './codec';
 import { SearchAttributesMissing, missingSearchAttributes } from './search-attributes-check';
@@ -45,6 +45,8 @@ export interface FaultlineWorkerOptions {
    * `taskQueue` (e.g. GPU hosts). It runs only those pipelines' batches, no workflows.
    */
   taskQueue?: string;
+  /** Job storage that does not answer at start (unreachable, restarting) is waited for instead of failing the start (supervised processes). */
+  waitForStorage?: boolean;
   /** Prebuilt workflow bundle (tests build it once); otherwise bundled from src/workflows. */
   workflowBundle?: WorkerOptions['workflowBundle'];
   /** Pipeline implementations without a definition of their own (they must be built-in names). */
@@ -56,6 +58,26 @@ export interface FaultlineWorkerOptions {
   extraActivities?: Record<string, (...args: never[]) => Promise<unknown>>;
   /** Tuning for tests (e.g. no sticky cache, so a restarted worker takes the next task at once). */
   workerOptions?: Pick<WorkerOptions, 'maxCachedWorkflows' | 'sinks'>;
+}
+
+/**
+ * Proves job storage works before taking work. `wait`: storage that may answer later (unreachable,
+ * restarting) is asked again every few seconds, as a supervised process restarted during a storage
+ * outage must; storage that refuses for good fails at once.
+ */
+async function checkStorage(storage: Storage, wait: boolean, logger: Logger): Promise<void> {
+  for (let tries = 1; ; tries++) {
+    try {
+      await storage.check();
+      if (tries > 1) logger.info({ tries }, 'job storage answers again');
+      return;
+    } catch (error) {
+      if (!wait || !(error instanceof StorageUnusable) || error.lasting) throw error;
+      const delayMs = Math.min(5_000, 500 * tries);
+      logger.warn({ err: error, tries, delayMs }, 'job storage does not answer yet; asking again');
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
 }
 
 export async function createFaultlineWorker(options: FaultlineWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection; ownsConnection: boolean }> {
@@ -73,7 +95,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   const storage = createStorage(config.storage, config.s3);
   try {
     // A worker that cannot keep records must not take work: say so in one line at start.
-    await storage.check();
+    await checkStorage(storage, options.waitForStorage === true, logger);
   } catch (error) {
     if (!options.connection) await connection.close();
     throw error;
@@ -252,7 +274,7 @@ async function connectWorker(config: Config, logger: Logger): Promise<NativeConn
     try {
       return await NativeConnection.connect(connectionOptions(config));
     } catch (error) {
-      const reason = String((error as Error).message).match(/Connection refused|connection reset|timed out|dns error[^"]*/i)?.[0];
+      const reason = String((error as Error).message).match(/Connection refused|connection reset|timed out|not healthy|service is currently unavailable|dns error[^"]*/i)?.[0];
       if (!reason || Date.now() > deadline) {
         throw new Error(
           `cannot connect to Temporal at ${config.address}${reason ? ` (${reason.toLowerCase()} for ${CONNECT_PATIENCE_MS / 1000} s)` : ''}; check ${ENV.address} and that the server is running`,

@@ -150,7 +150,8 @@ export function buildProgram(): Command {
       await loadPipelineModules(config.pipelineModules);
       const processes = opts.processes === undefined ? config.workerProcesses : parseCount(opts.processes, '--processes');
       const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'faultline-worker' });
-      if (processes === 1) await runWorker({ config, logger });
+      // A supervised process (an IPC channel to its supervisor) restarted while job storage is away waits for it; the supervisor checked it at its own start.
+      if (processes === 1) await runWorker({ config, logger, waitForStorage: process.channel !== undefined });
       else {
         // Checked once here too: processes that cannot start would only be restarted over and over.
         await createStorage(config.storage, config.s3).check();

@@ -195,11 +195,12 @@ export class ItemRunner extends ItemBook {
   /** The batch's items, by reference to the pinned items where they have a place, and where its records go. */
   private batchItems(batch: readonly ItemState[], seq: number): Pick<RunBatchInput, 'entries' | 'items' | 'recordsPart'> {
     const byReference = this.config.byReference;
-    if (!byReference) return { entries: batch.map((state) => ({ item: state.item, outputs: state.outputs, run: state.runs })) };
+    const inline = () => batch.map((state) => ({ item: state.item, outputs: state.outputs, run: state.runs }));
+    if (!byReference) return { entries: inline() };
     const recordsPart = `${byReference.recordsPrefix}-b${seq}`;
     const itemsRef = byReference.itemsRef;
     const named = itemsRef !== undefined && batch.every((state) => state.at !== undefined && sameList(state.outputs, byReference.outputs));
-    if (!named) return { items: { kind: 'inline', entries: batch.map((state) => ({ item: state.item, outputs: state.outputs, run: state.runs })) }, recordsPart };
+    if (!named) return { items: { kind: 'inline', entries: inline() }, recordsPart };
     const ranges: [number, number][] = [];
     for (const state of batch) {
       const at = state.at ?? 0;

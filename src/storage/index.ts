@@ -106,7 +106,10 @@ export class StorageUnusable extends Error {
     const reason = (cause as { name?: string; code?: string }).code ?? (cause as { name?: string }).name ?? 'Error';
     super(`job storage ${storage} is not usable (${reason}: ${(cause as Error).message ?? String(cause)})`, { cause });
     this.name = 'StorageUnusable';
+    this.lasting = permanentStorageError(cause) !== undefined;
   }
+  /** No retry can fix it (no such bucket, no permission, read-only); else it may answer later (unreachable, restarting). */
+  readonly lasting: boolean;
 }
 
 export function safeSegment(value: string): string {

@@ -294,6 +294,15 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
   });
   const killSupervisor = () => supervisor.kill('SIGKILL');
   process.once('exit', killSupervisor);
+  // The supervisor must outlive every fault: if it goes, the round fails at once instead of waiting for jobs nobody runs.
+  let supervisorGone: string | undefined;
+  const supervisorExit = new Promise<never>((_, reject) =>
+    supervisor.once('exit', (code, signal) => {
+      supervisorGone = `the worker supervisor exited (${code ?? signal}); its last words: ${supervisorLog.slice(-1_500)}`;
+      reject(new Error(supervisorGone));
+    }),
+  );
+  supervisorExit.catch(() => undefined);
   const connection = await Connection.connect({ address: backend.address });
   const client = await FaultlineClient.connect({ config, connection });
 
@@ -372,16 +381,23 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
           return { ...job, result: await persist(`${job.jobId} result`, () => client.result(job.jobId)) };
         }),
       ).finally(() => (closed = true));
+      results.catch(() => undefined); // awaited below, unless the supervisor's exit ends the round first
 
       // Faults, in a seeded order, while the round's jobs run; what a round could not inject moves to the next.
       const faults = kinds.flatMap((kind) => Array<keyof ChaosFaults>(Math.ceil(Math.max(0, planned[kind] - report.faults[kind]) / roundsLeft)).fill(kind)).sort(() => random() - 0.5);
       const before = { ...report.faults };
       for (const fault of faults) {
         await sleep(300 + Math.floor(random() * 1_200));
-        if (closed) break;
+        if (closed || supervisorGone) break;
         await inject(fault);
       }
-      const finished = await results;
+      let finished: Awaited<typeof results>;
+      try {
+        finished = await Promise.race([results, supervisorExit]);
+      } catch (error) {
+        violation(`round ${round}: ${(error as Error).message}`);
+        break;
+      }
       const injected = Object.fromEntries(kinds.map((kind) => [kind, report.faults[kind] - before[kind]])) as unknown as ChaosFaults;
       const roundReport: RoundReport = { round, jobs: [], faults: injected, elapsedMs: Date.now() - roundStarted };
       for (const { name, spec, jobId, result } of finished) {
@@ -403,7 +419,7 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
     }
   } finally {
     report.faults.workerRestartsSeen = (supervisorLog.match(/worker process exited; restarting/g) ?? []).length;
-    const gone = new Promise((resolve) => (supervisor.exitCode !== null ? resolve(undefined) : supervisor.once('exit', resolve)));
+    const gone = new Promise((resolve) => (supervisor.exitCode !== null || supervisor.signalCode !== null ? resolve(undefined) : supervisor.once('exit', resolve)));
     supervisor.kill('SIGTERM');
     const timer = setTimeout(killSupervisor, 20_000);
     await gone;

@@ -26,6 +26,7 @@ import {
   type RunBatchResult,
   backoffDelayMs,
   batchActivityId,
+  completeRecords,
   emptyStatusCounts,
   makeReport,
   toErrorReport,
@@ -328,7 +329,7 @@ export class ItemRunner {
     const state = this.byId.get(outcome.item);
     if (!state || state.phase === 'done') return; // at-least-once: a re-reported item counts once
     if ('records' in outcome) {
-      state.records = completeRecords(state, outcome.records);
+      state.records = completeRecords(state.item.id, state.outputs, outcome.records);
       state.bytesIn = outcome.bytesIn;
       state.bytesOut = outcome.bytesOut;
       state.phase = 'done';
@@ -396,27 +397,6 @@ export function thresholdReport(failed: number, allowed: number): ErrorReport {
 
 function hasFailed(state: ItemState): boolean {
   return (state.records ?? []).some((record) => record.status === 'Failed');
-}
-
-/** Exactly one record per requested output, whatever the pipeline returned. */
-function completeRecords(state: ItemState, records: OutputRecord[]): OutputRecord[] {
-  return state.outputs.map((output) => {
-    const found = records.find((record) => record.output === output);
-    if (found) return { ...found, item: state.item.id };
-    return {
-      item: state.item.id,
-      output,
-      status: 'Failed',
-      error: makeReport({
-        type: ErrorTypes.InternalError,
-        message: `the pipeline reported no status for output "${output}"`,
-        details: {},
-        item: state.item.id,
-        output,
-        at: new Date().toISOString(),
-      }),
-    };
-  });
 }
 
 /** Finished items reported before a batch failed: last heartbeat, or the shutdown hand-back. */
