@@ -622,7 +622,18 @@ async function main(): Promise<void> {
   // The same scale workloads on the production-like stack: PostgreSQL holds Temporal's state, MinIO the job storage.
   const stackWorkloads: Record<string, Record<string, ModeResult>> = {};
   if (onStack && STACK_WORKLOADS.some(wanted)) {
-    const stackOptions = { dir: path.join(os.tmpdir(), 'faultline-bench-stack'), port: 15233, pgPort: 15435, s3Port: 19300, uiPort: 18380, webPort: 18534, metricsPort: 19764, workers: 0, web: false, log: say };
+    const stackOptions = {
+      dir: path.join(os.tmpdir(), 'faultline-bench-stack'),
+      port: 15233,
+      pgPort: 15435,
+      s3Port: 19300,
+      uiPort: 18380,
+      webPort: 18534,
+      metricsPort: 19764,
+      workers: 0,
+      web: false,
+      log: say,
+    };
     await stopStack(stackOptions).catch(() => undefined);
     rmSync(stackOptions.dir, { recursive: true, force: true });
     mkdirSync(stackOptions.dir, { recursive: true, mode: 0o755 }); // PostgreSQL runs as its own user and must reach its folder
