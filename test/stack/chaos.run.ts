@@ -24,11 +24,7 @@ describe('chaos on the production-like stack (short)', () => {
     });
     assert.deepEqual(report.violations, []);
     const { faults } = report;
-    assert.deepEqual(
-      [faults.workerKills, faults.temporalRestarts, faults.postgresRestarts, faults.minioOutages, faults.proxyFaults],
-      [3, 1, 2, 1, 2],
-      'every planned fault injected',
-    );
+    assert.deepEqual([faults.workerKills, faults.temporalRestarts, faults.postgresRestarts, faults.minioOutages, faults.proxyFaults], [3, 1, 2, 1, 2], 'every planned fault injected');
     assert.ok(faults.workerRestartsSeen >= faults.workerKills, 'the supervisor restarted every killed worker');
     assert.equal(report.items, 2_100 * report.rounds.length);
     assert.equal(report.strayTempFiles, 0);
