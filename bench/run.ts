@@ -74,6 +74,8 @@ interface ModeResult {
   postgresCpuUsPerItem?: number;
   postgresRowsPerItem?: number;
   postgresWalBytesPerItem?: number;
+  /** CPU seconds of the work processes by thread kind (Faultline's worker processes: JS main thread, V8 helpers, libuv pool, SDK core threads). */
+  workCpuByThread?: Record<string, number>;
   /** scale10m: how long `progress` took while the job ran (asked every 5 s). */
   progress?: { samples: number; p50Ms: number; maxMs: number; error?: string };
 }
@@ -133,29 +135,57 @@ interface Layout {
   workPids?: () => number[];
 }
 
-/** CPU of a changing set of processes over a run: each pid's last sample minus its first (0 for pids born during the run). */
-function workCpuTracker(pids: () => number[]): { sample(): void; seconds(): number } {
-  const first = new Map<number, number>();
-  const last = new Map<number, number>();
+/**
+ * CPU of a changing set of processes over a run, by thread: each thread's last sample minus its
+ * first (0 for threads born during the run), so a process that exits or restarts keeps what it used.
+ * Threads are grouped by their kind (Linux thread name, numbers dropped): the JS main thread
+ * (`node`), V8's helpers (`V8 DefaultWorke`: GC, compilation), libuv's pool (`libuv-worker`), and the
+ * Temporal SDK core's Rust threads (`tokio-runtime-w` and others).
+ */
+function workCpuTracker(pids: () => number[]): { sample(): void; seconds(): number; byThread(): Record<string, number> } {
+  const first = new Map<string, number>();
+  const last = new Map<string, { kind: string; seconds: number }>();
   let initial = true;
   return {
     sample() {
       for (const pid of pids()) {
-        let seconds: number;
+        let tids: string[];
         try {
-          seconds = cpuOf(pid);
+          tids = readdirSync(`/proc/${pid}/task`);
         } catch {
           continue; // gone between listing and reading
         }
-        if (!first.has(pid)) first.set(pid, initial ? seconds : 0);
-        last.set(pid, seconds);
+        for (const tid of tids) {
+          let stat: string;
+          try {
+            stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+          } catch {
+            continue;
+          }
+          const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+          const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+          const seconds = (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+          const key = `${pid}/${tid}`;
+          if (!first.has(key)) first.set(key, initial ? seconds : 0);
+          last.set(key, { kind: tid === String(pid) ? 'node (JS main thread)' : name.replace(/[\d#]+$/, '').trim() || name, seconds });
+        }
       }
       initial = false;
     },
     seconds() {
       let total = 0;
-      for (const [pid, seconds] of last) total += seconds - (first.get(pid) ?? 0);
+      for (const [key, { seconds }] of last) total += seconds - (first.get(key) ?? 0);
       return total;
+    },
+    byThread() {
+      const kinds: Record<string, number> = {};
+      for (const [key, { kind, seconds }] of last) kinds[kind] = (kinds[kind] ?? 0) + seconds - (first.get(key) ?? 0);
+      return Object.fromEntries(
+        Object.entries(kinds)
+          .filter(([, seconds]) => seconds >= 0.05)
+          .sort((a, b) => b[1] - a[1])
+          .map(([kind, seconds]) => [kind, Math.round(seconds * 10) / 10]),
+      );
     },
   };
 }
@@ -184,6 +214,7 @@ async function measure(
     const cpuSeconds = Object.fromEntries(Object.entries(cpuUsed).map(([party, seconds]) => [party, Math.round(seconds * 10) / 10]));
     work?.sample();
     if (work) cpuSeconds.work = Math.round(work.seconds() * 10) / 10;
+    const workThreads = work?.byThread();
     // Work processes that exit before the end (raw) told their own CPU.
     if (workCpuSeconds !== undefined) cpuSeconds.work = Math.round(workCpuSeconds * 10) / 10;
     return {
@@ -200,6 +231,7 @@ async function measure(
       ...(historyBytes !== undefined ? { historyBytesPerItem: Math.round((historyBytes / items) * 10) / 10 } : {}),
       ...(cpuUsed.server !== undefined ? { serverCpuUsPerItem: Math.round((cpuUsed.server * 1e6) / items) } : {}),
       ...(cpuUsed.postgres !== undefined ? { postgresCpuUsPerItem: Math.round((cpuUsed.postgres * 1e6) / items) } : {}),
+      ...(workThreads && Object.keys(workThreads).length > 0 ? { workCpuByThread: workThreads } : {}),
     };
   } finally {
     clearInterval(timer);
@@ -729,7 +761,7 @@ async function main(): Promise<void> {
     for (const [mode, r] of Object.entries(modes)) {
       const history = r.maxHistoryBytes === undefined ? '-' : `${(r.maxHistoryBytes / 1024 / 1024).toFixed(2)} MB`;
       console.log(
-        `${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.workers).padStart(5)} ${String(r.items).padStart(8)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.historyBytesPerItem ?? '-').padStart(12)} ${String(r.serverCpuUsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}  cpu s ${JSON.stringify(r.cpuSeconds)}${r.postgresRowsPerItem !== undefined ? `  postgres: ${r.postgresCpuUsPerItem} µs, ${r.postgresRowsPerItem} rows, ${r.postgresWalBytesPerItem} WAL bytes per item` : ''}`,
+        `${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.workers).padStart(5)} ${String(r.items).padStart(8)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.historyBytesPerItem ?? '-').padStart(12)} ${String(r.serverCpuUsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}  cpu s ${JSON.stringify(r.cpuSeconds)}${r.workCpuByThread ? `  work by thread ${JSON.stringify(r.workCpuByThread)}` : ''}${r.postgresRowsPerItem !== undefined ? `  postgres: ${r.postgresCpuUsPerItem} µs, ${r.postgresRowsPerItem} rows, ${r.postgresWalBytesPerItem} WAL bytes per item` : ''}`,
       );
     }
   }

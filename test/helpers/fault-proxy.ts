@@ -17,7 +17,8 @@ export interface FaultProxy {
   close(): Promise<void>;
 }
 
-export function startFaultProxy(target: { host: string; port: number }): Promise<FaultProxy> {
+/** `port`: listen there (e.g. to come back where a closed proxy was); default a free one. */
+export function startFaultProxy(target: { host: string; port: number }, port = 0): Promise<FaultProxy> {
   const pairs = new Set<{ downstream: net.Socket; upstream: net.Socket }>();
   let resetNext = 0;
   let held: { to: net.Socket; chunk: Buffer }[] | undefined;
@@ -47,10 +48,10 @@ export function startFaultProxy(target: { host: string; port: number }): Promise
     }
   });
   return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
+    server.listen(port, '127.0.0.1', () => {
+      const listening = (server.address() as AddressInfo).port;
       resolve({
-        url: `http://127.0.0.1:${port}`,
+        url: `http://127.0.0.1:${listening}`,
         open: () => pairs.size,
         reset(next = 3) {
           const cut = pairs.size;

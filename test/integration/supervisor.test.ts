@@ -10,7 +10,9 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { msToTs } from '@temporalio/common/lib/time';
 import { ROOT, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
+import { startFaultProxy } from '../helpers/fault-proxy';
 import { workerChildren } from '../helpers/processes';
+import { startTestS3 } from '../helpers/s3';
 
 let env: TestEnv;
 before(async () => {
@@ -100,6 +102,33 @@ describe('faultline worker --processes', () => {
     assert.ok(Date.now() - started < 60_000);
     assert.match(supervisor.logs(), /^error: .*FaultlineFlagged.*$/m);
     assert.doesNotMatch(supervisor.logs(), /restarting in/, 'no process was restarted');
+  });
+
+  it('a process restarted while job storage is away waits for it; its supervisor and the others run on', async () => {
+    const s3 = await startTestS3('supervised');
+    const minio = { host: '127.0.0.1', port: Number(new URL(s3.endpoint).port) };
+    let proxy = await startFaultProxy(minio);
+    const storage = { ...s3.env, FAULTLINE_S3_ENDPOINT: proxy.url, FAULTLINE_STORAGE: `s3://${s3.bucket}/jobs` };
+    const supervisor = startSupervisor('2', storage);
+    const started = () => (supervisor.logs().match(/"worker started"/g) ?? []).length;
+    try {
+      await eventually(() => started() === 2, 60_000, 'two worker processes');
+      await proxy.close(); // job storage away: connections refused
+      const [victim] = workerChildren(supervisor.child.pid ?? -1);
+      assert.ok(victim);
+      process.kill(victim, 'SIGKILL');
+      await eventually(() => /job storage does not answer yet/.test(supervisor.logs()), 60_000, 'the restarted process waiting for storage');
+      assert.equal(supervisor.child.exitCode, null, `the supervisor runs on: ${supervisor.logs().slice(-1_000)}`);
+      proxy = await startFaultProxy(minio, Number(new URL(storage.FAULTLINE_S3_ENDPOINT).port));
+      await eventually(() => started() === 3, 60_000, 'the restarted process started once storage answered');
+      assert.match(supervisor.logs(), /job storage answers again/);
+      assert.equal(workerChildren(supervisor.child.pid ?? -1).length, 2);
+    } finally {
+      supervisor.child.kill('SIGTERM');
+      await supervisor.exited;
+      await proxy.close();
+      await s3.stop();
+    }
   });
 
   it('refuses a bad --processes in one line', async () => {
