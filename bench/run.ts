@@ -15,16 +15,18 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
+import { Queue } from 'bullmq';
 import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { FaultlineClient } from '../src/client';
 import { loadConfig } from '../src/config';
 import { limiterWorkflowId } from '../src/shared';
-import { ensureTemporalCli, startDevServer } from '../src/devserver/temporal-cli';
+import { ensureTemporalCli, freePort, startDevServer } from '../src/devserver/temporal-cli';
 import { createLogger, installTemporalLogging } from '../src/logger';
 import { startLocalS3 } from '../scripts/minio';
 import { psql, stackLayout, stackWorkerSettings, startStack, stopStack } from '../scripts/stack';
 import { createNaiveActivities } from './naive-activities';
 import type { RawShare } from './raw-worker';
+import type { BullmqItem } from './bullmq-worker';
 
 const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
@@ -275,6 +277,83 @@ async function runRaw(
   return { completed: done === count, events: null, elapsedMs, workCpuSeconds };
 }
 
+/** Redis for the `bullmq` peer, durable as its users run it (append-only file, fsync every second); undefined when `redis-server` is not installed. */
+async function startRedis(dir: string, say: (line: string) => void): Promise<{ port: number; pid: number; stop(): Promise<void> } | undefined> {
+  try {
+    execFileSync('redis-server', ['--version'], { stdio: 'ignore' });
+  } catch {
+    say('bullmq: skipped, redis-server is not installed (Debian: apt-get install redis-server)');
+    return undefined;
+  }
+  const port = await freePort();
+  const data = path.join(dir, 'redis');
+  mkdirSync(data, { recursive: true });
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--dir', data, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--maxmemory-policy', 'noeviction'],
+    {
+      stdio: 'ignore',
+    },
+  );
+  process.once('exit', () => child.kill('SIGKILL'));
+  for (const deadline = Date.now() + 20_000; ;) {
+    try {
+      if (execFileSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).trim() === 'PONG') break;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error('redis-server did not answer in 20 s');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {
+    port,
+    pid: child.pid ?? -1,
+    async stop() {
+      const gone = once(child, 'exit');
+      child.kill('SIGTERM');
+      await gone;
+    },
+  };
+}
+
+/** The `bullmq` peer: one BullMQ worker process per core on one queue, the items added in bulk, timed from the first add to the last job completed. */
+async function runBullmq(
+  kind: BullmqItem['kind'],
+  count: number,
+  redisPort: number,
+  processes: number,
+  pids: { pids: number[] },
+  share: Omit<BullmqItem, 'kind' | 'id'>,
+): Promise<{ completed: boolean; events: null; outcome?: string }> {
+  const connection = { host: '127.0.0.1', port: redisPort };
+  const queue = new Queue<BullmqItem>('bench', { connection });
+  await queue.obliterate({ force: true });
+  const children: ChildProcess[] = Array.from({ length: processes }, () =>
+    fork(path.join(__dirname, 'bullmq-worker.ts'), [], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...process.env, BENCH_REDIS_PORT: String(redisPort), BENCH_BULLMQ_CONCURRENCY: kind === 'thumbnail' ? '4' : '1' },
+    }),
+  );
+  pids.pids = children.flatMap((child) => (child.pid === undefined ? [] : [child.pid]));
+  try {
+    await Promise.all(children.map((child) => new Promise((resolve) => child.once('message', resolve))));
+    for (let from = 0; from < count; from += 1_000) {
+      await queue.addBulk(Array.from({ length: Math.min(1_000, count - from) }, (_, i) => ({ name: kind, data: { kind, id: `q${from + i}`, ...share } })));
+    }
+    for (;;) {
+      const counts = await queue.getJobCounts('completed', 'failed');
+      if ((counts.completed ?? 0) + (counts.failed ?? 0) >= count) return { completed: counts.completed === count, events: null, ...(counts.failed ? { outcome: `${counts.failed} failed` } : {}) };
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  } finally {
+    await Promise.all(children.map((child) => (child.exitCode === null ? (child.kill('SIGTERM'), once(child, 'exit')) : undefined)));
+    pids.pids = [];
+    await queue.obliterate({ force: true });
+    await queue.close();
+  }
+}
+
 async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-bench-'));
   const server = await startDevServer({ ui: false, log: say });
@@ -339,6 +418,17 @@ async function main(): Promise<void> {
   const rawPids = { pids: [] as number[] };
   // Raw processes are gone when the run ends: they report their own CPU (runRaw's workCpuSeconds).
   const rawLayout: Layout = { workers: cores, rss: () => sumOver(rawPids.pids, rssOf), cpu: parties(() => []) };
+  // The BullMQ peer: its worker processes do the work, Redis is its durable backend (its "server").
+  const redis = modeWanted('bullmq') && ['cpu1ms', 'thumbnails', 'scale100k'].some(wanted) ? await startRedis(dir, say) : undefined;
+  const bullmqPids = { pids: [] as number[] };
+  const bullmqLayout: Layout = {
+    workers: cores,
+    rss: () => sumOver(bullmqPids.pids, rssOf),
+    cpu: () => ({ server: redis ? sumOver([redis.pid], cpuOf) : 0, bench: cpuOf(process.pid) }),
+    workPids: () => bullmqPids.pids,
+  };
+  const bullmq = async (kind: BullmqItem['kind'], count: number): Promise<Record<string, ModeResult>> =>
+    redis ? { bullmq: await measure(count, bullmqLayout, () => runBullmq(kind, count, redis.port, cores, bullmqPids, { source: SOURCE, outDir: path.join(dir, 'bullmq-out') })) } : {};
   let supervisorPeakRss = 0;
   const supervisorSampler = setInterval(() => (supervisorPeakRss = Math.max(supervisorPeakRss, sumOver([faultlineWorkers.pid ?? -1], rssOf))), 1_000);
   const connection = await Connection.connect({ address: server.address });
@@ -422,6 +512,7 @@ async function main(): Promise<void> {
       raw: await measure(cpuItems, rawLayout, () => runRaw('cpu1ms', cpuItems, cores, rawPids, { source: SOURCE, outDir: path.join(dir, 'raw-out') })),
       naive: await measure(cpuItems, naiveLayout, () => runNaive('cpu1ms', cpuItems, 20 * 60_000)),
       faultline: await measure(cpuItems, faultlineLayout, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: cpuItems }, (_, i) => ({ id: `c${i}`, params: { cpuMs: 1 } })) })),
+      ...(await bullmq('cpu1ms', cpuItems)),
     };
   }
   if (wanted('thumbnails')) {
@@ -438,6 +529,7 @@ async function main(): Promise<void> {
           destination: pathToFileURL(path.join(dir, 'faultline-out')).toString(),
         }),
       ),
+      ...(await bullmq('thumbnail', thumbItems)),
     };
   }
   /** The scale workloads' jobs: `count` synthetic items of no work in one job. */
@@ -453,6 +545,7 @@ async function main(): Promise<void> {
     say(`scale100k: ${bigItems} items`);
     workloads.scale100k = {
       faultline: await measure(bigItems, faultlineLayout, () => runFaultline(scaleSpec('b', bigItems))),
+      ...(await bullmq('noop', bigItems)),
       ...(modeWanted('naive') ? { naive: await measure(bigItems, naiveLayout, () => runNaive('cpu1ms', bigItems, (quick ? 3 : 6) * 60_000)) } : {}),
     };
   }
@@ -739,9 +832,14 @@ async function main(): Promise<void> {
       thumbnails_faultline_vs_raw: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.raw?.itemsPerSec),
       thumbnails_faultline_vs_naive: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.naive?.itemsPerSec),
       storage_s3_vs_file: ratio(workloads.storage?.s3?.itemsPerSec, workloads.storage?.file?.itemsPerSec),
+      cpu1ms_bullmq_vs_raw: ratio(workloads.cpu1ms?.bullmq?.itemsPerSec, workloads.cpu1ms?.raw?.itemsPerSec),
+      cpu1ms_faultline_vs_bullmq: ratio(workloads.cpu1ms?.faultline?.itemsPerSec, workloads.cpu1ms?.bullmq?.itemsPerSec),
+      thumbnails_faultline_vs_bullmq: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.bullmq?.itemsPerSec),
+      scale100k_faultline_vs_bullmq: ratio(workloads.scale100k?.faultline?.itemsPerSec, workloads.scale100k?.bullmq?.itemsPerSec),
     },
   };
   clearInterval(supervisorSampler);
+  await redis?.stop();
   naiveWorker.shutdown();
   await naiveRunning;
   await stopWorkers(faultlineWorkers);
