@@ -16,6 +16,7 @@ import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import { Queue } from 'bullmq';
+import { DBOS, DBOSClient } from '@dbos-inc/dbos-sdk';
 import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { FaultlineClient } from '../src/client';
 import { loadConfig } from '../src/config';
@@ -23,10 +24,11 @@ import { limiterWorkflowId } from '../src/shared';
 import { ensureTemporalCli, freePort, startDevServer } from '../src/devserver/temporal-cli';
 import { createLogger, installTemporalLogging } from '../src/logger';
 import { startLocalS3 } from '../scripts/minio';
-import { psql, stackLayout, stackWorkerSettings, startStack, stopStack } from '../scripts/stack';
+import { psql, stackLayout, stackWorkerSettings, startStack, startStackPostgres, stopStack } from '../scripts/stack';
 import { createNaiveActivities } from './naive-activities';
 import type { RawShare } from './raw-worker';
 import type { BullmqItem } from './bullmq-worker';
+import { DBOS_BENCH, type DbosItem } from './dbos-worker';
 
 const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
@@ -354,6 +356,60 @@ async function runBullmq(
   }
 }
 
+/** The `dbos` peer: one DBOS process per core on one queue of a fresh system database, every item a workflow enqueued by a DBOSClient, timed from the first enqueue to the last workflow done. */
+async function runDbos(
+  kind: DbosItem['kind'],
+  count: number,
+  postgres: ReturnType<typeof startStackPostgres>,
+  processes: number,
+  pids: { pids: number[] },
+  share: Omit<DbosItem, 'kind' | 'id'>,
+): Promise<{ completed: boolean; events: null; outcome?: string }> {
+  const url = `postgresql://postgres@127.0.0.1:${postgres.pgPort}/dbos_bench`;
+  psql(postgres, 'postgres', 'DROP DATABASE IF EXISTS dbos_bench WITH (FORCE)');
+  // DBOS.migrate prints its progress on stdout, which `--json` keeps for the report alone.
+  const print = console.log;
+  console.log = (...args: unknown[]) => console.error(...args);
+  try {
+    await DBOS.migrate(url);
+  } finally {
+    console.log = print;
+  }
+  const children: ChildProcess[] = Array.from({ length: processes }, () =>
+    fork(path.join(__dirname, 'dbos-worker.ts'), [], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...process.env, BENCH_DBOS_URL: url },
+    }),
+  );
+  pids.pids = children.flatMap((child) => (child.pid === undefined ? [] : [child.pid]));
+  const client = await DBOSClient.create({ systemDatabaseUrl: url, applicationName: DBOS_BENCH.name });
+  try {
+    await Promise.all(children.map((child) => new Promise((resolve) => child.once('message', resolve))));
+    // No bulk enqueue in DBOS: 32 at a time.
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 32 }, async () => {
+        for (let i = next++; i < count; i = next++) {
+          const item: DbosItem = { kind, id: `d${i}`, ...share };
+          await client.enqueue({ queueName: DBOS_BENCH.queue, workflowName: DBOS_BENCH.workflow, appVersion: DBOS_BENCH.version }, item);
+        }
+      }),
+    );
+    for (;;) {
+      const [done = 0, failed = 0] = psql(postgres, 'dbos_bench', "SELECT count(*) FILTER (WHERE status = 'SUCCESS'), count(*) FILTER (WHERE status = 'ERROR') FROM dbos.workflow_status")
+        .split('|')
+        .map(Number);
+      if (done + failed >= count) return { completed: done === count, events: null, ...(failed ? { outcome: `${failed} failed` } : {}) };
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  } finally {
+    await Promise.all(children.map((child) => (child.exitCode === null ? (child.kill('SIGTERM'), once(child, 'exit')) : undefined)));
+    pids.pids = [];
+    await client.destroy();
+  }
+}
+
 async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-bench-'));
   const server = await startDevServer({ ui: false, log: say });
@@ -427,6 +483,24 @@ async function main(): Promise<void> {
     cpu: () => ({ server: redis ? sumOver([redis.pid], cpuOf) : 0, bench: cpuOf(process.pid) }),
     workPids: () => bullmqPids.pids,
   };
+  // The DBOS peer: its processes do the work, PostgreSQL is its durable backend.
+  const dbosPostgresOptions = { dir: path.join(os.tmpdir(), 'faultline-bench-dbos'), pgPort: await freePort() };
+  let dbosPostgres: ReturnType<typeof startStackPostgres> | undefined;
+  if (modeWanted('dbos') && ['cpu1ms', 'thumbnails', 'scale100k'].some(wanted)) {
+    rmSync(dbosPostgresOptions.dir, { recursive: true, force: true });
+    mkdirSync(dbosPostgresOptions.dir, { recursive: true, mode: 0o755 }); // PostgreSQL runs as its own user and must reach its folder
+    dbosPostgres = startStackPostgres(dbosPostgresOptions);
+  }
+  const dbosPids = { pids: [] as number[] };
+  const postmasterOf = (layout: ReturnType<typeof stackLayout>) => Number(readFileSync(path.join(layout.pgData, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const dbosLayout: Layout = {
+    workers: cores,
+    rss: () => sumOver(dbosPids.pids, rssOf),
+    cpu: () => ({ server: dbosPostgres ? sumOver(processTree(postmasterOf(dbosPostgres)), cpuOf) : 0, bench: cpuOf(process.pid) }),
+    workPids: () => dbosPids.pids,
+  };
+  const dbos = async (kind: DbosItem['kind'], count: number): Promise<Record<string, ModeResult>> =>
+    dbosPostgres ? { dbos: await measure(count, dbosLayout, () => runDbos(kind, count, dbosPostgres, cores, dbosPids, { source: SOURCE, outDir: path.join(dir, 'dbos-out') })) } : {};
   const bullmq = async (kind: BullmqItem['kind'], count: number): Promise<Record<string, ModeResult>> =>
     redis ? { bullmq: await measure(count, bullmqLayout, () => runBullmq(kind, count, redis.port, cores, bullmqPids, { source: SOURCE, outDir: path.join(dir, 'bullmq-out') })) } : {};
   let supervisorPeakRss = 0;
@@ -513,6 +587,7 @@ async function main(): Promise<void> {
       naive: await measure(cpuItems, naiveLayout, () => runNaive('cpu1ms', cpuItems, 20 * 60_000)),
       faultline: await measure(cpuItems, faultlineLayout, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: cpuItems }, (_, i) => ({ id: `c${i}`, params: { cpuMs: 1 } })) })),
       ...(await bullmq('cpu1ms', cpuItems)),
+      ...(await dbos('cpu1ms', cpuItems)),
     };
   }
   if (wanted('thumbnails')) {
@@ -530,6 +605,7 @@ async function main(): Promise<void> {
         }),
       ),
       ...(await bullmq('thumbnail', thumbItems)),
+      ...(await dbos('thumbnail', thumbItems)),
     };
   }
   /** The scale workloads' jobs: `count` synthetic items of no work in one job. */
@@ -546,6 +622,7 @@ async function main(): Promise<void> {
     workloads.scale100k = {
       faultline: await measure(bigItems, faultlineLayout, () => runFaultline(scaleSpec('b', bigItems))),
       ...(await bullmq('noop', bigItems)),
+      ...(await dbos('noop', bigItems)),
       ...(modeWanted('naive') ? { naive: await measure(bigItems, naiveLayout, () => runNaive('cpu1ms', bigItems, (quick ? 3 : 6) * 60_000)) } : {}),
     };
   }
@@ -836,10 +913,18 @@ async function main(): Promise<void> {
       cpu1ms_faultline_vs_bullmq: ratio(workloads.cpu1ms?.faultline?.itemsPerSec, workloads.cpu1ms?.bullmq?.itemsPerSec),
       thumbnails_faultline_vs_bullmq: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.bullmq?.itemsPerSec),
       scale100k_faultline_vs_bullmq: ratio(workloads.scale100k?.faultline?.itemsPerSec, workloads.scale100k?.bullmq?.itemsPerSec),
+      cpu1ms_dbos_vs_raw: ratio(workloads.cpu1ms?.dbos?.itemsPerSec, workloads.cpu1ms?.raw?.itemsPerSec),
+      cpu1ms_faultline_vs_dbos: ratio(workloads.cpu1ms?.faultline?.itemsPerSec, workloads.cpu1ms?.dbos?.itemsPerSec),
+      thumbnails_faultline_vs_dbos: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.dbos?.itemsPerSec),
+      scale100k_faultline_vs_dbos: ratio(workloads.scale100k?.faultline?.itemsPerSec, workloads.scale100k?.dbos?.itemsPerSec),
     },
   };
   clearInterval(supervisorSampler);
   await redis?.stop();
+  if (dbosPostgres) {
+    await stopStack(dbosPostgresOptions);
+    rmSync(dbosPostgresOptions.dir, { recursive: true, force: true });
+  }
   naiveWorker.shutdown();
   await naiveRunning;
   await stopWorkers(faultlineWorkers);

@@ -151,6 +151,14 @@ export function psql(layout: Layout, database: string, query: string): string {
   return run(pgBin('psql'), ['-h', '127.0.0.1', '-p', String(layout.pgPort), '-U', 'postgres', '-d', database, '-Atc', query]).trim();
 }
 
+/** Only the stack's PostgreSQL (its folder initialised on first use): for peers that keep their state in it (the bench's `dbos` mode). */
+export function startStackPostgres(options: StackOptions): Layout {
+  const layout = stackLayout(options);
+  for (const dir of [layout.dir, layout.logs, layout.pids]) mkdirSync(dir, { recursive: true });
+  startPostgres(layout, options.log ?? (() => undefined));
+  return layout;
+}
+
 /** Stops the stack's PostgreSQL (fast shutdown: open connections are cut), waits `pauseMs`, starts it again. */
 export async function restartPostgres(layout: Layout, pauseMs = 0): Promise<void> {
   run(pgBin('pg_ctl'), ['-D', layout.pgData, '-m', 'fast', '-w', 'stop'], { asPostgres: true });
