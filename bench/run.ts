@@ -137,6 +137,8 @@ interface Layout {
   cpu: () => Record<string, number>;
   /** The work processes, sampled one by one: one that exits or is restarted mid-run keeps the CPU it used. */
   workPids?: () => number[];
+  /** The same for the backend's processes when they come and go (PostgreSQL backends of a peer's connections): its CPU is then `server`. */
+  serverPids?: () => number[];
 }
 
 /**
@@ -203,18 +205,23 @@ async function measure(
   let peak = layout.rss();
   const cpuBefore = layout.cpu();
   const work = layout.workPids ? workCpuTracker(layout.workPids) : undefined;
+  const backend = layout.serverPids ? workCpuTracker(layout.serverPids) : undefined;
   work?.sample();
+  backend?.sample();
   const timer = setInterval(() => {
     peak = Math.max(peak, layout.rss());
     work?.sample();
+    backend?.sample();
   }, 200);
   const started = performance.now();
   try {
     const { completed, events, outcome, maxHistoryBytes, historyBytes, elapsedMs: measured, workCpuSeconds } = await fn();
     const elapsedMs = measured ?? Math.round(performance.now() - started);
     peak = Math.max(peak, layout.rss());
+    backend?.sample();
     const cpuAfter = layout.cpu();
     const cpuUsed = Object.fromEntries(Object.entries(cpuAfter).map(([party, seconds]) => [party, seconds - (cpuBefore[party] ?? 0)]));
+    if (backend) cpuUsed.server = backend.seconds();
     const cpuSeconds = Object.fromEntries(Object.entries(cpuUsed).map(([party, seconds]) => [party, Math.round(seconds * 10) / 10]));
     work?.sample();
     if (work) cpuSeconds.work = Math.round(work.seconds() * 10) / 10;
@@ -496,8 +503,10 @@ async function main(): Promise<void> {
   const dbosLayout: Layout = {
     workers: cores,
     rss: () => sumOver(dbosPids.pids, rssOf),
-    cpu: () => ({ server: dbosPostgres ? sumOver(processTree(postmasterOf(dbosPostgres)), cpuOf) : 0, bench: cpuOf(process.pid) }),
+    cpu: () => ({ bench: cpuOf(process.pid) }),
     workPids: () => dbosPids.pids,
+    // Each DBOS process's connections have their own backends, gone when it exits: sampled while they live.
+    serverPids: () => (dbosPostgres ? processTree(postmasterOf(dbosPostgres)) : []),
   };
   const dbos = async (kind: DbosItem['kind'], count: number): Promise<Record<string, ModeResult>> =>
     dbosPostgres ? { dbos: await measure(count, dbosLayout, () => runDbos(kind, count, dbosPostgres, cores, dbosPids, { source: SOURCE, outDir: path.join(dir, 'dbos-out') })) } : {};
@@ -583,9 +592,15 @@ async function main(): Promise<void> {
     const cpuItems = Math.round(5_000 * scale);
     say(`cpu1ms: ${cpuItems} items`);
     workloads.cpu1ms = {
-      raw: await measure(cpuItems, rawLayout, () => runRaw('cpu1ms', cpuItems, cores, rawPids, { source: SOURCE, outDir: path.join(dir, 'raw-out') })),
-      naive: await measure(cpuItems, naiveLayout, () => runNaive('cpu1ms', cpuItems, 20 * 60_000)),
-      faultline: await measure(cpuItems, faultlineLayout, () => runFaultline({ pipeline: 'synthetic', items: Array.from({ length: cpuItems }, (_, i) => ({ id: `c${i}`, params: { cpuMs: 1 } })) })),
+      ...(modeWanted('raw') ? { raw: await measure(cpuItems, rawLayout, () => runRaw('cpu1ms', cpuItems, cores, rawPids, { source: SOURCE, outDir: path.join(dir, 'raw-out') })) } : {}),
+      ...(modeWanted('naive') ? { naive: await measure(cpuItems, naiveLayout, () => runNaive('cpu1ms', cpuItems, 20 * 60_000)) } : {}),
+      ...(modeWanted('faultline')
+        ? {
+            faultline: await measure(cpuItems, faultlineLayout, () =>
+              runFaultline({ pipeline: 'synthetic', items: Array.from({ length: cpuItems }, (_, i) => ({ id: `c${i}`, params: { cpuMs: 1 } })) }),
+            ),
+          }
+        : {}),
       ...(await bullmq('cpu1ms', cpuItems)),
       ...(await dbos('cpu1ms', cpuItems)),
     };
@@ -620,7 +635,7 @@ async function main(): Promise<void> {
     const bigItems = scaleItems.scale100k ?? 0;
     say(`scale100k: ${bigItems} items`);
     workloads.scale100k = {
-      faultline: await measure(bigItems, faultlineLayout, () => runFaultline(scaleSpec('b', bigItems))),
+      ...(modeWanted('faultline') ? { faultline: await measure(bigItems, faultlineLayout, () => runFaultline(scaleSpec('b', bigItems))) } : {}),
       ...(await bullmq('noop', bigItems)),
       ...(await dbos('noop', bigItems)),
       ...(modeWanted('naive') ? { naive: await measure(bigItems, naiveLayout, () => runNaive('cpu1ms', bigItems, (quick ? 3 : 6) * 60_000)) } : {}),
