@@ -146,7 +146,7 @@ export function createEngineActivities(deps: EngineDeps) {
     async runBatch(input: RunBatchInput): Promise<RunBatchResult> {
       const ctx = Context.current();
       const log = deps.logger.child({ jobId: input.job.jobId, activityId: ctx.info.activityId });
-      const entries = await batchEntries(input);
+      const entries = await whenStorageAnswers(() => batchEntries(input), ctx, ctx.info.isLocal, log);
       const implementation = deps.implementations[input.job.pipeline];
       if (!implementation) {
         throw ApplicationFailure.create({
@@ -701,13 +701,45 @@ async function storeFinished(storage: Storage, jobId: string, part: string, entr
 /** An item waits this long in all for job storage to answer before it fails with `StorageUnavailable`. */
 const STORAGE_WAIT_LIMIT_MS = 5 * 60_000;
 
-/** How long an item waits before its `storageWaits`-th run when `error` says job storage is away (1 s doubling to 15 s), else undefined. */
+/** How long an item waits before its `storageWaits`-th run when `error` says job storage is away, else undefined. */
 function storageWaitMs(error: unknown, storageWaits: number): number | undefined {
   if (!(error instanceof ItemError) || error.report.type !== ErrorTypes.StorageUnavailable) return undefined;
+  return nextStorageWaitMs(storageWaits);
+}
+
+/** The `waits`-th wait for job storage: 1 s doubling to 15 s, undefined once STORAGE_WAIT_LIMIT_MS would pass. */
+function nextStorageWaitMs(waits: number): number | undefined {
   let waited = 0;
-  for (let n = 0; n < storageWaits; n++) waited += Math.min(15_000, 1_000 * 2 ** n);
-  const next = Math.min(15_000, 1_000 * 2 ** storageWaits);
+  for (let n = 0; n < waits; n++) waited += Math.min(15_000, 1_000 * 2 ** n);
+  const next = Math.min(15_000, 1_000 * 2 ** waits);
   return waited + next <= STORAGE_WAIT_LIMIT_MS ? next : undefined;
+}
+
+/**
+ * Reads what a batch needs from job storage (its items by place), waiting out storage that does
+ * not answer (MinIO restarting) as its items would, heartbeating meanwhile; then a transient
+ * `StorageUnavailable`. Lasting errors (typed by storageCall) and cancellation go through at once.
+ */
+async function whenStorageAnswers<T>(read: () => Promise<T>, ctx: Context, local: boolean, log: Logger): Promise<T> {
+  for (let waits = 0; ; waits++) {
+    try {
+      return await read();
+    } catch (error) {
+      if (error instanceof ApplicationFailure || ctx.cancellationSignal.aborted) throw error;
+      const waitMs = local ? undefined : nextStorageWaitMs(waits);
+      if (waitMs === undefined) {
+        throw ApplicationFailure.create({ type: ErrorTypes.StorageUnavailable, message: `job storage did not answer: ${(error as Error).message}`, cause: error as Error });
+      }
+      log.warn({ err: error, waitMs }, "job storage did not answer reading the batch's items; waiting for it");
+      const beat = setInterval(() => ctx.heartbeat(), 1_000);
+      try {
+        ctx.heartbeat();
+        await sleepUnlessAborted(waitMs, ctx.cancellationSignal);
+      } finally {
+        clearInterval(beat);
+      }
+    }
+  }
 }
 
 function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {

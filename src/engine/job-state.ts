@@ -55,7 +55,8 @@ import type { sliceWorkflow } from '../workflows/slice';
 export const importer = prioritizedActivities<Pick<ReturnType<typeof createEngineActivities>, 'importItems'>>({
   startToCloseTimeout: '1h',
   heartbeatTimeout: '2m',
-  retry: { maximumAttempts: 5, initialInterval: '2s', maximumInterval: '1m' },
+  // Enough tries to ride out a job storage or source outage of a few minutes.
+  retry: { maximumAttempts: 10, initialInterval: '2s', maximumInterval: '1m' },
 });
 
 /** The worker's check of a spec: quick, so a worker lost while doing it is noticed in seconds, not minutes. */

@@ -28,10 +28,11 @@ import {
 import { ItemRunner, type RunnerHooks } from './runner';
 import { prioritizedActivities } from './priority';
 
+/** Reading and writing job storage: the retries ride out a storage outage of about 4 minutes (MinIO restarting). */
 export const storageActivities = prioritizedActivities<ReturnType<typeof createEngineActivities>>({
   startToCloseTimeout: '10m',
   heartbeatTimeout: '2m',
-  retry: { maximumAttempts: 5, initialInterval: '1s', nonRetryableErrorTypes },
+  retry: { maximumAttempts: 12, initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes },
 });
 
 export interface SliceHooks {

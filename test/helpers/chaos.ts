@@ -321,6 +321,8 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
     report.violations.push(line);
     log(`VIOLATION ${line}`);
   };
+  // On the stack, long ids put the synthetic spec over the client's inline limit: it is stored in MinIO, and its batches read their items by place from there.
+  const idPad = plan.target.kind === 'stack' ? `-${'p'.repeat(108)}` : '';
   const kinds = Object.keys(planned) as (keyof ChaosFaults)[];
   const owed = () => kinds.some((kind) => report.faults[kind] < planned[kind]);
 
@@ -359,7 +361,7 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
           name: 'synthetic',
           spec: {
             pipeline: 'synthetic',
-            items: Array.from({ length: plan.syntheticPerRound }, (_, i) => ({ id: `s-${i}`, params: { cpuMs: 2 } })),
+            items: Array.from({ length: plan.syntheticPerRound }, (_, i) => ({ id: `s-${i}${idPad}`, params: { cpuMs: 2 } })),
             destination: pathToFileURL(path.join(out, 'synthetic')).toString(),
             options: { crashBudget: 20, heartbeatTimeout: '5s' },
           },

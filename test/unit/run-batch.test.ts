@@ -131,4 +131,52 @@ describe('runBatch activity', () => {
     assert.equal((outcome.error.details.cause as { message?: string } | undefined)?.message, 'Access Denied');
     assert.equal(writes(), 1, 'not tried again');
   });
+
+  /** A batch naming its two items by place in a stored spec, on storage whose first spec reads fail with `failure`. */
+  async function byPlaceBatch(failure: Error, failures: number) {
+    const storage = createStorage('/nonexistent-faultline-storage');
+    let reads = 0;
+    storage.readSpec = async () => {
+      reads += 1;
+      if (reads <= failures) throw failure;
+      return { pipeline: 'synthetic', items: [{ id: 'p0' }, { id: 'p1' }] };
+    };
+    const engine = createEngineActivities({
+      implementations: { synthetic: createSyntheticPipeline({ crashProcess: () => assert.fail('no crash here') }).implementation },
+      registry: builtInPipelines,
+      storage,
+      logger: createLogger({ level: 'silent', format: 'json' }),
+      allowedHosts: [],
+      s3: {},
+    });
+    const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000 });
+    const input: RunBatchInput = {
+      job: { jobId: 'unit', pipeline: 'synthetic' },
+      items: { kind: 'stored', ref: 'specs/unit.json', ranges: [[0, 2]], runs: 1, outputs: ['result'] },
+      heartbeatTimeoutMs: 20_000,
+      isolated: false,
+    };
+    return { run: () => env.run(engine.runBatch, input) as Promise<RunBatchResult>, reads: () => reads };
+  }
+
+  it('a batch whose items job storage cannot give yet waits for it, then runs them', async () => {
+    const batch = await byPlaceBatch(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:19200'), { code: 'ECONNREFUSED' }), 1);
+    const started = performance.now();
+    const result = await batch.run();
+    assert.deepEqual(
+      result.outcomes.map((outcome) => [outcome.item, 'records' in outcome]),
+      [
+        ['p0', true],
+        ['p1', true],
+      ],
+    );
+    assert.equal(batch.reads(), 2);
+    assert.ok(performance.now() - started >= 900, 'waited about a second');
+  });
+
+  it('a batch whose items job storage refuses for good fails at once as StorageUnwritable', async () => {
+    const batch = await byPlaceBatch(Object.assign(new Error('Access Denied'), { name: 'AccessDenied' }), 1);
+    await assert.rejects(batch.run(), (error: unknown) => (error as { type?: string }).type === ErrorTypes.StorageUnwritable);
+    assert.equal(batch.reads(), 1);
+  });
 });
