@@ -6,9 +6,12 @@ import { ITEM_SPAN_EVERY, activeTracing, faultlineTracer, recordSpan } from '../
 import { type WorkerMetrics, workerMetrics } from '../metrics';
 import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
 import { ITEMS_CHUNK, ItemsFileReader, checkItemsChunk, isItemsRef } from '../items-file';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import {
   type BatchProgress,
+  type RetryPolicy,
+  backoffDelayMs,
   ErrorTypes,
   type FillSlicesInput,
   type RetryRequest,
@@ -707,11 +710,14 @@ function storageWaitMs(error: unknown, storageWaits: number): number | undefined
   return nextStorageWaitMs(storageWaits);
 }
 
-/** The `waits`-th wait for job storage: 1 s doubling to 15 s, undefined once STORAGE_WAIT_LIMIT_MS would pass. */
+/** Waits for job storage: 1 s doubling to 15 s. */
+const STORAGE_WAITS: RetryPolicy = { maxAttempts: 0, initialIntervalMs: 1_000, backoffCoefficient: 2, maximumIntervalMs: 15_000 };
+
+/** The `waits`-th wait for job storage, undefined once STORAGE_WAIT_LIMIT_MS would pass. */
 function nextStorageWaitMs(waits: number): number | undefined {
   let waited = 0;
-  for (let n = 0; n < waits; n++) waited += Math.min(15_000, 1_000 * 2 ** n);
-  const next = Math.min(15_000, 1_000 * 2 ** waits);
+  for (let n = 1; n <= waits; n++) waited += backoffDelayMs(STORAGE_WAITS, n);
+  const next = backoffDelayMs(STORAGE_WAITS, waits + 1);
   return waited + next <= STORAGE_WAIT_LIMIT_MS ? next : undefined;
 }
 
@@ -742,16 +748,9 @@ async function whenStorageAnswers<T>(read: () => Promise<T>, ctx: Context, local
   }
 }
 
+/** Resolves after `ms`, or at once when `signal` aborts (the caller looks at the signal). */
 function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
+  return sleep(ms, undefined, { signal }).catch(() => undefined);
 }
 
 /** Storage errors that retrying cannot fix become a non-retryable StorageUnwritable failure. */

@@ -12,20 +12,22 @@ import { describe, it } from 'node:test';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { definePipeline } from '../../src';
 import { createEngineActivities } from '../../src/activities/engine';
+import type { PipelineImplementation } from '../../src/activities/types';
 import { createSyntheticPipeline } from '../../src/pipelines/synthetic';
 import { createLogger } from '../../src/logger';
 import { builtInPipelines } from '../../src/pipelines';
 import { ErrorTypes, type RunBatchInput, type RunBatchResult } from '../../src/shared';
-import { createStorage } from '../../src/storage';
+import { type Storage, createStorage } from '../../src/storage';
 
-const activities = createEngineActivities({
-  implementations: { synthetic: createSyntheticPipeline({ crashProcess: () => assert.fail('no crash here') }).implementation },
-  registry: builtInPipelines,
-  storage: createStorage('/nonexistent-faultline-storage'),
-  logger: createLogger({ level: 'silent', format: 'json' }),
-  allowedHosts: [],
-  s3: {},
-});
+/** The engine's activities on `storage`, running `implementations` (default: the real synthetic pipeline). */
+function engineOn(
+  storage: Storage,
+  implementations: Record<string, PipelineImplementation> = { synthetic: createSyntheticPipeline({ crashProcess: () => assert.fail('no crash here') }).implementation },
+) {
+  return createEngineActivities({ implementations, registry: builtInPipelines, storage, logger: createLogger({ level: 'silent', format: 'json' }), allowedHosts: [], s3: {} });
+}
+
+const activities = engineOn(createStorage('/nonexistent-faultline-storage'));
 
 function batch(ids: { id: string; outcome?: 'hang' }[], itemTimeoutMs?: number): RunBatchInput {
   return {
@@ -92,14 +94,7 @@ describe('runBatch activity', () => {
         },
       ],
     });
-    const engine = createEngineActivities({
-      implementations: { keeping: keeping.implementation },
-      registry: builtInPipelines,
-      storage,
-      logger: createLogger({ level: 'silent', format: 'json' }),
-      allowedHosts: [],
-      s3: {},
-    });
+    const engine = engineOn(storage, { keeping: keeping.implementation });
     const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000 });
     const input: RunBatchInput = { job: { jobId: 'unit', pipeline: 'keeping' }, entries: [{ item: { id: 'a' }, outputs: ['result'], run: 1 }], heartbeatTimeoutMs: 20_000, isolated: false };
     const started = performance.now();
@@ -141,14 +136,7 @@ describe('runBatch activity', () => {
       if (reads <= failures) throw failure;
       return { pipeline: 'synthetic', items: [{ id: 'p0' }, { id: 'p1' }] };
     };
-    const engine = createEngineActivities({
-      implementations: { synthetic: createSyntheticPipeline({ crashProcess: () => assert.fail('no crash here') }).implementation },
-      registry: builtInPipelines,
-      storage,
-      logger: createLogger({ level: 'silent', format: 'json' }),
-      allowedHosts: [],
-      s3: {},
-    });
+    const engine = engineOn(storage);
     const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000 });
     const input: RunBatchInput = {
       job: { jobId: 'unit', pipeline: 'synthetic' },
