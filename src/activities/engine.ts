@@ -371,47 +371,53 @@ export function createEngineActivities(deps: EngineDeps) {
       selection: RetryRequest;
       listLimit: number;
     }): Promise<{ slices: { index: number; base: string; count: number }[]; count: number; ids: string[] }> {
-      const latest = await deps.storage.latestSliceRounds(input.jobId, input.round);
-      const plan = { slices: [] as { index: number; base: string; count: number }[], count: 0, ids: [] as string[] };
-      for (let index = 0; index < input.sliceCount; index++) {
-        const round = latest.get(index);
-        if (round === undefined) continue;
-        const base = deps.storage.sliceRecordsUri(input.jobId, index, round);
-        const seen = new Set<string>();
-        for await (const record of deps.storage.readLines<OutputRecord>(base)) {
-          if (seen.has(record.item) || !selectedForRetry(record, input.selection)) continue;
-          seen.add(record.item);
-          if (plan.ids.length < input.listLimit) plan.ids.push(record.item);
+      return storageCall(async () => {
+        const latest = await deps.storage.latestSliceRounds(input.jobId, input.round);
+        const plan = { slices: [] as { index: number; base: string; count: number }[], count: 0, ids: [] as string[] };
+        for (let index = 0; index < input.sliceCount; index++) {
+          const round = latest.get(index);
+          if (round === undefined) continue;
+          const base = deps.storage.sliceRecordsUri(input.jobId, index, round);
+          const seen = new Set<string>();
+          for await (const record of deps.storage.readLines<OutputRecord>(base)) {
+            if (seen.has(record.item) || !selectedForRetry(record, input.selection)) continue;
+            seen.add(record.item);
+            if (plan.ids.length < input.listLimit) plan.ids.push(record.item);
+          }
+          if (seen.size > 0) plan.slices.push({ index, base, count: seen.size });
+          plan.count += seen.size;
         }
-        if (seen.size > 0) plan.slices.push({ index, base, count: seen.size });
-        plan.count += seen.size;
-      }
-      return plan;
+        return plan;
+      });
     },
 
     /** Ids of a slice's items that a retry selection runs again, read from the slice's records. */
     async selectRetryItems(input: { base: string; selection: RetryRequest }): Promise<string[]> {
-      const selected: string[] = [];
-      const seen = new Set<string>();
-      for await (const record of deps.storage.readLines<OutputRecord>(input.base)) {
-        if (seen.has(record.item) || !selectedForRetry(record, input.selection)) continue;
-        seen.add(record.item);
-        selected.push(record.item);
-      }
-      return selected;
+      return storageCall(async () => {
+        const selected: string[] = [];
+        const seen = new Set<string>();
+        for await (const record of deps.storage.readLines<OutputRecord>(input.base)) {
+          if (seen.has(record.item) || !selectedForRetry(record, input.selection)) continue;
+          seen.add(record.item);
+          selected.push(record.item);
+        }
+        return selected;
+      });
     },
 
     /** The slice's new records: its base with every re-run item's records replaced; returns the new tally. */
     async mergeSliceRecords(input: { jobId: string; sliceIndex: number; round: number; base: string; overlay: string }): Promise<{ location: string; counts: Tally['counts']; failedItems: number }> {
-      const overlay: OutputRecord[] = [];
-      for await (const record of deps.storage.readLines<OutputRecord>(input.overlay)) overlay.push(record);
-      const base: OutputRecord[] = [];
-      for await (const record of deps.storage.readLines<OutputRecord>(input.base)) base.push(record);
-      const merged = mergeRecords(base, overlay);
-      const uri = deps.storage.sliceRecordsUri(input.jobId, input.sliceIndex, input.round);
-      await storageCall(() => deps.storage.writeLines(uri, merged));
-      const tally = tallyRecords(emptyTally(), merged);
-      return { location: uri, counts: tally.counts, failedItems: tally.failedItems };
+      return storageCall(async () => {
+        const overlay: OutputRecord[] = [];
+        for await (const record of deps.storage.readLines<OutputRecord>(input.overlay)) overlay.push(record);
+        const base: OutputRecord[] = [];
+        for await (const record of deps.storage.readLines<OutputRecord>(input.base)) base.push(record);
+        const merged = mergeRecords(base, overlay);
+        const uri = deps.storage.sliceRecordsUri(input.jobId, input.sliceIndex, input.round);
+        await storageCall(() => deps.storage.writeLines(uri, merged));
+        const tally = tallyRecords(emptyTally(), merged);
+        return { location: uri, counts: tally.counts, failedItems: tally.failedItems };
+      });
     },
 
     /**
@@ -444,7 +450,9 @@ export function createEngineActivities(deps: EngineDeps) {
 
     /** At close: working copies are no longer needed (no retry can come); reports what the job keeps. */
     async releaseWorkingCopies(input: { jobId: string }): Promise<{ releasedBytes: number; keptBytes: number }> {
-      return deps.storage.releaseWorkingCopies(input.jobId);
+      return storageCall(async () => {
+        return deps.storage.releaseWorkingCopies(input.jobId);
+      });
     },
 
     /**
@@ -452,33 +460,35 @@ export function createEngineActivities(deps: EngineDeps) {
      * also get their records back to inline in the result.
      */
     async assembleSlices(input: { jobId: string; round: number; sliceCount: number; inlineLimit: number }): Promise<{ manifest: string; tally: Tally; records?: OutputRecord[] }> {
-      const ctx = Context.current();
-      const latest = await deps.storage.latestSliceRounds(input.jobId, input.round);
-      const parts: string[] = [];
-      const missing: number[] = [];
-      for (let slice = 0; slice < input.sliceCount; slice++) {
-        const round = latest.get(slice);
-        if (round === undefined) missing.push(slice);
-        else parts.push(deps.storage.sliceRecordsUri(input.jobId, slice, round));
-      }
-      if (missing.length > 0) {
-        throw ApplicationFailure.create({
-          type: ErrorTypes.InternalError,
-          message: `records of ${missing.length} slice(s) are missing from job storage`,
-          nonRetryable: true,
-          details: [{ missing: missing.slice(0, 20) }],
-        });
-      }
-      const manifest = await storageCall(() => deps.storage.assembleManifest(input.jobId, input.round, parts));
-      const builder = new TallyBuilder();
-      const records: OutputRecord[] = [];
-      for await (const record of deps.storage.readLines<OutputRecord>(manifest)) {
-        builder.add(record);
-        if (records.length <= input.inlineLimit) records.push(record);
-        if (builder.tally.counts.outputs % 50_000 === 0) ctx.heartbeat(builder.tally.counts.outputs);
-      }
-      const tally = builder.tally;
-      return { manifest, tally, ...(tally.counts.outputs <= input.inlineLimit ? { records } : {}) };
+      return storageCall(async () => {
+        const ctx = Context.current();
+        const latest = await deps.storage.latestSliceRounds(input.jobId, input.round);
+        const parts: string[] = [];
+        const missing: number[] = [];
+        for (let slice = 0; slice < input.sliceCount; slice++) {
+          const round = latest.get(slice);
+          if (round === undefined) missing.push(slice);
+          else parts.push(deps.storage.sliceRecordsUri(input.jobId, slice, round));
+        }
+        if (missing.length > 0) {
+          throw ApplicationFailure.create({
+            type: ErrorTypes.InternalError,
+            message: `records of ${missing.length} slice(s) are missing from job storage`,
+            nonRetryable: true,
+            details: [{ missing: missing.slice(0, 20) }],
+          });
+        }
+        const manifest = await storageCall(() => deps.storage.assembleManifest(input.jobId, input.round, parts));
+        const builder = new TallyBuilder();
+        const records: OutputRecord[] = [];
+        for await (const record of deps.storage.readLines<OutputRecord>(manifest)) {
+          builder.add(record);
+          if (records.length <= input.inlineLimit) records.push(record);
+          if (builder.tally.counts.outputs % 50_000 === 0) ctx.heartbeat(builder.tally.counts.outputs);
+        }
+        const tally = builder.tally;
+        return { manifest, tally, ...(tally.counts.outputs <= input.inlineLimit ? { records } : {}) };
+      });
     },
 
     async joinParts(input: { jobId: string; part: string; parts: string[] }): Promise<string> {

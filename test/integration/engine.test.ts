@@ -208,6 +208,14 @@ describe('job engine (real dev server)', () => {
     assert.equal(cause.type, ErrorTypes.StorageUnwritable);
     assert.equal(cause.details.activityType, 'writeRecords');
     assert.equal(cause.details.code, 'ENOTDIR');
+    // Storage that cannot hold the job fails the closing activities at once: retrying cannot fix it.
+    const events = (await env.client.client.workflow.getHandle(jobId).fetchHistory()).events ?? [];
+    const attempts = events.flatMap((event) => (event.activityTaskStartedEventAttributes ? [event.activityTaskStartedEventAttributes.attempt ?? 1] : []));
+    assert.ok(attempts.length > 0);
+    assert.deepEqual(
+      attempts.filter((attempt) => attempt > 1),
+      [],
+    );
   });
 
   it('large jobs run in shards with a manifest, exact counts and small histories', async () => {
