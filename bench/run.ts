@@ -45,6 +45,8 @@ const modes = process.argv
   .split(',');
 const modeWanted = (name: string) => !modes || modes.includes(name);
 const onStack = process.argv.includes('--stack');
+/** `--worker-log=FILE` appends the Faultline workers' log (JSON lines) to FILE. */
+const workerLogFile = process.argv.find((arg) => arg.startsWith('--worker-log='))?.slice(13);
 /** `--cpu1ms-batch=300`: cpu1ms's job sets `options.batchSize` (default: the engine's sizing, 79 items for 5,000). */
 const cpuBatch = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-batch='))?.slice(15)) || undefined;
 /** The workloads `--stack` runs on the stack too. */
@@ -456,7 +458,11 @@ async function main(): Promise<void> {
       cwd: dir,
       stdio: ['ignore', 'ignore', 'pipe'],
     });
-    supervisor.stderr?.on('data', (chunk: Buffer) => (workerLog = (workerLog + chunk.toString()).slice(-100_000)));
+    const keepLog = workerLogFile ? createWriteStream(workerLogFile, { flags: 'a' }) : undefined;
+    supervisor.stderr?.on('data', (chunk: Buffer) => {
+      keepLog?.write(chunk);
+      workerLog = (workerLog + chunk.toString()).slice(-100_000);
+    });
     process.once('exit', () => supervisor.kill('SIGKILL'));
     for (const deadline = Date.now() + 120_000; (workerLog.match(/"worker started"/g) ?? []).length < processes;) {
       if (Date.now() > deadline || supervisor.exitCode !== null) throw new Error(`faultline workers did not start: ${workerLog.slice(-2_000)}`);

@@ -2,7 +2,8 @@
  * The batch activity itself (Temporal's MockActivityEnvironment, the real synthetic pipeline): a
  * hung item is cut off at its step's deadline as a transient `ItemTimedOut` attempt while the
  * rest of its batch goes on, and cancellation hands unstarted items back. Job storage that does
- * not answer makes an item wait, uncharged; storage that refuses it for good is a fatal error.
+ * not answer makes an item wait, uncharged; storage that refuses it for good is a fatal error. A
+ * large job's batch (records in job storage) heartbeats less often: the server keeps every heartbeat.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -166,5 +167,28 @@ describe('runBatch activity', () => {
     const batch = await byPlaceBatch(Object.assign(new Error('Access Denied'), { name: 'AccessDenied' }), 1);
     await assert.rejects(batch.run(), (error: unknown) => (error as { type?: string }).type === ErrorTypes.StorageUnwritable);
     assert.equal(batch.reads(), 1);
+  });
+
+  it('a batch whose records go to job storage heartbeats at most every 5 s; an inline batch every second', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-run-batch-'));
+    try {
+      const engine = engineOn(createStorage(dir));
+      // 25 items of 100 ms of CPU: a batch of about 2.5 s.
+      const slow = (input: RunBatchInput): RunBatchInput => ({ ...input, entries: (input.entries ?? []).map((entry) => ({ ...entry, item: { ...entry.item, params: { cpuMs: 100 } } })) });
+      const ids = Array.from({ length: 25 }, (_, index) => ({ id: `h${index}` }));
+      const beats = async (input: RunBatchInput) => {
+        const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000 });
+        let count = 0;
+        env.on('heartbeat', () => (count += 1));
+        await env.run(engine.runBatch, input);
+        return count;
+      };
+      const inline = await beats(slow(batch(ids)));
+      const byPlace = await beats({ ...slow(batch(ids)), recordsPart: 'beats' });
+      assert.ok(inline >= 3, `inline batch: ${inline} heartbeats`);
+      assert.equal(byPlace, 1, 'by-place batch: only the first heartbeat within 5 s');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
