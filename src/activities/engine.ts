@@ -257,7 +257,9 @@ export function createEngineActivities(deps: EngineDeps) {
                 implementation.processItem({
                   job: input.job,
                   entry,
-                  signal,
+                  get signal() {
+                    return signal();
+                  },
                   services,
                   get log() {
                     return itemLogger();
@@ -800,24 +802,35 @@ function failureOutcome(item: string, error: unknown): Extract<ItemOutcome, { er
  * Runs one item with its own deadline: past it the item's signal aborts and the item is a
  * transient `ItemTimedOut` attempt, so one hung item never holds its batch.
  */
-async function withDeadline<T>(timeoutMs: number | undefined, parent: AbortSignal, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  if (!timeoutMs) return work(parent);
-  const controller = new AbortController();
-  const onAbort = () => controller.abort(parent.reason);
-  parent.addEventListener('abort', onAbort, { once: true });
+async function withDeadline<T>(timeoutMs: number | undefined, parent: AbortSignal, work: (signal: () => AbortSignal) => Promise<T>): Promise<T> {
+  if (!timeoutMs) return work(() => parent);
+  // Made on first use: most items never look at their signal, and an AbortController per item is a
+  // measurable share of a short item's cost.
+  let controller: AbortController | undefined;
+  let expired: ItemError | undefined;
+  const onAbort = () => controller?.abort(parent.reason);
+  const signal = () => {
+    if (!controller) {
+      controller = new AbortController();
+      if (expired) controller.abort(expired);
+      else if (parent.aborted) controller.abort(parent.reason);
+      else parent.addEventListener('abort', onAbort, { once: true });
+    }
+    return controller.signal;
+  };
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      const error = new ItemError({ type: ErrorTypes.ItemTimedOut, message: `the item ran past its ${timeoutMs} ms deadline`, details: { timeoutMs } });
-      controller.abort(error);
-      reject(error);
+      expired = new ItemError({ type: ErrorTypes.ItemTimedOut, message: `the item ran past its ${timeoutMs} ms deadline`, details: { timeoutMs } });
+      controller?.abort(expired);
+      reject(expired);
     }, timeoutMs);
   });
   try {
-    return await Promise.race([work(controller.signal), deadline]);
+    return await Promise.race([work(signal), deadline]);
   } finally {
     clearTimeout(timer);
-    parent.removeEventListener('abort', onAbort);
+    if (controller) parent.removeEventListener('abort', onAbort);
   }
 }
 
