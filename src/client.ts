@@ -5,6 +5,7 @@
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { dataConverterFor } from './codec';
 import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry/lib/client';
 import { activeTracing, startTracing, tracingWanted } from './tracing';
@@ -467,7 +468,8 @@ export class FaultlineClient {
       // A settled round is read by query, which adds nothing to the job's history; only a wait is an update.
       const settled = await handle.query(resultQuery).catch(() => null);
       if (settled && (options.round === undefined || settled.round >= options.round)) return settled;
-      for (;;) {
+      let runId = description.runId;
+      for (let abortedInPlace = 0; ;) {
         try {
           return await handle.executeUpdate(awaitResultUpdate, { args: [{ ...(options.round !== undefined ? { round: options.round } : {}) }] });
         } catch (error) {
@@ -476,6 +478,16 @@ export class FaultlineClient {
           if (await abortedByContinueAsNew(handle, error)) continue;
           const now = await handle.describe();
           if (now.status.name !== 'RUNNING') return await this.withLaterFlags(jobId, await closedJobResult(handle));
+          // The server aborts a waiting update when its run continues as new (gRPC ABORTED or UNAVAILABLE,
+          // which the SDK passes on as a plain ServiceError): ask the new run.
+          if (now.runId !== runId) {
+            runId = now.runId;
+            continue;
+          }
+          if (updateAbortedByServer(error) && ++abortedInPlace <= 5) {
+            await sleep(200);
+            continue;
+          }
           throw error;
         }
       }
@@ -981,6 +993,14 @@ export class FaultlineClient {
  * An update the server admitted to a run that then continued as new is aborted (not found); the
  * job itself still runs, so the caller sends it again to the new run.
  */
+const GRPC_ABORTED = 10;
+
+/** An update the server gave up on before it reached the workflow (retryable: gRPC ABORTED or UNAVAILABLE). */
+function updateAbortedByServer(error: unknown): boolean {
+  const code = (error instanceof ServiceError ? (error.cause as { code?: unknown } | undefined) : undefined)?.code;
+  return code === GRPC_ABORTED || code === GRPC_UNAVAILABLE;
+}
+
 async function abortedByContinueAsNew(handle: WorkflowHandle<typeof jobWorkflow>, error: unknown): Promise<boolean> {
   if (!(error instanceof WorkflowNotFoundError)) return false;
   return (await handle.describe().catch(() => undefined))?.status.name === 'RUNNING';
