@@ -234,6 +234,14 @@ async function main(): Promise<void> {
       },
       // Items out of history: a stored spec's slices name their items by place and keep their records in job storage;
       // slices rotate, one item fails for good, three fail (no retries) and run again in a retry round, by place too.
+      // Batches of ~1 s beating every 500 ms: their records go to job storage at heartbeats (storedBeats).
+      'v8-stored-beats': {
+        spec: syntheticSpec(
+          Array.from({ length: 3_000 }, (_, i) => ({ id: `beat-${i}-`.padEnd(100, 'x'), params: i === 777 ? { outcome: 'unprocessable' } : { cpuMs: 4 } })),
+          { shardSize: 1_500, batchSize: 250, heartbeatTimeout: '2s' },
+        ),
+        children: true,
+      },
       'v7-by-place': {
         spec: syntheticSpec(
           Array.from({ length: 3_000 }, (_, i) => {

@@ -87,7 +87,10 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   const sdkMetricsAddress = config.metricsAddress ? `127.0.0.1:${await freePort()}` : undefined;
   installTemporalLogging(logger, sdkMetricsAddress ? { prometheusAddress: sdkMetricsAddress } : {});
   const connection = options.connection ?? (await connectWorker(config, logger));
-  const missing = await missingSearchAttributes(connection.operatorService, config.namespace);
+  const missing = await missingSearchAttributes(connection.operatorService, config.namespace).catch(async (error: unknown) => {
+    if (!options.connection) await connection.close().catch(() => undefined);
+    throw error;
+  });
   if (missing && missing.length > 0) {
     if (!options.connection) await connection.close();
     throw new SearchAttributesMissing(config.namespace, missing);
@@ -164,7 +167,9 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     try {
       worker = await create();
     } catch (error) {
+      // Nothing may hold the process open after a failed start: a supervised process must exit to be restarted.
       await metricsServer?.close();
+      if (!options.connection) await connection.close().catch(() => undefined);
       throw error;
     }
     afterRun(worker, [...(options.connection ? [] : [idempotentClose(connection)]), ...(metricsServer ? [() => metricsServer.close()] : []), ...(tracing ? [() => tracing.shutdown()] : [])]);
@@ -298,7 +303,15 @@ function workflowCode(options: FaultlineWorkerOptions, tracing: boolean): Pick<W
 /** Runs a worker until SIGTERM/SIGINT, then shuts down gracefully. */
 export async function runWorker(given: FaultlineWorkerOptions): Promise<void> {
   const options = { ...given, logger: given.logger ?? createLogger({ level: given.config.logLevel, format: given.config.logFormat, name: 'faultline-worker' }) };
-  const { worker, connection, ownsConnection } = await createFaultlineWorker(options);
+  let created: Awaited<ReturnType<typeof createFaultlineWorker>>;
+  try {
+    created = await createFaultlineWorker(options);
+  } catch (error) {
+    // A supervised process that cannot start (the server's database away while it describes the namespace) exits so it is restarted; the IPC channel would keep it open.
+    if (process.connected) process.disconnect();
+    throw error;
+  }
+  const { worker, connection, ownsConnection } = created;
   // Ctrl-C reaches every process of the terminal's group and `faultline dev` sends SIGTERM too:
   // the first signal shuts down, later ones only say it is under way.
   const stop = (signal: NodeJS.Signals) => {

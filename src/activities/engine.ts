@@ -35,6 +35,7 @@ import {
   type RunBatchInput,
   type BatchEntry,
   type RunBatchResult,
+  type StoredBatchRecords,
   type SpecHead,
   BUDGET,
   boundReport,
@@ -174,17 +175,42 @@ export function createEngineActivities(deps: EngineDeps) {
       const progress: BatchProgress = { done: [] };
       const resumed = ctx.info.heartbeatDetails as BatchProgress | undefined;
       if (resumed?.done) progress.done.push(...resumed.done);
+      /** Items with an outcome (in `progress.done` or a stored part). */
       const finished = new Set(progress.done.map((outcome) => outcome.item));
-      // Heartbeats carry all finished outcomes, so send them by time, not per item (the cost
-      // would grow with the square of the batch); the timer keeps long items alive. The server keeps
-      // every heartbeat: a large job's batches (records by place, up to 1,000 items) beat at a quarter
-      // of the heartbeat timeout, which cut the server's CPU at 1,000,000 items by about a quarter.
+      // Heartbeats carry finished outcomes (or, with storedBeats, where they are kept), so send them by time, not per
+      // item (the cost would grow with the square of the batch); the timer keeps long items alive. The server keeps
+      // every heartbeat: a large job's batches (records by place) beat at a quarter of the heartbeat timeout.
       const beatEveryMs = Math.max(200, Math.min(input.recordsPart !== undefined ? BY_PLACE_BEAT_MAX_MS : 1_000, Math.floor(input.heartbeatTimeoutMs / 4)));
+      const beatParts = input.storedBeats === true && input.recordsPart !== undefined ? { prefix: input.recordsPart, written: 0 } : undefined;
+      /** With storedBeats: outcomes whose records are in the part `progress.stored` names (each beat's part holds all of them, so one part is named). */
+      const storedOutcomes: FinishedOutcome[] = [];
+      let storing: Promise<void> | undefined;
       let lastBeat = 0;
+      /** Writes every finished item's records to a new part of job storage, then heartbeats naming it; if storage fails, they stay in `done`. */
+      const storeThenBeat = async (parts: { prefix: string; written: number }) => {
+        const moving = progress.done.filter((outcome): outcome is FinishedOutcome => 'records' in outcome);
+        try {
+          // A new name each time: a part must hold exactly what the heartbeat the server last kept says.
+          const part = await storeOutcomes(deps.storage, input.job.jobId, `${parts.prefix}-beat${parts.written + 1}`, entries, [...storedOutcomes, ...moving]);
+          parts.written += 1;
+          storedOutcomes.push(...moving);
+          const moved = new Set<ItemOutcome>(moving);
+          progress.done = progress.done.filter((outcome) => !moved.has(outcome));
+          progress.stored = { ...part, finished: part.finished.replace(/0+$/, '') };
+        } catch (error) {
+          log.warn({ err: error }, 'could not write the records of %d finished item(s) to job storage at a heartbeat; the heartbeat carries them', moving.length);
+        }
+        ctx.heartbeat(progress);
+      };
       const beat = () => {
         lastBeat = Date.now();
         // A local activity has no heartbeats: its workflow task is kept alive by the SDK.
-        if (!local) ctx.heartbeat(progress);
+        if (local) return;
+        if (beatParts && storing === undefined && progress.done.some((outcome) => 'records' in outcome)) {
+          storing = storeThenBeat(beatParts).finally(() => (storing = undefined));
+          return;
+        }
+        ctx.heartbeat(progress);
       };
       const timer = local ? undefined : setInterval(beat, beatEveryMs);
       const notStarted: string[] = [];
@@ -244,7 +270,7 @@ export function createEngineActivities(deps: EngineDeps) {
             } catch (error) {
               if (!leaseWait().aborted) throw error;
               // Cancelled, or the batch's time is up: this item and the rest were never started.
-              const handedBack = new Set([...finished, ...progress.done.map((done) => done.item), ...notStarted]);
+              const handedBack = new Set([...finished, ...notStarted]);
               for (const rest of entries) if (!handedBack.has(rest.item.id)) notStarted.push(rest.item.id);
               break;
             }
@@ -311,13 +337,14 @@ export function createEngineActivities(deps: EngineDeps) {
           }
           itemIndex++;
           progress.done.push(outcome);
+          finished.add(outcome.item);
           progressBytes += serializedSize(outcome);
           if ('error' in outcome && outcome.error.class !== 'transient') early.add(outcome.item);
           if (Date.now() - lastBeat >= beatEveryMs) beat();
           // Short synchronous items never yield on their own: batches take turns of the event loop.
           await nextItemTurn();
           if ('error' in outcome && outcome.error.class === 'fatal') {
-            for (const rest of entries) if (!progress.done.some((o) => o.item === rest.item.id)) notStarted.push(rest.item.id);
+            for (const rest of entries) if (!finished.has(rest.item.id)) notStarted.push(rest.item.id);
             break;
           }
         }
@@ -326,6 +353,7 @@ export function createEngineActivities(deps: EngineDeps) {
         batchSpan?.end();
         metrics?.batchesInFlight.dec();
         clearInterval(timer);
+        await storing;
         await early.close();
       }
       if (ctx.cancellationSignal.aborted && ctx.cancellationDetails?.workerShutdown) {
@@ -333,7 +361,7 @@ export function createEngineActivities(deps: EngineDeps) {
         const report = makeReport({ type: ErrorTypes.WorkerShutdown, message: 'worker shutting down; batch handed back', details: { notStarted: notStarted.length }, at: new Date().toISOString() });
         throw ApplicationFailure.create({ type: ErrorTypes.WorkerShutdown, message: report.message, details: [report, progress] });
       }
-      if (input.recordsPart !== undefined) return storeFinished(deps.storage, input.job.jobId, input.recordsPart, entries, progress.done, notStarted, log);
+      if (input.recordsPart !== undefined) return storeFinished(deps.storage, input.job.jobId, input.recordsPart, entries, [...storedOutcomes, ...progress.done], notStarted, log);
       return { outcomes: progress.done, notStarted };
     },
 
@@ -683,13 +711,20 @@ async function markLocalStart(storage: Storage, jobId: string, name: string, log
  * before: the batch kept its outcomes within the payload budget, so that always fits.
  */
 async function storeFinished(storage: Storage, jobId: string, part: string, entries: readonly BatchEntry[], done: readonly ItemOutcome[], notStarted: string[], log: Logger): Promise<RunBatchResult> {
-  const finished = new Map<string, Extract<ItemOutcome, { records: unknown }>>();
-  const outcomes: ItemOutcome[] = [];
-  for (const outcome of done) {
-    if ('records' in outcome) finished.set(outcome.item, outcome);
-    else outcomes.push(outcome);
+  const outcomes = done.filter((outcome) => !('records' in outcome));
+  if (outcomes.length === done.length) return { outcomes, notStarted };
+  try {
+    return { outcomes, notStarted, stored: await storeOutcomes(storage, jobId, part, entries, done) };
+  } catch (error) {
+    log.warn({ err: error }, 'could not write the records of %d finished item(s) to job storage; they go back in the result', done.length - outcomes.length);
+    return { outcomes: [...done], notStarted };
   }
-  if (finished.size === 0) return { outcomes, notStarted };
+}
+
+/** Writes the records of `done`'s finished items (errors are skipped) to `part` of job storage; says where and which. */
+async function storeOutcomes(storage: Storage, jobId: string, part: string, entries: readonly BatchEntry[], done: readonly ItemOutcome[]): Promise<StoredBatchRecords> {
+  const finished = new Map<string, FinishedOutcome>();
+  for (const outcome of done) if ('records' in outcome) finished.set(outcome.item, outcome);
   const records: OutputRecord[] = [];
   const counts = emptyStatusCounts();
   const failedItems: string[] = [];
@@ -707,15 +742,11 @@ async function storeFinished(storage: Storage, jobId: string, part: string, entr
     bytesIn += outcome.bytesIn;
     bytesOut += outcome.bytesOut;
   }
-  let location: string;
-  try {
-    location = await storage.writeRecordsPart(jobId, part, records);
-  } catch (error) {
-    log.warn({ err: error }, 'could not write the records of %d finished item(s) to job storage; they go back in the result', finished.size);
-    return { outcomes: [...done], notStarted };
-  }
-  return { outcomes, notStarted, stored: { location, finished: finished.size === entries.length ? 'all' : mask, counts, failedItems, bytesIn, bytesOut } };
+  const location = await storage.writeRecordsPart(jobId, part, records);
+  return { location, finished: finished.size === entries.length ? 'all' : mask, counts, failedItems, bytesIn, bytesOut };
 }
+
+type FinishedOutcome = Extract<ItemOutcome, { records: unknown }>;
 
 /** An item waits this long in all for job storage to answer before it fails with `StorageUnavailable`. */
 const STORAGE_WAIT_LIMIT_MS = 5 * 60_000;

@@ -151,8 +151,11 @@ export function buildProgram(): Command {
       const processes = opts.processes === undefined ? config.workerProcesses : parseCount(opts.processes, '--processes');
       const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'faultline-worker' });
       // A supervised process (an IPC channel to its supervisor) restarted while job storage is away waits for it; the supervisor checked it at its own start.
-      if (processes === 1) await runWorker({ config, logger, waitForStorage: process.channel !== undefined });
-      else {
+      if (processes === 1) {
+        const supervised = process.channel !== undefined;
+        // A supervised process that has stopped, or failed to start, exits for its supervisor to see, whatever still holds it open.
+        await runWorker({ config, logger, waitForStorage: supervised }).finally(() => supervised && setTimeout(() => process.exit(), SUPERVISED_EXIT_GRACE_MS).unref());
+      } else {
         // Checked once here too: processes that cannot start would only be restarted over and over.
         await createStorage(config.storage, config.s3).check();
         process.exitCode = await superviseWorkers({ processes, logger, shutdownGraceMs: config.shutdownGraceMs, maxHeapMb: config.workerMaxHeapMb });
@@ -575,6 +578,9 @@ export function buildProgram(): Command {
     });
   return program;
 }
+
+/** How long a supervised worker process that has stopped may take to exit by itself before it is made to. */
+const SUPERVISED_EXIT_GRACE_MS = 10_000;
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();

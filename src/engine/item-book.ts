@@ -51,7 +51,7 @@ export interface RunnerConfig {
    * Items out of history (a stored slice): batches name items that have a place (`at`) by reference
    * to the pinned items, and write their records to job storage parts named `<recordsPrefix>-b<seq>`.
    */
-  byReference?: { itemsRef?: string; outputs: readonly string[]; recordsPrefix: string };
+  byReference?: { itemsRef?: string; outputs: readonly string[]; recordsPrefix: string; storedBeats?: boolean };
 }
 
 export type RunnerSnapshot = RunnerSnapshotData;

@@ -193,14 +193,15 @@ export class ItemRunner extends ItemBook {
   }
 
   /** The batch's items, by reference to the pinned items where they have a place, and where its records go. */
-  private batchItems(batch: readonly ItemState[], seq: number): Pick<RunBatchInput, 'entries' | 'items' | 'recordsPart'> {
+  private batchItems(batch: readonly ItemState[], seq: number): Pick<RunBatchInput, 'entries' | 'items' | 'recordsPart' | 'storedBeats'> {
     const byReference = this.config.byReference;
     const inline = () => batch.map((state) => ({ item: state.item, outputs: state.outputs, run: state.runs }));
     if (!byReference) return { entries: inline() };
     const recordsPart = `${byReference.recordsPrefix}-b${seq}`;
+    const storedBeats = byReference.storedBeats === true ? { storedBeats: true } : {};
     const itemsRef = byReference.itemsRef;
     const named = itemsRef !== undefined && batch.every((state) => state.at !== undefined && sameList(state.outputs, byReference.outputs));
-    if (!named) return { items: { kind: 'inline', entries: inline() }, recordsPart };
+    if (!named) return { items: { kind: 'inline', entries: inline() }, recordsPart, ...storedBeats };
     const ranges: [number, number][] = [];
     for (const state of batch) {
       const at = state.at ?? 0;
@@ -210,7 +211,7 @@ export class ItemRunner extends ItemBook {
     }
     const firstRun = batch[0]?.runs ?? 1;
     const runs = batch.every((state) => state.runs === firstRun) ? firstRun : batch.map((state) => state.runs);
-    return { items: { kind: 'stored', ref: itemsRef, ranges, runs, outputs: [...byReference.outputs] }, recordsPart };
+    return { items: { kind: 'stored', ref: itemsRef, ranges, runs, outputs: [...byReference.outputs] }, recordsPart, ...storedBeats };
   }
 
   private queuedActivities(seq: number, startToCloseTimeout: number, summary: string) {
@@ -241,6 +242,7 @@ export class ItemRunner extends ItemBook {
     const cause = error instanceof ActivityFailure ? error.cause : error;
     const progress = progressFrom(cause);
     for (const outcome of progress?.done ?? []) this.apply(outcome);
+    if (progress?.stored) this.applyStored(batch, progress.stored);
     const unfinished = batch.filter((state) => state.phase === 'running');
     if (cause instanceof ApplicationFailure && cause.type === ErrorTypes.WorkerShutdown) {
       // A deploy, not a crash: hand the work back untouched.

@@ -127,6 +127,7 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
               ...(input.items.kind === 'stored' ? { itemsRef: input.items.ref } : {}),
               outputs: outputsForItem(input.head, {}, pipeline),
               recordsPrefix: `slice-${input.sliceIndex}-r${input.round}`,
+              ...(patched(PATCHES.storedBeats) ? { storedBeats: true } : {}),
             },
           }
         : {}),

@@ -59,6 +59,8 @@ export interface RunBatchInput {
   itemTimeoutMs?: number;
   /** The runner has a failure allowance: signal items that fail for good as they fail (`itemFailures`). */
   reportFailures?: boolean;
+  /** With `recordsPart`: at each heartbeat, finished items' records go to a new part of job storage, which the heartbeat names (`BatchProgress.stored`) instead of carrying them. */
+  storedBeats?: boolean;
 }
 
 /** A batch's entries when its input carries them (small jobs; mocked batches in tests). */
@@ -76,7 +78,10 @@ export interface ItemFailuresReport {
 export type ItemOutcome = { item: string; records: OutputRecord[]; bytesIn: number; bytesOut: number } | { item: string; error: ErrorReport; retryAfterMs?: number };
 
 export interface BatchProgress {
+  /** Finished items not in `stored`. */
   done: ItemOutcome[];
+  /** With `storedBeats`: where the records of the items finished by the last heartbeat are kept. */
+  stored?: StoredBatchRecords;
   /** What the running item's step said last (`ctx.heartbeat`), shown with the activity's heartbeat. */
   current?: { item: string; details: unknown };
 }

@@ -398,6 +398,8 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
         finished = await Promise.race([results, supervisorExit]);
       } catch (error) {
         violation(`round ${round}: ${(error as Error).message}`);
+        for (const job of jobs) log(`what ${job.jobId} waits on:\n${await pendingWork(connection, job.jobId).catch((e: Error) => `  (describe failed: ${e.message})`)}`);
+        log(`the supervisor's last words: ${supervisorLog.slice(-4_000)}`);
         break;
       }
       const injected = Object.fromEntries(kinds.map((kind) => [kind, report.faults[kind] - before[kind]])) as unknown as ChaosFaults;
@@ -435,6 +437,26 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
   }
   report.elapsedMs = Date.now() - started;
   return report;
+}
+
+/** A stuck job's open work, its children's too: which activity or child never closed, and why. */
+async function pendingWork(connection: Connection, workflowId: string, depth = 0): Promise<string> {
+  const indent = '  '.repeat(depth + 1);
+  const { workflowExecutionInfo: info, pendingActivities, pendingChildren } = await connection.workflowService.describeWorkflowExecution({
+    namespace: 'default',
+    execution: { workflowId },
+  });
+  const lines = [`${indent}${workflowId} run ${info?.execution?.runId ?? '?'}: status ${info?.status ?? '?'}, ${info?.historyLength?.toString() ?? '?'} events`];
+  for (const activity of pendingActivities ?? []) {
+    lines.push(
+      `${indent}  activity ${activity.activityType?.name ?? '?'} (${activity.activityId ?? '?'}): state ${activity.state ?? '?'}, attempt ${activity.attempt ?? '?'}, ` +
+        `last failure ${JSON.stringify(activity.lastFailure?.message ?? null)}, last worker ${activity.lastWorkerIdentity ?? '?'}`,
+    );
+  }
+  for (const child of pendingChildren ?? []) {
+    if (child.workflowId && depth < 3) lines.push(await pendingWork(connection, child.workflowId, depth + 1).catch((e: Error) => `${indent}  ${child.workflowId}: ${e.message}`));
+  }
+  return lines.join('\n');
 }
 
 async function checkJob(name: string, spec: JobSpec, result: JobResult, records: OutputRecord[], violation: (line: string) => void, report: ChaosReport): Promise<void> {

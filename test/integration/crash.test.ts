@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { ErrorTypes, type JobResult } from '../../src/shared';
+import type { temporal } from '@temporalio/proto';
+import { type BatchProgress, ErrorTypes, type JobResult, type RunBatchInput } from '../../src/shared';
 import { type TestEnv, createTestEnv, eventually, historyLength, syntheticSpec } from '../helpers/env';
 
 // Real worker processes: crashes kill them for real, and a supervisor restarts them.
@@ -131,6 +132,66 @@ describe('crashes and graceful shutdown (real worker processes)', () => {
       assert.equal(result.status, 'Succeeded');
       assert.equal((await readdir(out)).length, 40, 'one output directory per item, no duplicates');
       assert.ok((await activityEvents(jobId)).timeouts >= 1, 'the kill was detected by heartbeat timeout');
+    } finally {
+      await workers.stop();
+    }
+  });
+
+  it('a worker killed mid-batch of a stored job: the items its last heartbeat named in job storage are kept, not run again', async () => {
+    const workers = env.spawnWorker();
+    try {
+      // An items file makes a stored job: its batches name items by place and keep records in job storage, parts written at each heartbeat.
+      const file = path.join(env.dir, 'stored-beats.ndjson');
+      await writeFile(file, Array.from({ length: 40 }, (_, index) => `${JSON.stringify({ id: `p${index}`, params: { cpuMs: 150 } })}\n`).join(''));
+      const { jobId } = await env.client.start(
+        { pipeline: 'synthetic', itemsFrom: pathToFileURL(file).toString(), options: { batchSize: 20, concurrency: 1, heartbeatTimeout: '2s' } },
+        { jobId: 'stored-beats-kill' },
+      );
+      const slice = `${jobId}/slice-0-r1`;
+      /** Positions in the batch whose records a heartbeat names as stored. */
+      const named = (details: temporal.api.common.v1.IPayloads | null | undefined): number[] => {
+        const data = details?.payloads?.[0]?.data;
+        const progress = data ? (JSON.parse(Buffer.from(data).toString()) as BatchProgress) : undefined;
+        return [...(progress?.stored?.finished ?? '')].flatMap((flag, index) => (flag === '1' ? [index] : []));
+      };
+      // The kill lands once the running batch has named a part of job storage in a heartbeat.
+      await eventually(
+        async () => {
+          const described = await env.client.client.workflowService.describeWorkflowExecution({ namespace: 'default', execution: { workflowId: slice } }).catch(() => undefined);
+          return (described?.pendingActivities ?? []).some((activity) => named(activity.heartbeatDetails).length > 0);
+        },
+        30_000,
+        'a heartbeat naming stored records',
+      );
+      workers.current.kill('SIGKILL');
+      const result = await env.client.result(jobId);
+      assert.equal(result.status, 'Succeeded');
+      assert.deepEqual([result.counts.items, result.counts.Available], [40, 40]);
+      const records = await env.client.records(result);
+      assert.deepEqual(records.map((record) => record.item), Array.from({ length: 40 }, (_, index) => `p${index}`), 'every item once, in order');
+
+      // Items the lost batch's last heartbeat named are in no batch scheduled after it timed out.
+      const history = await env.client.client.workflow.getHandle(slice).fetchHistory();
+      const batchItems = new Map<string, number[]>();
+      let kept: number[] | undefined;
+      const ranAfter = new Set<number>();
+      for (const event of history.events ?? []) {
+        const scheduled = event.activityTaskScheduledEventAttributes;
+        if (scheduled?.activityType?.name === 'runBatch') {
+          const input = JSON.parse(Buffer.from(scheduled.input?.payloads?.[0]?.data ?? []).toString()) as RunBatchInput;
+          const positions = (input.items?.kind === 'stored' ? input.items.ranges : []).flatMap(([from, to]) => Array.from({ length: to - from }, (_, offset) => from + offset));
+          batchItems.set(String(event.eventId), positions);
+          if (kept) for (const at of positions) ranAfter.add(at);
+        }
+        const timedOut = event.activityTaskTimedOutEventAttributes;
+        if (timedOut && kept === undefined) {
+          const positions = batchItems.get(String(timedOut.scheduledEventId)) ?? [];
+          kept = named(timedOut.failure?.timeoutFailureInfo?.lastHeartbeatDetails).map((index) => positions[index] ?? -1);
+        }
+      }
+      assert.ok(kept && kept.length > 0, 'the batch was lost by heartbeat timeout after naming stored records');
+      assert.ok(ranAfter.size > 0, 'the unfinished items ran again');
+      assert.deepEqual(kept.filter((at) => ranAfter.has(at)), [], 'no item its heartbeat named ran again');
     } finally {
       await workers.stop();
     }

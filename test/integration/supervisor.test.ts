@@ -104,6 +104,23 @@ describe('faultline worker --processes', () => {
     assert.doesNotMatch(supervisor.logs(), /restarting in/, 'no process was restarted');
   });
 
+  it('a supervised worker process that fails to start after connecting exits (for its supervisor to restart it) instead of lingering', { timeout: 60_000 }, async () => {
+    // As the supervisor starts it (an IPC channel); its workflow bundle cannot be read, so the worker fails after its connection is open.
+    const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'faultline.js'), 'worker', '--processes', '1'], {
+      env: { ...env.env, FAULTLINE_WORKFLOW_BUNDLE: path.join(env.dir, 'no-such-bundle.js') },
+      cwd: env.dir,
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
+    const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+    clearTimeout(timer);
+    assert.equal(signal, null, `it exited by itself (stderr: ${stderr.slice(-500)})`);
+    assert.equal(code, 1);
+    assert.match(stderr, /^error: .*no-such-bundle/m);
+  });
+
   it('a process restarted while job storage is away waits for it; its supervisor and the others run on', async () => {
     const s3 = await startTestS3('supervised');
     const minio = { host: '127.0.0.1', port: Number(new URL(s3.endpoint).port) };

@@ -17,7 +17,7 @@ import type { PipelineImplementation } from '../../src/activities/types';
 import { createSyntheticPipeline } from '../../src/pipelines/synthetic';
 import { createLogger } from '../../src/logger';
 import { builtInPipelines } from '../../src/pipelines';
-import { ErrorTypes, type RunBatchInput, type RunBatchResult } from '../../src/shared';
+import { type BatchProgress, ErrorTypes, type RunBatchInput, type RunBatchResult } from '../../src/shared';
 import { type Storage, createStorage } from '../../src/storage';
 
 /** The engine's activities on `storage`, running `implementations` (default: the real synthetic pipeline). */
@@ -187,6 +187,47 @@ describe('runBatch activity', () => {
       const byPlace = await beats({ ...slow(batch(ids)), recordsPart: 'beats' });
       assert.ok(inline >= 3, `inline batch: ${inline} heartbeats`);
       assert.equal(byPlace, 1, 'by-place batch: only the first heartbeat within 5 s');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('with storedBeats, each heartbeat names a part of job storage holding what finished, and carries only the rest', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-run-batch-'));
+    try {
+      const storage = createStorage(dir);
+      const engine = engineOn(storage);
+      // 12 items of 100 ms of CPU, beating every 250 ms; one item fails (its error stays in the heartbeat).
+      const input: RunBatchInput = {
+        ...batch(Array.from({ length: 12 }, (_, index) => ({ id: `s${index}` }))),
+        heartbeatTimeoutMs: 1_000,
+        recordsPart: 'slice-0-r1-b1',
+        storedBeats: true,
+      };
+      input.entries = (input.entries ?? []).map((entry) => ({ ...entry, item: { ...entry.item, params: entry.item.id === 's1' ? { outcome: 'unprocessable' } : { cpuMs: 100 } } }));
+      const ids = (input.entries ?? []).map((entry) => entry.item.id);
+      const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000 });
+      const beats: BatchProgress[] = [];
+      env.on('heartbeat', (details: unknown) => beats.push(structuredClone(details as BatchProgress)));
+      const result = (await env.run(engine.runBatch, input)) as RunBatchResult;
+      const named = beats.flatMap((progress) => (progress.stored ? [progress.stored] : []));
+      assert.ok(new Set(named.map((part) => part.location)).size >= 2, `a new part at each heartbeat (${named.length})`);
+      for (const progress of beats) {
+        const stored = progress.stored;
+        const inPart = stored ? ids.filter((_, index) => stored.finished === 'all' || stored.finished[index] === '1') : [];
+        const records: { item: string }[] = [];
+        if (stored) for await (const record of storage.readLines<{ item: string }>(stored.location)) records.push(record);
+        assert.deepEqual(records.map((record) => record.item), inPart, 'the part holds exactly what the heartbeat names');
+        assert.ok(progress.done.every((outcome) => !inPart.includes(outcome.item)), 'an item is carried or named, never both');
+      }
+      const last = beats.filter((progress) => progress.stored !== undefined).at(-1);
+      assert.ok(last?.stored && last.done.filter((outcome) => 'records' in outcome).length < [...last.stored.finished].filter((flag) => flag === '1').length, 'the heartbeat carries only what finished since its part');
+      assert.ok(beats.some((progress) => progress.stored && progress.done.some((outcome) => outcome.item === 's1' && 'error' in outcome)), 'errors stay in the heartbeat');
+      // The result is as without storedBeats: one part with every finished item, the error as an outcome.
+      assert.deepEqual(result.outcomes.map((outcome) => [outcome.item, 'error' in outcome]), [['s1', true]]);
+      const final: string[] = [];
+      for await (const record of storage.readLines<{ item: string }>(result.stored?.location ?? '')) final.push(record.item);
+      assert.deepEqual(final, ids.filter((id) => id !== 's1'));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
