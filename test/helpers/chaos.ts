@@ -442,7 +442,11 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
 /** A stuck job's open work, its children's too: which activity or child never closed, and why. */
 async function pendingWork(connection: Connection, workflowId: string, depth = 0): Promise<string> {
   const indent = '  '.repeat(depth + 1);
-  const { workflowExecutionInfo: info, pendingActivities, pendingChildren } = await connection.workflowService.describeWorkflowExecution({
+  const {
+    workflowExecutionInfo: info,
+    pendingActivities,
+    pendingChildren,
+  } = await connection.workflowService.describeWorkflowExecution({
     namespace: 'default',
     execution: { workflowId },
   });

@@ -168,7 +168,11 @@ describe('crashes and graceful shutdown (real worker processes)', () => {
       assert.equal(result.status, 'Succeeded');
       assert.deepEqual([result.counts.items, result.counts.Available], [40, 40]);
       const records = await env.client.records(result);
-      assert.deepEqual(records.map((record) => record.item), Array.from({ length: 40 }, (_, index) => `p${index}`), 'every item once, in order');
+      assert.deepEqual(
+        records.map((record) => record.item),
+        Array.from({ length: 40 }, (_, index) => `p${index}`),
+        'every item once, in order',
+      );
 
       // Items the lost batch's last heartbeat named are in no batch scheduled after it timed out.
       const history = await env.client.client.workflow.getHandle(slice).fetchHistory();
@@ -191,7 +195,11 @@ describe('crashes and graceful shutdown (real worker processes)', () => {
       }
       assert.ok(kept && kept.length > 0, 'the batch was lost by heartbeat timeout after naming stored records');
       assert.ok(ranAfter.size > 0, 'the unfinished items ran again');
-      assert.deepEqual(kept.filter((at) => ranAfter.has(at)), [], 'no item its heartbeat named ran again');
+      assert.deepEqual(
+        kept.filter((at) => ranAfter.has(at)),
+        [],
+        'no item its heartbeat named ran again',
+      );
     } finally {
       await workers.stop();
     }

@@ -217,17 +217,36 @@ describe('runBatch activity', () => {
         const inPart = stored ? ids.filter((_, index) => stored.finished === 'all' || stored.finished[index] === '1') : [];
         const records: { item: string }[] = [];
         if (stored) for await (const record of storage.readLines<{ item: string }>(stored.location)) records.push(record);
-        assert.deepEqual(records.map((record) => record.item), inPart, 'the part holds exactly what the heartbeat names');
-        assert.ok(progress.done.every((outcome) => !inPart.includes(outcome.item)), 'an item is carried or named, never both');
+        assert.deepEqual(
+          records.map((record) => record.item),
+          inPart,
+          'the part holds exactly what the heartbeat names',
+        );
+        assert.ok(
+          progress.done.every((outcome) => !inPart.includes(outcome.item)),
+          'an item is carried or named, never both',
+        );
       }
       const last = beats.filter((progress) => progress.stored !== undefined).at(-1);
-      assert.ok(last?.stored && last.done.filter((outcome) => 'records' in outcome).length < [...last.stored.finished].filter((flag) => flag === '1').length, 'the heartbeat carries only what finished since its part');
-      assert.ok(beats.some((progress) => progress.stored && progress.done.some((outcome) => outcome.item === 's1' && 'error' in outcome)), 'errors stay in the heartbeat');
+      assert.ok(
+        last?.stored && last.done.filter((outcome) => 'records' in outcome).length < [...last.stored.finished].filter((flag) => flag === '1').length,
+        'the heartbeat carries only what finished since its part',
+      );
+      assert.ok(
+        beats.some((progress) => progress.stored && progress.done.some((outcome) => outcome.item === 's1' && 'error' in outcome)),
+        'errors stay in the heartbeat',
+      );
       // The result is as without storedBeats: one part with every finished item, the error as an outcome.
-      assert.deepEqual(result.outcomes.map((outcome) => [outcome.item, 'error' in outcome]), [['s1', true]]);
+      assert.deepEqual(
+        result.outcomes.map((outcome) => [outcome.item, 'error' in outcome]),
+        [['s1', true]],
+      );
       const final: string[] = [];
       for await (const record of storage.readLines<{ item: string }>(result.stored?.location ?? '')) final.push(record.item);
-      assert.deepEqual(final, ids.filter((id) => id !== 's1'));
+      assert.deepEqual(
+        final,
+        ids.filter((id) => id !== 's1'),
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
