@@ -24,6 +24,7 @@ import {
   type ItemsSource,
   type JobInput,
   type JobCarry,
+  type LargeJobSizing,
   type OmittedCounts,
   BUDGET,
   type JobPhase,
@@ -249,7 +250,7 @@ export class JobState {
   /** The pipeline as a worker described it when the job started (plain data). */
   plan?: PipelinePlan;
   /** Large jobs get larger batches and slices; decided in the job's first run and carried, since slices of later rounds must match. */
-  readonly largeJobSizing: boolean;
+  readonly largeJobSizing: LargeJobSizing;
   /** When this round began to run (the job's start for round 1, until it is prepared). */
   roundStartedAt: number;
   /** Run time of the rounds before this one (not the retry windows between them). */
@@ -276,7 +277,7 @@ export class JobState {
     if (carry?.plan) this.plan = carry.plan;
     this.roundStartedAt = carry?.roundStartedAt ?? this.startedAt;
     this.runMsBefore = carry?.runMsBefore ?? 0;
-    this.largeJobSizing = carry ? carry.largeJobSizing === true : patched(PATCHES.largeJobSizing);
+    this.largeJobSizing = carry ? carriedSizing(carry.largeJobSizing) : patched(PATCHES.largeJobSizingV2) ? 'v2' : patched(PATCHES.largeJobSizing) ? 'v1' : 'none';
   }
 
   /** A new round starts running now: the time since the last settled round was waiting. */
@@ -309,7 +310,7 @@ export class JobState {
       ...(this.plan ? { plan: this.plan } : {}),
       roundStartedAt: this.roundStartedAt,
       ...(this.runMsBefore > 0 ? { runMsBefore: this.runMsBefore } : {}),
-      ...(this.largeJobSizing ? { largeJobSizing: true } : {}),
+      ...(this.largeJobSizing === 'v1' ? { largeJobSizing: true } : this.largeJobSizing === 'v2' ? { largeJobSizing: 'v2' } : {}),
     };
   }
 
@@ -333,4 +334,8 @@ export class JobState {
     this.runner?.requestStop(reason);
     this.sliceScope?.cancel();
   }
+}
+
+function carriedSizing(carried: boolean | 'v2' | undefined): LargeJobSizing {
+  return carried === 'v2' ? 'v2' : carried === true ? 'v1' : 'none';
 }

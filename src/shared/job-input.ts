@@ -56,8 +56,8 @@ export interface JobCarry {
   /** When the current (or last) round began to run, and the run time of the rounds before it: results tell running from waiting. */
   roundStartedAt?: number;
   runMsBefore?: number;
-  /** The job sizes large jobs' batches and slices for items out of history (decided in its first run). */
-  largeJobSizing?: boolean;
+  /** How the job sizes its batches and slices if it is large (decided in its first run): true is `v1`, from runs before `v2`. */
+  largeJobSizing?: boolean | 'v2';
 }
 
 /** Accepts the v1 input shape (`{spec}` / `{specRef}`) too, e.g. from older clients or scripts. */

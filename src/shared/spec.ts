@@ -289,29 +289,47 @@ export const DEFAULTS = {
   maxShardSize: 2_000,
   rotateAfterEvents: 8_000,
   maxAutoBatchSize: 100,
-  /** Jobs above this many items get larger batches and slices (`largeJobSizing`). */
+  /** Jobs above this many items get larger batches and slices (`LargeJobSizing`). */
   largeJobItems: 100_000,
-  largeJobMaxBatchSize: 1_000,
-  largeJobMaxShardSize: 10_000,
+} as const;
+
+/**
+ * How a job sizes its batches and slices above `DEFAULTS.largeJobItems`, fixed in its first run (a
+ * running job keeps the sizing it started with): `none` (before patch largeJobSizing), `v1`
+ * (before patch largeJobSizingV2), `v2`.
+ */
+export type LargeJobSizing = 'none' | 'v1' | 'v2';
+
+/** Per sizing: a batch is this fraction of a large job, up to `maxBatch` items; a slice `batchesPerSlice` batches, up to `maxShard`. */
+const LARGE_JOB_SIZES = {
+  v1: { batchFraction: 1_000, maxBatch: 1_000, batchesPerSlice: 20, maxShard: 10_000 },
+  // Each batch and each heartbeat costs the server about the same whatever its size: at 1,000,000 items, 5x fewer batches cut its CPU per item by a fifth.
+  v2: { batchFraction: 200, maxBatch: 5_000, batchesPerSlice: 10, maxShard: 50_000 },
 } as const;
 
 /**
  * Default batch size grows with the job: one activity per item for small jobs, up to 100 items per
- * activity; with `largeJobs`, jobs above 100,000 items grow it to 1,000 (one batch per 1,000th of
- * the job), since each batch costs the server the same whatever its size.
+ * activity; a large job's batches grow further (`LARGE_JOB_SIZES`), since each batch costs the
+ * server the same whatever its size.
  */
-export function defaultBatchSize(itemCount: number, largeJobs = false): number {
-  if (largeJobs && itemCount > DEFAULTS.largeJobItems) return Math.min(DEFAULTS.largeJobMaxBatchSize, Math.max(DEFAULTS.maxAutoBatchSize, Math.ceil(itemCount / 1_000)));
+export function defaultBatchSize(itemCount: number, sizing: LargeJobSizing = 'none'): number {
+  if (sizing !== 'none' && itemCount > DEFAULTS.largeJobItems) {
+    const { batchFraction, maxBatch } = LARGE_JOB_SIZES[sizing];
+    return Math.min(maxBatch, Math.max(DEFAULTS.maxAutoBatchSize, Math.ceil(itemCount / batchFraction)));
+  }
   return Math.max(1, Math.min(DEFAULTS.maxAutoBatchSize, Math.ceil(itemCount / 64)));
 }
 
 /** About twenty batches per shard: small shard histories, few shards (larger for large jobs, whose slices keep items out of history). */
-export function defaultShardSize(batchSize: number, largeJobs = false): number {
-  return Math.min(largeJobs ? DEFAULTS.largeJobMaxShardSize : DEFAULTS.maxShardSize, Math.max(DEFAULTS.shardSize, batchSize * 20));
+export function defaultShardSize(batchSize: number, sizing: LargeJobSizing = 'none', itemCount = 0): number {
+  if (sizing === 'none') return Math.min(DEFAULTS.maxShardSize, Math.max(DEFAULTS.shardSize, batchSize * 20));
+  // v1 sized every job's slices this way; v2 only large ones.
+  const { batchesPerSlice, maxShard } = LARGE_JOB_SIZES[sizing === 'v2' && itemCount <= DEFAULTS.largeJobItems ? 'v1' : sizing];
+  return Math.min(maxShard, Math.max(DEFAULTS.shardSize, batchSize * batchesPerSlice));
 }
 
-/** `largeJobs`: size a large job's batches and slices for items out of history (jobs started since; see `defaultBatchSize`). */
-export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: number, largeJobs = false): ResolvedOptions {
+/** `sizing`: how a large job's batches and slices are sized (see `LargeJobSizing`). */
+export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: number, sizing: LargeJobSizing = 'none'): ResolvedOptions {
   const options = spec.options ?? {};
   const retry = options.retry;
   const retryOverride: Partial<RetryPolicy> | undefined = retry
@@ -323,12 +341,12 @@ export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: num
       }
     : undefined;
   return {
-    batchSize: options.batchSize ?? defaultBatchSize(itemCount, largeJobs),
+    batchSize: options.batchSize ?? defaultBatchSize(itemCount, sizing),
     concurrency: options.concurrency ?? DEFAULTS.concurrency,
     crashBudget: options.crashBudget ?? DEFAULTS.crashBudget,
     heartbeatTimeoutMs: options.heartbeatTimeout ? DurationSchema.parse(options.heartbeatTimeout) : DEFAULTS.heartbeatTimeoutMs,
     retryWindowMs: options.retryWindow ? DurationSchema.parse(options.retryWindow) : DEFAULTS.retryWindowMs,
-    shardSize: options.shardSize ?? defaultShardSize(options.batchSize ?? defaultBatchSize(itemCount, largeJobs), largeJobs),
+    shardSize: options.shardSize ?? defaultShardSize(options.batchSize ?? defaultBatchSize(itemCount, sizing), sizing, itemCount),
     rotateAfterEvents: options.rotateAfterEvents ?? DEFAULTS.rotateAfterEvents,
     ...(options.toleratedFailureCount !== undefined ? { toleratedFailureCount: options.toleratedFailureCount } : {}),
     ...(options.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: options.toleratedFailurePercent } : {}),

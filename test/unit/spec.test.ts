@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { builtInPipelines } from '../../src/pipelines';
-import { allowedFailures, resolveJobOptions, validateJobSpec } from '../../src/shared';
+import { type LargeJobSizing, allowedFailures, resolveJobOptions, validateJobSpec } from '../../src/shared';
 import { ConfigError, loadConfig } from '../../src/config';
 
 function issuesOf(spec: unknown) {
@@ -82,17 +82,22 @@ describe('options', () => {
     assert.equal(options.crashBudget, 3);
   });
 
-  it('large-job sizing: batches grow to 1,000 items and slices to 10,000 above 100,000 items; jobs started before keep the old sizes', () => {
-    const sizes = (items: number, large: boolean) => {
-      const options = resolveJobOptions({}, items, large);
+  it('large-job sizing: v2 grows batches to 5,000 items and slices to 50,000 above 100,000 items; jobs started before keep their sizes', () => {
+    const sizes = (items: number, sizing: LargeJobSizing) => {
+      const options = resolveJobOptions({}, items, sizing);
       return [options.batchSize, options.shardSize];
     };
-    assert.deepEqual(sizes(100_000, true), [100, 2_000], 'up to 100,000 items nothing changes');
-    assert.deepEqual(sizes(250_000, true), [250, 5_000]);
-    assert.deepEqual(sizes(1_000_000, true), [1_000, 10_000]);
-    assert.deepEqual(sizes(10_000_000, true), [1_000, 10_000]);
-    assert.deepEqual(sizes(1_000_000, false), [100, 2_000], 'a job started before the change keeps its sizes');
-    assert.deepEqual(resolveJobOptions({ options: { batchSize: 10, shardSize: 500 } }, 1_000_000, true).shardSize, 500, 'the spec wins');
+    assert.deepEqual(sizes(100_000, 'v2'), [100, 2_000], 'up to 100,000 items nothing changes');
+    assert.deepEqual(sizes(250_000, 'v2'), [1_250, 12_500]);
+    assert.deepEqual(sizes(1_000_000, 'v2'), [5_000, 50_000]);
+    assert.deepEqual(sizes(10_000_000, 'v2'), [5_000, 50_000]);
+    assert.deepEqual(sizes(250_000, 'v1'), [250, 5_000]);
+    assert.deepEqual(sizes(1_000_000, 'v1'), [1_000, 10_000], 'a job started under v1 keeps its sizes');
+    assert.deepEqual(sizes(10_000_000, 'v1'), [1_000, 10_000]);
+    assert.deepEqual(sizes(1_000_000, 'none'), [100, 2_000], 'a job started before large-job sizing keeps its sizes');
+    const shard = (sizing: LargeJobSizing) => resolveJobOptions({ options: { batchSize: 400 } }, 5_000, sizing).shardSize;
+    assert.deepEqual([shard('v2'), shard('v1'), shard('none')], [8_000, 8_000, 2_000], 'a small job with large batches: v2 sizes its slices as v1 did');
+    assert.deepEqual(resolveJobOptions({ options: { batchSize: 10, shardSize: 500 } }, 1_000_000, 'v2').shardSize, 500, 'the spec wins');
   });
 
   it('tolerated failures: share of all items, strictly greater fails', () => {
