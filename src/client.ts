@@ -222,6 +222,7 @@ export function specHash(spec: unknown, secretKey?: Buffer): string {
 
 const GRPC_UNAVAILABLE = 14;
 const GRPC_DEADLINE_EXCEEDED = 4;
+const GRPC_ABORTED = 10;
 
 /** True only when the chain shows the server could not be reached (not for rejected requests). */
 function isUnavailable(error: unknown): boolean {
@@ -989,18 +990,16 @@ export class FaultlineClient {
   }
 }
 
-/**
- * An update the server admitted to a run that then continued as new is aborted (not found); the
- * job itself still runs, so the caller sends it again to the new run.
- */
-const GRPC_ABORTED = 10;
-
 /** An update the server gave up on before it reached the workflow (retryable: gRPC ABORTED or UNAVAILABLE). */
 function updateAbortedByServer(error: unknown): boolean {
   const code = (error instanceof ServiceError ? (error.cause as { code?: unknown } | undefined) : undefined)?.code;
   return code === GRPC_ABORTED || code === GRPC_UNAVAILABLE;
 }
 
+/**
+ * An update the server admitted to a run that then continued as new is aborted (not found); the
+ * job itself still runs, so the caller sends it again to the new run.
+ */
 async function abortedByContinueAsNew(handle: WorkflowHandle<typeof jobWorkflow>, error: unknown): Promise<boolean> {
   if (!(error instanceof WorkflowNotFoundError)) return false;
   return (await handle.describe().catch(() => undefined))?.status.name === 'RUNNING';

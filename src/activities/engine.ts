@@ -446,7 +446,7 @@ export function createEngineActivities(deps: EngineDeps) {
         for await (const record of deps.storage.readLines<OutputRecord>(input.base)) base.push(record);
         const merged = mergeRecords(base, overlay);
         const uri = deps.storage.sliceRecordsUri(input.jobId, input.sliceIndex, input.round);
-        await storageCall(() => deps.storage.writeLines(uri, merged));
+        await deps.storage.writeLines(uri, merged);
         const tally = tallyRecords(emptyTally(), merged);
         return { location: uri, counts: tally.counts, failedItems: tally.failedItems };
       });
@@ -482,9 +482,7 @@ export function createEngineActivities(deps: EngineDeps) {
 
     /** At close: working copies are no longer needed (no retry can come); reports what the job keeps. */
     async releaseWorkingCopies(input: { jobId: string }): Promise<{ releasedBytes: number; keptBytes: number }> {
-      return storageCall(async () => {
-        return deps.storage.releaseWorkingCopies(input.jobId);
-      });
+      return storageCall(() => deps.storage.releaseWorkingCopies(input.jobId));
     },
 
     /**
@@ -510,7 +508,7 @@ export function createEngineActivities(deps: EngineDeps) {
             details: [{ missing: missing.slice(0, 20) }],
           });
         }
-        const manifest = await storageCall(() => deps.storage.assembleManifest(input.jobId, input.round, parts));
+        const manifest = await deps.storage.assembleManifest(input.jobId, input.round, parts);
         const builder = new TallyBuilder();
         const records: OutputRecord[] = [];
         for await (const record of deps.storage.readLines<OutputRecord>(manifest)) {
