@@ -197,6 +197,8 @@ export function createEngineActivities(deps: EngineDeps) {
           const moved = new Set<ItemOutcome>(moving);
           progress.done = progress.done.filter((outcome) => !moved.has(outcome));
           progress.stored = { ...part, finished: part.finished.replace(/0+$/, '') };
+          // The payload budget counts what a result may have to carry: not what a stored part holds.
+          progressBytes = serializedSize(progress);
         } catch (error) {
           log.warn({ err: error }, 'could not write the records of %d finished item(s) to job storage at a heartbeat; the heartbeat carries them', moving.length);
         }
@@ -361,7 +363,10 @@ export function createEngineActivities(deps: EngineDeps) {
         const report = makeReport({ type: ErrorTypes.WorkerShutdown, message: 'worker shutting down; batch handed back', details: { notStarted: notStarted.length }, at: new Date().toISOString() });
         throw ApplicationFailure.create({ type: ErrorTypes.WorkerShutdown, message: report.message, details: [report, progress] });
       }
-      if (input.recordsPart !== undefined) return storeFinished(deps.storage, input.job.jobId, input.recordsPart, entries, [...storedOutcomes, ...progress.done], notStarted, log);
+      if (input.recordsPart !== undefined) {
+        const beat = progress.stored ? { part: progress.stored, outcomes: storedOutcomes } : undefined;
+        return storeFinished(deps.storage, input.job.jobId, input.recordsPart, entries, beat, progress.done, notStarted, log);
+      }
       return { outcomes: progress.done, notStarted };
     },
 
@@ -705,17 +710,28 @@ async function markLocalStart(storage: Storage, jobId: string, name: string, log
 
 /**
  * A batch's finished items' records go to job storage (`part`), and its result carries counts and
- * the items that did not finish. If storage cannot take them, they come back in the result as
- * before: the batch kept its outcomes within the payload budget, so that always fits.
+ * the items that did not finish. If storage cannot take them, the part its last heartbeat named
+ * (`beatPart`, holding `beatOutcomes`) stands, and the rest come back in the result as before: the
+ * batch kept what is not in that part within the payload budget, so that always fits.
  */
-async function storeFinished(storage: Storage, jobId: string, part: string, entries: readonly BatchEntry[], done: readonly ItemOutcome[], notStarted: string[], log: Logger): Promise<RunBatchResult> {
+async function storeFinished(
+  storage: Storage,
+  jobId: string,
+  part: string,
+  entries: readonly BatchEntry[],
+  beat: { part: StoredBatchRecords; outcomes: readonly ItemOutcome[] } | undefined,
+  done: readonly ItemOutcome[],
+  notStarted: string[],
+  log: Logger,
+): Promise<RunBatchResult> {
   const outcomes = done.filter((outcome) => !('records' in outcome));
-  if (outcomes.length === done.length) return { outcomes, notStarted };
+  // Nothing finished since the last heartbeat's part (or at all): that part, if any, is the batch's.
+  if (outcomes.length === done.length) return { outcomes, notStarted, ...(beat ? { stored: beat.part } : {}) };
   try {
-    return { outcomes, notStarted, stored: await storeOutcomes(storage, jobId, part, entries, done) };
+    return { outcomes, notStarted, stored: await storeOutcomes(storage, jobId, part, entries, [...(beat?.outcomes ?? []), ...done]) };
   } catch (error) {
     log.warn({ err: error }, 'could not write the records of %d finished item(s) to job storage; they go back in the result', done.length - outcomes.length);
-    return { outcomes: [...done], notStarted };
+    return { outcomes: [...done], notStarted, ...(beat ? { stored: beat.part } : {}) };
   }
 }
 

@@ -86,7 +86,7 @@ export const PATCHES = {
   itemsByReference: 'faultline-items-by-reference',
   /** Jobs above 100,000 items default to batches of up to 1,000 items and slices of up to 10,000. */
   largeJobSizing: 'faultline-large-job-sizing',
-  /** Jobs above 100,000 items default to batches of up to 5,000 items and slices of up to 50,000. */
+  /** Jobs above 100,000 items default to batches of up to 5,000 items and slices of up to 20,000. */
   largeJobSizingV2: 'faultline-large-job-sizing-v2',
   /** A stored slice's batches write what they finished to job storage at each heartbeat, which names the parts instead of carrying the records. */
   storedBeats: 'faultline-stored-beats',

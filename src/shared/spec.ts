@@ -303,8 +303,9 @@ export type LargeJobSizing = 'none' | 'v1' | 'v2';
 /** Per sizing: a batch is this fraction of a large job, up to `maxBatch` items; a slice `batchesPerSlice` batches, up to `maxShard`. */
 const LARGE_JOB_SIZES = {
   v1: { batchFraction: 1_000, maxBatch: 1_000, batchesPerSlice: 20, maxShard: 10_000 },
-  // Each batch and each heartbeat costs the server about the same whatever its size: at 1,000,000 items, 5x fewer batches cut its CPU per item by a fifth.
-  v2: { batchFraction: 200, maxBatch: 5_000, batchesPerSlice: 10, maxShard: 50_000 },
+  // Each batch and each heartbeat costs the server about the same whatever its size. Slices stay at 20,000 items: with 50,000 the
+  // workers' memory (8 slices' item states at once) passed 1 GiB at 1,000,000 items and throughput fell (BENCHMARKS.md).
+  v2: { batchFraction: 200, maxBatch: 5_000, batchesPerSlice: 4, maxShard: 20_000 },
 } as const;
 
 /**

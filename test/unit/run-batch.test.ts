@@ -251,4 +251,30 @@ describe('runBatch activity', () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it('with storedBeats, a final part job storage refuses leaves the last heartbeat part standing and the rest in the result', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-run-batch-'));
+    try {
+      const storage = createStorage(dir);
+      // Parts written at heartbeats go through; the batch's final part does not.
+      const flaky: Storage = {
+        ...storage,
+        writeRecordsPart: (jobId, part, lines) => (part.includes('-beat') ? storage.writeRecordsPart(jobId, part, lines) : Promise.reject(new Error('connect ECONNREFUSED'))),
+      };
+      const input: RunBatchInput = { ...batch(Array.from({ length: 8 }, (_, index) => ({ id: `f${index}` }))), heartbeatTimeoutMs: 1_000, recordsPart: 'slice-0-r1-b2', storedBeats: true };
+      input.entries = (input.entries ?? []).map((entry) => ({ ...entry, item: { ...entry.item, params: { cpuMs: 100 } } }));
+      const ids = (input.entries ?? []).map((entry) => entry.item.id);
+      const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000 });
+      const result = (await env.run(engineOn(flaky).runBatch, input)) as RunBatchResult;
+      const stored = result.stored;
+      assert.ok(stored?.location.includes('-beat') === true, 'the last heartbeat part stands');
+      const inPart = ids.filter((_, index) => stored.finished[index] === '1');
+      assert.ok(inPart.length > 0);
+      const carried = result.outcomes.map((outcome) => outcome.item);
+      assert.ok(result.outcomes.every((outcome) => 'records' in outcome));
+      assert.deepEqual([...inPart, ...carried].sort(), [...ids].sort(), 'every item once: in the part or in the result');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });

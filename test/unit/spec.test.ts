@@ -82,15 +82,15 @@ describe('options', () => {
     assert.equal(options.crashBudget, 3);
   });
 
-  it('large-job sizing: v2 grows batches to 5,000 items and slices to 50,000 above 100,000 items; jobs started before keep their sizes', () => {
+  it('large-job sizing: v2 grows batches to 5,000 items and slices to 20,000 above 100,000 items; jobs started before keep their sizes', () => {
     const sizes = (items: number, sizing: LargeJobSizing) => {
       const options = resolveJobOptions({}, items, sizing);
       return [options.batchSize, options.shardSize];
     };
     assert.deepEqual(sizes(100_000, 'v2'), [100, 2_000], 'up to 100,000 items nothing changes');
-    assert.deepEqual(sizes(250_000, 'v2'), [1_250, 12_500]);
-    assert.deepEqual(sizes(1_000_000, 'v2'), [5_000, 50_000]);
-    assert.deepEqual(sizes(10_000_000, 'v2'), [5_000, 50_000]);
+    assert.deepEqual(sizes(250_000, 'v2'), [1_250, 5_000]);
+    assert.deepEqual(sizes(1_000_000, 'v2'), [5_000, 20_000]);
+    assert.deepEqual(sizes(10_000_000, 'v2'), [5_000, 20_000]);
     assert.deepEqual(sizes(250_000, 'v1'), [250, 5_000]);
     assert.deepEqual(sizes(1_000_000, 'v1'), [1_000, 10_000], 'a job started under v1 keeps its sizes');
     assert.deepEqual(sizes(10_000_000, 'v1'), [1_000, 10_000]);
