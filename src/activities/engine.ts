@@ -711,7 +711,7 @@ async function markLocalStart(storage: Storage, jobId: string, name: string, log
 /**
  * A batch's finished items' records go to job storage (`part`), and its result carries counts and
  * the items that did not finish. If storage cannot take them, the part its last heartbeat named
- * (`beatPart`, holding `beatOutcomes`) stands, and the rest come back in the result as before: the
+ * (`beat.part`, holding `beat.outcomes`) stands, and the rest come back in the result as before: the
  * batch kept what is not in that part within the payload budget, so that always fits.
  */
 async function storeFinished(
