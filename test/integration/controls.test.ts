@@ -279,7 +279,8 @@ describe('pause, resume and live limits (real dev server, CLI)', () => {
   });
 
   it('watch in a real terminal (pty): the bar moves, the final line shows the status', async () => {
-    const items = Array.from({ length: 200 }, (_, index) => ({ id: `w${index}`, params: { cpuMs: 15 } }));
+    // Several seconds of work: `watch` refreshes every 500 ms, and under load a progress query alone can take a second or more.
+    const items = Array.from({ length: 200 }, (_, index) => ({ id: `w${index}`, params: { cpuMs: 60 } }));
     const { jobId } = await env.client.start(syntheticSpec(items, { batchSize: 5, concurrency: 2 }));
     // util-linux `script` runs the CLI on a pseudo-terminal, as a person would.
     const command = [process.execPath, path.join(ROOT, 'bin', 'faultline.js'), 'watch', jobId].map((part) => `'${part}'`).join(' ');
