@@ -235,6 +235,14 @@ async function main(): Promise<void> {
       // Items out of history: a stored spec's slices name their items by place and keep their records in job storage;
       // slices rotate, one item fails for good, three fail (no retries) and run again in a retry round, by place too.
       // Batches of ~1 s beating every 500 ms: their records go to job storage at heartbeats (storedBeats).
+      // Slices keep their counts so far in their memo (progress read from the server, not a worker).
+      'v9-slice-progress': {
+        spec: syntheticSpec(
+          Array.from({ length: 60 }, (_, i) => ({ id: `live-${i}`, params: { cpuMs: 2 } })),
+          { shardSize: 30, batchSize: 10, concurrency: 1 },
+        ),
+        children: true,
+      },
       'v8-stored-beats': {
         spec: syntheticSpec(
           Array.from({ length: 3_000 }, (_, i) => ({ id: `beat-${i}-`.padEnd(100, 'x'), params: i === 777 ? { outcome: 'unprocessable' } : { cpuMs: 4 } })),

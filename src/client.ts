@@ -71,6 +71,10 @@ import {
   type RateKeyProgress,
   limiterViewQuery,
   sliceProgressQuery,
+  SLICE_PROGRESS_MEMO_KEY,
+  type SliceCounts,
+  type BatchProgress,
+  countsOfBeat,
   sliceWorkflowId,
   OutputStatuses,
   retryUpdate,
@@ -248,6 +252,8 @@ function rejectionMessage(error: unknown): string {
 export class FaultlineClient {
   /** Jobs this client started that close when their first round settles: their result needs no describe first. */
   private readonly startedClosing = new Set<string>();
+  /** Highest counts seen per running slice (`highestSliceCounts`). */
+  private readonly sliceHighs = new Map<string, SliceCounts>();
 
   private constructor(
     readonly client: Client,
@@ -599,10 +605,10 @@ export class FaultlineClient {
   }
 
   /** A running job's items waiting for or holding rate leases, per key. */
-  private async withRateLimits(progress: JobProgress): Promise<JobProgress> {
+  private withRateLimits(progress: JobProgress, limiters: readonly LimiterView[]): JobProgress {
     if (progress.phase !== 'running' && progress.phase !== 'paused') return progress;
     const keys: RateKeyProgress[] = [];
-    for (const view of await this.rateLimiters().catch(() => [])) {
+    for (const view of limiters) {
       const mine = view.jobs[progress.jobId];
       if (!mine) continue;
       keys.push({
@@ -623,27 +629,102 @@ export class FaultlineClient {
 
   async progress(jobId: string): Promise<JobProgress> {
     try {
-      const progress = await this.withRateLimits(await this.handle(jobId).query(progressQuery));
+      // Three lookups at once: the job's own answer (a query, through a worker), the rate keys'
+      // limiters, and its running slices' counts as the server keeps them (no worker).
+      const asked = this.handle(jobId).query(progressQuery);
+      const limiters = this.rateLimiters().catch(() => []);
+      const early = this.runningSliceCounts(jobId);
+      const progress = this.withRateLimits(await asked, await limiters);
       if (!progress.slicesRunning?.length) return progress;
-      // A sliced job counts a slice when it ends: add what its running slices did so far (queries: nothing in any history).
+      // A sliced job counts a slice when it ends: add what its running slices did so far.
+      const known = await early;
       const running = await Promise.all(
-        progress.slicesRunning.map((index) =>
-          this.client.workflow
-            .getHandle(sliceWorkflowId(jobId, index, progress.round))
-            .query(sliceProgressQuery)
-            .catch(() => null),
-        ),
+        progress.slicesRunning.map(async (index) => {
+          const workflowId = sliceWorkflowId(jobId, index, progress.round);
+          return known.get(workflowId) ?? (await this.sliceCounts(workflowId));
+        }),
       );
       const counts = { ...progress.counts };
-      for (const slice of running) {
+      for (const [index, slice] of running.entries()) {
         if (!slice) continue;
-        for (const status of OutputStatuses) counts[status] += slice[status];
-        counts.outputs += slice.outputs;
+        const seen = this.highestSliceCounts(sliceWorkflowId(jobId, progress.slicesRunning[index] ?? 0, progress.round), slice);
+        for (const status of OutputStatuses) counts[status] += seen[status];
+        counts.outputs += seen.outputs;
       }
+      this.forgetSlicesOf(jobId, progress);
       return { ...progress, counts };
     } catch (error) {
       throw this.wrap(error, jobId);
     }
+  }
+
+  /** The counts of a job's slices that are running as the server sees it (its pending children), by workflow id. */
+  private async runningSliceCounts(jobId: string): Promise<Map<string, SliceCounts>> {
+    const found = new Map<string, SliceCounts>();
+    try {
+      const { raw } = await this.handle(jobId).describe();
+      await Promise.all(
+        (raw.pendingChildren ?? []).map(async ({ workflowId }) => {
+          const counts = workflowId ? await this.sliceCountsFromServer(workflowId).catch(() => undefined) : undefined;
+          if (workflowId && counts) found.set(workflowId, counts);
+        }),
+      );
+    } catch {
+      // The job's own answer decides; slices not found here are looked up one by one.
+    }
+    return found;
+  }
+
+  /** A running slice's counts: from the server when the slice keeps them in its memo, else by asking it (a query). */
+  private async sliceCounts(workflowId: string): Promise<SliceCounts | null> {
+    const stored = await this.sliceCountsFromServer(workflowId).catch(() => undefined);
+    if (stored) return stored;
+    return this.client.workflow
+      .getHandle(workflowId)
+      .query(sliceProgressQuery)
+      .catch(() => null);
+  }
+
+  /**
+   * A slice's counts in its memo (its finished batches) plus what its running batches' last
+   * heartbeats say they finished. Undefined for a slice without the memo (started on older code).
+   */
+  private async sliceCountsFromServer(workflowId: string): Promise<SliceCounts | undefined> {
+    const description = await this.client.workflow.getHandle(workflowId).describe();
+    const kept = description.memo?.[SLICE_PROGRESS_MEMO_KEY] as SliceCounts | undefined;
+    if (!kept) return undefined;
+    const counts = { ...kept };
+    for (const activity of description.raw.pendingActivities ?? []) {
+      const payloads = activity.heartbeatDetails?.payloads;
+      if (activity.activityType?.name !== 'runBatch' || !payloads?.length) continue;
+      const beat = await decodeFromPayloadsAtIndex<BatchProgress>(this.client.options.loadedDataConverter, 0, payloads).catch(() => undefined);
+      if (!beat?.done) continue;
+      const finished = countsOfBeat(beat);
+      for (const status of OutputStatuses) counts[status] += finished[status];
+    }
+    return counts;
+  }
+
+  /**
+   * A batch's items move from its heartbeat to its slice's memo a moment after it ends (the slice's
+   * next workflow task): in between they are in neither. Counts only grow in a running round, so
+   * this client shows each slice's highest counts so far and progress never steps back.
+   */
+  private highestSliceCounts(workflowId: string, counts: SliceCounts): SliceCounts {
+    const before = this.sliceHighs.get(workflowId);
+    const highest = { ...counts };
+    if (before) {
+      for (const status of OutputStatuses) highest[status] = Math.max(highest[status], before[status]);
+      highest.outputs = Math.max(highest.outputs, before.outputs);
+    }
+    this.sliceHighs.set(workflowId, highest);
+    return highest;
+  }
+
+  /** Drops the highs of this job's slices that no longer run. */
+  private forgetSlicesOf(jobId: string, progress: JobProgress): void {
+    const running = new Set((progress.slicesRunning ?? []).map((index) => sliceWorkflowId(jobId, index, progress.round)));
+    for (const workflowId of this.sliceHighs.keys()) if (workflowId.startsWith(`${jobId}/`) && !running.has(workflowId)) this.sliceHighs.delete(workflowId);
   }
 
   /**

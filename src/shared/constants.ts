@@ -90,6 +90,8 @@ export const PATCHES = {
   largeJobSizingV2: 'faultline-large-job-sizing-v2',
   /** A stored slice's batches write what they finished to job storage at each heartbeat, which names the parts instead of carrying the records. */
   storedBeats: 'faultline-stored-beats',
+  /** A slice child keeps its counts so far in its memo (`SLICE_PROGRESS_MEMO_KEY`), so progress reads them from the server. */
+  sliceProgressMemo: 'faultline-slice-progress-memo',
 } as const;
 
 /** Slice child workflows running at once per job. */

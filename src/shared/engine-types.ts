@@ -1,7 +1,7 @@
 /** Payloads exchanged between workflows and activities (plain JSON only). */
 import type { ErrorReport } from './errors';
 import type { RetryRequest } from './messages';
-import type { OutputRecord, OutputStatus, StatusCounts } from './result';
+import { type OutputRecord, type OutputStatus, type StatusCounts, emptyStatusCounts } from './result';
 import type { RunnerSnapshotData } from './snapshot';
 import type { JobItem, JobSpec } from './spec';
 import type { PipelinePlan } from './pipeline';
@@ -84,6 +84,13 @@ export interface BatchProgress {
   stored?: StoredBatchRecords;
   /** What the running item's step said last (`ctx.heartbeat`), shown with the activity's heartbeat. */
   current?: { item: string; details: unknown };
+}
+
+/** Records by status of the items a running batch's heartbeat says it finished (stored or carried). */
+export function countsOfBeat(beat: BatchProgress): StatusCounts {
+  const counts = { ...emptyStatusCounts(), ...beat.stored?.counts };
+  for (const outcome of beat.done) if ('records' in outcome) for (const record of outcome.records) counts[record.status] += 1;
+  return counts;
 }
 
 export interface RunBatchResult {

@@ -124,8 +124,16 @@ export interface RejectedRequest {
 export const progressQuery = defineQuery<JobProgress>('progress');
 /** The last settled round's JobResult (null before the first round settles): readable from the Web UI's Queries tab. */
 export const resultQuery = defineQuery<JobResult | null>('result');
+/** A running slice's counts so far: records by status of its finished items, and the outputs of all its items. */
+export type SliceCounts = StatusCounts & { outputs: number };
 /** A running slice's counts so far (clients add them to the job's, so progress moves before a slice ends). */
-export const sliceProgressQuery = defineQuery<(StatusCounts & { outputs: number }) | null>('sliceProgress');
+export const sliceProgressQuery = defineQuery<SliceCounts | null>('sliceProgress');
+/**
+ * The memo key under which a slice keeps its counts so far (patch `faultline-slice-progress-memo`),
+ * updated in the workflow task that takes each batch's result: the server answers `describe` with
+ * it, no worker involved, so progress stays quick while workers are busy.
+ */
+export const SLICE_PROGRESS_MEMO_KEY = 'faultlineSliceProgress';
 /** Resolves with the result of `round` (default: the current round) once it has settled. */
 export const awaitResultUpdate = defineUpdate<JobResult, [{ round?: number }]>('awaitResult');
 export const retryUpdate = defineUpdate<RetryResponse, [RetryRequest]>('retry');

@@ -3,7 +3,20 @@
  * storage. While the job has a failure threshold it signals each new failure to its job, so the
  * job can stop as soon as failures job-wide exceed it.
  */
-import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, getExternalWorkflowHandle, log, patched, setHandler, sleep, workflowInfo } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  CancellationScope,
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  getExternalWorkflowHandle,
+  log,
+  patched,
+  setHandler,
+  sleep,
+  upsertMemo,
+  workflowInfo,
+} from '@temporalio/workflow';
 import { runSlice } from '../engine/slice';
 import { usePriorityKey } from '../engine/priority';
 import type { ItemRunner } from '../engine/runner';
@@ -11,6 +24,7 @@ import {
   ErrorTypes,
   LEGACY_PLANS,
   PATCHES,
+  SLICE_PROGRESS_MEMO_KEY,
   type SliceControl,
   type SliceInput,
   type SliceSummary,
@@ -51,6 +65,17 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
   });
   setHandler(itemFailuresSignal, (report) => runner?.noteEarlyFailures(report.items));
   setHandler(sliceProgressQuery, () => runner?.countsSoFar() ?? null);
+  // The counts in the memo too, whenever they change: the server answers progress without a worker.
+  const progressInMemo = patched(PATCHES.sliceProgressMemo);
+  let published: string | undefined;
+  const publishProgress = () => {
+    if (!progressInMemo || !runner) return;
+    const counts = runner.countsSoFar();
+    const key = JSON.stringify(counts);
+    if (key === published) return;
+    published = key;
+    upsertMemo({ [SLICE_PROGRESS_MEMO_KEY]: counts });
+  };
   CancellationScope.current().cancelRequested.catch(() => {
     stop = { kind: 'cancelled', reason: 'the job stopped this slice' };
   });
@@ -88,7 +113,13 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
 
   return CancellationScope.nonCancellable(async () => {
     const outcome = await runSlice(input, pipeline, info.workflowId, {
-      runner: { pending: () => stop !== undefined && runner?.stop === undefined, drain: () => stop && runner?.requestStop(stop) },
+      runner: {
+        pending: () => stop !== undefined && runner?.stop === undefined,
+        drain: () => {
+          publishProgress();
+          if (stop) runner?.requestStop(stop);
+        },
+      },
       onRunner: (current) => {
         runner = current;
         apply();

@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { temporal } from '@temporalio/proto';
-import type { RunBatchInput, RunBatchResult } from '../../src/shared';
-import { type RunningWorker, type TestEnv, createTestEnv, syntheticSpec } from '../helpers/env';
+import { type RunBatchInput, type RunBatchResult, SLICE_PROGRESS_MEMO_KEY, type SliceCounts, sliceWorkflowId } from '../../src/shared';
+import { type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
 
 let env: TestEnv;
 let worker: RunningWorker;
@@ -141,5 +141,24 @@ describe('items out of history (real dev server)', () => {
       'the selected items, nothing else',
     );
     await env.client.cancel(jobId, 'done');
+  });
+
+  it("a sliced job's progress comes from the server: each slice's finished batches from its memo, its running batch's finished items from that batch's heartbeat", async () => {
+    // Two slices of 20 items, one batch at a time, batches of 10: in each slice the first batch
+    // finishes, the second finishes 9 items and hangs on its last one. The job's progress must
+    // count all 38 while every slice still runs (a slice's own query counts only ended batches: 20).
+    const items = Array.from({ length: 40 }, (_, i) => ({ id: `live-${i}`, ...(i % 20 === 19 ? { params: { outcome: 'hang' as const } } : {}) }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 20, batchSize: 10, concurrency: 1, heartbeatTimeout: '2s' }), { jobId: 'live-progress' });
+    await eventually(async () => (await env.client.progress(jobId)).counts.Available === 38, 30_000, '38 finished items counted while the batches run');
+    const progress = await env.client.progress(jobId);
+    assert.deepEqual([...(progress.slicesRunning ?? [])].sort(), [0, 1], 'both slices still run');
+    for (const index of [0, 1]) {
+      const memo = (await env.client.client.workflow.getHandle(sliceWorkflowId(jobId, index, 1)).describe()).memo?.[SLICE_PROGRESS_MEMO_KEY] as SliceCounts | undefined;
+      assert.equal(memo?.Available, 10, `slice ${index} keeps its ended batch's counts in its memo`);
+      assert.equal(memo?.outputs, 20, `slice ${index} keeps its items' outputs in its memo`);
+    }
+    await env.client.cancel(jobId, 'done');
+    const result = await env.client.result(jobId);
+    assert.deepEqual([result.counts.Available, result.counts.Cancelled], [38, 2]);
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { emptyTally, tallyRecords } from '../../src/shared';
+import { countsOfBeat, emptyTally, tallyRecords } from '../../src/shared';
 import { type OutputRecord, deriveJobStatus, emptyStatusCounts, exitCodeForStatus, isSuccess, makeReport } from '../../src/shared';
 
 const counts = (partial: Partial<ReturnType<typeof emptyStatusCounts>>) => {
@@ -49,5 +49,20 @@ describe('job status rules (CONTRACT)', () => {
     assert.equal(big.truncated, true);
     assert.equal(big.errors.length, 100);
     assert.equal(big.errorsTruncated, true);
+  });
+});
+
+describe('countsOfBeat (a running batch in progress)', () => {
+  it('adds the records its heartbeat names in job storage to those it carries, and counts no errored item', () => {
+    const record = (item: string, status: OutputRecord['status']): OutputRecord => ({ item, output: 'out', status });
+    const counts = countsOfBeat({
+      stored: { location: 'file:///parts/b1-beat1.ndjson', finished: '1101', counts: { ...emptyStatusCounts(), Available: 2, Failed: 1 }, failedItems: ['c'], bytesIn: 0, bytesOut: 0 },
+      done: [
+        { item: 'e', records: [record('e', 'Available'), record('e', 'Missing')], bytesIn: 0, bytesOut: 0 },
+        { item: 'f', error: makeReport({ type: 'TransientItemError', class: 'transient', message: 'later', at: '2026-12-03T00:00:00.000Z' }) },
+      ],
+    });
+    assert.deepEqual(counts, { ...emptyStatusCounts(), Available: 3, Missing: 1, Failed: 1 });
+    assert.deepEqual(countsOfBeat({ done: [] }), emptyStatusCounts());
   });
 });
