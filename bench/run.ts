@@ -85,7 +85,7 @@ interface ModeResult {
   /** CPU seconds of the work processes by thread kind (Faultline's worker processes: JS main thread, V8 helpers, libuv pool, SDK core threads). */
   workCpuByThread?: Record<string, number>;
   /** scale10m: how long `progress` took while the job ran (asked every 5 s). */
-  progress?: { samples: number; p50Ms: number; maxMs: number; error?: string };
+  progress?: { samples: number; p50Ms: number; p90Ms: number; maxMs: number; error?: string };
 }
 
 const CLOCK_TICKS = 100; // USER_HZ on Linux
@@ -717,11 +717,12 @@ async function main(): Promise<void> {
       measured.progress = {
         samples: sorted.length,
         p50Ms: Math.round(sorted[Math.floor(sorted.length / 2)] ?? 0),
+        p90Ms: Math.round(sorted[Math.floor(sorted.length * 0.9)] ?? 0),
         maxMs: Math.round(sorted[sorted.length - 1] ?? 0),
         ...(statusError ? { error: statusError } : {}),
       };
     say(
-      `scale10m: progress answered ${sorted.length} times, p50 ${Math.round(sorted[Math.floor(sorted.length / 2)] ?? 0)} ms, max ${Math.round(sorted[sorted.length - 1] ?? 0)} ms${statusError ? `; an error: ${statusError}` : ''}`,
+      `scale10m: progress answered ${sorted.length} times, p50 ${Math.round(sorted[Math.floor(sorted.length / 2)] ?? 0)} ms, max ${Math.round(sorted[sorted.length - 1] ?? 0)} ms (in order asked: ${progressMs.map(Math.round).join(' ')})${statusError ? `; an error: ${statusError}` : ''}`,
     );
   }
   if (wanted('stop1m')) {

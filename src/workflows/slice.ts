@@ -26,6 +26,8 @@ import {
   PATCHES,
   SLICE_PROGRESS_MEMO_KEY,
   type SliceControl,
+  type SliceCounts,
+  emptyStatusCounts,
   type SliceInput,
   type SliceSummary,
   type StopReason,
@@ -68,14 +70,14 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
   // The counts in the memo too, whenever they change: the server answers progress without a worker.
   const progressInMemo = patched(PATCHES.sliceProgressMemo);
   let published: string | undefined;
-  const publishProgress = () => {
-    if (!progressInMemo || !runner) return;
-    const counts = runner.countsSoFar();
+  const publishProgress = (counts: SliceCounts) => {
     const key = JSON.stringify(counts);
-    if (key === published) return;
+    if (!progressInMemo || key === published) return;
     published = key;
     upsertMemo({ [SLICE_PROGRESS_MEMO_KEY]: counts });
   };
+  // From the first workflow task on (while a stored slice still reads its ids): a slice without the memo ran older code.
+  publishProgress({ ...emptyStatusCounts(), outputs: 0 });
   CancellationScope.current().cancelRequested.catch(() => {
     stop = { kind: 'cancelled', reason: 'the job stopped this slice' };
   });
@@ -116,7 +118,7 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
       runner: {
         pending: () => stop !== undefined && runner?.stop === undefined,
         drain: () => {
-          publishProgress();
+          if (runner) publishProgress(runner.countsSoFar());
           if (stop) runner?.requestStop(stop);
         },
       },
