@@ -87,22 +87,28 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
   const sdkMetricsAddress = config.metricsAddress ? `127.0.0.1:${await freePort()}` : undefined;
   installTemporalLogging(logger, sdkMetricsAddress ? { prometheusAddress: sdkMetricsAddress } : {});
   const connection = options.connection ?? (await connectWorker(config, logger));
-  const missing = await missingSearchAttributes(connection.operatorService, config.namespace).catch(async (error: unknown) => {
+  try {
+    return await createWorkerOn(connection, options, logger, sdkMetricsAddress);
+  } catch (error) {
+    // Nothing may hold the process open after a failed start: a supervised process must exit to be restarted.
     if (!options.connection) await connection.close().catch(() => undefined);
     throw error;
-  });
-  if (missing && missing.length > 0) {
-    if (!options.connection) await connection.close();
-    throw new SearchAttributesMissing(config.namespace, missing);
   }
+}
+
+/** Everything after connecting: checks, activities and the SDK worker (the caller closes a connection it opened if this throws). */
+async function createWorkerOn(
+  connection: NativeConnection,
+  options: FaultlineWorkerOptions,
+  logger: Logger,
+  sdkMetricsAddress: string | undefined,
+): Promise<{ worker: Worker; connection: NativeConnection; ownsConnection: boolean }> {
+  const { config } = options;
+  const missing = await missingSearchAttributes(connection.operatorService, config.namespace);
+  if (missing && missing.length > 0) throw new SearchAttributesMissing(config.namespace, missing);
   const storage = createStorage(config.storage, config.s3);
-  try {
-    // A worker that cannot keep records must not take work: say so in one line at start.
-    await checkStorage(storage, options.waitForStorage === true, logger);
-  } catch (error) {
-    if (!options.connection) await connection.close();
-    throw error;
-  }
+  // A worker that cannot keep records must not take work: say so in one line at start.
+  await checkStorage(storage, options.waitForStorage === true, logger);
   if (storage.localRoot) protectFromSpecs(storage.localRoot);
   let pipelines: readonly Pipeline[];
   let registry: ReturnType<typeof pipelineRegistry>;
@@ -110,7 +116,6 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     pipelines = options.pipelines ?? (await loadPipelineModules(config.pipelineModules));
     registry = pipelineRegistry(pipelines); // names checked before anything polls
   } catch (error) {
-    if (!options.connection) await connection.close();
     throw error instanceof ConfigError ? error : new ConfigError([{ path: ENV.pipelines, message: (error as Error).message }]);
   }
   const implementations: Record<string, PipelineImplementation> = {};
@@ -167,9 +172,7 @@ export async function createFaultlineWorker(options: FaultlineWorkerOptions): Pr
     try {
       worker = await create();
     } catch (error) {
-      // Nothing may hold the process open after a failed start: a supervised process must exit to be restarted.
       await metricsServer?.close();
-      if (!options.connection) await connection.close().catch(() => undefined);
       throw error;
     }
     afterRun(worker, [...(options.connection ? [] : [idempotentClose(connection)]), ...(metricsServer ? [() => metricsServer.close()] : []), ...(tracing ? [() => tracing.shutdown()] : [])]);
