@@ -717,6 +717,8 @@ export class FaultlineClient {
       for (const status of OutputStatuses) highest[status] = Math.max(highest[status], before[status]);
       highest.outputs = Math.max(highest.outputs, before.outputs);
     }
+    // Highs of jobs no one asks about again are dropped when they pile up (a long-lived client, e.g. the web server).
+    if (this.sliceHighs.size >= 10_000) this.sliceHighs.clear();
     this.sliceHighs.set(workflowId, highest);
     return highest;
   }

@@ -310,7 +310,7 @@ export class JobState {
       ...(this.plan ? { plan: this.plan } : {}),
       roundStartedAt: this.roundStartedAt,
       ...(this.runMsBefore > 0 ? { runMsBefore: this.runMsBefore } : {}),
-      ...(this.largeJobSizing === 'v1' ? { largeJobSizing: true } : this.largeJobSizing === 'v2' ? { largeJobSizing: 'v2' } : {}),
+      ...(this.largeJobSizing !== 'none' ? { largeJobSizing: SIZING_CARRIED[this.largeJobSizing] } : {}),
     };
   }
 
@@ -336,6 +336,10 @@ export class JobState {
   }
 }
 
+/** How a sizing travels in the carried state: `true` is v1 (carried as a boolean before v2 existed). */
+const SIZING_CARRIED = { v1: true, v2: 'v2' } as const;
+
 function carriedSizing(carried: boolean | 'v2' | undefined): LargeJobSizing {
-  return carried === 'v2' ? 'v2' : carried === true ? 'v1' : 'none';
+  if (carried === SIZING_CARRIED.v2) return 'v2';
+  return carried === SIZING_CARRIED.v1 ? 'v1' : 'none';
 }

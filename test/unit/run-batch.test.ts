@@ -20,6 +20,16 @@ import { builtInPipelines } from '../../src/pipelines';
 import { type BatchProgress, ErrorTypes, type RunBatchInput, type RunBatchResult } from '../../src/shared';
 import { type Storage, createStorage } from '../../src/storage';
 
+/** Runs `use` with a fresh job storage folder, removed afterwards whatever happens. */
+async function withStorageDir<T>(use: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-run-batch-'));
+  try {
+    return await use(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** The engine's activities on `storage`, running `implementations` (default: the real synthetic pipeline). */
 function engineOn(
   storage: Storage,
@@ -72,39 +82,36 @@ describe('runBatch activity', () => {
 
   /** A pipeline whose one step keeps a working file, on job storage whose first writes fail with `failure`. */
   async function keepingBatch(failure: Error, failures: number) {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-run-batch-'));
-    const storage = createStorage(dir);
-    const write = storage.writeWorkFile.bind(storage);
-    let writes = 0;
-    storage.writeWorkFile = async (...args) => {
-      writes += 1;
-      if (writes <= failures) throw failure;
-      return write(...args);
-    };
-    const keeping = definePipeline({
-      name: 'keeping',
-      version: '1',
-      outputs: ['result'],
-      steps: [
-        {
-          name: 'keep',
-          run: async ({ storage: files }) => {
-            const kept = await files.put('note.txt', 'kept');
-            return { result: { status: 'Available' as const, value: { bytes: kept.bytes } } };
+    return withStorageDir(async (dir) => {
+      const storage = createStorage(dir);
+      const write = storage.writeWorkFile.bind(storage);
+      let writes = 0;
+      storage.writeWorkFile = async (...args) => {
+        writes += 1;
+        if (writes <= failures) throw failure;
+        return write(...args);
+      };
+      const keeping = definePipeline({
+        name: 'keeping',
+        version: '1',
+        outputs: ['result'],
+        steps: [
+          {
+            name: 'keep',
+            run: async ({ storage: files }) => {
+              const kept = await files.put('note.txt', 'kept');
+              return { result: { status: 'Available' as const, value: { bytes: kept.bytes } } };
+            },
           },
-        },
-      ],
-    });
-    const engine = engineOn(storage, { keeping: keeping.implementation });
-    const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000 });
-    const input: RunBatchInput = { job: { jobId: 'unit', pipeline: 'keeping' }, entries: [{ item: { id: 'a' }, outputs: ['result'], run: 1 }], heartbeatTimeoutMs: 20_000, isolated: false };
-    const started = performance.now();
-    try {
+        ],
+      });
+      const engine = engineOn(storage, { keeping: keeping.implementation });
+      const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000 });
+      const input: RunBatchInput = { job: { jobId: 'unit', pipeline: 'keeping' }, entries: [{ item: { id: 'a' }, outputs: ['result'], run: 1 }], heartbeatTimeoutMs: 20_000, isolated: false };
+      const started = performance.now();
       const result = (await env.run(engine.runBatch, input)) as RunBatchResult;
       return { result, writes: () => writes, elapsedMs: performance.now() - started };
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   }
 
   it('job storage that does not answer: the item waits for it, uncharged, and finishes once it answers', async () => {
@@ -170,8 +177,7 @@ describe('runBatch activity', () => {
   });
 
   it('a batch whose records go to job storage heartbeats at most every 5 s; an inline batch every second', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-run-batch-'));
-    try {
+    await withStorageDir(async (dir) => {
       const engine = engineOn(createStorage(dir));
       // 25 items of 100 ms of CPU: a batch of about 2.5 s.
       const slow = (input: RunBatchInput): RunBatchInput => ({ ...input, entries: (input.entries ?? []).map((entry) => ({ ...entry, item: { ...entry.item, params: { cpuMs: 100 } } })) });
@@ -187,14 +193,11 @@ describe('runBatch activity', () => {
       const byPlace = await beats({ ...slow(batch(ids)), recordsPart: 'beats' });
       assert.ok(inline >= 3, `inline batch: ${inline} heartbeats`);
       assert.equal(byPlace, 1, 'by-place batch: only the first heartbeat within 5 s');
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('with storedBeats, each heartbeat names a part of job storage holding what finished, and carries only the rest', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-run-batch-'));
-    try {
+    await withStorageDir(async (dir) => {
       const storage = createStorage(dir);
       const engine = engineOn(storage);
       // 12 items of 100 ms of CPU, beating every 250 ms; one item fails (its error stays in the heartbeat).
@@ -247,14 +250,11 @@ describe('runBatch activity', () => {
         final,
         ids.filter((id) => id !== 's1'),
       );
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('with storedBeats, a final part job storage refuses leaves the last heartbeat part standing and the rest in the result', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-run-batch-'));
-    try {
+    await withStorageDir(async (dir) => {
       const storage = createStorage(dir);
       // Parts written at heartbeats go through; the batch's final part does not.
       const flaky: Storage = {
@@ -273,8 +273,6 @@ describe('runBatch activity', () => {
       const carried = result.outcomes.map((outcome) => outcome.item);
       assert.ok(result.outcomes.every((outcome) => 'records' in outcome));
       assert.deepEqual([...inPart, ...carried].sort(), [...ids].sort(), 'every item once: in the part or in the result');
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
