@@ -236,6 +236,19 @@ async function main(): Promise<void> {
       // slices rotate, one item fails for good, three fail (no retries) and run again in a retry round, by place too.
       // Batches of ~1 s beating every 500 ms: their records go to job storage at heartbeats (storedBeats).
       // Slices keep their counts so far in their memo (progress read from the server, not a worker).
+      // The job keeps its progress in its memo while its slices run (held and resumed meanwhile), and drops it when they end.
+      'v10-job-progress': {
+        spec: syntheticSpec(
+          Array.from({ length: 60 }, (_, i) => ({ id: `jp-${i}`, params: { cpuMs: 20 } })),
+          { shardSize: 20, batchSize: 10, concurrency: 1 },
+        ),
+        children: true,
+        during: async (jobId) => {
+          await eventually(async () => (await env.client.progress(jobId)).counts.Available > 0, 20_000, 'the first items');
+          await env.client.pause(jobId);
+          await env.client.resume(jobId);
+        },
+      },
       'v9-slice-progress': {
         spec: syntheticSpec(
           Array.from({ length: 60 }, (_, i) => ({ id: `live-${i}`, params: { cpuMs: 2 } })),

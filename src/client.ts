@@ -72,10 +72,16 @@ import {
   limiterViewQuery,
   sliceProgressQuery,
   SLICE_PROGRESS_MEMO_KEY,
+  JOB_PROGRESS_MEMO_KEY,
+  JOB_REJECTIONS_MEMO_KEY,
+  type JobProgressMemo,
+  type JobRejectionsMemo,
+  addCounts,
   type SliceCounts,
   type BatchProgress,
   countsOfBeat,
   sliceWorkflowId,
+  sliceIndexOf,
   OutputStatuses,
   retryUpdate,
   resultQuery,
@@ -254,6 +260,8 @@ export class FaultlineClient {
   private readonly startedClosing = new Set<string>();
   /** Highest counts seen per running slice (`highestSliceCounts`). */
   private readonly sliceHighs = new Map<string, SliceCounts>();
+  /** Jobs last seen keeping their progress in their memo: asked by describe first, not by query. */
+  private readonly jobsWithProgressMemo = new Set<string>();
 
   private constructor(
     readonly client: Client,
@@ -629,28 +637,27 @@ export class FaultlineClient {
 
   async progress(jobId: string): Promise<JobProgress> {
     try {
-      // Three lookups at once: the job's own answer (a query, through a worker), the rate keys'
-      // limiters, and its running slices' counts as the server keeps them (no worker).
-      const asked = this.handle(jobId).query(progressQuery);
+      // At once: the job's own answer (a query, through a worker) unless it is known to keep its
+      // progress in its memo, the rate keys' limiters, and what the server keeps (the job's memo,
+      // its running slices' memos and heartbeats: no worker).
+      const memoKnown = this.jobsWithProgressMemo.has(jobId);
+      const asked = memoKnown ? undefined : this.handle(jobId).query(progressQuery);
+      asked?.catch(() => undefined);
       const limiters = this.rateLimiters().catch(() => []);
-      const early = this.runningSliceCounts(jobId);
-      const progress = this.withRateLimits(await asked, await limiters);
+      const server = await this.progressFromServer(jobId).catch(() => undefined);
+      if (server?.progress) this.rememberProgressMemo(jobId);
+      else this.jobsWithProgressMemo.delete(jobId);
+      const progress = this.withRateLimits(server?.progress ?? (await (asked ?? this.handle(jobId).query(progressQuery))), await limiters);
       if (!progress.slicesRunning?.length) return progress;
       // A sliced job counts a slice when it ends: add what its running slices did so far.
-      const known = await early;
       const running = await Promise.all(
         progress.slicesRunning.map(async (index) => {
           const workflowId = sliceWorkflowId(jobId, index, progress.round);
-          return known.get(workflowId) ?? (await this.sliceCounts(workflowId));
+          return { workflowId, counts: server?.slices.get(workflowId) ?? (await this.sliceCounts(workflowId)) };
         }),
       );
-      const counts = { ...progress.counts };
-      for (const [index, slice] of running.entries()) {
-        if (!slice) continue;
-        const seen = this.highestSliceCounts(sliceWorkflowId(jobId, progress.slicesRunning[index] ?? 0, progress.round), slice);
-        for (const status of OutputStatuses) counts[status] += seen[status];
-        counts.outputs += seen.outputs;
-      }
+      let counts = { ...progress.counts };
+      for (const { workflowId, counts: slice } of running) if (slice) counts = addCounts(counts, this.highestSliceCounts(workflowId, slice));
       this.forgetSlicesOf(jobId, progress);
       return { ...progress, counts };
     } catch (error) {
@@ -658,21 +665,40 @@ export class FaultlineClient {
     }
   }
 
-  /** The counts of a job's slices that are running as the server sees it (its pending children), by workflow id. */
-  private async runningSliceCounts(jobId: string): Promise<Map<string, SliceCounts>> {
-    const found = new Map<string, SliceCounts>();
-    try {
-      const { raw } = await this.handle(jobId).describe();
-      await Promise.all(
-        (raw.pendingChildren ?? []).map(async ({ workflowId }) => {
-          const counts = workflowId ? await this.sliceCountsFromServer(workflowId).catch(() => undefined) : undefined;
-          if (workflowId && counts) found.set(workflowId, counts);
-        }),
-      );
-    } catch {
-      // The job's own answer decides; slices not found here are looked up one by one.
-    }
-    return found;
+  /**
+   * What the server keeps of a running job: its progress while it runs a sliced round (its memo;
+   * undefined otherwise, or when the memo is another run's), and its running slices' counts by
+   * workflow id (each slice's memo and its batches' heartbeats).
+   */
+  private async progressFromServer(jobId: string): Promise<{ progress?: JobProgress; slices: Map<string, SliceCounts> }> {
+    const description = await this.handle(jobId).describe();
+    const slices = new Map<string, SliceCounts>();
+    const children = (description.raw.pendingChildren ?? []).flatMap(({ workflowId }) => (workflowId?.startsWith(`${jobId}/slice-`) ? [workflowId] : []));
+    await Promise.all(
+      children.map(async (workflowId) => {
+        const counts = await this.sliceCountsFromServer(workflowId).catch(() => undefined);
+        if (counts) slices.set(workflowId, counts);
+      }),
+    );
+    const kept = description.memo?.[JOB_PROGRESS_MEMO_KEY] as JobProgressMemo | undefined;
+    if (description.status.name !== 'RUNNING' || !kept || kept.runId !== description.runId) return { slices };
+    const { runId: _runId, ...shown } = kept;
+    const rejections = description.memo?.[JOB_REJECTIONS_MEMO_KEY] as JobRejectionsMemo | undefined;
+    // Running slices as the query lists them: those of round 1 (later rounds count from the settled result).
+    const running = shown.round === 1 ? children.flatMap((workflowId) => sliceIndexOf(jobId, workflowId, 1)) : [];
+    const progress: JobProgress = {
+      ...shown,
+      jobId,
+      rejectedRequests: rejections?.runId === description.runId ? rejections.rejected : [],
+      ...(running.length > 0 ? { slicesRunning: running } : {}),
+    };
+    return { progress, slices };
+  }
+
+  private rememberProgressMemo(jobId: string): void {
+    // Forgotten when they pile up (a long-lived client, e.g. the web server): a forgotten job is asked by query once more.
+    if (this.jobsWithProgressMemo.size >= 10_000) this.jobsWithProgressMemo.clear();
+    this.jobsWithProgressMemo.add(jobId);
   }
 
   /** A running slice's counts: from the server when the slice keeps them in its memo, else by asking it (a query). */
@@ -693,14 +719,12 @@ export class FaultlineClient {
     const description = await this.client.workflow.getHandle(workflowId).describe();
     const kept = description.memo?.[SLICE_PROGRESS_MEMO_KEY] as SliceCounts | undefined;
     if (!kept) return undefined;
-    const counts = { ...kept };
+    let counts = { ...kept };
     for (const activity of description.raw.pendingActivities ?? []) {
       const payloads = activity.heartbeatDetails?.payloads;
       if (activity.activityType?.name !== 'runBatch' || !payloads?.length) continue;
       const beat = await decodeFromPayloadsAtIndex<BatchProgress>(this.client.options.loadedDataConverter, 0, payloads).catch(() => undefined);
-      if (!beat?.done) continue;
-      const finished = countsOfBeat(beat);
-      for (const status of OutputStatuses) counts[status] += finished[status];
+      if (beat?.done) counts = addCounts(counts, countsOfBeat(beat));
     }
     return counts;
   }

@@ -1,12 +1,16 @@
 /**
  * Operator controls: pause and resume, live limits and flags, passed on to running slices.
  */
-import { log, patched, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { condition, log, patched, upsertMemo, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import {
   type EffectiveLimits,
   type FlagRequest,
   ErrorTypes,
+  JOB_PROGRESS_MEMO_KEY,
+  JOB_REJECTIONS_MEMO_KEY,
   type JobProgress,
+  type JobProgressMemo,
+  type JobRejectionsMemo,
   type LimitsChange,
   type LimitsRequest,
   PATCHES,
@@ -59,6 +63,37 @@ export class OperatorControls {
       ...(sliced && this.s.round === 1 && this.s.sliceHandles.size > 0 ? { slicesRunning: [...this.s.sliceHandles.keys()] } : {}),
       ...schedulingOfRun(this.s.prepared?.options.priority),
     };
+  }
+
+  /**
+   * While a sliced round runs (until `done`), keeps the job's progress in its memo exactly as the
+   * query would answer it: rewritten at the end of any workflow task that changed it (conditions are
+   * checked once every activation's jobs are applied), removed when the round's slices end. Clients
+   * then read a busy large job's progress from the server, not through its worker.
+   */
+  async publishProgressWhile(done: () => boolean): Promise<void> {
+    const runId = workflowInfo().runId;
+    let shownProgress = '';
+    let shownRejections = JSON.stringify([]);
+    const current = () => {
+      const { jobId: _jobId, rejectedRequests, slicesRunning: _running, ...progress } = this.progress();
+      return { progress, rejectedRequests, key: JSON.stringify(progress), rejectionsKey: JSON.stringify(rejectedRequests) };
+    };
+    while (!done()) {
+      const now = current();
+      const memo: Record<string, JobProgressMemo | JobRejectionsMemo> = {};
+      if (now.key !== shownProgress) memo[JOB_PROGRESS_MEMO_KEY] = { runId, ...now.progress };
+      if (now.rejectionsKey !== shownRejections) memo[JOB_REJECTIONS_MEMO_KEY] = { runId, rejected: now.rejectedRequests };
+      if (Object.keys(memo).length > 0) upsertMemo(memo);
+      shownProgress = now.key;
+      shownRejections = now.rejectionsKey;
+      await condition(() => {
+        if (done()) return true;
+        const next = current();
+        return next.key !== shownProgress || next.rejectionsKey !== shownRejections;
+      });
+    }
+    upsertMemo({ [JOB_PROGRESS_MEMO_KEY]: null, [JOB_REJECTIONS_MEMO_KEY]: null });
   }
 
   /** Items of a job still validating its spec: known at once unless a worker is still importing them. */

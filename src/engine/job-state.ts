@@ -44,7 +44,6 @@ import {
   type SlicesTally,
   type SpecHead,
   type StopReason,
-  type Tally,
   emptyStatusCounts,
   makeReport,
 } from '../shared';
@@ -186,12 +185,6 @@ export function isCancellation(error: unknown): boolean {
 
 export function sameReport(a: ErrorReport, b: ErrorReport): boolean {
   return a.type === b.type && a.item === b.item && a.at === b.at && a.message === b.message;
-}
-
-export function addCounts(into: Tally['counts'], more: Tally['counts']): Tally['counts'] {
-  const sum = { ...into };
-  for (const key of Object.keys(more) as (keyof Tally['counts'])[]) sum[key] += more[key];
-  return sum;
 }
 
 export function describe(result: JobResult): string {

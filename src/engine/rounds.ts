@@ -3,18 +3,20 @@
  * through the same slice code; slices that never ran get their records from an activity.
  */
 import { jobPriority } from './priority';
-import { CancellationScope, condition, log, setCurrentDetails, startChild, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, condition, log, patched, setCurrentDetails, startChild, upsertSearchAttributes } from '@temporalio/workflow';
 import {
   type ErrorReport,
   ErrorTypes,
   type ItemsSource,
   MAX_PARALLEL_SLICES,
+  PATCHES,
   SearchKeys,
   type SliceInput,
   type SliceMode,
   type SliceSummary,
   type Tally,
   WORKFLOW_TYPES,
+  addCounts,
   emptyStatusCounts,
   outputsForItem,
   sliceControlSignal,
@@ -24,7 +26,7 @@ import {
 import { thresholdReport, unfinishedReason } from './runner';
 import { runSlice, storageActivities as engine } from './slice';
 import type { sliceWorkflow } from '../workflows/slice';
-import { type Prepared, type RoundRun, emptySlicesTally, historyIsLong, isCancellation, addCounts, type JobState } from './job-state';
+import { type Prepared, type RoundRun, emptySlicesTally, historyIsLong, isCancellation, type JobState } from './job-state';
 import type { RequestDesk } from './requests';
 import type { OperatorControls } from './controls';
 import type { FailureAllowance } from './allowance';
@@ -216,9 +218,12 @@ export class RoundRunner {
         this.allowance.checkThreshold(prepared, round);
       }
     })();
+    // The job's progress in its memo while its slices run: read from the server, not a busy worker.
+    const publisher = patched(PATCHES.jobProgressMemo) ? this.controls.publishProgressWhile(() => lanesDone) : undefined;
     await Promise.all(lanes);
     lanesDone = true;
     await watcher;
+    await publisher;
     this.requests.drainWhileRunning();
     if (rotate && !this.s.stop) return 'rotate';
     let fill: { counts: Tally['counts'] } | undefined;

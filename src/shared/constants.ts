@@ -92,6 +92,8 @@ export const PATCHES = {
   storedBeats: 'faultline-stored-beats',
   /** A slice child keeps its counts so far in its memo (`SLICE_PROGRESS_MEMO_KEY`), so progress reads them from the server. */
   sliceProgressMemo: 'faultline-slice-progress-memo',
+  /** A job running a sliced round keeps its progress in its memo (`JOB_PROGRESS_MEMO_KEY`), so progress needs no query to a busy worker. */
+  jobProgressMemo: 'faultline-job-progress-memo',
 } as const;
 
 /** Slice child workflows running at once per job. */
@@ -99,6 +101,15 @@ export const MAX_PARALLEL_SLICES = 8;
 
 export function sliceWorkflowId(jobId: string, sliceIndex: number, round: number): string {
   return `${jobId}/slice-${sliceIndex}-r${round}`;
+}
+
+/** The slice index in a workflow id of `jobId`'s slice of `round` (`sliceWorkflowId`'s inverse): one index, or none. */
+export function sliceIndexOf(jobId: string, workflowId: string, round: number): [number] | [] {
+  const prefix = `${jobId}/slice-`;
+  const suffix = `-r${round}`;
+  if (!workflowId.startsWith(prefix) || !workflowId.endsWith(suffix)) return [];
+  const index = workflowId.slice(prefix.length, -suffix.length);
+  return /^(0|[1-9]\d*)$/.test(index) ? [Number(index)] : [];
 }
 
 export function shardWorkflowId(jobId: string, shardIndex: number): string {

@@ -134,6 +134,18 @@ export const sliceProgressQuery = defineQuery<SliceCounts | null>('sliceProgress
  * it, no worker involved, so progress stays quick while workers are busy.
  */
 export const SLICE_PROGRESS_MEMO_KEY = 'faultlineSliceProgress';
+/**
+ * Memo keys of a job while it runs a sliced round: its progress as the `progress` query would answer
+ * it (without `slicesRunning`: the server lists running slices as pending children), and its
+ * rejected requests. Each names the run that wrote it; both are removed when the round's slices end.
+ */
+export const JOB_PROGRESS_MEMO_KEY = 'faultlineJobProgress';
+export const JOB_REJECTIONS_MEMO_KEY = 'faultlineJobRejections';
+export type JobProgressMemo = Omit<JobProgress, 'jobId' | 'rejectedRequests' | 'slicesRunning' | 'rateLimits'> & { runId: string };
+export interface JobRejectionsMemo {
+  runId: string;
+  rejected: RejectedRequest[];
+}
 /** Resolves with the result of `round` (default: the current round) once it has settled. */
 export const awaitResultUpdate = defineUpdate<JobResult, [{ round?: number }]>('awaitResult');
 export const retryUpdate = defineUpdate<RetryResponse, [RetryRequest]>('retry');

@@ -134,6 +134,13 @@ export function emptyStatusCounts(): StatusCounts {
   return { Available: 0, Missing: 0, Failed: 0, Unsolved: 0, Skipped: 0, Cancelled: 0 };
 }
 
+/** `into` plus `more`, key by key: the counts `more` has (e.g. by status only, without outputs) are added. */
+export function addCounts<T extends StatusCounts>(into: T, more: Partial<Record<keyof T, number>>): T {
+  const sum = { ...into };
+  for (const key of Object.keys(more) as (keyof T)[]) (sum[key] as number) += more[key] ?? 0;
+  return sum;
+}
+
 /** CONTRACT status rules, from the counts and whether a fatal error or a cancel ended the job. */
 export function deriveJobStatus(counts: StatusCounts & { outputs: number }, ended: 'fatal' | 'cancelled' | undefined): JobStatus {
   if (ended === 'cancelled') return 'Cancelled';

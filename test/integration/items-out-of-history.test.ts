@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { temporal } from '@temporalio/proto';
-import { type RunBatchInput, type RunBatchResult, SLICE_PROGRESS_MEMO_KEY, type SliceCounts, sliceWorkflowId } from '../../src/shared';
+import { JOB_PROGRESS_MEMO_KEY, type RunBatchInput, type RunBatchResult, SLICE_PROGRESS_MEMO_KEY, type SliceCounts, progressQuery, retrySignal, sliceWorkflowId } from '../../src/shared';
 import { type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
 
 let env: TestEnv;
@@ -160,5 +160,37 @@ describe('items out of history (real dev server)', () => {
     await env.client.cancel(jobId, 'done');
     const result = await env.client.result(jobId);
     assert.deepEqual([result.counts.Available, result.counts.Cancelled], [38, 2]);
+  });
+
+  it("a sliced job's progress is answered by the server alone, exactly as the job's query answers it, even with no worker running", async () => {
+    const items = Array.from({ length: 40 }, (_, i) => ({ id: `gone-${i}`, ...(i % 20 === 19 ? { params: { outcome: 'hang' as const } } : {}) }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 20, batchSize: 10, concurrency: 1, heartbeatTimeout: '60s' }), { jobId: 'progress-without-worker' });
+    await eventually(async () => (await env.client.progress(jobId)).counts.Available === 38, 30_000, '38 finished items counted while the batches run');
+    // Operator changes while it runs: held, a lower limit, a retry that waits for the round to settle.
+    await env.client.pause(jobId);
+    await env.client.setLimits(jobId, { concurrency: 3 });
+    await env.client.handle(jobId).signal(retrySignal, { types: ['NoSuchType'] });
+    await eventually(async () => (await env.client.handle(jobId).query(progressQuery)).pendingRequests === 1, 10_000, 'the retry queued');
+    const { slicesRunning: _running, counts: _counts, ...queried } = await env.client.handle(jobId).query(progressQuery);
+    assert.ok((await env.client.handle(jobId).describe()).memo?.[JOB_PROGRESS_MEMO_KEY], 'the job keeps its progress in its memo');
+
+    await worker.stop();
+    let timer: NodeJS.Timeout | undefined;
+    const answered = await Promise.race([
+      env.client.progress(jobId),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('progress did not answer without a worker')), 5_000))),
+    ]).finally(() => clearTimeout(timer));
+    worker = await env.startWorker();
+    const { slicesRunning, counts, ...shown } = answered;
+    assert.deepEqual(shown, queried, 'everything but the counts and running slices as the query answered');
+    assert.equal(shown.phase, 'paused');
+    assert.equal(shown.limits?.concurrency, 3);
+    assert.equal(shown.pendingRequests, 1);
+    assert.deepEqual([...(slicesRunning ?? [])].sort(), [0, 1], 'running slices as the server lists them');
+    assert.equal(counts.Available, 38, 'finished items counted from the slices as the server keeps them');
+    await env.client.cancel(jobId, 'done');
+    const result = await env.client.result(jobId);
+    assert.deepEqual([result.counts.Available, result.counts.Cancelled], [38, 2]);
+    assert.equal((await env.client.handle(jobId).describe()).memo?.[JOB_PROGRESS_MEMO_KEY], undefined, 'the memo is removed once the slices end');
   });
 });
