@@ -77,9 +77,9 @@ import {
   type JobProgressMemo,
   type JobRejectionsMemo,
   addCounts,
+  sliceCountsKept,
   type SliceCounts,
   type BatchProgress,
-  countsOfBeat,
   sliceWorkflowId,
   sliceIndexOf,
   OutputStatuses,
@@ -260,6 +260,8 @@ export class FaultlineClient {
   private readonly startedClosing = new Set<string>();
   /** Highest counts seen per running slice (`highestSliceCounts`). */
   private readonly sliceHighs = new Map<string, SliceCounts>();
+  /** Each job's running slices at the last look (`progressFromServer`). */
+  private readonly slicesLastSeen = new Map<string, string[]>();
   /** Jobs last seen keeping their progress in their memo: asked by describe first, not by query. */
   private readonly jobsWithProgressMemo = new Set<string>();
 
@@ -671,12 +673,27 @@ export class FaultlineClient {
    * workflow id (each slice's memo and its batches' heartbeats).
    */
   private async progressFromServer(jobId: string): Promise<{ progress?: JobProgress; slices: Map<string, SliceCounts> }> {
+    // The slices running at the last look are asked beside the job (a slice runs many looks long):
+    // one round trip, not two; slices new since are asked once the job names them.
+    const asked = new Map<string, Promise<SliceCounts | undefined>>();
+    const ask = (workflowId: string) =>
+      asked.get(workflowId) ??
+      asked
+        .set(
+          workflowId,
+          this.sliceCountsFromServer(workflowId).catch(() => undefined),
+        )
+        .get(workflowId);
+    for (const workflowId of this.slicesLastSeen.get(jobId) ?? []) void ask(workflowId);
     const description = await this.handle(jobId).describe();
-    const slices = new Map<string, SliceCounts>();
     const children = (description.raw.pendingChildren ?? []).flatMap(({ workflowId }) => (workflowId?.startsWith(`${jobId}/slice-`) ? [workflowId] : []));
+    if (this.slicesLastSeen.size >= 10_000) this.slicesLastSeen.clear();
+    if (children.length > 0) this.slicesLastSeen.set(jobId, children);
+    else this.slicesLastSeen.delete(jobId);
+    const slices = new Map<string, SliceCounts>();
     await Promise.all(
       children.map(async (workflowId) => {
-        const counts = await this.sliceCountsFromServer(workflowId).catch(() => undefined);
+        const counts = await ask(workflowId);
         if (counts) slices.set(workflowId, counts);
       }),
     );
@@ -713,20 +730,18 @@ export class FaultlineClient {
 
   /**
    * A slice's counts in its memo (its finished batches) plus what its running batches' last
-   * heartbeats say they finished. Undefined for a slice without the memo (started on older code).
+   * heartbeats say they finished (`sliceCountsKept`). Undefined for a slice that ran older code.
    */
   private async sliceCountsFromServer(workflowId: string): Promise<SliceCounts | undefined> {
     const description = await this.client.workflow.getHandle(workflowId).describe();
-    const kept = description.memo?.[SLICE_PROGRESS_MEMO_KEY] as SliceCounts | undefined;
-    if (!kept) return undefined;
-    let counts = { ...kept };
+    const beats: BatchProgress[] = [];
     for (const activity of description.raw.pendingActivities ?? []) {
       const payloads = activity.heartbeatDetails?.payloads;
       if (activity.activityType?.name !== 'runBatch' || !payloads?.length) continue;
       const beat = await decodeFromPayloadsAtIndex<BatchProgress>(this.client.options.loadedDataConverter, 0, payloads).catch(() => undefined);
-      if (beat?.done) counts = addCounts(counts, countsOfBeat(beat));
+      if (beat?.done) beats.push(beat);
     }
-    return counts;
+    return sliceCountsKept(description.memo?.[SLICE_PROGRESS_MEMO_KEY] as SliceCounts | undefined, description.historyLength, beats);
   }
 
   /**
@@ -776,7 +791,9 @@ export class FaultlineClient {
         );
         return { ...base, open: false, ...(result ? { result } : {}) };
       }
-      const [progress, settled] = await Promise.all([this.progress(jobId).catch(() => undefined), handle.query(resultQuery).catch(() => null)]);
+      // A running round has no settled result to show (the query answers null): a busy worker is asked only when there may be one.
+      const progress = await this.progress(jobId).catch(() => undefined);
+      const settled = progress?.settled === false ? null : await handle.query(resultQuery).catch(() => null);
       return { ...base, open: true, ...(progress ? { progress } : {}), ...(settled ? { result: settled } : {}) };
     } catch (error) {
       throw this.wrap(error, jobId);

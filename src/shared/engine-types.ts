@@ -1,7 +1,7 @@
 /** Payloads exchanged between workflows and activities (plain JSON only). */
 import type { ErrorReport } from './errors';
 import type { RetryRequest } from './messages';
-import { type OutputRecord, type OutputStatus, type StatusCounts, emptyStatusCounts } from './result';
+import { type OutputRecord, type OutputStatus, type StatusCounts, addCounts, emptyStatusCounts } from './result';
 import type { RunnerSnapshotData } from './snapshot';
 import type { JobItem, JobSpec } from './spec';
 import type { PipelinePlan } from './pipeline';
@@ -91,6 +91,19 @@ export function countsOfBeat(beat: BatchProgress): StatusCounts {
   const counts = { ...emptyStatusCounts(), ...beat.stored?.counts };
   for (const outcome of beat.done) if ('records' in outcome) for (const record of outcome.records) counts[record.status] += 1;
   return counts;
+}
+
+/** Events of a workflow whose first workflow task has not ended: started, task scheduled, task started. */
+const FIRST_TASK_NOT_ENDED_EVENTS = 3;
+
+/**
+ * A running slice's counts as the server keeps them: its memo (its ended batches) plus what its
+ * running batches' last heartbeats say they finished. A slice with no memo has done nothing while
+ * its first workflow task has not ended; after that it ran older code (undefined: ask it by query).
+ */
+export function sliceCountsKept(kept: (StatusCounts & { outputs: number }) | undefined, historyLength: number, beats: readonly BatchProgress[]): (StatusCounts & { outputs: number }) | undefined {
+  if (!kept) return historyLength <= FIRST_TASK_NOT_ENDED_EVENTS ? { ...emptyStatusCounts(), outputs: 0 } : undefined;
+  return beats.reduce((counts, beat) => addCounts(counts, countsOfBeat(beat)), { ...kept });
 }
 
 export interface RunBatchResult {

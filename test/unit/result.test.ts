@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { countsOfBeat, emptyTally, tallyRecords } from '../../src/shared';
+import { addCounts, countsOfBeat, emptyTally, sliceCountsKept, sliceIndexOf, sliceWorkflowId, tallyRecords } from '../../src/shared';
 import { type OutputRecord, deriveJobStatus, emptyStatusCounts, exitCodeForStatus, isSuccess, makeReport } from '../../src/shared';
 
 const counts = (partial: Partial<ReturnType<typeof emptyStatusCounts>>) => {
@@ -64,5 +64,30 @@ describe('countsOfBeat (a running batch in progress)', () => {
     });
     assert.deepEqual(counts, { ...emptyStatusCounts(), Available: 3, Missing: 1, Failed: 1 });
     assert.deepEqual(countsOfBeat({ done: [] }), emptyStatusCounts());
+  });
+});
+
+describe('counts and slice ids (progress read from the server)', () => {
+  it('addCounts adds what the second has, key by key, and leaves the first as it was', () => {
+    const base = { ...emptyStatusCounts(), Available: 2, outputs: 3 };
+    assert.deepEqual(addCounts(base, { ...emptyStatusCounts(), Failed: 1, Available: 1 }), { ...emptyStatusCounts(), Available: 3, Failed: 1, outputs: 3 });
+    assert.deepEqual(addCounts(base, { ...emptyStatusCounts(), Cancelled: 2, outputs: 2 }), { ...emptyStatusCounts(), Available: 2, Cancelled: 2, outputs: 5 });
+    assert.deepEqual(base, { ...emptyStatusCounts(), Available: 2, outputs: 3 });
+  });
+
+  it("sliceIndexOf reads back sliceWorkflowId's index for that job and round only", () => {
+    for (const index of [0, 7, 120]) assert.deepEqual(sliceIndexOf('job/a', sliceWorkflowId('job/a', index, 1), 1), [index]);
+    assert.deepEqual(sliceIndexOf('job/a', sliceWorkflowId('job/a', 3, 2), 1), [], 'another round');
+    assert.deepEqual(sliceIndexOf('job', sliceWorkflowId('job/a', 3, 1), 1), [], "another job's slice");
+    assert.deepEqual(sliceIndexOf('job', 'job/archive-1', 1), [], 'not a slice');
+    assert.deepEqual(sliceIndexOf('job', 'job/slice-03-r1', 1), [], 'not an index this job writes');
+  });
+
+  it("sliceCountsKept: a slice's memo plus its running batches' beats; nothing before its first task ends; an older slice is asked", () => {
+    const kept = { ...emptyStatusCounts(), Available: 10, outputs: 20 };
+    const beat = { done: [{ item: 'x', records: [{ item: 'x', output: 'out', status: 'Failed' as const }], bytesIn: 0, bytesOut: 0 }] };
+    assert.deepEqual(sliceCountsKept(kept, 40, [beat, beat]), { ...emptyStatusCounts(), Available: 10, Failed: 2, outputs: 20 });
+    assert.deepEqual(sliceCountsKept(undefined, 3, []), { ...emptyStatusCounts(), outputs: 0 }, 'its first workflow task has not ended');
+    assert.equal(sliceCountsKept(undefined, 4, []), undefined, 'a slice past its first task without the memo ran older code');
   });
 });
