@@ -49,6 +49,8 @@ const onStack = process.argv.includes('--stack');
 const workerLogFile = process.argv.find((arg) => arg.startsWith('--worker-log='))?.slice(13);
 /** `--cpu1ms-batch=300`: cpu1ms's job sets `options.batchSize` (default: the engine's sizing, 79 items for 5,000). */
 const cpuBatch = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-batch='))?.slice(15)) || undefined;
+/** scale10m: how often `progress` is asked while the job runs (`--progress-every=MS`, default 5 s). */
+const progressEveryMs = Number(process.argv.find((arg) => arg.startsWith('--progress-every='))?.slice(17)) || 5_000;
 /** The workloads `--stack` runs on the stack too. */
 const STACK_WORKLOADS = ['scale10k', 'scale100k', 'scale1m'];
 const scale = quick ? 0.1 : 1;
@@ -84,7 +86,7 @@ interface ModeResult {
   postgresWalBytesPerItem?: number;
   /** CPU seconds of the work processes by thread kind (Faultline's worker processes: JS main thread, V8 helpers, libuv pool, SDK core threads). */
   workCpuByThread?: Record<string, number>;
-  /** scale10m: how long `progress` took while the job ran (asked every 5 s). */
+  /** scale10m: how long `progress` took while the job ran (asked every `--progress-every` ms, default 5 s). */
   progress?: { samples: number; p50Ms: number; p90Ms: number; maxMs: number; error?: string };
 }
 
@@ -550,13 +552,13 @@ async function main(): Promise<void> {
     return sizes;
   };
 
-  /** `poll`: called every 5 s while the job runs (status latency). */
+  /** `poll`: called every `progressEveryMs` while the job runs (status latency). */
   const runFaultline = async (spec: unknown, on: FaultlineClient = client, poll?: (jobId: string) => Promise<void>, temporal: Client = raw) => {
     const { jobId } = await on.start(spec);
     let polling = true;
     const polled = (async () => {
       while (poll && polling) {
-        await new Promise((resolve) => setTimeout(resolve, 5_000));
+        await new Promise((resolve) => setTimeout(resolve, progressEveryMs));
         if (polling) await poll(jobId);
       }
     })();
@@ -701,7 +703,7 @@ async function main(): Promise<void> {
     workloads.scale10m = {
       faultline: await measure(count, faultlineLayout, async () => {
         const run = runFaultline({ pipeline: 'synthetic', itemsFrom: pathToFileURL(file).toString() }, client, async (jobId) => {
-          // status answers while the job runs: how long each `progress` takes, every 5 s.
+          // status answers while the job runs: how long each `progress` takes, every `progressEveryMs`.
           const started = performance.now();
           await client.progress(jobId).then(
             () => progressMs.push(performance.now() - started),
