@@ -675,16 +675,8 @@ export class FaultlineClient {
   private async progressFromServer(jobId: string): Promise<{ progress?: JobProgress; slices: Map<string, SliceCounts> }> {
     // The slices running at the last look are asked beside the job (a slice runs many looks long):
     // one round trip, not two; slices new since are asked once the job names them.
-    const asked = new Map<string, Promise<SliceCounts | undefined>>();
-    const ask = (workflowId: string) =>
-      asked.get(workflowId) ??
-      asked
-        .set(
-          workflowId,
-          this.sliceCountsFromServer(workflowId).catch(() => undefined),
-        )
-        .get(workflowId);
-    for (const workflowId of this.slicesLastSeen.get(jobId) ?? []) void ask(workflowId);
+    const countsOf = (workflowId: string) => this.sliceCountsFromServer(workflowId).catch(() => undefined);
+    const early = new Map((this.slicesLastSeen.get(jobId) ?? []).map((workflowId) => [workflowId, countsOf(workflowId)] as const));
     const description = await this.handle(jobId).describe();
     const children = (description.raw.pendingChildren ?? []).flatMap(({ workflowId }) => (workflowId?.startsWith(`${jobId}/slice-`) ? [workflowId] : []));
     if (this.slicesLastSeen.size >= 10_000) this.slicesLastSeen.clear();
@@ -693,7 +685,7 @@ export class FaultlineClient {
     const slices = new Map<string, SliceCounts>();
     await Promise.all(
       children.map(async (workflowId) => {
-        const counts = await ask(workflowId);
+        const counts = await (early.get(workflowId) ?? countsOf(workflowId));
         if (counts) slices.set(workflowId, counts);
       }),
     );
