@@ -262,6 +262,8 @@ export class FaultlineClient {
   private readonly sliceHighs = new Map<string, SliceCounts>();
   /** Each job's running slices at the last look (`progressFromServer`). */
   private readonly slicesLastSeen = new Map<string, string[]>();
+  /** Highest counts shown per job in its running round (`notBelowShown`). */
+  private readonly jobHighs = new Map<string, { round: number; counts: JobProgress['counts'] }>();
   /** Jobs last seen keeping their progress in their memo: asked by describe first, not by query. */
   private readonly jobsWithProgressMemo = new Set<string>();
 
@@ -650,7 +652,7 @@ export class FaultlineClient {
       if (server?.progress) this.rememberProgressMemo(jobId);
       else this.jobsWithProgressMemo.delete(jobId);
       const progress = this.withRateLimits(server?.progress ?? (await (asked ?? this.handle(jobId).query(progressQuery))), await limiters);
-      if (!progress.slicesRunning?.length) return progress;
+      if (!progress.slicesRunning?.length) return this.notBelowShown(progress);
       // A sliced job counts a slice when it ends: add what its running slices did so far.
       const running = await Promise.all(
         progress.slicesRunning.map(async (index) => {
@@ -661,7 +663,7 @@ export class FaultlineClient {
       let counts = { ...progress.counts };
       for (const { workflowId, counts: slice } of running) if (slice) counts = addCounts(counts, this.highestSliceCounts(workflowId, slice));
       this.forgetSlicesOf(jobId, progress);
-      return { ...progress, counts };
+      return this.notBelowShown({ ...progress, counts });
     } catch (error) {
       throw this.wrap(error, jobId);
     }
@@ -702,6 +704,25 @@ export class FaultlineClient {
       ...(running.length > 0 ? { slicesRunning: running } : {}),
     };
     return { progress, slices };
+  }
+
+  /**
+   * A slice leaves the server's list of running slices a moment before the job's memo counts it
+   * (the job's next workflow task): in a running round counts only grow, so this client never
+   * shows a job fewer than it showed before in the same round.
+   */
+  private notBelowShown(progress: JobProgress): JobProgress {
+    if (progress.settled) {
+      this.jobHighs.delete(progress.jobId);
+      return progress;
+    }
+    const before = this.jobHighs.get(progress.jobId);
+    const counts = { ...progress.counts };
+    if (before?.round === progress.round) for (const key of Object.keys(counts) as (keyof typeof counts)[]) counts[key] = Math.max(counts[key], before.counts[key]);
+    // Dropped when they pile up (a long-lived client, e.g. the web server).
+    if (this.jobHighs.size >= 10_000) this.jobHighs.clear();
+    this.jobHighs.set(progress.jobId, { round: progress.round, counts });
+    return { ...progress, counts };
   }
 
   private rememberProgressMemo(jobId: string): void {

@@ -193,4 +193,19 @@ describe('items out of history (real dev server)', () => {
     assert.deepEqual([result.counts.Available, result.counts.Cancelled], [38, 2]);
     assert.equal((await env.client.handle(jobId).describe()).memo?.[JOB_PROGRESS_MEMO_KEY], undefined, 'the memo is removed once the slices end');
   });
+
+  it("a sliced job's progress never steps back while its slices end one after another and the job continues as new", async () => {
+    // 30 short slices: each ends (and leaves the server's running list) a moment before the job's memo counts it.
+    const items = Array.from({ length: 300 }, (_, i) => ({ id: `mono-${i}`, params: { cpuMs: 5 } }));
+    const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 10, batchSize: 5, rotateAfterEvents: 100 }), { jobId: 'progress-monotone' });
+    const shown: number[] = [];
+    while ((await env.client.handle(jobId).describe()).status.name === 'RUNNING') {
+      const progress = await env.client.progress(jobId).catch(() => undefined);
+      if (progress && !progress.settled) shown.push(progress.counts.Available);
+    }
+    assert.ok(shown.length > 10, `asked ${shown.length} times while it ran`);
+    const steps = shown.flatMap((count, index) => (index > 0 && count < (shown[index - 1] ?? 0) ? [`${shown[index - 1]} -> ${count}`] : []));
+    assert.deepEqual(steps, [], 'Available never goes down');
+    assert.equal((await env.client.result(jobId)).counts.Available, 300);
+  });
 });
