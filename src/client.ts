@@ -645,12 +645,17 @@ export class FaultlineClient {
       // progress in its memo, the rate keys' limiters, and what the server keeps (the job's memo,
       // its running slices' memos and heartbeats: no worker).
       const memoKnown = this.jobsWithProgressMemo.has(jobId);
-      const asked = memoKnown ? undefined : this.handle(jobId).query(progressQuery);
+      // A query the memo makes needless is cut off, not left running past this call (a CLI closes its connection next).
+      const needless = new AbortController();
+      const asked = memoKnown ? undefined : this.client.withAbortSignal(needless.signal, () => this.handle(jobId).query(progressQuery));
       asked?.catch(() => undefined);
       const limiters = this.rateLimiters().catch(() => []);
       const server = await this.progressFromServer(jobId).catch(() => undefined);
-      if (server?.progress) this.rememberProgressMemo(jobId);
-      else this.jobsWithProgressMemo.delete(jobId);
+      if (server?.progress) {
+        this.rememberProgressMemo(jobId);
+        needless.abort();
+        await asked?.catch(() => undefined);
+      } else this.jobsWithProgressMemo.delete(jobId);
       const progress = this.withRateLimits(server?.progress ?? (await (asked ?? this.handle(jobId).query(progressQuery))), await limiters);
       if (!progress.slicesRunning?.length) return this.notBelowShown(progress);
       // A sliced job counts a slice when it ends: add what its running slices did so far.
@@ -691,8 +696,13 @@ export class FaultlineClient {
         if (counts) slices.set(workflowId, counts);
       }),
     );
+    // Slices that ended since the last look: their answers are not used, but no call outlives this one.
+    await Promise.all(early.values());
     const kept = description.memo?.[JOB_PROGRESS_MEMO_KEY] as JobProgressMemo | undefined;
     if (description.status.name !== 'RUNNING' || !kept || kept.runId !== description.runId) return { slices };
+    // Fewer slices running than the memo has not counted: one ended and the job has not taken its
+    // result yet (its items are in neither place). The job's query answers that moment consistently.
+    if (children.length < kept.inFlight) return { slices };
     const { runId: _runId, ...shown } = kept;
     const rejections = description.memo?.[JOB_REJECTIONS_MEMO_KEY] as JobRejectionsMemo | undefined;
     // Running slices as the query lists them: those of round 1 (later rounds count from the settled result).
