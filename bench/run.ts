@@ -6,7 +6,7 @@
  * and WAL bytes per item beside the server's.
  */
 import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -14,6 +14,7 @@ import path from 'node:path';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
+import { createInterface } from 'node:readline';
 import { Client, Connection } from '@temporalio/client';
 import { Queue } from 'bullmq';
 import { DBOS, DBOSClient } from '@dbos-inc/dbos-sdk';
@@ -24,6 +25,8 @@ import { limiterWorkflowId } from '../src/shared';
 import { ensureTemporalCli, freePort, startDevServer } from '../src/devserver/temporal-cli';
 import { createLogger, installTemporalLogging } from '../src/logger';
 import { startLocalS3 } from '../scripts/minio';
+import { S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
 import { psql, stackLayout, stackWorkerSettings, startStack, startStackPostgres, stopStack } from '../scripts/stack';
 import { createNaiveActivities } from './naive-activities';
 import type { RawShare } from './raw-worker';
@@ -51,6 +54,9 @@ const workerLogFile = process.argv.find((arg) => arg.startsWith('--worker-log=')
 const cpuBatch = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-batch='))?.slice(15)) || undefined;
 /** scale10m: how often `progress` is asked while the job runs (`--progress-every=MS`, default 5 s). */
 const progressEveryMs = Number(process.argv.find((arg) => arg.startsWith('--progress-every='))?.slice(17)) || 5_000;
+/** scale10m: where its NDJSON file is (`--items-in=s3`: a MinIO bucket, job storage there too, as on the stack; default: a folder). */
+const itemsIn = process.argv.find((arg) => arg.startsWith('--items-in='))?.slice(11) ?? 'folder';
+if (itemsIn !== 'folder' && itemsIn !== 's3') throw new Error(`--items-in is folder or s3, not "${itemsIn}"`);
 /** The workloads `--stack` runs on the stack too. */
 const STACK_WORKLOADS = ['scale10k', 'scale100k', 'scale1m'];
 const scale = quick ? 0.1 : 1;
@@ -88,9 +94,48 @@ interface ModeResult {
   workCpuByThread?: Record<string, number>;
   /** scale10m: how long `progress` took while the job ran (asked every `--progress-every` ms, default 5 s). */
   progress?: { samples: number; p50Ms: number; p90Ms: number; maxMs: number; error?: string };
+  /** scale10m: where the items were read from (`folder` or `s3`). */
+  itemsIn?: string;
+  /** scale10m, after the job: `faultline result --outputs` (records printed) and `faultline export` (records written), each a CLI process of its own. */
+  readBack?: Record<'outputs' | 'export', CliRun & { records: number }>;
+}
+
+/** A `faultline` CLI process the bench ran: wall time, peak resident memory (VmHWM), bytes it printed. */
+interface CliRun {
+  exitCode: number | null;
+  elapsedMs: number;
+  peakRssMb: number;
+  stdoutBytes: number;
 }
 
 const CLOCK_TICKS = 100; // USER_HZ on Linux
+
+/** Runs `faultline <args>`, counting what it prints (lines through `onLine`) without keeping it, and sampling its peak memory. */
+async function runCli(args: string[], env: NodeJS.ProcessEnv, cwd: string, onLine: (line: string) => void = () => undefined): Promise<CliRun> {
+  const started = performance.now();
+  const child = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'faultline.js'), ...args], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let peakKb = 0;
+  const highWater = () => {
+    try {
+      peakKb = Math.max(peakKb, Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0));
+    } catch {
+      // exited
+    }
+  };
+  const sampler = setInterval(highWater, 100);
+  let stdoutBytes = 0;
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4_000)));
+  const lines = createInterface({ input: child.stdout! });
+  lines.on('line', (line) => {
+    stdoutBytes += Buffer.byteLength(line) + 1;
+    onLine(line);
+  });
+  const [exitCode] = (await once(child, 'exit')) as [number | null];
+  clearInterval(sampler);
+  if (exitCode !== 0 && exitCode !== 3) throw new Error(`faultline ${args.join(' ')} exited ${exitCode}: ${stderr.trim().slice(-1_000)}`);
+  return { exitCode, elapsedMs: Math.round(performance.now() - started), peakRssMb: Math.round(peakKb / 1024), stdoutBytes };
+}
 
 /** A process and all its descendants (read from /proc). */
 function processTree(root: number): number[] {
@@ -570,6 +615,7 @@ async function main(): Promise<void> {
       .catch(() => undefined); // closed, so every child history is final
     const accounted = result.counts.Available + result.counts.Failed + result.counts.Cancelled + result.counts.Missing + result.counts.Unsolved + result.counts.Skipped;
     return {
+      jobId,
       completed: result.counts.Available === result.counts.items,
       events: await historyEvents(jobId, true, temporal),
       outcome: `${result.status}${accounted === result.counts.outputs ? '' : ` (only ${accounted} of ${result.counts.outputs} outputs accounted for)`}${result.stoppedBy ? `, stopped by ${result.stoppedBy.type}` : ''}, ${result.counts.Cancelled} Cancelled`,
@@ -689,7 +735,8 @@ async function main(): Promise<void> {
     say(`scale1m: ${millionItems} items in one job`);
     workloads.scale1m = { faultline: await measure(millionItems, faultlineLayout, () => runFaultline(scaleSpec('m', millionItems))) };
   }
-  // Opt-in only (`--only=scale10m`; `--quick`: 1,000,000): 10,000,000 items from an NDJSON file, status polled throughout.
+  // Opt-in only (`--only=scale10m`; `--quick`: 1,000,000): 10,000,000 items from an NDJSON file, status polled throughout,
+  // then read back whole by the CLI: `result --outputs` and `export`.
   if (only?.includes('scale10m')) {
     const count = Math.round(10_000_000 * scale);
     const file = path.join(dir, 'scale10m.ndjson');
@@ -697,25 +744,54 @@ async function main(): Promise<void> {
     for (let i = 0; i < count; i++) if (!out.write(`{"id":"t${i}"}\n`)) await once(out, 'drain');
     out.end();
     await once(out, 'finish');
-    say(`scale10m: ${count} items from ${file}`);
+    // `--items-in=s3`: the file goes to a MinIO bucket, and workers of their own keep job storage there too (the stack's shape).
+    const s3 = itemsIn === 's3' ? await startLocalS3('bench', say) : undefined;
+    const target = s3
+      ? await (async () => {
+          const s3Env = { ...env, ...s3.env, FAULTLINE_STORAGE: 's3://bench/jobs', FAULTLINE_TASK_QUEUE: 'faultline-bench-s3' };
+          const uploaded = performance.now();
+          const s3Client = new S3Client({
+            endpoint: s3.endpoint,
+            region: 'us-east-1',
+            forcePathStyle: true,
+            credentials: { accessKeyId: s3.env.AWS_ACCESS_KEY_ID ?? '', secretAccessKey: s3.env.AWS_SECRET_ACCESS_KEY ?? '' },
+          });
+          await new Upload({ client: s3Client, params: { Bucket: 'bench', Key: 'items/scale10m.ndjson', Body: createReadStream(file) } }).done();
+          s3Client.destroy();
+          say(`scale10m: uploaded to s3://bench/items/scale10m.ndjson in ${Math.round(performance.now() - uploaded)} ms`);
+          const workers = await startWorkers(s3Env);
+          return {
+            env: s3Env,
+            workers,
+            layout: workers.layout,
+            client: await FaultlineClient.connect({ config: loadConfig(s3Env, dir), connection }),
+            itemsFrom: 's3://bench/items/scale10m.ndjson',
+            exportTo: 's3://bench/exports/scale10m',
+          };
+        })()
+      : { env, workers: undefined, layout: faultlineLayout, client, itemsFrom: pathToFileURL(file).toString(), exportTo: path.join(dir, 'scale10m-export') };
+    say(`scale10m: ${count} items from ${target.itemsFrom}`);
     const progressMs: number[] = [];
     let statusError: string | undefined;
+    let jobId = '';
     workloads.scale10m = {
-      faultline: await measure(count, faultlineLayout, async () => {
-        const run = runFaultline({ pipeline: 'synthetic', itemsFrom: pathToFileURL(file).toString() }, client, async (jobId) => {
+      faultline: await measure(count, target.layout, async () => {
+        const run = await runFaultline({ pipeline: 'synthetic', itemsFrom: target.itemsFrom }, target.client, async (id) => {
           // status answers while the job runs: how long each `progress` takes, every `progressEveryMs`.
           const started = performance.now();
-          await client.progress(jobId).then(
+          await target.client.progress(id).then(
             () => progressMs.push(performance.now() - started),
             (error: unknown) => (statusError ??= String(error)),
           );
         });
+        jobId = run.jobId;
         return run;
       }),
     };
     const sorted = [...progressMs].sort((a, b) => a - b);
     const measured = workloads.scale10m.faultline;
-    if (measured)
+    if (measured) {
+      measured.itemsIn = itemsIn;
       measured.progress = {
         samples: sorted.length,
         p50Ms: Math.round(sorted[Math.floor(sorted.length / 2)] ?? 0),
@@ -723,9 +799,25 @@ async function main(): Promise<void> {
         maxMs: Math.round(sorted[sorted.length - 1] ?? 0),
         ...(statusError ? { error: statusError } : {}),
       };
+    }
     say(
       `scale10m: progress answered ${sorted.length} times, p50 ${Math.round(sorted[Math.floor(sorted.length / 2)] ?? 0)} ms, max ${Math.round(sorted[sorted.length - 1] ?? 0)} ms (in order asked: ${progressMs.map(Math.round).join(' ')})${statusError ? `; an error: ${statusError}` : ''}`,
     );
+    // Every output read back by a user's CLI: streamed, so its memory stays flat however many items the job had.
+    let printed = 0;
+    const outputs = await runCli(['result', jobId, '--outputs'], target.env, dir, () => (printed += 1));
+    say(`scale10m: result --outputs printed ${printed} records (${Math.round(outputs.stdoutBytes / 1e6)} MB) in ${outputs.elapsedMs} ms, peak RSS ${outputs.peakRssMb} MB`);
+    let manifest = '';
+    const exported = await runCli(['export', jobId, target.exportTo, '--json'], target.env, dir, (line) => (manifest = line));
+    const exportedRecords = (JSON.parse(manifest) as { files: { records: number }[] }).files.reduce((sum, one) => sum + one.records, 0);
+    say(`scale10m: export wrote ${exportedRecords} records to ${target.exportTo} in ${exported.elapsedMs} ms, peak RSS ${exported.peakRssMb} MB`);
+    if (measured) measured.readBack = { outputs: { ...outputs, records: printed }, export: { ...exported, records: exportedRecords } };
+    if (s3) {
+      await target.client.close();
+      if (target.workers) await stopWorkers(target.workers.supervisor);
+      await s3.stop();
+    }
+    rmSync(file, { force: true });
   }
   if (wanted('stop1m')) {
     // The first item breaks a zero tolerance: the never-started rest becomes Cancelled by activity, not through history.

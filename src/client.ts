@@ -77,12 +77,12 @@ import {
   type JobProgressMemo,
   type JobRejectionsMemo,
   addCounts,
+  maxCounts,
   sliceCountsKept,
   type SliceCounts,
   type BatchProgress,
   sliceWorkflowId,
   sliceIndexOf,
-  OutputStatuses,
   retryUpdate,
   resultQuery,
   validateJobSpec,
@@ -727,8 +727,7 @@ export class FaultlineClient {
       return progress;
     }
     const before = this.jobHighs.get(progress.jobId);
-    const counts = { ...progress.counts };
-    if (before?.round === progress.round) for (const key of Object.keys(counts) as (keyof typeof counts)[]) counts[key] = Math.max(counts[key], before.counts[key]);
+    const counts = before?.round === progress.round ? maxCounts(progress.counts, before.counts) : progress.counts;
     // Dropped when they pile up (a long-lived client, e.g. the web server).
     if (this.jobHighs.size >= 10_000) this.jobHighs.clear();
     this.jobHighs.set(progress.jobId, { round: progress.round, counts });
@@ -774,11 +773,7 @@ export class FaultlineClient {
    */
   private highestSliceCounts(workflowId: string, counts: SliceCounts): SliceCounts {
     const before = this.sliceHighs.get(workflowId);
-    const highest = { ...counts };
-    if (before) {
-      for (const status of OutputStatuses) highest[status] = Math.max(highest[status], before[status]);
-      highest.outputs = Math.max(highest.outputs, before.outputs);
-    }
+    const highest = before ? maxCounts(counts, before) : counts;
     // Highs of jobs no one asks about again are dropped when they pile up (a long-lived client, e.g. the web server).
     if (this.sliceHighs.size >= 10_000) this.sliceHighs.clear();
     this.sliceHighs.set(workflowId, highest);

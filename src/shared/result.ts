@@ -141,6 +141,13 @@ export function addCounts<T extends StatusCounts>(into: T, more: Partial<Record<
   return sum;
 }
 
+/** Key by key, the larger of two count records (counts of a running round only grow: the highest seen is the truth). */
+export function maxCounts<T extends StatusCounts>(counts: T, seen: Partial<Record<keyof T, number>>): T {
+  const highest = { ...counts };
+  for (const key of Object.keys(seen) as (keyof T)[]) (highest[key] as number) = Math.max(highest[key] as number, seen[key] ?? 0);
+  return highest;
+}
+
 /** CONTRACT status rules, from the counts and whether a fatal error or a cancel ended the job. */
 export function deriveJobStatus(counts: StatusCounts & { outputs: number }, ended: 'fatal' | 'cancelled' | undefined): JobStatus {
   if (ended === 'cancelled') return 'Cancelled';

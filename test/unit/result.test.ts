@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { addCounts, countsOfBeat, emptyTally, sliceCountsKept, sliceIndexOf, sliceWorkflowId, tallyRecords } from '../../src/shared';
+import { addCounts, countsOfBeat, maxCounts, emptyTally, sliceCountsKept, sliceIndexOf, sliceWorkflowId, tallyRecords } from '../../src/shared';
 import { type OutputRecord, deriveJobStatus, emptyStatusCounts, exitCodeForStatus, isSuccess, makeReport } from '../../src/shared';
 
 const counts = (partial: Partial<ReturnType<typeof emptyStatusCounts>>) => {
@@ -73,6 +73,15 @@ describe('counts and slice ids (progress read from the server)', () => {
     assert.deepEqual(addCounts(base, { ...emptyStatusCounts(), Failed: 1, Available: 1 }), { ...emptyStatusCounts(), Available: 3, Failed: 1, outputs: 3 });
     assert.deepEqual(addCounts(base, { ...emptyStatusCounts(), Cancelled: 2, outputs: 2 }), { ...emptyStatusCounts(), Available: 2, Cancelled: 2, outputs: 5 });
     assert.deepEqual(base, { ...emptyStatusCounts(), Available: 2, outputs: 3 });
+  });
+
+  it('maxCounts keeps the larger of each key, and leaves both as they were', () => {
+    const now = { ...emptyStatusCounts(), Available: 5, Failed: 0, outputs: 9 };
+    const seen = { ...emptyStatusCounts(), Available: 3, Failed: 2, outputs: 9 };
+    assert.deepEqual(maxCounts(now, seen), { ...emptyStatusCounts(), Available: 5, Failed: 2, outputs: 9 });
+    assert.deepEqual(maxCounts(seen, now), maxCounts(now, seen));
+    assert.deepEqual(now, { ...emptyStatusCounts(), Available: 5, Failed: 0, outputs: 9 });
+    assert.deepEqual(seen, { ...emptyStatusCounts(), Available: 3, Failed: 2, outputs: 9 });
   });
 
   it("sliceIndexOf reads back sliceWorkflowId's index for that job and round only", () => {
