@@ -96,6 +96,10 @@ interface ModeResult {
   progress?: { samples: number; p50Ms: number; p90Ms: number; maxMs: number; error?: string };
   /** scale10m: where the items were read from (`folder` or `s3`). */
   itemsIn?: string;
+  /** scale10m: how long `client.start` took (a folder's file is checked and copied into job storage by the client; an s3:// one by a worker, after the start). */
+  startMs?: number;
+  /** scale10m: from the job's start to its first slice's (the workers' check or import of the items file). */
+  prepareMs?: number;
   /** scale10m, after the job: `faultline result --outputs` (records printed) and `faultline export` (records written), each a CLI process of its own. */
   readBack?: Record<'outputs' | 'export', CliRun & { records: number }>;
 }
@@ -584,6 +588,19 @@ async function main(): Promise<void> {
     return total;
   };
 
+  /** From a job's start to its first slice's start: what the workers spend preparing it (the items file checked or imported). */
+  const untilFirstSlice = async (jobId: string): Promise<number | undefined> => {
+    const runs: { runId: string; startTime: Date }[] = [];
+    for await (const run of raw.workflow.list({ query: `WorkflowId = '${jobId}'` })) runs.push(run);
+    const first = runs.sort((a, b) => a.startTime.getTime() - b.startTime.getTime())[0];
+    if (!first) return undefined;
+    const events = (await raw.workflow.getHandle(jobId, first.runId).fetchHistory()).events ?? [];
+    const at = (event: (typeof events)[number] | undefined) => (event?.eventTime ? Number(event.eventTime.seconds) * 1000 + Math.round((event.eventTime.nanos ?? 0) / 1e6) : undefined);
+    const started = at(events[0]);
+    const sliced = at(events.find((event) => event.startChildWorkflowExecutionInitiatedEventAttributes));
+    return started === undefined || sliced === undefined ? undefined : sliced - started;
+  };
+
   /** The largest history of the job and its slice runs, and all of their histories' bytes together. */
   const historySizes = async (workflowId: string, temporal: Client = raw): Promise<{ largest: number; total: number }> => {
     const size = async (id: string, runId?: string) => Number((await temporal.workflow.getHandle(id, runId).describe()).raw.workflowExecutionInfo?.historySizeBytes ?? 0);
@@ -599,7 +616,9 @@ async function main(): Promise<void> {
 
   /** `poll`: called every `progressEveryMs` while the job runs (status latency). */
   const runFaultline = async (spec: unknown, on: FaultlineClient = client, poll?: (jobId: string) => Promise<void>, temporal: Client = raw) => {
+    const asked = performance.now();
     const { jobId } = await on.start(spec);
+    const startMs = Math.round(performance.now() - asked);
     let polling = true;
     const polled = (async () => {
       while (poll && polling) {
@@ -616,6 +635,7 @@ async function main(): Promise<void> {
     const accounted = result.counts.Available + result.counts.Failed + result.counts.Cancelled + result.counts.Missing + result.counts.Unsolved + result.counts.Skipped;
     return {
       jobId,
+      startMs,
       completed: result.counts.Available === result.counts.items,
       events: await historyEvents(jobId, true, temporal),
       outcome: `${result.status}${accounted === result.counts.outputs ? '' : ` (only ${accounted} of ${result.counts.outputs} outputs accounted for)`}${result.stoppedBy ? `, stopped by ${result.stoppedBy.type}` : ''}, ${result.counts.Cancelled} Cancelled`,
@@ -774,6 +794,7 @@ async function main(): Promise<void> {
     const progressMs: number[] = [];
     let statusError: string | undefined;
     let jobId = '';
+    let startMs = 0;
     workloads.scale10m = {
       faultline: await measure(count, target.layout, async () => {
         const run = await runFaultline({ pipeline: 'synthetic', itemsFrom: target.itemsFrom }, target.client, async (id) => {
@@ -785,6 +806,7 @@ async function main(): Promise<void> {
           );
         });
         jobId = run.jobId;
+        startMs = run.startMs;
         return run;
       }),
     };
@@ -792,6 +814,9 @@ async function main(): Promise<void> {
     const measured = workloads.scale10m.faultline;
     if (measured) {
       measured.itemsIn = itemsIn;
+      measured.startMs = startMs;
+      measured.prepareMs = await untilFirstSlice(jobId);
+      say(`scale10m: client.start took ${startMs} ms; the job's start to its first slice ${measured.prepareMs ?? '?'} ms`);
       measured.progress = {
         samples: sorted.length,
         p50Ms: Math.round(sorted[Math.floor(sorted.length / 2)] ?? 0),

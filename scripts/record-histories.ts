@@ -19,17 +19,19 @@ import { wordCount } from '../test/fixtures/word-count';
 import { ItemError, definePipeline } from '../src';
 import { z } from 'zod';
 
-/** A user pipeline whose items can declare a fatal error or a pause that ignores cancellation (recording only). */
+/** A user pipeline whose items can declare a fatal error, a pause that ignores cancellation, or a first run that stalls its worker (recording only). */
 const recorderSteps = definePipeline({
   name: 'recorder-steps',
   version: '1',
   outputs: ['out'],
-  itemParams: z.object({ sleepMs: z.number().int().optional(), fatal: z.boolean().optional() }),
+  itemParams: z.object({ sleepMs: z.number().int().optional(), fatal: z.boolean().optional(), stallFirstMs: z.number().int().optional() }),
   steps: [
     {
       name: 'work',
-      run: async ({ item }) => {
+      run: async ({ item, dispatch }) => {
         if (item.params.fatal) throw new ItemError({ type: 'RecorderFatal', class: 'fatal', message: 'declared fatal' });
+        // Blocks the worker's event loop: no heartbeat goes out, so the server times the batch out as if its worker were lost.
+        if (item.params.stallFirstMs && dispatch === 1) for (const until = Date.now() + item.params.stallFirstMs; Date.now() < until; );
         if (item.params.sleepMs) await new Promise((resolve) => setTimeout(resolve, item.params.sleepMs));
         return { out: { status: 'Available', value: { done: true } } };
       },
@@ -237,6 +239,14 @@ async function main(): Promise<void> {
       // Batches of ~1 s beating every 500 ms: their records go to job storage at heartbeats (storedBeats).
       // Slices keep their counts so far in their memo (progress read from the server, not a worker).
       // The job keeps its progress in its memo while its slices run (held and resumed meanwhile), and drops it when they end.
+      // A batch of 12 whose worker stalls past its heartbeat timeout runs again in two batches of 6 (patched('faultline-bisect-lost-batches')).
+      'v11-bisect': {
+        spec: {
+          pipeline: 'recorder-steps',
+          items: Array.from({ length: 12 }, (_, i) => ({ id: `s${i}`, params: i === 5 ? { stallFirstMs: 4_000 } : {} })),
+          options: { batchSize: 12, heartbeatTimeout: '1s', runLocally: false },
+        },
+      },
       'v10-job-progress': {
         spec: syntheticSpec(
           Array.from({ length: 60 }, (_, i) => ({ id: `jp-${i}`, params: { cpuMs: 20 } })),

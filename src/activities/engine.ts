@@ -84,24 +84,36 @@ export interface EngineDeps {
 /** A worker's answer on a job's spec: the pipeline's plan, the spec's issues, or why no worker can run it. */
 export type SpecDescription = { ok: true; plan: PipelinePlan } | { ok: false; issues: SpecIssue[] } | { ok: false; unavailable: string };
 
+/**
+ * Checks a stored items file in one pass: every item against its pipeline, ids unique, and (given
+ * `roots`) every file path inside the allowed roots. Items' own issues come first; path issues
+ * are reported only for items that are otherwise valid.
+ */
 async function inspectItemsFile(
   reader: ItemsFileReader,
   ref: string,
   registry: PipelineRegistry,
-  ctx?: Context,
+  ctx: Context | undefined,
+  roots: readonly string[] | undefined,
 ): Promise<{ ok: true; itemCount: number } | { ok: false; issues: { path: string; code: string; message: string }[] }> {
   const { head, count } = await reader.index(ref);
   const issues: { path: string; code: string; message: string }[] = [];
   const seen = new CompactIdSet();
+  const paths = roots ? rootCheck(roots) : undefined;
+  await paths?.check((head as { destination?: string }).destination, 'destination', 'destination');
   for (let from = 0; from < count && issues.length < 100; from += ITEMS_CHUNK) {
     // Millions of items take minutes: say how far the check got, and stop when told to.
     ctx?.heartbeat({ checked: from, of: count });
     if (ctx?.cancellationSignal.aborted) throw new CancelledFailure('the spec check was cancelled');
-    const checked = checkItemsChunk(head as object, await reader.read(ref, from, from + ITEMS_CHUNK), from, seen, registry);
+    const chunk = await reader.read(ref, from, from + ITEMS_CHUNK);
+    const checked = checkItemsChunk(head as object, chunk, from, seen, registry);
     if (!checked.ok) issues.push(...checked.issues.map(({ index: _index, ...issue }) => issue));
+    else await paths?.items(chunk as { source?: string }[], from);
   }
   if (count === 0) issues.push({ path: 'items', code: 'empty', message: 'the items file has no items' });
-  return issues.length > 0 ? { ok: false, issues: issues.slice(0, 100) } : { ok: true, itemCount: count };
+  if (issues.length > 0) return { ok: false, issues: issues.slice(0, 100) };
+  const outside = paths?.issues() ?? [];
+  return outside.length > 0 ? { ok: false, issues: outside } : { ok: true, itemCount: count };
 }
 
 export function createEngineActivities(deps: EngineDeps) {
@@ -563,11 +575,7 @@ export function createEngineActivities(deps: EngineDeps) {
 
     /** Re-validates a spec passed by reference; returns its shape, never its items. */
     async inspectStoredSpec(ref: string): Promise<{ ok: true; itemCount: number } | { ok: false; issues: { path: string; code: string; message: string }[] }> {
-      if (isItemsRef(ref)) {
-        const inspected = await inspectItemsFile(itemsFiles, ref, deps.registry, Context.current());
-        const outside = inspected.ok && deps.allowedRoots ? await storedItemsOutsideRoots(itemsFiles, ref, deps.allowedRoots) : [];
-        return outside.length > 0 ? { ok: false, issues: outside } : inspected;
-      }
+      if (isItemsRef(ref)) return inspectItemsFile(itemsFiles, ref, deps.registry, Context.current(), deps.allowedRoots);
       const spec = await loadSpec(ref);
       const validation = validateJobSpec(spec, deps.registry);
       if (!validation.ok) return { ok: false, issues: validation.issues };

@@ -3,9 +3,11 @@
  *
  * It owns both budgets: transient attempts follow the step's retry policy with workflow timers
  * (so backoff is visible), and crashes are counted separately. Only a lost worker (heartbeat
- * timeout) is a crash: the unfinished items of that batch are re-run in isolation, each in its own
- * activity, concurrently; an item that crashes again while other isolated items were in flight
- * runs strictly alone next, so only the poison item is ever charged. A graceful worker shutdown
+ * timeout) is a crash: the unfinished items of that batch are re-run in halves, each half halved
+ * again if its worker is lost too, and at most ISOLATE_AT_MOST of them in isolation, each in its
+ * own activity, concurrently (a poison item among 5,000 is found in ~11 losses, not 5,000
+ * activities); an item that crashes again while other isolated items were in flight runs
+ * strictly alone next, so only the poison item is ever charged. A graceful worker shutdown
  * hands work back for free. Any other batch failure is reported with its own type and class.
  */
 import { jobPriority } from './priority';
@@ -18,7 +20,7 @@ import { progressFrom, thresholdReport, unfinishedReason } from './item-records'
 export type { RunnerConfig, RunnerSnapshot };
 
 export { thresholdReport, unfinishedReason };
-import { ErrorTypes, type ItemState, PATCHES, type RunBatchInput, type RunBatchResult, type StopReason, batchActivityId, boundReport, makeReport, toErrorReport } from '../shared';
+import { ErrorTypes, ISOLATE_AT_MOST, type ItemState, PATCHES, type RunBatchInput, type RunBatchResult, type StopReason, batchActivityId, boundReport, makeReport, toErrorReport } from '../shared';
 
 type EngineActivities = ReturnType<typeof createEngineActivities>;
 
@@ -129,12 +131,29 @@ export class ItemRunner extends ItemBook {
       }
       this.launch([state], 'isolated');
     }
+    // A lost batch's suspects next, in batches of their own no larger than their halving allows.
+    this.launchBatches(
+      concurrency,
+      (state) => state.suspectBatch !== undefined,
+      (first) => Math.min(batchSize, first.suspectBatch ?? batchSize),
+    );
+    this.launchBatches(
+      concurrency,
+      (state) => state.suspectBatch === undefined,
+      () => batchSize,
+    );
+  }
+
+  /** Queued items that `belong`, in order, in batches of `sizeFor(their first item)`, while concurrency allows. */
+  private launchBatches(concurrency: number, belong: (state: ItemState) => boolean, sizeFor: (first: ItemState) => number): void {
     let batch: ItemState[] = [];
+    let size = 0;
     for (const state of this.states) {
       if (this.inFlight >= concurrency) break;
-      if (state.phase !== 'queued' || state.isolate) continue;
+      if (state.phase !== 'queued' || state.isolate || !belong(state)) continue;
+      if (batch.length === 0) size = sizeFor(state);
       batch.push(state);
-      if (batch.length >= batchSize) {
+      if (batch.length >= size) {
         this.launch(batch, 'batch');
         batch = [];
       }
@@ -262,10 +281,16 @@ export class ItemRunner extends ItemBook {
       for (const state of unfinished) this.apply({ item: state.item.id, error: { ...report, item: state.item.id } });
       return;
     }
+    // Thousands of items re-run one per activity would take hours: a large batch's go again in halves.
+    const bisect = kind === 'batch' && unfinished.length > ISOLATE_AT_MOST && patched(PATCHES.bisectLostBatches);
     for (const state of unfinished) {
       if (kind === 'batch') {
-        // Merely in flight when the worker was lost (or the batch overran): re-run alone, free of charge.
-        state.isolate = true;
+        // Merely in flight when the worker was lost (or the batch overran): re-run in a half-size batch or alone, free of charge.
+        if (bisect) state.suspectBatch = Math.ceil(unfinished.length / 2);
+        else {
+          state.isolate = true;
+          delete state.suspectBatch;
+        }
         state.phase = 'queued';
         continue;
       }

@@ -94,7 +94,12 @@ export const PATCHES = {
   sliceProgressMemo: 'faultline-slice-progress-memo',
   /** A job running a sliced round keeps its progress in its memo (`JOB_PROGRESS_MEMO_KEY`), so progress needs no query to a busy worker. */
   jobProgressMemo: 'faultline-job-progress-memo',
+  /** A large batch lost with its worker re-runs its unfinished items in halves (halved again at each loss), not one activity per item. */
+  bisectLostBatches: 'faultline-bisect-lost-batches',
 } as const;
+
+/** A lost batch with more unfinished items than this runs them again in halves; this many or fewer run one per activity. */
+export const ISOLATE_AT_MOST = 4;
 
 /** Slice child workflows running at once per job. */
 export const MAX_PARALLEL_SLICES = 8;

@@ -18,6 +18,11 @@ export interface ItemState {
   isolate: boolean;
   /** Crashed while other isolated items were in flight: must run strictly alone to be blamed. */
   solo?: boolean;
+  /**
+   * Unfinished in a large batch whose worker was lost: runs again in batches of at most this many
+   * suspects (half the lost batch's unfinished items), halved at each further loss, alone at the end.
+   */
+  suspectBatch?: number;
   nextAttemptAt?: number;
   /** While the job is paused: what was left of the backoff when it was held. */
   heldMs?: number;

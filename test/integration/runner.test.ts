@@ -163,6 +163,28 @@ describe('item runner (time-skipping server, mocked batches)', () => {
     assert.equal(poisoned?.error?.details.crashes, 2);
   });
 
+  it('a large lost batch re-runs in halves, not one activity per item: 40 items with a poison one take a handful of batches', async () => {
+    const ids = Array.from({ length: 40 }, (_, i) => (i === 17 ? 'poison-q' : `h${i}`));
+    const { result } = await run(
+      'runner-bisect',
+      syntheticSpec(
+        ids.map((id) => ({ id })),
+        { batchSize: 40, crashBudget: 1, heartbeatTimeout: '1s', runLocally: false },
+      ),
+    );
+    for (const id of ids) if (id !== 'poison-q') assert.equal(record(result, id)?.status, 'Available', id);
+    assert.equal(record(result, 'poison-q')?.error?.type, ErrorTypes.Crashed);
+    assert.deepEqual(calls[0]?.length, 40, 'one batch first');
+    // Each loss halves the poison's batch: 40 → 20 → 10 → 5 → 3, then at most 4 items one per activity.
+    const poisonBatches = calls.filter((batch) => batch.includes('poison-q')).map((batch) => batch.length);
+    assert.deepEqual(poisonBatches.slice(0, 5), [40, 20, 10, 5, 3], JSON.stringify(calls.map((batch) => batch.length)));
+    assert.ok(
+      calls.every((batch) => batch.length === 40 || batch.length <= 20),
+      'no batch after the loss is larger than half',
+    );
+    assert.ok(calls.length <= 16, `${calls.length} batches (one per item would be over 40): ${JSON.stringify(calls.map((batch) => batch.length))}`);
+  });
+
   it('a batch failure that is not a lost worker keeps its own type: no isolation, no Crashed', async () => {
     const { result } = await run('runner-not-a-crash', syntheticSpec([{ id: 'unimplemented-a' }, { id: 'unimplemented-b' }], { batchSize: 2 }));
     assert.equal(result.status, 'Failed');
