@@ -31,7 +31,7 @@ const recorderSteps = definePipeline({
       run: async ({ item, dispatch }) => {
         if (item.params.fatal) throw new ItemError({ type: 'RecorderFatal', class: 'fatal', message: 'declared fatal' });
         // Blocks the worker's event loop: no heartbeat goes out, so the server times the batch out as if its worker were lost.
-        if (item.params.stallFirstMs && dispatch === 1) for (const until = Date.now() + item.params.stallFirstMs; Date.now() < until; );
+        if (item.params.stallFirstMs && dispatch === 1) for (const until = Date.now() + item.params.stallFirstMs; Date.now() < until;);
         if (item.params.sleepMs) await new Promise((resolve) => setTimeout(resolve, item.params.sleepMs));
         return { out: { status: 'Available', value: { done: true } } };
       },
