@@ -192,6 +192,11 @@ async function main(): Promise<void> {
           await env.client.handle(jobId).signal(resumeSignal);
         },
       },
+      // The job keeps its progress in its memo while a worker imports its items (patched('faultline-prepare-progress-memo')).
+      'v12-import-memo': {
+        spec: { pipeline: 'synthetic', itemsFrom: `${hookUrl.replace(/\/hook$/, '')}/items.ndjson`, options: { shardSize: 10 } },
+        children: true,
+      },
       'items-from-https': {
         spec: { pipeline: 'synthetic', itemsFrom: `${hookUrl.replace(/\/hook$/, '')}/items.ndjson`, options: { shardSize: 10 } },
         children: true,

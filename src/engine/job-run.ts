@@ -149,6 +149,23 @@ export class JobRun {
     }
   }
 
+  /**
+   * A worker reading millions of items (an import, a check) is too busy to answer queries for
+   * minutes: meanwhile the job's progress is kept in its memo, as while its slices run.
+   */
+  private async publishingProgress<T>(work: () => Promise<T>): Promise<T> {
+    if (!patched(PATCHES.prepareProgressMemo)) return work();
+    let finished = false;
+    // Not cancelled with the work: the memo is removed however the work ends.
+    const publisher = CancellationScope.nonCancellable(() => this.controls.publishProgressWhile(() => finished));
+    try {
+      return await work();
+    } finally {
+      finished = true;
+      await publisher;
+    }
+  }
+
   private async prepare(): Promise<Prepared> {
     try {
       const source = this.s.source;
@@ -167,7 +184,7 @@ export class JobRun {
         let stored: Extract<SpecSource, { kind: 'stored' }>;
         if (source.kind === 'remote') {
           // A worker reads the source once into job storage (validating it); from then on the job is a stored one.
-          const imported = await importer.importItems({ jobId: this.s.jobId, from: source.from, head: source.head });
+          const imported = await this.publishingProgress(() => importer.importItems({ jobId: this.s.jobId, from: source.from, head: source.head }));
           if (!imported.ok) throw invalidSpec(imported.issues);
           stored = { kind: 'stored', ref: imported.ref, head: source.head, itemCount: imported.itemCount };
           this.s.source = stored;
@@ -175,7 +192,7 @@ export class JobRun {
           stored = source;
           // Re-validated once; a continued run trusts its first run's check.
           if (!this.s.input.carry) {
-            const full = await engine.inspectStoredSpec(source.ref);
+            const full = await this.publishingProgress(() => engine.inspectStoredSpec(source.ref));
             if (!full.ok) throw invalidSpec(full.issues);
           }
         }

@@ -5,6 +5,8 @@
  * The result still holds every record once, in item order, and retries, failures and rotation work.
  */
 import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { temporal } from '@temporalio/proto';
 import { FaultlineClient } from '../../src/client';
@@ -199,6 +201,46 @@ describe('items out of history (real dev server)', () => {
     const result = await env.client.result(jobId);
     assert.deepEqual([result.counts.Available, result.counts.Cancelled], [38, 2]);
     assert.equal((await env.client.handle(jobId).describe()).memo?.[JOB_PROGRESS_MEMO_KEY], undefined, 'the memo is removed once the slices end');
+  });
+
+  it('a job whose worker is still importing its items answers progress from its memo, with no worker running', async () => {
+    // An items source that sends its first line and then holds: the worker's import stays in flight.
+    let release = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let requests = 0;
+    const source = http.createServer((_req, res) => {
+      requests += 1;
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.write('{"id":"imported-0"}\n');
+      void held.then(() => res.end('{"id":"imported-1"}\n'));
+    });
+    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
+    try {
+      await worker.stop();
+      worker = await env.startWorker({ allowedHosts: ['127.0.0.1'] });
+      const from = `http://127.0.0.1:${(source.address() as AddressInfo).port}/items.ndjson`;
+      const { jobId } = await env.client.start({ pipeline: 'synthetic', itemsFrom: from }, { jobId: 'progress-while-importing' });
+      await eventually(async () => requests > 0 && (await env.client.handle(jobId).describe()).memo?.[JOB_PROGRESS_MEMO_KEY] !== undefined, 20_000, 'the import under way, the progress in the memo');
+      await worker.stop();
+      const fresh = await FaultlineClient.connect({ config: env.config });
+      let timer: NodeJS.Timeout | undefined;
+      const answered = await Promise.race([
+        fresh.progress(jobId),
+        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('progress did not answer without a worker')), 5_000))),
+      ]).finally(() => clearTimeout(timer));
+      await fresh.close();
+      assert.equal(answered.phase, 'validating');
+      assert.deepEqual([answered.counts.items, answered.counts.outputs, answered.inFlight, answered.settled], [0, 0, 0, false]);
+      release();
+      worker = await env.startWorker({ allowedHosts: ['127.0.0.1'] });
+      const result = await env.client.result(jobId);
+      assert.deepEqual([result.status, result.counts.Available], ['Succeeded', 2]);
+      assert.equal((await env.client.handle(jobId).describe()).memo?.[JOB_PROGRESS_MEMO_KEY], undefined, 'the memo is gone with the job');
+    } finally {
+      release();
+      source.closeAllConnections();
+      source.close();
+    }
   });
 
   it("a sliced job's progress never steps back while its slices end one after another and the job continues as new", async () => {
