@@ -192,7 +192,7 @@ async function main(): Promise<void> {
           await env.client.handle(jobId).signal(resumeSignal);
         },
       },
-      // The job keeps its progress in its memo while a worker imports its items (patched('faultline-prepare-progress-memo')).
+      // The job keeps its progress in its memo while a worker imports its items and assembles its records (patched('faultline-long-step-progress-memo')).
       'v12-import-memo': {
         spec: { pipeline: 'synthetic', itemsFrom: `${hookUrl.replace(/\/hook$/, '')}/items.ndjson`, options: { shardSize: 10 } },
         children: true,

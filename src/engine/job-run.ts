@@ -68,7 +68,7 @@ export class JobRun {
     this.requests = new RequestDesk(this.s);
     this.controls = new OperatorControls(this.s, this.requests, this.allowance);
     this.rounds = new RoundRunner(this.s, this.requests, this.controls, this.allowance);
-    this.settlement = new Settlement(this.s, this.requests);
+    this.settlement = new Settlement(this.s, this.requests, (work) => this.publishingProgress(work));
     // A `set --priority` reaches every batch and slice scheduled after it.
     usePriorityKey(() => this.s.prepared?.options.priority);
   }
@@ -150,11 +150,11 @@ export class JobRun {
   }
 
   /**
-   * A worker reading millions of items (an import, a check) is too busy to answer queries for
-   * minutes: meanwhile the job's progress is kept in its memo, as while its slices run.
+   * A worker reading millions of items (an import, a check, the round's records) is too busy to
+   * answer queries for minutes: meanwhile the job's progress is kept in its memo, as while its slices run.
    */
   private async publishingProgress<T>(work: () => Promise<T>): Promise<T> {
-    if (!patched(PATCHES.prepareProgressMemo)) return work();
+    if (!patched(PATCHES.longStepProgressMemo)) return work();
     let finished = false;
     // Not cancelled with the work: the memo is removed however the work ends.
     const publisher = CancellationScope.nonCancellable(() => this.controls.publishProgressWhile(() => finished));

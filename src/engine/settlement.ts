@@ -45,6 +45,8 @@ export class Settlement {
   constructor(
     readonly s: JobState,
     readonly requests: RequestDesk,
+    /** Runs a long step with the job's progress kept in its memo meanwhile (its worker is busy). */
+    private readonly publishingProgress: <T>(work: () => Promise<T>) => Promise<T>,
   ) {}
 
   /** Builds and publishes the round's result: counts, failures, manifest, archive, webhook. */
@@ -80,7 +82,7 @@ export class Settlement {
       }
     } else {
       try {
-        const assembled = await engine.assembleSlices({ jobId: this.s.jobId, round: this.s.round, sliceCount: prepared.sliceCount, inlineLimit: INLINE_OUTPUT_LIMIT });
+        const assembled = await this.publishingProgress(() => engine.assembleSlices({ jobId: this.s.jobId, round: this.s.round, sliceCount: prepared.sliceCount, inlineLimit: INLINE_OUTPUT_LIMIT }));
         tally = assembled.tally;
         manifest = assembled.manifest;
         records = assembled.records;

@@ -94,8 +94,8 @@ export const PATCHES = {
   sliceProgressMemo: 'faultline-slice-progress-memo',
   /** A job running a sliced round keeps its progress in its memo (`JOB_PROGRESS_MEMO_KEY`), so progress needs no query to a busy worker. */
   jobProgressMemo: 'faultline-job-progress-memo',
-  /** A job keeps its progress in its memo while a worker imports or checks its stored items too (minutes at millions of items). */
-  prepareProgressMemo: 'faultline-prepare-progress-memo',
+  /** A job keeps its progress in its memo while a worker imports or checks its items, or assembles a sliced round's records (minutes at millions of items). */
+  longStepProgressMemo: 'faultline-long-step-progress-memo',
   /** A large batch lost with its worker re-runs its unfinished items in halves (halved again at each loss), not one activity per item. */
   bisectLostBatches: 'faultline-bisect-lost-batches',
 } as const;
