@@ -68,7 +68,7 @@ export class JobRun {
     this.requests = new RequestDesk(this.s);
     this.controls = new OperatorControls(this.s, this.requests, this.allowance);
     this.rounds = new RoundRunner(this.s, this.requests, this.controls, this.allowance);
-    this.settlement = new Settlement(this.s, this.requests, (work) => this.publishingProgress(work));
+    this.settlement = new Settlement(this.s, this.requests, (work) => this.publishingProgress(work, 'may decide late'));
     // A `set --priority` reaches every batch and slice scheduled after it.
     usePriorityKey(() => this.s.prepared?.options.priority);
   }
@@ -150,11 +150,33 @@ export class JobRun {
   }
 
   /**
+   * Patches a sliced job uses after its spec check are decided before it. The check is a local
+   * activity: live, its result may reach the workflow in a later workflow task than on replay
+   * (a query during the first task splits it), and a patch marker recorded in that later task is
+   * missing on replay (nondeterminism). Decided here, the markers land in the first task both ways;
+   * later calls return the same decision.
+   */
+  private decidePatchesBeforeSpecCheck(source: JobState['source']): void {
+    let sliced = source.kind !== 'inline';
+    if (source.kind === 'inline') {
+      const items = Array.isArray(source.spec.items) ? source.spec.items.length : 0;
+      const options = (source.spec as { options?: { shardSize?: unknown } }).options;
+      // Certainly sliced: more items than a slice holds (a spec the check refuses never gets this far).
+      sliced = items > (typeof options?.shardSize === 'number' ? options.shardSize : resolveJobOptions({}, items, this.s.largeJobSizing).shardSize);
+    }
+    // Histories recorded before this decision have no such marker in their first task: false, and the old later check runs.
+    if (sliced) this.s.progressMemoDecidedEarly = patched(PATCHES.longStepProgressMemo);
+  }
+
+  /**
    * A worker reading millions of items (an import, a check, the round's records) is too busy to
    * answer queries for minutes: meanwhile the job's progress is kept in its memo, as while its slices run.
    */
-  private async publishingProgress<T>(work: () => Promise<T>): Promise<T> {
-    if (!patched(PATCHES.longStepProgressMemo)) return work();
+  private async publishingProgress<T>(work: () => Promise<T>, late: 'may decide late' | 'decided early only'): Promise<T> {
+    // Right after the spec check only the early decision counts (see decidePatchesBeforeSpecCheck); after a step of its own
+    // (the slices' ends) a late decision is safe.
+    const publish = this.s.progressMemoDecidedEarly || (late === 'may decide late' && patched(PATCHES.longStepProgressMemo));
+    if (!publish) return work();
     let finished = false;
     // Not cancelled with the work: the memo is removed however the work ends.
     const publisher = CancellationScope.nonCancellable(() => this.controls.publishProgressWhile(() => finished));
@@ -169,6 +191,7 @@ export class JobRun {
   private async prepare(): Promise<Prepared> {
     try {
       const source = this.s.source;
+      this.decidePatchesBeforeSpecCheck(source);
       let head: SpecHead;
       let pipeline: PipelinePlan;
       let items: ItemsSource;
@@ -184,7 +207,7 @@ export class JobRun {
         let stored: Extract<SpecSource, { kind: 'stored' }>;
         if (source.kind === 'remote') {
           // A worker reads the source once into job storage (validating it); from then on the job is a stored one.
-          const imported = await this.publishingProgress(() => importer.importItems({ jobId: this.s.jobId, from: source.from, head: source.head }));
+          const imported = await this.publishingProgress(() => importer.importItems({ jobId: this.s.jobId, from: source.from, head: source.head }), 'decided early only');
           if (!imported.ok) throw invalidSpec(imported.issues);
           stored = { kind: 'stored', ref: imported.ref, head: source.head, itemCount: imported.itemCount };
           this.s.source = stored;
@@ -192,7 +215,7 @@ export class JobRun {
           stored = source;
           // Re-validated once; a continued run trusts its first run's check.
           if (!this.s.input.carry) {
-            const full = await this.publishingProgress(() => engine.inspectStoredSpec(source.ref));
+            const full = await this.publishingProgress(() => engine.inspectStoredSpec(source.ref), 'decided early only');
             if (!full.ok) throw invalidSpec(full.issues);
           }
         }

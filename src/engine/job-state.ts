@@ -225,6 +225,8 @@ export class JobState {
   readonly liveFailures = new Map<number, number>();
   finishedFailures = 0;
   slicesInFlight = 0;
+  /** `faultline-long-step-progress-memo` decided before the spec check: the job keeps its progress in its memo in every long step and while its slices run. */
+  progressMemoDecidedEarly = false;
   /** Reports about the job's own machinery (storage) that belong in `errors` beside the items'. */
   extraErrors: ErrorReport[] = [];
   /** Held by an operator (`pause`): no new batch or slice starts until `resume`. */

@@ -219,7 +219,7 @@ export class RoundRunner {
       }
     })();
     // The job's progress in its memo while its slices run: read from the server, not a busy worker.
-    const publisher = patched(PATCHES.jobProgressMemo) ? this.controls.publishProgressWhile(() => lanesDone) : undefined;
+    const publisher = this.s.progressMemoDecidedEarly || patched(PATCHES.jobProgressMemo) ? this.controls.publishProgressWhile(() => lanesDone) : undefined;
     await Promise.all(lanes);
     lanesDone = true;
     await watcher;
