@@ -10,7 +10,17 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { temporal } from '@temporalio/proto';
 import { FaultlineClient } from '../../src/client';
-import { JOB_PROGRESS_MEMO_KEY, type RunBatchInput, type RunBatchResult, SLICE_PROGRESS_MEMO_KEY, type SliceCounts, progressQuery, retrySignal, sliceWorkflowId } from '../../src/shared';
+import {
+  JOB_PROGRESS_MEMO_KEY,
+  type JobProgress,
+  type RunBatchInput,
+  type RunBatchResult,
+  SLICE_PROGRESS_MEMO_KEY,
+  type SliceCounts,
+  progressQuery,
+  retrySignal,
+  sliceWorkflowId,
+} from '../../src/shared';
 import { type RunningWorker, type TestEnv, createTestEnv, eventually, syntheticSpec } from '../helpers/env';
 
 let env: TestEnv;
@@ -49,6 +59,18 @@ async function sliceHistories(jobId: string): Promise<SliceHistory[]> {
     histories.push({ workflowId: execution.workflowId, bytes: Buffer.from(temporal.api.history.v1.History.encode(history).finish()), batches: [...batches.values()] });
   }
   return histories;
+}
+
+/** `progress` through a new client, as each `faultline status` is; it must answer within 5 s (no worker may be running). */
+async function progressFromNewClient(jobId: string): Promise<JobProgress> {
+  const fresh = await FaultlineClient.connect({ config: env.config });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([fresh.progress(jobId), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('progress did not answer without a worker')), 5_000)))]);
+  } finally {
+    clearTimeout(timer);
+    await fresh.close();
+  }
 }
 
 function occurrences(haystack: Buffer, needle: string): number {
@@ -179,13 +201,7 @@ describe('items out of history (real dev server)', () => {
 
     await worker.stop();
     // A new client, as each `faultline status` is: it also asks the job by query, which cannot answer now.
-    const fresh = await FaultlineClient.connect({ config: env.config });
-    let timer: NodeJS.Timeout | undefined;
-    const answered = await Promise.race([
-      fresh.progress(jobId),
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('progress did not answer without a worker')), 5_000))),
-    ]).finally(() => clearTimeout(timer));
-    await fresh.close();
+    const answered = await progressFromNewClient(jobId);
     // This client saw 38 finished while the batches ran; a stopped worker handed its batches back, and it shows no fewer.
     const sameClient = await env.client.progress(jobId);
     worker = await env.startWorker();
@@ -222,13 +238,7 @@ describe('items out of history (real dev server)', () => {
       const { jobId } = await env.client.start({ pipeline: 'synthetic', itemsFrom: from }, { jobId: 'progress-while-importing' });
       await eventually(async () => requests > 0 && (await env.client.handle(jobId).describe()).memo?.[JOB_PROGRESS_MEMO_KEY] !== undefined, 20_000, 'the import under way, the progress in the memo');
       await worker.stop();
-      const fresh = await FaultlineClient.connect({ config: env.config });
-      let timer: NodeJS.Timeout | undefined;
-      const answered = await Promise.race([
-        fresh.progress(jobId),
-        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('progress did not answer without a worker')), 5_000))),
-      ]).finally(() => clearTimeout(timer));
-      await fresh.close();
+      const answered = await progressFromNewClient(jobId);
       assert.equal(answered.phase, 'validating');
       assert.deepEqual([answered.counts.items, answered.counts.outputs, answered.inFlight, answered.settled], [0, 0, 0, false]);
       release();
