@@ -6,6 +6,7 @@
  * and WAL bytes per item beside the server's.
  */
 import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -20,6 +21,7 @@ import { Queue } from 'bullmq';
 import { DBOS, DBOSClient } from '@dbos-inc/dbos-sdk';
 import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { FaultlineClient } from '../src/client';
+import { createFaultlineWorker } from '../src/worker';
 import { loadConfig } from '../src/config';
 import { limiterWorkflowId } from '../src/shared';
 import { ensureTemporalCli, freePort, startDevServer } from '../src/devserver/temporal-cli';
@@ -859,23 +861,48 @@ async function main(): Promise<void> {
     };
   }
 
-  // latency
+  // latency: one-item jobs from `client.start` to `client.result`, one at a time, idle.
   const latencyJobs = wanted('latency') ? Math.round(50 * (quick ? 0.2 : 1)) : 0;
   say(`latency: ${latencyJobs} one-item jobs`);
-  const samples: number[] = [];
-  for (let i = 0; i < latencyJobs; i++) {
-    const started = performance.now();
-    const { jobId } = await client.start({ pipeline: 'synthetic', items: [{ id: 'one' }] });
-    await client.result(jobId);
-    samples.push(performance.now() - started);
-  }
+  const timed = async (count: number, once: () => Promise<unknown>): Promise<number[]> => {
+    const samples: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const started = performance.now();
+      await once();
+      samples.push(performance.now() - started);
+    }
+    return samples;
+  };
+  const oneItemJob = (through: FaultlineClient) => async () => {
+    const { jobId } = await through.start({ pipeline: 'synthetic', items: [{ id: 'one' }] });
+    const result = await through.result(jobId);
+    if (result.status !== 'Succeeded') throw new Error(`latency: one-item job ${jobId} ended ${result.status}`);
+  };
+  // The `faultline worker` processes, a client of its own (as the CLI or a service apart from the workers).
+  if (latencyJobs > 0) await timed(1, oneItemJob(client)); // warm-up: the workers' first workflow
+  const samples = await timed(latencyJobs, oneItemJob(client));
   // Temporal's own floor on this machine: a workflow that does nothing (no activity), started and awaited the same way.
-  const floor: number[] = [];
-  for (let i = 0; i < latencyJobs; i++) {
-    const started = performance.now();
-    const handle = await raw.workflow.start('emptyWorkflow', { taskQueue: naiveQueue, workflowId: `empty-${i}-${Date.now()}` });
-    await handle.result();
-    floor.push(performance.now() - started);
+  const emptyWorkflow = (through: Client, eager: boolean) => async () =>
+    (await through.workflow.start('emptyWorkflow', { taskQueue: naiveQueue, workflowId: `empty-${randomUUID()}`, requestEagerStart: eager })).result();
+  const floor = await timed(latencyJobs, emptyWorkflow(raw, false));
+  // Embedded: a Faultline worker in this process and a client on its connection, so each job starts
+  // eagerly (its first workflow task comes back with the start, not through the task queue).
+  let embeddedSamples: number[] = [];
+  let eagerFloor: number[] = [];
+  if (latencyJobs > 0) {
+    const embeddedConfig = { ...config, taskQueue: 'faultline-bench-embedded' };
+    const { worker: embeddedWorker } = await createFaultlineWorker({ config: embeddedConfig, connection: native, logger: createLogger({ level: 'error', format: 'json' }) });
+    const embeddedRunning = embeddedWorker.run();
+    const embedded = await FaultlineClient.connect({ config: embeddedConfig, connection: native });
+    try {
+      await timed(1, oneItemJob(embedded));
+      embeddedSamples = await timed(latencyJobs, oneItemJob(embedded));
+      eagerFloor = await timed(latencyJobs, emptyWorkflow(new Client({ connection: native }), true));
+    } finally {
+      await embedded.close();
+      embeddedWorker.shutdown();
+      await embeddedRunning;
+    }
   }
   const percentile = (values: number[], p: number) => {
     const sorted = [...values].sort((a, b) => a - b);
@@ -888,6 +915,14 @@ async function main(): Promise<void> {
     maxMs: Math.round(Math.max(0, ...samples)),
     emptyWorkflowP50Ms: percentile(floor, 50),
     emptyWorkflowP95Ms: percentile(floor, 95),
+    /** A worker in the client's process, on its connection: jobs start eagerly. */
+    embedded: {
+      p50Ms: percentile(embeddedSamples, 50),
+      p95Ms: percentile(embeddedSamples, 95),
+      maxMs: Math.round(Math.max(0, ...embeddedSamples)),
+      emptyWorkflowP50Ms: percentile(eagerFloor, 50),
+      emptyWorkflowP95Ms: percentile(eagerFloor, 95),
+    },
   };
 
   // ratelimit: deliver jobs to a receiver on 127.0.0.1 that answers at once: no limit, a limit that never binds (the limiter's own cost), and 50/s.
@@ -1059,7 +1094,7 @@ async function main(): Promise<void> {
     ...(Object.keys(stackWorkloads).length > 0 ? { stack: { workloads: stackWorkloads } } : {}),
     ...(Object.keys(fairness).length > 0 ? { fairness } : {}),
     ...(Object.keys(ratelimit).length > 0 ? { ratelimit } : {}),
-    latency: { p50Ms: latency.p50Ms, p95Ms: latency.p95Ms },
+    latency: { p50Ms: latency.p50Ms, p95Ms: latency.p95Ms, embedded: { p50Ms: latency.embedded.p50Ms, p95Ms: latency.embedded.p95Ms } },
     ratios: {
       cpu1ms_faultline_vs_naive: ratio(workloads.cpu1ms?.faultline?.itemsPerSec, workloads.cpu1ms?.naive?.itemsPerSec),
       cpu1ms_faultline_vs_raw: ratio(workloads.cpu1ms?.faultline?.itemsPerSec, workloads.cpu1ms?.raw?.itemsPerSec),
@@ -1108,6 +1143,10 @@ async function main(): Promise<void> {
   if (latency.jobs > 0)
     console.log(
       `latency      1-item jobs: p50 ${latency.p50Ms} ms, p95 ${latency.p95Ms} ms (n=${latency.jobs}); an empty Temporal workflow (the floor): p50 ${latency.emptyWorkflowP50Ms} ms, p95 ${latency.emptyWorkflowP95Ms} ms`,
+    );
+  if (latency.jobs > 0)
+    console.log(
+      `latency      embedded (worker in the client's process, eager start): p50 ${latency.embedded.p50Ms} ms, p95 ${latency.embedded.p95Ms} ms, max ${latency.embedded.maxMs} ms; an empty workflow started eagerly: p50 ${latency.embedded.emptyWorkflowP50Ms} ms, p95 ${latency.embedded.emptyWorkflowP95Ms} ms`,
     );
   for (const [mode, f] of Object.entries(fairness))
     console.log(

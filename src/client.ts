@@ -21,6 +21,7 @@ import {
   type WorkflowHandle,
 } from '@temporalio/client';
 import { ApplicationFailure, CancelledFailure, ServiceError, WorkflowFailedError } from '@temporalio/client';
+import type { NativeConnection } from '@temporalio/worker';
 import type { Config } from './config';
 import { connectionOptions } from './connection';
 import { pipelineRegistry } from './pipelines';
@@ -118,8 +119,13 @@ export interface FaultlineClientOptions {
   pipelines?: readonly Pipeline[];
   /** @deprecated give `pipelines`; a registry of definitions replaces the built-in ones. */
   registry?: PipelineRegistry;
-  /** Reuse an existing connection (tests, embedding). */
-  connection?: Connection;
+  /**
+   * Reuse an existing connection (tests, embedding). A worker's `NativeConnection` (from
+   * `createFaultlineWorker` in the same process, on the same task queue) also starts jobs eagerly:
+   * the server hands the job's first workflow task straight back to that worker, with no trip
+   * through the task queue (about 20 ms less for a one-item job here).
+   */
+  connection?: Connection | NativeConnection;
   /** Propagate the caller's OpenTelemetry trace into jobs (default: when OTEL_EXPORTER_OTLP_ENDPOINT or _TRACES_ENDPOINT is set). */
   tracing?: boolean;
 }
@@ -269,7 +275,7 @@ export class FaultlineClient {
 
   private constructor(
     readonly client: Client,
-    private readonly connection: Connection,
+    private readonly connection: Connection | NativeConnection,
     private readonly ownsConnection: boolean,
     private readonly options: FaultlineClientOptions,
   ) {}
@@ -432,6 +438,8 @@ export class FaultlineClient {
     try {
       await this.client.workflow.start<typeof jobWorkflow>(WORKFLOW_TYPES.job, {
         taskQueue: this.taskQueue,
+        // Only a worker's connection can take the first task in place; the server falls back to the queue when that worker has no free slot.
+        ...(this.connection instanceof Connection ? {} : { requestEagerStart: true }),
         workflowId: jobId,
         args: [input],
         // A job with no retry window closes when its first round settles: its result is then read from the close, not by query.
