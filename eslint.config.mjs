@@ -72,6 +72,7 @@ export default tseslint.config(
       'bin/**',
       '*.mjs',
       'samples/client-example.ts' /* type-checked against the packed package: test/integration/package.test.ts */,
+      'samples/embedded-example.ts' /* likewise */,
     ],
   },
   ...tseslint.configs.recommended,

@@ -29,7 +29,7 @@ import { temporal } from '@temporalio/proto';
 import { loadSecretKey } from './secrets';
 import { ENV } from './shared/constants';
 import { type Storage, StorageUnusable, createStorage, localStateDir } from './storage';
-import { prebuiltWorkflowBundle } from './workflow-bundle';
+import { prebuiltWorkflowBundle, workflowSources } from './workflow-bundle';
 import { dataConverterFor } from './codec';
 import { SearchAttributesMissing, missingSearchAttributes } from './search-attributes-check';
 
@@ -296,11 +296,13 @@ async function connectWorker(config: Config, logger: Logger): Promise<NativeConn
 }
 
 /** A bundle given by the caller or a supervisor, else the prebuilt one, else bundled now (development). */
-function workflowCode(options: FaultlineWorkerOptions, tracing: boolean): Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'> {
+function workflowCode(options: FaultlineWorkerOptions, tracing: boolean): Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath' | 'bundlerOptions'> {
   if (options.workflowBundle) return { workflowBundle: options.workflowBundle };
   // A supervisor's bundle has the tracing interceptors when tracing is on (it bundles with the same environment); the prebuilt one never does.
   const codePath = (options.env ?? process.env)[ENV.workflowBundle] || (tracing ? undefined : prebuiltWorkflowBundle());
-  return codePath ? { workflowBundle: { codePath } } : { workflowsPath: require.resolve('./workflows') };
+  if (codePath) return { workflowBundle: { codePath } };
+  const { workflowsPath, preloadModules } = workflowSources();
+  return { workflowsPath, bundlerOptions: { preloadModules } };
 }
 
 /** Runs a worker until SIGTERM/SIGINT, then shuts down gracefully. */

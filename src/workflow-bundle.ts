@@ -18,10 +18,19 @@ export function prebuiltWorkflowBundle(): string | undefined {
   return existsSync(file) ? file : undefined;
 }
 
+/**
+ * What every Faultline workflow bundle is made of: the workflows, and the shared definitions
+ * preloaded once per workflow thread instead of evaluated again by each new workflow (see
+ * src/workflows/preload.ts).
+ */
+export function workflowSources(): { workflowsPath: string; preloadModules: string[] } {
+  return { workflowsPath: require.resolve('./workflows'), preloadModules: [require.resolve('./workflows/preload')] };
+}
+
 /** Bundles src/workflows into `file` (written whole, then renamed, so a reader never sees half a bundle). */
 export async function writeWorkflowBundle(file: string): Promise<string> {
   // With tracing on, the interceptors that carry trace context through workflows are bundled too.
-  const { code } = await bundleWorkflowCode({ workflowsPath: require.resolve('./workflows'), logger: quiet, ...(tracingWanted() ? { workflowInterceptorModules: [workflowTracingModule()] } : {}) });
+  const { code } = await bundleWorkflowCode({ ...workflowSources(), logger: quiet, ...(tracingWanted() ? { workflowInterceptorModules: [workflowTracingModule()] } : {}) });
   await mkdir(path.dirname(file), { recursive: true });
   const partial = `${file}.${process.pid}.partial`;
   await writeFile(partial, code);

@@ -15,13 +15,14 @@ import { type DevServer, startDevServer } from '../../src/devserver/temporal-cli
 import type { JobSpec } from '../../src/shared';
 import { createFaultlineWorker } from '../../src/worker';
 import type { Pipeline } from '../../src/define-pipeline';
+import { workflowSources } from '../../src/workflow-bundle';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 const TEST_KEY = 'a'.repeat(64);
 
 let bundlePromise: ReturnType<typeof bundleWorkflowCode> | undefined;
 export function workflowBundle(): ReturnType<typeof bundleWorkflowCode> {
-  bundlePromise ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} } });
+  bundlePromise ??= bundleWorkflowCode({ ...workflowSources(), logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} } });
   return bundlePromise;
 }
 

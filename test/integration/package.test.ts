@@ -49,7 +49,7 @@ describe('the packed package', () => {
     await writeFile(path.join(project, 'package.json'), JSON.stringify({ name: 'scratch', private: true, type: 'commonjs' }));
     await writeFile(
       path.join(project, 'tsconfig.json'),
-      JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'node16', moduleResolution: 'node16', strict: true, outDir: 'out', types: ['node'] }, include: ['example.ts'] }),
+      JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'node16', moduleResolution: 'node16', strict: true, outDir: 'out', types: ['node'] }, include: ['example.ts', 'embedded.ts'] }),
     );
     await run(
       NPM,
@@ -65,8 +65,10 @@ describe('the packed package', () => {
       { cwd: project, timeout: 240_000, maxBuffer: 64 * 1024 * 1024 },
     );
     await copyFile(path.join(ROOT, 'samples', 'client-example.ts'), path.join(project, 'example.ts'));
+    await copyFile(path.join(ROOT, 'samples', 'embedded-example.ts'), path.join(project, 'embedded.ts'));
     const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8');
     assert.ok(readme.includes(await readFile(path.join(project, 'example.ts'), 'utf8')), 'the README shows exactly this code');
+    assert.ok(readme.includes(await readFile(path.join(project, 'embedded.ts'), 'utf8')), 'the README shows exactly the embedding example');
 
     // Strict type-check (the package's declarations and the Temporal types they name) and emit.
     const typecheck = await run(path.join(project, 'node_modules', '.bin', 'tsc'), ['-p', '.'], { cwd: project }).catch((error: { stdout: string }) => error);
@@ -84,6 +86,12 @@ describe('the packed package', () => {
     const line = JSON.parse(example.stdout.trim().split('\n').pop() ?? '{}') as { status?: string; counts?: { Available: number; Failed: number } };
     assert.equal(line.status, 'PartiallySucceeded');
     assert.deepEqual([line.counts?.Available, line.counts?.Failed], [1, 1]);
+
+    // The embedding example runs its own worker (from the installed package's prebuilt bundle) on a queue no other worker serves.
+    const embedded = await run(process.execPath, [path.join(project, 'out', 'embedded.js')], { cwd: project, env: { ...env, FAULTLINE_TASK_QUEUE: 'faultline-package-embedded', FAULTLINE_LOG_LEVEL: 'warn' }, timeout: 60_000 });
+    const embeddedLine = JSON.parse(embedded.stdout.trim().split('\n').pop() ?? '{}') as { status?: string; counts?: { Available: number } };
+    assert.equal(embeddedLine.status, 'Succeeded', embedded.stdout.slice(-500));
+    assert.equal(embeddedLine.counts?.Available, 1);
   });
 
   it('examples/word-count, a user project of its own, installs the tarball and zod 4, type-checks strictly and passes its own test', async () => {

@@ -34,6 +34,7 @@ import {
 } from '../../src/shared';
 import { eventually, syntheticSpec, type workflowBundle } from '../helpers/env';
 import { type TimeSkippingEnv, createTimeSkippingEnv } from '../helpers/time-skipping';
+import { workflowSources } from '../../src/workflow-bundle';
 
 const TASK_QUEUE = 'faultline-races';
 /**
@@ -46,7 +47,7 @@ const PER_TEST = { timeout: 60_000 };
 let bundle: ReturnType<typeof workflowBundle> | undefined;
 function racesBundle(): ReturnType<typeof workflowBundle> {
   bundle ??= bundleWorkflowCode({
-    workflowsPath: ENGINE === 'v1' ? require.resolve('../fixtures/v1-only-workflows') : require.resolve('../../src/workflows'),
+    ...(ENGINE === 'v1' ? { workflowsPath: require.resolve('../fixtures/v1-only-workflows') } : workflowSources()),
     workflowInterceptorModules: [require.resolve('../fixtures/hold-interceptors')],
     logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} },
   });
