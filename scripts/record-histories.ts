@@ -197,6 +197,10 @@ async function main(): Promise<void> {
         spec: { pipeline: 'synthetic', itemsFrom: `${hookUrl.replace(/\/hook$/, '')}/items.ndjson`, options: { shardSize: 10 } },
         children: true,
       },
+      // A one-item job closes without a housekeeping activity: its only batch released its working copies (patched('faultline-release-in-local-batch')).
+      'v13-release-in-batch': {
+        spec: syntheticSpec([{ id: 'one' }]),
+      },
       'items-from-https': {
         spec: { pipeline: 'synthetic', itemsFrom: `${hookUrl.replace(/\/hook$/, '')}/items.ndjson`, options: { shardSize: 10 } },
         children: true,

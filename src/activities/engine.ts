@@ -379,7 +379,16 @@ export function createEngineActivities(deps: EngineDeps) {
         const beat = progress.stored ? { part: progress.stored, outcomes: storedOutcomes } : undefined;
         return storeFinished(deps.storage, input.job.jobId, input.recordsPart, entries, beat, progress.done, notStarted, log);
       }
-      return { outcomes: progress.done, notStarted };
+      const result: RunBatchResult = { outcomes: progress.done, notStarted };
+      if (input.releaseIfAllFinished && progress.done.length === entries.length && progress.done.every((outcome) => 'records' in outcome)) {
+        // The job's only batch, and the job closes next: its working copies go now. Not released here, the job releases them itself at close.
+        try {
+          result.released = await deps.storage.releaseWorkingCopies(input.job.jobId);
+        } catch (error) {
+          log.warn({ jobId: input.job.jobId, err: error }, 'could not release working copies after the batch; the job releases them at close');
+        }
+      }
+      return result;
     },
 
     async writeRecords(input: { jobId: string; part: string; records: OutputRecord[] }): Promise<string> {

@@ -19,6 +19,7 @@ import {
   type ResolvedOptions,
   type RunnerSnapshotData,
   type StatusCounts,
+  type StorageReleased,
   type StoredBatchRecords,
   completeRecords,
   emptyStatusCounts as noCounts,
@@ -47,6 +48,11 @@ export interface RunnerConfig {
    * no wait for an activity slot behind other jobs. Any later run goes through the task queue.
    */
   localFirstRun?: boolean;
+  /**
+   * With `localFirstRun`, the job's only batch (every item of a job that closes when it settles)
+   * also releases the job's working copies when every item finishes; told what it released.
+   */
+  onReleasedByBatch?: (released: StorageReleased) => void;
   /**
    * Items out of history (a stored slice): batches name items that have a place (`at`) by reference
    * to the pinned items, and write their records to job storage parts named `<recordsPrefix>-b<seq>`.

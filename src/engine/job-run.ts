@@ -166,6 +166,8 @@ export class JobRun {
     }
     // Histories recorded before this decision have no such marker in their first task: false, and the old later check runs.
     if (sliced) this.s.progressMemoDecidedEarly = patched(PATCHES.longStepProgressMemo);
+    // Whether it applies (a job that closes when it settles, run as one local batch) is known after the check.
+    else if (source.kind === 'inline') this.s.releaseInBatch = patched(PATCHES.releaseInLocalBatch);
   }
 
   /**

@@ -46,6 +46,7 @@ import {
   type StopReason,
   emptyStatusCounts,
   makeReport,
+  type StorageReleased,
 } from '../shared';
 import type { ItemRunner } from './runner';
 import { prioritizedActivities } from './priority';
@@ -227,6 +228,10 @@ export class JobState {
   slicesInFlight = 0;
   /** `faultline-long-step-progress-memo` decided before the spec check: the job keeps its progress in its memo in every long step and while its slices run. */
   progressMemoDecidedEarly = false;
+  /** `faultline-release-in-local-batch` decided before the spec check (an inline job). */
+  releaseInBatch = false;
+  /** What the job's only local batch released at its end, and in which round (`RunBatchInput.releaseIfAllFinished`). */
+  releasedByBatch?: { round: number; released: StorageReleased };
   /** Reports about the job's own machinery (storage) that belong in `errors` beside the items'. */
   extraErrors: ErrorReport[] = [];
   /** Held by an operator (`pause`): no new batch or slice starts until `resume`. */

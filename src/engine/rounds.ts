@@ -22,6 +22,7 @@ import {
   sliceControlSignal,
   sliceWorkflowId,
   toErrorReport,
+  type StorageReleased,
 } from '../shared';
 import { thresholdReport, unfinishedReason } from './runner';
 import { runSlice, storageActivities as engine } from './slice';
@@ -77,7 +78,10 @@ export class RoundRunner {
       keep: 'inline',
       ...(carry ? { resume: { snapshot: carry.snapshot, segments: [], newFailures: this.s.v3 ? (carry.newFailures ?? 0) : 0, bytesIn: 0, bytesOut: 0 } } : {}),
     };
+    // A job that closes right after this round, with nothing after its batch that writes to job storage, lets that batch release it.
+    const closesAfter = this.s.releaseInBatch && mode.kind === 'first' && this.s.round === 1 && prepared.options.retryWindowMs === 0 && !prepared.options.archive && !prepared.options.export;
     const outcome = await runSlice(input, prepared.pipeline, this.s.jobId, {
+      ...(closesAfter ? { onReleasedByBatch: (released: StorageReleased) => (this.s.releasedByBatch = { round: this.s.round, released }) } : {}),
       runner: { pending: () => this.s.nextRequestId > this.s.drainedThrough, drain: () => this.requests.drainWhileRunning() },
       onRunner: (runner) => {
         this.s.runner = runner;

@@ -193,6 +193,7 @@ export class ItemRunner extends ItemBook {
       isolated,
       itemTimeoutMs,
       ...(this.config.allowedFailures !== undefined ? { reportFailures: true } : {}),
+      ...(local && this.config.onReleasedByBatch && batch.length === this.states.length ? { releaseIfAllFinished: true } : {}),
     };
     const othersIsolated = this.isolatedInFlight > 1;
     this.activityScope
@@ -254,6 +255,7 @@ export class ItemRunner extends ItemBook {
     if (this.ramp !== Infinity) this.ramp = this.ramp >= this.config.options.concurrency ? Infinity : this.ramp + 1;
     for (const outcome of result.outcomes) this.apply(outcome);
     if (result.stored) this.applyStored(batch, result.stored);
+    if (result.released) this.config.onReleasedByBatch?.(result.released);
     this.requeueUnfinished(batch);
   }
 

@@ -31,6 +31,7 @@ import {
   serializedSize,
   capList,
   emptyStatusCounts,
+  type StorageReleased,
 } from '../shared';
 import { storageActivities as engine, writeParts } from './slice';
 import type { archiveWorkflow } from '../workflows/archive';
@@ -283,7 +284,10 @@ export class Settlement {
       ...(this.s.cancelReason && !this.s.result?.cancelReason ? { cancelReason: this.s.cancelReason } : {}),
       ...(this.s.rejected.length > 0 ? { rejectedRequests: this.s.rejected.slice(-100) } : {}),
     };
-    if (patched(PATCHES.retention)) result = await this.releaseStorage(result);
+    const byBatch = this.s.releasedByBatch;
+    // Released by the job's only batch (no later round, and no records moved to storage since): nothing left to release.
+    if (byBatch && byBatch.round === this.s.round && result.manifest === undefined) result = withStorage(result, byBatch.released);
+    else if (patched(PATCHES.retention)) result = await this.releaseStorage(result);
     this.s.result = result;
     this.publish(result);
     // A result read (the only update a closed job accepts) that came while storage was released finishes first.
@@ -297,8 +301,7 @@ export class Settlement {
     try {
       const small = (this.s.prepared?.itemCount ?? Number.POSITIVE_INFINITY) <= LOCAL_RELEASE_MAX_ITEMS;
       const housekeeping = small && patched(PATCHES.localRelease) ? localHousekeeping : engine;
-      const { releasedBytes, keptBytes } = await housekeeping.releaseWorkingCopies({ jobId: this.s.jobId });
-      return { ...result, metrics: { ...result.metrics, storageBytes: keptBytes, storageReleasedBytes: releasedBytes } };
+      return withStorage(result, await housekeeping.releaseWorkingCopies({ jobId: this.s.jobId }));
     } catch (error) {
       // Storage housekeeping never changes a job's outcome; `faultline gc` can clean up later.
       log.warn('could not release working copies', { jobId: this.s.jobId, error: String(error) });
@@ -314,6 +317,11 @@ export class Settlement {
     ]);
     setCurrentDetails(describe(current));
   }
+}
+
+/** The result's storage metrics after the job's working copies were released. */
+function withStorage(result: JobResult, { releasedBytes, keptBytes }: StorageReleased): JobResult {
+  return { ...result, metrics: { ...result.metrics, storageBytes: keptBytes, storageReleasedBytes: releasedBytes } };
 }
 
 const perSecond = (items: number, ms: number) => (ms > 0 ? Math.round((items / (ms / 1000)) * 100) / 100 : items);

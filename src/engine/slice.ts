@@ -14,6 +14,7 @@ import {
   type SliceCarry,
   type SliceInput,
   type SliceSummary,
+  type StorageReleased,
   MAX_PARALLEL_SLICES,
   PATCHES,
   chunkByBytes,
@@ -41,6 +42,8 @@ export interface SliceHooks {
   onFailure?: (newFailures: number) => void;
   /** The runner of the current run (progress queries). */
   onRunner?: (runner: ItemRunner) => void;
+  /** Given for a job that closes when it settles: a local batch of all its items releases its working copies (`RunnerConfig.onReleasedByBatch`). */
+  onReleasedByBatch?: (released: StorageReleased) => void;
 }
 
 export type SliceOutcome = { kind: 'done'; summary: SliceSummary } | { kind: 'rotate'; carry: SliceCarry };
@@ -120,7 +123,7 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
       initialFailures: carry?.newFailures ?? 0,
       ...(patched(PATCHES.engineV3) ? { rampFrom: Math.ceil(input.concurrency / MAX_PARALLEL_SLICES) } : {}),
       ...(hooks.onFailure ? { onFailure: hooks.onFailure } : {}),
-      ...(runsLocally(input, pipeline, snapshot.items.length, options.batchSize) ? { localFirstRun: true } : {}),
+      ...(runsLocally(input, pipeline, snapshot.items.length, options.batchSize) ? { localFirstRun: true, ...(hooks.onReleasedByBatch ? { onReleasedByBatch: hooks.onReleasedByBatch } : {}) } : {}),
       ...(byReference
         ? {
             byReference: {

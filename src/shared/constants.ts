@@ -98,6 +98,8 @@ export const PATCHES = {
   longStepProgressMemo: 'faultline-long-step-progress-memo',
   /** A large batch lost with its worker re-runs its unfinished items in halves (halved again at each loss), not one activity per item. */
   bisectLostBatches: 'faultline-bisect-lost-batches',
+  /** A job that closes when settled and runs as one local batch has that batch release its working copies (one local activity less). */
+  releaseInLocalBatch: 'faultline-release-in-local-batch',
 } as const;
 
 /** A lost batch with more unfinished items than this runs them again in halves; this many or fewer run one per activity. */

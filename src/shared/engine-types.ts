@@ -61,6 +61,18 @@ export interface RunBatchInput {
   reportFailures?: boolean;
   /** With `recordsPart`: at each heartbeat, finished items' records go to a new part of job storage, which the heartbeat names (`BatchProgress.stored`) instead of carrying them. */
   storedBeats?: boolean;
+  /**
+   * The job's only batch, of a job that closes when it settles: when every item finishes with its
+   * records, the batch also releases the job's working copies (`RunBatchResult.released`), so the
+   * job closes without a housekeeping activity of its own.
+   */
+  releaseIfAllFinished?: boolean;
+}
+
+/** What releasing a job's working copies freed, and what the job keeps in storage. */
+export interface StorageReleased {
+  releasedBytes: number;
+  keptBytes: number;
 }
 
 /** A batch's entries when its input carries them (small jobs; mocked batches in tests). */
@@ -112,6 +124,8 @@ export interface RunBatchResult {
   /** Items not started because the batch was cancelled. */
   notStarted: string[];
   stored?: StoredBatchRecords;
+  /** With `releaseIfAllFinished`, when every item finished: the working copies are released. */
+  released?: StorageReleased;
 }
 
 /** Finished items whose records a batch wrote to job storage (`recordsPart`). */
