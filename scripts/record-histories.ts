@@ -201,6 +201,17 @@ async function main(): Promise<void> {
       'v13-release-in-batch': {
         spec: syntheticSpec([{ id: 'one' }]),
       },
+      // Every patch of PATCH_BASELINE_1 taken with one marker (patched('faultline-patch-baseline-1')), by a job and its slices.
+      'v14-baseline-inline': {
+        spec: syntheticSpec([{ id: 'one' }, { id: 'bad', params: { outcome: 'unprocessable' } }], { batchSize: 1 }),
+      },
+      'v14-baseline-sliced': {
+        spec: syntheticSpec(
+          Array.from({ length: 25 }, (_, i) => (i === 7 ? { id: `s${i}`, params: { outcome: 'unprocessable' } } : { id: `s${i}` })),
+          { shardSize: 10, batchSize: 2 },
+        ),
+        children: true,
+      },
       'items-from-https': {
         spec: { pipeline: 'synthetic', itemsFrom: `${hookUrl.replace(/\/hook$/, '')}/items.ndjson`, options: { shardSize: 10 } },
         children: true,

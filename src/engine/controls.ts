@@ -1,7 +1,8 @@
 /**
  * Operator controls: pause and resume, live limits and flags, passed on to running slices.
  */
-import { condition, log, patched, upsertMemo, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { condition, log, upsertMemo, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { patched } from './patches';
 import {
   type EffectiveLimits,
   type FlagRequest,

@@ -6,7 +6,8 @@
  * and a request is always carried out, carried over, or rejected with a declared type.
  */
 import { usePriorityKey } from './priority';
-import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, patched, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, allHandlersFinished, condition, continueAsNew, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import { patched } from './patches';
 import {
   ErrorTypes,
   INLINE_OUTPUT_LIMIT,

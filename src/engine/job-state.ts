@@ -8,11 +8,11 @@ import {
   CancelledFailure,
   ChildWorkflowFailure,
   type ChildWorkflowHandle,
-  patched,
   proxyLocalActivities,
   upsertMemo,
   workflowInfo,
 } from '@temporalio/workflow';
+import { patched } from './patches';
 import type { createNotifyActivities } from '../activities/notify';
 import type { createEngineActivities } from '../activities/engine';
 import {

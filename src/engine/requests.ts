@@ -2,7 +2,8 @@
  * Request intake and answers: update validators, the request queue, rejections with declared
  * types, and the closed/rotating gates. Handlers only queue; the main loop answers.
  */
-import { CancellationScope, condition, patched } from '@temporalio/workflow';
+import { CancellationScope, condition } from '@temporalio/workflow';
+import { patched } from './patches';
 import {
   type CancelResponse,
   ErrorTypes,

@@ -3,7 +3,8 @@
  * through the same slice code; slices that never ran get their records from an activity.
  */
 import { jobPriority } from './priority';
-import { CancellationScope, condition, log, patched, setCurrentDetails, startChild, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, condition, log, setCurrentDetails, startChild, upsertSearchAttributes } from '@temporalio/workflow';
+import { patched } from './patches';
 import {
   type ErrorReport,
   ErrorTypes,

@@ -11,7 +11,8 @@
  * hands work back for free. Any other batch failure is reported with its own type and class.
  */
 import { jobPriority } from './priority';
-import { ActivityFailure, ApplicationFailure, CancellationScope, TimeoutFailure, condition, log, patched, proxyActivities, proxyLocalActivities, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, CancellationScope, TimeoutFailure, condition, log, proxyActivities, proxyLocalActivities, workflowInfo } from '@temporalio/workflow';
+import { patched } from './patches';
 import { TimeoutType } from '@temporalio/common';
 import type { createEngineActivities } from '../activities/engine';
 import { ItemBook, type RunnerConfig, type RunnerSnapshot } from './item-book';

@@ -2,7 +2,8 @@
  * Settling and closing: the round's result (counts, errors, manifest), archive, webhook,
  * publishing to search attributes and the Web UI, and releasing storage at close.
  */
-import { CancellationScope, allHandlersFinished, condition, patched, executeChild, log, proxySinks, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, allHandlersFinished, condition, executeChild, log, proxySinks, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import { patched } from './patches';
 import {
   ERRORS_LIMIT,
   type ErrorReport,

@@ -4,7 +4,7 @@
  * job in a slice child workflow (records in job storage); both return the same summary.
  * A retry round runs only the selected failed items and merges their records into the slice's.
  */
-import { patched } from '@temporalio/workflow';
+import { patched } from './patches';
 import type { createEngineActivities } from '../activities/engine';
 import {
   type JobItem,

@@ -100,7 +100,36 @@ export const PATCHES = {
   bisectLostBatches: 'faultline-bisect-lost-batches',
   /** A job that closes when settled and runs as one local batch has that batch release its working copies (one local activity less). */
   releaseInLocalBatch: 'faultline-release-in-local-batch',
+  /** Every patch in PATCH_BASELINE_1 at once: one marker where a workflow recorded one marker and one search-attribute upsert per patch. */
+  baseline1: 'faultline-patch-baseline-1',
 } as const;
+
+/**
+ * The patches `PATCHES.baseline1` stands for: every one that existed when it was added. Fixed for
+ * good: a workflow recorded with that marker ran exactly these, so a later patch is never added.
+ */
+export const PATCH_BASELINE_1: readonly string[] = [
+  PATCHES.engineV2,
+  PATCHES.retention,
+  PATCHES.failedExecutions,
+  PATCHES.engineV3,
+  PATCHES.workerPipelines,
+  PATCHES.localSpecCheck,
+  PATCHES.resultExport,
+  PATCHES.localRelease,
+  PATCHES.answerWhileStopping,
+  PATCHES.localSmallJob,
+  PATCHES.priorityAttribute,
+  PATCHES.itemsByReference,
+  PATCHES.largeJobSizing,
+  PATCHES.largeJobSizingV2,
+  PATCHES.storedBeats,
+  PATCHES.sliceProgressMemo,
+  PATCHES.jobProgressMemo,
+  PATCHES.longStepProgressMemo,
+  PATCHES.bisectLostBatches,
+  PATCHES.releaseInLocalBatch,
+];
 
 /** A lost batch with more unfinished items than this runs them again in halves; this many or fewer run one per activity. */
 export const ISOLATE_AT_MOST = 4;

@@ -2,7 +2,8 @@
  * The job workflow: a thin entry. Its state and main loop live in `JobRun`; the handlers only
  * delegate to it. Jobs recorded before engine v2 replay the frozen v1 code.
  */
-import { ApplicationFailure, patched, setHandler } from '@temporalio/workflow';
+import { ApplicationFailure, setHandler } from '@temporalio/workflow';
+import { decidePatchBaseline, patched } from '../engine/patches';
 import { JobRun, invalidSpec } from '../engine/job-run';
 import {
   type JobInput,
@@ -32,7 +33,9 @@ import type { JobInput as LegacyJobInput } from './legacy/types-v1';
 
 export async function jobWorkflow(raw: JobInput): Promise<JobResult> {
   // A v1 job that continues as new after the upgrade carries its v1 `resume`: it finishes on v1.
-  if (isV1Resume(raw) || !patched(PATCHES.engineV2)) return legacyJobWorkflow(raw as unknown as LegacyJobInput);
+  if (isV1Resume(raw)) return legacyJobWorkflow(raw as unknown as LegacyJobInput);
+  decidePatchBaseline();
+  if (!patched(PATCHES.engineV2)) return legacyJobWorkflow(raw as unknown as LegacyJobInput);
   const input = normalizeJobInput(raw);
   if (!input) throw invalidSpec([{ path: '(root)', code: 'missing_spec', message: 'the job input has no spec (expected {job: {kind, ...}})' }]);
   const job = new JobRun(input);

@@ -11,12 +11,12 @@ import {
   continueAsNew,
   getExternalWorkflowHandle,
   log,
-  patched,
   setHandler,
   sleep,
   upsertMemo,
   workflowInfo,
 } from '@temporalio/workflow';
+import { decidePatchBaseline, patched } from '../engine/patches';
 import { runSlice } from '../engine/slice';
 import { usePriorityKey } from '../engine/priority';
 import type { ItemRunner } from '../engine/runner';
@@ -41,6 +41,7 @@ import {
 const REPORT_EVERY_MS = 1_000;
 
 export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
+  decidePatchBaseline();
   const pipeline = input.plan ?? LEGACY_PLANS[input.head.pipeline];
   if (!pipeline) throw ApplicationFailure.create({ type: ErrorTypes.InvalidSpec, message: `unknown pipeline "${input.head.pipeline}"`, nonRetryable: true });
   const info = workflowInfo();
