@@ -44,6 +44,11 @@ export const workflowImportRestriction = {
     { name: '@temporalio/activity', message: 'Workflows must not import activity code.' },
     { name: 'sharp', message: 'Workflows must not do I/O.' },
     { name: 'undici', message: 'Workflows must not do I/O.' },
+    {
+      name: '@temporalio/workflow',
+      importNames: ['patched'],
+      message: 'Ask patches through src/engine/patches.ts: a new workflow answers the baseline patches from one marker.',
+    },
   ],
   patterns: [
     { group: ['node:*'], message: 'Workflow code runs in a deterministic sandbox: no Node builtins.' },
@@ -91,5 +96,12 @@ export default tseslint.config(
     // Pipelines are worker code: the workflow bundle never includes them (rule below).
     files: ['src/workflows/**/*.ts', 'src/engine/**/*.ts', 'src/shared/**/*.ts'],
     rules: { '@typescript-eslint/no-restricted-imports': ['error', workflowImportRestriction] },
+  },
+  {
+    // The one place that asks the SDK, and the frozen v1 engine, which must replay as it ran.
+    files: ['src/engine/patches.ts', 'src/workflows/legacy/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': ['error', { ...workflowImportRestriction, paths: workflowImportRestriction.paths.filter((entry) => entry.name !== '@temporalio/workflow') }],
+    },
   },
 );

@@ -88,7 +88,11 @@ describe('the packed package', () => {
     assert.deepEqual([line.counts?.Available, line.counts?.Failed], [1, 1]);
 
     // The embedding example runs its own worker (from the installed package's prebuilt bundle) on a queue no other worker serves.
-    const embedded = await run(process.execPath, [path.join(project, 'out', 'embedded.js')], { cwd: project, env: { ...env, FAULTLINE_TASK_QUEUE: 'faultline-package-embedded', FAULTLINE_LOG_LEVEL: 'warn' }, timeout: 60_000 });
+    const embedded = await run(process.execPath, [path.join(project, 'out', 'embedded.js')], {
+      cwd: project,
+      env: { ...env, FAULTLINE_TASK_QUEUE: 'faultline-package-embedded', FAULTLINE_LOG_LEVEL: 'warn' },
+      timeout: 60_000,
+    });
     const embeddedLine = JSON.parse(embedded.stdout.trim().split('\n').pop() ?? '{}') as { status?: string; counts?: { Available: number } };
     assert.equal(embeddedLine.status, 'Succeeded', embedded.stdout.slice(-500));
     assert.equal(embeddedLine.counts?.Available, 1);

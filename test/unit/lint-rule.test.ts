@@ -31,6 +31,7 @@ describe('workflow import restriction (ESLint)', () => {
       "import { Client } from '@temporalio/client';",
       "import { Worker } from '@temporalio/worker';",
       "import { createEngineActivities } from '../activities/engine';",
+      "import { patched } from '@temporalio/workflow';",
     ];
     for (const line of bad) {
       const messages = await lintAsWorkflow(`${line}\nexport const x = 1;\n`);
@@ -53,6 +54,13 @@ describe('workflow import restriction (ESLint)', () => {
       "import type { createEngineActivities } from '../activities/engine';\nimport { proxyActivities } from '@temporalio/workflow';\nexport type A = typeof createEngineActivities;\nexport const p = proxyActivities;\n",
     );
     assert.deepEqual(messages, []);
+  });
+
+  it("asks patches only through src/engine/patches.ts (and the frozen v1 engine), where the baseline's one marker answers them", async () => {
+    const line = "import { patched } from '@temporalio/workflow';\nexport const p = patched;\n";
+    assert.match((await lintAsWorkflow(line, 'src/engine/probe.ts'))[0]?.message ?? '', /src\/engine\/patches\.ts/);
+    assert.deepEqual(await lintAsWorkflow(line, 'src/engine/patches.ts'), []);
+    assert.deepEqual(await lintAsWorkflow(line, 'src/workflows/legacy/probe.ts'), []);
   });
 
   it('applies to the engine helpers workflows import, not to activities', async () => {

@@ -6,7 +6,7 @@ import { temporal } from '@temporalio/proto';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { workflowBundle } from '../helpers/env';
-import { PATCHES } from '../../src/shared';
+import { PATCHES, PATCH_BASELINE_1 } from '../../src/shared';
 
 const DIR = path.resolve(__dirname, '..', 'histories');
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} };
@@ -78,6 +78,35 @@ describe('replay: recorded histories still replay against the current workflow c
     const failures = results.filter((result) => result.error).map((result) => `${result.workflowId}: ${String(result.error)}`);
     assert.deepEqual(failures, []);
     assert.equal(results.length, histories.length);
+  });
+
+  it('the patches faultline-patch-baseline-1 stands for never change (its histories ran exactly these)', () => {
+    assert.deepEqual(
+      [...PATCH_BASELINE_1],
+      [
+        'faultline-engine-v2',
+        'faultline-retention',
+        'faultline-failed-executions',
+        'faultline-engine-v3',
+        'faultline-worker-pipelines',
+        'faultline-local-spec-check',
+        'faultline-result-export',
+        'faultline-local-release',
+        'faultline-answer-while-stopping',
+        'faultline-local-small-job',
+        'faultline-priority-attribute',
+        'faultline-items-by-reference',
+        'faultline-large-job-sizing',
+        'faultline-large-job-sizing-v2',
+        'faultline-stored-beats',
+        'faultline-slice-progress-memo',
+        'faultline-job-progress-memo',
+        'faultline-long-step-progress-memo',
+        'faultline-bisect-lost-batches',
+        'faultline-release-in-local-batch',
+      ],
+      'a new patch is asked on its own; a later baseline gets a new id',
+    );
   });
 
   it('negative control: engine v2 job histories fail against the pre-v2 job workflow', async () => {
