@@ -195,11 +195,12 @@ export async function closedJobResult(handle: { result(): Promise<unknown>; desc
   }
 }
 
-/** A job without a retry window closes as soon as its first round settles. */
+/** The result with the flags recorded after it was made. */
 function withFlags(result: JobResult, later: readonly Flag[]): JobResult {
   return later.length > 0 ? { ...result, flags: [...(result.flags ?? []), ...later] } : result;
 }
 
+/** A job without a retry window closes as soon as its first round settles. */
 function closesWhenSettled(spec: Pick<JobSpec, 'options'>): boolean {
   return DurationSchema.parse(spec.options?.retryWindow ?? '0s') === 0;
 }
