@@ -122,8 +122,42 @@ after(async () => {
 });
 
 let caseNo = 0;
+/** A case takes ~2 s; one that hangs fails with what its job was doing, instead of the whole test timing out with no clue. */
+const CASE_LIMIT_MS = Number(process.env.FAULTLINE_FUZZ_CASE_LIMIT_MS ?? 120_000);
 async function check(s: Scenario): Promise<void> {
   const jobId = `fuzz-${SEED}-${++caseNo}`;
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => void hungReport(jobId, s).then(reject, reject), CASE_LIMIT_MS);
+  });
+  try {
+    await Promise.race([runCase(s, jobId), hung]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What a case that did not finish in time left behind: its job's state and the end of its history. */
+async function hungReport(jobId: string, s: Scenario): Promise<Error> {
+  const handle = ts.client.handle(jobId);
+  const description = await handle.describe().catch((error: unknown) => String(error));
+  const events = await handle
+    .fetchHistory()
+    .then((history) => (history.events ?? []).slice(-25).map((event) => Object.keys(event).find((key) => key.endsWith('Attributes')) ?? String(event.eventType)))
+    .catch((error: unknown) => [String(error)]);
+  const state =
+    typeof description === 'string'
+      ? description
+      : {
+          status: description.status.name,
+          historyLength: description.historyLength,
+          pendingActivities: description.raw.pendingActivities?.length ?? 0,
+          pendingChildren: description.raw.pendingChildren?.length ?? 0,
+        };
+  return new Error(`case ${jobId} did not finish in ${CASE_LIMIT_MS / 1000} s (worker running: ${ts.workerRunning}): ${JSON.stringify({ scenario: s, state, lastEvents: events })}`);
+}
+
+async function runCase(s: Scenario, jobId: string): Promise<void> {
   const ids = [
     ...Array.from({ length: s.bad }, (_, i) => `bad${i}`),
     ...Array.from({ length: s.flaky }, (_, i) => `flaky${i}`),
