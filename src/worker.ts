@@ -301,8 +301,8 @@ function workflowCode(options: FaultlineWorkerOptions, tracing: boolean): Pick<W
   // A supervisor's bundle has the tracing interceptors when tracing is on (it bundles with the same environment); the prebuilt one never does.
   const codePath = (options.env ?? process.env)[ENV.workflowBundle] || (tracing ? undefined : prebuiltWorkflowBundle());
   if (codePath) return { workflowBundle: { codePath } };
-  const { workflowsPath, preloadModules } = workflowSources();
-  return { workflowsPath, bundlerOptions: { preloadModules } };
+  const { workflowsPath, ...bundlerOptions } = workflowSources();
+  return { workflowsPath, bundlerOptions };
 }
 
 /** Runs a worker until SIGTERM/SIGINT, then shuts down gracefully. */

@@ -176,7 +176,7 @@ describe('runBatch activity', () => {
     assert.equal(batch.reads(), 1);
   });
 
-  it('a batch whose records go to job storage heartbeats at most every 5 s; an inline batch every second', async () => {
+  it('a batch whose records go to job storage heartbeats at most every 5 s; an inline batch every second; none at the start', async () => {
     await withStorageDir(async (dir) => {
       const engine = engineOn(createStorage(dir));
       // 25 items of 100 ms of CPU: a batch of about 2.5 s.
@@ -191,8 +191,9 @@ describe('runBatch activity', () => {
       };
       const inline = await beats(slow(batch(ids)));
       const byPlace = await beats({ ...slow(batch(ids)), recordsPart: 'beats' });
-      assert.ok(inline >= 3, `inline batch: ${inline} heartbeats`);
-      assert.equal(byPlace, 1, 'by-place batch: only the first heartbeat within 5 s');
+      // Each heartbeat is a write on the server: none is sent before one is due.
+      assert.ok(inline >= 2 && inline <= 3, `inline batch: ${inline} heartbeats in about 2.5 s`);
+      assert.equal(byPlace, 0, 'by-place batch: none due within its 2.5 s');
     });
   });
 
