@@ -709,13 +709,26 @@ export class FaultlineClient {
     await Promise.all(early.values());
     const kept = description.memo?.[JOB_PROGRESS_MEMO_KEY] as JobProgressMemo | undefined;
     if (description.status.name !== 'RUNNING' || !kept || kept.runId !== description.runId) return { slices };
-    // Fewer slices running than the memo has not counted: one ended and the job has not taken its
-    // result yet (its items are in neither place). The job's query answers that moment consistently.
-    if (children.length < kept.inFlight) return { slices };
+    let notTaken = children;
+    if (children.length < kept.inFlight) {
+      // Fewer slices running than the memo has not counted: one ended and the job has not taken its
+      // result yet (its items are in neither place). When the slices this client saw running at its
+      // last look and no longer sees are exactly those, their memos hold their final counts, as the
+      // job's query would have them read. Otherwise (a new client: each `faultline status`) the
+      // query answers that moment, through the job's worker.
+      const ended = [...early.keys()].filter((workflowId) => !children.includes(workflowId));
+      if (children.length + ended.length !== kept.inFlight) return { slices };
+      for (const workflowId of ended) {
+        const counts = await early.get(workflowId);
+        if (!counts) return { slices };
+        slices.set(workflowId, counts);
+      }
+      notTaken = [...children, ...ended];
+    }
     const { runId: _runId, ...shown } = kept;
     const rejections = description.memo?.[JOB_REJECTIONS_MEMO_KEY] as JobRejectionsMemo | undefined;
     // Running slices as the query lists them: those of round 1 (later rounds count from the settled result).
-    const running = shown.round === 1 ? children.flatMap((workflowId) => sliceIndexOf(jobId, workflowId, 1)) : [];
+    const running = shown.round === 1 ? notTaken.flatMap((workflowId) => sliceIndexOf(jobId, workflowId, 1)) : [];
     const progress: JobProgress = {
       ...shown,
       jobId,
