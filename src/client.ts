@@ -37,7 +37,7 @@ import {
   type JobSpec,
   type CancelResponse,
   RESULT_MEMO_KEY,
-  DurationSchema,
+  retryWindowMsOf,
   type Flag,
   type FlagRequest,
   flagUpdate,
@@ -202,7 +202,7 @@ function withFlags(result: JobResult, later: readonly Flag[]): JobResult {
 
 /** A job without a retry window closes as soon as its first round settles. */
 function closesWhenSettled(spec: Pick<JobSpec, 'options'>): boolean {
-  return DurationSchema.parse(spec.options?.retryWindow ?? '0s') === 0;
+  return retryWindowMsOf(spec.options) === 0;
 }
 
 /** The JobResult a failed job execution carries, if it is one. */

@@ -329,6 +329,14 @@ export function defaultShardSize(batchSize: number, sizing: LargeJobSizing = 'no
   return Math.min(maxShard, Math.max(DEFAULTS.shardSize, batchSize * batchesPerSlice));
 }
 
+/**
+ * The retry window a job's options ask for, in ms. 0 (the default): the job closes as soon as its
+ * first round settles — the workflow (`retryWindowMs`) and the client (how it reads the result) both decide from this.
+ */
+export function retryWindowMsOf(options: JobSpec['options']): number {
+  return options?.retryWindow ? DurationSchema.parse(options.retryWindow) : DEFAULTS.retryWindowMs;
+}
+
 /** `sizing`: how a large job's batches and slices are sized (see `LargeJobSizing`). */
 export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: number, sizing: LargeJobSizing = 'none'): ResolvedOptions {
   const options = spec.options ?? {};
@@ -346,7 +354,7 @@ export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: num
     concurrency: options.concurrency ?? DEFAULTS.concurrency,
     crashBudget: options.crashBudget ?? DEFAULTS.crashBudget,
     heartbeatTimeoutMs: options.heartbeatTimeout ? DurationSchema.parse(options.heartbeatTimeout) : DEFAULTS.heartbeatTimeoutMs,
-    retryWindowMs: options.retryWindow ? DurationSchema.parse(options.retryWindow) : DEFAULTS.retryWindowMs,
+    retryWindowMs: retryWindowMsOf(options),
     shardSize: options.shardSize ?? defaultShardSize(options.batchSize ?? defaultBatchSize(itemCount, sizing), sizing, itemCount),
     rotateAfterEvents: options.rotateAfterEvents ?? DEFAULTS.rotateAfterEvents,
     ...(options.toleratedFailureCount !== undefined ? { toleratedFailureCount: options.toleratedFailureCount } : {}),
