@@ -8,7 +8,9 @@
  * or a declared rejection); outputs = items × outputs, each item once; the allowance holds.
  *
  * `FAULTLINE_FUZZ_RUNS=N` (or `npm run fuzz:engine -- --runs N`) for long runs; a failure prints
- * its seed and path (`FAULTLINE_FUZZ_SEED` replays it).
+ * its seed and path (`FAULTLINE_FUZZ_SEED` replays it; `FAULTLINE_FUZZ_PATH` starts at that
+ * path's case). A case that does not finish in `FAULTLINE_FUZZ_CASE_LIMIT_MS` fails with its
+ * job's state and last events, a failed workflow task's cause and message included.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -143,7 +145,14 @@ async function hungReport(jobId: string, s: Scenario): Promise<Error> {
   const description = await handle.describe().catch((error: unknown) => String(error));
   const events = await handle
     .fetchHistory()
-    .then((history) => (history.events ?? []).slice(-25).map((event) => Object.keys(event).find((key) => key.endsWith('Attributes')) ?? String(event.eventType)))
+    .then((history) =>
+      (history.events ?? []).slice(-25).map((event) => {
+        const kind = Object.keys(event).find((key) => key.endsWith('Attributes')) ?? String(event.eventType);
+        // A failed workflow task says why: the one clue a stuck job gives.
+        const failed = event.workflowTaskFailedEventAttributes;
+        return failed ? `${kind} (${String(failed.cause)}: ${failed.failure?.message ?? ''})` : kind;
+      }),
+    )
     .catch((error: unknown) => [String(error)]);
   const state =
     typeof description === 'string'
@@ -271,6 +280,12 @@ async function runCase(s: Scenario, jobId: string): Promise<void> {
 
 describe('message interleavings (fast-check, dev server, mocked batches)', () => {
   it(`every job closes, every request is answered, outputs and allowance hold (${RUNS} cases, seed ${SEED})`, { timeout: Math.max(300_000, RUNS * 5_000) }, async () => {
-    await fc.assert(fc.asyncProperty(scenario, check), { seed: SEED, numRuns: RUNS, endOnFailure: true, includeErrorInReport: true });
+    await fc.assert(fc.asyncProperty(scenario, check), {
+      seed: SEED,
+      numRuns: RUNS,
+      endOnFailure: true,
+      includeErrorInReport: true,
+      ...(process.env.FAULTLINE_FUZZ_PATH ? { path: process.env.FAULTLINE_FUZZ_PATH } : {}),
+    });
   });
 });
