@@ -13,7 +13,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { closedJobResult } from '../src/client';
-import { cancelSignal, flagSignal, pauseSignal, resumeSignal, retrySignal, limiterWorkflowId } from '../src/shared';
+import { PATCHES, cancelSignal, flagSignal, pauseSignal, resumeSignal, retrySignal, limiterWorkflowId } from '../src/shared';
 import { type TestEnv, createTestEnv, eventually, syntheticSpec } from '../test/helpers/env';
 import { wordCount } from '../test/fixtures/word-count';
 import { ItemError, definePipeline } from '../src';
@@ -72,7 +72,7 @@ async function main(): Promise<void> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const hookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
   const env = await createTestEnv({ taskQueue: 'faultline-record', envExtra: { RECORD_WEBHOOK_SECRET: 'recording-secret', FAULTLINE_ALLOWED_HOSTS: '127.0.0.1' } });
-  const worker = await env.startWorker({}, { pipelines: [wordCount, recorderSteps] });
+  let worker = await env.startWorker({}, { pipelines: [wordCount, recorderSteps] });
   const out = (name: string) => pathToFileURL(path.join(env.dir, 'out', name)).toString();
   try {
     // `-- <set> <job> …`: only those jobs are recorded again, the set's others kept.
@@ -80,7 +80,7 @@ async function main(): Promise<void> {
     if (only.length === 0) await rm(OUT, { recursive: true, force: true });
     await mkdir(OUT, { recursive: true });
     const flakyOnce = (id: string) => ({ id, params: { transientFailures: 1 } });
-    const jobs: Record<string, { spec: unknown; during?: (jobId: string) => Promise<void>; children?: boolean; limiter?: string }> = {
+    const jobs: Record<string, { spec: unknown; before?: () => Promise<void>; during?: (jobId: string) => Promise<void>; children?: boolean; limiter?: string }> = {
       mixed: {
         spec: syntheticSpec([{ id: 'ok' }, { id: 'missing', params: { outcome: 'missing' } }, { id: 'bad', params: { outcome: 'unprocessable' } }, flakyOnce('flaky')], {
           retry: { initialInterval: '10ms' },
@@ -94,6 +94,20 @@ async function main(): Promise<void> {
         during: async (jobId) => {
           await eventually(async () => (await env.client.progress(jobId)).counts.Available === 1, 20_000, 'ok finished');
           await env.client.cancel(jobId, 'recording');
+        },
+      },
+      // A cancel update sent while no worker runs lands in the job's first task with the start: the job
+      // answers it in the task where it closes, and the answer leaves in a task of its own first (patch answersBeforeClose).
+      'update-answered-at-close': {
+        spec: syntheticSpec([{ id: 'a' }, { id: 'b' }]),
+        before: async () => worker.stop(),
+        during: async (jobId) => {
+          const answered = env.client.cancel(jobId, 'answered at close');
+          // The server admits the update and holds it for a worker; nothing shows that moment, so the
+          // worker comes back a little later, and the recording below checks the patch was taken.
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          worker = await env.startWorker({}, { pipelines: [wordCount, recorderSteps] });
+          await answered;
         },
       },
       'cancel-temporal': {
@@ -332,9 +346,10 @@ async function main(): Promise<void> {
       },
       limiter: limiterWorkflowId(deliverHost),
     };
-    for (const [name, { spec, during, children, limiter }] of Object.entries(jobs)) {
+    for (const [name, { spec, before, during, children, limiter }] of Object.entries(jobs)) {
       if (only.length > 0 && !only.includes(name)) continue;
       const jobId = `rec-${name}`;
+      if (before) await before();
       await env.client.start(spec, { jobId });
       if (during) await during(jobId);
       await closedJobResult(env.client.client.workflow.getHandle(jobId));
@@ -345,6 +360,11 @@ async function main(): Promise<void> {
         for (const childId of childIds) events += await recordAllRuns(env, childId);
       }
       if (limiter) events += await recordAllRuns(env, limiter);
+      const patchesTaken = ((await env.client.handle(jobId).fetchHistory()).events ?? []).flatMap((event) =>
+        (event.markerRecordedEventAttributes?.details?.['patch-data']?.payloads ?? []).map((payload) => Buffer.from(payload.data ?? []).toString()),
+      );
+      if (name === 'update-answered-at-close' && !patchesTaken.some((data) => data.includes(PATCHES.answersBeforeClose)))
+        throw new Error(`${jobId}: the update was not answered in the task where the job closed (patch ${PATCHES.answersBeforeClose} not taken); record it again`);
       console.log(`recorded ${jobId}: ${events} events`);
     }
     if (hooks.length === 0 && (only.length === 0 || only.includes('archive-webhook'))) throw new Error('the webhook was never delivered');

@@ -47,6 +47,7 @@ import {
   historyIsLong,
   describe,
   JobState,
+  answersLeaveFirst,
 } from './job-state';
 import { FailureAllowance } from './allowance';
 import { RequestDesk } from './requests';
@@ -352,6 +353,7 @@ export class JobRun {
     for (const request of this.s.pending) if (request.origin === 'update') this.requests.rejectRequest(request, ErrorTypes.JobRotating, 'the job continued as new; ask again');
     this.s.pending = this.s.pending.filter((request) => request.origin === 'signal');
     await condition(allHandlersFinished);
+    await answersLeaveFirst(this.s);
     return continueAsNew<(input: JobInput) => Promise<JobResult>>(this.s.nextRunInput(round));
   }
 }

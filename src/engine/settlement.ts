@@ -36,7 +36,7 @@ import {
 } from '../shared';
 import { storageActivities as engine, writeParts } from './slice';
 import type { archiveWorkflow } from '../workflows/archive';
-import { LOCAL_RELEASE_MAX_ITEMS, localHousekeeping, notify, type Prepared, type RoundRun, endAsExecution, isCancellation, sameReport, describe, type JobState } from './job-state';
+import { LOCAL_RELEASE_MAX_ITEMS, answersLeaveFirst, localHousekeeping, notify, type Prepared, type RoundRun, endAsExecution, isCancellation, sameReport, describe, type JobState } from './job-state';
 import type { RequestDesk } from './requests';
 import type { FaultlineSinks } from '../shared/sinks';
 
@@ -293,6 +293,7 @@ export class Settlement {
     this.publish(result);
     // A result read (the only update a closed job accepts) that came while storage was released finishes first.
     if (this.s.v3) await condition(allHandlersFinished);
+    await answersLeaveFirst(this.s);
     if (patched(PATCHES.failedExecutions)) endAsExecution(result, this.s.cancelledThroughTemporal);
     return result;
   }

@@ -102,6 +102,8 @@ export const PATCHES = {
   releaseInLocalBatch: 'faultline-release-in-local-batch',
   /** Every patch in PATCH_BASELINE_1 at once: one marker where a workflow recorded one marker and one search-attribute upsert per patch. */
   baseline1: 'faultline-patch-baseline-1',
+  /** A job that answered an update in the workflow task where it would close or continue as new sends those answers in a task of their own first. */
+  answersBeforeClose: 'faultline-answers-before-close',
 } as const;
 
 /**

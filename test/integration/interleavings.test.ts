@@ -288,4 +288,31 @@ describe('message interleavings (fast-check, dev server, mocked batches)', () =>
       ...(process.env.FAULTLINE_FUZZ_PATH ? { path: process.env.FAULTLINE_FUZZ_PATH } : {}),
     });
   });
+
+  // Found by this fuzz (seed 20261202, case 42, 2026-12-04): the cancel updates were answered in the task
+  // where the job closed, a signal meanwhile failed that task (UnhandledCommand), and every retry of it was
+  // refused (BadUpdateWorkflowExecutionMessage): the job never closed. About 1 run in 20 hung before the fix.
+  const stuck: Scenario = {
+    items: 7,
+    bad: 2,
+    flaky: 3,
+    sliced: true,
+    rotate: true,
+    allowance: 0,
+    window: false,
+    messages: [
+      { kind: 'resume' },
+      { kind: 'pause' },
+      { kind: 'cancel', by: 'signal' },
+      { kind: 'cancel', by: 'signal' },
+      { kind: 'cancel', by: 'update' },
+      { kind: 'cancel', by: 'update' },
+      { kind: 'pause' },
+      { kind: 'read' },
+    ],
+    offlineFrom: undefined,
+  };
+  it('signals and cancel updates that land with the start close the job every time (the case that hung, 40 times)', { timeout: 300_000 }, async () => {
+    for (let run = 0; run < 40; run++) await check(stuck);
+  });
 });
