@@ -27,13 +27,19 @@ export class CompactIdSet {
   }
 
   add(id: string): this {
+    this.addNew(id);
+    return this;
+  }
+
+  /** Adds the id; false when it was already there (one lookup where `has` then `add` take two). */
+  addNew(id: string): boolean {
     const length = this.encode(id);
     const slot = this.find(length);
-    if (this.slots[slot] !== EMPTY) return this;
+    if (this.slots[slot] !== EMPTY) return false;
     this.store(length);
     this.slots[slot] = this.count;
     if (this.count * 4 > this.slots.length * 3) this.rehash();
-    return this;
+    return true;
   }
 
   /** The id's UTF-8 bytes into `scratch`; returns their length. */
@@ -51,8 +57,16 @@ export class CompactIdSet {
       if (entry === EMPTY) return slot;
       const start = entry === 1 ? 0 : (this.ends[entry - 2] ?? 0);
       const end = this.ends[entry - 1] ?? 0;
-      if (end - start === length && this.bytes.compare(this.scratch, 0, length, start, end) === 0) return slot;
+      if (end - start === length && this.sameBytes(start, length)) return slot;
     }
+  }
+
+  /** Whether the stored bytes at `start` equal `scratch`'s first `length`: short ids (most) byte by byte, as a native compare costs more than it saves there. */
+  private sameBytes(start: number, length: number): boolean {
+    if (length > 32) return this.bytes.compare(this.scratch, 0, length, start, start + length) === 0;
+    const { bytes, scratch } = this;
+    for (let i = 0; i < length; i++) if (bytes[start + i] !== scratch[i]) return false;
+    return true;
   }
 
   private store(length: number): void {

@@ -27,7 +27,7 @@ export function checkItemsChunk(
   head: object,
   chunk: unknown[],
   from: number,
-  seen: { has(id: string): boolean; add(id: string): unknown },
+  seen: { addNew(id: string): boolean },
   registry: PipelineRegistry,
 ): { ok: true; spec: JobSpec } | { ok: false; issues: ChunkIssue[] } {
   const validation = validateJobSpec({ ...head, items: chunk }, registry);
@@ -41,9 +41,10 @@ export function checkItemsChunk(
     };
   }
   const issues: ChunkIssue[] = [];
-  for (const [index, item] of validation.spec.items.entries()) {
-    if (seen.has(item.id)) issues.push({ path: `items[${from + index}].id`, code: 'duplicate_id', message: `item id "${item.id}" appears more than once`, index });
-    seen.add(item.id);
+  const { items } = validation.spec;
+  for (let index = 0; index < items.length; index++) {
+    const id = items[index]?.id ?? '';
+    if (!seen.addNew(id)) issues.push({ path: `items[${from + index}].id`, code: 'duplicate_id', message: `item id "${id}" appears more than once`, index });
   }
   return issues.length > 0 ? { ok: false, issues } : { ok: true, spec: validation.spec };
 }

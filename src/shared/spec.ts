@@ -189,20 +189,25 @@ export function validateJobSpec(input: unknown, registry: PipelineRegistry): Spe
   if (spec.destination?.startsWith('s3:') && spec.options?.archive) add('options.archive', 'archive_needs_folder', 'options.archive packs a file:// destination; an s3:// destination has no archive');
 
   const ids = new Map<string, number>();
+  // Every item without params is checked against the same `{}`: once per spec, not once per item (millions in an items file).
+  let paramlessIssues: ReturnType<typeof validateWithSchema> | undefined;
+  const itemParamsCheck = (params: unknown) => {
+    if (!pipeline.itemParams) return undefined;
+    if (params !== undefined) return validateWithSchema(pipeline.itemParams, params);
+    return (paramlessIssues ??= validateWithSchema(pipeline.itemParams, {}));
+  };
   spec.items.forEach((item, index) => {
-    const path = `items[${index}]`;
+    // Paths are built only for an issue: most items have none.
     const previous = ids.get(item.id);
-    if (previous !== undefined) add(`${path}.id`, 'duplicate_id', `item id "${item.id}" is already used by items[${previous}]`);
+    if (previous !== undefined) add(`items[${index}].id`, 'duplicate_id', `item id "${item.id}" is already used by items[${previous}]`);
     else ids.set(item.id, index);
-    if (pipeline.source === 'required' && !item.source) add(`${path}.source`, 'missing_source', `pipeline "${pipeline.name}" needs a source for every item`);
-    if (pipeline.source === 'none' && item.source) add(`${path}.source`, 'unexpected_source', `pipeline "${pipeline.name}" takes no sources`);
-    if (item.source) checkUri(item.source, `${path}.source`, add, SUPPORTED_SOURCE_SCHEMES);
-    checkOutputs(item.outputs, `${path}.outputs`);
-    if (pipeline.itemParams) {
-      const result = validateWithSchema(pipeline.itemParams, item.params ?? {});
-      if (!result.ok) for (const issue of result.issues) add(formatPath(['items', index, 'params', ...issue.path]), issue.code, issue.message);
-    }
-    if (JSON.stringify(item).length > LIMITS.maxItemJsonBytes) add(path, 'item_too_large', `item is larger than ${LIMITS.maxItemJsonBytes} bytes of JSON`);
+    if (pipeline.source === 'required' && !item.source) add(`items[${index}].source`, 'missing_source', `pipeline "${pipeline.name}" needs a source for every item`);
+    if (pipeline.source === 'none' && item.source) add(`items[${index}].source`, 'unexpected_source', `pipeline "${pipeline.name}" takes no sources`);
+    if (item.source) checkUri(item.source, `items[${index}].source`, add, SUPPORTED_SOURCE_SCHEMES);
+    if (item.outputs) checkOutputs(item.outputs, `items[${index}].outputs`);
+    const params = itemParamsCheck(item.params);
+    if (params && !params.ok) for (const issue of params.issues) add(formatPath(['items', index, 'params', ...issue.path]), issue.code, issue.message);
+    if (JSON.stringify(item).length > LIMITS.maxItemJsonBytes) add(`items[${index}]`, 'item_too_large', `item is larger than ${LIMITS.maxItemJsonBytes} bytes of JSON`);
   });
 
   const options = spec.options ?? {};

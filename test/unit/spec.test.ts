@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { builtInPipelines } from '../../src/pipelines';
-import { type LargeJobSizing, allowedFailures, resolveJobOptions, validateJobSpec } from '../../src/shared';
+import { type LargeJobSizing, type StandardSchemaV1, allowedFailures, resolveJobOptions, validateJobSpec } from '../../src/shared';
 import { ConfigError, loadConfig } from '../../src/config';
 
 function issuesOf(spec: unknown) {
@@ -72,6 +72,27 @@ describe('job spec validation', () => {
 });
 
 describe('options', () => {
+  it('item params: items without params are checked once against {}, each still named by its own path', () => {
+    let checks = 0;
+    // A Standard Schema that counts its calls: needs `size`, a number.
+    const itemParams: StandardSchemaV1 = {
+      '~standard': {
+        version: 1,
+        vendor: 'test',
+        validate(value) {
+          checks += 1;
+          const size = (value as { size?: unknown }).size;
+          return typeof size === 'number' ? { value } : { issues: [{ message: 'size is required', path: ['size'] }] };
+        },
+      },
+    };
+    const registry = { sized: { ...builtInPipelines.synthetic!, name: 'sized', itemParams } };
+    const validation = validateJobSpec({ pipeline: 'sized', items: [{ id: 'a' }, { id: 'b', params: { size: 2 } }, { id: 'c' }, { id: 'd', params: {} }] }, registry);
+    assert.equal(validation.ok, false);
+    assert.deepEqual(validation.ok ? [] : validation.issues.map((issue) => issue.path), ['items[0].params.size', 'items[2].params.size', 'items[3].params.size']);
+    assert.equal(checks, 3, 'b and d checked each, a and c once together');
+  });
+
   it('resolves durations and defaults', () => {
     const options = resolveJobOptions({ options: { retryWindow: '1h', heartbeatTimeout: '5s', retry: { maxAttempts: 'unlimited', initialInterval: '250ms' } } }, 10);
     assert.equal(options.retryWindowMs, 3_600_000);
