@@ -64,6 +64,12 @@ export const workflowImportRestriction = {
   ],
 };
 
+/** The job workflow registers its updates through `onUpdate`, which notes each answer for `answersLeaveFirst`. */
+export const jobUpdateRestriction = {
+  selector: "CallExpression[callee.name='setHandler'][arguments.0.name=/Update$/]",
+  message: 'Register a job update with onUpdate: it notes the answer, so the job lets it leave before closing (a job that closes in the task that answered an update can hang).',
+};
+
 export default tseslint.config(
   {
     ignores: [
@@ -96,6 +102,10 @@ export default tseslint.config(
     // Pipelines are worker code: the workflow bundle never includes them (rule below).
     files: ['src/workflows/**/*.ts', 'src/engine/**/*.ts', 'src/shared/**/*.ts'],
     rules: { '@typescript-eslint/no-restricted-imports': ['error', workflowImportRestriction] },
+  },
+  {
+    files: ['src/workflows/job.ts'],
+    rules: { 'no-restricted-syntax': ['error', jobUpdateRestriction] },
   },
   {
     // The one place that asks the SDK, and the frozen v1 engine, which must replay as it ran.

@@ -2,12 +2,14 @@
  * The job workflow: a thin entry. Its state and main loop live in `JobRun`; the handlers only
  * delegate to it. Jobs recorded before engine v2 replay the frozen v1 code.
  */
+import type { UpdateDefinition } from '@temporalio/common';
 import { ApplicationFailure, setHandler, workflowInfo } from '@temporalio/workflow';
 import { decidePatchBaseline, patched } from '../engine/patches';
 import { JobRun, invalidSpec } from '../engine/job-run';
 import {
   type JobInput,
   type JobResult,
+  ErrorTypes,
   PATCHES,
   awaitResultUpdate,
   cancelSignal,
@@ -41,54 +43,62 @@ export async function jobWorkflow(raw: JobInput): Promise<JobResult> {
   const job = new JobRun(input);
   setHandler(progressQuery, () => job.controls.progress());
   setHandler(resultQuery, () => job.requests.settledResult());
-  /** An update handler whose answer is noted with the workflow task it leaves in (`answersLeaveFirst`). */
-  const answering =
-    <A extends unknown[], R>(handler: (...args: A) => R | Promise<R>) =>
-    async (...args: A): Promise<R> => {
-      try {
-        return await handler(...args);
-      } finally {
-        job.s.updateAnsweredInTask = workflowInfo().historyLength;
-      }
-    };
-  setHandler(
-    awaitResultUpdate,
-    answering(({ round }) => job.requests.awaitResult(round)),
-  );
-  setHandler(
+  /**
+   * Every update of the job is registered here: its answer is noted with the workflow task it
+   * leaves in, so the job lets it leave before it closes (`answersLeaveFirst`). ESLint refuses
+   * `setHandler` for an update in this file.
+   */
+  const onUpdate = <T extends UpdateDefinition<unknown, unknown[]>>(
+    update: T,
+    handler: (...args: UpdateArgs<T>) => UpdateRet<T> | Promise<UpdateRet<T>>,
+    validator?: (...args: UpdateArgs<T>) => void,
+  ) =>
+    setHandler(
+      update as unknown as UpdateDefinition<UpdateRet<T>, UpdateArgs<T>>, // T is that type; TypeScript cannot see it through the conditional types
+      async (...args: UpdateArgs<T>): Promise<UpdateRet<T>> => {
+        try {
+          return await handler(...args);
+        } finally {
+          job.s.updateAnsweredInTask = workflowInfo().historyLength;
+        }
+      },
+      validator ? { validator } : undefined,
+    );
+  onUpdate(awaitResultUpdate, ({ round }) => job.requests.awaitResult(round));
+  onUpdate(
     retryUpdate,
-    answering(async (request) => (await job.requests.retry(request, 'update')) ?? unreachable()),
-    { validator: (request) => job.requests.validateRetry(request) },
+    async (request) => (await job.requests.retry(request, 'update')) ?? unreachable(),
+    (request) => job.requests.validateRetry(request),
   );
-  setHandler(
+  onUpdate(
     cancelUpdate,
-    answering(async ({ reason }) => (await job.requests.cancel(reason ?? 'cancelled by operator', 'update')) ?? unreachable()),
-    { validator: (_request) => job.requests.validateCancel() },
+    async ({ reason }) => (await job.requests.cancel(reason ?? 'cancelled by operator', 'update')) ?? unreachable(),
+    (_request) => job.requests.validateCancel(),
   );
   setHandler(retrySignal, (request) => void job.requests.retry(request ?? {}, 'signal'));
   setHandler(cancelSignal, (request) => void job.requests.cancel(request?.reason ?? 'cancelled by operator', 'signal'));
-  setHandler(
+  onUpdate(
     pauseUpdate,
-    answering(() => job.controls.hold(true, 'update')),
-    { validator: () => job.controls.validateControl() },
+    () => job.controls.hold(true, 'update'),
+    () => job.controls.validateControl(),
   );
-  setHandler(
+  onUpdate(
     resumeUpdate,
-    answering(() => job.controls.hold(false, 'update')),
-    { validator: () => job.controls.validateControl() },
+    () => job.controls.hold(false, 'update'),
+    () => job.controls.validateControl(),
   );
-  setHandler(
+  onUpdate(
     setLimitsUpdate,
-    answering((request) => job.controls.setLimits(request, 'update')),
-    { validator: (request) => job.controls.validateControl(request) },
+    (request) => job.controls.setLimits(request, 'update'),
+    (request) => job.controls.validateControl(request),
   );
   setHandler(pauseSignal, async () => void (await job.controls.hold(true, 'signal')));
   setHandler(resumeSignal, async () => void (await job.controls.hold(false, 'signal')));
   setHandler(setLimitsSignal, async (request) => void (await job.controls.setLimits(request ?? {}, 'signal')));
-  setHandler(
+  onUpdate(
     flagUpdate,
-    answering((request) => job.controls.flag(request, 'update')),
-    { validator: (request) => job.controls.validateFlag(request) },
+    (request) => job.controls.flag(request, 'update'),
+    (request) => job.controls.validateFlag(request),
   );
   setHandler(flagSignal, (request) => void job.controls.flag(request ?? { reason: '' }, 'signal'));
   setHandler(sliceFailuresSignal, (report) => job.allowance.onSliceFailures(report));
@@ -96,8 +106,11 @@ export async function jobWorkflow(raw: JobInput): Promise<JobResult> {
   return job.run();
 }
 
+type UpdateArgs<T> = T extends UpdateDefinition<unknown, infer Args extends unknown[]> ? Args : never;
+type UpdateRet<T> = T extends UpdateDefinition<infer Ret, unknown[]> ? Ret : never;
+
 function unreachable(): never {
-  throw ApplicationFailure.create({ type: 'InternalError', message: 'an update got no answer', nonRetryable: true });
+  throw ApplicationFailure.create({ type: ErrorTypes.InternalError, message: 'an update got no answer', nonRetryable: true });
 }
 
 function isV1Resume(raw: unknown): boolean {

@@ -7,7 +7,7 @@ import { workflowBundle } from '../helpers/env';
 const ROOT = path.resolve(__dirname, '..', '..');
 
 // Lints snippets as if they were workflow files, with the project's real ESLint config.
-async function lintAsWorkflow(code: string, file = 'src/workflows/probe.ts') {
+async function lintAsWorkflow(code: string, file = 'src/workflows/probe.ts', rule = '@typescript-eslint/no-restricted-imports') {
   const eslint = new ESLint({
     cwd: ROOT,
     overrideConfig: [
@@ -19,7 +19,7 @@ async function lintAsWorkflow(code: string, file = 'src/workflows/probe.ts') {
     ],
   });
   const [result] = await eslint.lintText(code, { filePath: path.join(ROOT, file) });
-  return (result?.messages ?? []).filter((message) => message.ruleId === '@typescript-eslint/no-restricted-imports');
+  return (result?.messages ?? []).filter((message) => message.ruleId === rule);
 }
 
 describe('workflow import restriction (ESLint)', () => {
@@ -66,6 +66,23 @@ describe('workflow import restriction (ESLint)', () => {
   it('applies to the engine helpers workflows import, not to activities', async () => {
     assert.equal((await lintAsWorkflow("import fs from 'node:fs';\nexport const x = fs;\n", 'src/engine/probe.ts')).length, 1);
     assert.equal((await lintAsWorkflow("import fs from 'node:fs';\nexport const x = fs;\n", 'src/activities/probe.ts')).length, 0);
+  });
+
+  it('the job workflow registers updates only through onUpdate (which notes the answer for answersLeaveFirst); signals and queries as before', async () => {
+    const imports = "import { setHandler } from '@temporalio/workflow';\nimport { cancelUpdate, cancelSignal, progressQuery } from '../shared';\n";
+    const direct = await lintAsWorkflow(
+      `${imports}setHandler(cancelUpdate, async () => ({ cancelled: true }));\nexport const x = [cancelSignal, progressQuery];\n`,
+      'src/workflows/job.ts',
+      'no-restricted-syntax',
+    );
+    assert.equal(direct.length, 1);
+    assert.match(direct[0]?.message ?? '', /onUpdate/);
+    const others = `${imports}setHandler(cancelSignal, () => undefined);\nsetHandler(progressQuery, () => 1);\nexport const x = cancelUpdate;\n`;
+    assert.deepEqual(await lintAsWorkflow(others, 'src/workflows/job.ts', 'no-restricted-syntax'), []);
+    // The real file passes: every update goes through onUpdate.
+    const eslint = new ESLint({ cwd: ROOT });
+    const [real] = await eslint.lintFiles([path.join(ROOT, 'src/workflows/job.ts')]);
+    assert.deepEqual(real?.messages ?? [], []);
   });
 
   it('the workflow bundle holds no pipeline code or schema (descriptions, params schemas, step code of every built-in)', async () => {

@@ -6,6 +6,7 @@ import { temporal } from '@temporalio/proto';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { workflowBundle } from '../helpers/env';
+import { patchIdsOf } from '../helpers/patches';
 import { PATCHES, PATCH_BASELINE_1 } from '../../src/shared';
 
 const DIR = path.resolve(__dirname, '..', 'histories');
@@ -62,13 +63,7 @@ describe('replay: recorded histories still replay against the current workflow c
         `a recorded history covers ${feature}`,
       );
     // Every patch has a recorded history that took its new path (a patch marker names it).
-    const markers = new Set(
-      histories.flatMap((entry) =>
-        (entry.history.events ?? []).flatMap((event) =>
-          (event.markerRecordedEventAttributes?.details?.['patch-data']?.payloads ?? []).map((payload) => (JSON.parse(Buffer.from(payload.data ?? []).toString()) as { id: string }).id),
-        ),
-      ),
-    );
+    const markers = new Set(histories.flatMap((entry) => patchIdsOf(entry.history.events ?? [])));
     assert.deepEqual(
       Object.values(PATCHES).filter((patch) => !markers.has(patch)),
       [],
