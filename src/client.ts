@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dataConverterFor } from './codec';
 import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry/lib/client';
 import { activeTracing, startTracing, tracingWanted } from './tracing';
-import { InvalidItems, ItemsFileReader, checkedItemLines, isItemsRef, ndjsonLines, writeItemsFile } from './items-file';
+import { ITEMS_CHUNK, ITEMS_FILE_SUFFIX, InvalidItems, ItemsFileReader, checkedItemLines, isItemsRef, ndjsonLines, writeItemsFile } from './items-file';
 import { SearchAttributesMissing, missingSearchAttributes } from './search-attributes-check';
 import {
   Client,
@@ -344,8 +344,12 @@ export class FaultlineClient {
     const json = JSON.stringify(spec);
     let input: JobInput;
     if (json.length > INLINE_SPEC_LIMIT_BYTES) {
-      const ref = await this.storage().putSpec(json);
+      // An items file, as `itemsFrom` makes: workers check it in chunks and read each slice's items
+      // by place. A whole spec file was parsed whole by every worker that touched it (a 1,000,000-item
+      // spec after another such job ran the worker out of heap). Named by its content: a repeated
+      // start writes the same file.
       const { items, ...head } = spec;
+      const { ref } = await writeItemsFile(this.storage(), head, chunksOf(items), this.storage().itemsFileUri(`${createHash('sha256').update(json).digest('hex')}${ITEMS_FILE_SUFFIX}`));
       input = { job: { kind: 'stored', ref, head, itemCount: items.length } };
     } else {
       input = { job: { kind: 'inline', spec } };
@@ -1206,4 +1210,9 @@ export function queryProblem(query: string): { at: number; message: string } | u
   }
   const unclosed = open.pop();
   return unclosed === undefined ? undefined : { at: unclosed, message: 'this ( is never closed' };
+}
+
+/** Items as JSON texts, a chunk at a time (what `writeItemsFile` takes). */
+async function* chunksOf(items: readonly unknown[]): AsyncGenerator<string[]> {
+  for (let from = 0; from < items.length; from += ITEMS_CHUNK) yield items.slice(from, from + ITEMS_CHUNK).map((item) => JSON.stringify(item));
 }

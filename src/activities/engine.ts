@@ -123,7 +123,8 @@ export function createEngineActivities(deps: EngineDeps) {
     let spec = specCache.get(ref);
     if (spec === undefined) {
       spec = await deps.storage.readSpec(ref);
-      if (specCache.size > 8) specCache.clear();
+      // Whole specs of a million items are ~100 MB of heap each: two at most (a worker's heap is 256 MB by default).
+      if (specCache.size >= 2) specCache.clear();
       specCache.set(ref, spec);
     }
     return spec as { items: JobItem[] };

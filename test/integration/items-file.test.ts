@@ -74,6 +74,31 @@ describe('items from an NDJSON file', () => {
     assert.equal(retried.queuedCount, 3);
   });
 
+  it('a spec too large to travel inline becomes a content-named items file (checked and read in chunks, like --items); the same start again writes the same file', async () => {
+    // ~12,000 items: over the 256 KB a spec may carry in the workflow input.
+    const items = Array.from({ length: 12_000 }, (_, i) => ({ id: `large-inline-item-${i}`, ...(i === 11_999 ? { params: { outcome: 'unprocessable' } } : {}) }));
+    const spec = { pipeline: 'synthetic', items, options: { toleratedFailureCount: 1 } };
+    const { jobId } = await env.client.start(spec, { jobId: 'large-inline-spec' });
+    const startedWith = async (id: string) => {
+      const history = await env.client.client.workflow.getHandle(id).fetchHistory();
+      const payload = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0]?.data ?? new Uint8Array();
+      return (JSON.parse(Buffer.from(payload).toString()) as { job: { kind: string; ref?: string; itemCount?: number } }).job;
+    };
+    const job = await startedWith(jobId);
+    const ref = job.ref ?? '';
+    assert.deepEqual([job.kind, job.itemCount], ['stored', 12_000]);
+    assert.ok(ref.endsWith('.items.ndjson'), `stored as an items file, not a whole spec: ${ref}`);
+    const reader = new ItemsFileReader(createStorage(env.config.storage));
+    assert.deepEqual(await reader.head(ref), { pipeline: 'synthetic', options: { toleratedFailureCount: 1 } });
+    assert.deepEqual(await reader.read(ref, 11_998, 12_000), [items[11_998], items[11_999]]);
+    const result = await env.client.result(jobId);
+    assert.deepEqual([result.status, result.counts.Available, result.counts.Failed], ['PartiallySucceeded', 11_999, 1]);
+    assert.equal((await env.client.start(spec, { jobId: 'large-inline-spec' })).existing, true);
+    const again = await env.client.start(spec, { jobId: 'large-inline-spec-2' });
+    assert.equal((await startedWith(again.jobId)).ref, ref, 'the same spec is the same items file');
+    await env.client.result(again.jobId);
+  });
+
   it('workers validate the file themselves, in chunks: a bad item deep in it fails the job as InvalidSpec with its path', async () => {
     async function* lines() {
       for (let i = 0; i < 12_345; i++) yield JSON.stringify(i === 11_111 ? { id: 'deep', params: { outcome: 'explode' } } : { id: `ok-${i}` });
@@ -154,7 +179,9 @@ describe('items from an NDJSON file', () => {
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /cannot read .*nope\.ndjson: ENOENT/);
     assert.ok(
-      (await env.client.list()).every((job) => job.jobId.startsWith('from-file') || ['items-file-direct', 'items-file-roots', 'stored-spec-roots'].includes(job.jobId)),
+      (await env.client.list()).every(
+        (job) => job.jobId.startsWith('from-file') || ['items-file-direct', 'items-file-roots', 'stored-spec-roots', 'large-inline-spec', 'large-inline-spec-2'].includes(job.jobId),
+      ),
       'no job was started by a bad file',
     );
   });
