@@ -488,10 +488,12 @@ export function createEngineActivities(deps: EngineDeps) {
       const ctx = Context.current();
       const pipeline = deps.registry[input.head.pipeline];
       if (!pipeline) throw ApplicationFailure.create({ type: ErrorTypes.InvalidSpec, message: `unknown pipeline "${input.head.pipeline}"`, nonRetryable: true });
-      const items = input.spec.kind === 'inline' ? input.spec.items : (await loadSpec(input.spec.ref)).items;
+      const { spec } = input;
       const tally = emptyTally();
       for (let slice = input.slices.from; slice < input.slices.to; slice++) {
-        const sliceItems = items.slice(slice * input.sliceSize, (slice + 1) * input.sliceSize);
+        const [from, to] = [slice * input.sliceSize, (slice + 1) * input.sliceSize];
+        // A stored spec is read a slice at a time: an items file by place, a whole spec file from the cache.
+        const sliceItems = spec.kind === 'inline' ? spec.items.slice(from, to) : await readItems(spec.ref, from, to);
         const records: OutputRecord[] = sliceItems.flatMap((item) =>
           outputsForItem(input.head, item, pipeline).map((output): OutputRecord => ({
             item: item.id,

@@ -99,6 +99,25 @@ describe('items from an NDJSON file', () => {
     await env.client.result(again.jobId);
   });
 
+  it('a job of an items file stopped by its threshold closes at once, its never-started slices Cancelled (read from the file by place)', async () => {
+    // Its slices that never started are filled with Cancelled records read from the items file; that read once parsed the file as one whole spec, failed, and was retried for minutes.
+    const items = Array.from({ length: 12_000 }, (_, i) => ({ id: `stopped-item-${i}`, ...(i === 0 ? { params: { outcome: 'unprocessable' } } : {}) }));
+    const { jobId } = await env.client.start({ pipeline: 'synthetic', items, options: { toleratedFailureCount: 0, shardSize: 500, batchSize: 50 } }, { jobId: 'stopped-items-file' });
+    const started = performance.now();
+    const result = await env.client.result(jobId);
+    const { Available, Failed, Cancelled } = result.counts;
+    assert.deepEqual([result.status, result.stoppedBy?.type, Failed, Available + Failed + Cancelled], ['Failed', ErrorTypes.ToleratedFailureThresholdExceeded, 1, 12_000]);
+    assert.ok(Cancelled > 5_000, `the never-started slices' items are Cancelled (${Cancelled})`);
+    assert.ok(performance.now() - started < 60_000, `closed in ${Math.round(performance.now() - started)} ms`);
+    const history = await env.client.client.workflow.getHandle(jobId).fetchHistory();
+    const retried = (history.events ?? []).filter((event) => (event.activityTaskStartedEventAttributes?.attempt ?? 1) > 1);
+    assert.deepEqual(
+      retried.map((event) => event.activityTaskStartedEventAttributes?.lastFailure?.message),
+      [],
+      'no activity of the job needed a second attempt',
+    );
+  });
+
   it('workers validate the file themselves, in chunks: a bad item deep in it fails the job as InvalidSpec with its path', async () => {
     async function* lines() {
       for (let i = 0; i < 12_345; i++) yield JSON.stringify(i === 11_111 ? { id: 'deep', params: { outcome: 'explode' } } : { id: `ok-${i}` });
@@ -180,7 +199,8 @@ describe('items from an NDJSON file', () => {
     assert.match(missing.stderr, /cannot read .*nope\.ndjson: ENOENT/);
     assert.ok(
       (await env.client.list()).every(
-        (job) => job.jobId.startsWith('from-file') || ['items-file-direct', 'items-file-roots', 'stored-spec-roots', 'large-inline-spec', 'large-inline-spec-2'].includes(job.jobId),
+        (job) =>
+          job.jobId.startsWith('from-file') || ['items-file-direct', 'items-file-roots', 'stored-spec-roots', 'large-inline-spec', 'large-inline-spec-2', 'stopped-items-file'].includes(job.jobId),
       ),
       'no job was started by a bad file',
     );
