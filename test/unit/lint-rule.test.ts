@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ESLint } from 'eslint';
@@ -79,10 +80,12 @@ describe('workflow import restriction (ESLint)', () => {
     assert.match(direct[0]?.message ?? '', /onUpdate/);
     const others = `${imports}setHandler(cancelSignal, () => undefined);\nsetHandler(progressQuery, () => 1);\nexport const x = cancelUpdate;\n`;
     assert.deepEqual(await lintAsWorkflow(others, 'src/workflows/job.ts', 'no-restricted-syntax'), []);
-    // The real file passes: every update goes through onUpdate.
-    const eslint = new ESLint({ cwd: ROOT });
-    const [real] = await eslint.lintFiles([path.join(ROOT, 'src/workflows/job.ts')]);
-    assert.deepEqual(real?.messages ?? [], []);
+    // The real file passes: every update goes through onUpdate. Only this rule is asked here: the
+    // type-aware rules are `npm run lint`'s (once, in CI, a type-aware rule crashed inside
+    // TypeScript's module-specifier code in this test alone; nothing here needs type information).
+    const real = await readFile(path.join(ROOT, 'src/workflows/job.ts'), 'utf8');
+    assert.match(real, /onUpdate\(/);
+    assert.deepEqual(await lintAsWorkflow(real, 'src/workflows/job.ts', 'no-restricted-syntax'), []);
   });
 
   it('the workflow bundle holds no pipeline code or schema (descriptions, params schemas, step code of every built-in)', async () => {
