@@ -94,8 +94,8 @@ interface ModeResult {
   postgresWalBytesPerItem?: number;
   /** CPU seconds of the work processes by thread kind (Faultline's worker processes: JS main thread, V8 helpers, libuv pool, SDK core threads). */
   workCpuByThread?: Record<string, number>;
-  /** scale10m: how long `progress` took while the job ran (asked every `--progress-every` ms, default 5 s). */
-  progress?: { samples: number; p50Ms: number; p90Ms: number; maxMs: number; error?: string };
+  /** scale1m, scale10m: how long `progress` took while the job ran (asked every `--progress-every` ms, default 5 s); `over200` of them took over 200 ms. */
+  progress?: { samples: number; p50Ms: number; p90Ms: number; maxMs: number; over200: number; error?: string };
   /** scale10m: where the items were read from (`folder` or `s3`). */
   itemsIn?: string;
   /** scale10m: how long `client.start` took (a folder's file is checked and copied into job storage by the client; an s3:// one by a worker, after the start). */
@@ -616,6 +616,32 @@ async function main(): Promise<void> {
     return sizes;
   };
 
+  /** Asks `progress` of a running job (as `runFaultline`'s `poll`) and keeps how long each answer took. */
+  const progressProbe = (on: FaultlineClient) => {
+    const tookMs: number[] = [];
+    let error: string | undefined;
+    const sorted = () => [...tookMs].sort((a, b) => a - b);
+    const summary = () => {
+      const all = sorted();
+      const at = (share: number) => Math.round(all[Math.min(all.length - 1, Math.floor(all.length * share))] ?? 0);
+      return { samples: all.length, p50Ms: at(0.5), p90Ms: at(0.9), maxMs: at(1), over200: all.filter((ms) => ms > 200).length, ...(error ? { error } : {}) };
+    };
+    return {
+      poll: async (jobId: string) => {
+        const started = performance.now();
+        await on.progress(jobId).then(
+          () => tookMs.push(performance.now() - started),
+          (failure: unknown) => (error ??= String(failure)),
+        );
+      },
+      summary,
+      line: () => {
+        const { samples, p50Ms, p90Ms, maxMs, over200 } = summary();
+        return `answered ${samples} times, p50 ${p50Ms} ms, p90 ${p90Ms} ms, max ${maxMs} ms, ${over200} over 200 ms (in order asked: ${tookMs.map(Math.round).join(' ')})${error ? `; an error: ${error}` : ''}`;
+      },
+    };
+  };
+
   /** `poll`: called every `progressEveryMs` while the job runs (status latency). */
   const runFaultline = async (spec: unknown, on: FaultlineClient = client, poll?: (jobId: string) => Promise<void>, temporal: Client = raw) => {
     const asked = performance.now();
@@ -758,7 +784,10 @@ async function main(): Promise<void> {
   if (wanted('scale1m')) {
     const millionItems = scaleItems.scale1m ?? 0;
     say(`scale1m: ${millionItems} items in one job`);
-    workloads.scale1m = { faultline: await measure(millionItems, faultlineLayout, () => runFaultline(scaleSpec('m', millionItems))) };
+    const probe = progressProbe(client);
+    workloads.scale1m = { faultline: await measure(millionItems, faultlineLayout, () => runFaultline(scaleSpec('m', millionItems), client, probe.poll)) };
+    if (workloads.scale1m.faultline) workloads.scale1m.faultline.progress = probe.summary();
+    say(`scale1m: progress ${probe.line()}`);
   }
   // Opt-in only (`--only=scale10m`; `--quick`: 1,000,000): 10,000,000 items from an NDJSON file, status polled throughout,
   // then read back whole by the CLI: `result --outputs` and `export`.
@@ -796,43 +825,26 @@ async function main(): Promise<void> {
         })()
       : { env, workers: undefined, layout: faultlineLayout, client, itemsFrom: pathToFileURL(file).toString(), exportTo: path.join(dir, 'scale10m-export') };
     say(`scale10m: ${count} items from ${target.itemsFrom}`);
-    const progressMs: number[] = [];
-    let statusError: string | undefined;
+    const probe = progressProbe(target.client);
     let jobId = '';
     let startMs = 0;
     workloads.scale10m = {
       faultline: await measure(count, target.layout, async () => {
-        const run = await runFaultline({ pipeline: 'synthetic', itemsFrom: target.itemsFrom }, target.client, async (id) => {
-          // status answers while the job runs: how long each `progress` takes, every `progressEveryMs`.
-          const started = performance.now();
-          await target.client.progress(id).then(
-            () => progressMs.push(performance.now() - started),
-            (error: unknown) => (statusError ??= String(error)),
-          );
-        });
+        const run = await runFaultline({ pipeline: 'synthetic', itemsFrom: target.itemsFrom }, target.client, probe.poll);
         jobId = run.jobId;
         startMs = run.startMs;
         return run;
       }),
     };
-    const sorted = [...progressMs].sort((a, b) => a - b);
     const measured = workloads.scale10m.faultline;
     if (measured) {
       measured.itemsIn = itemsIn;
       measured.startMs = startMs;
       measured.prepareMs = await untilFirstSlice(jobId);
       say(`scale10m: client.start took ${startMs} ms; the job's start to its first slice ${measured.prepareMs ?? '?'} ms`);
-      measured.progress = {
-        samples: sorted.length,
-        p50Ms: Math.round(sorted[Math.floor(sorted.length / 2)] ?? 0),
-        p90Ms: Math.round(sorted[Math.floor(sorted.length * 0.9)] ?? 0),
-        maxMs: Math.round(sorted[sorted.length - 1] ?? 0),
-        ...(statusError ? { error: statusError } : {}),
-      };
+      measured.progress = probe.summary();
     }
-    say(
-      `scale10m: progress answered ${sorted.length} times, p50 ${Math.round(sorted[Math.floor(sorted.length / 2)] ?? 0)} ms, max ${Math.round(sorted[sorted.length - 1] ?? 0)} ms (in order asked: ${progressMs.map(Math.round).join(' ')})${statusError ? `; an error: ${statusError}` : ''}`,
-    );
+    say(`scale10m: progress ${probe.line()}`);
     // Every output read back by a user's CLI: streamed, so its memory stays flat however many items the job had.
     let printed = 0;
     const outputs = await runCli(['result', jobId, '--outputs'], target.env, dir, () => (printed += 1));

@@ -713,8 +713,17 @@ export class FaultlineClient {
     await Promise.all(early.values());
     const kept = description.memo?.[JOB_PROGRESS_MEMO_KEY] as JobProgressMemo | undefined;
     if (description.status.name !== 'RUNNING' || !kept || kept.runId !== description.runId) return { slices };
+    const { runId: _runId, slicesRunning: listed, ...shown } = kept;
     let notTaken = children;
-    if (children.length < kept.inFlight) {
+    if (listed) {
+      // The memo names the slices the job has not taken; one that ended since the last look is read
+      // from that look's answer (its memo holds its final counts), or by the caller.
+      notTaken = listed.map((index) => sliceWorkflowId(jobId, index, shown.round));
+      for (const workflowId of notTaken) {
+        const counts = slices.has(workflowId) ? undefined : await early.get(workflowId);
+        if (counts) slices.set(workflowId, counts);
+      }
+    } else if (children.length < kept.inFlight) {
       // Fewer slices running than the memo has not counted: one ended and the job has not taken its
       // result yet (its items are in neither place). When the slices this client saw running at its
       // last look and no longer sees are exactly those, their memos hold their final counts, as the
@@ -729,7 +738,6 @@ export class FaultlineClient {
       }
       notTaken = [...children, ...ended];
     }
-    const { runId: _runId, ...shown } = kept;
     const rejections = description.memo?.[JOB_REJECTIONS_MEMO_KEY] as JobRejectionsMemo | undefined;
     // Running slices as the query lists them: those of round 1 (later rounds count from the settled result).
     const running = shown.round === 1 ? notTaken.flatMap((workflowId) => sliceIndexOf(jobId, workflowId, 1)) : [];

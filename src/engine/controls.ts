@@ -77,13 +77,15 @@ export class OperatorControls {
     let shownProgress = '';
     let shownRejections = JSON.stringify([]);
     const current = () => {
-      const { jobId: _jobId, rejectedRequests, slicesRunning: _running, ...progress } = this.progress();
-      return { progress, rejectedRequests, key: JSON.stringify(progress), rejectionsKey: JSON.stringify(rejectedRequests) };
+      const { jobId: _jobId, rejectedRequests, slicesRunning, ...progress } = this.progress();
+      // The key leaves the running slices out, as it always did (it decides when the memo is written, so
+      // a replayed run writes it as often as it did): a slice starts or is taken only with a new key.
+      return { progress, slicesRunning, rejectedRequests, key: JSON.stringify(progress), rejectionsKey: JSON.stringify(rejectedRequests) };
     };
     while (!done()) {
       const now = current();
       const memo: Record<string, JobProgressMemo | JobRejectionsMemo> = {};
-      if (now.key !== shownProgress) memo[JOB_PROGRESS_MEMO_KEY] = { runId, ...now.progress };
+      if (now.key !== shownProgress) memo[JOB_PROGRESS_MEMO_KEY] = { runId, ...now.progress, ...(now.slicesRunning ? { slicesRunning: now.slicesRunning } : {}) };
       if (now.rejectionsKey !== shownRejections) memo[JOB_REJECTIONS_MEMO_KEY] = { runId, rejected: now.rejectedRequests };
       if (Object.keys(memo).length > 0) upsertMemo(memo);
       shownProgress = now.key;

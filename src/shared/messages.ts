@@ -136,12 +136,13 @@ export const sliceProgressQuery = defineQuery<SliceCounts | null>('sliceProgress
 export const SLICE_PROGRESS_MEMO_KEY = 'faultlineSliceProgress';
 /**
  * Memo keys of a job while it runs a sliced round: its progress as the `progress` query would answer
- * it (without `slicesRunning`: the server lists running slices as pending children), and its
- * rejected requests. Each names the run that wrote it; both are removed when the round's slices end.
+ * it, and its rejected requests. Each names the run that wrote it; both are removed when the round's
+ * slices end. `slicesRunning` (memos written since 2026-12-05) names the slices whose results the job
+ * has not taken: running, or ended a moment ago; a client adds exactly their counts, as the query does.
  */
 export const JOB_PROGRESS_MEMO_KEY = 'faultlineJobProgress';
 export const JOB_REJECTIONS_MEMO_KEY = 'faultlineJobRejections';
-export type JobProgressMemo = Omit<JobProgress, 'jobId' | 'rejectedRequests' | 'slicesRunning' | 'rateLimits'> & { runId: string };
+export type JobProgressMemo = Omit<JobProgress, 'jobId' | 'rejectedRequests' | 'rateLimits'> & { runId: string };
 export interface JobRejectionsMemo {
   runId: string;
   rejected: RejectedRequest[];

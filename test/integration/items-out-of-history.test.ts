@@ -12,6 +12,7 @@ import { temporal } from '@temporalio/proto';
 import { FaultlineClient } from '../../src/client';
 import {
   JOB_PROGRESS_MEMO_KEY,
+  type JobProgressMemo,
   type JobProgress,
   type RunBatchInput,
   type RunBatchResult,
@@ -196,8 +197,11 @@ describe('items out of history (real dev server)', () => {
     await env.client.setLimits(jobId, { concurrency: 3 });
     await env.client.handle(jobId).signal(retrySignal, { types: ['NoSuchType'] });
     await eventually(async () => (await env.client.handle(jobId).query(progressQuery)).pendingRequests === 1, 10_000, 'the retry queued');
-    const { slicesRunning: _running, counts: _counts, ...queried } = await env.client.handle(jobId).query(progressQuery);
-    assert.ok((await env.client.handle(jobId).describe()).memo?.[JOB_PROGRESS_MEMO_KEY], 'the job keeps its progress in its memo');
+    const { slicesRunning: queriedRunning, counts: _counts, ...queried } = await env.client.handle(jobId).query(progressQuery);
+    const memo = (await env.client.handle(jobId).describe()).memo?.[JOB_PROGRESS_MEMO_KEY] as JobProgressMemo | undefined;
+    assert.ok(memo, 'the job keeps its progress in its memo');
+    assert.deepEqual([...(memo.slicesRunning ?? [])].sort(), [...(queriedRunning ?? [])].sort(), 'the memo names the slices not taken, as the query does');
+    assert.equal(memo.slicesRunning?.length, 2);
 
     await worker.stop();
     // A new client, as each `faultline status` is: it also asks the job by query, which cannot answer now.

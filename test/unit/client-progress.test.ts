@@ -22,6 +22,10 @@ interface Server {
   /** Slices the job has not taken the result of (its query lists them as running). */
   notTaken: number[];
   queries: number;
+  /** The job's memo lists `notTaken` too (as memos written since 2026-12-05 do). */
+  listed?: boolean;
+  /** Available items of the slices the job has taken (default 10). */
+  jobAvailable?: number;
 }
 
 const jobProgress = {
@@ -39,16 +43,20 @@ const jobProgress = {
 };
 
 function clientOf(server: Server): FaultlineClient {
+  const progressOfJob = () => {
+    const available = server.jobAvailable ?? 10;
+    return { ...jobProgress, counts: { ...jobProgress.counts, Available: available }, inFlight: server.notTaken.length };
+  };
   const jobHandle = {
     describe: async () => ({
       status: { name: 'RUNNING' },
       runId: 'run-1',
-      memo: { [JOB_PROGRESS_MEMO_KEY]: { runId: 'run-1', ...jobProgress } },
+      memo: { [JOB_PROGRESS_MEMO_KEY]: { runId: 'run-1', ...progressOfJob(), ...(server.listed ? { slicesRunning: server.notTaken } : {}) } },
       raw: { pendingChildren: server.running.map((workflowId) => ({ workflowId })) },
     }),
     query: async () => {
       server.queries += 1;
-      return { ...jobProgress, jobId: JOB, rejectedRequests: [], slicesRunning: server.notTaken };
+      return { ...progressOfJob(), jobId: JOB, rejectedRequests: [], slicesRunning: server.notTaken };
     },
   };
   const sliceHandle = (workflowId: string) => ({
@@ -102,5 +110,34 @@ describe('client progress of a sliced job', () => {
     const answered = await client.progress(JOB);
     assert.equal(server.queries, 1);
     assert.deepEqual([...(answered.slicesRunning ?? [])].sort(), [1, 2]);
+  });
+
+  it('a memo that lists the slices not taken answers alone, whatever ended since: one taken and one not, a new one started (the 1 M bench: 7 of 108 asks went through the worker, up to 146 ms)', async () => {
+    for (const listed of [true, false]) {
+      const server: Server = {
+        running: [slice(0), slice(1), slice(2)],
+        sliceCounts: { [slice(0)]: finished(5), [slice(1)]: finished(6), [slice(2)]: finished(7) },
+        notTaken: [0, 1, 2],
+        queries: 0,
+        listed,
+      };
+      const client = clientOf(server);
+      assert.equal((await client.progress(JOB)).counts.Available, 28);
+      // Slice 0 ended and the job took it (10 + its 25); slice 1 ended (30), not taken yet; slice 3 started.
+      Object.assign(server, {
+        running: [slice(2), slice(3)],
+        sliceCounts: { [slice(0)]: finished(25), [slice(1)]: finished(30), [slice(2)]: finished(8), [slice(3)]: finished(1) },
+        notTaken: [1, 2, 3],
+        jobAvailable: 35,
+        queries: 0,
+      });
+      const answered = await client.progress(JOB);
+      assert.equal(answered.counts.Available, 35 + 30 + 8 + 1, `listed ${listed}`);
+      assert.deepEqual([...(answered.slicesRunning ?? [])].sort(), [1, 2, 3]);
+      // The old memo cannot tell slice 0 from slice 1 and asks the job; the listing answers alone.
+      assert.equal(server.queries, listed ? 0 : 1, `listed ${listed}`);
+      // And a new client, which saw nothing before (its first call asks the job beside the server, and cuts that off once the memo answers), reads the same.
+      assert.deepEqual((await clientOf(server).progress(JOB)).counts, answered.counts);
+    }
   });
 });
