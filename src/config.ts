@@ -57,6 +57,8 @@ export const ConfigSchema = z.object({
   workerProcesses: z.coerce.number().int().min(1).max(256).default(os.availableParallelism()),
   /** V8 heap limit per supervised worker process in MB; 0 leaves V8's default. */
   workerMaxHeapMb: z.coerce.number().int().min(0).max(65_536).default(256),
+  /** CPU priority of `faultline worker` processes (nice, 0–19): batch work yields to the server, its database and interactive work on the same machine. */
+  workerNice: z.coerce.number().int().min(0).max(19).default(10),
   /** Modules of user pipelines (absolute paths) the workers load. */
   pipelineModules: z.array(z.string().min(1)).default([]),
   /** Serve this pipeline task queue instead of the main one. */
@@ -134,6 +136,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     shutdownGraceMs: parsedGrace?.success ? parsedGrace.data : undefined,
     workerProcesses: env[ENV.workerProcesses] || undefined,
     workerMaxHeapMb: env[ENV.workerMaxHeapMb] || undefined,
+    workerNice: env[ENV.workerNice] || undefined,
     pipelineModules: list(env[ENV.pipelines], path.delimiter).map((module) => path.resolve(cwd, module)),
     pipelineQueue: env[ENV.pipelineQueue] || undefined,
     rateLimits: jsonSetting(env[ENV.rateLimits], ENV.rateLimits),
@@ -141,7 +144,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {
     throw new ConfigError(
-      parsed.error.issues.map((issue) => ({ path: issue.path[0] === 'rateLimits' ? [ENV.rateLimits, ...issue.path.slice(1)].join('.') : issue.path.join('.'), message: issue.message })),
+      parsed.error.issues.map((issue) => {
+        // Named as the user set it: the environment variable, where the setting has one.
+        const setting = (ENV as Record<string, string>)[String(issue.path[0])];
+        return { path: setting ? [setting, ...issue.path.slice(1)].join('.') : issue.path.join('.'), message: issue.message };
+      }),
     );
   }
   if (grace && !parsedGrace?.success) throw new ConfigError([{ path: ENV.shutdownGrace, message: `"${grace}" is not a duration` }]);

@@ -38,6 +38,7 @@ export const ENV = {
   healthFile: 'FAULTLINE_HEALTH_FILE',
   workerProcesses: 'FAULTLINE_WORKER_PROCESSES',
   workerMaxHeapMb: 'FAULTLINE_WORKER_MAX_HEAP_MB',
+  workerNice: 'FAULTLINE_WORKER_NICE',
   workerNodeArgs: 'FAULTLINE_WORKER_NODE_ARGS',
   /** Modules (`:`-separated paths) whose exported pipelines workers serve beside the built-ins. */
   pipelines: 'FAULTLINE_PIPELINES',

@@ -5,6 +5,8 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync, readdirSync } from 'node:fs';
+import os from 'node:os';
 import { freePort } from '../../src/devserver/temporal-cli';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -21,6 +23,20 @@ before(async () => {
 after(async () => {
   await env.teardown();
 });
+
+/** Each thread of a process: its name and nice value (Linux /proc). */
+function threadNices(pid: number): { name: string; nice: number }[] {
+  return readdirSync(`/proc/${pid}/task`).flatMap((tid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      // Fields after the name (which may hold spaces) start after its closing parenthesis; nice is field 19.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return [{ name: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(), nice: Number(fields[16]) }];
+    } catch {
+      return []; // a thread that ended meanwhile
+    }
+  });
+}
 
 const alive = (pid: number) => {
   try {
@@ -56,6 +72,13 @@ describe('faultline worker --processes', () => {
     await eventually(() => workerChildren(supervisor.child.pid ?? -1).length === 3 && (supervisor.logs().match(/"worker started"/g) ?? []).length === 3, 60_000, 'three worker processes');
     const [victim] = workerChildren(supervisor.child.pid ?? -1);
     assert.ok(victim);
+    // Batch work yields to the server and the shell (FAULTLINE_WORKER_NICE, default 10): the process and the threads it starts, not its supervisor.
+    for (const pid of workerChildren(supervisor.child.pid ?? -1)) {
+      assert.equal(os.getPriority(pid), 10, `worker process ${pid}`);
+      const threads = threadNices(pid);
+      assert.ok(threads.length >= 8 && threads.every(({ nice }) => nice === 10), JSON.stringify(threads));
+    }
+    assert.equal(os.getPriority(supervisor.child.pid), 0, 'the supervisor keeps its priority');
     process.kill(victim, 'SIGKILL');
     await eventually(() => (supervisor.logs().match(/"worker started"/g) ?? []).length === 4, 60_000, 'the killed process restarted');
     assert.equal(workerChildren(supervisor.child.pid ?? -1).length, 3);

@@ -146,6 +146,22 @@ describe('rate limits', () => {
     assert.ok(paths.some((at) => at.startsWith('options.rateLimits')) && bad.issues.length >= 3, JSON.stringify(bad.issues));
   });
 
+  it('FAULTLINE_WORKER_NICE: 10 unless set, 0 to 19, else a ConfigError naming the variable (as every setting is named)', () => {
+    assert.equal(loadConfig({}, '/tmp').workerNice, 10);
+    assert.equal(loadConfig({ FAULTLINE_WORKER_NICE: '0' }, '/tmp').workerNice, 0);
+    for (const bad of ['20', '-1', 'low', '2.5']) {
+      assert.throws(
+        () => loadConfig({ FAULTLINE_WORKER_NICE: bad }, '/tmp'),
+        (error: Error) => error instanceof ConfigError && /^invalid configuration: FAULTLINE_WORKER_NICE: /.test(error.message),
+        bad,
+      );
+    }
+    assert.throws(
+      () => loadConfig({ FAULTLINE_WORKER_MAX_HEAP_MB: 'lots' }, '/tmp'),
+      (error: Error) => error instanceof ConfigError && /FAULTLINE_WORKER_MAX_HEAP_MB: /.test(error.message),
+    );
+  });
+
   it('FAULTLINE_RATE_LIMITS: JSON of the same shape, or a ConfigError naming the setting', () => {
     assert.deepEqual(loadConfig({ FAULTLINE_RATE_LIMITS: '{"*":{"perSecond":5}}' }, '/tmp').rateLimits, { '*': { perSecond: 5 } });
     assert.deepEqual(loadConfig({}, '/tmp').rateLimits, {});
