@@ -341,15 +341,21 @@ export class FaultlineClient {
     const secretKey = validated.options?.webhook?.secret ? this.secretKey() : undefined;
     const hash = specHash(rawSpec, secretKey);
     const spec = normalizeSpec(sealSecrets(validated, secretKey));
-    const json = JSON.stringify(spec);
+    const { items, ...head } = spec;
+    // Each item serialized once: for the size (the spec's JSON length within a few bytes) and, when
+    // too large to travel inline, for the items file and its name.
+    const headJson = JSON.stringify(head);
+    const itemTexts = items.map((item) => JSON.stringify(item));
     let input: JobInput;
-    if (json.length > INLINE_SPEC_LIMIT_BYTES) {
+    if (itemTexts.reduce((bytes, text) => bytes + text.length + 1, headJson.length + ',"items":[]'.length) > INLINE_SPEC_LIMIT_BYTES) {
       // An items file, as `itemsFrom` makes: workers check it in chunks and read each slice's items
       // by place. A whole spec file was parsed whole by every worker that touched it (a 1,000,000-item
       // spec after another such job ran the worker out of heap). Named by its content: a repeated
       // start writes the same file.
-      const { items, ...head } = spec;
-      const { ref } = await writeItemsFile(this.storage(), head, chunksOf(items), this.storage().itemsFileUri(`${createHash('sha256').update(json).digest('hex')}${ITEMS_FILE_SUFFIX}`));
+      const name = createHash('sha256').update(headJson);
+      for (const text of itemTexts) name.update('\n').update(text);
+      const storage = this.storage();
+      const { ref } = await writeItemsFile(storage, head, chunksOf(itemTexts), storage.itemsFileUri(`${name.digest('hex')}${ITEMS_FILE_SUFFIX}`));
       input = { job: { kind: 'stored', ref, head, itemCount: items.length } };
     } else {
       input = { job: { kind: 'inline', spec } };
@@ -1220,7 +1226,7 @@ export function queryProblem(query: string): { at: number; message: string } | u
   return unclosed === undefined ? undefined : { at: unclosed, message: 'this ( is never closed' };
 }
 
-/** Items as JSON texts, a chunk at a time (what `writeItemsFile` takes). */
-async function* chunksOf(items: readonly unknown[]): AsyncGenerator<string[]> {
-  for (let from = 0; from < items.length; from += ITEMS_CHUNK) yield items.slice(from, from + ITEMS_CHUNK).map((item) => JSON.stringify(item));
+/** Items' JSON texts, a chunk at a time (what `writeItemsFile` takes). */
+async function* chunksOf(itemTexts: readonly string[]): AsyncGenerator<string[]> {
+  for (let from = 0; from < itemTexts.length; from += ITEMS_CHUNK) yield itemTexts.slice(from, from + ITEMS_CHUNK);
 }
