@@ -323,6 +323,8 @@ function lowerCpuPriority(nice: number, logger: Logger): void {
   }
   for (const thread of threads) {
     try {
+      // Only ever lower: a worker started nicer (`nice -n 19 faultline worker`) stays as it was started.
+      if (os.getPriority(thread) >= nice) continue;
       os.setPriority(thread, nice);
     } catch (error) {
       // A thread that ended meanwhile is no matter; the process itself refusing is worth a line.

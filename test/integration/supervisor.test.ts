@@ -94,6 +94,26 @@ describe('faultline worker --processes', () => {
     assert.equal((supervisor.logs().match(/"worker stopped"/g) ?? []).length, 3, 'each process shut down gracefully');
   });
 
+  it('a worker started nicer than FAULTLINE_WORKER_NICE stays as nice as it was started (the setting only lowers priority)', async () => {
+    let logs = '';
+    // `nice` runs node at 15; the supervisor's children inherit it.
+    const child = spawn('nice', ['-n', '15', process.execPath, path.join(ROOT, 'bin', 'faultline.js'), 'worker', '--processes', '1'], {
+      env: { ...env.env, FAULTLINE_LOG_LEVEL: 'info' },
+      cwd: env.dir,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    child.stderr?.on('data', (chunk: Buffer) => (logs += chunk.toString()));
+    try {
+      await eventually(() => /"worker started"/.test(logs), 60_000, 'the worker started');
+      const threads = threadNices(child.pid ?? -1);
+      assert.ok(threads.length >= 8 && threads.every(({ nice }) => nice === 15), JSON.stringify(threads));
+      assert.doesNotMatch(logs, /could not lower/);
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    }
+  });
+
   it('worker processes shut themselves down when their supervisor is killed', async () => {
     const supervisor = startSupervisor('2');
     await eventually(() => (supervisor.logs().match(/"worker started"/g) ?? []).length === 2, 60_000, 'two worker processes');
