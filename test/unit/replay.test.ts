@@ -7,7 +7,7 @@ import { DeterminismViolationError } from '@temporalio/workflow';
 import { Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { workflowBundle } from '../helpers/env';
 import { patchIdsOf } from '../helpers/patches';
-import { PATCHES, PATCH_BASELINE_1 } from '../../src/shared';
+import { JOB_PROGRESS_MEMO_KEY, type JobProgressMemo, PATCHES, PATCH_BASELINE_1 } from '../../src/shared';
 
 const DIR = path.resolve(__dirname, '..', 'histories');
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} };
@@ -73,6 +73,20 @@ describe('replay: recorded histories still replay against the current workflow c
     const failures = results.filter((result) => result.error).map((result) => `${result.workflowId}: ${String(result.error)}`);
     assert.deepEqual(failures, []);
     assert.equal(results.length, histories.length);
+  });
+
+  it("a recorded history has the job's progress memo naming the slices it has not taken (a memo's content is no command: replayed runs older and newer keep it)", () => {
+    const listed = load('latest')
+      .flatMap((entry) => entry.history.events ?? [])
+      .flatMap((event) => {
+        const data = event.workflowPropertiesModifiedEventAttributes?.upsertedMemo?.fields?.[JOB_PROGRESS_MEMO_KEY]?.data;
+        const memo = data?.length ? (JSON.parse(Buffer.from(data).toString('utf8')) as JobProgressMemo | null) : null;
+        return memo?.slicesRunning ? [memo.slicesRunning] : [];
+      });
+    assert.ok(
+      listed.some((slices) => slices.length > 0),
+      'rec-sharded-paused: npm run record-histories -- latest sharded-paused',
+    );
   });
 
   it('the patches faultline-patch-baseline-1 stands for never change (its histories ran exactly these)', () => {
