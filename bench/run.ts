@@ -54,6 +54,8 @@ const onStack = process.argv.includes('--stack');
 const workerLogFile = process.argv.find((arg) => arg.startsWith('--worker-log='))?.slice(13);
 /** `--cpu1ms-batch=300`: cpu1ms's job sets `options.batchSize` (default: the engine's sizing, 79 items for 5,000). */
 const cpuBatch = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-batch='))?.slice(15)) || undefined;
+/** `--cpu1ms-shard=5000`: cpu1ms's job sets `options.shardSize` (items per slice; default: the engine's sizing, 1,580 for 5,000). */
+const cpuShard = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-shard='))?.slice(15)) || undefined;
 /** scale10m: how often `progress` is asked while the job runs (`--progress-every=MS`, default 5 s). */
 const progressEveryMs = Number(process.argv.find((arg) => arg.startsWith('--progress-every='))?.slice(17)) || 5_000;
 /** scale10m: where its NDJSON file is (`--items-in=s3`: a MinIO bucket, job storage there too, as on the stack; default: a folder). */
@@ -705,6 +707,29 @@ async function main(): Promise<void> {
 
   const workloads: Record<string, Record<string, ModeResult>> = {};
 
+  /**
+   * `faultlineCpu`: Faultline set up for CPU-bound items as README's "CPU-bound pipelines" says, as
+   * BullMQ runs cpu1ms at concurrency 1: workers of their own (on a queue of their own) that take 2
+   * batches per process at a time, the job in one slice of batches a quarter of a process's share.
+   */
+  const runFaultlineCpu = async (items: number): Promise<ModeResult> => {
+    const cpuEnv = { ...env, FAULTLINE_TASK_QUEUE: 'faultline-bench-cpu', FAULTLINE_MAX_CONCURRENT_ACTIVITIES: '2' };
+    const workers = await startWorkers(cpuEnv);
+    const cpuClient = await FaultlineClient.connect({ config: loadConfig(cpuEnv, dir), connection });
+    const spec = (prefix: string, count: number) => ({
+      pipeline: 'synthetic',
+      items: Array.from({ length: count }, (_, i) => ({ id: `${prefix}${i}`, params: { cpuMs: 1 } })),
+      options: { batchSize: Math.min(1_000, Math.ceil(count / (4 * processes))), shardSize: Math.min(5_000, count) },
+    });
+    try {
+      if (!process.argv.includes('--cold')) await runFaultline(spec('wc', Math.round(3_000 * scale)), cpuClient);
+      return await measure(items, workers.layout, () => runFaultline(spec('cc', items), cpuClient));
+    } finally {
+      await cpuClient.close();
+      await stopWorkers(workers.supervisor);
+    }
+  };
+
   if (wanted('cpu1ms')) {
     const cpuItems = Math.round(5_000 * scale);
     say(`cpu1ms: ${cpuItems} items`);
@@ -716,12 +741,13 @@ async function main(): Promise<void> {
             faultline: await measure(cpuItems, faultlineLayout, () =>
               runFaultline({
                 pipeline: 'synthetic',
-                ...(cpuBatch ? { options: { batchSize: cpuBatch } } : {}),
+                ...(cpuBatch || cpuShard ? { options: { ...(cpuBatch ? { batchSize: cpuBatch } : {}), ...(cpuShard ? { shardSize: cpuShard } : {}) } } : {}),
                 items: Array.from({ length: cpuItems }, (_, i) => ({ id: `c${i}`, params: { cpuMs: 1 } })),
               }),
             ),
           }
         : {}),
+      ...(modeWanted('faultline-cpu') ? { faultlineCpu: await runFaultlineCpu(cpuItems) } : {}),
       ...(await bullmq('cpu1ms', cpuItems)),
       ...(await dbos('cpu1ms', cpuItems)),
     };
@@ -1113,6 +1139,7 @@ async function main(): Promise<void> {
     ratios: {
       cpu1ms_faultline_vs_naive: ratio(workloads.cpu1ms?.faultline?.itemsPerSec, workloads.cpu1ms?.naive?.itemsPerSec),
       cpu1ms_faultline_vs_raw: ratio(workloads.cpu1ms?.faultline?.itemsPerSec, workloads.cpu1ms?.raw?.itemsPerSec),
+      cpu1ms_faultlineCpu_vs_raw: ratio(workloads.cpu1ms?.faultlineCpu?.itemsPerSec, workloads.cpu1ms?.raw?.itemsPerSec),
       thumbnails_faultline_vs_raw: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.raw?.itemsPerSec),
       thumbnails_faultline_vs_naive: ratio(workloads.thumbnails?.faultline?.itemsPerSec, workloads.thumbnails?.naive?.itemsPerSec),
       storage_s3_vs_file: ratio(workloads.storage?.s3?.itemsPerSec, workloads.storage?.file?.itemsPerSec),
