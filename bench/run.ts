@@ -1172,13 +1172,13 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(report, null, 2));
     return;
   }
-  console.log('\nworkload     mode       procs    items   items/s   elapsed ms  events/item  B hist/item  srv µs/item  peak RSS MB  max history  completed');
+  console.log('\nworkload     mode         procs    items   items/s   elapsed ms  events/item  B hist/item  srv µs/item  peak RSS MB  max history  completed');
   const rows = [...Object.entries(workloads), ...Object.entries(stackWorkloads).map(([name, modes]) => [`stack:${name}`, modes] as const)];
   for (const [name, modes] of rows) {
     for (const [mode, r] of Object.entries(modes)) {
       const history = r.maxHistoryBytes === undefined ? '-' : `${(r.maxHistoryBytes / 1024 / 1024).toFixed(2)} MB`;
       console.log(
-        `${name.padEnd(12)} ${mode.padEnd(10)} ${String(r.workers).padStart(5)} ${String(r.items).padStart(8)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.historyBytesPerItem ?? '-').padStart(12)} ${String(r.serverCpuUsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}  cpu s ${JSON.stringify(r.cpuSeconds)}${r.workCpuByThread ? `  work by thread ${JSON.stringify(r.workCpuByThread)}` : ''}${r.postgresRowsPerItem !== undefined ? `  postgres: ${r.postgresCpuUsPerItem} µs, ${r.postgresRowsPerItem} rows, ${r.postgresWalBytesPerItem} WAL bytes per item` : ''}`,
+        `${name.padEnd(12)} ${mode.padEnd(12)} ${String(r.workers).padStart(5)} ${String(r.items).padStart(8)} ${String(r.itemsPerSec).padStart(9)} ${String(r.elapsedMs).padStart(12)} ${String(r.eventsPerItem ?? '-').padStart(12)} ${String(r.historyBytesPerItem ?? '-').padStart(12)} ${String(r.serverCpuUsPerItem ?? '-').padStart(12)} ${String(r.peakRssMb).padStart(12)} ${history.padStart(12)}  ${r.completed}${r.outcome ? ` (${r.outcome})` : ''}  cpu s ${JSON.stringify(r.cpuSeconds)}${r.workCpuByThread ? `  work by thread ${JSON.stringify(r.workCpuByThread)}` : ''}${r.postgresRowsPerItem !== undefined ? `  postgres: ${r.postgresCpuUsPerItem} µs, ${r.postgresRowsPerItem} rows, ${r.postgresWalBytesPerItem} WAL bytes per item` : ''}`,
       );
     }
   }
