@@ -47,6 +47,10 @@ export interface Storage {
   display: string;
   /** The folder, when storage is local: specs may never read or write in it. */
   localRoot: string | undefined;
+  /**
+   * A whole spec stored by reference: how clients before f67bd0f passed large specs (now they
+   * write an items file). Kept so jobs started that way finish; tests write such specs with it.
+   */
   putSpec(specJson: string): Promise<string>;
   readSpec(ref: string): Promise<unknown>;
   /** Where a client's items file named `name` goes (`specs/`). */
