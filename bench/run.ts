@@ -695,14 +695,17 @@ async function main(): Promise<void> {
     }
   };
 
+  /** `count` synthetic items of 1 ms of CPU each, ids `<prefix><i>` (cpu1ms, warm-ups, fairness's big job). */
+  const oneMsItems = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => ({ id: `${prefix}${i}`, params: { cpuMs: 1 } }));
   // Workers in production run for hours: V8 has compiled their hot paths long before a job like
   // these arrives. Fresh workers spend seconds of helper-thread CPU in the optimizing compiler
   // (perf, 2026-12-03: 15 % of all worker samples in a 5,000-item cpu1ms run), so one unmeasured
   // job warms them first. `--cold` measures fresh workers.
-  if (modeWanted('faultline') && !process.argv.includes('--cold')) {
-    const warmItems = Math.round(3_000 * scale);
+  const warm = !process.argv.includes('--cold');
+  const warmItems = Math.round(3_000 * scale);
+  if (modeWanted('faultline') && warm) {
     say(`warm-up: one unmeasured job of ${warmItems} items on the Faultline workers`);
-    await runFaultline({ pipeline: 'synthetic', items: Array.from({ length: warmItems }, (_, i) => ({ id: `w${i}`, params: { cpuMs: 1 } })) });
+    await runFaultline({ pipeline: 'synthetic', items: oneMsItems('w', warmItems) });
   }
 
   const workloads: Record<string, Record<string, ModeResult>> = {};
@@ -718,11 +721,11 @@ async function main(): Promise<void> {
     const cpuClient = await FaultlineClient.connect({ config: loadConfig(cpuEnv, dir), connection });
     const spec = (prefix: string, count: number) => ({
       pipeline: 'synthetic',
-      items: Array.from({ length: count }, (_, i) => ({ id: `${prefix}${i}`, params: { cpuMs: 1 } })),
+      items: oneMsItems(prefix, count),
       options: { batchSize: Math.min(1_000, Math.ceil(count / (4 * processes))), shardSize: Math.min(5_000, count) },
     });
     try {
-      if (!process.argv.includes('--cold')) await runFaultline(spec('wc', Math.round(3_000 * scale)), cpuClient);
+      if (warm) await runFaultline(spec('wc', warmItems), cpuClient);
       return await measure(items, workers.layout, () => runFaultline(spec('cc', items), cpuClient));
     } finally {
       await cpuClient.close();
@@ -742,7 +745,7 @@ async function main(): Promise<void> {
               runFaultline({
                 pipeline: 'synthetic',
                 ...(cpuBatch || cpuShard ? { options: { ...(cpuBatch ? { batchSize: cpuBatch } : {}), ...(cpuShard ? { shardSize: cpuShard } : {}) } } : {}),
-                items: Array.from({ length: cpuItems }, (_, i) => ({ id: `c${i}`, params: { cpuMs: 1 } })),
+                items: oneMsItems('c', cpuItems),
               }),
             ),
           }
@@ -1039,7 +1042,7 @@ async function main(): Promise<void> {
       await oneItem();
       const idle: number[] = [];
       for (let n = 0; n < 5; n++) idle.push(await oneItem());
-      const big = await fairClient.start({ pipeline: 'synthetic', items: Array.from({ length: bigItems }, (_, i) => ({ id: `f${i}`, params: { cpuMs: 1 } })), options: { tenant: 'big' } });
+      const big = await fairClient.start({ pipeline: 'synthetic', items: oneMsItems('f', bigItems), options: { tenant: 'big' } });
       while ((await fairClient.progress(big.jobId)).counts.Available < bigItems / 30) await new Promise((resolve) => setTimeout(resolve, 200));
       const before = (await fairClient.progress(big.jobId)).counts.Available;
       const loaded: number[] = [];
