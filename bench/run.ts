@@ -488,6 +488,8 @@ async function main(): Promise<void> {
     FAULTLINE_LOG_LEVEL: 'error',
     // The ratelimit workload's receiver is on 127.0.0.1.
     FAULTLINE_ALLOWED_HOSTS: '127.0.0.1',
+    // cpu1ms's pipeline, declared CPU-bound as its users would (`work: 'cpu'`).
+    FAULTLINE_PIPELINES: path.join(__dirname, 'cpu-pipeline.ts'),
   };
   const config = loadConfig(env, dir);
   installTemporalLogging(createLogger({ level: 'error', format: 'json' }));
@@ -705,7 +707,7 @@ async function main(): Promise<void> {
   const warmItems = Math.round(3_000 * scale);
   if (modeWanted('faultline') && warm) {
     say(`warm-up: one unmeasured job of ${warmItems} items on the Faultline workers`);
-    await runFaultline({ pipeline: 'synthetic', items: oneMsItems('w', warmItems) });
+    await runFaultline({ pipeline: 'bench-cpu', items: oneMsItems('w', warmItems) });
   }
 
   const workloads: Record<string, Record<string, ModeResult>> = {};
@@ -743,7 +745,7 @@ async function main(): Promise<void> {
         ? {
             faultline: await measure(cpuItems, faultlineLayout, () =>
               runFaultline({
-                pipeline: 'synthetic',
+                pipeline: 'bench-cpu',
                 ...(cpuBatch || cpuShard ? { options: { ...(cpuBatch ? { batchSize: cpuBatch } : {}), ...(cpuShard ? { shardSize: cpuShard } : {}) } } : {}),
                 items: oneMsItems('c', cpuItems),
               }),

@@ -52,6 +52,8 @@ export const ConfigSchema = z.object({
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   logFormat: z.enum(['json', 'pretty', 'auto']).default('auto'),
   maxConcurrentActivities: z.coerce.number().int().min(1).max(10_000).default(100),
+  /** `adaptive`: past 2, a process takes more batches (up to maxConcurrentActivities) only while its event loop has room (src/activity-slots.ts); `fixed`: always maxConcurrentActivities. */
+  activitySlots: z.enum(['adaptive', 'fixed']).default('adaptive'),
   shutdownGraceMs: z.number().int().min(0).default(10_000),
   /** Worker processes per `faultline worker` / `faultline dev` (default: one per core). */
   workerProcesses: z.coerce.number().int().min(1).max(256).default(os.availableParallelism()),
@@ -133,6 +135,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     logLevel: env[ENV.logLevel] || undefined,
     logFormat: env[ENV.logFormat] || undefined,
     maxConcurrentActivities: env[ENV.maxConcurrentActivities] || undefined,
+    activitySlots: env[ENV.activitySlots] || undefined,
     shutdownGraceMs: parsedGrace?.success ? parsedGrace.data : undefined,
     workerProcesses: env[ENV.workerProcesses] || undefined,
     workerMaxHeapMb: env[ENV.workerMaxHeapMb] || undefined,

@@ -10,7 +10,18 @@ import type { Logger } from 'pino';
 import type { ItemContext, ItemWork, PipelineImplementation } from './activities/types';
 import { ItemError } from './activities/types';
 import { type ItemStorage, type StepServices, type StepTools, stepAgents, stepTools } from './activities/step-tools';
-import { type StandardSchemaV1, validateWithSchema, ErrorTypes, type JobSpec, type OutputRecord, type PipelineDefinition, type RetryPolicy, type SpecIssue, serializedSize } from './shared';
+import {
+  type StandardSchemaV1,
+  validateWithSchema,
+  ErrorTypes,
+  type JobSpec,
+  type OutputRecord,
+  type PipelineDefinition,
+  type PipelineWork,
+  type RetryPolicy,
+  type SpecIssue,
+  serializedSize,
+} from './shared';
 import type { Storage, WorkFile } from './storage';
 
 /** What a step says about one output of its item. */
@@ -117,6 +128,12 @@ export interface PipelineInput<S extends StandardSchemaV1, O extends string> {
   destination?: PipelineDefinition['destination'];
   /** Run this pipeline's batches on their own workers (e.g. `'gpu'`); the job stays on the main queue. */
   taskQueue?: string;
+  /**
+   * `'cpu'` when an item computes rather than waits (image math, parsing, hashing): a job then
+   * runs large batches first and small ones last, so every worker process stays busy to the end.
+   * Default `'io'`: batches sized for items that wait on the network or disk.
+   */
+  work?: PipelineWork;
   /** Checks a schema cannot express, over the whole spec. */
   validate?: (spec: JobSpec) => SpecIssue[];
   /**
@@ -217,6 +234,7 @@ function buildPipeline(input: PipelineInput<StandardSchemaV1, string> & { steps:
     source: input.source ?? 'optional',
     destination: input.destination ?? 'optional',
     ...(input.taskQueue !== undefined ? { taskQueue: input.taskQueue } : {}),
+    ...(input.work === 'cpu' ? { work: 'cpu' as const } : {}),
     ...(input.itemParams ? { itemParams: input.itemParams } : {}),
     ...(input.params ? { params: input.params } : {}),
     ...(input.validate ? { validate: input.validate } : {}),

@@ -2,6 +2,7 @@
  * The Faultline worker: the only place that builds real activity dependencies.
  * Graceful shutdown on SIGTERM/SIGINT hands in-flight batches back without spending budgets.
  */
+import { activitySlots } from './activity-slots';
 import os from 'node:os';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { type InjectedSinks, NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
@@ -191,7 +192,7 @@ async function createWorkerOn(
         namespace: config.namespace,
         taskQueue,
         activities: { runBatch: engineActivities.runBatch },
-        maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
+        ...activitySlots(config.activitySlots, config.maxConcurrentActivities),
         shutdownGraceTime: config.shutdownGraceMs,
         maxHeartbeatThrottleInterval: '1s',
         ...(tracingOptions ? { interceptors: { activity: tracingOptions.interceptors.activity } } : {}),
@@ -214,7 +215,7 @@ async function createWorkerOn(
       activities,
       ...workflowCode(options, tracing !== undefined),
       ...(tracingOptions ? { interceptors: tracingOptions.interceptors } : {}),
-      maxConcurrentActivityTaskExecutions: config.maxConcurrentActivities,
+      ...activitySlots(config.activitySlots, config.maxConcurrentActivities),
       shutdownGraceTime: config.shutdownGraceMs,
       // Cancellation reaches an activity only with a heartbeat response: without this cap the SDK
       // throttles heartbeats to 80% of the heartbeat timeout, so a stopped job's batches run on.

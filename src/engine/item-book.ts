@@ -44,6 +44,11 @@ export interface RunnerConfig {
    */
   rampFrom?: number;
   /**
+   * A `work: 'cpu'` pipeline's default batches: each `cpuBatchSize` of the items still queued (of
+   * `sliceItems`), up to `options.batchSize`, instead of all `options.batchSize`.
+   */
+  guidedBatches?: { sliceItems: number };
+  /**
    * Each item's first run goes out as a local activity on this worker (a job that fits one batch):
    * no wait for an activity slot behind other jobs. Any later run goes through the task queue.
    */

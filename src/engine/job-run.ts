@@ -227,7 +227,7 @@ export class JobRun {
         itemCount = stored.itemCount;
         items = { kind: 'stored', ref: stored.ref, from: 0, to: itemCount };
       }
-      const options = resolveJobOptions(head, itemCount, this.s.largeJobSizing);
+      const options = resolveJobOptions(head, itemCount, this.s.largeJobSizing, pipeline.work);
       const outputs = items.kind === 'inline' ? items.items.reduce((sum, item) => sum + outputsForItem(head, item, pipeline).length, 0) : Infinity;
       // A job whose records outgrew a payload keeps them in job storage as its one slice from then on.
       const recordsStored = this.s.v3 && this.s.result?.manifest !== undefined;

@@ -21,7 +21,20 @@ import { progressFrom, thresholdReport, unfinishedReason } from './item-records'
 export type { RunnerConfig, RunnerSnapshot };
 
 export { thresholdReport, unfinishedReason };
-import { ErrorTypes, ISOLATE_AT_MOST, type ItemState, PATCHES, type RunBatchInput, type RunBatchResult, type StopReason, batchActivityId, boundReport, makeReport, toErrorReport } from '../shared';
+import {
+  ErrorTypes,
+  ISOLATE_AT_MOST,
+  type ItemState,
+  PATCHES,
+  type RunBatchInput,
+  type RunBatchResult,
+  type StopReason,
+  batchActivityId,
+  boundReport,
+  cpuBatchSize,
+  makeReport,
+  toErrorReport,
+} from '../shared';
 
 type EngineActivities = ReturnType<typeof createEngineActivities>;
 
@@ -138,10 +151,18 @@ export class ItemRunner extends ItemBook {
       (state) => state.suspectBatch !== undefined,
       (first) => Math.min(batchSize, first.suspectBatch ?? batchSize),
     );
+    const guided = this.config.guidedBatches;
+    let queued = guided ? this.states.reduce((sum, state) => sum + (state.phase === 'queued' && !state.isolate && state.suspectBatch === undefined ? 1 : 0), 0) : 0;
     this.launchBatches(
       concurrency,
       (state) => state.suspectBatch === undefined,
-      () => batchSize,
+      guided
+        ? () => {
+            const size = cpuBatchSize(queued, guided.sliceItems, batchSize);
+            queued -= size;
+            return size;
+          }
+        : () => batchSize,
     );
   }
 

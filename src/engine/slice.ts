@@ -122,6 +122,8 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
       ...(input.allowedFailures !== undefined ? { allowedFailures: input.allowedFailures } : {}),
       initialFailures: carry?.newFailures ?? 0,
       ...(patched(PATCHES.engineV3) ? { rampFrom: Math.ceil(input.concurrency / MAX_PARALLEL_SLICES) } : {}),
+      // Plans recorded before `work` existed never say cpu: their slices replay with the batches they ran.
+      ...(pipeline.work === 'cpu' && input.head.options?.batchSize === undefined ? { guidedBatches: { sliceItems: snapshot.items.length } } : {}),
       ...(hooks.onFailure ? { onFailure: hooks.onFailure } : {}),
       ...(runsLocally(input, pipeline, snapshot.items.length, options.batchSize) ? { localFirstRun: true, ...(hooks.onReleasedByBatch ? { onReleasedByBatch: hooks.onReleasedByBatch } : {}) } : {}),
       ...(byReference

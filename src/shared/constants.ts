@@ -34,6 +34,7 @@ export const ENV = {
   logLevel: 'FAULTLINE_LOG_LEVEL',
   logFormat: 'FAULTLINE_LOG_FORMAT',
   maxConcurrentActivities: 'FAULTLINE_MAX_CONCURRENT_ACTIVITIES',
+  activitySlots: 'FAULTLINE_ACTIVITY_SLOTS',
   shutdownGrace: 'FAULTLINE_SHUTDOWN_GRACE',
   healthFile: 'FAULTLINE_HEALTH_FILE',
   workerProcesses: 'FAULTLINE_WORKER_PROCESSES',

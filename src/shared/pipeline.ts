@@ -37,7 +37,15 @@ export interface PipelinePlan {
   steps: readonly StepDefinition[];
   /** The task queue its batches run on; the main queue when absent. */
   taskQueue?: string;
+  /**
+   * `cpu`: its items keep a core busy (no waiting on I/O), so a job sizes batches to keep every
+   * worker process busy to the end (`cpuBatchSize`) rather than to overlap waits. Absent: `io`.
+   */
+  work?: PipelineWork;
 }
+
+/** What an item mostly does: waits on I/O (the default) or computes. */
+export type PipelineWork = 'io' | 'cpu';
 
 export interface PipelineDefinition extends Omit<PipelinePlan, 'version'> {
   /** Reported in results; defaults to "1". */
@@ -76,6 +84,7 @@ export function planOf(definition: PipelineDefinition): PipelinePlan {
     defaultOutputs: [...definition.defaultOutputs],
     steps: definition.steps.map((step) => ({ name: step.name, retry: { ...step.retry }, itemTimeoutMs: step.itemTimeoutMs })),
     ...(definition.taskQueue !== undefined ? { taskQueue: definition.taskQueue } : {}),
+    ...(definition.work === 'cpu' ? { work: 'cpu' as const } : {}),
   };
 }
 

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { DurationSchema } from './duration';
-import type { PipelineDefinition, PipelinePlan, PipelineRegistry, RetryPolicy } from './pipeline';
+import type { PipelineDefinition, PipelinePlan, PipelineRegistry, PipelineWork, RetryPolicy } from './pipeline';
 import { validateWithSchema } from './standard-schema';
 import { OutputStatuses, type OutputStatus } from './result';
 import { RateLimitsSchema } from './rate-limits';
@@ -314,6 +314,22 @@ const LARGE_JOB_SIZES = {
 } as const;
 
 /**
+ * Sizing for pipelines whose items compute (`work: 'cpu'`): the items in flight are not a job's I/O
+ * concurrency there, so fewer, larger batches cost the server and the workflow less, and a worker
+ * process that takes in more batches than its cores can run only makes the processes' shares
+ * unequal. Batches are guided: each takes `1/batchesAhead` of the slice's items still queued, down
+ * to `1/smallestFraction` of the slice, so the last batches are short and every process ends at about
+ * the same time whatever the number of processes (up to about `batchesAhead` busy slots in all).
+ */
+export const CPU_WORK_SIZES = { batchesAhead: 8, smallestFraction: 100, maxShard: 20_000 } as const;
+
+/** The next batch of a `work: 'cpu'` slice: `queued` items still to start of the slice's `sliceItems`, at most `cap`. */
+export function cpuBatchSize(queued: number, sliceItems: number, cap: number): number {
+  const smallest = Math.ceil(sliceItems / CPU_WORK_SIZES.smallestFraction);
+  return Math.max(1, Math.min(cap, Math.max(smallest, Math.ceil(queued / CPU_WORK_SIZES.batchesAhead))));
+}
+
+/**
  * Default batch size grows with the job: one activity per item for small jobs, up to 100 items per
  * activity; a large job's batches grow further (`LARGE_JOB_SIZES`), since each batch costs the
  * server the same whatever its size.
@@ -342,8 +358,13 @@ export function retryWindowMsOf(options: JobSpec['options']): number {
   return options?.retryWindow ? DurationSchema.parse(options.retryWindow) : DEFAULTS.retryWindowMs;
 }
 
-/** `sizing`: how a large job's batches and slices are sized (see `LargeJobSizing`). */
-export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: number, sizing: LargeJobSizing = 'none'): ResolvedOptions {
+/**
+ * `sizing`: how a large job's batches and slices are sized (see `LargeJobSizing`); `work: 'cpu'`
+ * (the job's pipeline plan says so): one slice up to 20,000 items, batches up to an eighth of it
+ * (guided smaller by `cpuBatchSize` as a slice runs). Plans recorded before `work` existed never
+ * say so, so running jobs replay with the sizing they ran with and need no patch.
+ */
+export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: number, sizing: LargeJobSizing = 'none', work: PipelineWork = 'io'): ResolvedOptions {
   const options = spec.options ?? {};
   const retry = options.retry;
   const retryOverride: Partial<RetryPolicy> | undefined = retry
@@ -354,13 +375,17 @@ export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: num
         ...(retry.maximumInterval !== undefined ? { maximumIntervalMs: DurationSchema.parse(retry.maximumInterval) } : {}),
       }
     : undefined;
+  const cpu = work === 'cpu';
+  const shardSize = options.shardSize ?? (cpu ? Math.min(CPU_WORK_SIZES.maxShard, Math.max(DEFAULTS.shardSize, itemCount)) : undefined);
+  const batchSize =
+    options.batchSize ?? (cpu ? cpuBatchSize(Math.min(itemCount, shardSize ?? itemCount), Math.min(itemCount, shardSize ?? itemCount), LIMITS.maxBatchSize) : defaultBatchSize(itemCount, sizing));
   return {
-    batchSize: options.batchSize ?? defaultBatchSize(itemCount, sizing),
+    batchSize,
     concurrency: options.concurrency ?? DEFAULTS.concurrency,
     crashBudget: options.crashBudget ?? DEFAULTS.crashBudget,
     heartbeatTimeoutMs: options.heartbeatTimeout ? DurationSchema.parse(options.heartbeatTimeout) : DEFAULTS.heartbeatTimeoutMs,
     retryWindowMs: retryWindowMsOf(options),
-    shardSize: options.shardSize ?? defaultShardSize(options.batchSize ?? defaultBatchSize(itemCount, sizing), sizing, itemCount),
+    shardSize: shardSize ?? defaultShardSize(batchSize, sizing, itemCount),
     rotateAfterEvents: options.rotateAfterEvents ?? DEFAULTS.rotateAfterEvents,
     ...(options.toleratedFailureCount !== undefined ? { toleratedFailureCount: options.toleratedFailureCount } : {}),
     ...(options.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: options.toleratedFailurePercent } : {}),

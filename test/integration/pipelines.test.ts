@@ -9,6 +9,7 @@ import { writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { FaultlineClient, FaultlineClientError } from '../../src/client';
 import { definePipeline } from '../../src';
+import { z } from 'zod';
 import { ErrorTypes, type JobResult } from '../../src/shared';
 import path from 'node:path';
 import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, runCli } from '../helpers/env';
@@ -37,10 +38,34 @@ const heartbeating = definePipeline({
   ],
 });
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
+/** Items that compute, declared so: `work: 'cpu'`. */
+const crunch = definePipeline({
+  name: 'crunch',
+  version: '1',
+  outputs: ['sum'],
+  work: 'cpu',
+  itemParams: z.object({ n: z.number().int() }),
+  steps: [{ name: 'add', sideEffects: false, run: ({ item }) => ({ sum: { status: 'Available', value: item.params.n + 1 } }) }],
+});
+
+/** Items per runBatch activity a workflow scheduled, in order (inline entries or stored ranges). */
+async function batchSizes(workflowId: string): Promise<number[]> {
+  const history = await env.client.client.workflow.getHandle(workflowId).fetchHistory();
+  return (history.events ?? []).flatMap((event) => {
+    const scheduled = event.activityTaskScheduledEventAttributes;
+    if (scheduled?.activityType?.name !== 'runBatch') return [];
+    const input = JSON.parse(Buffer.from(scheduled.input?.payloads?.[0]?.data ?? new Uint8Array()).toString()) as {
+      entries?: unknown[];
+      items?: { kind: 'inline'; entries: unknown[] } | { kind: 'stored'; ranges: [number, number][] };
+    };
+    if (input.items?.kind === 'stored') return [input.items.ranges.reduce((sum, [from, to]) => sum + to - from, 0)];
+    return [(input.items?.entries ?? input.entries ?? []).length];
+  });
+}
 
 before(async () => {
   env = await createTestEnv({ taskQueue: 'faultline-pipelines' });
-  worker = await env.startWorker({}, { pipelines: [wordCount, queued, cliWordCount, heartbeating] });
+  worker = await env.startWorker({}, { pipelines: [wordCount, queued, cliWordCount, heartbeating, crunch] });
 });
 after(async () => {
   await worker?.stop();
@@ -143,6 +168,32 @@ describe('your own pipelines (real dev server)', () => {
     );
     releaseHeartbeating();
     assert.equal((await env.client.result(jobId)).status, 'Succeeded');
+  });
+
+  it("work: 'cpu' runs a job in one slice of batches large first and small last; a one-item job still runs locally", async () => {
+    const items = 1_200;
+    const { jobId } = await env.client.start({ pipeline: 'crunch', items: Array.from({ length: items }, (_, i) => ({ id: `c${i}`, params: { n: i } })) });
+    const result = await env.client.result(jobId);
+    assert.equal(result.counts.Available, items);
+    const sizes = await batchSizes(`${jobId}/slice-0-r1`);
+    assert.deepEqual(await batchSizes(`${jobId}/slice-1-r1`).catch(() => []), [], 'one slice');
+    assert.equal(
+      sizes.reduce((sum, size) => sum + size, 0),
+      items,
+      'every item once',
+    );
+    assert.equal(sizes[0], items / 8, 'the first batch takes an eighth');
+    assert.ok(
+      sizes.every((size, i) => i === 0 || size <= (sizes[i - 1] ?? 0)),
+      `each batch no larger than the one before: ${sizes.join(',')}`,
+    );
+    assert.ok(sizes.slice(0, -1).every((size) => size >= items / 100) && sizes.length < 40, `none below a hundredth: ${sizes.join(',')}`);
+    assert.equal(sizes[sizes.length - 2], items / 100, `the last ones small: ${sizes.join(',')}`);
+
+    const one = await env.client.start({ pipeline: 'crunch', items: [{ id: 'only', params: { n: 1 } }] });
+    assert.equal((await env.client.result(one.jobId)).counts.Available, 1);
+    const events = (await env.client.client.workflow.getHandle(one.jobId).fetchHistory()).events ?? [];
+    assert.ok(!events.some((event) => event.activityTaskScheduledEventAttributes), 'its batch ran as a local activity');
   });
 
   it('a pipeline no worker knows fails the job at once with PipelineUnavailable', async () => {

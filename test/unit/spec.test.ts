@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { builtInPipelines } from '../../src/pipelines';
-import { type LargeJobSizing, type StandardSchemaV1, allowedFailures, resolveJobOptions, validateJobSpec } from '../../src/shared';
+import { CPU_WORK_SIZES, type LargeJobSizing, type StandardSchemaV1, allowedFailures, cpuBatchSize, resolveJobOptions, validateJobSpec } from '../../src/shared';
 import { ConfigError, loadConfig } from '../../src/config';
 
 function issuesOf(spec: unknown) {
@@ -119,6 +119,41 @@ describe('options', () => {
     const shard = (sizing: LargeJobSizing) => resolveJobOptions({ options: { batchSize: 400 } }, 5_000, sizing).shardSize;
     assert.deepEqual([shard('v2'), shard('v1'), shard('none')], [8_000, 8_000, 2_000], 'a small job with large batches: v2 sizes its slices as v1 did');
     assert.deepEqual(resolveJobOptions({ options: { batchSize: 10, shardSize: 500 } }, 1_000_000, 'v2').shardSize, 500, 'the spec wins');
+  });
+
+  it("work: 'cpu': one slice up to 20,000 items, batches from an eighth of it down to a hundredth, the spec wins", () => {
+    const sizes = (items: number, options: Record<string, number> = {}) => {
+      const resolved = resolveJobOptions({ options }, items, 'v2', 'cpu');
+      return [resolved.batchSize, resolved.shardSize];
+    };
+    assert.deepEqual(sizes(5_000), [625, 5_000]);
+    assert.deepEqual(sizes(1), [1, 500], 'a one-item job still fits one batch (it runs locally)');
+    assert.deepEqual(sizes(100), [13, 500]);
+    assert.deepEqual(sizes(1_000_000), [1_000, 20_000], 'batches up to the largest a spec may ask for; slices as a large job’s');
+    assert.deepEqual(sizes(5_000, { batchSize: 50 }), [50, 5_000]);
+    assert.deepEqual(sizes(5_000, { shardSize: 1_000 }), [125, 1_000], 'batches sized to the slice asked for');
+    assert.deepEqual(resolveJobOptions({}, 5_000, 'v2', 'io').batchSize, 79, 'io (the default) as before');
+
+    // A slice of 5,000 runs guided batches: large first, none below 50 items, all items in about 27 batches.
+    let queued = 5_000;
+    const batches: number[] = [];
+    while (queued > 0) {
+      const size = Math.min(queued, cpuBatchSize(queued, 5_000, 625));
+      batches.push(size);
+      queued -= size;
+    }
+    assert.equal(batches[0], 625);
+    assert.ok(
+      batches.every((size, i) => i === 0 || size <= (batches[i - 1] ?? 0)),
+      `never larger than the one before: ${batches.join(',')}`,
+    );
+    assert.ok(batches.slice(0, -1).every((size) => size >= 5_000 / CPU_WORK_SIZES.smallestFraction));
+    assert.equal(
+      batches.reduce((sum, size) => sum + size, 0),
+      5_000,
+    );
+    assert.ok(batches.length >= 20 && batches.length <= 30, `${batches.length} batches`);
+    assert.equal(cpuBatchSize(0, 0, 10), 1, 'never an empty batch');
   });
 
   it('tolerated failures: share of all items, strictly greater fails', () => {
