@@ -54,6 +54,8 @@ const onStack = process.argv.includes('--stack');
 const workerLogFile = process.argv.find((arg) => arg.startsWith('--worker-log='))?.slice(13);
 /** `--cpu1ms-batch=300`: cpu1ms's job sets `options.batchSize` (default: the engine's sizing, 79 items for 5,000). */
 const cpuBatch = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-batch='))?.slice(15)) || undefined;
+/** `--cpu1ms-pipeline=synthetic`: cpu1ms's Faultline job runs the built-in synthetic pipeline, which does not declare `work: 'cpu'` (default: bench-cpu, which does). */
+const cpuPipeline = process.argv.find((arg) => arg.startsWith('--cpu1ms-pipeline='))?.slice(18) || 'bench-cpu';
 /** `--cpu1ms-shard=5000`: cpu1ms's job sets `options.shardSize` (items per slice; default: the engine's sizing, 1,580 for 5,000). */
 const cpuShard = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-shard='))?.slice(15)) || undefined;
 /** scale10m: how often `progress` is asked while the job runs (`--progress-every=MS`, default 5 s). */
@@ -745,7 +747,7 @@ async function main(): Promise<void> {
         ? {
             faultline: await measure(cpuItems, faultlineLayout, () =>
               runFaultline({
-                pipeline: 'bench-cpu',
+                pipeline: cpuPipeline,
                 ...(cpuBatch || cpuShard ? { options: { ...(cpuBatch ? { batchSize: cpuBatch } : {}), ...(cpuShard ? { shardSize: cpuShard } : {}) } } : {}),
                 items: oneMsItems('c', cpuItems),
               }),

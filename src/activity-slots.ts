@@ -69,6 +69,8 @@ export function adaptiveActivitySlots(max: number): CustomSlotSupplier<ActivityS
     type: 'custom',
     reserveSlot(_ctx, abortSignal): Promise<SlotPermit> {
       return new Promise((resolve, reject) => {
+        // The SDK expects its signal's own reason back (anything else it logs as an error).
+        if (abortSignal.aborted) return reject(abortSignal.reason as Error);
         const granted = () => resolve({});
         waiting.push(granted);
         abortSignal.addEventListener(
@@ -77,9 +79,7 @@ export function adaptiveActivitySlots(max: number): CustomSlotSupplier<ActivityS
             const at = waiting.indexOf(granted);
             if (at === -1) return;
             waiting.splice(at, 1);
-            const error = new Error('slot reservation aborted');
-            error.name = 'AbortError';
-            reject(error);
+            reject(abortSignal.reason as Error);
           },
           { once: true },
         );

@@ -51,7 +51,7 @@ describe('adaptive activity slots', () => {
     assert.equal(slots.tryReserveSlot(reserveContext), null, 'busy again');
   });
 
-  it('an aborted reservation rejects with AbortError and takes no slot', async () => {
+  it('an aborted reservation rejects with its signal’s reason and takes no slot', async () => {
     const slots = adaptiveActivitySlots(2);
     const never = new AbortController();
     await slots.reserveSlot(reserveContext, never.signal);
@@ -59,7 +59,8 @@ describe('adaptive activity slots', () => {
     const abort = new AbortController();
     const waiting = slots.reserveSlot(reserveContext, abort.signal);
     abort.abort();
-    await assert.rejects(waiting, (error: Error) => error.name === 'AbortError');
+    await assert.rejects(waiting, (error: unknown) => error === abort.signal.reason, 'rejected with the signal’s own reason, as the SDK expects');
+    await assert.rejects(slots.reserveSlot(reserveContext, abort.signal), (error: unknown) => error === abort.signal.reason, 'already aborted: at once');
     slots.releaseSlot({ permit: {} } as SlotReleaseContext<ActivitySlotInfo>);
     assert.deepEqual(slots.tryReserveSlot(reserveContext), {}, 'the released slot went to no aborted reservation');
   });
