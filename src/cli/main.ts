@@ -164,7 +164,7 @@ export function buildProgram(): Command {
 
   program
     .command('pipelines')
-    .description('list the pipelines a worker serves: the built-ins and those of --pipelines modules (name, version, outputs, steps, task queue)')
+    .description('list the pipelines a worker serves: the built-ins and those of --pipelines modules (name, version, outputs, steps, task queue, work)')
     .option('--pipelines <module>', `a module of your own pipelines (repeatable; or ${ENV.pipelines})`, collect)
     .option('--json', 'print JSON only')
     .action(async (opts: { pipelines?: string[]; json?: boolean }) => {
@@ -175,7 +175,7 @@ export function buildProgram(): Command {
       if (opts.json) return void console.log(JSON.stringify(rows, null, 2));
       for (const row of rows) {
         const steps = row.steps.map((step) => `${step.name} (${step.retry.maxAttempts === 0 ? 'unlimited' : step.retry.maxAttempts} attempts)`).join(' → ');
-        console.log(`${row.name}@${row.version}  outputs: ${row.outputs.join(', ')}  steps: ${steps}  queue: ${row.taskQueue ?? `${config.taskQueue} (main)`}`);
+        console.log(`${row.name}@${row.version}  outputs: ${row.outputs.join(', ')}  steps: ${steps}  queue: ${row.taskQueue ?? `${config.taskQueue} (main)`}${row.work === 'cpu' ? '  work: cpu' : ''}`);
       }
     });
 
