@@ -56,6 +56,8 @@ const workerLogFile = process.argv.find((arg) => arg.startsWith('--worker-log=')
 const cpuBatch = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-batch='))?.slice(15)) || undefined;
 /** `--cpu1ms-pipeline=synthetic`: cpu1ms's Faultline job runs the built-in synthetic pipeline, which does not declare `work: 'cpu'` (default: bench-cpu, which does). */
 const cpuPipeline = process.argv.find((arg) => arg.startsWith('--cpu1ms-pipeline='))?.slice(18) || 'bench-cpu';
+/** `--cpu1ms-items=20000`: cpu1ms's item count (default 5,000 × the --quick scale): a longer run weighs the job's fixed way in and out less. */
+const cpuItemsArg = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-items='))?.slice(15)) || undefined;
 /** `--cpu1ms-shard=5000`: cpu1ms's job sets `options.shardSize` (items per slice; default: the engine's sizing, 1,580 for 5,000). */
 const cpuShard = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-shard='))?.slice(15)) || undefined;
 /** scale10m: how often `progress` is asked while the job runs (`--progress-every=MS`, default 5 s). */
@@ -738,7 +740,7 @@ async function main(): Promise<void> {
   };
 
   if (wanted('cpu1ms')) {
-    const cpuItems = Math.round(5_000 * scale);
+    const cpuItems = cpuItemsArg ?? Math.round(5_000 * scale);
     say(`cpu1ms: ${cpuItems} items`);
     workloads.cpu1ms = {
       ...(modeWanted('raw') ? { raw: await measure(cpuItems, rawLayout, () => runRaw('cpu1ms', cpuItems, cores, rawPids, { source: SOURCE, outDir: path.join(dir, 'raw-out') })) } : {}),

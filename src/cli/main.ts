@@ -175,7 +175,9 @@ export function buildProgram(): Command {
       if (opts.json) return void console.log(JSON.stringify(rows, null, 2));
       for (const row of rows) {
         const steps = row.steps.map((step) => `${step.name} (${step.retry.maxAttempts === 0 ? 'unlimited' : step.retry.maxAttempts} attempts)`).join(' → ');
-        console.log(`${row.name}@${row.version}  outputs: ${row.outputs.join(', ')}  steps: ${steps}  queue: ${row.taskQueue ?? `${config.taskQueue} (main)`}${row.work === 'cpu' ? '  work: cpu' : ''}`);
+        console.log(
+          `${row.name}@${row.version}  outputs: ${row.outputs.join(', ')}  steps: ${steps}  queue: ${row.taskQueue ?? `${config.taskQueue} (main)`}${row.work === 'cpu' ? '  work: cpu' : ''}`,
+        );
       }
     });
 
