@@ -17,6 +17,7 @@ import { PATCHES, cancelSignal, flagSignal, pauseSignal, resumeSignal, retrySign
 import { type TestEnv, createTestEnv, eventually, syntheticSpec } from '../test/helpers/env';
 import { patchIdsOf } from '../test/helpers/patches';
 import { wordCount } from '../test/fixtures/word-count';
+import { crunch } from '../test/fixtures/crunch';
 import { ItemError, definePipeline } from '../src';
 import { z } from 'zod';
 
@@ -38,16 +39,6 @@ const recorderSteps = definePipeline({
       },
     },
   ],
-});
-
-/** Items that compute, declared so (`work: 'cpu'`): one slice, batches large first and small last. */
-const recorderCpu = definePipeline({
-  name: 'recorder-cpu',
-  version: '1',
-  outputs: ['out'],
-  work: 'cpu',
-  itemParams: z.object({ n: z.number().int() }),
-  steps: [{ name: 'add', sideEffects: false, run: ({ item }) => ({ out: { status: 'Available', value: item.params.n + 1 } }) }],
 });
 
 const SET = process.argv[2] ?? 'latest';
@@ -83,7 +74,7 @@ async function main(): Promise<void> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const hookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
   const env = await createTestEnv({ taskQueue: 'faultline-record', envExtra: { RECORD_WEBHOOK_SECRET: 'recording-secret', FAULTLINE_ALLOWED_HOSTS: '127.0.0.1' } });
-  let worker = await env.startWorker({}, { pipelines: [wordCount, recorderSteps, recorderCpu] });
+  let worker = await env.startWorker({}, { pipelines: [wordCount, recorderSteps, crunch] });
   const out = (name: string) => pathToFileURL(path.join(env.dir, 'out', name)).toString();
   try {
     // `-- <set> <job> …`: only those jobs are recorded again, the set's others kept.
@@ -119,7 +110,7 @@ async function main(): Promise<void> {
           // The server admits the update and holds it for a worker; nothing shows that moment, so the
           // worker comes back a little later, and the recording below checks the patch was taken.
           await new Promise((resolve) => setTimeout(resolve, 500));
-          worker = await env.startWorker({}, { pipelines: [wordCount, recorderSteps, recorderCpu] });
+          worker = await env.startWorker({}, { pipelines: [wordCount, recorderSteps, crunch] });
           await answered;
         },
       },
@@ -338,12 +329,12 @@ async function main(): Promise<void> {
           await env.client.cancel(jobId, 'recorded');
         },
       },
-      // work: 'cpu' (v16): a job of 1,200 items in one slice of guided batches; one of 40 run inline the same way.
+      // work: 'cpu' (v16, recorded when the fixture was named recorder-cpu): a job of 1,200 items in one slice of guided batches; one of 40 run inline the same way.
       'cpu-sliced': {
-        spec: { pipeline: 'recorder-cpu', items: Array.from({ length: 1_200 }, (_, i) => ({ id: `c${i}`, params: { n: i } })) },
+        spec: { pipeline: 'crunch', items: Array.from({ length: 1_200 }, (_, i) => ({ id: `c${i}`, params: { n: i } })) },
         children: true,
       },
-      'cpu-inline': { spec: { pipeline: 'recorder-cpu', items: Array.from({ length: 40 }, (_, i) => ({ id: `c${i}`, params: { n: i } })) } },
+      'cpu-inline': { spec: { pipeline: 'crunch', items: Array.from({ length: 40 }, (_, i) => ({ id: `c${i}`, params: { n: i } })) } },
       rotation: {
         spec: syntheticSpec(
           Array.from({ length: 40 }, (_, i) => flakyOnce(`r${i}`)),

@@ -151,11 +151,13 @@ export class ItemRunner extends ItemBook {
       (state) => state.suspectBatch !== undefined,
       (first) => Math.min(batchSize, first.suspectBatch ?? batchSize),
     );
+    const unsuspected = (state: ItemState) => state.suspectBatch === undefined;
     const guided = this.config.guidedBatches;
-    let queued = guided ? this.states.reduce((sum, state) => sum + (state.phase === 'queued' && !state.isolate && state.suspectBatch === undefined ? 1 : 0), 0) : 0;
+    // The items launchBatches below may start: guided sizes are fractions of them.
+    let queued = guided ? this.states.reduce((sum, state) => sum + (state.phase === 'queued' && !state.isolate && unsuspected(state) ? 1 : 0), 0) : 0;
     this.launchBatches(
       concurrency,
-      (state) => state.suspectBatch === undefined,
+      unsuspected,
       guided
         ? () => {
             const size = cpuBatchSize(queued, guided.sliceItems, batchSize);

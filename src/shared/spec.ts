@@ -375,17 +375,17 @@ export function resolveJobOptions(spec: Pick<JobSpec, 'options'>, itemCount: num
         ...(retry.maximumInterval !== undefined ? { maximumIntervalMs: DurationSchema.parse(retry.maximumInterval) } : {}),
       }
     : undefined;
-  const cpu = work === 'cpu';
-  const shardSize = options.shardSize ?? (cpu ? Math.min(CPU_WORK_SIZES.maxShard, Math.max(DEFAULTS.shardSize, itemCount)) : undefined);
-  const batchSize =
-    options.batchSize ?? (cpu ? cpuBatchSize(Math.min(itemCount, shardSize ?? itemCount), Math.min(itemCount, shardSize ?? itemCount), LIMITS.maxBatchSize) : defaultBatchSize(itemCount, sizing));
+  // cpu: its slices (one up to maxShard), and its first batch, the largest of a slice.
+  const cpuShard = work === 'cpu' ? (options.shardSize ?? Math.min(CPU_WORK_SIZES.maxShard, Math.max(DEFAULTS.shardSize, itemCount))) : undefined;
+  const firstSlice = cpuShard === undefined ? undefined : Math.min(itemCount, cpuShard);
+  const batchSize = options.batchSize ?? (firstSlice === undefined ? defaultBatchSize(itemCount, sizing) : cpuBatchSize(firstSlice, firstSlice, LIMITS.maxBatchSize));
   return {
     batchSize,
     concurrency: options.concurrency ?? DEFAULTS.concurrency,
     crashBudget: options.crashBudget ?? DEFAULTS.crashBudget,
     heartbeatTimeoutMs: options.heartbeatTimeout ? DurationSchema.parse(options.heartbeatTimeout) : DEFAULTS.heartbeatTimeoutMs,
     retryWindowMs: retryWindowMsOf(options),
-    shardSize: shardSize ?? defaultShardSize(batchSize, sizing, itemCount),
+    shardSize: cpuShard ?? options.shardSize ?? defaultShardSize(batchSize, sizing, itemCount),
     rotateAfterEvents: options.rotateAfterEvents ?? DEFAULTS.rotateAfterEvents,
     ...(options.toleratedFailureCount !== undefined ? { toleratedFailureCount: options.toleratedFailureCount } : {}),
     ...(options.toleratedFailurePercent !== undefined ? { toleratedFailurePercent: options.toleratedFailurePercent } : {}),

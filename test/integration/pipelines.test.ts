@@ -9,12 +9,12 @@ import { writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { FaultlineClient, FaultlineClientError } from '../../src/client';
 import { definePipeline } from '../../src';
-import { z } from 'zod';
 import { ErrorTypes, type JobResult } from '../../src/shared';
 import path from 'node:path';
 import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, runCli } from '../helpers/env';
 import { CLI_QUEUE, cliWordCount } from '../fixtures/cli-pipelines';
 import { countQueues, splitRuns, wordCount, wordCountOnQueue } from '../fixtures/word-count';
+import { crunch } from '../fixtures/crunch';
 
 let env: TestEnv;
 let worker: RunningWorker;
@@ -38,16 +38,6 @@ const heartbeating = definePipeline({
   ],
 });
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
-/** Items that compute, declared so: `work: 'cpu'`. */
-const crunch = definePipeline({
-  name: 'crunch',
-  version: '1',
-  outputs: ['sum'],
-  work: 'cpu',
-  itemParams: z.object({ n: z.number().int() }),
-  steps: [{ name: 'add', sideEffects: false, run: ({ item }) => ({ sum: { status: 'Available', value: item.params.n + 1 } }) }],
-});
-
 /** Items per runBatch activity a workflow scheduled, in order (inline entries or stored ranges). */
 async function batchSizes(workflowId: string): Promise<number[]> {
   const history = await env.client.client.workflow.getHandle(workflowId).fetchHistory();
