@@ -7,7 +7,7 @@
  */
 import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -60,6 +60,12 @@ const cpuPipeline = process.argv.find((arg) => arg.startsWith('--cpu1ms-pipeline
 const cpuItemsArg = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-items='))?.slice(15)) || undefined;
 /** `--cpu1ms-shard=5000`: cpu1ms's job sets `options.shardSize` (items per slice; default: the engine's sizing, 1,580 for 5,000). */
 const cpuShard = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-shard='))?.slice(15)) || undefined;
+/**
+ * `--dump-histories=DIR`: each Faultline job's history and its slices' (JSON events, one file per
+ * workflow) and `<jobId>.times.json` (epoch ms of client.start and of the result held), to read
+ * where a job's time went (BENCHMARKS.md "Where a cpu1ms run's time goes").
+ */
+const dumpHistoriesTo = process.argv.find((arg) => arg.startsWith('--dump-histories='))?.slice(17);
 /** scale10m: how often `progress` is asked while the job runs (`--progress-every=MS`, default 5 s). */
 const progressEveryMs = Number(process.argv.find((arg) => arg.startsWith('--progress-every='))?.slice(17)) || 5_000;
 /** scale10m: where its NDJSON file is (`--items-in=s3`: a MinIO bucket, job storage there too, as on the stack; default: a folder). */
@@ -263,7 +269,7 @@ function workCpuTracker(pids: () => number[]): { sample(): void; seconds(): numb
 async function measure(
   items: number,
   layout: Layout,
-  fn: () => Promise<{ completed: boolean; events: number | null; outcome?: string; maxHistoryBytes?: number; historyBytes?: number; elapsedMs?: number; workCpuSeconds?: number }>,
+  fn: (finished: () => void) => Promise<{ completed: boolean; events: number | null; outcome?: string; maxHistoryBytes?: number; historyBytes?: number; elapsedMs?: number; workCpuSeconds?: number }>,
 ): Promise<ModeResult> {
   let peak = layout.rss();
   const cpuBefore = layout.cpu();
@@ -276,17 +282,24 @@ async function measure(
     work?.sample();
     backend?.sample();
   }, 200);
+  let cpuAfter: Record<string, number> | undefined;
+  // CPU counts until the job's user holds the result: reading histories for the report afterwards is the bench's own work.
+  const finished = () => {
+    if (cpuAfter) return;
+    peak = Math.max(peak, layout.rss());
+    work?.sample();
+    backend?.sample();
+    cpuAfter = layout.cpu();
+    clearInterval(timer);
+  };
   const started = performance.now();
   try {
-    const { completed, events, outcome, maxHistoryBytes, historyBytes, elapsedMs: measured, workCpuSeconds } = await fn();
+    const { completed, events, outcome, maxHistoryBytes, historyBytes, elapsedMs: measured, workCpuSeconds } = await fn(finished);
     const elapsedMs = measured ?? Math.round(performance.now() - started);
-    peak = Math.max(peak, layout.rss());
-    backend?.sample();
-    const cpuAfter = layout.cpu();
-    const cpuUsed = Object.fromEntries(Object.entries(cpuAfter).map(([party, seconds]) => [party, seconds - (cpuBefore[party] ?? 0)]));
+    finished();
+    const cpuUsed = Object.fromEntries(Object.entries(cpuAfter ?? {}).map(([party, seconds]) => [party, seconds - (cpuBefore[party] ?? 0)]));
     if (backend) cpuUsed.server = backend.seconds();
     const cpuSeconds = Object.fromEntries(Object.entries(cpuUsed).map(([party, seconds]) => [party, Math.round(seconds * 10) / 10]));
-    work?.sample();
     if (work) cpuSeconds.work = Math.round(work.seconds() * 10) / 10;
     const workThreads = work?.byThread();
     // Work processes that exit before the end (raw) told their own CPU.
@@ -615,6 +628,13 @@ async function main(): Promise<void> {
   const historySizes = async (workflowId: string, temporal: Client = raw): Promise<{ largest: number; total: number }> => {
     const size = async (id: string, runId?: string) => Number((await temporal.workflow.getHandle(id, runId).describe()).raw.workflowExecutionInfo?.historySizeBytes ?? 0);
     const own = await size(workflowId);
+    if (dumpHistoriesTo) {
+      mkdirSync(dumpHistoriesTo, { recursive: true });
+      const dump = async (id: string, runId?: string) =>
+        writeFileSync(path.join(dumpHistoriesTo, `${id.replace(/\//g, '__')}.json`), JSON.stringify((await temporal.workflow.getHandle(id, runId).fetchHistory()).events));
+      await dump(workflowId);
+      for await (const child of temporal.workflow.list({ query: `WorkflowId STARTS_WITH '${workflowId}/'` })) await dump(child.workflowId, child.runId);
+    }
     const sizes = { largest: own, total: own };
     for await (const child of temporal.workflow.list({ query: `WorkflowId STARTS_WITH '${workflowId}/'` })) {
       const bytes = await size(child.workflowId, child.runId);
@@ -651,7 +671,11 @@ async function main(): Promise<void> {
   };
 
   /** `poll`: called every `progressEveryMs` while the job runs (status latency). */
-  const runFaultline = async (spec: unknown, on: FaultlineClient = client, poll?: (jobId: string) => Promise<void>, temporal: Client = raw) => {
+  /** Runs one job to its result; `finished` is told the moment the result is held (measure stops counting CPU there). */
+  const runFaultline = async (
+    spec: unknown,
+    { on = client, poll, temporal = raw, finished }: { on?: FaultlineClient; poll?: (jobId: string) => Promise<void>; temporal?: Client; finished?: () => void } = {},
+  ) => {
     const asked = performance.now();
     const { jobId } = await on.start(spec);
     const startMs = Math.round(performance.now() - asked);
@@ -665,6 +689,11 @@ async function main(): Promise<void> {
     const result = await on.result(jobId).finally(() => (polling = false));
     // The job's time is until its user holds the result: reading histories for the report below is the bench's own work.
     const elapsedMs = Math.round(performance.now() - asked);
+    finished?.();
+    if (dumpHistoriesTo) {
+      mkdirSync(dumpHistoriesTo, { recursive: true });
+      writeFileSync(path.join(dumpHistoriesTo, `${jobId}.times.json`), JSON.stringify({ startAtMs: Date.now() - elapsedMs, resultAtMs: Date.now() }));
+    }
     await polled;
     await temporal.workflow
       .getHandle(jobId)
@@ -731,8 +760,8 @@ async function main(): Promise<void> {
       options: { batchSize: Math.min(1_000, Math.ceil(count / (4 * processes))), shardSize: Math.min(5_000, count) },
     });
     try {
-      if (warm) await runFaultline(spec('wc', warmItems), cpuClient);
-      return await measure(items, workers.layout, () => runFaultline(spec('cc', items), cpuClient));
+      if (warm) await runFaultline(spec('wc', warmItems), { on: cpuClient });
+      return await measure(items, workers.layout, (finished) => runFaultline(spec('cc', items), { on: cpuClient, finished }));
     } finally {
       await cpuClient.close();
       await stopWorkers(workers.supervisor);
@@ -747,12 +776,15 @@ async function main(): Promise<void> {
       ...(modeWanted('naive') ? { naive: await measure(cpuItems, naiveLayout, () => runNaive('cpu1ms', cpuItems, 20 * 60_000)) } : {}),
       ...(modeWanted('faultline')
         ? {
-            faultline: await measure(cpuItems, faultlineLayout, () =>
-              runFaultline({
-                pipeline: cpuPipeline,
-                ...(cpuBatch || cpuShard ? { options: { ...(cpuBatch ? { batchSize: cpuBatch } : {}), ...(cpuShard ? { shardSize: cpuShard } : {}) } } : {}),
-                items: oneMsItems('c', cpuItems),
-              }),
+            faultline: await measure(cpuItems, faultlineLayout, (finished) =>
+              runFaultline(
+                {
+                  pipeline: cpuPipeline,
+                  ...(cpuBatch || cpuShard ? { options: { ...(cpuBatch ? { batchSize: cpuBatch } : {}), ...(cpuShard ? { shardSize: cpuShard } : {}) } } : {}),
+                  items: oneMsItems('c', cpuItems),
+                },
+                { finished },
+              ),
             ),
           }
         : {}),
@@ -767,13 +799,16 @@ async function main(): Promise<void> {
     workloads.thumbnails = {
       raw: await measure(thumbItems, rawLayout, () => runRaw('thumbnail', thumbItems, cores, rawPids, { source: SOURCE, outDir: path.join(dir, 'raw-out') })),
       naive: await measure(thumbItems, naiveLayout, () => runNaive('thumbnail', thumbItems, 20 * 60_000)),
-      faultline: await measure(thumbItems, faultlineLayout, () =>
-        runFaultline({
-          pipeline: 'images',
-          items: Array.from({ length: thumbItems }, (_, i) => ({ id: `t${i}`, source: pathToFileURL(SOURCE).toString() })),
-          outputs: ['thumbnail'],
-          destination: pathToFileURL(path.join(dir, 'faultline-out')).toString(),
-        }),
+      faultline: await measure(thumbItems, faultlineLayout, (finished) =>
+        runFaultline(
+          {
+            pipeline: 'images',
+            items: Array.from({ length: thumbItems }, (_, i) => ({ id: `t${i}`, source: pathToFileURL(SOURCE).toString() })),
+            outputs: ['thumbnail'],
+            destination: pathToFileURL(path.join(dir, 'faultline-out')).toString(),
+          },
+          { finished },
+        ),
       ),
       ...(await bullmq('thumbnail', thumbItems)),
       ...(await dbos('thumbnail', thumbItems)),
@@ -785,13 +820,13 @@ async function main(): Promise<void> {
   if (wanted('scale10k')) {
     const items = scaleItems.scale10k ?? 0;
     say(`scale10k: ${items} items`);
-    workloads.scale10k = { faultline: await measure(items, faultlineLayout, () => runFaultline(scaleSpec('k', items))) };
+    workloads.scale10k = { faultline: await measure(items, faultlineLayout, (finished) => runFaultline(scaleSpec('k', items), { finished })) };
   }
   if (wanted('scale100k')) {
     const bigItems = scaleItems.scale100k ?? 0;
     say(`scale100k: ${bigItems} items`);
     workloads.scale100k = {
-      ...(modeWanted('faultline') ? { faultline: await measure(bigItems, faultlineLayout, () => runFaultline(scaleSpec('b', bigItems))) } : {}),
+      ...(modeWanted('faultline') ? { faultline: await measure(bigItems, faultlineLayout, (finished) => runFaultline(scaleSpec('b', bigItems), { finished })) } : {}),
       ...(await bullmq('noop', bigItems)),
       ...(await dbos('noop', bigItems)),
       ...(modeWanted('naive') ? { naive: await measure(bigItems, naiveLayout, () => runNaive('cpu1ms', bigItems, (quick ? 3 : 6) * 60_000)) } : {}),
@@ -808,8 +843,8 @@ async function main(): Promise<void> {
     const s3Client = await FaultlineClient.connect({ config: loadConfig(s3Env, dir), connection });
     const spec = (prefix: string) => ({ pipeline: 'synthetic', items: Array.from({ length: items }, (_, i) => ({ id: `${prefix}${i}` })), options: { shardSize: 1_000 } });
     workloads.storage = {
-      file: await measure(items, faultlineLayout, () => runFaultline(spec('f'))),
-      s3: await measure(items, s3Workers.layout, () => runFaultline(spec('s'), s3Client)),
+      file: await measure(items, faultlineLayout, (finished) => runFaultline(spec('f'), { finished })),
+      s3: await measure(items, s3Workers.layout, (finished) => runFaultline(spec('s'), { on: s3Client, finished })),
     };
     await s3Client.close();
     await stopWorkers(s3Workers.supervisor);
@@ -820,7 +855,7 @@ async function main(): Promise<void> {
     const millionItems = scaleItems.scale1m ?? 0;
     say(`scale1m: ${millionItems} items in one job`);
     const probe = progressProbe(client);
-    workloads.scale1m = { faultline: await measure(millionItems, faultlineLayout, () => runFaultline(scaleSpec('m', millionItems), client, probe.poll)) };
+    workloads.scale1m = { faultline: await measure(millionItems, faultlineLayout, (finished) => runFaultline(scaleSpec('m', millionItems), { poll: probe.poll, finished })) };
     if (workloads.scale1m.faultline) workloads.scale1m.faultline.progress = probe.summary();
     say(`scale1m: progress ${probe.line()}`);
   }
@@ -864,8 +899,8 @@ async function main(): Promise<void> {
     let jobId = '';
     let startMs = 0;
     workloads.scale10m = {
-      faultline: await measure(count, target.layout, async () => {
-        const run = await runFaultline({ pipeline: 'synthetic', itemsFrom: target.itemsFrom }, target.client, probe.poll);
+      faultline: await measure(count, target.layout, async (finished) => {
+        const run = await runFaultline({ pipeline: 'synthetic', itemsFrom: target.itemsFrom }, { on: target.client, poll: probe.poll, finished });
         jobId = run.jobId;
         startMs = run.startMs;
         return run;
@@ -901,12 +936,15 @@ async function main(): Promise<void> {
     const millionItems = Math.round(1_000_000 * scale);
     say(`stop1m: ${millionItems} items, the first one fails with toleratedFailureCount 0`);
     workloads.stop1m = {
-      faultline: await measure(millionItems, faultlineLayout, () =>
-        runFaultline({
-          pipeline: 'synthetic',
-          items: Array.from({ length: millionItems }, (_, i) => ({ id: `x${i}`, ...(i === 0 ? { params: { outcome: 'unprocessable' } } : {}) })),
-          options: { toleratedFailureCount: 0 },
-        }),
+      faultline: await measure(millionItems, faultlineLayout, (finished) =>
+        runFaultline(
+          {
+            pipeline: 'synthetic',
+            items: Array.from({ length: millionItems }, (_, i) => ({ id: `x${i}`, ...(i === 0 ? { params: { outcome: 'unprocessable' } } : {}) })),
+            options: { toleratedFailureCount: 0 },
+          },
+          { finished },
+        ),
       ),
     };
   }
@@ -1114,7 +1152,7 @@ async function main(): Promise<void> {
       const items = scaleItems[name] ?? 0;
       say(`stack ${name}: ${items} items on PostgreSQL + MinIO`);
       const before = await settledWrites();
-      const result = await measure(items, stackLayoutOfWork, () => runFaultline(scaleSpec(`${name}-`, items), stackClient, undefined, stackTemporal));
+      const result = await measure(items, stackLayoutOfWork, (finished) => runFaultline(scaleSpec(`${name}-`, items), { on: stackClient, temporal: stackTemporal, finished }));
       const after = await settledWrites();
       result.postgresRowsPerItem = Math.round(((after.rows - before.rows) / items) * 100) / 100;
       result.postgresWalBytesPerItem = Math.round((after.walBytes - before.walBytes) / items);
