@@ -47,7 +47,11 @@ export interface RunnerConfig {
    * A `work: 'cpu'` pipeline's default batches: each `cpuBatchSize` of the items still queued (of
    * `sliceItems`), up to `options.batchSize`, instead of all `options.batchSize`.
    */
-  guidedBatches?: { sliceItems: number };
+  guidedBatches?: {
+    sliceItems: number;
+    /** At most `CPU_WORK_SIZES.batchesAhead` in flight (behind `PATCHES.guidedInFlight`): the server starts batches scheduled together in any order. */
+    capInFlight?: true;
+  };
   /**
    * Each item's first run goes out as a local activity on this worker (a job that fits one batch):
    * no wait for an activity slot behind other jobs. Any later run goes through the task queue.

@@ -22,6 +22,7 @@ export type { RunnerConfig, RunnerSnapshot };
 
 export { thresholdReport, unfinishedReason };
 import {
+  CPU_WORK_SIZES,
   ErrorTypes,
   ISOLATE_AT_MOST,
   type ItemState,
@@ -56,6 +57,8 @@ export class ItemRunner extends ItemBook {
   private batchSeq: number;
   /** Batches this runner may have in flight while it ramps up (its allowance makes early failures matter). */
   private ramp: number;
+  /** Guided batches in flight at most (decided at the first dispatch; jobs recorded before the cap have none). */
+  private guidedCap: number | undefined;
 
   constructor(config: RunnerConfig, snapshot: RunnerSnapshot) {
     super(config, snapshot);
@@ -133,7 +136,10 @@ export class ItemRunner extends ItemBook {
 
   private dispatch(): void {
     const { batchSize } = this.config.options;
-    const concurrency = Math.min(this.config.options.concurrency, this.ramp);
+    // The server starts batches scheduled together in no particular order: guided sizes only hold
+    // (large first, small last) when few wait at a time.
+    this.guidedCap ??= this.config.guidedBatches?.capInFlight && patched(PATCHES.guidedInFlight) ? CPU_WORK_SIZES.batchesAhead : Infinity;
+    const concurrency = Math.min(this.config.options.concurrency, this.ramp, this.guidedCap);
     // Isolation: suspects run one per activity, concurrently, unless one must run strictly alone.
     for (const state of this.states) {
       if (this.inFlight >= concurrency || this.soloInFlight) break;

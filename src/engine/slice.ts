@@ -44,6 +44,12 @@ export interface SliceHooks {
   onRunner?: (runner: ItemRunner) => void;
   /** Given for a job that closes when it settles: a local batch of all its items releases its working copies (`RunnerConfig.onReleasedByBatch`). */
   onReleasedByBatch?: (released: StorageReleased) => void;
+  /**
+   * A slice workflow of its own: its guided batches may be capped in flight (a patch decided at its
+   * first dispatch). A job running its items itself decides no patch there: its spec check, a local
+   * activity, may end in a later workflow task on replay than it did live.
+   */
+  ownWorkflow?: true;
 }
 
 export type SliceOutcome = { kind: 'done'; summary: SliceSummary } | { kind: 'rotate'; carry: SliceCarry };
@@ -123,7 +129,9 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
       initialFailures: carry?.newFailures ?? 0,
       ...(patched(PATCHES.engineV3) ? { rampFrom: Math.ceil(input.concurrency / MAX_PARALLEL_SLICES) } : {}),
       // Plans recorded before `work` existed never say cpu: their slices replay with the batches they ran.
-      ...(pipeline.work === 'cpu' && input.head.options?.batchSize === undefined ? { guidedBatches: { sliceItems: snapshot.items.length } } : {}),
+      ...(pipeline.work === 'cpu' && input.head.options?.batchSize === undefined
+        ? { guidedBatches: { sliceItems: snapshot.items.length, ...(hooks.ownWorkflow ? { capInFlight: true as const } : {}) } }
+        : {}),
       ...(hooks.onFailure ? { onFailure: hooks.onFailure } : {}),
       ...(runsLocally(input, pipeline, snapshot.items.length, options.batchSize) ? { localFirstRun: true, ...(hooks.onReleasedByBatch ? { onReleasedByBatch: hooks.onReleasedByBatch } : {}) } : {}),
       ...(byReference

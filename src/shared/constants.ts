@@ -106,6 +106,12 @@ export const PATCHES = {
   baseline1: 'faultline-patch-baseline-1',
   /** A job that answered an update in the workflow task where it would close or continue as new sends those answers in a task of their own first. */
   answersBeforeClose: 'faultline-answers-before-close',
+  /**
+   * A `work: 'cpu'` slice keeps at most `CPU_WORK_SIZES.batchesAhead` batches in flight: the server
+   * hands out batches scheduled together in any order, and a large one started last kept one worker
+   * process busy ~0.4 s after the other ran out of work.
+   */
+  guidedInFlight: 'faultline-guided-in-flight',
 } as const;
 
 /**

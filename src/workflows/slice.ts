@@ -116,6 +116,7 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
 
   return CancellationScope.nonCancellable(async () => {
     const outcome = await runSlice(input, pipeline, info.workflowId, {
+      ownWorkflow: true,
       runner: {
         pending: () => stop !== undefined && runner?.stop === undefined,
         drain: () => {

@@ -9,7 +9,7 @@ import { writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { FaultlineClient, FaultlineClientError } from '../../src/client';
 import { definePipeline } from '../../src';
-import { ErrorTypes, type JobResult } from '../../src/shared';
+import { CPU_WORK_SIZES, ErrorTypes, type JobResult } from '../../src/shared';
 import path from 'node:path';
 import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, runCli } from '../helpers/env';
 import { CLI_QUEUE, cliWordCount } from '../fixtures/cli-pipelines';
@@ -51,6 +51,20 @@ async function batchSizes(workflowId: string): Promise<number[]> {
     if (input.items?.kind === 'stored') return [input.items.ranges.reduce((sum, [from, to]) => sum + to - from, 0)];
     return [(input.items?.entries ?? input.entries ?? []).length];
   });
+}
+
+/** The most runBatch activities a workflow had scheduled and not yet closed at once. */
+async function mostBatchesInFlight(workflowId: string): Promise<number> {
+  const history = await env.client.client.workflow.getHandle(workflowId).fetchHistory();
+  const open = new Set<string>();
+  let most = 0;
+  for (const event of history.events ?? []) {
+    if (event.activityTaskScheduledEventAttributes?.activityType?.name === 'runBatch') open.add(String(event.eventId));
+    const closed = event.activityTaskCompletedEventAttributes ?? event.activityTaskFailedEventAttributes ?? event.activityTaskTimedOutEventAttributes ?? event.activityTaskCanceledEventAttributes;
+    if (closed) open.delete(String(closed.scheduledEventId));
+    most = Math.max(most, open.size);
+  }
+  return most;
 }
 
 before(async () => {
@@ -179,6 +193,8 @@ describe('your own pipelines (real dev server)', () => {
     );
     assert.ok(sizes.slice(0, -1).every((size) => size >= items / 100) && sizes.length < 40, `none below a hundredth: ${sizes.join(',')}`);
     assert.equal(sizes[sizes.length - 2], items / 100, `the last ones small: ${sizes.join(',')}`);
+    // The server starts batches scheduled together in any order: a large one left waiting would run last.
+    assert.equal(await mostBatchesInFlight(`${jobId}/slice-0-r1`), CPU_WORK_SIZES.batchesAhead, 'at most an eighth-of-the-queue count in flight');
 
     const one = await env.client.start({ pipeline: 'crunch', items: [{ id: 'only', params: { n: 1 } }] });
     assert.equal((await env.client.result(one.jobId)).counts.Available, 1);
