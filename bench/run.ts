@@ -66,6 +66,7 @@ const cpuShard = Number(process.argv.find((arg) => arg.startsWith('--cpu1ms-shar
  * where a job's time went (BENCHMARKS.md "Where a cpu1ms run's time goes").
  */
 const dumpHistoriesTo = process.argv.find((arg) => arg.startsWith('--dump-histories='))?.slice(17);
+if (dumpHistoriesTo) mkdirSync(dumpHistoriesTo, { recursive: true });
 /** scale10m: how often `progress` is asked while the job runs (`--progress-every=MS`, default 5 s). */
 const progressEveryMs = Number(process.argv.find((arg) => arg.startsWith('--progress-every='))?.slice(17)) || 5_000;
 /** scale10m: where its NDJSON file is (`--items-in=s3`: a MinIO bucket, job storage there too, as on the stack; default: a folder). */
@@ -627,16 +628,15 @@ async function main(): Promise<void> {
   /** The largest history of the job and its slice runs, and all of their histories' bytes together. */
   const historySizes = async (workflowId: string, temporal: Client = raw): Promise<{ largest: number; total: number }> => {
     const size = async (id: string, runId?: string) => Number((await temporal.workflow.getHandle(id, runId).describe()).raw.workflowExecutionInfo?.historySizeBytes ?? 0);
+    // `--dump-histories`: each history read once more, beside its size.
+    const dump = async (id: string, runId?: string) => {
+      if (dumpHistoriesTo) writeFileSync(path.join(dumpHistoriesTo, `${id.replace(/\//g, '__')}.json`), JSON.stringify((await temporal.workflow.getHandle(id, runId).fetchHistory()).events));
+    };
     const own = await size(workflowId);
-    if (dumpHistoriesTo) {
-      mkdirSync(dumpHistoriesTo, { recursive: true });
-      const dump = async (id: string, runId?: string) =>
-        writeFileSync(path.join(dumpHistoriesTo, `${id.replace(/\//g, '__')}.json`), JSON.stringify((await temporal.workflow.getHandle(id, runId).fetchHistory()).events));
-      await dump(workflowId);
-      for await (const child of temporal.workflow.list({ query: `WorkflowId STARTS_WITH '${workflowId}/'` })) await dump(child.workflowId, child.runId);
-    }
+    await dump(workflowId);
     const sizes = { largest: own, total: own };
     for await (const child of temporal.workflow.list({ query: `WorkflowId STARTS_WITH '${workflowId}/'` })) {
+      await dump(child.workflowId, child.runId);
       const bytes = await size(child.workflowId, child.runId);
       sizes.largest = Math.max(sizes.largest, bytes);
       sizes.total += bytes;
@@ -670,12 +670,10 @@ async function main(): Promise<void> {
     };
   };
 
-  /** `poll`: called every `progressEveryMs` while the job runs (status latency). */
-  /** Runs one job to its result; `finished` is told the moment the result is held (measure stops counting CPU there). */
-  const runFaultline = async (
-    spec: unknown,
-    { on = client, poll, temporal = raw, finished }: { on?: FaultlineClient; poll?: (jobId: string) => Promise<void>; temporal?: Client; finished?: () => void } = {},
-  ) => {
+  /** `poll`: called every `progressEveryMs` while the job runs (status latency); `finished`: told the moment the result is held (measure stops counting CPU there). */
+  type RunOptions = { on?: FaultlineClient; poll?: (jobId: string) => Promise<void>; temporal?: Client; finished?: () => void };
+  /** Runs one job to its result. */
+  const runFaultline = async (spec: unknown, { on = client, poll, temporal = raw, finished }: RunOptions = {}) => {
     const asked = performance.now();
     const { jobId } = await on.start(spec);
     const startMs = Math.round(performance.now() - asked);
@@ -690,10 +688,7 @@ async function main(): Promise<void> {
     // The job's time is until its user holds the result: reading histories for the report below is the bench's own work.
     const elapsedMs = Math.round(performance.now() - asked);
     finished?.();
-    if (dumpHistoriesTo) {
-      mkdirSync(dumpHistoriesTo, { recursive: true });
-      writeFileSync(path.join(dumpHistoriesTo, `${jobId}.times.json`), JSON.stringify({ startAtMs: Date.now() - elapsedMs, resultAtMs: Date.now() }));
-    }
+    if (dumpHistoriesTo) writeFileSync(path.join(dumpHistoriesTo, `${jobId}.times.json`), JSON.stringify({ startAtMs: Date.now() - elapsedMs, resultAtMs: Date.now() }));
     await polled;
     await temporal.workflow
       .getHandle(jobId)
@@ -710,6 +705,8 @@ async function main(): Promise<void> {
       ...(await historySizes(jobId, temporal).then((sizes) => ({ maxHistoryBytes: sizes.largest, historyBytes: sizes.total }))),
     };
   };
+  /** One measured Faultline job: its CPU counted until the result is held. */
+  const measureJob = (items: number, layout: Layout, spec: unknown, options: Omit<RunOptions, 'finished'> = {}) => measure(items, layout, (finished) => runFaultline(spec, { ...options, finished }));
   const runNaive = async (kind: 'cpu1ms' | 'thumbnail', count: number, timeoutMs: number) => {
     const workflowId = `naive-${kind}-${count}-${Date.now()}`;
     const handle = await raw.workflow.start('naiveWorkflow', { taskQueue: naiveQueue, workflowId, args: [{ kind, count }] });
@@ -770,7 +767,7 @@ async function main(): Promise<void> {
     });
     try {
       if (warm) await runFaultline(spec('wc', warmItems), { on: cpuClient });
-      return await measure(items, workers.layout, (finished) => runFaultline(spec('cc', items), { on: cpuClient, finished }));
+      return await measureJob(items, workers.layout, spec('cc', items), { on: cpuClient });
     } finally {
       await cpuClient.close();
       await stopWorkers(workers.supervisor);
@@ -785,16 +782,11 @@ async function main(): Promise<void> {
       ...(modeWanted('naive') ? { naive: await measure(cpuItems, naiveLayout, () => runNaive('cpu1ms', cpuItems, 20 * 60_000)) } : {}),
       ...(modeWanted('faultline')
         ? {
-            faultline: await measure(cpuItems, faultlineLayout, (finished) =>
-              runFaultline(
-                {
-                  pipeline: cpuPipeline,
-                  ...(cpuBatch || cpuShard ? { options: { ...(cpuBatch ? { batchSize: cpuBatch } : {}), ...(cpuShard ? { shardSize: cpuShard } : {}) } } : {}),
-                  items: oneMsItems('c', cpuItems),
-                },
-                { finished },
-              ),
-            ),
+            faultline: await measureJob(cpuItems, faultlineLayout, {
+              pipeline: cpuPipeline,
+              ...(cpuBatch || cpuShard ? { options: { ...(cpuBatch ? { batchSize: cpuBatch } : {}), ...(cpuShard ? { shardSize: cpuShard } : {}) } } : {}),
+              items: oneMsItems('c', cpuItems),
+            }),
           }
         : {}),
       ...(modeWanted('faultline-cpu') ? { faultlineCpu: await runFaultlineCpu(cpuItems) } : {}),
@@ -808,17 +800,12 @@ async function main(): Promise<void> {
     workloads.thumbnails = {
       raw: await measure(thumbItems, rawLayout, () => runRaw('thumbnail', thumbItems, cores, rawPids, { source: SOURCE, outDir: path.join(dir, 'raw-out') })),
       naive: await measure(thumbItems, naiveLayout, () => runNaive('thumbnail', thumbItems, 20 * 60_000)),
-      faultline: await measure(thumbItems, faultlineLayout, (finished) =>
-        runFaultline(
-          {
-            pipeline: 'images',
-            items: Array.from({ length: thumbItems }, (_, i) => ({ id: `t${i}`, source: pathToFileURL(SOURCE).toString() })),
-            outputs: ['thumbnail'],
-            destination: pathToFileURL(path.join(dir, 'faultline-out')).toString(),
-          },
-          { finished },
-        ),
-      ),
+      faultline: await measureJob(thumbItems, faultlineLayout, {
+        pipeline: 'images',
+        items: Array.from({ length: thumbItems }, (_, i) => ({ id: `t${i}`, source: pathToFileURL(SOURCE).toString() })),
+        outputs: ['thumbnail'],
+        destination: pathToFileURL(path.join(dir, 'faultline-out')).toString(),
+      }),
       ...(await bullmq('thumbnail', thumbItems)),
       ...(await dbos('thumbnail', thumbItems)),
     };
@@ -829,13 +816,13 @@ async function main(): Promise<void> {
   if (wanted('scale10k')) {
     const items = scaleItems.scale10k ?? 0;
     say(`scale10k: ${items} items`);
-    workloads.scale10k = { faultline: await measure(items, faultlineLayout, (finished) => runFaultline(scaleSpec('k', items), { finished })) };
+    workloads.scale10k = { faultline: await measureJob(items, faultlineLayout, scaleSpec('k', items)) };
   }
   if (wanted('scale100k')) {
     const bigItems = scaleItems.scale100k ?? 0;
     say(`scale100k: ${bigItems} items`);
     workloads.scale100k = {
-      ...(modeWanted('faultline') ? { faultline: await measure(bigItems, faultlineLayout, (finished) => runFaultline(scaleSpec('b', bigItems), { finished })) } : {}),
+      ...(modeWanted('faultline') ? { faultline: await measureJob(bigItems, faultlineLayout, scaleSpec('b', bigItems)) } : {}),
       ...(await bullmq('noop', bigItems)),
       ...(await dbos('noop', bigItems)),
       ...(modeWanted('naive') ? { naive: await measure(bigItems, naiveLayout, () => runNaive('cpu1ms', bigItems, (quick ? 3 : 6) * 60_000)) } : {}),
@@ -852,8 +839,8 @@ async function main(): Promise<void> {
     const s3Client = await FaultlineClient.connect({ config: loadConfig(s3Env, dir), connection });
     const spec = (prefix: string) => ({ pipeline: 'synthetic', items: Array.from({ length: items }, (_, i) => ({ id: `${prefix}${i}` })), options: { shardSize: 1_000 } });
     workloads.storage = {
-      file: await measure(items, faultlineLayout, (finished) => runFaultline(spec('f'), { finished })),
-      s3: await measure(items, s3Workers.layout, (finished) => runFaultline(spec('s'), { on: s3Client, finished })),
+      file: await measureJob(items, faultlineLayout, spec('f')),
+      s3: await measureJob(items, s3Workers.layout, spec('s'), { on: s3Client }),
     };
     await s3Client.close();
     await stopWorkers(s3Workers.supervisor);
@@ -864,7 +851,7 @@ async function main(): Promise<void> {
     const millionItems = scaleItems.scale1m ?? 0;
     say(`scale1m: ${millionItems} items in one job`);
     const probe = progressProbe(client);
-    workloads.scale1m = { faultline: await measure(millionItems, faultlineLayout, (finished) => runFaultline(scaleSpec('m', millionItems), { poll: probe.poll, finished })) };
+    workloads.scale1m = { faultline: await measureJob(millionItems, faultlineLayout, scaleSpec('m', millionItems), { poll: probe.poll }) };
     if (workloads.scale1m.faultline) workloads.scale1m.faultline.progress = probe.summary();
     say(`scale1m: progress ${probe.line()}`);
   }
@@ -945,16 +932,11 @@ async function main(): Promise<void> {
     const millionItems = Math.round(1_000_000 * scale);
     say(`stop1m: ${millionItems} items, the first one fails with toleratedFailureCount 0`);
     workloads.stop1m = {
-      faultline: await measure(millionItems, faultlineLayout, (finished) =>
-        runFaultline(
-          {
-            pipeline: 'synthetic',
-            items: Array.from({ length: millionItems }, (_, i) => ({ id: `x${i}`, ...(i === 0 ? { params: { outcome: 'unprocessable' } } : {}) })),
-            options: { toleratedFailureCount: 0 },
-          },
-          { finished },
-        ),
-      ),
+      faultline: await measureJob(millionItems, faultlineLayout, {
+        pipeline: 'synthetic',
+        items: Array.from({ length: millionItems }, (_, i) => ({ id: `x${i}`, ...(i === 0 ? { params: { outcome: 'unprocessable' } } : {}) })),
+        options: { toleratedFailureCount: 0 },
+      }),
     };
   }
 
@@ -1161,7 +1143,7 @@ async function main(): Promise<void> {
       const items = scaleItems[name] ?? 0;
       say(`stack ${name}: ${items} items on PostgreSQL + MinIO`);
       const before = await settledWrites();
-      const result = await measure(items, stackLayoutOfWork, (finished) => runFaultline(scaleSpec(`${name}-`, items), { on: stackClient, temporal: stackTemporal, finished }));
+      const result = await measureJob(items, stackLayoutOfWork, scaleSpec(`${name}-`, items), { on: stackClient, temporal: stackTemporal });
       const after = await settledWrites();
       result.postgresRowsPerItem = Math.round(((after.rows - before.rows) / items) * 100) / 100;
       result.postgresWalBytesPerItem = Math.round((after.walBytes - before.walBytes) / items);
