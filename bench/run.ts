@@ -15,6 +15,8 @@ import path from 'node:path';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { createInterface } from 'node:readline';
 import { Client, Connection } from '@temporalio/client';
 import { Queue } from 'bullmq';
@@ -267,11 +269,20 @@ function workCpuTracker(pids: () => number[]): { sample(): void; seconds(): numb
 }
 
 /** Samples memory and CPU of the processes doing the work while `fn` runs. */
+/**
+ * The bench's own heap, collected before each measured run: reading the histories of the runs
+ * before it for their reports leaves garbage, whose collection (~60 ms of major GC on this
+ * machine's two cores, right after a job started) would otherwise fall into the next measured run.
+ */
+v8.setFlagsFromString('--expose-gc');
+const collectBenchGarbage = vm.runInNewContext('gc') as () => void;
+
 async function measure(
   items: number,
   layout: Layout,
   fn: (finished: () => void) => Promise<{ completed: boolean; events: number | null; outcome?: string; maxHistoryBytes?: number; historyBytes?: number; elapsedMs?: number; workCpuSeconds?: number }>,
 ): Promise<ModeResult> {
+  collectBenchGarbage();
   let peak = layout.rss();
   const cpuBefore = layout.cpu();
   const work = layout.workPids ? workCpuTracker(layout.workPids) : undefined;

@@ -415,11 +415,16 @@ export function createEngineActivities(deps: EngineDeps) {
         // Stable: an item's records keep their output order.
         records.sort((a, b) => (place.get(a.item) ?? Infinity) - (place.get(b.item) ?? Infinity));
         await storageCall(() => deps.storage.writeLines(uri, records));
-      } else {
-        await storageCall(() => deps.storage.concatenateInto(uri, input.parts));
+        const builder = new TallyBuilder();
+        for (const record of records) builder.add(record);
+        return { location: uri, counts: builder.tally.counts, failedItems: builder.tally.failedItems };
       }
-      const builder = new TallyBuilder();
-      for await (const record of deps.storage.readLines<OutputRecord>(uri)) builder.add(record);
+      // Tallied as written: reading the slice's records back cost as much again.
+      const builder = await storageCall(async () => {
+        const written = new TallyBuilder();
+        await deps.storage.concatenateInto(uri, input.parts, (line) => written.add(JSON.parse(line) as OutputRecord));
+        return written;
+      });
       return { location: uri, counts: builder.tally.counts, failedItems: builder.tally.failedItems };
     },
 
@@ -538,14 +543,15 @@ export function createEngineActivities(deps: EngineDeps) {
             details: [{ missing: missing.slice(0, 20) }],
           });
         }
-        const manifest = await deps.storage.assembleManifest(input.jobId, input.round, parts);
+        // Tallied as written (a storage retry starts the tally again).
         const builder = new TallyBuilder();
         const records: OutputRecord[] = [];
-        for await (const record of deps.storage.readLines<OutputRecord>(manifest)) {
+        const manifest = await deps.storage.assembleManifest(input.jobId, input.round, parts, (line) => {
+          const record = JSON.parse(line) as OutputRecord;
           builder.add(record);
           if (records.length <= input.inlineLimit) records.push(record);
           if (builder.tally.counts.outputs % 50_000 === 0) ctx.heartbeat(builder.tally.counts.outputs);
-        }
+        });
         const tally = builder.tally;
         return { manifest, tally, ...(tally.counts.outputs <= input.inlineLimit ? { records } : {}) };
       });

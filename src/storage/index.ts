@@ -74,12 +74,14 @@ export interface Storage {
   writeCheckpoint(jobId: string, item: string, checkpoint: unknown): Promise<void>;
   /** Marks `name` as started for this job; false if it was marked before (a run that began and was lost). */
   markStarted(jobId: string, name: string): Promise<boolean>;
-  assembleManifest(jobId: string, round: number, parts: readonly string[]): Promise<string>;
+  /** `eachLine`: told every line written, in order (a caller tallies what it wrote without reading it back). */
+  assembleManifest(jobId: string, round: number, parts: readonly string[], eachLine?: (line: string) => void): Promise<string>;
   joinParts(jobId: string, part: string, parts: readonly string[]): Promise<string>;
   /** Where a slice's records of one round live (the newest round ≤ N is the slice's current state). */
   sliceRecordsUri(jobId: string, sliceIndex: number, round: number): string;
   writeLines(uri: string, lines: readonly unknown[]): Promise<string>;
-  concatenateInto(uri: string, parts: readonly string[]): Promise<string>;
+  /** `eachLine`: as for `assembleManifest`. */
+  concatenateInto(uri: string, parts: readonly string[], eachLine?: (line: string) => void): Promise<string>;
   /** Each NDJSON line parsed; with `contains`, only lines holding that text are parsed (a fast, safe superset for a filter). */
   readLines<T>(uri: string, contains?: string): AsyncIterable<T>;
   /** For each slice index, the newest round ≤ `round` that has records. */
@@ -129,6 +131,24 @@ export function createStorage(storage: string, s3: S3Options = {}): Storage {
 /** How every items file's name ends (`isItemsRef` in items-file.ts tells them from specs by it). */
 export const ITEMS_FILE_SUFFIX = '.items.ndjson';
 
+/** Parts read at once while concatenating: each is held whole, so at most this many parts' bytes (plus one chunk) are in memory. */
+const PARTS_READ_AHEAD = 4;
+const CONCAT_CHUNK_BYTES = 1 << 20;
+
+/** Passes the chunks on, telling `eachLine` every non-empty line in them (lines may span chunks). */
+async function* tapLines(chunks: AsyncIterable<Buffer>, eachLine: (line: string) => void): AsyncGenerator<Buffer> {
+  const decoder = new StringDecoder('utf8');
+  let rest = '';
+  for await (const chunk of chunks) {
+    const lines = (rest + decoder.write(chunk)).split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) if (line.trim() !== '') eachLine(line);
+    yield chunk;
+  }
+  rest += decoder.end();
+  if (rest.trim() !== '') eachLine(rest);
+}
+
 const ndjson = (lines: readonly unknown[]) => lines.map((line) => JSON.stringify(line)).join('\n') + (lines.length > 0 ? '\n' : '');
 
 function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
@@ -139,11 +159,49 @@ function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
     for await (const object of store.list(folder)) total += object.size;
     return total;
   };
+  /** A whole part; a missing one fails as reading it would (the store's own error). */
+  const readPart = async (part: string): Promise<Buffer> => {
+    const key = store.keyOf(part);
+    const data = await store.get(key);
+    if (data !== undefined) return data;
+    const chunks: Buffer[] = [];
+    for await (const chunk of await store.stream(key)) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  };
+  /**
+   * The parts in order, read a few ahead: each part costs several round trips to the file system
+   * or S3, and a slice has dozens of batch parts (27 parts read one after another took 10–48 ms of
+   * a 5,000-item job's last 150 ms). Written on in chunks of about `CONCAT_CHUNK_BYTES`.
+   */
   async function* concatenated(parts: readonly string[]): AsyncGenerator<Buffer> {
-    for (const part of parts) for await (const chunk of await store.stream(store.keyOf(part))) yield chunk as Buffer;
+    const ahead: Promise<Buffer>[] = [];
+    let next = 0;
+    const readAhead = () => {
+      while (next < parts.length && ahead.length < PARTS_READ_AHEAD) {
+        const reading = readPart(parts[next++] ?? '');
+        // Awaited in turn below; a part that fails while an earlier one is awaited is not an unhandled rejection meanwhile.
+        reading.catch(() => undefined);
+        ahead.push(reading);
+      }
+    };
+    readAhead();
+    let held: Buffer[] = [];
+    let heldBytes = 0;
+    for (let reading = ahead.shift(); reading; reading = ahead.shift()) {
+      const data = await reading;
+      readAhead();
+      held.push(data);
+      heldBytes += data.length;
+      if (heldBytes >= CONCAT_CHUNK_BYTES) {
+        yield Buffer.concat(held);
+        held = [];
+        heldBytes = 0;
+      }
+    }
+    if (heldBytes > 0) yield Buffer.concat(held);
   }
-  const concatenate = async (key: string, parts: readonly string[]) => {
-    await store.putStream(key, concatenated(parts));
+  const concatenate = async (key: string, parts: readonly string[], eachLine?: (line: string) => void) => {
+    await store.putStream(key, eachLine ? tapLines(concatenated(parts), eachLine) : concatenated(parts));
     return store.uri(key);
   };
 
@@ -198,14 +256,14 @@ function storageOn(store: ObjectStore, localRoot: string | undefined): Storage {
       await store.put(key, new Date().toISOString());
       return true;
     },
-    assembleManifest: (jobId, round, parts) => concatenate(`${jobKey(jobId)}manifest-round-${round}.ndjson`, parts),
+    assembleManifest: (jobId, round, parts, eachLine) => concatenate(`${jobKey(jobId)}manifest-round-${round}.ndjson`, parts, eachLine),
     joinParts: (jobId, part, parts) => concatenate(`${jobKey(jobId)}parts/${safeSegment(part)}.ndjson`, parts),
     sliceRecordsUri: (jobId, sliceIndex, round) => store.uri(`${jobKey(jobId)}slices/slice-${sliceIndex}.r${round}.ndjson`),
     async writeLines(uri, lines) {
       await store.put(store.keyOf(uri), ndjson(lines));
       return uri;
     },
-    concatenateInto: (uri, parts) => concatenate(store.keyOf(uri), parts),
+    concatenateInto: (uri, parts, eachLine) => concatenate(store.keyOf(uri), parts, eachLine),
     async *readLines<T>(uri: string, contains?: string): AsyncIterable<T> {
       // Split by hand: readline's async iterator costs more per line than parsing it (a 100,000-record manifest: 3 s vs 1 s).
       const decoder = new StringDecoder('utf8');
