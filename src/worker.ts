@@ -2,7 +2,7 @@
  * The Faultline worker: the only place that builds real activity dependencies.
  * Graceful shutdown on SIGTERM/SIGINT hands in-flight batches back without spending budgets.
  */
-import { activitySlots } from './activity-slots';
+import { ADAPTIVE_SLOTS, activitySlots } from './activity-slots';
 import os from 'node:os';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { type InjectedSinks, NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
@@ -142,6 +142,7 @@ async function createWorkerOn(
     taskQueue,
     rateLimits: config.rateLimits,
     workflowTaskQueue: config.taskQueue,
+    cpuSlotsPerProcess: config.activitySlots === 'fixed' ? config.maxConcurrentActivities : Math.min(config.maxConcurrentActivities, ADAPTIVE_SLOTS.always),
     pollersOf: async (queue) => {
       const described = await connection.workflowService.describeTaskQueue({
         namespace: config.namespace,

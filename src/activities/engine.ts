@@ -75,6 +75,8 @@ export interface EngineDeps {
   taskQueue?: string;
   /** How many workers poll a task queue for activities (a pipeline on its own queue needs one). */
   pollersOf?: (taskQueue: string) => Promise<number>;
+  /** Batches of a `work: 'cpu'` pipeline one worker process runs at once (its activity slots for computing batches). */
+  cpuSlotsPerProcess?: number;
   /** Per-key rate limits this worker applies to every job (FAULTLINE_RATE_LIMITS). */
   rateLimits?: RateLimits;
   /** The main task queue, where the limiter workflows run. */
@@ -118,6 +120,19 @@ async function inspectItemsFile(
 
 export function createEngineActivities(deps: EngineDeps) {
   const itemsFiles = new ItemsFileReader(deps.storage);
+  /**
+   * Slots the fleet keeps busy with a CPU-bound pipeline's batches: its worker processes polling the
+   * queue (the server lists each one) × this process's slots, as every process of a fleet is set up
+   * alike. Undefined when it cannot be counted: the job then keeps the fixed guided sizes.
+   */
+  const fleetCpuSlots = async (queue: string | undefined): Promise<number | undefined> => {
+    if (!deps.pollersOf || queue === undefined || deps.cpuSlotsPerProcess === undefined) return undefined;
+    const processes = await deps.pollersOf(queue).catch((error: unknown) => {
+      deps.logger.warn({ err: error, taskQueue: queue }, 'could not count the workers polling the task queue; CPU-bound batches keep their fixed sizes');
+      return 0;
+    });
+    return processes > 0 ? processes * deps.cpuSlotsPerProcess : undefined;
+  };
   const specCache = new Map<string, unknown>();
   const loadSpec = async (ref: string) => {
     let spec = specCache.get(ref);
@@ -589,7 +604,8 @@ export function createEngineActivities(deps: EngineDeps) {
       if (plan.taskQueue !== undefined && plan.taskQueue !== deps.taskQueue && deps.pollersOf && (await deps.pollersOf(plan.taskQueue)) === 0) {
         return { ok: false, unavailable: `no worker polls task queue "${plan.taskQueue}" of pipeline "${plan.name}"; start one (faultline worker --pipelines <module>)` };
       }
-      return { ok: true, plan };
+      const cpuSlots = plan.work === 'cpu' ? await fleetCpuSlots(plan.taskQueue ?? deps.taskQueue) : undefined;
+      return { ok: true, plan: cpuSlots !== undefined ? { ...plan, cpuSlots } : plan };
     },
 
     /** Re-validates a spec passed by reference; returns its shape, never its items. */

@@ -49,8 +49,10 @@ export interface RunnerConfig {
    */
   guidedBatches?: {
     sliceItems: number;
-    /** At most `CPU_WORK_SIZES.batchesAhead` in flight (behind `PATCHES.guidedInFlight`): the server starts batches scheduled together in any order. */
+    /** At most `ahead` in flight (behind `PATCHES.guidedInFlight`): the server starts batches scheduled together in any order. */
     capInFlight?: true;
+    /** Batches kept in flight, each `1/ahead` of the queue (`cpuBatchesAhead`); `CPU_WORK_SIZES.batchesAhead` when absent. */
+    ahead?: number;
   };
   /**
    * Each item's first run goes out as a local activity on this worker (a job that fits one batch):

@@ -138,7 +138,7 @@ export class ItemRunner extends ItemBook {
     const { batchSize } = this.config.options;
     // The server starts batches scheduled together in no particular order: guided sizes only hold
     // (large first, small last) when few wait at a time.
-    this.guidedCap ??= this.config.guidedBatches?.capInFlight && patched(PATCHES.guidedInFlight) ? CPU_WORK_SIZES.batchesAhead : Infinity;
+    this.guidedCap ??= this.config.guidedBatches?.capInFlight && patched(PATCHES.guidedInFlight) ? (this.config.guidedBatches.ahead ?? CPU_WORK_SIZES.batchesAhead) : Infinity;
     const concurrency = Math.min(this.config.options.concurrency, this.ramp, this.guidedCap);
     // Isolation: suspects run one per activity, concurrently, unless one must run strictly alone.
     for (const state of this.states) {
@@ -166,7 +166,7 @@ export class ItemRunner extends ItemBook {
       unsuspected,
       guided
         ? () => {
-            const size = cpuBatchSize(queued, guided.sliceItems, batchSize);
+            const size = cpuBatchSize(queued, guided.sliceItems, batchSize, guided.ahead);
             queued -= size;
             return size;
           }

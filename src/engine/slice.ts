@@ -18,6 +18,7 @@ import {
   MAX_PARALLEL_SLICES,
   PATCHES,
   chunkByBytes,
+  cpuBatchesAhead,
   itemsToRetry,
   mergeRecords,
   nonRetryableErrorTypes,
@@ -130,7 +131,13 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
       ...(patched(PATCHES.engineV3) ? { rampFrom: Math.ceil(input.concurrency / MAX_PARALLEL_SLICES) } : {}),
       // Plans recorded before `work` existed never say cpu: their slices replay with the batches they ran.
       ...(pipeline.work === 'cpu' && input.head.options?.batchSize === undefined
-        ? { guidedBatches: { sliceItems: snapshot.items.length, ...(hooks.ownWorkflow ? { capInFlight: true as const } : {}) } }
+        ? {
+            guidedBatches: {
+              sliceItems: snapshot.items.length,
+              // Sized to the fleet only where capped: a plan counted no fleet before cpuSlots existed, so older slices replay as they ran.
+              ...(hooks.ownWorkflow ? { capInFlight: true as const, ...(pipeline.cpuSlots !== undefined ? { ahead: cpuBatchesAhead(pipeline.cpuSlots) } : {}) } : {}),
+            },
+          }
         : {}),
       ...(hooks.onFailure ? { onFailure: hooks.onFailure } : {}),
       ...(runsLocally(input, pipeline, snapshot.items.length, options.batchSize) ? { localFirstRun: true, ...(hooks.onReleasedByBatch ? { onReleasedByBatch: hooks.onReleasedByBatch } : {}) } : {}),

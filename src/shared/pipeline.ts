@@ -42,6 +42,13 @@ export interface PipelinePlan {
    * worker process busy to the end (`cpuBatchSize`) rather than to overlap waits. Absent: `io`.
    */
   work?: PipelineWork;
+  /**
+   * For `work: 'cpu'`: the activity slots its task queue's workers keep busy with computing batches
+   * (worker processes polling it × each one's slots for such batches), counted by the worker that
+   * checked the job's spec. A slice guides its batches to this many in flight. Absent: not counted
+   * (a job started before it was counted, or the count failed): `CPU_WORK_SIZES.batchesAhead`.
+   */
+  cpuSlots?: number;
 }
 
 /** What an item mostly does: waits on I/O (the default) or computes. */

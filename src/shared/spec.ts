@@ -321,12 +321,26 @@ const LARGE_JOB_SIZES = {
  * to `1/smallestFraction` of the slice, so the last batches are short and every process ends at about
  * the same time whatever the number of processes (up to about `batchesAhead` busy slots in all).
  */
-export const CPU_WORK_SIZES = { batchesAhead: 8, smallestFraction: 100, maxShard: 20_000 } as const;
+export const CPU_WORK_SIZES = { batchesAhead: 8, smallestFraction: 100, maxShard: 20_000, fewestAhead: 2, mostAhead: 64 } as const;
 
-/** The next batch of a `work: 'cpu'` slice: `queued` items still to start of the slice's `sliceItems`, at most `cap`. */
-export function cpuBatchSize(queued: number, sliceItems: number, cap: number): number {
+/**
+ * The next batch of a `work: 'cpu'` slice: `queued` items still to start of the slice's `sliceItems`,
+ * at most `cap`; each takes `1/ahead` of the queue (`ahead`: the batches kept in flight).
+ */
+export function cpuBatchSize(queued: number, sliceItems: number, cap: number, ahead: number = CPU_WORK_SIZES.batchesAhead): number {
   const smallest = Math.ceil(sliceItems / CPU_WORK_SIZES.smallestFraction);
-  return Math.max(1, Math.min(cap, Math.max(smallest, Math.ceil(queued / CPU_WORK_SIZES.batchesAhead))));
+  return Math.max(1, Math.min(cap, Math.max(smallest, Math.ceil(queued / ahead))));
+}
+
+/**
+ * Batches a `work: 'cpu'` slice keeps in flight: one per slot its fleet keeps busy (`PipelinePlan.cpuSlots`),
+ * within `fewestAhead`–`mostAhead`; `batchesAhead` when the fleet was not counted. More than the
+ * slots only wait on the server, which starts them in any order (a large one started last runs
+ * alone at the end); fewer leave slots idle.
+ */
+export function cpuBatchesAhead(cpuSlots: number | undefined): number {
+  if (cpuSlots === undefined || !Number.isFinite(cpuSlots) || cpuSlots < 1) return CPU_WORK_SIZES.batchesAhead;
+  return Math.min(CPU_WORK_SIZES.mostAhead, Math.max(CPU_WORK_SIZES.fewestAhead, Math.floor(cpuSlots)));
 }
 
 /**

@@ -9,7 +9,8 @@ import { writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { FaultlineClient, FaultlineClientError } from '../../src/client';
 import { definePipeline } from '../../src';
-import { CPU_WORK_SIZES, ErrorTypes, type JobResult } from '../../src/shared';
+import { ErrorTypes, type JobResult, cpuBatchesAhead } from '../../src/shared';
+import { ADAPTIVE_SLOTS } from '../../src/activity-slots';
 import path from 'node:path';
 import { ROOT, type RunningWorker, type TestEnv, createTestEnv, eventually, runCli } from '../helpers/env';
 import { CLI_QUEUE, cliWordCount } from '../fixtures/cli-pipelines';
@@ -193,8 +194,9 @@ describe('your own pipelines (real dev server)', () => {
     );
     assert.ok(sizes.slice(0, -1).every((size) => size >= items / 100) && sizes.length < 40, `none below a hundredth: ${sizes.join(',')}`);
     assert.equal(sizes[sizes.length - 2], items / 100, `the last ones small: ${sizes.join(',')}`);
-    // The server starts batches scheduled together in any order: a large one left waiting would run last.
-    assert.equal(await mostBatchesInFlight(`${jobId}/slice-0-r1`), CPU_WORK_SIZES.batchesAhead, 'at most an eighth-of-the-queue count in flight');
+    // The server starts batches scheduled together in any order: a large one left waiting would run last. One batch in
+    // flight per slot the fleet keeps busy: here one worker process polls the queue, with its two adaptive slots.
+    assert.equal(await mostBatchesInFlight(`${jobId}/slice-0-r1`), cpuBatchesAhead(ADAPTIVE_SLOTS.always), 'as many in flight as the fleet has slots');
 
     const one = await env.client.start({ pipeline: 'crunch', items: [{ id: 'only', params: { n: 1 } }] });
     assert.equal((await env.client.result(one.jobId)).counts.Available, 1);

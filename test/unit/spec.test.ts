@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { builtInPipelines } from '../../src/pipelines';
-import { CPU_WORK_SIZES, type LargeJobSizing, type StandardSchemaV1, allowedFailures, cpuBatchSize, resolveJobOptions, validateJobSpec } from '../../src/shared';
+import { CPU_WORK_SIZES, type LargeJobSizing, type StandardSchemaV1, allowedFailures, cpuBatchSize, cpuBatchesAhead, resolveJobOptions, validateJobSpec } from '../../src/shared';
 import { ConfigError, loadConfig } from '../../src/config';
 
 function issuesOf(spec: unknown) {
@@ -154,6 +154,30 @@ describe('options', () => {
     );
     assert.ok(batches.length >= 20 && batches.length <= 30, `${batches.length} batches`);
     assert.equal(cpuBatchSize(0, 0, 10), 1, 'never an empty batch');
+
+    // Sized to a fleet of 4 busy slots: a quarter of the queue each (within the job's batch size), fewer batches.
+    const guided = (ahead: number) => {
+      const sizes: number[] = [];
+      for (let left = 5_000; left > 0;) {
+        const size = Math.min(left, cpuBatchSize(left, 5_000, 625, ahead));
+        sizes.push(size);
+        left -= size;
+      }
+      return sizes;
+    };
+    assert.deepEqual(guided(4).slice(0, 7), [625, 625, 625, 625, 625, 469, 352]);
+    assert.ok(guided(4).length < guided(8).length, `${guided(4).length} batches for 4 slots, ${guided(8).length} for 8`);
+    assert.deepEqual(guided(8), batches, 'ahead defaults to batchesAhead');
+  });
+
+  it('a CPU-bound slice keeps one batch in flight per slot its fleet has, within bounds; the fixed count when not counted', () => {
+    assert.equal(cpuBatchesAhead(undefined), CPU_WORK_SIZES.batchesAhead);
+    assert.equal(cpuBatchesAhead(0), CPU_WORK_SIZES.batchesAhead, 'no worker counted');
+    assert.equal(cpuBatchesAhead(Number.NaN), CPU_WORK_SIZES.batchesAhead);
+    assert.equal(cpuBatchesAhead(1), CPU_WORK_SIZES.fewestAhead, 'one slot still has the next batch waiting');
+    assert.equal(cpuBatchesAhead(4), 4, 'two processes of two slots');
+    assert.equal(cpuBatchesAhead(12.5), 12);
+    assert.equal(cpuBatchesAhead(10_000), CPU_WORK_SIZES.mostAhead);
   });
 
   it('tolerated failures: share of all items, strictly greater fails', () => {
