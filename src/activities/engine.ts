@@ -586,6 +586,9 @@ export function createEngineActivities(deps: EngineDeps) {
      * or whose own task queue no worker polls, is unavailable: the job fails at once, typed.
      */
     async describeSpec(input: { spec: unknown }): Promise<SpecDescription> {
+      // A CPU-bound pipeline's fleet is counted while the spec is checked (a round trip to the server, the check all CPU). Never rejects.
+      const named = deps.registry[String((input.spec as { pipeline?: unknown } | null)?.pipeline)];
+      const counting = named?.work === 'cpu' ? fleetCpuSlots(named.taskQueue ?? deps.taskQueue) : undefined;
       const validation = validateJobSpec(input.spec, deps.registry);
       if (!validation.ok) {
         const unknown = validation.issues.find((issue) => issue.code === 'unknown_pipeline');
@@ -604,7 +607,7 @@ export function createEngineActivities(deps: EngineDeps) {
       if (plan.taskQueue !== undefined && plan.taskQueue !== deps.taskQueue && deps.pollersOf && (await deps.pollersOf(plan.taskQueue)) === 0) {
         return { ok: false, unavailable: `no worker polls task queue "${plan.taskQueue}" of pipeline "${plan.name}"; start one (faultline worker --pipelines <module>)` };
       }
-      const cpuSlots = plan.work === 'cpu' ? await fleetCpuSlots(plan.taskQueue ?? deps.taskQueue) : undefined;
+      const cpuSlots = await counting;
       return { ok: true, plan: cpuSlots !== undefined ? { ...plan, cpuSlots } : plan };
     },
 
