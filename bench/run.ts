@@ -277,11 +277,26 @@ function workCpuTracker(pids: () => number[]): { sample(): void; seconds(): numb
 v8.setFlagsFromString('--expose-gc');
 const collectBenchGarbage = vm.runInNewContext('gc') as () => void;
 
+/**
+ * Waits until the work processes and the Temporal server are quiet (under a tenth of a core over
+ * 250 ms, for at most 5 s): what a run before left going (the server after a naive run's 15,000
+ * events, a peer's cleanup) would otherwise be counted against the next one.
+ */
+async function settle(layout: Layout): Promise<void> {
+  const busy = (cpu: Record<string, number>) => (cpu.work ?? 0) + (cpu.server ?? 0);
+  for (const deadline = performance.now() + 5_000; performance.now() < deadline;) {
+    const before = busy(layout.cpu());
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    if ((busy(layout.cpu()) - before) / 0.25 < 0.1) return;
+  }
+}
+
 async function measure(
   items: number,
   layout: Layout,
   fn: (finished: () => void) => Promise<{ completed: boolean; events: number | null; outcome?: string; maxHistoryBytes?: number; historyBytes?: number; elapsedMs?: number; workCpuSeconds?: number }>,
 ): Promise<ModeResult> {
+  await settle(layout);
   collectBenchGarbage();
   let peak = layout.rss();
   const cpuBefore = layout.cpu();
