@@ -125,9 +125,9 @@ export function createEngineActivities(deps: EngineDeps) {
    * queue (the server lists each one) × this process's slots, as every process of a fleet is set up
    * alike. Undefined when it cannot be counted: the job then keeps the fixed guided sizes.
    */
-  const fleetCpuSlots = async (queue: string | undefined): Promise<number | undefined> => {
-    if (!deps.pollersOf || queue === undefined || deps.cpuSlotsPerProcess === undefined) return undefined;
-    const processes = await deps.pollersOf(queue).catch((error: unknown) => {
+  const fleetCpuSlots = async (pollers: Promise<number> | undefined, queue: string | undefined): Promise<number | undefined> => {
+    if (!pollers || deps.cpuSlotsPerProcess === undefined) return undefined;
+    const processes = await pollers.catch((error: unknown) => {
       deps.logger.warn({ err: error, taskQueue: queue }, 'could not count the workers polling the task queue; CPU-bound batches keep their fixed sizes');
       return 0;
     });
@@ -586,9 +586,15 @@ export function createEngineActivities(deps: EngineDeps) {
      * or whose own task queue no worker polls, is unavailable: the job fails at once, typed.
      */
     async describeSpec(input: { spec: unknown }): Promise<SpecDescription> {
-      // A CPU-bound pipeline's fleet is counted while the spec is checked (a round trip to the server, the check all CPU). Never rejects.
+      // The workers polling the pipeline's queue, asked once while the spec is checked (a round trip to the server, the check all
+      // CPU): a pipeline on a queue of its own needs one, and a CPU-bound one's fleet is counted from them.
       const named = deps.registry[String((input.spec as { pipeline?: unknown } | null)?.pipeline)];
-      const counting = named?.work === 'cpu' ? fleetCpuSlots(named.taskQueue ?? deps.taskQueue) : undefined;
+      const queue = named?.taskQueue ?? deps.taskQueue;
+      const ownQueue = named?.taskQueue !== undefined && named.taskQueue !== deps.taskQueue;
+      const pollers = named && deps.pollersOf && queue !== undefined && (ownQueue || named.work === 'cpu') ? deps.pollersOf(queue) : undefined;
+      // Awaited below, or not at all when the spec is refused: no unhandled rejection meanwhile.
+      pollers?.catch(() => undefined);
+      const counting = named?.work === 'cpu' ? fleetCpuSlots(pollers, queue) : undefined;
       const validation = validateJobSpec(input.spec, deps.registry);
       if (!validation.ok) {
         const unknown = validation.issues.find((issue) => issue.code === 'unknown_pipeline');
@@ -604,7 +610,7 @@ export function createEngineActivities(deps: EngineDeps) {
       const outside = deps.allowedRoots ? await pathsOutsideRoots(validation.spec, deps.allowedRoots) : [];
       if (outside.length > 0) return { ok: false, issues: outside };
       const plan = planOf(validation.pipeline);
-      if (plan.taskQueue !== undefined && plan.taskQueue !== deps.taskQueue && deps.pollersOf && (await deps.pollersOf(plan.taskQueue)) === 0) {
+      if (ownQueue && pollers && (await pollers) === 0) {
         return { ok: false, unavailable: `no worker polls task queue "${plan.taskQueue}" of pipeline "${plan.name}"; start one (faultline worker --pipelines <module>)` };
       }
       const cpuSlots = await counting;

@@ -12,7 +12,7 @@ import { builtInPipelines } from '../../src/pipelines';
 import { createStorage } from '../../src/storage';
 import { crunch } from '../fixtures/crunch';
 
-const registry = { ...builtInPipelines, crunch: crunch.definition };
+const registry = { ...builtInPipelines, crunch: crunch.definition, 'crunch-own': { ...crunch.definition, name: 'crunch-own', taskQueue: 'crunch-queue' } };
 
 async function describeWith(pipeline: string, deps: Partial<EngineDeps>): Promise<SpecDescription> {
   const activities = createEngineActivities({
@@ -25,7 +25,7 @@ async function describeWith(pipeline: string, deps: Partial<EngineDeps>): Promis
     taskQueue: 'faultline',
     ...deps,
   });
-  const items = pipeline === 'crunch' ? [{ id: 'a', params: { n: 1 } }] : [{ id: 'a' }];
+  const items = pipeline.startsWith('crunch') ? [{ id: 'a', params: { n: 1 } }] : [{ id: 'a' }];
   return (await new MockActivityEnvironment().run(activities.describeSpec, { spec: { pipeline, items } })) as SpecDescription;
 }
 
@@ -48,6 +48,17 @@ describe('spec check: the fleet a CPU-bound job sizes its batches to', () => {
     );
     assert.equal(plan.cpuSlots, 6);
     assert.deepEqual(asked, ['faultline'], 'the queue its batches run on');
+
+    // On a queue of its own the same answer says whether any worker polls it and how many: asked once.
+    const ownAsked: string[] = [];
+    const pollersOf = async (queue: string) => {
+      ownAsked.push(queue);
+      return 2;
+    };
+    assert.equal(planOf(await describeWith('crunch-own', { cpuSlotsPerProcess: 2, pollersOf })).cpuSlots, 4);
+    assert.deepEqual(ownAsked, ['crunch-queue']);
+    const none = await describeWith('crunch-own', { cpuSlotsPerProcess: 2, pollersOf: async () => 0 });
+    assert.ok(!none.ok && 'unavailable' in none && /crunch-queue/.test(none.unavailable), JSON.stringify(none));
   });
 
   it('leaves it out for an I/O pipeline, when no worker is counted, and when the count fails', async () => {
