@@ -420,13 +420,24 @@ export function createEngineActivities(deps: EngineDeps) {
       parts: string[];
       /** The slice's items, whose order its records take (parts written by batches come in the order they finished). */
       order?: { ref: string; from: number; to: number };
+      /** A stopped slice: its items without records in `parts` never ran, and get these (per output: the item's own, else `outputs`). */
+      unrecorded?: { status: 'Cancelled'; reason: string; outputs: readonly string[] };
     }): Promise<{ location: string; counts: Tally['counts']; failedItems: number }> {
       const uri = deps.storage.sliceRecordsUri(input.jobId, input.sliceIndex, input.round);
       const order = input.order;
       if (order) {
-        const place = new Map((await storageCall(() => readItems(order.ref, order.from, order.to))).map((item, index) => [item.id, index]));
+        const items = await storageCall(() => readItems(order.ref, order.from, order.to));
+        const place = new Map(items.map((item, index) => [item.id, index]));
         const records: OutputRecord[] = [];
         for (const part of input.parts) for await (const record of deps.storage.readLines<OutputRecord>(part)) records.push(record);
+        const unrecorded = input.unrecorded;
+        if (unrecorded) {
+          const recorded = new Set(records.map((record) => record.item));
+          for (const item of items) {
+            if (recorded.has(item.id)) continue;
+            for (const output of item.outputs ?? unrecorded.outputs) records.push({ item: item.id, output, status: unrecorded.status, reason: unrecorded.reason });
+          }
+        }
         // Stable: an item's records keep their output order.
         records.sort((a, b) => (place.get(a.item) ?? Infinity) - (place.get(b.item) ?? Infinity));
         await storageCall(() => deps.storage.writeLines(uri, records));

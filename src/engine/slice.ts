@@ -7,6 +7,7 @@
 import { patched } from './patches';
 import type { createEngineActivities } from '../activities/engine';
 import {
+  type ItemState,
   type JobItem,
   type OutputRecord,
   type PipelinePlan,
@@ -28,6 +29,7 @@ import {
   emptyTally,
 } from '../shared';
 import { ItemRunner, type RunnerHooks } from './runner';
+import { finalRecords, unfinishedReason } from './item-records';
 import { prioritizedActivities } from './priority';
 
 /** Reading and writing job storage: the retries ride out a storage outage of about 4 minutes (MinIO restarting). */
@@ -177,8 +179,22 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
   segments.push(...stored.parts);
   bytesIn += stored.bytesIn;
   bytesOut += stored.bytesOut;
+  // A stopped stored slice's items that never ran (no error to tell) get their Cancelled records where the slice's records
+  // are written, from the pinned items by place: through history they took ~1 MB per 20,000 items (patched: older slices replay as they ran).
+  const byPlaceStop =
+    input.mode.kind === 'first' && byReference && input.items.kind === 'stored' && runner.states.some(neverRan) && patched(PATCHES.cancelledByPlace)
+      ? { status: 'Cancelled' as const, reason: unfinishedReason(runner.stop), outputs: outputsForItem(input.head, {}, pipeline) }
+      : undefined;
   // In a retry round only finished items replace their records; the rest keep their earlier ones.
-  const own = input.mode.kind === 'first' ? runner.finalRecords() : runner.states.flatMap((state) => (state.phase === 'done' ? (state.records ?? []) : []));
+  const own =
+    input.mode.kind === 'first'
+      ? byPlaceStop
+        ? finalRecords(
+            runner.states.filter((state) => !neverRan(state)),
+            runner.stop,
+          )
+        : runner.finalRecords()
+      : runner.states.flatMap((state) => (state.phase === 'done' ? (state.records ?? []) : []));
   let records: RecordsLocation;
   let counts: SliceSummary['counts'];
   let failedItems: number;
@@ -199,7 +215,14 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
       failedItems = merged.failedItems;
     } else {
       const order = byReference && input.items.kind === 'stored' ? { order: { ref: input.items.ref, from: input.items.from, to: input.items.to } } : {};
-      const written = await storageActivities.writeSliceRecords({ jobId: input.jobId, sliceIndex: input.sliceIndex, round: input.round, parts, ...order });
+      const written = await storageActivities.writeSliceRecords({
+        jobId: input.jobId,
+        sliceIndex: input.sliceIndex,
+        round: input.round,
+        parts,
+        ...order,
+        ...(byPlaceStop ? { unrecorded: byPlaceStop } : {}),
+      });
       records = { kind: 'stored', location: written.location };
       counts = written.counts;
       failedItems = written.failedItems;
@@ -221,6 +244,11 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
       records,
     },
   };
+}
+
+/** Unfinished with no error of its own: its Cancelled record says only why the slice stopped. */
+function neverRan(state: ItemState): boolean {
+  return state.phase !== 'done' && state.lastError === undefined;
 }
 
 /** A job whose items fit one batch, on the main queue's workers, runs it where its workflow runs. */

@@ -112,6 +112,8 @@ export const PATCHES = {
    * process busy ~0.4 s after the other ran out of work.
    */
   guidedInFlight: 'faultline-guided-in-flight',
+  /** A stopped stored slice's items that never ran get their Cancelled records from the pinned items by place, where its records are written, not through its history. */
+  cancelledByPlace: 'faultline-cancelled-by-place',
 } as const;
 
 /**

@@ -134,6 +134,45 @@ describe('items out of history (real dev server)', () => {
     assert.ok(flakySlice.reduce((sum, run) => sum + occurrences(run.bytes, flaky), 0) >= 2, 'an item whose first run failed is named by its failure');
   });
 
+  it("a stopped slice's items that never ran become Cancelled from the pinned items, not through its history; one waiting to retry keeps its error", async () => {
+    const id = (i: number) => `stop-${String(i).padStart(5, '0')}-`.padEnd(64, 'z');
+    const items = Array.from({ length: 4_000 }, (_, i) => {
+      if (i === 1) return { id: id(i), params: { transientFailures: 5 } };
+      if (i === 120) return { id: id(i), params: { outcome: 'fatal' as const } };
+      return { id: id(i) };
+    });
+    const { jobId } = await env.client.start(syntheticSpec(items, { shardSize: 2_000, batchSize: 40, concurrency: 1, retry: { initialInterval: '1h' } }), { jobId: 'by-place-stop' });
+    const result = await env.client.result(jobId);
+    assert.equal(result.status, 'Failed');
+    assert.equal(result.counts.items, 4_000);
+    assert.ok(result.counts.Cancelled > 3_000, `${result.counts.Cancelled} Cancelled`);
+    const records = await env.client.records(result);
+    assert.deepEqual(
+      records.map((record) => record.item),
+      items.map((item) => item.id),
+      'one record per item, in item order',
+    );
+    assert.equal(records[1]?.status, 'Cancelled');
+    assert.equal(records[1]?.error?.type, 'TransientItemError', 'the item waiting to retry keeps the error it waited on');
+    assert.equal(records[120]?.error?.type, 'FatalItemError');
+    // Slice 0 met the fatal item; the job then stopped slice 1.
+    assert.deepEqual(records[1_999], { item: id(1_999), output: 'result', status: 'Cancelled', reason: 'job ended early by FatalItemError' });
+    assert.deepEqual(records[3_999], { item: id(3_999), output: 'result', status: 'Cancelled', reason: 'job cancelled: the job stopped this slice' });
+    // The last item of each slice never ran: named once in its slice's history (where the slice learnt its ids), not again as a record.
+    const slices = await sliceHistories(jobId);
+    for (const [index, at] of [
+      [0, 1_999],
+      [1, 3_999],
+    ] as const) {
+      const runs = slices.filter((slice) => slice.workflowId.endsWith(`/slice-${index}-r1`));
+      assert.equal(
+        runs.reduce((sum, run) => sum + occurrences(run.bytes, id(at)), 0),
+        1,
+        `item ${at} appears once in slice ${index}`,
+      );
+    }
+  });
+
   it('a retry round of a stored spec runs the selected items by place and keeps every record in item order', async () => {
     const id = (i: number) => `again-${String(i).padStart(5, '0')}-`.padEnd(64, 'z');
     const items = Array.from({ length: 4_500 }, (_, i) => (i % 1_000 === 3 ? { id: id(i), params: { outcome: 'unprocessable' as const } } : { id: id(i) }));
