@@ -329,7 +329,7 @@ async function main(): Promise<void> {
           await env.client.cancel(jobId, 'recorded');
         },
       },
-      // v19: a fatal item stops the job; each stopped slice's items that never ran get their Cancelled records by place (PATCHES.cancelledByPlace).
+      // v19: a fatal item stops the job, which tells its other slice why before cancelling it (PATCHES.sliceStopReason); each stopped slice's items that never ran get their Cancelled records by place (PATCHES.cancelledByPlace).
       'stopped-by-place': {
         spec: syntheticSpec(
           Array.from({ length: 3_000 }, (_, i) => ({ id: `stop-${i}-`.padEnd(100, 'x'), ...(i === 60 ? { params: { outcome: 'fatal' as const } } : {}) })),

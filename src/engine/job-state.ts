@@ -10,6 +10,7 @@ import {
   type ChildWorkflowHandle,
   allHandlersFinished,
   condition,
+  log,
   proxyLocalActivities,
   sleep,
   upsertMemo,
@@ -43,6 +44,7 @@ import {
   type RetryRequest,
   type RetryResponse,
   type RoundCarry,
+  sliceControlSignal,
   type SpecSource,
   type SlicesTally,
   type SpecHead,
@@ -337,7 +339,18 @@ export class JobState {
     if (this.stop) return;
     this.stop = reason;
     this.runner?.requestStop(reason);
-    this.sliceScope?.cancel();
+    // Running slices are told why, and stop on it; they are cancelled once told (Temporal may deliver a
+    // cancel sent after a signal before it), so their unfinished items' records give the job's reason
+    // (before: "job cancelled: the job stopped this slice" whatever stopped the job).
+    const scope = this.sliceScope;
+    if (this.sliceHandles.size > 0 && patched(PATCHES.sliceStopReason)) {
+      const told = [...this.sliceHandles].map(([index, handle]) =>
+        handle.signal(sliceControlSignal, { stop: reason }).catch((error: unknown) => log.warn('could not tell a slice why the job stopped', { index, error: String(error) })),
+      );
+      void Promise.all(told).then(() => scope?.cancel());
+      return;
+    }
+    scope?.cancel();
   }
 }
 

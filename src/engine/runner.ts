@@ -96,6 +96,11 @@ export class ItemRunner extends ItemBook {
     this.activityScope.cancel();
   }
 
+  /** The reason of a stop already under way, told late (its unfinished items' records give it). */
+  explainStop(reason: StopReason): void {
+    if (this.stop) this.stop = reason;
+  }
+
   /** Runs until every item is done, the runner is stopped, or history must be rotated. */
   async run(hooks?: RunnerHooks): Promise<'done' | 'stopped' | 'rotate'> {
     for (;;) {

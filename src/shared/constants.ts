@@ -114,6 +114,8 @@ export const PATCHES = {
   guidedInFlight: 'faultline-guided-in-flight',
   /** A stopped stored slice's items that never ran get their Cancelled records from the pinned items by place, where its records are written, not through its history. */
   cancelledByPlace: 'faultline-cancelled-by-place',
+  /** A stopping job tells its running slices why (a signal before their cancellation), so their unfinished items' records give the job's reason. */
+  sliceStopReason: 'faultline-slice-stop-reason',
 } as const;
 
 /**

@@ -1,6 +1,6 @@
 /** Signals, queries and updates of the job workflow: one definition, used by workflows and clients. */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { ItemFailuresReport, SliceFailuresReport } from './engine-types';
+import type { ItemFailuresReport, SliceFailuresReport, StopReason } from './engine-types';
 import type { JobResult, StatusCounts } from './result';
 
 export type JobPhase = 'validating' | 'running' | 'paused' | 'settling' | 'retry-window' | 'closed';
@@ -185,6 +185,8 @@ export interface SliceControl {
   priority?: number;
   /** New failures the slice may still have (job-wide allowance minus failures elsewhere). */
   allowedFailures?: number;
+  /** Why the job stops: sent before it cancels the slice, so the slice's unfinished items are Cancelled with this reason. */
+  stop?: StopReason;
 }
 /** Sent by slice children to their job while they run, so the threshold is exact job-wide. */
 export const sliceFailuresSignal = defineSignal<[SliceFailuresReport]>('sliceFailures');

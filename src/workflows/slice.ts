@@ -60,7 +60,14 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
       ...(control.allowedFailures !== undefined ? { allowedFailures: control.allowedFailures } : {}),
     });
   };
-  setHandler(sliceControlSignal, (next) => {
+  // Set when the job's cancellation came without its reason: the reason, sent just before, may still arrive after it.
+  let unexplained = false;
+  setHandler(sliceControlSignal, ({ stop: why, ...next }) => {
+    if (why && (stop === undefined || unexplained)) {
+      if (unexplained) runner?.explainStop(why);
+      stop = why;
+      unexplained = false;
+    }
     Object.assign(control, next);
     // A threshold set while the slice runs: report failures from now on.
     if (next.allowedFailures !== undefined) reporting = true;
@@ -80,7 +87,9 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
   // From the first workflow task on (while a stored slice still reads its ids): a slice without the memo ran older code.
   publishProgress({ ...emptyStatusCounts(), outputs: 0 });
   CancellationScope.current().cancelRequested.catch(() => {
+    if (stop !== undefined) return;
     stop = { kind: 'cancelled', reason: 'the job stopped this slice' };
+    unexplained = true;
   });
 
   // Failure reports to the job: at most one signal in flight, always the latest count.
