@@ -188,12 +188,7 @@ export async function runSlice(input: SliceInput, pipeline: PipelinePlan, scopeI
   // In a retry round only finished items replace their records; the rest keep their earlier ones.
   const own =
     input.mode.kind === 'first'
-      ? byPlaceStop
-        ? finalRecords(
-            runner.states.filter((state) => !neverRan(state)),
-            runner.stop,
-          )
-        : runner.finalRecords()
+      ? finalRecords(byPlaceStop ? runner.states.filter((state) => !neverRan(state)) : runner.states, runner.stop)
       : runner.states.flatMap((state) => (state.phase === 'done' ? (state.records ?? []) : []));
   let records: RecordsLocation;
   let counts: SliceSummary['counts'];

@@ -60,13 +60,12 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
       ...(control.allowedFailures !== undefined ? { allowedFailures: control.allowedFailures } : {}),
     });
   };
-  // Set when the job's cancellation came without its reason: the reason, sent just before, may still arrive after it.
-  let unexplained = false;
+  // The job's cancellation without its reason: the reason, sent just before, may still arrive after it.
+  const stoppedByJob: StopReason = { kind: 'cancelled', reason: 'the job stopped this slice' };
   setHandler(sliceControlSignal, ({ stop: why, ...next }) => {
-    if (why && (stop === undefined || unexplained)) {
-      if (unexplained) runner?.explainStop(why);
+    if (why && (stop === undefined || stop === stoppedByJob)) {
+      if (stop === stoppedByJob) runner?.explainStop(why);
       stop = why;
-      unexplained = false;
     }
     Object.assign(control, next);
     // A threshold set while the slice runs: report failures from now on.
@@ -87,9 +86,7 @@ export async function sliceWorkflow(input: SliceInput): Promise<SliceSummary> {
   // From the first workflow task on (while a stored slice still reads its ids): a slice without the memo ran older code.
   publishProgress({ ...emptyStatusCounts(), outputs: 0 });
   CancellationScope.current().cancelRequested.catch(() => {
-    if (stop !== undefined) return;
-    stop = { kind: 'cancelled', reason: 'the job stopped this slice' };
-    unexplained = true;
+    stop ??= stoppedByJob;
   });
 
   // Failure reports to the job: at most one signal in flight, always the latest count.
