@@ -24,7 +24,7 @@ import {
   completeRecords,
   emptyStatusCounts as noCounts,
 } from '../shared';
-import { backoffEntries, countsSoFar, finalRecords, hasFailed, thresholdReport } from './item-records';
+import { backoffEntries, countsSoFar, hasFailed, thresholdReport } from './item-records';
 
 export interface RunnerConfig {
   job: JobContext;
@@ -203,11 +203,6 @@ export abstract class ItemBook {
 
   countsSoFar(): StatusCounts & { outputs: number } {
     return countsSoFar(this.states, this.stored.counts);
-  }
-
-  /** One record per item × requested output; unfinished items become Cancelled. */
-  finalRecords(): OutputRecord[] {
-    return finalRecords(this.states, this.stop);
   }
 
   protected releaseDueBackoff(now: number): void {
