@@ -18,6 +18,27 @@ export const ADAPTIVE_SLOTS = {
   windowMs: 50,
 } as const;
 
+/** CPU-bound (`work: 'cpu'`) batches running in this process, and the suppliers to tell when none is left. */
+let computing = 0;
+const suppliersWaiting = new Set<() => void>();
+
+/**
+ * Marks a CPU-bound batch running in this process until the returned function is called. Meanwhile
+ * no slot is added beyond `ADAPTIVE_SLOTS.always`: the moment a process's batches end and its loop
+ * idles until the next ones come looked like room for more, and a third batch it took ran its job's
+ * last ~0.2 s on one process while the other had nothing left (cpu1ms, 2026-12-06).
+ */
+export function computingBatch(): () => void {
+  computing += 1;
+  let ended = false;
+  return () => {
+    if (ended) return;
+    ended = true;
+    computing -= 1;
+    if (computing === 0) for (const pump of suppliersWaiting) pump();
+  };
+}
+
 /** A slot supplier that adds slots beyond `ADAPTIVE_SLOTS.always`, up to `max`, while the process is not busy. */
 export function adaptiveActivitySlots(max: number): CustomSlotSupplier<ActivitySlotInfo> {
   const always = Math.min(max, ADAPTIVE_SLOTS.always);
@@ -42,6 +63,7 @@ export function adaptiveActivitySlots(max: number): CustomSlotSupplier<ActivityS
   const mayGrant = (): boolean => {
     if (reserved >= max) return false;
     if (reserved < always) return true;
+    if (computing > 0) return false;
     // A slot reserved but not running means a poll is already waiting for work: no need for another.
     if (running < reserved) return false;
     const now = performance.now();
@@ -53,10 +75,12 @@ export function adaptiveActivitySlots(max: number): CustomSlotSupplier<ActivityS
     reserved += 1;
   };
   const pump = () => {
+    suppliersWaiting.delete(pump);
     while (waiting.length > 0 && mayGrant()) {
       grant();
       waiting.shift()?.();
     }
+    if (waiting.length > 0 && computing > 0) suppliersWaiting.add(pump);
     if (waiting.length > 0 && recheck === undefined) {
       recheck = setTimeout(() => {
         recheck = undefined;

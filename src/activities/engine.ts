@@ -59,6 +59,7 @@ import { guardItemFiles } from './step-tools';
 import { resolveAllowedPath } from './files';
 import { RateLeases, type RateLease } from './rate-leases';
 import { nextItemTurn } from './item-turns';
+import { computingBatch } from '../activity-slots';
 import { CompactIdSet } from '../compact-id-set';
 
 export interface EngineDeps {
@@ -277,6 +278,8 @@ export function createEngineActivities(deps: EngineDeps) {
           startToCloseMs > 0
             ? AbortSignal.any([ctx.cancellationSignal, AbortSignal.timeout(Math.max(1_000, Math.floor(startToCloseMs - 60_000 - (performance.now() - batchStarted))))])
             : ctx.cancellationSignal);
+      // Released in the finally below, however the batch ends.
+      const computed = deps.registry[input.job.pipeline]?.work === 'cpu' ? computingBatch() : undefined;
       try {
         // No beat at the start: a batch shorter than beatEveryMs sends none (each one costs the server a write); the timer keeps longer ones alive.
         lastBeat = Date.now();
@@ -380,6 +383,7 @@ export function createEngineActivities(deps: EngineDeps) {
           }
         }
       } finally {
+        computed?.();
         batchSpan?.setAttribute('faultline.not_started', notStarted.length);
         batchSpan?.end();
         metrics?.batchesInFlight.dec();

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ActivitySlotInfo, SlotMarkUsedContext, SlotReleaseContext, SlotReserveContext } from '@temporalio/worker';
-import { ADAPTIVE_SLOTS, activitySlots, adaptiveActivitySlots } from '../../src/activity-slots';
+import { ADAPTIVE_SLOTS, activitySlots, adaptiveActivitySlots, computingBatch } from '../../src/activity-slots';
 
 const reserveContext = {} as SlotReserveContext;
 const slotInfo = { type: 'activity', activityType: 'runBatch' } as ActivitySlotInfo;
@@ -49,6 +49,31 @@ describe('adaptive activity slots', () => {
     slots.markSlotUsed(used);
     computeFor(ADAPTIVE_SLOTS.windowMs * 3);
     assert.equal(slots.tryReserveSlot(reserveContext), null, 'busy again');
+  });
+
+  it('while a CPU-bound batch runs, a process takes no slot beyond the first two however idle its loop; the moment none runs, it does', async () => {
+    const slots = adaptiveActivitySlots(10);
+    const never = new AbortController();
+    await slots.reserveSlot(reserveContext, never.signal);
+    await slots.reserveSlot(reserveContext, never.signal);
+    slots.markSlotUsed(used);
+    slots.markSlotUsed(used);
+    const first = computingBatch();
+    const second = computingBatch();
+    // Idle for windows on end (the process waits for its next batches): still no third slot.
+    await sleep(ADAPTIVE_SLOTS.windowMs * 3);
+    assert.equal(slots.tryReserveSlot(reserveContext), null, 'a CPU-bound batch runs: no third slot');
+    let granted = false;
+    const third = slots.reserveSlot(reserveContext, never.signal).then(() => (granted = true));
+    await sleep(ADAPTIVE_SLOTS.windowMs * 2);
+    assert.equal(granted, false, 'a waiting reservation waits too');
+    first();
+    first();
+    await sleep(ADAPTIVE_SLOTS.windowMs);
+    assert.equal(granted, false, 'one CPU-bound batch still runs (ending one twice counts once)');
+    second();
+    await third;
+    assert.equal(granted, true, 'granted once no CPU-bound batch runs');
   });
 
   it('an aborted reservation rejects with its signal’s reason and takes no slot', async () => {
