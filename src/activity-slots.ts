@@ -18,13 +18,13 @@ export const ADAPTIVE_SLOTS = {
   windowMs: 50,
 } as const;
 
-/** CPU-bound (`work: 'cpu'`) batches running in this process, and the suppliers to tell when none is left. */
+/** CPU-bound (`work: 'cpu'`) batches running in this process. */
 let computing = 0;
-const suppliersWaiting = new Set<() => void>();
 
 /**
  * Marks a CPU-bound batch running in this process until the returned function is called. Meanwhile
- * no slot is added beyond `ADAPTIVE_SLOTS.always`: the moment a process's batches end and its loop
+ * no slot is added beyond `ADAPTIVE_SLOTS.always` (a waiting reservation is looked at again every half
+ * window, as while the loop is busy): the moment a process's batches end and its loop
  * idles until the next ones come looked like room for more, and a third batch it took ran its job's
  * last ~0.2 s on one process while the other had nothing left (cpu1ms, 2026-12-06).
  */
@@ -35,7 +35,6 @@ export function computingBatch(): () => void {
     if (ended) return;
     ended = true;
     computing -= 1;
-    if (computing === 0) for (const pump of suppliersWaiting) pump();
   };
 }
 
@@ -75,12 +74,10 @@ export function adaptiveActivitySlots(max: number): CustomSlotSupplier<ActivityS
     reserved += 1;
   };
   const pump = () => {
-    suppliersWaiting.delete(pump);
     while (waiting.length > 0 && mayGrant()) {
       grant();
       waiting.shift()?.();
     }
-    if (waiting.length > 0 && computing > 0) suppliersWaiting.add(pump);
     if (waiting.length > 0 && recheck === undefined) {
       recheck = setTimeout(() => {
         recheck = undefined;
