@@ -40,7 +40,10 @@ const RELEASE_EVERY_MS = 5;
 
 interface Waiting {
   request: LeaseRequest;
+  /** The limiter has it (its request signal returned). */
   asked: boolean;
+  /** Its request left at least once: the limiter may have it even if the signal failed or is still on its way. */
+  sent: boolean;
   granted: () => void;
 }
 
@@ -50,6 +53,8 @@ export class RateLeases {
   private readonly holder = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private readonly keys = new Map<string, Map<string, Waiting>>();
   private readonly releases = new Map<string, ReleaseRequest[]>();
+  /** Per key, the request signal last sent: releases go after it, so none overtakes its ticket's request. */
+  private readonly asking = new Map<string, Promise<void>>();
 
   constructor(
     private readonly client: Client,
@@ -70,16 +75,18 @@ export class RateLeases {
     let onAbort: (() => void) | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
-        tickets.set(ticket, { request: { ...request, ticket, holder: this.holder, limit }, asked: false, granted: resolve });
+        tickets.set(ticket, { request: { ...request, ticket, holder: this.holder, limit }, asked: false, sent: false, granted: resolve });
         onAbort = () => reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
         signal.addEventListener('abort', onAbort, { once: true });
         if (tickets.size === 1) void this.poll(key, tickets);
       });
     } catch (error) {
-      // Given up (cancelled, or the batch's time is up): withdraw the ticket, granted or not.
+      // Given up (cancelled, or the batch's time is up): withdraw the ticket, granted or not; also one
+      // whose request is still on its way, or failed after it may have landed (else it would wait, then
+      // hold a lease until its time to live, ~30 min, blocking the key for every job).
       const entry = tickets.get(ticket);
       tickets.delete(ticket);
-      if (entry?.asked) this.lease(key, ticket, true).release();
+      if (entry?.sent) this.lease(key, ticket, true).release();
       throw error;
     } finally {
       if (onAbort) signal.removeEventListener('abort', onAbort);
@@ -97,10 +104,13 @@ export class RateLeases {
       try {
         const unasked = [...tickets.values()].filter((entry) => !entry.asked);
         if (unasked.length > 0) {
-          await this.ask(
+          for (const entry of unasked) entry.sent = true;
+          const asking = this.ask(
             key,
             unasked.map((entry) => entry.request),
           );
+          this.asking.set(key, asking);
+          await asking;
           for (const entry of unasked) entry.asked = true;
         }
         const known: TicketsState = await handle.query(ticketsQuery, [...tickets.keys()]);
@@ -156,14 +166,16 @@ export class RateLeases {
     if (!pending) this.releases.set(key, (pending = []));
     pending.push(request);
     if (request.retryAfterMs !== undefined) return void this.flushReleases(key);
-    if (pending.length === 1) setTimeout(() => this.flushReleases(key), RELEASE_EVERY_MS);
+    if (pending.length === 1) setTimeout(() => void this.flushReleases(key), RELEASE_EVERY_MS);
   }
 
-  private flushReleases(key: string): void {
+  private async flushReleases(key: string): Promise<void> {
     const pending = this.releases.get(key);
     if (!pending?.length) return;
     this.releases.delete(key);
-    this.client.workflow
+    // A release that overtook its ticket's request would find nothing, and the request would then wait.
+    await this.asking.get(key)?.catch(() => undefined);
+    await this.client.workflow
       .getHandle(limiterWorkflowId(key))
       .signal(releaseLeaseSignal, pending)
       .catch((error: unknown) => this.log.warn({ err: error, key }, 'could not give rate leases back (they lapse on their own)'));
