@@ -11,7 +11,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { FAIRNESS_DYNAMIC_CONFIG, ensureTemporalCli, isReachable } from '../src/devserver/temporal-cli';
+import { FAIRNESS_DYNAMIC_CONFIG, TASK_READ_DYNAMIC_CONFIG, ensureTemporalCli, isReachable } from '../src/devserver/temporal-cli';
 import { SEARCH_ATTRIBUTES } from '../src/shared/constants';
 import { goBinary, goInstall } from './go';
 import { ensureMinio, readyBucket, startMinio } from './minio';
@@ -433,12 +433,13 @@ export async function startStack(options: StackOptions = {}): Promise<Layout> {
   return layout;
 }
 
-/** The server's dynamic config: updates, and task queue fairness as the dev server has it (docker/dynamicconfig.yaml is the same). */
+/** The server's dynamic config: updates, task queue fairness and the transfer queue's read rate as the dev server has them (its 4 shards read 20 times a second each by default; docker/dynamicconfig.yaml is the same). */
 export function stackDynamicConfig(): string {
   const values: Record<string, boolean | number> = {
     'frontend.enableUpdateWorkflowExecution': true,
     'frontend.enableUpdateWorkflowExecutionAsyncAccepted': true,
     ...FAIRNESS_DYNAMIC_CONFIG,
+    ...TASK_READ_DYNAMIC_CONFIG,
   };
   return Object.entries(values)
     .map(([key, value]) => `${key}:\n  - value: ${String(value)}\n`)

@@ -111,6 +111,8 @@ describe('docker-compose.yml is consistent with the code', () => {
     const file = envOf(temporal).DYNAMIC_CONFIG_FILE_PATH ?? '';
     assert.ok(temporal.volumes?.includes(`./docker/dynamicconfig.yaml:${file}:ro`), `mounted at ${file}`);
     assert.match(stackDynamicConfig(), /matching\.enableFairness:\n {2}- value: true/);
+    // A handful of shards read their transfer queues 20 times a second each by default: new tasks wait for it.
+    assert.match(stackDynamicConfig(), /history\.transferProcessorMaxPollRPS:\n {2}- value: 1000/);
   });
 
   it('the Dockerfile is multi-stage, production-only and non-root', () => {
