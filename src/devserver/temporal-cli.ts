@@ -170,14 +170,25 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
       return await startDevServerOnce(options);
     } catch (error) {
       const portsChosenHere = options.port === undefined && (options.uiPort === undefined || options.ui === false);
-      if (!(error instanceof PortTaken) || !portsChosenHere || attempt >= 3) throw error;
+      // A port the server picked for itself (its internal services') is picked afresh by the next start too.
+      const portsGiven = [options.port, options.ui === false ? undefined : options.uiPort];
+      const anotherStartMayWork = portsChosenHere || (error instanceof PortTaken && error.port !== undefined && !portsGiven.includes(error.port));
+      if (!(error instanceof PortTaken) || !anotherStartMayWork || attempt >= 3) throw error;
       options.log?.(`${error.message}; trying other ports`);
     }
   }
 }
 
-/** The dev server could not bind a port it was given. */
-export class PortTaken extends TemporalCliUnavailable {}
+/** The dev server could not bind a port: one it was given, or one it picked for its own services. */
+export class PortTaken extends TemporalCliUnavailable {
+  constructor(
+    message: string,
+    /** The port the server could not bind, when it said which. */
+    readonly port?: number,
+  ) {
+    super(message);
+  }
+}
 
 async function startDevServerOnce(options: DevServerOptions): Promise<DevServer> {
   const binary = ensureTemporalCli(options.log);
@@ -220,7 +231,8 @@ async function startDevServerOnce(options: DevServerOptions): Promise<DevServer>
       // A Go panic's first lines say why; its last ones are only the stack.
       const why = firstLines.split('\n').find((line) => /panic|error|fatal|address already in use/i.test(line)) ?? stderr.trim().split('\n').slice(-3).join(' | ');
       const message = `temporal dev server exited early: ${why.trim().slice(0, 500)}`;
-      throw /address already in use/i.test(why) ? new PortTaken(message) : new TemporalCliUnavailable(message);
+      const taken = /listen tcp [^\s]*:(\d+): bind: address already in use/i.exec(why)?.[1];
+      throw /address already in use/i.test(why) ? new PortTaken(message, taken === undefined ? undefined : Number(taken)) : new TemporalCliUnavailable(message);
     }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');

@@ -21,7 +21,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Connection } from '@temporalio/client';
 import { FaultlineClient } from '../../src/client';
 import { loadConfig } from '../../src/config';
-import { type DevServer, PortTaken, freePort, startDevServer } from '../../src/devserver/temporal-cli';
+import { type DevServer, freePort, startDevServer } from '../../src/devserver/temporal-cli';
 import type { JobResult, JobSpec, OutputRecord } from '../../src/shared';
 import { ensureBinaries, killStackProcess, restartPostgres, stackLayout, stackWorkerSettings, startStack, startStackMinio, startTemporal, stopStack } from '../../scripts/stack';
 import { startFaultProxy } from './fault-proxy';
@@ -191,22 +191,9 @@ interface ChaosBackend {
 }
 
 async function devBackend(dir: string, random: () => number): Promise<ChaosBackend> {
+  const port = await freePort();
   const db = path.join(dir, 'chaos.db');
-  // A port (its own or one the server binds inside) can go to a test starting alongside: the first
-  // start takes fresh ones then; restarts keep the port the workers know.
-  const first = async (): Promise<{ port: number; server: DevServer }> => {
-    for (let attempt = 1; ; attempt++) {
-      const port = await freePort();
-      try {
-        return { port, server: await startDevServer({ port, db, ui: false }) };
-      } catch (error) {
-        if (!(error instanceof PortTaken) || attempt >= 3) throw error;
-      }
-    }
-  };
-  const started = await first();
-  const port = started.port;
-  let server = started.server;
+  let server: DevServer = await startDevServer({ port, db, ui: false });
   const settings = { FAULTLINE_STORAGE: path.join(dir, 'storage') };
   return {
     address: server.address,
