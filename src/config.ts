@@ -2,7 +2,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import { DEFAULT_ADDRESS, DEFAULT_NAMESPACE, ENV, TASK_QUEUE } from './shared/constants';
+import { DEFAULT_ADDRESS, DEFAULT_NAMESPACE, ENV, TASK_QUEUE, WORKER_GC_MODES } from './shared/constants';
 import { DurationSchema } from './shared/duration';
 import { RateLimitsSchema } from './shared/rate-limits';
 import { parseStorageLocation } from './storage';
@@ -61,6 +61,8 @@ export const ConfigSchema = z.object({
   workerMaxHeapMb: z.coerce.number().int().min(0).max(65_536).default(256),
   /** CPU priority of `faultline worker` processes (nice, 0–19): batch work yields to the server, its database and interactive work on the same machine. */
   workerNice: z.coerce.number().int().min(0).max(19).default(10),
+  /** Where supervised worker processes collect garbage: `main-thread` (V8's --single-threaded-gc), `parallel` (V8's helper threads), or `auto`: main-thread when there are at least as many processes as cores. */
+  workerGc: z.enum(WORKER_GC_MODES).default('auto'),
   /** Modules of user pipelines (absolute paths) the workers load. */
   pipelineModules: z.array(z.string().min(1)).default([]),
   /** Serve this pipeline task queue instead of the main one. */
@@ -140,6 +142,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     workerProcesses: env[ENV.workerProcesses] || undefined,
     workerMaxHeapMb: env[ENV.workerMaxHeapMb] || undefined,
     workerNice: env[ENV.workerNice] || undefined,
+    workerGc: env[ENV.workerGc] || undefined,
     pipelineModules: list(env[ENV.pipelines], path.delimiter).map((module) => path.resolve(cwd, module)),
     pipelineQueue: env[ENV.pipelineQueue] || undefined,
     rateLimits: jsonSetting(env[ENV.rateLimits], ENV.rateLimits),

@@ -50,6 +50,7 @@ export async function runDev(options: { port: number; uiPort: number; webPort: n
     logger,
     shutdownGraceMs: config.shutdownGraceMs,
     maxHeapMb: config.workerMaxHeapMb,
+    gc: config.workerGc,
     env: { ...process.env, [ENV.address]: server.address },
   });
   const signal = untilStopSignal((repeated) => logger.info({ signal: repeated }, 'already stopping'));

@@ -158,7 +158,7 @@ export function buildProgram(): Command {
       } else {
         // Checked once here too: processes that cannot start would only be restarted over and over.
         await createStorage(config.storage, config.s3).check();
-        process.exitCode = await superviseWorkers({ processes, logger, shutdownGraceMs: config.shutdownGraceMs, maxHeapMb: config.workerMaxHeapMb });
+        process.exitCode = await superviseWorkers({ processes, logger, shutdownGraceMs: config.shutdownGraceMs, maxHeapMb: config.workerMaxHeapMb, gc: config.workerGc });
       }
     });
 

@@ -14,6 +14,15 @@ export const SEARCH_ATTRIBUTES = {
   FaultlinePriority: 'Int',
 } as const;
 
+/**
+ * Where supervised worker processes collect garbage (`FAULTLINE_WORKER_GC`). With a process on
+ * every core, V8's parallel and concurrent GC threads only take cycles from the other processes'
+ * item work: `main-thread` runs V8 with --single-threaded-gc; `auto` does so when there are at
+ * least as many processes as cores.
+ */
+export const WORKER_GC_MODES = ['auto', 'main-thread', 'parallel'] as const;
+export type WorkerGcMode = (typeof WORKER_GC_MODES)[number];
+
 export const ENV = {
   address: 'TEMPORAL_ADDRESS',
   namespace: 'TEMPORAL_NAMESPACE',
@@ -40,6 +49,7 @@ export const ENV = {
   workerProcesses: 'FAULTLINE_WORKER_PROCESSES',
   workerMaxHeapMb: 'FAULTLINE_WORKER_MAX_HEAP_MB',
   workerNice: 'FAULTLINE_WORKER_NICE',
+  workerGc: 'FAULTLINE_WORKER_GC',
   workerNodeArgs: 'FAULTLINE_WORKER_NODE_ARGS',
   /** Modules (`:`-separated paths) whose exported pipelines workers serve beside the built-ins. */
   pipelines: 'FAULTLINE_PIPELINES',

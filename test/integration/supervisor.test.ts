@@ -79,6 +79,13 @@ describe('faultline worker --processes', () => {
       assert.ok(threads.length >= 8 && threads.every(({ nice }) => nice === 10), JSON.stringify(threads));
     }
     assert.equal(os.getPriority(supervisor.child.pid), 0, 'the supervisor keeps its priority');
+    // FAULTLINE_WORKER_GC=auto: with a process on every core, each collects garbage on its main thread.
+    const mainThreadGc = 3 >= os.availableParallelism();
+    for (const pid of workerChildren(supervisor.child.pid ?? -1)) {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      assert.equal(argv.includes('--single-threaded-gc'), mainThreadGc, argv.join(' '));
+      assert.ok(argv.includes('--max-old-space-size=256'), argv.join(' '));
+    }
     process.kill(victim, 'SIGKILL');
     await eventually(() => (supervisor.logs().match(/"worker started"/g) ?? []).length === 4, 60_000, 'the killed process restarted');
     assert.equal(workerChildren(supervisor.child.pid ?? -1).length, 3);
