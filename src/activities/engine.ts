@@ -280,6 +280,7 @@ export function createEngineActivities(deps: EngineDeps) {
             : ctx.cancellationSignal);
       // Released in the finally below, however the batch ends.
       const computed = deps.registry[input.job.pipeline]?.work === 'cpu' ? computingBatch() : undefined;
+      const deadlines = itemDeadlines(input.itemTimeoutMs, ctx.cancellationSignal);
       try {
         // No beat at the start: a batch shorter than beatEveryMs sends none (each one costs the server a write); the timer keeps longer ones alive.
         lastBeat = Date.now();
@@ -313,7 +314,7 @@ export function createEngineActivities(deps: EngineDeps) {
           const itemStarted = batchSpan ? Date.now() : 0;
           for (let storageWaits = 0; outcome === undefined; storageWaits++) {
             try {
-              const work = await withDeadline(input.itemTimeoutMs, ctx.cancellationSignal, (signal) =>
+              const work = await deadlines.run((signal) =>
                 implementation.processItem({
                   job: input.job,
                   entry,
@@ -376,7 +377,8 @@ export function createEngineActivities(deps: EngineDeps) {
           if ('error' in outcome && outcome.error.class !== 'transient') early.add(outcome.item);
           if (Date.now() - lastBeat >= beatEveryMs) beat();
           // Short synchronous items never yield on their own: batches take turns of the event loop.
-          await nextItemTurn();
+          const turn = nextItemTurn();
+          if (turn) await turn;
           if ('error' in outcome && outcome.error.class === 'fatal') {
             for (const rest of entries) if (!finished.has(rest.item.id)) notStarted.push(rest.item.id);
             break;
@@ -384,6 +386,7 @@ export function createEngineActivities(deps: EngineDeps) {
         }
       } finally {
         computed?.();
+        deadlines.close();
         batchSpan?.setAttribute('faultline.not_started', notStarted.length);
         batchSpan?.end();
         metrics?.batchesInFlight.dec();
@@ -911,39 +914,78 @@ function failureOutcome(item: string, error: unknown): Extract<ItemOutcome, { er
 }
 
 /**
- * Runs one item with its own deadline: past it the item's signal aborts and the item is a
- * transient `ItemTimedOut` attempt, so one hung item never holds its batch.
+ * Each item of a batch runs with its own deadline: past it the item's signal aborts and the item is
+ * a transient `ItemTimedOut` attempt, so one hung item never holds its batch. A batch runs its items
+ * one after another, so one timer serves them all, restarted for each item (`refresh`), and one
+ * listener on the batch's signal reaches the running item: no timer, promise race or listener is
+ * made per item (they were a measurable share of a short item's cost, most of it garbage).
  */
-async function withDeadline<T>(timeoutMs: number | undefined, parent: AbortSignal, work: (signal: () => AbortSignal) => Promise<T>): Promise<T> {
-  if (!timeoutMs) return work(() => parent);
-  // Made on first use: most items never look at their signal, and an AbortController per item is a
-  // measurable share of a short item's cost.
-  let controller: AbortController | undefined;
-  let expired: ItemError | undefined;
-  const onAbort = () => controller?.abort(parent.reason);
-  const signal = () => {
-    if (!controller) {
-      controller = new AbortController();
-      if (expired) controller.abort(expired);
-      else if (parent.aborted) controller.abort(parent.reason);
-      else parent.addEventListener('abort', onAbort, { once: true });
-    }
-    return controller.signal;
-  };
+function itemDeadlines(timeoutMs: number | undefined, parent: AbortSignal) {
   let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      expired = new ItemError({ type: ErrorTypes.ItemTimedOut, message: `the item ran past its ${timeoutMs} ms deadline`, details: { timeoutMs } });
-      controller?.abort(expired);
-      reject(expired);
-    }, timeoutMs);
-  });
-  try {
-    return await Promise.race([work(signal), deadline]);
-  } finally {
-    clearTimeout(timer);
-    if (controller) parent.removeEventListener('abort', onAbort);
-  }
+  /** The running item's: what its deadline does, and its controller once its signal was asked for. */
+  let running: { expire: () => void; controller?: AbortController } | undefined;
+  let listening = false;
+  const onParentAbort = () => running?.controller?.abort(parent.reason);
+  const onDeadline = () => running?.expire();
+  return {
+    run<T>(work: (signal: () => AbortSignal) => Promise<T>): Promise<T> {
+      if (!timeoutMs) return work(() => parent);
+      return new Promise<T>((resolve, reject) => {
+        let expired: ItemError | undefined;
+        const item: { expire: () => void; controller?: AbortController } = {
+          expire: () => {
+            expired = new ItemError({ type: ErrorTypes.ItemTimedOut, message: `the item ran past its ${timeoutMs} ms deadline`, details: { timeoutMs } });
+            running = undefined;
+            item.controller?.abort(expired);
+            reject(expired);
+          },
+        };
+        // Made on first use: most items never look at their signal, and an AbortController per item costs.
+        const signal = () => {
+          if (!item.controller) {
+            item.controller = new AbortController();
+            if (expired) item.controller.abort(expired);
+            else if (parent.aborted) item.controller.abort(parent.reason);
+            else if (!listening) {
+              parent.addEventListener('abort', onParentAbort, { once: true });
+              listening = true;
+            }
+          }
+          return item.controller.signal;
+        };
+        running = item;
+        if (timer) timer.refresh();
+        else timer = setTimeout(onDeadline, timeoutMs);
+        const settle = () => {
+          if (running === item) running = undefined;
+        };
+        let pending: Promise<T>;
+        try {
+          pending = work(signal);
+        } catch (error) {
+          settle();
+          reject(error);
+          return;
+        }
+        pending.then(
+          (value) => {
+            settle();
+            resolve(value);
+          },
+          (error: unknown) => {
+            settle();
+            reject(error);
+          },
+        );
+      });
+    },
+    /** The batch is over: its timer and listener go. */
+    close(): void {
+      clearTimeout(timer);
+      running = undefined;
+      if (listening) parent.removeEventListener('abort', onParentAbort);
+    },
+  };
 }
 
 /**

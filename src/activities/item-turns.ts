@@ -24,13 +24,15 @@ function endTurn(): void {
   waiting.shift()?.();
 }
 
-/** Called between items: goes on while this pass's item work lasts, else waits for its own turn (first come, first served). */
-export async function nextItemTurn(): Promise<void> {
+/**
+ * Called between items: goes on while this pass's item work lasts (undefined: no promise and no
+ * await for the many items that just go on), else a promise of its own turn (first come, first served).
+ */
+export function nextItemTurn(): Promise<void> | undefined {
   if (turnStartedAt === undefined && waiting.length === 0) {
     startTurn();
-    return;
+    return undefined;
   }
-  if (turnStartedAt !== undefined && performance.now() - turnStartedAt < WORK_PER_TURN_MS) return;
-  await new Promise<void>((resolve) => waiting.push(resolve));
-  startTurn();
+  if (turnStartedAt !== undefined && performance.now() - turnStartedAt < WORK_PER_TURN_MS) return undefined;
+  return new Promise<void>((resolve) => waiting.push(resolve)).then(startTurn);
 }

@@ -68,6 +68,23 @@ describe('runBatch activity', () => {
     assert.ok(performance.now() - started < 5_000, 'cut off at the deadline, not at the batch timeout');
   });
 
+  it('each item gets its own full deadline (one timer per batch, restarted per item), and none is left running after the batch', async () => {
+    const timersBefore = process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
+    const env = new MockActivityEnvironment();
+    const started = performance.now();
+    const result = (await env.run(activities.runBatch, batch([{ id: 'first', outcome: 'hang' }, { id: 'between' }, { id: 'second', outcome: 'hang' }, { id: 'last' }], 300))) as RunBatchResult;
+    const elapsedMs = performance.now() - started;
+    const byItem = new Map(result.outcomes.map((outcome) => [outcome.item, outcome]));
+    for (const id of ['first', 'second']) {
+      const hung = byItem.get(id);
+      assert.ok(hung && 'error' in hung && hung.error.type === ErrorTypes.ItemTimedOut, `${id}: ${JSON.stringify(hung)}`);
+    }
+    for (const id of ['between', 'last']) assert.ok(byItem.get(id) && 'records' in byItem.get(id)!, `${id} finished`);
+    // The second hung item waited its whole 300 ms, not what was left of a deadline set before it.
+    assert.ok(elapsedMs >= 590 && elapsedMs < 5_000, `two full deadlines: ${Math.round(elapsedMs)} ms`);
+    assert.equal(process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length, timersBefore, 'the batch left no timer running');
+  });
+
   it('cancellation stops the batch: the hung item and everything after it are handed back unstarted', async () => {
     const env = new MockActivityEnvironment();
     const running = env.run(activities.runBatch, batch([{ id: 'done' }, { id: 'stuck', outcome: 'hang' }, { id: 'never' }])) as Promise<RunBatchResult>;
