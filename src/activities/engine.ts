@@ -922,8 +922,9 @@ function failureOutcome(item: string, error: unknown): Extract<ItemOutcome, { er
  */
 function itemDeadlines(timeoutMs: number | undefined, parent: AbortSignal) {
   let timer: NodeJS.Timeout | undefined;
-  /** The running item's: what its deadline does, and its controller once its signal was asked for. */
-  let running: { expire: () => void; controller?: AbortController } | undefined;
+  /** What the running item's deadline does, and its controller once its signal was asked for. */
+  type RunningItem = { expire: () => void; controller?: AbortController };
+  let running: RunningItem | undefined;
   let listening = false;
   const onParentAbort = () => running?.controller?.abort(parent.reason);
   const onDeadline = () => running?.expire();
@@ -932,7 +933,7 @@ function itemDeadlines(timeoutMs: number | undefined, parent: AbortSignal) {
       if (!timeoutMs) return work(() => parent);
       return new Promise<T>((resolve, reject) => {
         let expired: ItemError | undefined;
-        const item: { expire: () => void; controller?: AbortController } = {
+        const item: RunningItem = {
           expire: () => {
             expired = new ItemError({ type: ErrorTypes.ItemTimedOut, message: `the item ran past its ${timeoutMs} ms deadline`, details: { timeoutMs } });
             running = undefined;
