@@ -1,7 +1,20 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { z } from 'zod';
 import { builtInPipelines } from '../../src/pipelines';
-import { CPU_WORK_SIZES, type LargeJobSizing, type StandardSchemaV1, allowedFailures, cpuBatchSize, cpuBatchesAhead, resolveJobOptions, validateJobSpec } from '../../src/shared';
+import {
+  CPU_WORK_SIZES,
+  ItemSchema,
+  JobSpecSchema,
+  type LargeJobSizing,
+  type StandardSchemaV1,
+  allowedFailures,
+  cpuBatchSize,
+  cpuBatchesAhead,
+  resolveJobOptions,
+  validateJobSpec,
+} from '../../src/shared';
 import { ConfigError, loadConfig } from '../../src/config';
 
 function issuesOf(spec: unknown) {
@@ -91,6 +104,69 @@ describe('options', () => {
     assert.equal(validation.ok, false);
     assert.deepEqual(validation.ok ? [] : validation.issues.map((issue) => issue.path), ['items[0].params.size', 'items[2].params.size', 'items[3].params.size']);
     assert.equal(checks, 3, 'b and d checked each, a and c once together');
+  });
+
+  it('items: the hand-checked common case gives what zod gives, data and issues alike, for any value', () => {
+    const byZod = z.array(ItemSchema);
+    const byUs = JobSpecSchema.shape.items;
+    const word = fc.constantFrom('', 'a', 'b-1', '-x', 'x'.repeat(129), 'file:///a', ' ', 'é');
+    const scalar = fc.oneof(word, fc.constantFrom(0, -0, 1, NaN, Infinity, true, null, undefined));
+    // Mostly valid, so the hand-checked path is taken; each field sometimes wrong, absent or odd.
+    const validOr = (valid: fc.Arbitrary<unknown>, other: fc.Arbitrary<unknown>) => fc.oneof({ weight: 3, arbitrary: valid }, { weight: 1, arbitrary: other });
+    const absent = Symbol('absent');
+    const sometimes = (arbitrary: fc.Arbitrary<unknown>, absentWeight: number) => fc.oneof({ weight: absentWeight, arbitrary: fc.constant(absent) }, { weight: 1, arbitrary });
+    const oddParams = fc.constantFrom<unknown>(JSON.parse('{"__proto__": 1, "a": 2}'), Object.create(null), new Date(0), [1], 'x', null, undefined, { cpuMs: undefined });
+    const item = fc.oneof(
+      {
+        weight: 9,
+        arbitrary: fc
+          .tuple(
+            sometimes(validOr(fc.constantFrom('a', 'b-1', 'C.9_z'), scalar), 0),
+            sometimes(validOr(fc.constantFrom('file:///a', 'x'), scalar), 1),
+            sometimes(validOr(fc.array(fc.constantFrom('a', 'b'), { minLength: 1, maxLength: 2 }), fc.constantFrom<unknown>([], [, 'a'], [''], [1], 'a', null, undefined)), 1),
+            sometimes(validOr(fc.dictionary(fc.constantFrom('cpuMs', 'size'), scalar), oddParams), 1),
+            sometimes(fc.constantFrom<unknown>({ a: 'https://x.test/a' }, { a: 'nope' }, undefined), 6),
+            sometimes(scalar, 6),
+          )
+          .map(([id, source, outputs, params, putUrls, extra]) => {
+            const fields = { id, source, outputs, params, putUrls, extra };
+            return Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== absent));
+          }),
+      },
+      { weight: 1, arbitrary: fc.oneof(scalar, fc.array(scalar), fc.constant(new Date(0))) },
+    );
+    fc.assert(
+      fc.property(fc.array(item, { maxLength: 4 }), (items) => {
+        const expected = byZod.safeParse(items);
+        const actual = byUs.safeParse(items);
+        assert.equal(actual.success, expected.success);
+        if (expected.success && actual.success) assert.deepStrictEqual(actual.data, expected.data);
+        if (!expected.success && !actual.success) assert.deepStrictEqual(actual.error.issues, expected.error.issues);
+      }),
+      { numRuns: 3_000 },
+    );
+  });
+
+  it('item params: repeated flat params are checked once, each item still gets exactly its own issues', () => {
+    const itemParams = z.object({ cpuMs: z.number().min(0) }).strict();
+    const registry = { sized: { ...builtInPipelines.synthetic!, name: 'sized', itemParams } };
+    const paramsOf = fc.oneof(
+      fc.constantFrom<unknown>({ cpuMs: 1 }, { cpuMs: -1 }, { cpuMs: -0 }, { cpuMs: NaN }, { cpuMs: '1' }, { cpuMs: null }, { cpuMs: { n: 1 } }, { cpuMs: 1, x: true }, {}, undefined),
+      fc.record({ cpuMs: fc.constantFrom(1, -1, NaN, Infinity, '1', true, null) }),
+    );
+    fc.assert(
+      fc.property(fc.array(paramsOf, { maxLength: 8 }), (all) => {
+        const items = all.map((params, index) => ({ id: `i${index}`, ...(params !== undefined ? { params } : {}) }));
+        const together = validateJobSpec({ pipeline: 'sized', items }, registry);
+        // Each item alone never meets another's params: what it must get.
+        const alone = items.flatMap((item, index) => {
+          const validation = validateJobSpec({ pipeline: 'sized', items: [item] }, registry);
+          return validation.ok ? [] : validation.issues.map((issue) => ({ ...issue, path: issue.path.replace('items[0]', `items[${index}]`) }));
+        });
+        assert.deepStrictEqual(together.ok ? [] : together.issues, alone);
+      }),
+      { numRuns: 500 },
+    );
   });
 
   it('resolves durations and defaults', () => {
