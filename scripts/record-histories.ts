@@ -341,9 +341,11 @@ async function main(): Promise<void> {
       // work: 'cpu' (v16, recorded when the fixture was named recorder-cpu): a job of 1,200 items in one slice of guided batches; one of 40 run inline the same way.
       // v17: the same sliced job with at most CPU_WORK_SIZES.batchesAhead batches in flight (PATCHES.guidedInFlight).
       // v18: its spec check counted the fleet (plan.cpuSlots: one process, two slots): two in flight, each half the queue within the batch size.
+      // v20: its first two batches, started together, shrink one after the other (PATCHES.staggeredFirstWave).
       'cpu-sliced': {
         spec: { pipeline: 'crunch', items: Array.from({ length: 1_200 }, (_, i) => ({ id: `c${i}`, params: { n: i } })) },
         children: true,
+        expectsPatch: PATCHES.staggeredFirstWave,
       },
       'cpu-inline': { spec: { pipeline: 'crunch', items: Array.from({ length: 40 }, (_, i) => ({ id: `c${i}`, params: { n: i } })) } },
       rotation: {

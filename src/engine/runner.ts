@@ -33,6 +33,7 @@ import {
   batchActivityId,
   boundReport,
   cpuBatchSize,
+  firstWaveBatchSize,
   makeReport,
   toErrorReport,
 } from '../shared';
@@ -59,6 +60,7 @@ export class ItemRunner extends ItemBook {
   private ramp: number;
   /** Guided batches in flight at most (decided at the first dispatch; jobs recorded before the cap have none). */
   private guidedCap: number | undefined;
+  private staggerFirstWave: boolean | undefined;
 
   constructor(config: RunnerConfig, snapshot: RunnerSnapshot) {
     super(config, snapshot);
@@ -164,6 +166,8 @@ export class ItemRunner extends ItemBook {
     );
     const unsuspected = (state: ItemState) => state.suspectBatch === undefined;
     const guided = this.config.guidedBatches;
+    // Decided at the slice's first dispatch: a slice that started before it replays the sizes it ran.
+    const staggered = (this.staggerFirstWave ??= guided?.capInFlight === true && patched(PATCHES.staggeredFirstWave));
     // The items launchBatches below may start: guided sizes are fractions of them.
     let queued = guided ? this.states.reduce((sum, state) => sum + (state.phase === 'queued' && !state.isolate && unsuspected(state) ? 1 : 0), 0) : 0;
     this.launchBatches(
@@ -171,7 +175,8 @@ export class ItemRunner extends ItemBook {
       unsuspected,
       guided
         ? () => {
-            const size = cpuBatchSize(queued, guided.sliceItems, batchSize, guided.ahead);
+            const guidedSize = cpuBatchSize(queued, guided.sliceItems, batchSize, guided.ahead);
+            const size = staggered ? firstWaveBatchSize(guidedSize, this.batchSeq, guided.ahead ?? CPU_WORK_SIZES.batchesAhead) : guidedSize;
             queued -= size;
             return size;
           }

@@ -126,6 +126,8 @@ export const PATCHES = {
   cancelledByPlace: 'faultline-cancelled-by-place',
   /** A stopping job tells its running slices why (a signal before their cancellation), so their unfinished items' records give the job's reason. */
   sliceStopReason: 'faultline-slice-stop-reason',
+  /** A `work: 'cpu'` slice's first batches shrink one after another (`firstWaveBatchSize`), so the two on one process do not end together. */
+  staggeredFirstWave: 'faultline-staggered-first-wave',
 } as const;
 
 /**

@@ -11,6 +11,7 @@ import {
   type StandardSchemaV1,
   allowedFailures,
   cpuBatchSize,
+  firstWaveBatchSize,
   cpuBatchesAhead,
   resolveJobOptions,
   validateJobSpec,
@@ -244,6 +245,25 @@ describe('options', () => {
     assert.deepEqual(guided(4).slice(0, 7), [625, 625, 625, 625, 625, 469, 352]);
     assert.ok(guided(4).length < guided(8).length, `${guided(4).length} batches for 4 slots, ${guided(8).length} for 8`);
     assert.deepEqual(guided(8), batches, 'ahead defaults to batchesAhead');
+
+    // The first wave, started together: each shorter than the one before, down to about half.
+    const firstWave = (ahead: number) => {
+      const sizes: number[] = [];
+      for (let left = 5_000, launched = 0; left > 0; launched++) {
+        const size = Math.min(left, firstWaveBatchSize(cpuBatchSize(left, 5_000, 625, ahead), launched, ahead));
+        sizes.push(size);
+        left -= size;
+      }
+      return sizes;
+    };
+    assert.deepEqual(firstWave(4).slice(0, 6), [625, 547, 469, 391, 625, 586], 'then guided again');
+    assert.deepEqual(firstWave(2).slice(0, 3), [625, 469, 625]);
+    assert.equal(
+      firstWave(64).reduce((sum, size) => sum + size, 0),
+      5_000,
+    );
+    assert.equal(firstWaveBatchSize(1, 3, 4), 1, 'never an empty batch');
+    assert.equal(firstWaveBatchSize(100, 4, 4), 100, 'past the first wave: the guided size');
   });
 
   it('a CPU-bound slice keeps one batch in flight per slot its fleet has, within bounds; the fixed count when not counted', () => {
