@@ -14,6 +14,7 @@ export const LIMITS = {
   maxItems: 1_000_000,
   maxItemJsonBytes: 64 * 1024,
   maxIdLength: 128,
+  maxSourceLength: 8192,
   maxBatchSize: 1_000,
   maxConcurrency: 200,
   maxCrashBudget: 100,
@@ -41,7 +42,7 @@ const durationString = z.string().superRefine((raw, ctx) => {
 export const ItemSchema = z
   .object({
     id: z.string().min(1).max(LIMITS.maxIdLength).regex(ITEM_ID_PATTERN, 'item ids use letters, digits, ".", "_" and "-", starting with a letter or digit'),
-    source: z.string().min(1).max(8192).optional(),
+    source: z.string().min(1).max(LIMITS.maxSourceLength).optional(),
     outputs: z.array(z.string().min(1)).min(1).optional(),
     params: z.record(z.unknown()).optional(),
     /** Pre-signed upload URL per output of this item (per-item data travels only with its item). */
@@ -64,7 +65,7 @@ function isPlainValidItem(value: unknown): value is JobItem {
   for (const key of Object.keys(value)) if (!PLAIN_ITEM_KEYS.has(key)) return false;
   const { id, source, outputs, params } = value;
   if (typeof id !== 'string' || id.length < 1 || id.length > LIMITS.maxIdLength || !ITEM_ID_PATTERN.test(id)) return false;
-  if (source !== undefined && (typeof source !== 'string' || source.length < 1 || source.length > 8192)) return false;
+  if (source !== undefined && (typeof source !== 'string' || source.length < 1 || source.length > LIMITS.maxSourceLength)) return false;
   if (outputs !== undefined) {
     if (!Array.isArray(outputs) || outputs.length < 1) return false;
     for (let index = 0; index < outputs.length; index++) {
