@@ -52,6 +52,13 @@ const modes = process.argv
   .split(',');
 const modeWanted = (name: string) => !modes || modes.includes(name);
 const onStack = process.argv.includes('--stack');
+/**
+ * `--from-source`: the Faultline workers and CLI processes run the TypeScript sources through tsx,
+ * as in a clone (before 2026-12-06 15:00 UTC, always). Default: what the package ships, `dist/`
+ * built first (`npm run build`, ~11 s): tsx's per-function name helpers and its load hooks are no
+ * part of a user's worker.
+ */
+const fromSource = process.argv.includes('--from-source');
 /** `--worker-log=FILE` appends the Faultline workers' log (JSON lines) to FILE. */
 const workerLogFile = process.argv.find((arg) => arg.startsWith('--worker-log='))?.slice(13);
 /** `--cpu1ms-batch=300`: cpu1ms's job sets `options.batchSize` (default: the engine's sizing, 79 items for 5,000). */
@@ -537,9 +544,14 @@ async function runDbos(
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'faultline-bench-'));
+  if (!fromSource) {
+    say('building the package (npm run build; --from-source runs the sources through tsx instead)');
+    execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: ['ignore', 2, 2] });
+  }
   const server = await startDevServer({ ui: false, log: say });
   const env = {
     ...process.env,
+    ...(fromSource ? {} : { FAULTLINE_FROM_DIST: '1' }),
     TEMPORAL_ADDRESS: server.address,
     FAULTLINE_TASK_QUEUE: 'faultline-bench',
     FAULTLINE_STORAGE: path.join(dir, 'storage'),
@@ -1204,6 +1216,8 @@ async function main(): Promise<void> {
     machine: {
       cores,
       faultlineWorkerProcesses: processes,
+      /** What the Faultline workers and CLI processes ran: the package as built (`dist`) or the sources through tsx (`--from-source`). */
+      faultlineCode: fromSource ? 'source' : 'dist',
       faultlineSupervisorPeakRssMb: Math.round(supervisorPeakRss / 1024 / 1024),
       /** CPU the Temporal server used per second with workers connected and no job (10 s before the workloads). */
       serverIdleCores,
