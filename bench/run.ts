@@ -25,7 +25,7 @@ import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker
 import { FaultlineClient } from '../src/client';
 import { createFaultlineWorker } from '../src/worker';
 import { loadConfig } from '../src/config';
-import { limiterWorkflowId } from '../src/shared';
+import { ENV, limiterWorkflowId } from '../src/shared';
 import { ensureTemporalCli, freePort, startDevServer } from '../src/devserver/temporal-cli';
 import { createLogger, installTemporalLogging } from '../src/logger';
 import { startLocalS3 } from '../scripts/minio';
@@ -551,7 +551,7 @@ async function main(): Promise<void> {
   const server = await startDevServer({ ui: false, log: say });
   const env = {
     ...process.env,
-    ...(fromSource ? {} : { FAULTLINE_FROM_DIST: '1' }),
+    ...(fromSource ? {} : { [ENV.fromDist]: '1' }),
     TEMPORAL_ADDRESS: server.address,
     FAULTLINE_TASK_QUEUE: 'faultline-bench',
     FAULTLINE_STORAGE: path.join(dir, 'storage'),

@@ -51,6 +51,8 @@ export const ENV = {
   workerNice: 'FAULTLINE_WORKER_NICE',
   workerGc: 'FAULTLINE_WORKER_GC',
   workerNodeArgs: 'FAULTLINE_WORKER_NODE_ARGS',
+  /** `1`: bin/faultline.js in a clone runs the compiled dist/ (as the package ships) instead of the sources through tsx. */
+  fromDist: 'FAULTLINE_FROM_DIST',
   /** Modules (`:`-separated paths) whose exported pipelines workers serve beside the built-ins. */
   pipelines: 'FAULTLINE_PIPELINES',
   /** A worker for pipelines on their own task queue: it serves that queue instead of the main one. */

@@ -119,4 +119,31 @@ describe('the packed package', () => {
     assert.match(tested.stdout, /# pass 1/, `${tested.stdout}\n${tested.stderr}`);
     assert.match(tested.stdout, /# fail 0/);
   });
+
+  it("FAULTLINE_FROM_DIST=1 runs the clone's built dist/ (as the bench does), and says so in one line when dist/ is missing", async () => {
+    assert.ok(tarball, 'the package was packed (dist/ built) by the test before');
+    // Which CLI module the process loaded, told on exit by a preloaded script.
+    const probe = path.join(dir, 'which-cli.js');
+    await writeFile(
+      probe,
+      `const path = require('node:path');
+process.on('exit', () => {
+  const cli = Object.keys(require.cache).filter((file) => /[\\\\/](src|dist)[\\\\/]cli[\\\\/]main\\.(ts|js)$/.test(file));
+  console.error(cli.map((file) => path.relative(process.cwd(), file)).join(','));
+});
+`,
+    );
+    const loaded = async (env: NodeJS.ProcessEnv) =>
+      (await run(process.execPath, ['-r', probe, path.join(ROOT, 'bin', 'faultline.js'), '--help'], { cwd: ROOT, env: { ...process.env, ...env } })).stderr.trim();
+    assert.equal(await loaded({ FAULTLINE_FROM_DIST: '1' }), path.join('dist', 'cli', 'main.js'));
+    assert.equal(await loaded({ FAULTLINE_FROM_DIST: '' }), path.join('src', 'cli', 'main.ts'));
+    // A clone without dist/: the bin alone, copied where no dist/ is beside it.
+    await mkdir(path.join(dir, 'bare', 'bin'), { recursive: true });
+    await copyFile(path.join(ROOT, 'bin', 'faultline.js'), path.join(dir, 'bare', 'bin', 'faultline.js'));
+    const bare = await run(process.execPath, [path.join(dir, 'bare', 'bin', 'faultline.js'), '--help'], { env: { ...process.env, FAULTLINE_FROM_DIST: '1' } }).catch(
+      (error: { code: number; stderr: string }) => error,
+    );
+    assert.equal((bare as { code?: number }).code, 1);
+    assert.equal(bare.stderr.trim(), 'error: FAULTLINE_FROM_DIST=1 but dist/ is not built: run npm run build');
+  });
 });
